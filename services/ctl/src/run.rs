@@ -1,0 +1,18 @@
+//! `mailstream run <processor>`: starts one processor of the topology.
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+use mailstream_passthrough::Passthrough;
+use mailstream_runtime::{ConfigSource, NoSettings, serve};
+
+/// Runs the named processor until it is asked to stop.
+pub async fn run(processor: &str, source: ConfigSource) -> anyhow::Result<ExitCode> {
+    match processor {
+        "passthrough" => serve(source, |_, _: NoSettings| Ok(Passthrough)).await?,
+        other => bail!(
+            "unknown processor `{other}`; this build runs: passthrough (see `mailstream topology check`)"
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,126 @@
+//! Avro in the Confluent wire format, through the schema registry.
+//!
+//! Values are decoded with the writer schema named by the id in each payload. Values are
+//! encoded with the schema this binary was built with (from `schemas/`), registered under the
+//! TopicNameStrategy subject `<prefix><topic>-value`; the registry refuses a schema that breaks
+//! the subject's compatibility rule, so an incompatible build fails at start, not downstream.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use apache_avro::types::Value;
+use schema_registry_converter::async_impl::easy_avro::{EasyAvroDecoder, EasyAvroEncoder};
+use schema_registry_converter::async_impl::schema_registry::SrSettings;
+use schema_registry_converter::error::SRCError;
+use schema_registry_converter::schema_registry_common::{
+    SchemaType, SubjectNameStrategy, SuppliedSchema,
+};
+
+use crate::catalog;
+use crate::config::RuntimeConfig;
+use crate::error::{ProcessError, RuntimeError};
+use crate::topology::{Naming, Topology};
+
+/// Decoder for one input topic and encoders for a set of output topics.
+pub struct AvroCodec {
+    decoder: EasyAvroDecoder,
+    encoder: EasyAvroEncoder,
+    /// Logical output topic → the subject strategy carrying its schema.
+    outputs: HashMap<String, SubjectNameStrategy>,
+}
+
+/// Registry connection settings from the runtime config.
+pub fn registry_settings(config: &RuntimeConfig) -> Result<SrSettings, RuntimeError> {
+    let mut builder = SrSettings::new_builder(config.schema_registry_url().to_string());
+    builder.set_timeout(Duration::from_secs(10));
+    if let Some(user) = &config.schema_registry_username {
+        builder.set_basic_authorization(user, config.schema_registry_password.as_deref());
+    }
+    builder
+        .build()
+        .map_err(|e| RuntimeError::Registry(e.to_string()))
+}
+
+impl AvroCodec {
+    /// A codec that can encode to each of `outputs` (logical names).
+    pub fn new(
+        settings: SrSettings,
+        topology: &Topology,
+        naming: &Naming,
+        outputs: &[String],
+    ) -> Result<Self, RuntimeError> {
+        let mut strategies = HashMap::new();
+        for logical in outputs {
+            let topic = topology.topic(logical).ok_or_else(|| {
+                RuntimeError::Topology(format!("output topic `{logical}` is not declared"))
+            })?;
+            let file = topic.schema.ok_or_else(|| {
+                RuntimeError::Topology(format!("output topic `{logical}` has no schema"))
+            })?;
+            let text = catalog::schema(&file).ok_or_else(|| {
+                RuntimeError::Topology(format!("schema `{file}` is not part of this build"))
+            })?;
+            strategies.insert(
+                logical.clone(),
+                SubjectNameStrategy::TopicNameStrategyWithSchema(
+                    naming.topic(logical),
+                    false,
+                    SuppliedSchema::new(None, SchemaType::Avro, text.to_string()),
+                ),
+            );
+        }
+        Ok(Self {
+            decoder: EasyAvroDecoder::new(settings.clone()),
+            encoder: EasyAvroEncoder::new(settings),
+            outputs: strategies,
+        })
+    }
+
+    /// Registers (or finds) every output schema; fails when the registry refuses one.
+    pub async fn register_outputs(&self) -> Result<(), RuntimeError> {
+        for (logical, strategy) in &self.outputs {
+            let subject = strategy
+                .get_subject()
+                .map_err(|e| RuntimeError::Registry(e.to_string()))?;
+            self.encoder
+                .get_schema_and_id(&subject, strategy.clone())
+                .await
+                .map_err(|e| {
+                    RuntimeError::Registry(format!(
+                        "registering the schema of `{logical}` under `{subject}`: {e}"
+                    ))
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Decodes a Confluent-framed payload. A registry outage is transient; bytes that are not
+    /// a valid Avro payload for their schema are poison.
+    pub async fn decode(&self, payload: Option<&[u8]>) -> Result<Value, ProcessError> {
+        match self.decoder.decode(payload).await {
+            Ok(result) => Ok(result.value),
+            Err(e) => Err(classify(e, "avro-decode")),
+        }
+    }
+
+    /// Encodes `value` for the logical output topic `topic`.
+    pub async fn encode(&self, topic: &str, value: Value) -> Result<Vec<u8>, ProcessError> {
+        let strategy = self.outputs.get(topic).ok_or_else(|| {
+            ProcessError::fatal(format!(
+                "the processor wrote to `{topic}`, which is not one of its outputs in the topology"
+            ))
+        })?;
+        self.encoder
+            .encode_value(value, strategy)
+            .await
+            .map_err(|e| classify(e, "avro-encode"))
+    }
+}
+
+fn classify(error: SRCError, class: &str) -> ProcessError {
+    if error.retriable {
+        ProcessError::transient(format!("schema registry: {error}"))
+    } else {
+        ProcessError::poison(class, error)
+    }
+}

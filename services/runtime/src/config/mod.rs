@@ -1,0 +1,532 @@
+//! Layered configuration: defaults, then an optional TOML file, then `MAILSTREAM_*` environment
+//! variables. Everything is checked before anything starts, and every problem is reported at
+//! once with the key (file key and environment variable) it concerns.
+//!
+//! The environment is captured once, at the binary's edge ([`ConfigSource::from_process`]); the
+//! library never reads environment variables on its own.
+//!
+//! Key mapping:
+//! - runtime keys: file `batch_max_records = 500`, env `MAILSTREAM_BATCH_MAX_RECORDS=500`;
+//! - librdkafka properties (SASL, TLS, tuning): file `[kafka]` table with the property names
+//!   (`"security.protocol" = "SASL_SSL"`), env `MAILSTREAM_RDKAFKA_SECURITY_PROTOCOL=SASL_SSL`;
+//! - processor keys: file `[parser]` table, env `MAILSTREAM_PARSER_INLINE_LIMIT_BYTES=...`.
+//!
+//! Unknown keys in a file are refused. Environment variables are read only for declared keys.
+
+mod introspect;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+pub use introspect::struct_fields;
+
+use crate::error::RuntimeError;
+
+/// librdkafka properties the runtime sets itself; a user value would break exactly-once.
+const MANAGED_KAFKA_KEYS: &[&str] = &[
+    "bootstrap.servers",
+    "group.id",
+    "transactional.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "isolation.level",
+    "enable.idempotence",
+];
+
+/// Settings every processor shares.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Kafka bootstrap servers, `host:port[,host:port]`. Required.
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub bootstrap_servers: Option<String>,
+    /// Confluent-compatible schema registry base URL. Required.
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub schema_registry_url: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub schema_registry_username: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub schema_registry_password: Option<String>,
+    /// Prepended to every topic, consumer group and transactional id, so two deployments can
+    /// share a cluster.
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub topic_prefix: String,
+    /// Stable identity of this instance (pod name). It names the transactional id, so a
+    /// restarted instance fences its predecessor and aborts its open transaction at once.
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub instance_id: Option<String>,
+    /// A transaction commits after this many records ...
+    #[serde(default = "defaults::batch_max_records")]
+    pub batch_max_records: u32,
+    /// ... or this many milliseconds after its first record, whichever comes first.
+    #[serde(default = "defaults::batch_max_ms")]
+    pub batch_max_ms: u64,
+    /// Broker-side timeout of an open transaction (`transaction.timeout.ms`).
+    #[serde(default = "defaults::transaction_timeout_ms")]
+    pub transaction_timeout_ms: u64,
+    /// Upper bound of the backoff between retries of a transient failure.
+    #[serde(default = "defaults::retry_backoff_max_ms")]
+    pub retry_backoff_max_ms: u64,
+    /// Address of the HTTP server for `/metrics`, `/healthz` and `/readyz`.
+    #[serde(default = "defaults::http_addr")]
+    pub http_addr: String,
+    /// `text` or `json`.
+    #[serde(default = "defaults::log_format")]
+    pub log_format: String,
+    /// A `tracing` filter such as `info` or `info,mailstream_runtime=debug`.
+    #[serde(default = "defaults::log_level")]
+    pub log_level: String,
+    /// OTLP/HTTP endpoint for traces; tracing export is off when unset.
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub otlp_endpoint: Option<String>,
+    /// Extra librdkafka properties passed through to every client.
+    #[serde(default)]
+    pub kafka: BTreeMap<String, String>,
+}
+
+mod defaults {
+    pub fn batch_max_records() -> u32 {
+        500
+    }
+    pub fn batch_max_ms() -> u64 {
+        100
+    }
+    pub fn transaction_timeout_ms() -> u64 {
+        30_000
+    }
+    pub fn retry_backoff_max_ms() -> u64 {
+        30_000
+    }
+    pub fn http_addr() -> String {
+        "0.0.0.0:8080".into()
+    }
+    pub fn log_format() -> String {
+        "text".into()
+    }
+    pub fn log_level() -> String {
+        "info".into()
+    }
+}
+
+/// Environment values arrive as strings; these accept a string field written as a number too.
+mod lenient {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        S(String),
+        I(i64),
+        F(f64),
+        B(bool),
+    }
+
+    impl Scalar {
+        fn into_string(self) -> String {
+            match self {
+                Scalar::S(s) => s,
+                Scalar::I(i) => i.to_string(),
+                Scalar::F(f) => f.to_string(),
+                Scalar::B(b) => b.to_string(),
+            }
+        }
+    }
+
+    pub fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        Scalar::deserialize(d).map(Scalar::into_string)
+    }
+
+    pub fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        Ok(Option::<Scalar>::deserialize(d)?.map(Scalar::into_string))
+    }
+}
+
+/// Where configuration comes from: an optional file and a snapshot of the environment.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSource {
+    pub file: Option<PathBuf>,
+    pub env: BTreeMap<String, String>,
+}
+
+impl ConfigSource {
+    /// Captures the process environment (only `MAILSTREAM_*` and `HOSTNAME`).
+    pub fn from_process(file: Option<PathBuf>) -> Self {
+        let env = std::env::vars()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX) || k == "HOSTNAME")
+            .collect();
+        Self { file, env }
+    }
+
+    pub fn with_env(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.env.insert(key.to_string(), value.into());
+        self
+    }
+}
+
+const ENV_PREFIX: &str = "MAILSTREAM_";
+const RDKAFKA_ENV_PREFIX: &str = "MAILSTREAM_RDKAFKA_";
+
+/// The environment variable that sets `key` of `section` (`None` for runtime keys).
+pub fn env_name(section: Option<&str>, key: &str) -> String {
+    let key = key.to_ascii_uppercase();
+    match section {
+        None => format!("{ENV_PREFIX}{key}"),
+        Some(section) => format!(
+            "{ENV_PREFIX}{}_{key}",
+            section.to_ascii_uppercase().replace('-', "_")
+        ),
+    }
+}
+
+/// Loads and validates the runtime settings and the settings of processor `section`.
+///
+/// `P` is the processor's own config struct (use `()` for none); its keys live in the file
+/// table `[section]` and in `MAILSTREAM_<SECTION>_<KEY>` variables.
+pub fn load<P: DeserializeOwned>(
+    section: &str,
+    source: &ConfigSource,
+) -> Result<(RuntimeConfig, P), RuntimeError> {
+    let mut errors = Vec::new();
+    let mut root = match &source.file {
+        Some(path) => read_file(path, &mut errors),
+        None => toml::Table::new(),
+    };
+    let file_label = source
+        .file
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+
+    let runtime_keys = struct_fields::<RuntimeConfig>();
+    let processor_keys = struct_fields::<P>();
+
+    for key in root.keys() {
+        if !runtime_keys.contains(&key.as_str()) && key != section {
+            errors.push(format!(
+                "unknown key `{key}` in {file_label} (runtime keys: {}; processor table: [{section}])",
+                runtime_keys.join(", ")
+            ));
+        }
+    }
+    let mut processor_table = match root.remove(section) {
+        Some(toml::Value::Table(t)) => t,
+        Some(_) => {
+            errors.push(format!("`{section}` in {file_label} must be a table"));
+            toml::Table::new()
+        }
+        None => toml::Table::new(),
+    };
+    for key in processor_table.keys() {
+        if !processor_keys.contains(&key.as_str()) {
+            errors.push(format!(
+                "unknown key `{section}.{key}` in {file_label} (known: {})",
+                processor_keys.join(", ")
+            ));
+        }
+    }
+
+    overlay_env(&mut root, None, runtime_keys, &source.env);
+    overlay_env(
+        &mut processor_table,
+        Some(section),
+        processor_keys,
+        &source.env,
+    );
+    let kafka = root
+        .entry("kafka")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if let toml::Value::Table(kafka) = kafka {
+        for (name, value) in &source.env {
+            if let Some(prop) = name.strip_prefix(RDKAFKA_ENV_PREFIX) {
+                let prop = prop.to_ascii_lowercase().replace('_', ".");
+                kafka.insert(prop, toml::Value::String(value.clone()));
+            }
+        }
+    }
+
+    let runtime = deserialize_all::<RuntimeConfig>(root, None, &mut errors).map(|mut config| {
+        if config.instance_id.is_none() {
+            config.instance_id = source.env.get("HOSTNAME").cloned();
+        }
+        config.validate(&mut errors);
+        config
+    });
+    let processor = deserialize_all::<P>(processor_table, Some(section), &mut errors);
+    match (runtime, processor) {
+        (Some(r), Some(p)) if errors.is_empty() => Ok((r, p)),
+        _ => Err(RuntimeError::Config(errors)),
+    }
+}
+
+fn read_file(path: &PathBuf, errors: &mut Vec<String>) -> toml::Table {
+    match std::fs::read_to_string(path) {
+        Ok(text) => match text.parse::<toml::Table>() {
+            Ok(table) => table,
+            Err(e) => {
+                errors.push(format!("{}: {e}", path.display()));
+                toml::Table::new()
+            }
+        },
+        Err(e) => {
+            errors.push(format!("cannot read config file {}: {e}", path.display()));
+            toml::Table::new()
+        }
+    }
+}
+
+/// Puts `MAILSTREAM_[SECTION_]KEY` values over the file's, typed by their look.
+fn overlay_env(
+    table: &mut toml::Table,
+    section: Option<&str>,
+    keys: &[&str],
+    env: &BTreeMap<String, String>,
+) {
+    for key in keys {
+        if let Some(raw) = env.get(&env_name(section, key)) {
+            let value = if let Ok(i) = raw.parse::<i64>() {
+                toml::Value::Integer(i)
+            } else if let Ok(b) = raw.parse::<bool>() {
+                toml::Value::Boolean(b)
+            } else if let Ok(f) = raw.parse::<f64>() {
+                toml::Value::Float(f)
+            } else {
+                toml::Value::String(raw.clone())
+            };
+            table.insert((*key).to_string(), value);
+        }
+    }
+}
+
+/// Deserializes `table`, reporting every badly typed key: each failing key is recorded with
+/// its environment variable, removed, and deserialization tried again.
+fn deserialize_all<T: DeserializeOwned>(
+    mut table: toml::Table,
+    section: Option<&str>,
+    errors: &mut Vec<String>,
+) -> Option<T> {
+    for _ in 0..64 {
+        let value = toml::Value::Table(table.clone());
+        match serde_path_to_error::deserialize::<_, T>(value) {
+            // With the bad keys removed the rest is still validated; `errors` fails the load.
+            Ok(v) => return Some(v),
+            Err(e) => {
+                let path = e.path().to_string();
+                let top = path.split('.').next().unwrap_or_default().to_string();
+                let label = match section {
+                    Some(s) => format!("key `{s}.{path}` (env {})", env_name(Some(s), &top)),
+                    None => format!("key `{path}` (env {})", env_name(None, &top)),
+                };
+                errors.push(format!("{label}: {}", e.inner().message().trim()));
+                if table.remove(&top).is_none() {
+                    return None;
+                }
+            }
+        }
+    }
+    None
+}
+
+impl RuntimeConfig {
+    fn validate(&self, errors: &mut Vec<String>) {
+        let mut missing = |key: &str, value: &Option<String>, what: &str| {
+            if value.as_deref().is_none_or(|v| v.trim().is_empty()) {
+                errors.push(format!(
+                    "key `{key}` (env {}) is required: {what}",
+                    env_name(None, key)
+                ));
+            }
+        };
+        missing(
+            "bootstrap_servers",
+            &self.bootstrap_servers,
+            "the Kafka brokers, e.g. 127.0.0.1:9092",
+        );
+        missing(
+            "schema_registry_url",
+            &self.schema_registry_url,
+            "the schema registry, e.g. http://127.0.0.1:8081",
+        );
+        let mut bad = |key: &str, what: String| {
+            errors.push(format!("key `{key}` (env {}): {what}", env_name(None, key)));
+        };
+        if let Some(url) = &self.schema_registry_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            bad(
+                "schema_registry_url",
+                format!("expected an http:// or https:// URL, got `{url}`"),
+            );
+        }
+        if self.batch_max_records == 0 {
+            bad("batch_max_records", "must be at least 1".into());
+        }
+        if self.batch_max_ms == 0 {
+            bad("batch_max_ms", "must be at least 1".into());
+        }
+        if self.transaction_timeout_ms <= self.batch_max_ms * 2 {
+            bad(
+                "transaction_timeout_ms",
+                format!(
+                    "must exceed twice batch_max_ms ({}), got {}",
+                    self.batch_max_ms, self.transaction_timeout_ms
+                ),
+            );
+        }
+        if self.http_addr.parse::<SocketAddr>().is_err() {
+            bad(
+                "http_addr",
+                format!(
+                    "expected host:port such as 0.0.0.0:8080, got `{}`",
+                    self.http_addr
+                ),
+            );
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            bad(
+                "log_format",
+                format!("expected `text` or `json`, got `{}`", self.log_format),
+            );
+        }
+        if !self
+            .topic_prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            bad(
+                "topic_prefix",
+                format!(
+                    "may hold only letters, digits, '.', '_' and '-', got `{}`",
+                    self.topic_prefix
+                ),
+            );
+        }
+        for key in self.kafka.keys() {
+            if MANAGED_KAFKA_KEYS.contains(&key.as_str()) {
+                errors.push(format!(
+                    "key `kafka.{key}` is set by mailstream itself (exactly-once depends on it); remove it"
+                ));
+            }
+        }
+    }
+
+    pub fn bootstrap_servers(&self) -> &str {
+        self.bootstrap_servers.as_deref().unwrap_or_default()
+    }
+
+    pub fn schema_registry_url(&self) -> &str {
+        self.schema_registry_url.as_deref().unwrap_or_default()
+    }
+
+    /// The instance id, or a random one when neither config nor `HOSTNAME` gives it.
+    pub fn instance_id(&self) -> String {
+        self.instance_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    struct Demo {
+        #[serde(default)]
+        inline_limit_bytes: u64,
+    }
+
+    fn source(vars: &[(&str, &str)]) -> ConfigSource {
+        vars.iter()
+            .fold(ConfigSource::default(), |s, (k, v)| s.with_env(k, *v))
+    }
+
+    #[test]
+    fn env_sets_runtime_processor_and_kafka_keys() {
+        let (rt, demo) = load::<Demo>(
+            "demo",
+            &source(&[
+                ("MAILSTREAM_BOOTSTRAP_SERVERS", "k:9092"),
+                ("MAILSTREAM_SCHEMA_REGISTRY_URL", "http://r:8081"),
+                ("MAILSTREAM_BATCH_MAX_RECORDS", "42"),
+                ("MAILSTREAM_INSTANCE_ID", "7"),
+                ("MAILSTREAM_DEMO_INLINE_LIMIT_BYTES", "1024"),
+                ("MAILSTREAM_RDKAFKA_SECURITY_PROTOCOL", "SASL_SSL"),
+                ("MAILSTREAM_UNRELATED", "ignored"),
+            ]),
+        )
+        .expect("valid config");
+        assert_eq!(rt.batch_max_records, 42);
+        assert_eq!(rt.instance_id.as_deref(), Some("7"));
+        assert_eq!(demo.inline_limit_bytes, 1024);
+        assert_eq!(rt.kafka["security.protocol"], "SASL_SSL");
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_key() {
+        let err = load::<Demo>(
+            "demo",
+            &source(&[
+                ("MAILSTREAM_BATCH_MAX_RECORDS", "0"),
+                ("MAILSTREAM_HTTP_ADDR", "nowhere"),
+                ("MAILSTREAM_RDKAFKA_ISOLATION_LEVEL", "read_uncommitted"),
+            ]),
+        )
+        .expect_err("invalid config");
+        let text = err.to_string();
+        for needle in [
+            "MAILSTREAM_BOOTSTRAP_SERVERS",
+            "MAILSTREAM_SCHEMA_REGISTRY_URL",
+            "MAILSTREAM_BATCH_MAX_RECORDS",
+            "MAILSTREAM_HTTP_ADDR",
+            "kafka.isolation.level",
+        ] {
+            assert!(text.contains(needle), "`{needle}` missing from: {text}");
+        }
+    }
+
+    #[test]
+    fn a_wrongly_typed_value_names_its_env_var() {
+        let err = load::<Demo>(
+            "demo",
+            &source(&[
+                ("MAILSTREAM_BOOTSTRAP_SERVERS", "k:9092"),
+                ("MAILSTREAM_SCHEMA_REGISTRY_URL", "http://r:8081"),
+                ("MAILSTREAM_DEMO_INLINE_LIMIT_BYTES", "lots"),
+            ]),
+        )
+        .expect_err("invalid config");
+        assert!(
+            err.to_string()
+                .contains("MAILSTREAM_DEMO_INLINE_LIMIT_BYTES"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        let dir = std::env::temp_dir().join(format!("mailstream-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            "bootstrap_servers='k:9092'\nschema_registry_url='http://r'\nbatch_max_recods=5\n[demo]\ninline_limit=3\n",
+        )
+        .expect("write");
+        let err = load::<Demo>(
+            "demo",
+            &ConfigSource {
+                file: Some(path),
+                env: BTreeMap::new(),
+            },
+        )
+        .expect_err("unknown keys");
+        let text = err.to_string();
+        assert!(text.contains("batch_max_recods"), "{text}");
+        assert!(text.contains("demo.inline_limit"), "{text}");
+    }
+}

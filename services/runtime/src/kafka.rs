@@ -1,0 +1,149 @@
+//! Kafka clients configured for exactly-once read-process-write.
+//!
+//! The consumer reads `read_committed` and never commits on its own; offsets are committed only
+//! inside the producer's transaction. The producer's transactional id is stable per instance
+//! (`<prefix>mailstream-<processor>-<instance>`), so a restarted instance fences its predecessor
+//! and its open transaction is aborted at once instead of blocking readers until it times out.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rdkafka::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::producer::{DeliveryResult, ProducerContext};
+use rdkafka::statistics::Statistics;
+
+use crate::config::RuntimeConfig;
+use crate::events;
+use crate::metrics::Metrics;
+use crate::topology::Naming;
+
+/// Properties common to every client, then the user's pass-through properties.
+pub fn base_config(config: &RuntimeConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", config.bootstrap_servers());
+    client.set("client.id", format!("mailstream-{}", config.instance_id()));
+    for (key, value) in &config.kafka {
+        client.set(key, value);
+    }
+    client
+}
+
+/// The consumer of a processor's input.
+pub fn consumer_config(config: &RuntimeConfig, naming: &Naming, processor: &str) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    // Defaults a user may override through `kafka.*`.
+    client.set("auto.offset.reset", "earliest");
+    client.set("session.timeout.ms", "10000");
+    client.set("heartbeat.interval.ms", "3000");
+    client.set("statistics.interval.ms", "5000");
+    client.set("fetch.wait.max.ms", "50");
+    for (k, v) in base_config(config).config_map() {
+        client.set(k, v);
+    }
+    // Managed: exactly-once depends on these.
+    client.set("group.id", naming.group(processor));
+    client.set("enable.auto.commit", "false");
+    client.set("enable.auto.offset.store", "false");
+    client.set("isolation.level", "read_committed");
+    client
+}
+
+/// The transactional producer of a processor's outputs.
+pub fn producer_config(config: &RuntimeConfig, naming: &Naming, processor: &str) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client.set("linger.ms", "5");
+    client.set("message.max.bytes", "8388608");
+    client.set("compression.type", "zstd");
+    client.set(
+        "transaction.timeout.ms",
+        config.transaction_timeout_ms.to_string(),
+    );
+    for (k, v) in base_config(config).config_map() {
+        client.set(k, v);
+    }
+    client.set(
+        "transactional.id",
+        naming.transactional_id(processor, &config.instance_id()),
+    );
+    client.set("enable.idempotence", "true");
+    client
+}
+
+/// Consumer callbacks: counts rebalances (an open batch must not commit across one) and turns
+/// librdkafka statistics into the consumer-lag gauge.
+pub struct StreamContext {
+    processor: &'static str,
+    naming: Naming,
+    metrics: Metrics,
+    rebalances: AtomicU64,
+}
+
+impl StreamContext {
+    pub fn new(processor: &'static str, naming: Naming, metrics: Metrics) -> Self {
+        Self {
+            processor,
+            naming,
+            metrics,
+            rebalances: AtomicU64::new(0),
+        }
+    }
+
+    /// Increases on every assignment change.
+    pub fn rebalances(&self) -> u64 {
+        self.rebalances.load(Ordering::SeqCst)
+    }
+}
+
+impl ClientContext for StreamContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, stats) in &statistics.topics {
+            let logical = self.naming.logical(topic).unwrap_or(topic);
+            for (id, partition) in &stats.partitions {
+                if *id >= 0 && partition.consumer_lag >= 0 {
+                    events::consumer_lag(
+                        &self.metrics,
+                        self.processor,
+                        logical,
+                        *id,
+                        partition.consumer_lag,
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for StreamContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.rebalances.fetch_add(1, Ordering::SeqCst);
+        let (kind, partitions) = match rebalance {
+            Rebalance::Assign(tpl) => (
+                "assign",
+                tpl.elements().iter().map(|e| e.partition()).collect(),
+            ),
+            Rebalance::Revoke(tpl) => (
+                "revoke",
+                tpl.elements().iter().map(|e| e.partition()).collect(),
+            ),
+            Rebalance::Error(_) => ("error", Vec::new()),
+        };
+        events::rebalanced(self.processor, kind, &partitions);
+    }
+}
+
+/// Producer callbacks: a failed delivery is logged here; the transaction it belongs to then
+/// fails to commit and is aborted and retried by the stream loop.
+pub struct DeliveryContext;
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {
+        if let Err((error, _)) = result {
+            tracing::warn!(%error, "record delivery failed; its transaction will abort");
+        }
+    }
+}

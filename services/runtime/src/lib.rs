@@ -1,0 +1,50 @@
+//! The mailstream processor runtime.
+//!
+//! Every mailstream service is a [`Processor`]: a small struct with its business logic. This
+//! crate owns everything else: layered [`config`], the [`topology`] (which topics a processor
+//! reads and writes), Avro through the schema registry ([`avro`]), the exactly-once
+//! consume-process-produce loop with Kafka transactions ([`stream`]), the dead-letter path
+//! ([`dlq`]), metrics and named events ([`metrics`], [`events`]), health endpoints
+//! ([`health`]), logging ([`telemetry`]) and graceful [`shutdown`].
+
+pub mod avro;
+pub mod catalog;
+pub mod config;
+pub mod dlq;
+pub mod error;
+pub mod events;
+pub mod headers;
+pub mod health;
+pub mod kafka;
+pub mod metrics;
+pub mod processor;
+pub mod shutdown;
+pub mod stream;
+pub mod telemetry;
+pub mod topology;
+
+pub use config::{ConfigSource, RuntimeConfig};
+pub use error::{ProcessError, RuntimeError};
+pub use processor::{AvroRecord, GenericRecord, Incoming, Outputs, Processor, RecordMeta};
+pub use shutdown::Shutdown;
+pub use topology::{Naming, Topology};
+
+/// Settings for a processor that has none of its own.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoSettings {}
+
+/// Loads config for processor `P`, sets up logging, builds the processor with `build` and runs
+/// it until SIGTERM/SIGINT. The shared entry point of every `mailstream run <processor>`.
+pub async fn serve<P, S, F>(source: ConfigSource, build: F) -> Result<(), RuntimeError>
+where
+    P: Processor,
+    S: serde::de::DeserializeOwned,
+    F: FnOnce(&RuntimeConfig, S) -> Result<P, RuntimeError>,
+{
+    let (config, settings) = config::load::<S>(P::NAME, &source)?;
+    telemetry::init_logging(&config)?;
+    let topology = Topology::embedded()?;
+    let processor = build(&config, settings)?;
+    stream::run(config, topology, processor, Shutdown::on_signals()).await
+}

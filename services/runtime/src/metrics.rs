@@ -1,0 +1,129 @@
+//! Prometheus metrics of one processor instance. Emitted only through [`crate::events`], so
+//! every metric change has a matching, named log event.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Every metric the runtime exposes on `/metrics`.
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub records_in: IntCounterVec,
+    pub records_out: IntCounterVec,
+    pub records_dead_lettered: IntCounterVec,
+    pub processing_seconds: HistogramVec,
+    pub commit_seconds: HistogramVec,
+    pub transactions: IntCounterVec,
+    pub transient_retries: IntCounterVec,
+    pub consumer_lag: IntGaugeVec,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let metric = IntCounterVec::new(Opts::new(name, help), labels)
+        .expect("metric definitions are static and valid");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("each metric is registered once");
+    metric
+}
+
+fn histogram(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
+    let metric = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .expect("metric definitions are static and valid");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("each metric is registered once");
+    metric
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("mailstream".into()), None)
+            .expect("the prefix is a valid metric name");
+        let latency = vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
+        let consumer_lag = IntGaugeVec::new(
+            Opts::new(
+                "consumer_lag",
+                "Records between the committed offset and the end of the partition.",
+            ),
+            &["processor", "topic", "partition"],
+        )
+        .expect("metric definitions are static and valid");
+        registry
+            .register(Box::new(consumer_lag.clone()))
+            .expect("each metric is registered once");
+        Self {
+            records_in: counter(
+                &registry,
+                "records_in_total",
+                "Records consumed.",
+                &["processor", "topic"],
+            ),
+            records_out: counter(
+                &registry,
+                "records_out_total",
+                "Records produced (committed or not).",
+                &["processor", "topic"],
+            ),
+            records_dead_lettered: counter(
+                &registry,
+                "records_dead_lettered_total",
+                "Records sent to a dead-letter topic, by error class.",
+                &["processor", "topic", "class"],
+            ),
+            processing_seconds: histogram(
+                &registry,
+                "processing_seconds",
+                "Time to process one record (decode, process, encode).",
+                &["processor"],
+                latency.clone(),
+            ),
+            commit_seconds: histogram(
+                &registry,
+                "transaction_commit_seconds",
+                "Time to send offsets to and commit one transaction.",
+                &["processor"],
+                latency,
+            ),
+            transactions: counter(
+                &registry,
+                "transactions_total",
+                "Transactions by outcome.",
+                &["processor", "outcome"],
+            ),
+            transient_retries: counter(
+                &registry,
+                "transient_retries_total",
+                "Batches retried after a transient failure.",
+                &["processor"],
+            ),
+            consumer_lag,
+            registry,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let encoder = TextEncoder::new();
+        if encoder.encode(&self.registry.gather(), &mut buf).is_err() {
+            return String::new();
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

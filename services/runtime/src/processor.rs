@@ -1,0 +1,144 @@
+//! The contract between the runtime and a processor.
+//!
+//! A processor is a small struct implementing [`Processor`]: it receives one decoded record at a
+//! time and emits zero or more output records through [`Outputs`]. Consuming, Avro, transactions,
+//! offsets, dead letters, metrics, tracing, health and shutdown belong to the runtime
+//! ([`crate::stream`]), so a processor file reads as its business logic.
+
+use std::future::Future;
+
+use apache_avro::types::Value;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::ProcessError;
+
+/// A type that travels as an Avro record. Implemented for every serde type, and for
+/// [`GenericRecord`] when a processor works on untyped values.
+pub trait AvroRecord: Sized + Send + 'static {
+    fn from_avro(value: Value) -> Result<Self, String>;
+    fn into_avro(self) -> Result<Value, String>;
+}
+
+impl<T: Serialize + DeserializeOwned + Send + 'static> AvroRecord for T {
+    fn from_avro(value: Value) -> Result<Self, String> {
+        apache_avro::from_value(&value).map_err(|e| e.to_string())
+    }
+
+    fn into_avro(self) -> Result<Value, String> {
+        apache_avro::to_value(self).map_err(|e| e.to_string())
+    }
+}
+
+/// An Avro value as decoded, for processors that do not need a typed view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenericRecord(pub Value);
+
+impl AvroRecord for GenericRecord {
+    fn from_avro(value: Value) -> Result<Self, String> {
+        Ok(Self(value))
+    }
+
+    fn into_avro(self) -> Result<Value, String> {
+        Ok(self.0)
+    }
+}
+
+/// Where a consumed record came from.
+#[derive(Debug, Clone)]
+pub struct RecordMeta {
+    /// Logical topic name (without the deployment prefix).
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// Kafka timestamp in milliseconds, if the record has one.
+    pub timestamp_ms: Option<i64>,
+    /// Carried from the first topic to the last in the `mailstream.correlation_id` header.
+    pub correlation_id: String,
+}
+
+/// One consumed record, decoded.
+#[derive(Debug)]
+pub struct Incoming<T> {
+    pub key: Option<String>,
+    pub value: T,
+    pub meta: RecordMeta,
+}
+
+/// An output a processor asked for, not yet encoded.
+#[derive(Debug)]
+pub(crate) struct Emitted {
+    pub topic: String,
+    pub key: Option<String>,
+    /// `None` is a tombstone (deletes `key` from a compacted topic).
+    pub value: Option<Value>,
+}
+
+/// The records a processor emits for one input. They are written in the same transaction as
+/// the input's offset, so they appear downstream exactly once or not at all.
+#[derive(Debug, Default)]
+pub struct Outputs {
+    pub(crate) records: Vec<Emitted>,
+}
+
+impl Outputs {
+    /// Emits `value` to the logical topic `topic`, which must be one of the processor's outputs.
+    pub fn send<T: AvroRecord>(
+        &mut self,
+        topic: &str,
+        key: impl Into<String>,
+        value: T,
+    ) -> Result<(), ProcessError> {
+        let value = value
+            .into_avro()
+            .map_err(|e| ProcessError::poison("output-encode", e))?;
+        self.records.push(Emitted {
+            topic: topic.to_string(),
+            key: Some(key.into()),
+            value: Some(value),
+        });
+        Ok(())
+    }
+
+    /// Emits a tombstone for `key` on the compacted topic `topic`.
+    pub fn tombstone(&mut self, topic: &str, key: impl Into<String>) {
+        self.records.push(Emitted {
+            topic: topic.to_string(),
+            key: Some(key.into()),
+            value: None,
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+}
+
+/// A stream processor: the business logic of one service.
+///
+/// The runtime calls [`Processor::process`] for each record in order per partition. Outputs of
+/// one transaction become visible together; when a transaction is aborted (rebalance, transient
+/// failure) [`Processor::on_abort`] lets a processor drop state it changed since the last commit.
+pub trait Processor: Send + 'static {
+    /// The decoded value type of the input topic.
+    type Input: AvroRecord;
+
+    /// The processor's name in the topology (also its config section).
+    const NAME: &'static str;
+
+    fn process(
+        &mut self,
+        record: Incoming<Self::Input>,
+        out: &mut Outputs,
+    ) -> impl Future<Output = Result<(), ProcessError>> + Send;
+
+    /// The transaction holding every record processed since the last call has committed.
+    fn on_commit(&mut self) {}
+
+    /// The transaction was aborted; its records will be processed again.
+    fn on_abort(&mut self) {}
+}

@@ -1,0 +1,110 @@
+//! Bookkeeping of one transaction's worth of input: which offsets it covers per partition.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::error::RuntimeError;
+
+/// Offsets covered by the open transaction.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// partition → (first offset, last offset) consumed in this batch.
+    ranges: BTreeMap<i32, (i64, i64)>,
+    records: usize,
+}
+
+impl Batch {
+    pub fn track(&mut self, partition: i32, offset: i64) {
+        self.records += 1;
+        self.ranges
+            .entry(partition)
+            .and_modify(|r| r.1 = offset)
+            .or_insert((offset, offset));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    pub fn len(&self) -> usize {
+        self.records
+    }
+
+    /// The offsets to commit: one past the last record of each partition.
+    pub fn commit_offsets(&self, topic: &str) -> Result<TopicPartitionList, RuntimeError> {
+        let mut tpl = TopicPartitionList::new();
+        for (partition, (_, last)) in &self.ranges {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(last + 1))
+                .map_err(|e| RuntimeError::kafka("building the offsets to commit", e))?;
+        }
+        Ok(tpl)
+    }
+
+    /// Where each partition must be re-read from after an abort.
+    pub fn rewind_points(&self) -> impl Iterator<Item = (i32, i64)> + '_ {
+        self.ranges.iter().map(|(p, (first, _))| (*p, *first))
+    }
+}
+
+/// Exponential backoff with full jitter, for transient failures.
+#[derive(Debug)]
+pub struct Backoff {
+    attempt: u32,
+    max: Duration,
+}
+
+impl Backoff {
+    pub fn new(max: Duration) -> Self {
+        Self { attempt: 0, max }
+    }
+
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
+    pub fn next_delay(&mut self) -> Duration {
+        let base = Duration::from_millis(100).saturating_mul(1 << self.attempt.min(16));
+        self.attempt = self.attempt.saturating_add(1);
+        let cap = base.min(self.max);
+        cap.mul_f64(rand::random::<f64>())
+            .max(Duration::from_millis(10))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commits_one_past_the_last_offset_and_rewinds_to_the_first() {
+        let mut batch = Batch::default();
+        batch.track(0, 10);
+        batch.track(1, 5);
+        batch.track(0, 11);
+        let tpl = batch.commit_offsets("t").expect("valid");
+        let offsets: Vec<_> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.partition(), e.offset()))
+            .collect();
+        assert_eq!(
+            offsets,
+            vec![(0, Offset::Offset(12)), (1, Offset::Offset(6))]
+        );
+        assert_eq!(
+            batch.rewind_points().collect::<Vec<_>>(),
+            vec![(0, 10), (1, 5)]
+        );
+        assert_eq!(batch.len(), 3);
+    }
+
+    #[test]
+    fn backoff_stays_under_its_cap() {
+        let mut backoff = Backoff::new(Duration::from_millis(500));
+        for _ in 0..40 {
+            assert!(backoff.next_delay() <= Duration::from_millis(500));
+        }
+    }
+}

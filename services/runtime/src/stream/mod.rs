@@ -1,0 +1,484 @@
+//! The exactly-once read-process-write loop every processor runs in.
+//!
+//! Invariants (see ARCHITECTURE.md):
+//! 1. Outputs, dead letters and the input offsets of a batch are written in one Kafka
+//!    transaction: downstream `read_committed` readers see all of a batch or none of it.
+//! 2. A batch never commits across a rebalance: if the assignment changed while it was open,
+//!    it is aborted and its records are re-read from the committed offsets by their new owner.
+//! 3. A zombie cannot commit: offsets are sent with the consumer group metadata, so a member
+//!    fenced by a newer generation fails its commit (KIP-447), and the stable transactional id
+//!    fences a crashed predecessor when its replacement starts.
+//! 4. One bad record never stops a partition: poison goes to the DLQ in the same transaction.
+
+mod batch;
+mod record;
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+
+pub use batch::{Backoff, Batch};
+use record::ConsumedRecord;
+
+use crate::avro::{AvroCodec, registry_settings};
+use crate::config::RuntimeConfig;
+use crate::dlq::DeadLetter;
+use crate::error::{ProcessError, RuntimeError};
+use crate::events;
+use crate::headers::{self, TraceContext};
+use crate::health::{self, Health};
+use crate::kafka::{self, DeliveryContext, StreamContext};
+use crate::metrics::Metrics;
+use crate::processor::{AvroRecord, Incoming, Outputs, Processor, RecordMeta};
+use crate::shutdown::Shutdown;
+use crate::topology::{DLQ_SUFFIX, Naming, Topology};
+
+/// Timeout of the blocking transaction calls.
+const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a batch ended without committing.
+enum BatchFailure {
+    /// Abort and re-read the batch; `backoff` when the cause may persist for a while.
+    Retry {
+        reason: String,
+        backoff: bool,
+    },
+    Fatal(RuntimeError),
+}
+
+impl From<RuntimeError> for BatchFailure {
+    fn from(e: RuntimeError) -> Self {
+        BatchFailure::Fatal(e)
+    }
+}
+
+/// Classifies an error of a transactional producer call.
+fn txn_failure(context: &str, error: KafkaError) -> BatchFailure {
+    let fatal = match &error {
+        KafkaError::Transaction(e) => e.is_fatal(),
+        _ => false,
+    };
+    if fatal {
+        BatchFailure::Fatal(RuntimeError::kafka(context, error))
+    } else {
+        BatchFailure::Retry {
+            reason: format!("{context}: {error}"),
+            backoff: true,
+        }
+    }
+}
+
+/// Runs `processor` until `shutdown` fires or a fatal error occurs.
+pub async fn run<P: Processor>(
+    config: RuntimeConfig,
+    topology: Topology,
+    processor: P,
+    shutdown: Shutdown,
+) -> Result<(), RuntimeError> {
+    let metrics = Metrics::new();
+    let health = Health::new();
+    let bound = health::serve(&config.http_addr, health.clone(), metrics.clone()).await?;
+    tracing::info!(processor = P::NAME, http = %bound, "serving /metrics, /healthz, /readyz");
+    let mut stream = Stream::new(config, &topology, processor, metrics, health)?;
+    stream.start().await?;
+    let result = stream.run_loop(shutdown).await;
+    stream.close();
+    result
+}
+
+struct Stream<P: Processor> {
+    processor: P,
+    config: RuntimeConfig,
+    naming: Naming,
+    input: String,
+    input_topic: String,
+    dlq_topic: String,
+    consumer: StreamConsumer<StreamContext>,
+    producer: ThreadedProducer<DeliveryContext>,
+    codec: AvroCodec,
+    metrics: Metrics,
+    health: Arc<Health>,
+}
+
+impl<P: Processor> Stream<P> {
+    fn new(
+        config: RuntimeConfig,
+        topology: &Topology,
+        processor: P,
+        metrics: Metrics,
+        health: Arc<Health>,
+    ) -> Result<Self, RuntimeError> {
+        let spec = topology.processor(P::NAME)?;
+        let input = spec.input.clone().ok_or_else(|| {
+            RuntimeError::Topology(format!("processor `{}` has no input topic", P::NAME))
+        })?;
+        let naming = Naming::new(config.topic_prefix.clone());
+        let context = StreamContext::new(P::NAME, naming.clone(), metrics.clone());
+        let consumer: StreamConsumer<StreamContext> =
+            kafka::consumer_config(&config, &naming, P::NAME)
+                .create_with_context(context)
+                .map_err(|e| RuntimeError::kafka("creating the consumer", e))?;
+        let producer: ThreadedProducer<DeliveryContext> =
+            kafka::producer_config(&config, &naming, P::NAME)
+                .create_with_context(DeliveryContext)
+                .map_err(|e| RuntimeError::kafka("creating the transactional producer", e))?;
+        let codec = AvroCodec::new(
+            registry_settings(&config)?,
+            topology,
+            &naming,
+            &spec.outputs,
+        )?;
+        Ok(Self {
+            input_topic: naming.topic(&input),
+            dlq_topic: naming.topic(&format!("{input}{DLQ_SUFFIX}")),
+            input,
+            processor,
+            config,
+            naming,
+            consumer,
+            producer,
+            codec,
+            metrics,
+            health,
+        })
+    }
+
+    /// Registers schemas, fences predecessors, subscribes. Ready afterwards.
+    async fn start(&mut self) -> Result<(), RuntimeError> {
+        self.codec.register_outputs().await?;
+        let producer = &self.producer;
+        tokio::task::block_in_place(|| producer.init_transactions(TXN_CALL_TIMEOUT)).map_err(
+            |e| RuntimeError::kafka("initialising transactions (fencing predecessors)", e),
+        )?;
+        self.consumer
+            .subscribe(&[&self.input_topic])
+            .map_err(|e| RuntimeError::kafka(format!("subscribing to {}", self.input_topic), e))?;
+        self.health.set_ready(true);
+        tracing::info!(
+            processor = P::NAME,
+            input = %self.input_topic,
+            group = %self.naming.group(P::NAME),
+            "processor started"
+        );
+        Ok(())
+    }
+
+    async fn run_loop(&mut self, mut shutdown: Shutdown) -> Result<(), RuntimeError> {
+        let mut backoff = Backoff::new(Duration::from_millis(self.config.retry_backoff_max_ms));
+        while !shutdown.is_triggered() {
+            let rebalances = self.consumer.context().rebalances();
+            let mut batch = Batch::default();
+            let outcome = match self.fill_batch(&mut batch, &mut shutdown).await {
+                Ok(()) if batch.is_empty() => continue,
+                Ok(()) if self.consumer.context().rebalances() != rebalances => {
+                    Err(BatchFailure::Retry {
+                        reason: "the partition assignment changed while the batch was open".into(),
+                        backoff: false,
+                    })
+                }
+                Ok(()) => self.commit(&batch).await,
+                Err(failure) => Err(failure),
+            };
+            match outcome {
+                Ok(()) => {
+                    backoff.reset();
+                    self.processor.on_commit();
+                }
+                Err(BatchFailure::Retry {
+                    reason,
+                    backoff: wait,
+                }) => {
+                    self.abort(&batch, &reason, rebalances)?;
+                    if wait {
+                        let delay = backoff.next_delay();
+                        events::transient_failure(&self.metrics, P::NAME, &reason, delay);
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = shutdown.wait() => {}
+                        }
+                    }
+                }
+                Err(BatchFailure::Fatal(error)) => {
+                    let _ = self.abort(&batch, &error.to_string(), rebalances);
+                    return Err(error);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Consumes and processes records until the batch is full, its time is up, or shutdown.
+    async fn fill_batch(
+        &mut self,
+        batch: &mut Batch,
+        shutdown: &mut Shutdown,
+    ) -> Result<(), BatchFailure> {
+        let max_records = self.config.batch_max_records as usize;
+        let max_age = Duration::from_millis(self.config.batch_max_ms);
+        let mut deadline: Option<Instant> = None;
+        loop {
+            self.health.beat();
+            let wait = match deadline {
+                None => Duration::from_millis(500),
+                Some(d) => d.saturating_duration_since(Instant::now()),
+            };
+            if batch.len() >= max_records || (deadline.is_some() && wait.is_zero()) {
+                return Ok(());
+            }
+            let received = tokio::select! {
+                biased;
+                _ = shutdown.wait() => return Ok(()),
+                r = tokio::time::timeout(wait, self.consumer.recv()) => r,
+            };
+            let message = match received {
+                Err(_) => continue,
+                Ok(Err(error)) => {
+                    tracing::warn!(processor = P::NAME, %error, "consumer error");
+                    continue;
+                }
+                Ok(Ok(message)) => ConsumedRecord::from_message(&message),
+            };
+            if batch.is_empty() {
+                let producer = &self.producer;
+                tokio::task::block_in_place(|| producer.begin_transaction())
+                    .map_err(|e| txn_failure("beginning a transaction", e))?;
+                deadline = Some(Instant::now() + max_age);
+            }
+            batch.track(message.partition, message.offset);
+            self.handle(message).await?;
+        }
+    }
+
+    /// Processes one record and sends its outputs, or its dead letter.
+    async fn handle(&mut self, record: ConsumedRecord) -> Result<(), BatchFailure> {
+        let started = Instant::now();
+        let correlation_id = record
+            .header_str(headers::CORRELATION_ID)
+            .unwrap_or_else(|| format!("{}-{}-{}", self.input, record.partition, record.offset));
+        let trace = record
+            .header_str(headers::TRACEPARENT)
+            .and_then(|t| TraceContext::parse(&t))
+            .unwrap_or_else(TraceContext::new_root);
+        let span = tracing::debug_span!(
+            "record",
+            processor = P::NAME,
+            partition = record.partition,
+            offset = record.offset,
+            correlation_id = %correlation_id,
+            trace_id = %trace.trace_id,
+        );
+        let _entered = span.enter();
+
+        let result = self.process(&record, &correlation_id).await;
+        match result {
+            Ok(encoded) => {
+                let traceparent = trace.child_header();
+                for (topic, key, payload) in encoded {
+                    let physical = self.naming.topic(&topic);
+                    let headers = OwnedHeaders::new_with_capacity(2)
+                        .insert(rdkafka::message::Header {
+                            key: headers::CORRELATION_ID,
+                            value: Some(correlation_id.as_bytes()),
+                        })
+                        .insert(rdkafka::message::Header {
+                            key: headers::TRACEPARENT,
+                            value: Some(traceparent.as_bytes()),
+                        });
+                    self.send(
+                        &physical,
+                        key.as_deref().map(str::as_bytes),
+                        payload.as_deref(),
+                        headers,
+                    )
+                    .await?;
+                    events::record_produced(&self.metrics, P::NAME, &topic);
+                }
+            }
+            Err(ProcessError::Poison { class, reason }) => {
+                let letter = DeadLetter {
+                    processor: P::NAME,
+                    topic: &self.input,
+                    partition: record.partition,
+                    offset: record.offset,
+                    class: &class,
+                    reason: &reason,
+                };
+                let headers = letter.headers(&record.headers);
+                let dlq = self.dlq_topic.clone();
+                self.send(&dlq, record.key_bytes(), record.payload.as_deref(), headers)
+                    .await?;
+                events::record_dead_lettered(
+                    &self.metrics,
+                    P::NAME,
+                    &self.input,
+                    record.partition,
+                    record.offset,
+                    &class,
+                    &reason,
+                );
+            }
+            Err(ProcessError::Transient(reason)) => {
+                return Err(BatchFailure::Retry {
+                    reason,
+                    backoff: true,
+                });
+            }
+            Err(ProcessError::Fatal(reason)) => {
+                return Err(BatchFailure::Fatal(RuntimeError::Processor(reason)));
+            }
+        }
+        events::record_consumed(&self.metrics, P::NAME, &self.input, started.elapsed());
+        Ok(())
+    }
+
+    /// Decode, process and encode; nothing is sent until every output encoded.
+    async fn process(
+        &mut self,
+        record: &ConsumedRecord,
+        correlation_id: &str,
+    ) -> Result<Vec<(String, Option<String>, Option<Vec<u8>>)>, ProcessError> {
+        let value = self.codec.decode(record.payload.as_deref()).await?;
+        let value =
+            P::Input::from_avro(value).map_err(|e| ProcessError::poison("avro-mapping", e))?;
+        let incoming = Incoming {
+            key: record.key_string(),
+            value,
+            meta: RecordMeta {
+                topic: self.input.clone(),
+                partition: record.partition,
+                offset: record.offset,
+                timestamp_ms: record.timestamp_ms,
+                correlation_id: correlation_id.to_string(),
+            },
+        };
+        let mut out = Outputs::default();
+        AssertUnwindSafe(self.processor.process(incoming, &mut out))
+            .catch_unwind()
+            .await
+            .map_err(|panic| ProcessError::poison("panic", panic_message(&panic)))??;
+        let mut encoded = Vec::with_capacity(out.records.len());
+        for emitted in out.records {
+            let payload = match emitted.value {
+                Some(value) => Some(self.codec.encode(&emitted.topic, value).await?),
+                None => None,
+            };
+            encoded.push((emitted.topic, emitted.key, payload));
+        }
+        Ok(encoded)
+    }
+
+    /// Sends one record inside the open transaction, waiting while the local queue is full.
+    async fn send(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        headers: OwnedHeaders,
+    ) -> Result<(), BatchFailure> {
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).headers(headers);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if let Some(payload) = payload {
+            record = record.payload(payload);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((error, _)) => {
+                    return Err(txn_failure(&format!("producing to {topic}"), error));
+                }
+            }
+        }
+    }
+
+    /// Sends the batch's offsets with the group metadata and commits the transaction.
+    async fn commit(&mut self, batch: &Batch) -> Result<(), BatchFailure> {
+        let started = Instant::now();
+        let offsets = batch.commit_offsets(&self.input_topic)?;
+        let metadata = self
+            .consumer
+            .group_metadata()
+            .ok_or_else(|| BatchFailure::Retry {
+                reason: "the consumer has no group metadata yet".into(),
+                backoff: true,
+            })?;
+        let producer = &self.producer;
+        tokio::task::block_in_place(|| {
+            producer.send_offsets_to_transaction(&offsets, &metadata, TXN_CALL_TIMEOUT)
+        })
+        .map_err(|e| txn_failure("sending offsets to the transaction", e))?;
+        tokio::task::block_in_place(|| producer.commit_transaction(TXN_CALL_TIMEOUT))
+            .map_err(|e| txn_failure("committing the transaction", e))?;
+        events::transaction_committed(&self.metrics, P::NAME, batch.len(), started.elapsed());
+        Ok(())
+    }
+
+    /// Aborts the open transaction and rewinds so the batch is read again.
+    fn abort(
+        &mut self,
+        batch: &Batch,
+        reason: &str,
+        rebalances_at_start: u64,
+    ) -> Result<(), RuntimeError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let producer = &self.producer;
+        tokio::task::block_in_place(|| producer.abort_transaction(TXN_CALL_TIMEOUT))
+            .map_err(|e| RuntimeError::kafka("aborting the transaction", e))?;
+        events::transaction_aborted(&self.metrics, P::NAME, batch.len(), reason);
+        self.processor.on_abort();
+        // After a rebalance the new assignment already starts from the committed offsets, and a
+        // partition may have been processed by another member meanwhile: never seek then.
+        if self.consumer.context().rebalances() == rebalances_at_start {
+            let assignment = self.consumer.assignment().unwrap_or_default();
+            let mut tpl = TopicPartitionList::new();
+            for (partition, offset) in batch.rewind_points() {
+                if assignment
+                    .find_partition(&self.input_topic, partition)
+                    .is_some()
+                {
+                    tpl.add_partition_offset(&self.input_topic, partition, Offset::Offset(offset))
+                        .map_err(|e| RuntimeError::kafka("rewinding", e))?;
+                }
+            }
+            if tpl.count() > 0 {
+                self.consumer
+                    .seek_partitions(tpl, Duration::from_secs(10))
+                    .map_err(|e| RuntimeError::kafka("rewinding after an abort", e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Leaves the group and flushes the producer.
+    fn close(&mut self) {
+        self.health.set_ready(false);
+        self.consumer.unsubscribe();
+        let _ = self.producer.flush(Duration::from_secs(10));
+        tracing::info!(processor = P::NAME, "processor stopped");
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "the processor panicked".into()
+    }
+}

@@ -1,0 +1,299 @@
+//! Helpers for tests against the real local stack started by `dev/up` (Kafka, the schema
+//! registry, PostgreSQL). Every test gets its own topic prefix, so its topics, consumer groups
+//! and transactional ids are its own and tests run side by side without interfering.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use apache_avro::types::Value;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use schema_registry_converter::async_impl::easy_avro::{EasyAvroDecoder, EasyAvroEncoder};
+use schema_registry_converter::async_impl::schema_registry::SrSettings;
+use schema_registry_converter::schema_registry_common::SubjectNameStrategy;
+
+/// Addresses of the local stack (from the environment `dev/test` exports, else the defaults).
+#[derive(Debug, Clone)]
+pub struct Stack {
+    pub bootstrap: String,
+    pub registry: String,
+}
+
+impl Stack {
+    pub fn get() -> Self {
+        Self {
+            bootstrap: std::env::var("MAILSTREAM_BOOTSTRAP_SERVERS")
+                .unwrap_or_else(|_| "127.0.0.1:9092".into()),
+            registry: std::env::var("MAILSTREAM_SCHEMA_REGISTRY_URL")
+                .unwrap_or_else(|_| "http://127.0.0.1:8081".into()),
+        }
+    }
+}
+
+/// One test's private namespace on the shared stack.
+#[derive(Debug, Clone)]
+pub struct TestEnv {
+    pub stack: Stack,
+    pub prefix: String,
+}
+
+impl TestEnv {
+    /// A fresh prefix; creates every topic of the topology under it and registers the schemas.
+    pub fn new(name: &str) -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let env = Self {
+            stack: Stack::get(),
+            prefix: format!("t-{name}-{}-", &id[..8]),
+        };
+        let out = env
+            .mailstream(&["topology", "apply"])
+            .output()
+            .expect("run mailstream");
+        assert!(
+            out.status.success(),
+            "topology apply failed (is the stack up? run dev/up):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        env
+    }
+
+    pub fn topic(&self, logical: &str) -> String {
+        format!("{}{logical}", self.prefix)
+    }
+
+    /// The `mailstream` binary with this test's environment.
+    pub fn mailstream(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(mailstream_bin());
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("MAILSTREAM_BOOTSTRAP_SERVERS", &self.stack.bootstrap)
+            .env("MAILSTREAM_SCHEMA_REGISTRY_URL", &self.stack.registry)
+            .env("MAILSTREAM_TOPIC_PREFIX", &self.prefix)
+            .env("MAILSTREAM_HTTP_ADDR", "127.0.0.1:0")
+            .env("MAILSTREAM_LOG_LEVEL", "info");
+        cmd
+    }
+
+    /// Starts `mailstream run <processor>` as instance `instance`, logging to a file.
+    pub fn spawn(&self, processor: &str, instance: &str, extra: &[(&str, &str)]) -> Child {
+        let log = log_dir().join(format!("{}{processor}-{instance}.log", self.prefix));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("open log file");
+        let mut cmd = self.mailstream(&["run", processor]);
+        cmd.env("MAILSTREAM_INSTANCE_ID", instance)
+            .stdout(Stdio::null())
+            .stderr(file);
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        cmd.spawn().expect("spawn processor")
+    }
+
+    pub fn producer(&self) -> FutureProducer {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.stack.bootstrap)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .create()
+            .expect("producer")
+    }
+
+    /// A `read_committed` consumer of `topics` from the beginning, in its own group.
+    pub fn consumer(&self, topics: &[&str]) -> StreamConsumer {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.stack.bootstrap)
+            .set(
+                "group.id",
+                format!("{}checker-{}", self.prefix, uuid::Uuid::new_v4()),
+            )
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .create()
+            .expect("consumer");
+        let physical: Vec<String> = topics.iter().map(|t| self.topic(t)).collect();
+        let refs: Vec<&str> = physical.iter().map(String::as_str).collect();
+        consumer.subscribe(&refs).expect("subscribe");
+        consumer
+    }
+
+    pub fn registry(&self) -> SrSettings {
+        SrSettings::new(self.stack.registry.clone())
+    }
+
+    /// Encodes `value` with the latest schema registered for `logical`'s subject.
+    pub async fn encode(&self, logical: &str, value: Value) -> Vec<u8> {
+        EasyAvroEncoder::new(self.registry())
+            .encode_value(
+                value,
+                &SubjectNameStrategy::TopicNameStrategy(self.topic(logical), false),
+            )
+            .await
+            .expect("encode")
+    }
+
+    /// Produces (key, payload) pairs to `logical` and waits for every delivery.
+    pub async fn produce(&self, logical: &str, records: Vec<(String, Vec<u8>)>) {
+        let producer = self.producer();
+        let topic = self.topic(logical);
+        let mut pending = Vec::with_capacity(records.len());
+        for (key, payload) in &records {
+            pending.push(producer.send_result(FutureRecord::to(&topic).key(key).payload(payload)));
+        }
+        for p in pending {
+            let delivery = p.expect("enqueue").await.expect("delivery future");
+            delivery.map_err(|(e, _)| e).expect("delivered");
+        }
+    }
+}
+
+/// A bench record (the pass-through's schema) with id `id` and a payload of `size` bytes.
+pub fn bench_record(id: &str, size: usize) -> Value {
+    Value::Record(vec![
+        ("id".into(), Value::String(id.into())),
+        ("sent_at".into(), Value::TimestampMillis(now_ms())),
+        ("payload".into(), Value::Bytes(vec![b'x'; size])),
+    ])
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// A consumed record, owned.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub key: Option<String>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: HashMap<String, String>,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Reads until `want` records arrived, then `settle` more time (to catch duplicates), or
+/// until `timeout`.
+pub async fn collect(
+    consumer: &StreamConsumer,
+    want: usize,
+    timeout: Duration,
+    settle: Duration,
+) -> Vec<Seen> {
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    let mut settle_until: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        let deadline = settle_until.unwrap_or(started + timeout);
+        if now >= deadline {
+            return seen;
+        }
+        match tokio::time::timeout(deadline - now, consumer.recv()).await {
+            Err(_) => return seen,
+            Ok(Err(e)) => panic!("consumer error: {e}"),
+            Ok(Ok(m)) => {
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_string(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                seen.push(Seen {
+                    key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                    payload: m.payload().map(<[u8]>::to_vec),
+                    headers,
+                    partition: m.partition(),
+                    offset: m.offset(),
+                });
+                if seen.len() >= want && settle_until.is_none() {
+                    settle_until = Some(Instant::now() + settle);
+                }
+            }
+        }
+    }
+}
+
+/// Decodes a Confluent-framed Avro payload through the registry.
+pub async fn decode(registry: SrSettings, payload: &[u8]) -> Value {
+    EasyAvroDecoder::new(registry)
+        .decode(Some(payload))
+        .await
+        .expect("decode")
+        .value
+}
+
+/// The `mailstream` binary built next to the test executable.
+pub fn mailstream_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|d| {
+            if d.ends_with("deps") {
+                d.parent()
+            } else {
+                Some(d)
+            }
+        })
+        .expect("target dir");
+    let bin = dir.join("mailstream");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (cargo build --workspace --bins)",
+        bin.display()
+    );
+    bin
+}
+
+/// Where processor logs of tests go (`target/test-logs`).
+pub fn log_dir() -> PathBuf {
+    let dir = mailstream_bin()
+        .parent()
+        .expect("target dir")
+        .join("test-logs");
+    std::fs::create_dir_all(&dir).expect("create log dir");
+    dir
+}
+
+/// Sends SIGTERM and waits for the process to exit.
+pub fn terminate(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if started.elapsed() > timeout {
+            let _ = child.kill();
+            panic!(
+                "process {} did not stop within {timeout:?} of SIGTERM",
+                child.id()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs a command to completion, returning its output.
+pub fn output(mut cmd: Command) -> Output {
+    cmd.output().expect("run command")
+}

@@ -1,0 +1,238 @@
+//! The runtime against the real stack, through the pass-through processor:
+//! exactly-once under normal running and under repeated `kill -9`, the dead-letter path, and
+//! configuration errors that stop start-up.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use apache_avro::types::Value;
+use mailstream_tests::{TestEnv, bench_record, collect, decode, output, terminate};
+use rand::Rng;
+
+const IN: &str = "bench.in";
+const OUT: &str = "bench.out";
+
+async fn produce_bench(env: &TestEnv, ids: std::ops::Range<usize>, size: usize) {
+    let mut records = Vec::new();
+    for i in ids {
+        let id = format!("rec-{i:06}");
+        let payload = env.encode(IN, bench_record(&id, size)).await;
+        records.push((id, payload));
+    }
+    env.produce(IN, records).await;
+}
+
+fn id_of(value: &Value) -> String {
+    match value {
+        Value::Record(fields) => fields
+            .iter()
+            .find_map(|(name, v)| match (name.as_str(), v) {
+                ("id", Value::String(s)) => Some(s.clone()),
+                _ => None,
+            })
+            .expect("record has an id"),
+        other => panic!("not a record: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passthrough_moves_every_record_exactly_once() {
+    let env = TestEnv::new("pt");
+    let n = 3_000;
+    produce_bench(&env, 0..n, 200).await;
+    let mut child = env.spawn("passthrough", "a", &[]);
+
+    let consumer = env.consumer(&[OUT]);
+    let seen = collect(
+        &consumer,
+        n,
+        Duration::from_secs(90),
+        Duration::from_secs(3),
+    )
+    .await;
+    let status = terminate(&mut child, Duration::from_secs(30));
+    assert!(status.success(), "graceful shutdown exits 0, got {status}");
+
+    let mut ids = BTreeMap::new();
+    for record in &seen {
+        let value = decode(env.registry(), record.payload.as_deref().expect("payload")).await;
+        *ids.entry(id_of(&value)).or_insert(0) += 1;
+        assert_eq!(
+            record.key.as_deref(),
+            Some(id_of(&value).as_str()),
+            "key kept"
+        );
+        assert!(record.headers.contains_key("mailstream.correlation_id"));
+        assert!(record.headers["traceparent"].starts_with("00-"));
+    }
+    let expected: BTreeSet<String> = (0..n).map(|i| format!("rec-{i:06}")).collect();
+    assert_eq!(
+        ids.keys().cloned().collect::<BTreeSet<_>>(),
+        expected,
+        "every record arrived"
+    );
+    assert!(
+        ids.values().all(|c| *c == 1),
+        "no duplicates: {} records for {} ids",
+        seen.len(),
+        ids.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_nine_mid_stream_loses_and_duplicates_nothing() {
+    let env = TestEnv::new("kill");
+    let n: usize = 20_000;
+    let small_batches = [
+        ("MAILSTREAM_BATCH_MAX_RECORDS", "100"),
+        ("MAILSTREAM_BATCH_MAX_MS", "20"),
+    ];
+    // Input keeps arriving while the processor is killed.
+    let producer_env = env.clone();
+    let producing = tokio::spawn(async move {
+        for chunk in 0..20 {
+            produce_bench(&producer_env, chunk * 1000..(chunk + 1) * 1000, 500).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+
+    let consumer = env.consumer(&[OUT]);
+    let mut seen = Vec::new();
+    let mut kills = 0;
+    let mut child = env.spawn("passthrough", "a", &small_batches);
+    while kills < 5 {
+        // Let it make progress, then kill it at a random moment.
+        let wait = Duration::from_millis(rand::rng().random_range(1_500..4_000));
+        seen.extend(collect(&consumer, usize::MAX, wait, Duration::ZERO).await);
+        child.kill().expect("kill -9");
+        child.wait().expect("reap");
+        kills += 1;
+        child = env.spawn("passthrough", "a", &small_batches);
+    }
+    producing.await.expect("producer task");
+    seen.extend(
+        collect(
+            &consumer,
+            n.saturating_sub(seen.len()),
+            Duration::from_secs(120),
+            Duration::from_secs(5),
+        )
+        .await,
+    );
+    let status = terminate(&mut child, Duration::from_secs(30));
+    assert!(status.success(), "graceful shutdown exits 0, got {status}");
+
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for record in &seen {
+        *counts.entry(record.key.clone().expect("key")).or_default() += 1;
+    }
+    let duplicates: Vec<_> = counts.iter().filter(|(_, c)| **c > 1).take(5).collect();
+    assert!(
+        duplicates.is_empty(),
+        "duplicates after {kills} kills: {duplicates:?}"
+    );
+    assert_eq!(counts.len(), n, "every record arrived after {kills} kills");
+    assert_eq!(seen.len(), n);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_record_goes_to_the_dlq_with_headers_and_the_stream_goes_on() {
+    let env = TestEnv::new("dlq");
+    let first = env.encode(IN, bench_record("before", 10)).await;
+    let after = env.encode(IN, bench_record("after", 10)).await;
+    let garbage = b"this is not avro at all".to_vec();
+    // One partition key for all three, so "after" sits behind the poison record.
+    env.produce(
+        IN,
+        vec![
+            ("same".into(), first),
+            ("same".into(), garbage.clone()),
+            ("same".into(), after),
+        ],
+    )
+    .await;
+    let mut child = env.spawn("passthrough", "a", &[]);
+
+    let out = collect(
+        &env.consumer(&[OUT]),
+        2,
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+    )
+    .await;
+    let dlq = collect(
+        &env.consumer(&["bench.in.dlq"]),
+        1,
+        Duration::from_secs(30),
+        Duration::from_secs(1),
+    )
+    .await;
+    terminate(&mut child, Duration::from_secs(30));
+
+    let mut ids = Vec::new();
+    for record in &out {
+        ids.push(id_of(
+            &decode(env.registry(), record.payload.as_deref().expect("payload")).await,
+        ));
+    }
+    assert_eq!(
+        ids,
+        vec!["before", "after"],
+        "the stream went on past the poison record"
+    );
+    assert_eq!(dlq.len(), 1, "exactly the poison record is dead-lettered");
+    let letter = &dlq[0];
+    assert_eq!(
+        letter.payload.as_deref(),
+        Some(garbage.as_slice()),
+        "original bytes intact"
+    );
+    assert_eq!(letter.key.as_deref(), Some("same"), "original key intact");
+    let h = &letter.headers;
+    assert_eq!(h["mailstream.error.class"], "avro-decode");
+    assert!(!h["mailstream.error.message"].is_empty());
+    assert_eq!(h["mailstream.error.processor"], "passthrough");
+    assert_eq!(h["mailstream.error.source.topic"], IN);
+    assert_eq!(h["mailstream.error.source.offset"], "1");
+    assert!(h.contains_key("mailstream.error.source.partition"));
+    assert!(h.contains_key("mailstream.error.time"));
+}
+
+#[test]
+fn a_bad_config_stops_start_up_and_names_the_key() {
+    let env = mailstream_tests::TestEnv {
+        stack: mailstream_tests::Stack::get(),
+        prefix: "t-badcfg-".into(),
+    };
+    let mut cmd = env.mailstream(&["run", "passthrough"]);
+    cmd.env("MAILSTREAM_BATCH_MAX_RECORDS", "many")
+        .env("MAILSTREAM_RDKAFKA_ENABLE_AUTO_COMMIT", "true");
+    let out = output(cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "must refuse to start");
+    assert!(stderr.contains("MAILSTREAM_BATCH_MAX_RECORDS"), "{stderr}");
+    assert!(stderr.contains("kafka.enable.auto.commit"), "{stderr}");
+}
+
+#[test]
+fn topology_apply_is_idempotent() {
+    let env = TestEnv::new("apply");
+    let second = output(env.mailstream(&["topology", "apply"]));
+    let text = String::from_utf8_lossy(&second.stdout);
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert!(text.contains("0 change(s), 0 drift warning(s)"), "{text}");
+    assert!(
+        text.contains(&format!("{}raw-email.dlq", env.prefix)),
+        "{text}"
+    );
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("created") || l.starts_with("registered")),
+        "{text}"
+    );
+}
