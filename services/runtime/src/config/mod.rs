@@ -321,9 +321,7 @@ fn deserialize_all<T: DeserializeOwned>(
                     None => format!("key `{path}` (env {})", env_name(None, &top)),
                 };
                 errors.push(format!("{label}: {}", e.inner().message().trim()));
-                if table.remove(&top).is_none() {
-                    return None;
-                }
+                table.remove(&top)?;
             }
         }
     }
