@@ -10,8 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryResult, ProducerContext};
 use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::RuntimeConfig;
 use crate::events;
@@ -43,6 +45,12 @@ pub fn consumer_config(config: &RuntimeConfig, naming: &Naming, processor: &str)
     }
     // Managed: exactly-once depends on these.
     client.set("group.id", naming.group(processor));
+    if config.static_membership {
+        client.set(
+            "group.instance.id",
+            naming.transactional_id(processor, &config.instance_id()),
+        );
+    }
     client.set("enable.auto.commit", "false");
     client.set("enable.auto.offset.store", "false");
     client.set("isolation.level", "read_committed");
@@ -142,8 +150,13 @@ impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {
-        if let Err((error, _)) = result {
-            tracing::warn!(%error, "record delivery failed; its transaction will abort");
+        match result {
+            // Records of an aborted transaction are purged from the queue: expected.
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::PurgeQueue), _)) => {}
+            Err((error, _)) => {
+                tracing::warn!(%error, "record delivery failed; its transaction will abort");
+            }
+            Ok(_) => {}
         }
     }
 }

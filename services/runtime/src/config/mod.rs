@@ -35,6 +35,7 @@ const MANAGED_KAFKA_KEYS: &[&str] = &[
     "enable.auto.offset.store",
     "isolation.level",
     "enable.idempotence",
+    "group.instance.id",
 ];
 
 /// Settings every processor shares.
@@ -59,6 +60,11 @@ pub struct RuntimeConfig {
     /// restarted instance fences its predecessor and aborts its open transaction at once.
     #[serde(default, deserialize_with = "lenient::opt_string")]
     pub instance_id: Option<String>,
+    /// Join the consumer group as a static member (`group.instance.id` from the instance id):
+    /// a restarted instance gets its partitions back at once, without a rebalance. Its
+    /// partitions wait `session.timeout.ms` before moving when it goes away for good.
+    #[serde(default = "defaults::static_membership")]
+    pub static_membership: bool,
     /// A transaction commits after this many records ...
     #[serde(default = "defaults::batch_max_records")]
     pub batch_max_records: u32,
@@ -89,6 +95,9 @@ pub struct RuntimeConfig {
 }
 
 mod defaults {
+    pub fn static_membership() -> bool {
+        true
+    }
     pub fn batch_max_records() -> u32 {
         500
     }

@@ -13,9 +13,21 @@ pub struct Batch {
     /// partition → (first offset, last offset) consumed in this batch.
     ranges: BTreeMap<i32, (i64, i64)>,
     records: usize,
+    /// The consumer's rebalance count when the first record arrived.
+    rebalances_at_start: u64,
 }
 
 impl Batch {
+    /// Starts a batch with its first record, under assignment generation `rebalances`.
+    pub fn start(&mut self, rebalances: u64) {
+        self.rebalances_at_start = rebalances;
+    }
+
+    /// Whether the assignment changed since the first record.
+    pub fn saw_rebalance(&self, rebalances_now: u64) -> bool {
+        rebalances_now != self.rebalances_at_start
+    }
+
     pub fn track(&mut self, partition: i32, offset: i64) {
         self.records += 1;
         self.ranges
@@ -42,9 +54,9 @@ impl Batch {
         Ok(tpl)
     }
 
-    /// Where each partition must be re-read from after an abort.
-    pub fn rewind_points(&self) -> impl Iterator<Item = (i32, i64)> + '_ {
-        self.ranges.iter().map(|(p, (first, _))| (*p, *first))
+    /// The partitions the batch read from.
+    pub fn partitions(&self) -> impl Iterator<Item = i32> + '_ {
+        self.ranges.keys().copied()
     }
 }
 
@@ -78,7 +90,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn commits_one_past_the_last_offset_and_rewinds_to_the_first() {
+    fn commits_one_past_the_last_offset_of_each_partition() {
         let mut batch = Batch::default();
         batch.track(0, 10);
         batch.track(1, 5);
@@ -93,10 +105,7 @@ mod tests {
             offsets,
             vec![(0, Offset::Offset(12)), (1, Offset::Offset(6))]
         );
-        assert_eq!(
-            batch.rewind_points().collect::<Vec<_>>(),
-            vec![(0, 10), (1, 5)]
-        );
+        assert_eq!(batch.partitions().collect::<Vec<_>>(), vec![0, 1]);
         assert_eq!(batch.len(), 3);
     }
 

@@ -174,11 +174,10 @@ impl<P: Processor> Stream<P> {
     async fn run_loop(&mut self, mut shutdown: Shutdown) -> Result<(), RuntimeError> {
         let mut backoff = Backoff::new(Duration::from_millis(self.config.retry_backoff_max_ms));
         while !shutdown.is_triggered() {
-            let rebalances = self.consumer.context().rebalances();
             let mut batch = Batch::default();
             let outcome = match self.fill_batch(&mut batch, &mut shutdown).await {
                 Ok(()) if batch.is_empty() => continue,
-                Ok(()) if self.consumer.context().rebalances() != rebalances => {
+                Ok(()) if batch.saw_rebalance(self.consumer.context().rebalances()) => {
                     Err(BatchFailure::Retry {
                         reason: "the partition assignment changed while the batch was open".into(),
                         backoff: false,
@@ -196,7 +195,7 @@ impl<P: Processor> Stream<P> {
                     reason,
                     backoff: wait,
                 }) => {
-                    self.abort(&batch, &reason, rebalances)?;
+                    self.abort(&batch, &reason)?;
                     if wait {
                         let delay = backoff.next_delay();
                         events::transient_failure(&self.metrics, P::NAME, &reason, delay);
@@ -207,7 +206,7 @@ impl<P: Processor> Stream<P> {
                     }
                 }
                 Err(BatchFailure::Fatal(error)) => {
-                    let _ = self.abort(&batch, &error.to_string(), rebalances);
+                    let _ = self.abort(&batch, &error.to_string());
                     return Err(error);
                 }
             }
@@ -251,6 +250,9 @@ impl<P: Processor> Stream<P> {
                 tokio::task::block_in_place(|| producer.begin_transaction())
                     .map_err(|e| txn_failure("beginning a transaction", e))?;
                 deadline = Some(Instant::now() + max_age);
+                // Rebalance callbacks run inside recv(), before the message is returned, so
+                // this is the assignment the whole batch must still hold at commit.
+                batch.start(self.consumer.context().rebalances());
             }
             batch.track(message.partition, message.offset);
             self.handle(message).await?;
@@ -427,12 +429,11 @@ impl<P: Processor> Stream<P> {
     }
 
     /// Aborts the open transaction and rewinds so the batch is read again.
-    fn abort(
-        &mut self,
-        batch: &Batch,
-        reason: &str,
-        rebalances_at_start: u64,
-    ) -> Result<(), RuntimeError> {
+    ///
+    /// Every partition of the batch that is still assigned goes back to its committed offset,
+    /// read from the group coordinator: that is where the aborted batch began for partitions
+    /// this member kept, and where the last owner stopped for partitions a rebalance moved.
+    fn abort(&mut self, batch: &Batch, reason: &str) -> Result<(), RuntimeError> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -441,26 +442,38 @@ impl<P: Processor> Stream<P> {
             .map_err(|e| RuntimeError::kafka("aborting the transaction", e))?;
         events::transaction_aborted(&self.metrics, P::NAME, batch.len(), reason);
         self.processor.on_abort();
-        // After a rebalance the new assignment already starts from the committed offsets, and a
-        // partition may have been processed by another member meanwhile: never seek then.
-        if self.consumer.context().rebalances() == rebalances_at_start {
-            let assignment = self.consumer.assignment().unwrap_or_default();
-            let mut tpl = TopicPartitionList::new();
-            for (partition, offset) in batch.rewind_points() {
-                if assignment
-                    .find_partition(&self.input_topic, partition)
-                    .is_some()
-                {
-                    tpl.add_partition_offset(&self.input_topic, partition, Offset::Offset(offset))
-                        .map_err(|e| RuntimeError::kafka("rewinding", e))?;
-                }
-            }
-            if tpl.count() > 0 {
-                self.consumer
-                    .seek_partitions(tpl, Duration::from_secs(10))
-                    .map_err(|e| RuntimeError::kafka("rewinding after an abort", e))?;
+
+        let assignment = self.consumer.assignment().unwrap_or_default();
+        let mut owned = TopicPartitionList::new();
+        for partition in batch.partitions() {
+            if assignment
+                .find_partition(&self.input_topic, partition)
+                .is_some()
+            {
+                owned.add_partition(&self.input_topic, partition);
             }
         }
+        if owned.count() == 0 {
+            return Ok(());
+        }
+        let consumer = &self.consumer;
+        let committed = tokio::task::block_in_place(|| {
+            consumer.committed_offsets(owned, Duration::from_secs(10))
+        })
+        .map_err(|e| RuntimeError::kafka("reading committed offsets to rewind", e))?;
+        let mut rewind = TopicPartitionList::new();
+        for element in committed.elements() {
+            let offset = match element.offset() {
+                Offset::Offset(o) => Offset::Offset(o),
+                // Nothing committed yet: start over as auto.offset.reset says (earliest).
+                _ => Offset::Beginning,
+            };
+            rewind
+                .add_partition_offset(&self.input_topic, element.partition(), offset)
+                .map_err(|e| RuntimeError::kafka("rewinding", e))?;
+        }
+        tokio::task::block_in_place(|| consumer.seek_partitions(rewind, Duration::from_secs(10)))
+            .map_err(|e| RuntimeError::kafka("rewinding after an abort", e))?;
         Ok(())
     }
 

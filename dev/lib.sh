@@ -1,0 +1,263 @@
+# shellcheck shell=bash disable=SC2034  # (variables here are used by the scripts sourcing this)
+# dev/lib.sh — shared settings and helpers for the local-development stack scripts in dev/.
+# Sourced (not run) by dev/install, dev/up, dev/down, dev/status and dev/kafka-tool.
+#
+# Everything runs as plain processes on 127.0.0.1 (no Docker). Overridable environment:
+#   MAILSTREAM_CACHE   installs kept across runs     (default $HOME/.cache/mailstream)
+#   MAILSTREAM_STATE   runtime data, logs, pid files (default $HOME/.local/state/mailstream)
+#   MAILSTREAM_KAFKA_PORT 9092, MAILSTREAM_KAFKA_CONTROLLER_PORT 9093,
+#   MAILSTREAM_REGISTRY_PORT 8081, MAILSTREAM_PG_PORT 5433
+#   MAILSTREAM_REGISTRY_VERSION   AxonOps schema-registry module version (default v0.2.1)
+#   MAILSTREAM_PG_BIN             PostgreSQL bin dir (default: newest /usr/lib/postgresql/*/bin)
+# The Kafka version is the <kafka.version> in dev/kafka/pom.xml.
+
+DEV_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
+REPO_DIR=$(dirname "$DEV_DIR")
+
+: "${HOME:=/root}"
+MAILSTREAM_CACHE=${MAILSTREAM_CACHE:-$HOME/.cache/mailstream}
+MAILSTREAM_STATE=${MAILSTREAM_STATE:-$HOME/.local/state/mailstream}
+MAILSTREAM_KAFKA_PORT=${MAILSTREAM_KAFKA_PORT:-9092}
+MAILSTREAM_KAFKA_CONTROLLER_PORT=${MAILSTREAM_KAFKA_CONTROLLER_PORT:-9093}
+MAILSTREAM_REGISTRY_PORT=${MAILSTREAM_REGISTRY_PORT:-8081}
+MAILSTREAM_PG_PORT=${MAILSTREAM_PG_PORT:-5433}
+MAILSTREAM_REGISTRY_VERSION=${MAILSTREAM_REGISTRY_VERSION:-v0.2.1}
+
+HOST=127.0.0.1
+
+# --- Kafka -------------------------------------------------------------------------------------
+KAFKA_POM="$DEV_DIR/kafka/pom.xml"
+KAFKA_VERSION=$(sed -n 's:.*<kafka\.version>\([^<]*\)</kafka\.version>.*:\1:p' "$KAFKA_POM" | head -n1)
+KAFKA_HOME="$MAILSTREAM_CACHE/kafka-$KAFKA_VERSION"
+KAFKA_LIBS="$KAFKA_HOME/libs"
+KAFKA_LOG4J="$DEV_DIR/kafka/log4j2.properties"
+KAFKA_TOOLS_LOG4J="$DEV_DIR/kafka/log4j2-tools.properties"
+KAFKA_DIR="$MAILSTREAM_STATE/kafka"
+KAFKA_DATA="$KAFKA_DIR/data"
+KAFKA_CONFIG="$KAFKA_DIR/server.properties"
+KAFKA_BOOTSTRAP="$HOST:$MAILSTREAM_KAFKA_PORT"
+
+# --- Schema registry ---------------------------------------------------------------------------
+REGISTRY_MODULE=github.com/axonops/axonops-schema-registry
+REGISTRY_PKG="$REGISTRY_MODULE/cmd/schema-registry"
+REGISTRY_BIN="$MAILSTREAM_CACHE/bin/schema-registry"
+REGISTRY_URL="http://$HOST:$MAILSTREAM_REGISTRY_PORT"
+
+# --- PostgreSQL --------------------------------------------------------------------------------
+PG_DIR="$MAILSTREAM_STATE/postgres"
+PG_DATA="$PG_DIR/data"
+PG_RUN="$PG_DIR/run"
+PG_OS_USER=postgres
+PG_DB=mailstream
+REGISTRY_DB=schema_registry
+PG_ROLE=mailstream
+DATABASE_URL="postgres://$PG_ROLE@$HOST:$MAILSTREAM_PG_PORT/$PG_DB"
+
+# --- runtime layout ----------------------------------------------------------------------------
+LOG_DIR="$MAILSTREAM_STATE/logs"
+PID_DIR="$MAILSTREAM_STATE/pids"
+ENV_FILE="$MAILSTREAM_STATE/env"
+
+COMPONENTS=(kafka registry postgres)
+
+# --- logging -----------------------------------------------------------------------------------
+log() { printf '[dev %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { printf '[dev] ERROR: %s\n' "$*" >&2; exit 1; }
+
+log_file() { echo "$LOG_DIR/$1.log"; }
+
+# Move the previous log aside (one generation kept as NAME.log.1) and start an empty one.
+rotate_log() {
+  local f; f=$(log_file "$1")
+  mkdir -p "$LOG_DIR"
+  [[ -s $f ]] && mv -f "$f" "$f.1"
+  : >"$f"
+}
+
+ensure_state_dirs() {
+  mkdir -p "$MAILSTREAM_STATE" "$LOG_DIR" "$PID_DIR" "$KAFKA_DIR"
+}
+
+# Serialise up/down/status-changing scripts. fd 9 must not leak into daemons (see spawn).
+take_state_lock() {
+  ensure_state_dirs
+  exec 9>"$MAILSTREAM_STATE/.lock"
+  flock -w 600 9 || die "another dev/up or dev/down holds $MAILSTREAM_STATE/.lock"
+}
+
+# --- processes and pid files -------------------------------------------------------------------
+pid_file() { echo "$PID_DIR/$1.pid"; }
+
+# True if PID exists and is not a zombie.
+pid_alive() {
+  local st
+  [[ $1 =~ ^[0-9]+$ ]] || return 1
+  st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+  [[ -n $st && $st != Z ]]
+}
+
+# What a component's process must have on its command line (guards against pid reuse).
+pid_marker() {
+  case $1 in
+    kafka) echo "$KAFKA_CONFIG" ;;
+    registry) echo "$REGISTRY_BIN" ;;
+    postgres) echo "$PG_DATA" ;;
+  esac
+}
+
+# Print the component's pid if it is running (alive + command line matches), else return 1.
+component_pid() {
+  local name=$1 pid="" f
+  if [[ $name == postgres ]]; then
+    # the postmaster's own pid file is authoritative; mirror it to pids/postgres.pid
+    if [[ -r $PG_DATA/postmaster.pid ]]; then read -r pid <"$PG_DATA/postmaster.pid" || true; fi
+  else
+    f=$(pid_file "$name")
+    if [[ -r $f ]]; then read -r pid <"$f" || true; fi
+  fi
+  [[ -n $pid ]] && pid_alive "$pid" || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$(pid_marker "$name")" || return 1
+  echo "$pid"
+}
+
+# spawn NAME CMD... — start CMD detached (own session, stdin from /dev/null, stdout+stderr
+# appended to logs/NAME.log) and record its pid in pids/NAME.pid.
+spawn() {
+  local name=$1; shift
+  local pidf logf i
+  pidf=$(pid_file "$name"); logf=$(log_file "$name")
+  rm -f "$pidf"
+  # bash -c 'echo $$; exec ...' makes the recorded pid the daemon's own; fds 8/9 (locks) closed.
+  # shellcheck disable=SC2016
+  setsid bash -c 'echo $$ >"$0.tmp" && mv -f "$0.tmp" "$0" && exec "$@"' "$pidf" "$@" \
+    </dev/null >>"$logf" 2>&1 8>&- 9>&- &
+  for ((i = 0; i < 50; i++)); do
+    [[ -s $pidf ]] && return 0
+    sleep 0.1
+  done
+  die "$name: process did not start (see $logf)"
+}
+
+# stop_pid NAME PID TIMEOUT_S [SIGNAL] — send SIGNAL (default TERM), wait, then SIGKILL.
+stop_pid() {
+  local name=$1 pid=$2 timeout=$3 sig=${4:-TERM} i
+  pid_alive "$pid" || return 0
+  log "$name: stopping pid $pid (SIG$sig)"
+  kill -"$sig" "$pid" 2>/dev/null || true
+  for ((i = 0; i < timeout * 10; i++)); do
+    pid_alive "$pid" || return 0
+    sleep 0.1
+  done
+  log "$name: still running after ${timeout}s, sending SIGKILL"
+  kill -KILL "$pid" 2>/dev/null || true
+  for ((i = 0; i < 50; i++)); do
+    pid_alive "$pid" || return 0
+    sleep 0.1
+  done
+  die "$name: pid $pid survived SIGKILL"
+}
+
+# --- readiness ---------------------------------------------------------------------------------
+# True if something accepts TCP connections on 127.0.0.1:PORT.
+port_open() {
+  # shellcheck disable=SC2016
+  timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$HOST" "$1" 2>/dev/null
+}
+
+# Print the pid listening on 127.0.0.1:PORT (empty if unknown).
+port_owner() {
+  ss -ltnpH "sport = :$1" 2>/dev/null | grep -o 'pid=[0-9]*' | head -n1 | cut -d= -f2 || true
+}
+
+# wait_for COMPONENT TIMEOUT_S PID CMD... — run CMD every 0.5 s until it succeeds. Fails (exit 1)
+# with a message naming the component and its log file, with the log's tail, if TIMEOUT_S pass
+# or if PID (when non-empty) dies first.
+wait_for() {
+  local name=$1 timeout=$2 pid=$3; shift 3
+  local logf deadline
+  logf=$(log_file "$name")
+  deadline=$((SECONDS + timeout))
+  while :; do
+    "$@" >/dev/null 2>&1 && return 0
+    if [[ -n $pid ]] && ! pid_alive "$pid"; then
+      show_log_tail "$logf"
+      die "$name exited while starting (pid $pid); see its log: $logf"
+    fi
+    if ((SECONDS >= deadline)); then
+      show_log_tail "$logf"
+      die "$name not ready after ${timeout}s; see its log: $logf"
+    fi
+    sleep 0.5
+  done
+}
+
+show_log_tail() {
+  [[ -s $1 ]] || return 0
+  printf -- '----- last lines of %s -----\n' "$1" >&2
+  tail -n 25 "$1" >&2
+  printf -- '-----\n' >&2
+}
+
+# --- tools -------------------------------------------------------------------------------------
+# Newest installed PostgreSQL bin dir (or $MAILSTREAM_PG_BIN); returns 1 if none.
+pg_bindir() {
+  if [[ -n ${MAILSTREAM_PG_BIN:-} ]]; then
+    [[ -x $MAILSTREAM_PG_BIN/initdb ]] && { echo "$MAILSTREAM_PG_BIN"; return 0; }
+    return 1
+  fi
+  local d best
+  # the highest numeric major version wins (glob order is lexical)
+  best=$(for d in /usr/lib/postgresql/*/bin; do if [[ -x $d/initdb ]]; then echo "$d"; fi; done | sort -t/ -k5,5n | tail -n1)
+  [[ -n $best ]] && echo "$best"
+}
+
+# Run a command as the postgres OS user, from a directory it can read.
+as_postgres() {
+  (cd / && runuser -u "$PG_OS_USER" -- "$@")
+}
+
+kafka_installed() { [[ -f $KAFKA_HOME/.installed && -d $KAFKA_LIBS ]]; }
+
+# --- status ------------------------------------------------------------------------------------
+component_address() {
+  case $1 in
+    kafka) echo "$KAFKA_BOOTSTRAP (controller $HOST:$MAILSTREAM_KAFKA_CONTROLLER_PORT)" ;;
+    registry) echo "$REGISTRY_URL" ;;
+    postgres) echo "$DATABASE_URL" ;;
+  esac
+}
+
+component_port() {
+  case $1 in
+    kafka) echo "$MAILSTREAM_KAFKA_PORT" ;;
+    registry) echo "$MAILSTREAM_REGISTRY_PORT" ;;
+    postgres) echo "$MAILSTREAM_PG_PORT" ;;
+  esac
+}
+
+# Print one status line per component; return the number of components not up.
+print_status() {
+  local name pid port state note down=0 owner
+  for name in "${COMPONENTS[@]}"; do
+    port=$(component_port "$name")
+    note=""
+    if pid=$(component_pid "$name"); then
+      if port_open "$port"; then
+        state=running
+      else
+        state=starting; note="port $port not open yet"; down=$((down + 1))
+      fi
+    else
+      pid=-
+      state=stopped
+      if port_open "$port"; then
+        owner=$(port_owner "$port")
+        note="port $port taken by another process${owner:+ (pid $owner)}"
+      fi
+      down=$((down + 1))
+    fi
+    printf '%-9s %-8s pid %-7s %s%s\n' "$name" "$state" "$pid" "$(component_address "$name")" \
+      "${note:+  [$note]}"
+  done
+  return "$down"
+}
