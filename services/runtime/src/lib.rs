@@ -8,6 +8,7 @@
 //! ([`health`]), logging ([`telemetry`]) and graceful [`shutdown`].
 
 pub mod avro;
+pub mod blob;
 pub mod catalog;
 pub mod config;
 pub mod dlq;

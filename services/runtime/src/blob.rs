@@ -1,0 +1,138 @@
+//! The blob store for claim checks: large raw messages and attachment bytes live outside Kafka,
+//! and records carry their URI and SHA-256 instead.
+//!
+//! A blob is content-addressed (`<prefix>/<sha256>`), so writing the same bytes twice is
+//! harmless and a record replayed later still finds its blob. `file:///path` (the default, a local
+//! directory) and `s3://bucket/prefix` (S3-compatible, configured through the usual `AWS_*`
+//! settings passed in `options`) are supported through `object_store`.
+
+use std::sync::Arc;
+
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use sha2::{Digest, Sha256};
+use url::Url;
+
+use crate::error::ProcessError;
+
+/// A content-addressed blob store rooted at a URL.
+#[derive(Clone)]
+pub struct BlobStore {
+    store: Arc<dyn ObjectStore>,
+    base: Url,
+    root: Path,
+}
+
+impl std::fmt::Debug for BlobStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BlobStore({})", self.base)
+    }
+}
+
+/// Hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl BlobStore {
+    /// Opens the store at `url` (`file:///var/lib/mailstream/blobs`, `s3://bucket/prefix`).
+    /// A local directory is created if missing.
+    pub fn open(url: &str, options: &[(String, String)]) -> Result<Self, String> {
+        let base = Url::parse(url).map_err(|e| format!("blob store URL `{url}`: {e}"))?;
+        if base.scheme() == "file" {
+            let dir = base
+                .to_file_path()
+                .map_err(|_| format!("blob store URL `{url}` is not a local path"))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("creating blob directory {}: {e}", dir.display()))?;
+        }
+        let (store, root) = object_store::parse_url_opts(&base, options.iter().cloned())
+            .map_err(|e| format!("blob store `{url}`: {e}"))?;
+        Ok(Self {
+            store: Arc::from(store),
+            base,
+            root,
+        })
+    }
+
+    /// Stores `bytes` and returns their URI and hex SHA-256.
+    pub async fn put(&self, bytes: Vec<u8>) -> Result<(String, String), ProcessError> {
+        let sha = sha256_hex(&bytes);
+        let path = self.root.clone().join(sha.as_str());
+        self.store
+            .put(&path, PutPayload::from(bytes))
+            .await
+            .map_err(|e| ProcessError::transient(format!("writing blob {sha}: {e}")))?;
+        Ok((self.uri(&sha), sha))
+    }
+
+    /// Reads the blob at `uri` (one this store wrote) and checks its SHA-256 when given.
+    pub async fn get(&self, uri: &str, sha256: Option<&str>) -> Result<Vec<u8>, ProcessError> {
+        let name = uri
+            .strip_prefix(self.base.as_str().trim_end_matches('/'))
+            .map(|rest| rest.trim_start_matches('/'))
+            .filter(|rest| !rest.is_empty() && !rest.contains('/'))
+            .ok_or_else(|| {
+                ProcessError::poison(
+                    "blob-uri",
+                    format!("blob {uri} is not in this store ({})", self.base),
+                )
+            })?;
+        let path = self.root.clone().join(name);
+        let bytes = match self.store.get(&path).await {
+            Ok(result) => result
+                .bytes()
+                .await
+                .map_err(|e| ProcessError::transient(format!("reading blob {uri}: {e}")))?,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(ProcessError::poison(
+                    "blob-missing",
+                    format!("blob {uri} does not exist"),
+                ));
+            }
+            Err(e) => return Err(ProcessError::transient(format!("reading blob {uri}: {e}"))),
+        };
+        if let Some(expected) = sha256
+            && sha256_hex(&bytes) != expected
+        {
+            return Err(ProcessError::poison(
+                "blob-checksum",
+                format!("blob {uri} does not match its sha256 {expected}"),
+            ));
+        }
+        Ok(bytes.to_vec())
+    }
+
+    fn uri(&self, sha: &str) -> String {
+        format!("{}/{sha}", self.base.as_str().trim_end_matches('/'))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn stores_by_content_and_verifies_on_read() {
+        let dir = std::env::temp_dir().join(format!("blobs-{}", uuid::Uuid::new_v4()));
+        let url = format!("file://{}", dir.display());
+        let store = BlobStore::open(&url, &[]).expect("open");
+        let (uri, sha) = store.put(b"hello".to_vec()).await.expect("put");
+        assert_eq!(sha, sha256_hex(b"hello"));
+        assert!(uri.starts_with(&url) && uri.ends_with(&sha));
+        assert_eq!(store.get(&uri, Some(&sha)).await.expect("get"), b"hello");
+        let wrong = store.get(&uri, Some(&sha256_hex(b"other"))).await;
+        assert!(
+            matches!(wrong, Err(ProcessError::Poison { ref class, .. }) if class == "blob-checksum")
+        );
+        let missing = store
+            .get(&format!("{url}/{}", sha256_hex(b"nope")), None)
+            .await;
+        assert!(
+            matches!(missing, Err(ProcessError::Poison { ref class, .. }) if class == "blob-missing")
+        );
+    }
+}
