@@ -19,6 +19,7 @@ pub mod health;
 pub mod kafka;
 pub mod metrics;
 pub mod processor;
+pub mod records;
 pub mod shutdown;
 pub mod stream;
 pub mod telemetry;
