@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use apache_avro::types::Value;
-use mailstream_tests::{TestEnv, bench_record, collect, decode, output, terminate};
+use mailstream_tests::{
+    TestEnv, bench_record, collect, decode, free_port, http_get, output, terminate,
+};
 use rand::Rng;
 
 const IN: &str = "bench.in";
@@ -40,16 +42,25 @@ async fn passthrough_moves_every_record_exactly_once() {
     let env = TestEnv::new("pt");
     let n = 3_000;
     produce_bench(&env, 0..n, 200).await;
-    let mut child = env.spawn("passthrough", "a", &[]);
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut child = env.spawn("passthrough", "a", &[("MAILSTREAM_HTTP_ADDR", http.as_str())]);
 
     let consumer = env.consumer(&[OUT]);
-    let seen = collect(
-        &consumer,
-        n,
-        Duration::from_secs(90),
-        Duration::from_secs(3),
-    )
-    .await;
+    let seen = collect(&consumer, n, Duration::from_secs(90), Duration::from_secs(3)).await;
+    assert_eq!(http_get(&format!("http://{http}/healthz")).await.0, 200);
+    assert_eq!(http_get(&format!("http://{http}/readyz")).await.0, 200);
+    let (_, metrics) = http_get(&format!("http://{http}/metrics")).await;
+    let line = |prefix: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("{prefix} missing from /metrics:\n{metrics}"))
+            .to_string()
+    };
+    assert!(line("mailstream_records_in_total{").ends_with(&format!(" {n}")));
+    assert!(line("mailstream_records_out_total{").ends_with(&format!(" {n}")));
+    line("mailstream_transaction_commit_seconds_bucket{");
+    line("mailstream_processing_seconds_count{");
     let status = terminate(&mut child, Duration::from_secs(30));
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
 
@@ -266,4 +277,48 @@ fn topology_apply_is_idempotent() {
             .any(|l| l.starts_with("created") || l.starts_with("registered")),
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_follow_the_record_and_are_exported_over_otlp() {
+    use std::sync::{Arc, Mutex};
+
+    // An OTLP/HTTP receiver that keeps what it is sent.
+    let received: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let store = received.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let store = store.clone();
+            async move {
+                store.lock().expect("lock").push(body.to_vec());
+                ""
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let collector = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let env = TestEnv::new("otel");
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent = format!("00-{trace_id}-00f067aa0ba902b7-01");
+    let payload = env.encode(IN, bench_record("traced", 10)).await;
+    env.produce_with_headers(IN, "traced", &payload, &[("traceparent", &parent)]).await;
+    let mut child = env.spawn("passthrough", "a", &[("MAILSTREAM_OTLP_ENDPOINT", collector.as_str())]);
+    let out = collect(&env.consumer(&[OUT]), 1, Duration::from_secs(60), Duration::ZERO).await;
+    terminate(&mut child, Duration::from_secs(30)); // flushes the exporter
+
+    assert_eq!(out.len(), 1);
+    let written = &out[0].headers["traceparent"];
+    let parts: Vec<&str> = written.split('-').collect();
+    assert_eq!(parts[1], trace_id, "same trace downstream: {written}");
+    assert_ne!(parts[2], "00f067aa0ba902b7", "a new span for this hop");
+
+    let hex = |s: &str| (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect::<Vec<u8>>();
+    let exported = received.lock().expect("lock").concat();
+    let contains = |needle: &[u8]| exported.windows(needle.len()).any(|w| w == needle);
+    assert!(contains(&hex(trace_id)), "the exported span belongs to the record's trace");
+    assert!(contains(&hex(parts[2])), "the exported span is the one named downstream");
+    assert!(contains(&hex("00f067aa0ba902b7")), "its parent is the upstream span");
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use apache_avro::types::Value;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use schema_registry_converter::async_impl::easy_avro::{EasyAvroDecoder, EasyAvroEncoder};
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
@@ -138,6 +138,33 @@ impl TestEnv {
             )
             .await
             .expect("encode")
+    }
+
+    /// Produces one record with headers to `logical` and waits for its delivery.
+    pub async fn produce_with_headers(
+        &self,
+        logical: &str,
+        key: &str,
+        payload: &[u8],
+        headers: &[(&str, &str)],
+    ) {
+        let headers = headers.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
+            h.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            })
+        });
+        self.producer()
+            .send(
+                FutureRecord::to(&self.topic(logical))
+                    .key(key)
+                    .payload(payload)
+                    .headers(headers),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("delivered");
     }
 
     /// Produces (key, payload) pairs to `logical` and waits for every delivery.
@@ -270,6 +297,22 @@ pub fn log_dir() -> PathBuf {
         .join("test-logs");
     std::fs::create_dir_all(&dir).expect("create log dir");
     dir
+}
+
+/// A TCP port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+/// GETs `url`, returning the status code and body.
+pub async fn http_get(url: &str) -> (u16, String) {
+    match reqwest::get(url).await {
+        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+        Err(_) => (0, String::new()),
+    }
 }
 
 /// Sends SIGTERM and waits for the process to exit.

@@ -5,7 +5,7 @@
 //! reads and writes), Avro through the schema registry ([`avro`]), the exactly-once
 //! consume-process-produce loop with Kafka transactions ([`stream`]), the dead-letter path
 //! ([`dlq`]), metrics and named events ([`metrics`], [`events`]), health endpoints
-//! ([`health`]), logging ([`telemetry`]) and graceful [`shutdown`].
+//! ([`health`]), logs and OTLP traces ([`telemetry`]) and graceful [`shutdown`].
 
 pub mod avro;
 pub mod blob;
@@ -45,7 +45,7 @@ where
     F: FnOnce(&RuntimeConfig, S) -> Result<P, RuntimeError>,
 {
     let (config, settings) = config::load::<S>(P::NAME, &source)?;
-    telemetry::init_logging(&config)?;
+    let _telemetry = telemetry::init(&config, P::NAME)?;
     let topology = Topology::embedded()?;
     let processor = build(&config, settings)?;
     stream::run(config, topology, processor, Shutdown::on_signals()).await

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
+use tracing::Instrument;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedHeaders;
@@ -39,6 +40,7 @@ use crate::kafka::{self, DeliveryContext, StreamContext};
 use crate::metrics::Metrics;
 use crate::processor::{AvroRecord, Incoming, Outputs, Processor, RecordMeta};
 use crate::shutdown::Shutdown;
+use crate::telemetry;
 use crate::topology::{DLQ_SUFFIX, Naming, Topology};
 
 /// Timeout of the blocking transaction calls.
@@ -265,24 +267,31 @@ impl<P: Processor> Stream<P> {
         let correlation_id = record
             .header_str(headers::CORRELATION_ID)
             .unwrap_or_else(|| format!("{}-{}-{}", self.input, record.partition, record.offset));
-        let trace = record
-            .header_str(headers::TRACEPARENT)
-            .and_then(|t| TraceContext::parse(&t))
+        let incoming_traceparent = record.header_str(headers::TRACEPARENT);
+        let trace = incoming_traceparent
+            .as_deref()
+            .and_then(TraceContext::parse)
             .unwrap_or_else(TraceContext::new_root);
-        let span = tracing::debug_span!(
-            "record",
+        let span = tracing::info_span!(
+            "process",
+            otel.name = P::NAME,
             processor = P::NAME,
             partition = record.partition,
             offset = record.offset,
             correlation_id = %correlation_id,
-            trace_id = %trace.trace_id,
         );
-        let _entered = span.enter();
+        if let Some(parent) = &incoming_traceparent {
+            telemetry::set_remote_parent(&span, parent);
+        }
 
-        let result = self.process(&record, &correlation_id).await;
+        let result = self
+            .process(&record, &correlation_id)
+            .instrument(span.clone())
+            .await;
         match result {
             Ok(encoded) => {
-                let traceparent = trace.child_header();
+                let traceparent =
+                    telemetry::traceparent_of(&span).unwrap_or_else(|| trace.child_header());
                 for (topic, key, payload) in encoded {
                     let physical = self.naming.topic(&topic);
                     let headers = OwnedHeaders::new_with_capacity(2)
