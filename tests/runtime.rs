@@ -43,10 +43,20 @@ async fn passthrough_moves_every_record_exactly_once() {
     let n = 3_000;
     produce_bench(&env, 0..n, 200).await;
     let http = format!("127.0.0.1:{}", free_port());
-    let mut child = env.spawn("passthrough", "a", &[("MAILSTREAM_HTTP_ADDR", http.as_str())]);
+    let mut child = env.spawn(
+        "passthrough",
+        "a",
+        &[("MAILSTREAM_HTTP_ADDR", http.as_str())],
+    );
 
     let consumer = env.consumer(&[OUT]);
-    let seen = collect(&consumer, n, Duration::from_secs(90), Duration::from_secs(3)).await;
+    let seen = collect(
+        &consumer,
+        n,
+        Duration::from_secs(90),
+        Duration::from_secs(3),
+    )
+    .await;
     assert_eq!(http_get(&format!("http://{http}/healthz")).await.0, 200);
     assert_eq!(http_get(&format!("http://{http}/readyz")).await.0, 200);
     let (_, metrics) = http_get(&format!("http://{http}/metrics")).await;
@@ -93,9 +103,13 @@ async fn passthrough_moves_every_record_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_nine_mid_stream_loses_and_duplicates_nothing() {
     let env = TestEnv::new("kill");
+    // Small batches, so kills land inside open transactions; a short session so the group
+    // notices a killed member quickly (dynamic membership, the default).
     let small_batches = [
         ("MAILSTREAM_BATCH_MAX_RECORDS", "100"),
         ("MAILSTREAM_BATCH_MAX_MS", "20"),
+        ("MAILSTREAM_RDKAFKA_SESSION_TIMEOUT_MS", "6000"),
+        ("MAILSTREAM_RDKAFKA_HEARTBEAT_INTERVAL_MS", "1000"),
     ];
     // Input keeps arriving until the last kill, so every kill lands mid-stream.
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
@@ -296,7 +310,9 @@ async fn traces_follow_the_record_and_are_exported_over_otlp() {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let collector = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(async move { axum::serve(listener, app).await });
 
@@ -304,9 +320,20 @@ async fn traces_follow_the_record_and_are_exported_over_otlp() {
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let parent = format!("00-{trace_id}-00f067aa0ba902b7-01");
     let payload = env.encode(IN, bench_record("traced", 10)).await;
-    env.produce_with_headers(IN, "traced", &payload, &[("traceparent", &parent)]).await;
-    let mut child = env.spawn("passthrough", "a", &[("MAILSTREAM_OTLP_ENDPOINT", collector.as_str())]);
-    let out = collect(&env.consumer(&[OUT]), 1, Duration::from_secs(60), Duration::ZERO).await;
+    env.produce_with_headers(IN, "traced", &payload, &[("traceparent", &parent)])
+        .await;
+    let mut child = env.spawn(
+        "passthrough",
+        "a",
+        &[("MAILSTREAM_OTLP_ENDPOINT", collector.as_str())],
+    );
+    let out = collect(
+        &env.consumer(&[OUT]),
+        1,
+        Duration::from_secs(60),
+        Duration::ZERO,
+    )
+    .await;
     terminate(&mut child, Duration::from_secs(30)); // flushes the exporter
 
     assert_eq!(out.len(), 1);
@@ -315,10 +342,24 @@ async fn traces_follow_the_record_and_are_exported_over_otlp() {
     assert_eq!(parts[1], trace_id, "same trace downstream: {written}");
     assert_ne!(parts[2], "00f067aa0ba902b7", "a new span for this hop");
 
-    let hex = |s: &str| (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect::<Vec<u8>>();
+    let hex = |s: &str| {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+            .collect::<Vec<u8>>()
+    };
     let exported = received.lock().expect("lock").concat();
     let contains = |needle: &[u8]| exported.windows(needle.len()).any(|w| w == needle);
-    assert!(contains(&hex(trace_id)), "the exported span belongs to the record's trace");
-    assert!(contains(&hex(parts[2])), "the exported span is the one named downstream");
-    assert!(contains(&hex("00f067aa0ba902b7")), "its parent is the upstream span");
+    assert!(
+        contains(&hex(trace_id)),
+        "the exported span belongs to the record's trace"
+    );
+    assert!(
+        contains(&hex(parts[2])),
+        "the exported span is the one named downstream"
+    );
+    assert!(
+        contains(&hex("00f067aa0ba902b7")),
+        "its parent is the upstream span"
+    );
 }

@@ -5,6 +5,8 @@
 //! (`<prefix>mailstream-<processor>-<instance>`), so a restarted instance fences its predecessor
 //! and its open transaction is aborted at once instead of blocking readers until it times out.
 
+use std::collections::BTreeSet;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rdkafka::ClientConfig;
@@ -85,6 +87,8 @@ pub struct StreamContext {
     naming: Naming,
     metrics: Metrics,
     rebalances: AtomicU64,
+    /// Partitions revoked since the stream loop last looked.
+    revoked: Mutex<BTreeSet<i32>>,
 }
 
 impl StreamContext {
@@ -94,7 +98,16 @@ impl StreamContext {
             naming,
             metrics,
             rebalances: AtomicU64::new(0),
+            revoked: Mutex::new(BTreeSet::new()),
         }
+    }
+
+    /// Partitions revoked since the last call (their state must be rebuilt if they return).
+    pub fn take_revoked(&self) -> BTreeSet<i32> {
+        self.revoked
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default()
     }
 
     /// Increases on every assignment change.
@@ -130,10 +143,13 @@ impl ConsumerContext for StreamContext {
                 "assign",
                 tpl.elements().iter().map(|e| e.partition()).collect(),
             ),
-            Rebalance::Revoke(tpl) => (
-                "revoke",
-                tpl.elements().iter().map(|e| e.partition()).collect(),
-            ),
+            Rebalance::Revoke(tpl) => {
+                let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                if let Ok(mut revoked) = self.revoked.lock() {
+                    revoked.extend(partitions.iter().copied());
+                }
+                ("revoke", partitions)
+            }
             Rebalance::Error(_) => ("error", Vec::new()),
         };
         events::rebalanced(self.processor, kind, &partitions);

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod processor;
 pub mod records;
 pub mod shutdown;
+pub mod state;
 pub mod stream;
 pub mod telemetry;
 pub mod topology;
@@ -29,6 +30,7 @@ pub use config::{ConfigSource, RuntimeConfig};
 pub use error::{ProcessError, RuntimeError};
 pub use processor::{AvroRecord, GenericRecord, Incoming, Outputs, Processor, RecordMeta};
 pub use shutdown::Shutdown;
+pub use state::{KeyedStore, RestoreContext, StoreLimits};
 pub use topology::{Naming, Topology};
 
 /// Settings for a processor that has none of its own.

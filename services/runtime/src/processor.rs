@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::ProcessError;
+use crate::state::RestoreContext;
 
 /// A type that travels as an Avro record. Implemented for every serde type, and for
 /// [`GenericRecord`] when a processor works on untyped values.
@@ -69,6 +70,8 @@ pub struct Incoming<T> {
 #[derive(Debug)]
 pub(crate) struct Emitted {
     pub topic: String,
+    /// An explicit partition (changelogs follow their input partition); `None` = by key.
+    pub partition: Option<i32>,
     pub key: Option<String>,
     /// `None` is a tombstone (deletes `key` from a compacted topic).
     pub value: Option<Value>,
@@ -94,9 +97,26 @@ impl Outputs {
             .map_err(|e| ProcessError::poison("output-encode", e))?;
         self.records.push(Emitted {
             topic: topic.to_string(),
+            partition: None,
             key: Some(key.into()),
             value: Some(value),
         });
+        Ok(())
+    }
+
+    /// Emits `value` to partition `partition` of `topic` (for changelogs co-partitioned with
+    /// the input).
+    pub fn send_to_partition<T: AvroRecord>(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        key: impl Into<String>,
+        value: T,
+    ) -> Result<(), ProcessError> {
+        self.send(topic, key, value)?;
+        if let Some(last) = self.records.last_mut() {
+            last.partition = Some(partition);
+        }
         Ok(())
     }
 
@@ -104,9 +124,18 @@ impl Outputs {
     pub fn tombstone(&mut self, topic: &str, key: impl Into<String>) {
         self.records.push(Emitted {
             topic: topic.to_string(),
+            partition: None,
             key: Some(key.into()),
             value: None,
         });
+    }
+
+    /// Emits a tombstone for `key` to partition `partition` of `topic`.
+    pub fn tombstone_to_partition(&mut self, topic: &str, partition: i32, key: impl Into<String>) {
+        self.tombstone(topic, key);
+        if let Some(last) = self.records.last_mut() {
+            last.partition = Some(partition);
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -135,6 +164,22 @@ pub trait Processor: Send + 'static {
         record: Incoming<Self::Input>,
         out: &mut Outputs,
     ) -> impl Future<Output = Result<(), ProcessError>> + Send;
+
+    /// Partitions of the input were assigned to this instance: restore their state (from
+    /// changelogs, through `ctx`) before their first record is processed.
+    fn on_assigned(
+        &mut self,
+        partitions: &[i32],
+        ctx: &RestoreContext<'_>,
+    ) -> impl Future<Output = Result<(), ProcessError>> + Send {
+        let _ = (partitions, ctx);
+        async { Ok(()) }
+    }
+
+    /// Partitions were taken away: forget their state.
+    fn on_revoked(&mut self, partitions: &[i32]) {
+        let _ = partitions;
+    }
 
     /// The transaction holding every record processed since the last call has committed.
     fn on_commit(&mut self) {}

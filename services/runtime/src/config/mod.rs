@@ -61,8 +61,10 @@ pub struct RuntimeConfig {
     #[serde(default, deserialize_with = "lenient::opt_string")]
     pub instance_id: Option<String>,
     /// Join the consumer group as a static member (`group.instance.id` from the instance id):
-    /// a restarted instance gets its partitions back at once, without a rebalance. Its
-    /// partitions wait `session.timeout.ms` before moving when it goes away for good.
+    /// a restarted instance with the same id gets its partitions back at once, without a
+    /// rebalance. Off by default because a static member does not leave the group on shutdown:
+    /// its partitions wait `session.timeout.ms` before moving. Turn it on where instance ids are
+    /// stable (a StatefulSet).
     #[serde(default = "defaults::static_membership")]
     pub static_membership: bool,
     /// A transaction commits after this many records ...
@@ -96,7 +98,7 @@ pub struct RuntimeConfig {
 
 mod defaults {
     pub fn static_membership() -> bool {
-        true
+        false
     }
     pub fn batch_max_records() -> u32 {
         500

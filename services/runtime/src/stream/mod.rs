@@ -13,18 +13,19 @@
 mod batch;
 mod record;
 
+use std::collections::BTreeSet;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use tracing::Instrument;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
+use tracing::Instrument;
 
 pub use batch::{Backoff, Batch};
 use record::ConsumedRecord;
@@ -40,11 +41,15 @@ use crate::kafka::{self, DeliveryContext, StreamContext};
 use crate::metrics::Metrics;
 use crate::processor::{AvroRecord, Incoming, Outputs, Processor, RecordMeta};
 use crate::shutdown::Shutdown;
+use crate::state::RestoreContext;
 use crate::telemetry;
 use crate::topology::{DLQ_SUFFIX, Naming, Topology};
 
 /// Timeout of the blocking transaction calls.
 const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An output ready to send: logical topic, explicit partition, key, payload (None = tombstone).
+type EncodedOutput = (String, Option<i32>, Option<String>, Option<Vec<u8>>);
 
 /// Why a batch ended without committing.
 enum BatchFailure {
@@ -108,6 +113,10 @@ struct Stream<P: Processor> {
     codec: AvroCodec,
     metrics: Metrics,
     health: Arc<Health>,
+    /// Input partitions the processor has been told it owns.
+    assigned: BTreeSet<i32>,
+    /// The rebalance count the processor's view of the assignment is from.
+    known_rebalances: u64,
 }
 
 impl<P: Processor> Stream<P> {
@@ -150,6 +159,8 @@ impl<P: Processor> Stream<P> {
             codec,
             metrics,
             health,
+            assigned: BTreeSet::new(),
+            known_rebalances: 0,
         })
     }
 
@@ -247,6 +258,21 @@ impl<P: Processor> Stream<P> {
                 }
                 Ok(Ok(message)) => ConsumedRecord::from_message(&message),
             };
+            let rebalances = self.consumer.context().rebalances();
+            if rebalances != self.known_rebalances {
+                if !batch.is_empty() {
+                    // Abort; the rewind covers this record's partition too.
+                    batch.track(message.partition, message.offset);
+                    return Err(BatchFailure::Retry {
+                        reason: "the partition assignment changed while the batch was open".into(),
+                        backoff: false,
+                    });
+                }
+                if let Err(failure) = self.sync_assignment(rebalances).await {
+                    self.unread(&message);
+                    return Err(failure);
+                }
+            }
             if batch.is_empty() {
                 let producer = &self.producer;
                 tokio::task::block_in_place(|| producer.begin_transaction())
@@ -258,6 +284,73 @@ impl<P: Processor> Stream<P> {
             }
             batch.track(message.partition, message.offset);
             self.handle(message).await?;
+        }
+    }
+
+    /// Tells the processor which partitions it lost and gained since it last looked, so it can
+    /// drop and restore state before the new assignment's first record.
+    async fn sync_assignment(&mut self, rebalances: u64) -> Result<(), BatchFailure> {
+        let current: BTreeSet<i32> = self
+            .consumer
+            .assignment()
+            .map_err(|e| RuntimeError::kafka("reading the assignment", e))?
+            .elements_for_topic(&self.input_topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        let revoked = self.consumer.context().take_revoked();
+        let kept: BTreeSet<i32> = self.assigned.difference(&revoked).copied().collect();
+        let lost: Vec<i32> = self
+            .assigned
+            .iter()
+            .filter(|p| !current.contains(p) || revoked.contains(p))
+            .copied()
+            .collect();
+        let gained: Vec<i32> = current.difference(&kept).copied().collect();
+        if !lost.is_empty() {
+            self.processor.on_revoked(&lost);
+        }
+        if !gained.is_empty() {
+            let ctx = RestoreContext {
+                config: &self.config,
+                naming: &self.naming,
+                codec: &self.codec,
+            };
+            let started = Instant::now();
+            match self.processor.on_assigned(&gained, &ctx).await {
+                Ok(()) => tracing::info!(
+                    processor = P::NAME,
+                    partitions = ?gained,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "state restored"
+                ),
+                Err(ProcessError::Transient(reason)) => {
+                    return Err(BatchFailure::Retry {
+                        reason: format!("restoring state: {reason}"),
+                        backoff: true,
+                    });
+                }
+                Err(other) => {
+                    return Err(BatchFailure::Fatal(RuntimeError::Processor(format!(
+                        "restoring state: {other}"
+                    ))));
+                }
+            }
+        }
+        self.assigned = current;
+        self.known_rebalances = rebalances;
+        Ok(())
+    }
+
+    /// Puts a consumed record back: the next poll returns it again.
+    fn unread(&self, record: &ConsumedRecord) {
+        if let Err(error) = self.consumer.seek(
+            &self.input_topic,
+            record.partition,
+            Offset::Offset(record.offset),
+            Duration::from_secs(10),
+        ) {
+            tracing::warn!(processor = P::NAME, %error, "could not rewind after a failed restore");
         }
     }
 
@@ -292,7 +385,7 @@ impl<P: Processor> Stream<P> {
             Ok(encoded) => {
                 let traceparent =
                     telemetry::traceparent_of(&span).unwrap_or_else(|| trace.child_header());
-                for (topic, key, payload) in encoded {
+                for (topic, partition, key, payload) in encoded {
                     let physical = self.naming.topic(&topic);
                     let headers = OwnedHeaders::new_with_capacity(2)
                         .insert(rdkafka::message::Header {
@@ -305,6 +398,7 @@ impl<P: Processor> Stream<P> {
                         });
                     self.send(
                         &physical,
+                        partition,
                         key.as_deref().map(str::as_bytes),
                         payload.as_deref(),
                         headers,
@@ -324,8 +418,14 @@ impl<P: Processor> Stream<P> {
                 };
                 let headers = letter.headers(&record.headers);
                 let dlq = self.dlq_topic.clone();
-                self.send(&dlq, record.key_bytes(), record.payload.as_deref(), headers)
-                    .await?;
+                self.send(
+                    &dlq,
+                    None,
+                    record.key_bytes(),
+                    record.payload.as_deref(),
+                    headers,
+                )
+                .await?;
                 events::record_dead_lettered(
                     &self.metrics,
                     P::NAME,
@@ -355,7 +455,7 @@ impl<P: Processor> Stream<P> {
         &mut self,
         record: &ConsumedRecord,
         correlation_id: &str,
-    ) -> Result<Vec<(String, Option<String>, Option<Vec<u8>>)>, ProcessError> {
+    ) -> Result<Vec<EncodedOutput>, ProcessError> {
         let value = self.codec.decode(record.payload.as_deref()).await?;
         let value =
             P::Input::from_avro(value).map_err(|e| ProcessError::poison("avro-mapping", e))?;
@@ -381,7 +481,7 @@ impl<P: Processor> Stream<P> {
                 Some(value) => Some(self.codec.encode(&emitted.topic, value).await?),
                 None => None,
             };
-            encoded.push((emitted.topic, emitted.key, payload));
+            encoded.push((emitted.topic, emitted.partition, emitted.key, payload));
         }
         Ok(encoded)
     }
@@ -390,6 +490,7 @@ impl<P: Processor> Stream<P> {
     async fn send(
         &self,
         topic: &str,
+        partition: Option<i32>,
         key: Option<&[u8]>,
         payload: Option<&[u8]>,
         headers: OwnedHeaders,
@@ -400,6 +501,9 @@ impl<P: Processor> Stream<P> {
         }
         if let Some(payload) = payload {
             record = record.payload(payload);
+        }
+        if let Some(partition) = partition {
+            record = record.partition(partition);
         }
         loop {
             match self.producer.send(record) {
