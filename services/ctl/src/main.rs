@@ -36,6 +36,32 @@ enum Command {
         #[command(subcommand)]
         command: topology_cmd::TopologyCommand,
     },
+    /// Load .eml files, mbox files and maildirs into raw-email (deterministic ingest ids, so a
+    /// second run writes the same ids).
+    Backfill {
+        /// Files and directories to read.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// How to read the paths.
+        #[arg(long, default_value = "auto", value_parser = ["auto", "eml", "mbox", "maildir"])]
+        format: String,
+    },
+}
+
+/// `mailstream backfill`: prints the summary; fails when any message failed.
+async fn backfill(
+    paths: Vec<PathBuf>,
+    format: &str,
+    source: mailstream_runtime::ConfigSource,
+) -> anyhow::Result<ExitCode> {
+    let format = format.parse().map_err(anyhow::Error::msg)?;
+    let summary = mailstream_ingest::backfill::run(source, paths, format).await?;
+    print!("{summary}");
+    Ok(if summary.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 #[tokio::main]
@@ -45,6 +71,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { processor } => run::run(&processor, source).await,
         Command::Topology { command } => topology_cmd::execute(command, source).await,
+        Command::Backfill { paths, format } => backfill(paths, &format, source).await,
     };
     match result {
         Ok(code) => code,

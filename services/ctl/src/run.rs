@@ -10,6 +10,7 @@ use mailstream_runtime::{ConfigSource, NoSettings, serve};
 pub async fn run(processor: &str, source: ConfigSource) -> anyhow::Result<ExitCode> {
     match processor {
         "passthrough" => serve(source, |_, _: NoSettings| Ok(Passthrough)).await?,
+        "ingest" => mailstream_ingest::serve(source).await?,
         other => bail!(
             "unknown processor `{other}`; this build runs: passthrough (see `mailstream topology check`)"
         ),

@@ -1,0 +1,400 @@
+//! Ingest settings: the `[ingest]` table of the config file or `MAILSTREAM_INGEST_<KEY>`
+//! environment variables, loaded through the runtime's layered config
+//! (`config::load::<IngestSettings>("ingest", ..)`) and then validated here, with every problem
+//! reported at once and the key named.
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `smtp_addr` | `0.0.0.0:2525` | SMTP listener; `""` turns SMTP off |
+//! | `http_addr` | `0.0.0.0:8025` | HTTP intake listener (not the metrics `http_addr`); `""` turns it off |
+//! | `accepted_domains` | (required for SMTP) | recipient domains accepted (catch-all per domain); list or comma-separated string |
+//! | `max_message_bytes` | 26214400 (25 MiB) | largest message accepted (SMTP 552 5.3.4, HTTP 413) |
+//! | `inline_limit_bytes` | 524288 (512 KiB) | larger messages go to the blob store (claim check) |
+//! | `blob_url` | `file:///var/lib/mailstream/blobs` | blob store for claim checks |
+//! | `hmac_secret` | (required for HTTP) | shared secret of the HTTP signatures; never logged |
+//! | `replay_window_secs` | 300 | how far a signed timestamp may be from now |
+//! | `tls_cert_path`, `tls_key_path` | none | PEM certificate chain and key: enables STARTTLS |
+//! | `hostname` | `mailstream` | name in the SMTP greeting and EHLO reply |
+//! | `max_recipients` | 100 | RCPT TO per transaction |
+//! | `smtp_timeout_secs` | 300 | idle time before an SMTP session is closed |
+//! | `shutdown_grace_secs` | 30 | how long in-flight sessions may finish after SIGTERM |
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use mailstream_runtime::config::env_name;
+use serde::Deserialize;
+
+/// Settings of `mailstream run ingest` and `mailstream backfill`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSettings {
+    #[serde(default = "defaults::smtp_addr", deserialize_with = "lenient::string")]
+    pub smtp_addr: String,
+    #[serde(default = "defaults::http_addr", deserialize_with = "lenient::string")]
+    pub http_addr: String,
+    #[serde(default, deserialize_with = "lenient::list")]
+    pub accepted_domains: Vec<String>,
+    #[serde(default = "defaults::max_message_bytes")]
+    pub max_message_bytes: u64,
+    #[serde(default = "defaults::inline_limit_bytes")]
+    pub inline_limit_bytes: u64,
+    #[serde(default = "defaults::blob_url", deserialize_with = "lenient::string")]
+    pub blob_url: String,
+    #[serde(default, deserialize_with = "lenient::secret")]
+    pub hmac_secret: Option<Secret>,
+    #[serde(default = "defaults::replay_window_secs")]
+    pub replay_window_secs: u64,
+    #[serde(default, deserialize_with = "lenient::opt_path")]
+    pub tls_cert_path: Option<PathBuf>,
+    #[serde(default, deserialize_with = "lenient::opt_path")]
+    pub tls_key_path: Option<PathBuf>,
+    #[serde(default = "defaults::hostname", deserialize_with = "lenient::string")]
+    pub hostname: String,
+    #[serde(default = "defaults::max_recipients")]
+    pub max_recipients: u32,
+    #[serde(default = "defaults::smtp_timeout_secs")]
+    pub smtp_timeout_secs: u64,
+    #[serde(default = "defaults::shutdown_grace_secs")]
+    pub shutdown_grace_secs: u64,
+}
+
+impl std::fmt::Debug for IngestSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IngestSettings")
+            .field("smtp_addr", &self.smtp_addr)
+            .field("http_addr", &self.http_addr)
+            .field("accepted_domains", &self.accepted_domains.len())
+            .field("max_message_bytes", &self.max_message_bytes)
+            .field("inline_limit_bytes", &self.inline_limit_bytes)
+            .field("blob_url", &self.blob_url)
+            .field("hmac_secret", &self.hmac_secret)
+            .field("tls", &self.tls_cert_path.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A secret that never shows in `Debug` output or logs.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// The largest `inline_limit_bytes`: records stay well under the topic's 8 MiB message limit.
+pub const MAX_INLINE_LIMIT: u64 = 4 * 1024 * 1024;
+
+mod defaults {
+    pub fn smtp_addr() -> String {
+        "0.0.0.0:2525".into()
+    }
+    pub fn http_addr() -> String {
+        "0.0.0.0:8025".into()
+    }
+    pub fn max_message_bytes() -> u64 {
+        25 * 1024 * 1024
+    }
+    pub fn inline_limit_bytes() -> u64 {
+        512 * 1024
+    }
+    pub fn blob_url() -> String {
+        "file:///var/lib/mailstream/blobs".into()
+    }
+    pub fn replay_window_secs() -> u64 {
+        300
+    }
+    pub fn hostname() -> String {
+        "mailstream".into()
+    }
+    pub fn max_recipients() -> u32 {
+        100
+    }
+    pub fn smtp_timeout_secs() -> u64 {
+        300
+    }
+    pub fn shutdown_grace_secs() -> u64 {
+        30
+    }
+}
+
+/// Environment values are typed by their look (`12345` becomes a number); string keys accept
+/// any scalar, and lists accept a comma-separated string.
+mod lenient {
+    use std::path::PathBuf;
+
+    use serde::{Deserialize, Deserializer};
+
+    use super::Secret;
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        S(String),
+        I(i64),
+        F(f64),
+        B(bool),
+    }
+
+    impl Scalar {
+        fn into_string(self) -> String {
+            match self {
+                Scalar::S(s) => s,
+                Scalar::I(i) => i.to_string(),
+                Scalar::F(f) => f.to_string(),
+                Scalar::B(b) => b.to_string(),
+            }
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrString {
+        List(Vec<String>),
+        One(String),
+    }
+
+    pub fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        Scalar::deserialize(d).map(Scalar::into_string)
+    }
+
+    pub fn secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
+        Ok(Option::<Scalar>::deserialize(d)?
+            .map(Scalar::into_string)
+            .filter(|s| !s.is_empty())
+            .map(Secret))
+    }
+
+    pub fn opt_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+        Ok(Option::<Scalar>::deserialize(d)?
+            .map(Scalar::into_string)
+            .filter(|s| !s.trim().is_empty())
+            .map(PathBuf::from))
+    }
+
+    pub fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        let items = match ListOrString::deserialize(d)? {
+            ListOrString::List(items) => items,
+            ListOrString::One(s) => s.split(',').map(str::to_string).collect(),
+        };
+        Ok(items
+            .into_iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect())
+    }
+}
+
+fn key(name: &str) -> String {
+    format!(
+        "key `ingest.{name}` (env {})",
+        env_name(Some("ingest"), name)
+    )
+}
+
+impl IngestSettings {
+    /// Whether SMTP intake is on (`smtp_addr` not empty).
+    pub fn smtp_enabled(&self) -> bool {
+        !self.smtp_addr.trim().is_empty()
+    }
+
+    /// Whether HTTP intake is on (`http_addr` not empty).
+    pub fn http_enabled(&self) -> bool {
+        !self.http_addr.trim().is_empty()
+    }
+
+    /// The accepted recipient domains, lowercased.
+    pub fn domains(&self) -> Vec<String> {
+        self.accepted_domains
+            .iter()
+            .map(|d| d.trim_start_matches('@').to_ascii_lowercase())
+            .collect()
+    }
+
+    /// Problems that stop both the server and the backfill.
+    pub fn validate_common(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        if self.max_message_bytes == 0 {
+            errors.push(format!("{}: must be at least 1", key("max_message_bytes")));
+        }
+        if self.inline_limit_bytes > MAX_INLINE_LIMIT {
+            errors.push(format!(
+                "{}: at most {MAX_INLINE_LIMIT} (records must fit the topic's 8 MiB limit), got {}",
+                key("inline_limit_bytes"),
+                self.inline_limit_bytes
+            ));
+        }
+        if !(self.blob_url.starts_with("file://") || self.blob_url.starts_with("s3://")) {
+            errors.push(format!(
+                "{}: expected a file:///dir or s3://bucket/prefix URL, got `{}`",
+                key("blob_url"),
+                self.blob_url
+            ));
+        }
+        errors
+    }
+
+    /// Problems that stop `mailstream run ingest` (on top of [`Self::validate_common`]).
+    pub fn validate_serve(&self) -> Vec<String> {
+        let mut errors = self.validate_common();
+        let addr = |name: &str, value: &str, errors: &mut Vec<String>| {
+            if !value.trim().is_empty() && value.parse::<SocketAddr>().is_err() {
+                errors.push(format!(
+                    "{}: expected host:port such as 0.0.0.0:2525, got `{value}`",
+                    key(name)
+                ));
+            }
+        };
+        addr("smtp_addr", &self.smtp_addr, &mut errors);
+        addr("http_addr", &self.http_addr, &mut errors);
+        if !self.smtp_enabled() && !self.http_enabled() {
+            errors.push(format!(
+                "{} and {} are both empty: nothing to serve",
+                key("smtp_addr"),
+                key("http_addr")
+            ));
+        }
+        if self.smtp_enabled() {
+            if self.accepted_domains.is_empty() {
+                errors.push(format!(
+                    "{} is required for SMTP: the recipient domains to accept, e.g. `in.example.com,example.org`",
+                    key("accepted_domains")
+                ));
+            }
+            for domain in self.domains() {
+                let ok = !domain.is_empty()
+                    && domain
+                        .chars()
+                        .all(|c| c.is_alphanumeric() || matches!(c, '.' | '-'));
+                if !ok {
+                    errors.push(format!(
+                        "{}: `{domain}` is not a domain name",
+                        key("accepted_domains")
+                    ));
+                }
+            }
+            if self.hostname.trim().is_empty() || self.hostname.contains(char::is_whitespace) {
+                errors.push(format!(
+                    "{}: expected a host name, got `{}`",
+                    key("hostname"),
+                    self.hostname
+                ));
+            }
+            if self.max_recipients == 0 {
+                errors.push(format!("{}: must be at least 1", key("max_recipients")));
+            }
+            if self.smtp_timeout_secs == 0 {
+                errors.push(format!("{}: must be at least 1", key("smtp_timeout_secs")));
+            }
+        }
+        if self.http_enabled() && self.hmac_secret.is_none() {
+            errors.push(format!(
+                "{} is required for HTTP intake (or set {} to \"\" to turn HTTP intake off)",
+                key("hmac_secret"),
+                key("http_addr")
+            ));
+        }
+        if let Some(secret) = &self.hmac_secret
+            && secret.expose().len() < 16
+        {
+            errors.push(format!(
+                "{}: must be at least 16 bytes long",
+                key("hmac_secret")
+            ));
+        }
+        if self.replay_window_secs == 0 {
+            errors.push(format!("{}: must be at least 1", key("replay_window_secs")));
+        }
+        match (&self.tls_cert_path, &self.tls_key_path) {
+            (Some(_), None) => errors.push(format!(
+                "{} is set but {} is not: STARTTLS needs both",
+                key("tls_cert_path"),
+                key("tls_key_path")
+            )),
+            (None, Some(_)) => errors.push(format!(
+                "{} is set but {} is not: STARTTLS needs both",
+                key("tls_key_path"),
+                key("tls_cert_path")
+            )),
+            (Some(cert), Some(k)) => {
+                for (name, path) in [("tls_cert_path", cert), ("tls_key_path", k)] {
+                    if !path.is_file() {
+                        errors.push(format!("{}: no file at {}", key(name), path.display()));
+                    }
+                }
+            }
+            (None, None) => {}
+        }
+        errors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mailstream_runtime::ConfigSource;
+    use mailstream_runtime::config::load;
+
+    use super::*;
+
+    fn base() -> ConfigSource {
+        ConfigSource::default()
+            .with_env("MAILSTREAM_BOOTSTRAP_SERVERS", "k:9092")
+            .with_env("MAILSTREAM_SCHEMA_REGISTRY_URL", "http://r:8081")
+    }
+
+    #[test]
+    fn env_keys_are_typed_leniently() {
+        let (_, s) = load::<IngestSettings>(
+            "ingest",
+            &base()
+                .with_env(
+                    "MAILSTREAM_INGEST_ACCEPTED_DOMAINS",
+                    "In.Example.com, b.org",
+                )
+                .with_env("MAILSTREAM_INGEST_HMAC_SECRET", "12345678901234567890")
+                .with_env("MAILSTREAM_INGEST_MAX_MESSAGE_BYTES", "1000"),
+        )
+        .expect("valid");
+        assert_eq!(s.domains(), vec!["in.example.com", "b.org"]);
+        assert_eq!(s.max_message_bytes, 1000);
+        assert!(s.validate_serve().is_empty(), "{:?}", s.validate_serve());
+        assert!(
+            !format!("{s:?}").contains("1234567890"),
+            "secret not in Debug"
+        );
+    }
+
+    #[test]
+    fn every_problem_names_its_key() {
+        let (_, s) = load::<IngestSettings>(
+            "ingest",
+            &base()
+                .with_env("MAILSTREAM_INGEST_SMTP_ADDR", "nowhere")
+                .with_env("MAILSTREAM_INGEST_INLINE_LIMIT_BYTES", "99999999")
+                .with_env("MAILSTREAM_INGEST_TLS_CERT_PATH", "/nonexistent.pem"),
+        )
+        .expect("loads");
+        let text = s.validate_serve().join("\n");
+        for needle in [
+            "MAILSTREAM_INGEST_SMTP_ADDR",
+            "MAILSTREAM_INGEST_INLINE_LIMIT_BYTES",
+            "MAILSTREAM_INGEST_ACCEPTED_DOMAINS",
+            "MAILSTREAM_INGEST_HMAC_SECRET",
+            "MAILSTREAM_INGEST_TLS_KEY_PATH",
+        ] {
+            assert!(text.contains(needle), "`{needle}` missing from: {text}");
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Named ingest events: every accepted or refused email is counted and logged here, once, so
+//! logs and metrics agree. Events carry ids, sizes and reasons, never addresses or bodies (PII).
+//!
+//! Metrics (in the runtime's registry, so served on `/metrics` with the `mailstream_` prefix):
+//! - `ingest_accepted_total{channel}`: emails durably written to `raw-email`;
+//! - `ingest_refused_total{channel,reason}`: emails (or commands) refused, by reason slug;
+//! - `ingest_bytes_total{channel}`: raw bytes accepted;
+//! - `ingest_blobs_total{channel}`: emails stored by claim check;
+//! - `ingest_durable_write_seconds{channel}`: from the start of the write (blob + Kafka) to
+//!   the broker's acknowledgement.
+
+use std::time::Duration;
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+
+/// The ingest metrics, registered once in a registry.
+#[derive(Clone)]
+pub struct IngestMetrics {
+    accepted: IntCounterVec,
+    refused: IntCounterVec,
+    bytes: IntCounterVec,
+    blobs: IntCounterVec,
+    durable_write: HistogramVec,
+}
+
+impl IngestMetrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let metric = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(metric.clone()))?;
+            Ok::<_, prometheus::Error>(metric)
+        };
+        let durable_write = HistogramVec::new(
+            HistogramOpts::new(
+                "ingest_durable_write_seconds",
+                "Time from the start of an email's write to the broker's acknowledgement.",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["channel"],
+        )?;
+        registry.register(Box::new(durable_write.clone()))?;
+        Ok(Self {
+            accepted: counter(
+                "ingest_accepted_total",
+                "Emails durably written to raw-email.",
+                &["channel"],
+            )?,
+            refused: counter(
+                "ingest_refused_total",
+                "Emails or commands refused, by reason.",
+                &["channel", "reason"],
+            )?,
+            bytes: counter(
+                "ingest_bytes_total",
+                "Raw bytes of accepted emails.",
+                &["channel"],
+            )?,
+            blobs: counter(
+                "ingest_blobs_total",
+                "Emails stored in the blob store (claim check).",
+                &["channel"],
+            )?,
+            durable_write,
+        })
+    }
+
+    /// Metrics in a private registry (for the backfill, which serves no `/metrics`).
+    pub fn detached() -> Result<Self, prometheus::Error> {
+        Self::register(&Registry::new())
+    }
+}
+
+/// An email was durably written to `raw-email`.
+pub fn accepted(
+    m: &IngestMetrics,
+    channel: &str,
+    ingest_id: &str,
+    size: usize,
+    blob: bool,
+    elapsed: Duration,
+) {
+    m.accepted.with_label_values(&[channel]).inc();
+    m.bytes.with_label_values(&[channel]).inc_by(size as u64);
+    if blob {
+        m.blobs.with_label_values(&[channel]).inc();
+    }
+    m.durable_write
+        .with_label_values(&[channel])
+        .observe(elapsed.as_secs_f64());
+    if channel == "backfill" {
+        tracing::debug!(channel, ingest_id, size, blob, "email ingested");
+    } else {
+        tracing::info!(
+            channel,
+            ingest_id,
+            size,
+            blob,
+            write_ms = elapsed.as_millis() as u64,
+            "email ingested"
+        );
+    }
+}
+
+/// An email (or a command of its transaction) was refused; `reason` is a short slug.
+pub fn refused(m: &IngestMetrics, channel: &str, reason: &str, detail: &str) {
+    m.refused.with_label_values(&[channel, reason]).inc();
+    tracing::info!(channel, reason, detail, "email refused");
+}
+
+/// Writing an email failed; the client is told to retry.
+pub fn write_failed(m: &IngestMetrics, channel: &str, error: &str) {
+    m.refused
+        .with_label_values(&[channel, "write-failed"])
+        .inc();
+    tracing::warn!(
+        channel,
+        error,
+        "durable write failed; the sender will retry"
+    );
+}
+
+/// A listener is up.
+pub fn listening(what: &str, addr: &std::net::SocketAddr) {
+    tracing::info!(what, %addr, "listening");
+}
+
+/// An SMTP session ended abnormally (I/O error, timeout, TLS failure).
+pub fn session_error(peer: &std::net::SocketAddr, error: &str) {
+    tracing::debug!(%peer, error, "SMTP session ended with an error");
+}
