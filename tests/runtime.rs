@@ -363,3 +363,86 @@ async fn traces_follow_the_record_and_are_exported_over_otlp() {
         "its parent is the upstream span"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_global_table_loads_its_topic_then_follows_it() {
+    use mailstream_runtime::{
+        ConfigSource, GenericRecord, GlobalTable, Naming, NoSettings, Shutdown,
+    };
+    use rdkafka::producer::FutureRecord;
+
+    let env = TestEnv::new("table");
+    let contact = |email: &str, id: &str| {
+        Value::Record(vec![
+            ("email".into(), Value::String(email.into())),
+            ("contact_id".into(), Value::String(id.into())),
+            ("name".into(), Value::Union(0, Box::new(Value::Null))),
+            ("account_id".into(), Value::Union(0, Box::new(Value::Null))),
+            ("updated_at".into(), Value::TimestampMillis(1)),
+        ])
+    };
+    let mut rows = Vec::new();
+    for (email, id) in [
+        ("ali@acme.io", "c1"),
+        ("bo@acme.io", "c2"),
+        ("cy@acme.io", "c3"),
+    ] {
+        rows.push((
+            email.to_string(),
+            env.encode("contacts", contact(email, id)).await,
+        ));
+    }
+    env.produce("contacts", rows).await;
+    let producer = env.producer();
+    let topic = env.topic("contacts");
+    producer
+        .send(
+            FutureRecord::<str, [u8]>::to(&topic).key("bo@acme.io"),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("tombstone delivered");
+
+    let source = ConfigSource::default()
+        .with_env("MAILSTREAM_BOOTSTRAP_SERVERS", env.stack.bootstrap.as_str())
+        .with_env(
+            "MAILSTREAM_SCHEMA_REGISTRY_URL",
+            env.stack.registry.as_str(),
+        );
+    let (config, _) =
+        mailstream_runtime::config::load::<NoSettings>("test", &source).expect("config");
+    let (stop, shutdown) = Shutdown::new();
+    let table = GlobalTable::<GenericRecord>::start(
+        &config,
+        &Naming::new(env.prefix.clone()),
+        "contacts",
+        shutdown,
+    )
+    .await
+    .expect("table loads");
+    assert_eq!(table.len(), 2, "loaded to the end, tombstone applied");
+    assert!(table.get("bo@acme.io").is_none());
+    let ali = table.get("ali@acme.io").expect("row");
+    assert!(
+        matches!(&ali.0, Value::Record(f) if f.iter().any(|(n, v)| n == "contact_id" && *v == Value::String("c1".into())))
+    );
+
+    env.produce(
+        "contacts",
+        vec![(
+            "dee@acme.io".into(),
+            env.encode("contacts", contact("dee@acme.io", "c4")).await,
+        )],
+    )
+    .await;
+    let started = std::time::Instant::now();
+    while table.get("dee@acme.io").is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "new rows are followed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.trigger();
+}

@@ -76,6 +76,15 @@ impl AvroCodec {
         })
     }
 
+    /// A codec that only decodes (table readers, changelog restore).
+    pub fn decoder(settings: SrSettings) -> Self {
+        Self {
+            decoder: EasyAvroDecoder::new(settings.clone()),
+            encoder: EasyAvroEncoder::new(settings),
+            outputs: HashMap::new(),
+        }
+    }
+
     /// Registers (or finds) every output schema; fails when the registry refuses one.
     pub async fn register_outputs(&self) -> Result<(), RuntimeError> {
         for (logical, strategy) in &self.outputs {

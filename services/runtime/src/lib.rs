@@ -23,6 +23,7 @@ pub mod records;
 pub mod shutdown;
 pub mod state;
 pub mod stream;
+pub mod table;
 pub mod telemetry;
 pub mod topology;
 
@@ -31,6 +32,7 @@ pub use error::{ProcessError, RuntimeError};
 pub use processor::{AvroRecord, GenericRecord, Incoming, Outputs, Processor, RecordMeta};
 pub use shutdown::Shutdown;
 pub use state::{KeyedStore, RestoreContext, StoreLimits};
+pub use table::GlobalTable;
 pub use topology::{Naming, Topology};
 
 /// Settings for a processor that has none of its own.

@@ -1,0 +1,189 @@
+//! Global tables: a compacted topic (contacts, accounts, threads) read in full by every
+//! instance and kept current in memory, for lookups while processing.
+//!
+//! The reader assigns itself every partition from the beginning (no consumer group: every
+//! instance needs every key), reads `read_committed`, and applies upserts and tombstones.
+//! [`GlobalTable::start`] returns once the table has caught up with the end offsets it saw at
+//! start, so the first record a processor sees is resolved against a complete table; after that
+//! a background task follows new records until shutdown.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::avro::{AvroCodec, registry_settings};
+use crate::config::RuntimeConfig;
+use crate::error::RuntimeError;
+use crate::kafka;
+use crate::processor::AvroRecord;
+use crate::shutdown::Shutdown;
+use crate::topology::Naming;
+
+/// How long catching up at start may take.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// An in-memory view of a compacted topic: key → latest value.
+#[derive(Debug)]
+pub struct GlobalTable<V> {
+    topic: String,
+    rows: RwLock<HashMap<String, V>>,
+}
+
+impl<V: AvroRecord + Clone + Sync> GlobalTable<V> {
+    /// Reads the logical topic `table` to its current end, then follows it in the background.
+    pub async fn start(
+        config: &RuntimeConfig,
+        naming: &Naming,
+        table: &str,
+        shutdown: Shutdown,
+    ) -> Result<Arc<Self>, RuntimeError> {
+        let topic = naming.topic(table);
+        let kafka_error = |context: &str, e| RuntimeError::kafka(format!("{context} {topic}"), e);
+        let mut client = kafka::base_config(config);
+        client
+            .set("group.id", format!("{topic}-table-reader"))
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed");
+        let consumer: StreamConsumer = client
+            .create()
+            .map_err(|e| kafka_error("creating the table reader of", e))?;
+        let metadata = consumer
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            .map_err(|e| kafka_error("reading the metadata of", e))?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if partitions.is_empty() {
+            return Err(RuntimeError::Topology(format!(
+                "table topic {topic} does not exist (run `mailstream topology apply`)"
+            )));
+        }
+        let mut ends = HashMap::new();
+        let mut tpl = TopicPartitionList::new();
+        for &p in &partitions {
+            let (_, high) = consumer
+                .fetch_watermarks(&topic, p, Duration::from_secs(10))
+                .map_err(|e| kafka_error("reading the watermarks of", e))?;
+            ends.insert(p, high);
+            tpl.add_partition_offset(&topic, p, Offset::Beginning)
+                .map_err(|e| kafka_error("assigning", e))?;
+        }
+        consumer
+            .assign(&tpl)
+            .map_err(|e| kafka_error("assigning", e))?;
+
+        let table = Arc::new(Self {
+            topic: topic.clone(),
+            rows: RwLock::new(HashMap::new()),
+        });
+        let codec = AvroCodec::decoder(registry_settings(config)?);
+        let started = Instant::now();
+        while !caught_up(&consumer, &topic, &ends) {
+            if started.elapsed() > CATCH_UP_TIMEOUT {
+                return Err(RuntimeError::Registry(format!(
+                    "table {topic} did not catch up within {CATCH_UP_TIMEOUT:?}"
+                )));
+            }
+            if let Ok(received) =
+                tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await
+            {
+                table.apply(&codec, received).await;
+            }
+        }
+        tracing::info!(table = %topic, rows = table.len(), elapsed_ms = started.elapsed().as_millis() as u64, "table loaded");
+
+        let follower = table.clone();
+        tokio::spawn(async move {
+            let mut shutdown = shutdown;
+            loop {
+                tokio::select! {
+                    _ = shutdown.wait() => break,
+                    received = consumer.recv() => follower.apply(&codec, received).await,
+                }
+            }
+        });
+        Ok(table)
+    }
+
+    async fn apply(
+        &self,
+        codec: &AvroCodec,
+        received: Result<rdkafka::message::BorrowedMessage<'_>, rdkafka::error::KafkaError>,
+    ) {
+        let message = match received {
+            Ok(m) => m,
+            Err(error) => {
+                tracing::warn!(table = %self.topic, %error, "table reader error");
+                return;
+            }
+        };
+        let Some(key) = message
+            .key()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+        else {
+            return;
+        };
+        let value = match message.payload() {
+            None => None,
+            Some(bytes) => match codec.decode(Some(bytes)).await {
+                Ok(value) => match V::from_avro(value) {
+                    Ok(v) => Some(v),
+                    Err(reason) => {
+                        tracing::warn!(table = %self.topic, offset = message.offset(), %reason, "table row skipped: does not map to its type");
+                        return;
+                    }
+                },
+                Err(error) => {
+                    tracing::warn!(table = %self.topic, offset = message.offset(), %error, "table row skipped: undecodable");
+                    return;
+                }
+            },
+        };
+        if let Ok(mut rows) = self.rows.write() {
+            match value {
+                Some(v) => {
+                    rows.insert(key, v);
+                }
+                None => {
+                    rows.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// The latest value of `key`.
+    pub fn get(&self, key: &str) -> Option<V> {
+        self.rows
+            .read()
+            .ok()
+            .and_then(|rows| rows.get(key).cloned())
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.read().map(|rows| rows.len()).unwrap_or_default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Whether every partition's position reached the end offset seen at start.
+fn caught_up(consumer: &StreamConsumer, topic: &str, ends: &HashMap<i32, i64>) -> bool {
+    let Ok(positions) = consumer.position() else {
+        return false;
+    };
+    ends.iter().all(|(partition, end)| {
+        *end == 0
+            || positions
+                .find_partition(topic, *partition)
+                .and_then(|e| e.offset().to_raw())
+                .is_some_and(|position| position >= *end)
+    })
+}
