@@ -264,24 +264,24 @@ fn producer_tool(
         .with_context(|| format!("cannot read records/sec from: {last}"))
 }
 
-/// Records/s of `ConsumerPerformance` (the nMsg.sec column).
+/// Records/s of `ConsumerPerformance` while fetching (`fetch.nMsg.sec`: group join excluded).
 fn consumer_tool(args: &Args, env: &TestEnv, topic: &str, records: usize) -> anyhow::Result<f64> {
     let out = kafka_tool(
         args,
-        "org.apache.kafka.tools.consumer.ConsumerPerformance",
+        "org.apache.kafka.tools.ConsumerPerformance",
         &[
             "--bootstrap-server".into(),
             env.stack.bootstrap.clone(),
             "--topic".into(),
             topic.into(),
-            "--messages".into(),
+            "--num-records".into(),
             records.to_string(),
         ],
     )?;
-    let mut lines = out.lines().filter(|l| !l.trim().is_empty());
+    let mut lines = out.lines().skip_while(|l| !l.contains("nMsg.sec"));
     let header: Vec<&str> = lines
         .next()
-        .context("no header")?
+        .context("no header line")?
         .split(',')
         .map(str::trim)
         .collect();
@@ -293,9 +293,9 @@ fn consumer_tool(args: &Args, env: &TestEnv, topic: &str, records: usize) -> any
         .collect();
     let column = header
         .iter()
-        .position(|h| *h == "nMsg.sec")
-        .context("no nMsg.sec column")?;
-    values[column].parse().context("parsing nMsg.sec")
+        .position(|h| *h == "fetch.nMsg.sec")
+        .context("no fetch.nMsg.sec column")?;
+    values[column].parse().context("parsing fetch.nMsg.sec")
 }
 
 /// Sum of every sample of `name` (a prefix that may include the opening of a label set).

@@ -182,12 +182,15 @@ impl TestEnv {
     }
 }
 
-/// A bench record (the pass-through's schema) with id `id` and a payload of `size` bytes.
+/// A bench record (the pass-through's schema) with id `id` and `size` random (incompressible)
+/// payload bytes.
 pub fn bench_record(id: &str, size: usize) -> Value {
+    let mut payload = vec![0u8; size];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut payload);
     Value::Record(vec![
         ("id".into(), Value::String(id.into())),
         ("sent_at".into(), Value::TimestampMillis(now_ms())),
-        ("payload".into(), Value::Bytes(vec![b'x'; size])),
+        ("payload".into(), Value::Bytes(payload)),
     ])
 }
 

@@ -1,8 +1,10 @@
 //! `mailstream`: one binary that runs each processor (`mailstream run parser`) and carries the
 //! operator commands (`mailstream topology apply`, ...). A thin shell over the service crates.
 
+mod parse_cmd;
 mod registry;
 mod run;
+mod tail_cmd;
 mod topology_cmd;
 
 use std::path::PathBuf;
@@ -36,6 +38,11 @@ enum Command {
         #[command(subcommand)]
         command: topology_cmd::TopologyCommand,
     },
+    /// Print a topic's records decoded from Avro as JSON lines.
+    Tail(tail_cmd::TailArgs),
+    /// Parse .eml/mbox files (or stdin) offline; print each message's parsed record as one JSON
+    /// line. Exits 1 when an input cannot be read as email.
+    Parse(parse_cmd::ParseArgs),
     /// Load .eml files, mbox files and maildirs into raw-email (deterministic ingest ids, so a
     /// second run writes the same ids).
     Backfill {
@@ -72,6 +79,8 @@ async fn main() -> ExitCode {
         Command::Run { processor } => run::run(&processor, source).await,
         Command::Topology { command } => topology_cmd::execute(command, source).await,
         Command::Backfill { paths, format } => backfill(paths, &format, source).await,
+        Command::Parse(args) => parse_cmd::execute(args).await,
+        Command::Tail(args) => tail_cmd::execute(args, source).await,
     };
     match result {
         Ok(code) => code,

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::bail;
+use mailstream_parser::{Parser, ParserSettings};
 use mailstream_passthrough::Passthrough;
 use mailstream_runtime::{ConfigSource, NoSettings, serve};
 
@@ -11,8 +12,9 @@ pub async fn run(processor: &str, source: ConfigSource) -> anyhow::Result<ExitCo
     match processor {
         "passthrough" => serve(source, |_, _: NoSettings| Ok(Passthrough)).await?,
         "ingest" => mailstream_ingest::serve(source).await?,
+        "parser" => serve(source, |_, settings: ParserSettings| Parser::new(settings)).await?,
         other => bail!(
-            "unknown processor `{other}`; this build runs: passthrough (see `mailstream topology check`)"
+            "unknown processor `{other}`; this build runs: ingest, parser, passthrough (see `mailstream topology check`)"
         ),
     }
     Ok(ExitCode::SUCCESS)

@@ -42,6 +42,8 @@ pub fn consumer_config(config: &RuntimeConfig, naming: &Naming, processor: &str)
     client.set("heartbeat.interval.ms", "3000");
     client.set("statistics.interval.ms", "5000");
     client.set("fetch.wait.max.ms", "50");
+    // librdkafka prefetches up to 64 MB per consumer by default; a processor needs far less.
+    client.set("queued.max.messages.kbytes", "16384");
     for (k, v) in base_config(config).config_map() {
         client.set(k, v);
     }

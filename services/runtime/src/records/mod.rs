@@ -1,8 +1,12 @@
 //! Typed views of the Avro records that more than one service reads or writes. Each type mirrors
 //! its schema in `schemas/`; a test round-trips it through the schema so the two cannot drift.
 
+mod parsed;
 mod raw_email;
 
+pub use parsed::{
+    Address, Attachment, AuthResults, AutoReply, Bounce, Disposition, Header, ListInfo, ParsedEmail,
+};
 pub use raw_email::{Envelope, IngestSource, RawEmail};
 
 #[cfg(test)]

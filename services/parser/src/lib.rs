@@ -1,0 +1,112 @@
+//! The parser processor: each `raw-email` record (raw MIME inline, or by claim check in the blob
+//! store) becomes one normalized `parsed` record keyed by its message id.
+//!
+//! The normalization is the pure function [`parse_message`], shared with the offline
+//! `mailstream parse` command; this file only adds what needs the outside world: reading
+//! claim-checked messages and storing attachment bytes in the blob store. Malformed mail is
+//! dead-lettered by the runtime with the class the parser gives it:
+//!
+//! | class | cause |
+//! |---|---|
+//! | `mime-unparseable` | empty input, no header, no email header field |
+//! | `mime-panic` | mail-parser panicked on the input (caught in [`parse_message`]) |
+//! | `mime-missing` | the record has neither raw bytes nor a blob URI |
+//! | `blob-missing`, `blob-checksum`, `blob-uri` | the claim check cannot be redeemed |
+//!
+//! Modules: [`parse`] (the entry point), [`normalize`] (ids, addresses, headers), [`bodies`]
+//! (text, HTML, tracking pixels), [`reply`] (quotes and signatures), [`attachments`],
+//! [`signals`] (auth, auto-reply, bounce, list), [`mbox`], [`settings`].
+
+pub mod attachments;
+pub mod bodies;
+pub mod mbox;
+pub mod normalize;
+pub mod parse;
+pub mod reply;
+pub mod settings;
+pub mod signals;
+
+use mailstream_runtime::blob::BlobStore;
+use mailstream_runtime::records::RawEmail;
+use mailstream_runtime::{Incoming, Outputs, ProcessError, Processor, RuntimeError};
+
+pub use parse::{ParseContext, ParseFailure, Parsed, parse_message, parse_with_attachments};
+pub use settings::{AttachmentPolicy, ParserSettings};
+
+/// The topic the parser writes.
+pub const OUTPUT: &str = "parsed";
+
+/// The parser processor.
+#[derive(Debug)]
+pub struct Parser {
+    blobs: BlobStore,
+    store_attachments: bool,
+    policy: AttachmentPolicy,
+}
+
+impl Parser {
+    /// Builds the processor from its settings (opens the blob store).
+    pub fn new(settings: ParserSettings) -> Result<Self, RuntimeError> {
+        let blobs = BlobStore::open(&settings.blob_url, &[]).map_err(|e| {
+            RuntimeError::Config(vec![format!(
+                "key `parser.blob_url` (env MAILSTREAM_PARSER_BLOB_URL): {e}"
+            )])
+        })?;
+        Ok(Self {
+            blobs,
+            store_attachments: settings.store_attachments,
+            policy: AttachmentPolicy::from_list(&settings.allowed_extensions),
+        })
+    }
+
+    /// The raw message: inline, or redeemed from the blob store (checksum verified).
+    async fn raw_bytes(&self, email: &mut RawEmail) -> Result<Vec<u8>, ProcessError> {
+        match (email.raw.take(), email.blob_uri.as_deref()) {
+            (Some(raw), _) if !raw.is_empty() => Ok(raw),
+            (_, Some(uri)) => {
+                let sha = Some(email.sha256.as_str()).filter(|s| !s.is_empty());
+                self.blobs.get(uri, sha).await
+            }
+            (Some(_), None) => Err(ProcessError::poison(
+                "mime-unparseable",
+                "the raw message is empty and there is no blob_uri",
+            )),
+            (None, None) => Err(ProcessError::poison(
+                "mime-missing",
+                "the record has neither raw bytes nor a blob_uri",
+            )),
+        }
+    }
+}
+
+impl Processor for Parser {
+    type Input = RawEmail;
+    const NAME: &'static str = "parser";
+
+    async fn process(
+        &mut self,
+        record: Incoming<RawEmail>,
+        out: &mut Outputs,
+    ) -> Result<(), ProcessError> {
+        let mut email = record.value;
+        let raw = self.raw_bytes(&mut email).await?;
+        let ctx = ParseContext {
+            ingest_id: email.ingest_id,
+            received_at: email.received_at,
+            envelope: email.envelope,
+            policy: self.policy.clone(),
+        };
+        let Parsed {
+            mut record,
+            attachment_bytes,
+        } = parse_with_attachments(&raw, &ctx)
+            .map_err(|f| ProcessError::poison(f.class, f.reason))?;
+        if self.store_attachments {
+            for (attachment, bytes) in record.attachments.iter_mut().zip(attachment_bytes) {
+                let (uri, _) = self.blobs.put(bytes).await?;
+                attachment.blob_uri = Some(uri);
+            }
+        }
+        out.send(OUTPUT, record.message_id.clone(), record)
+    }
+}

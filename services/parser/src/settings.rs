@@ -1,0 +1,96 @@
+//! The parser's own settings: file table `[parser]`, environment `MAILSTREAM_PARSER_<KEY>`.
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `blob_url` | `file:///var/lib/mailstream/blobs` | blob store of claim-checked raw messages (the one ingest writes to) and of attachments |
+//! | `store_attachments` | `true` | write each attachment's bytes to the blob store and put its URI in the record |
+//! | `allowed_extensions` | see [`DEFAULT_ALLOWED_EXTENSIONS`] | the attachment allowlist: comma-separated file extensions that are not flagged `executable` |
+
+use serde::Deserialize;
+
+/// Extensions of documents, media and archives that the attachment policy lets through. An
+/// attachment is flagged `executable` unless its extension is on this list *and* its content is
+/// not sniffed as a native executable (a renamed `.exe` is still flagged).
+pub const DEFAULT_ALLOWED_EXTENSIONS: &str = "pdf,doc,docx,xls,xlsx,ppt,pptx,odt,ods,odp,rtf,txt,csv,tsv,md,\
+html,htm,xml,json,ics,vcf,eml,msg,png,jpg,jpeg,gif,webp,bmp,tif,tiff,heic,svg,mp3,m4a,wav,ogg,\
+mp4,mov,avi,webm,zip,gz,tgz,7z,rar,key,numbers,pages,p7s,asc,sig";
+
+/// The parser's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParserSettings {
+    /// Blob store URL (`file:///path` or `s3://bucket/prefix`).
+    #[serde(default = "default_blob_url")]
+    pub blob_url: String,
+    /// Store attachment bytes in the blob store.
+    #[serde(default = "default_true")]
+    pub store_attachments: bool,
+    /// Comma-separated allowlist of attachment extensions.
+    #[serde(default = "default_allowed_extensions")]
+    pub allowed_extensions: String,
+}
+
+impl Default for ParserSettings {
+    fn default() -> Self {
+        Self {
+            blob_url: default_blob_url(),
+            store_attachments: true,
+            allowed_extensions: default_allowed_extensions(),
+        }
+    }
+}
+
+fn default_blob_url() -> String {
+    "file:///var/lib/mailstream/blobs".into()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_allowed_extensions() -> String {
+    DEFAULT_ALLOWED_EXTENSIONS.into()
+}
+
+/// The attachment allowlist, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachmentPolicy {
+    allowed: Vec<String>,
+}
+
+impl AttachmentPolicy {
+    /// Parses a comma-separated list of extensions (leading dots and case ignored).
+    pub fn from_list(list: &str) -> Self {
+        let allowed = list
+            .split(',')
+            .map(|e| e.trim().trim_start_matches('.').to_ascii_lowercase())
+            .filter(|e| !e.is_empty())
+            .collect();
+        Self { allowed }
+    }
+
+    /// Whether `extension` (lower-case, without the dot) is on the allowlist.
+    pub fn allows(&self, extension: &str) -> bool {
+        self.allowed.iter().any(|a| a == extension)
+    }
+}
+
+impl Default for AttachmentPolicy {
+    fn default() -> Self {
+        Self::from_list(DEFAULT_ALLOWED_EXTENSIONS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_parses_the_list() {
+        let policy = AttachmentPolicy::from_list(" .PDF, docx,,exe ");
+        assert!(policy.allows("pdf") && policy.allows("docx") && policy.allows("exe"));
+        assert!(!policy.allows("js"));
+        assert!(AttachmentPolicy::default().allows("png"));
+        assert!(!AttachmentPolicy::default().allows("exe"));
+    }
+}

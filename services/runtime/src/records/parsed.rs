@@ -1,0 +1,193 @@
+//! `ParsedEmail` (schema `parsed.avsc`): one normalized email, written by the parser and read by
+//! the resolver. Keyed by `message_id`.
+
+use serde::{Deserialize, Serialize};
+
+/// A mailbox: normalized address and decoded display name.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Address {
+    /// Address with the domain lower-cased (local part and plus-addressing kept).
+    pub email: String,
+    /// Decoded display name.
+    pub name: Option<String>,
+}
+
+/// Whether an attachment is shown inline (with a Content-ID, in the HTML) or attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Disposition {
+    #[serde(rename = "ATTACHMENT")]
+    Attachment,
+    #[serde(rename = "INLINE")]
+    Inline,
+}
+
+/// One attachment or inline part that is not a body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub filename: Option<String>,
+    /// Declared MIME type (lower-case `type/subtype`).
+    pub content_type: String,
+    /// MIME type detected from the content.
+    pub sniffed_type: Option<String>,
+    /// Decoded size in bytes.
+    pub size: i64,
+    /// Hex SHA-256 of the decoded bytes.
+    pub sha256: String,
+    pub disposition: Disposition,
+    /// Content-ID without angle brackets.
+    pub content_id: Option<String>,
+    /// Where the attachment bytes are stored, when they were stored.
+    pub blob_uri: Option<String>,
+    /// Flagged by the attachment policy (executables, scripts).
+    pub executable: bool,
+}
+
+/// Authentication results (`pass`, `fail`, `softfail`, `none`, ...), lower-case.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AuthResults {
+    pub spf: Option<String>,
+    pub dkim: Option<String>,
+    pub dmarc: Option<String>,
+}
+
+/// Evidence that the email was sent automatically.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutoReply {
+    /// `auto-replied`, `auto-generated`, `out-of-office`, ...
+    pub kind: String,
+    /// The header or phrase that gave it away.
+    pub evidence: String,
+}
+
+/// A delivery failure report.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Bounce {
+    pub failed_recipients: Vec<String>,
+    /// DSN status code such as `5.1.1`.
+    pub status: Option<String>,
+    pub evidence: String,
+}
+
+/// Mailing-list markers.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ListInfo {
+    pub list_id: Option<String>,
+    pub precedence: Option<String>,
+}
+
+/// One header field, value decoded (RFC 2047) and unfolded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    pub name: String,
+    pub value: String,
+}
+
+/// A normalized email: what the parser made of one raw-email record.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ParsedEmail {
+    /// Normalized Message-ID without angle brackets (domain lower-cased), or a generated one.
+    pub message_id: String,
+    /// True when `message_id` was derived from the content because the header was missing.
+    pub message_id_generated: bool,
+    /// The raw-email record this came from.
+    pub ingest_id: String,
+    /// When mailstream accepted the email, milliseconds since the epoch.
+    pub received_at: i64,
+    pub envelope_rcpt_to: Vec<String>,
+    pub envelope_mail_from: Option<String>,
+    /// The Date header in milliseconds since the epoch, if present and valid.
+    pub date: Option<i64>,
+    pub subject: Option<String>,
+    pub in_reply_to: Option<String>,
+    pub references: Vec<String>,
+    pub from: Option<Address>,
+    pub sender: Option<Address>,
+    pub reply_to: Vec<Address>,
+    pub to: Vec<Address>,
+    pub cc: Vec<Address>,
+    pub bcc: Vec<Address>,
+    pub text: Option<String>,
+    pub html: Option<String>,
+    pub stripped_text: Option<String>,
+    pub signature: Option<String>,
+    pub attachments: Vec<Attachment>,
+    pub auth: AuthResults,
+    pub auto_reply: Option<AutoReply>,
+    pub bounce: Option<Bounce>,
+    pub list: Option<ListInfo>,
+    pub headers: Vec<Header>,
+    pub warnings: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::roundtrip::through_schema;
+
+    #[test]
+    fn round_trips_through_its_schema() {
+        let address = |email: &str, name: Option<&str>| Address {
+            email: email.into(),
+            name: name.map(Into::into),
+        };
+        let email = ParsedEmail {
+            message_id: "abc@example.com".into(),
+            message_id_generated: false,
+            ingest_id: "0b7c".into(),
+            received_at: 1_700_000_000_123,
+            envelope_rcpt_to: vec!["deal-42@in.example.com".into()],
+            envelope_mail_from: Some("a@example.com".into()),
+            date: Some(1_699_999_999_000),
+            subject: Some("Grüße".into()),
+            in_reply_to: Some("parent@example.com".into()),
+            references: vec!["root@example.com".into(), "parent@example.com".into()],
+            from: Some(address("a@example.com", Some("Ann"))),
+            sender: None,
+            reply_to: vec![address("r@example.com", None)],
+            to: vec![address("b@example.com", None)],
+            cc: vec![address("c@example.com", Some("Cé"))],
+            bcc: vec![],
+            text: Some("hi\n\n> old".into()),
+            html: Some("<p>hi</p>".into()),
+            stripped_text: Some("hi".into()),
+            signature: Some("-- \nAnn".into()),
+            attachments: vec![Attachment {
+                filename: Some("a.pdf".into()),
+                content_type: "application/pdf".into(),
+                sniffed_type: Some("application/pdf".into()),
+                size: 10,
+                sha256: "ab".into(),
+                disposition: Disposition::Inline,
+                content_id: Some("cid1".into()),
+                blob_uri: Some("file:///tmp/b/ab".into()),
+                executable: true,
+            }],
+            auth: AuthResults {
+                spf: Some("pass".into()),
+                dkim: None,
+                dmarc: Some("fail".into()),
+            },
+            auto_reply: Some(AutoReply {
+                kind: "out-of-office".into(),
+                evidence: "Subject: Out of office".into(),
+            }),
+            bounce: Some(Bounce {
+                failed_recipients: vec!["x@example.com".into()],
+                status: Some("5.1.1".into()),
+                evidence: "multipart/report".into(),
+            }),
+            list: Some(ListInfo {
+                list_id: Some("dev.lists.example.com".into()),
+                precedence: Some("list".into()),
+            }),
+            headers: vec![Header {
+                name: "Subject".into(),
+                value: "Grüße".into(),
+            }],
+            warnings: vec!["repaired".into()],
+        };
+        assert_eq!(through_schema("parsed.avsc", email.clone()), email);
+        let empty = ParsedEmail::default();
+        assert_eq!(through_schema("parsed.avsc", empty.clone()), empty);
+    }
+}
