@@ -4,72 +4,14 @@
 //! decoded through the registry.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use hmac::{Hmac, Mac};
 use mailstream_runtime::AvroRecord;
 use mailstream_runtime::blob::sha256_hex;
 use mailstream_runtime::records::{IngestSource, RawEmail};
-use mailstream_tests::{Seen, TestEnv, collect, decode, free_port, http_get, terminate};
-use sha2::Sha256;
-
-const DOMAINS: &str = "in.example.com,example.org";
-const SECRET: &str = "test-secret-0123456789abcdef";
-
-struct Ingest {
-    child: Child,
-    smtp: u16,
-    http: u16,
-    metrics: String,
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mailstream-{name}-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
-
-/// Starts `mailstream run ingest` on free ports and waits until it is ready.
-async fn start(env: &TestEnv, blobs: &Path, extra: &[(&str, &str)]) -> Ingest {
-    let (smtp, http) = (free_port(), free_port());
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let smtp_addr = format!("127.0.0.1:{smtp}");
-    let http_addr = format!("127.0.0.1:{http}");
-    let blob_url = format!("file://{}", blobs.display());
-    let mut vars = vec![
-        ("MAILSTREAM_HTTP_ADDR", metrics.as_str()),
-        ("MAILSTREAM_INGEST_SMTP_ADDR", smtp_addr.as_str()),
-        ("MAILSTREAM_INGEST_HTTP_ADDR", http_addr.as_str()),
-        ("MAILSTREAM_INGEST_ACCEPTED_DOMAINS", DOMAINS),
-        ("MAILSTREAM_INGEST_HMAC_SECRET", SECRET),
-        ("MAILSTREAM_INGEST_BLOB_URL", blob_url.as_str()),
-        ("MAILSTREAM_INGEST_HOSTNAME", "mx.test"),
-    ];
-    vars.extend_from_slice(extra);
-    let mut child = env.spawn("ingest", "a", &vars);
-    let started = Instant::now();
-    loop {
-        if http_get(&format!("http://{metrics}/readyz")).await.0 == 200 {
-            break;
-        }
-        if let Some(status) = child.try_wait().expect("wait") {
-            panic!("ingest exited during start-up: {status} (log in target/debug/test-logs)");
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "ingest not ready in 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ingest {
-        child,
-        smtp,
-        http,
-        metrics,
-    }
-}
+use mailstream_tests::mail::{curl, now_secs, run, sign, smtplib, start, swaks, temp_dir};
+use mailstream_tests::{Seen, TestEnv, collect, decode, http_get, terminate};
 
 /// Reads `want` records (then 3 s more, to catch extra ones) and decodes them.
 async fn raw_emails(env: &TestEnv, want: usize) -> Vec<(Seen, RawEmail)> {
@@ -108,58 +50,6 @@ Message-ID: <{}@sender.test>\r\n\r\nHello,\r\n.a line that starts with a dot\r\n
         m.extend_from_slice(b"lorem ipsum dolor sit amet consectetur adipiscing elit sed do\r\n");
     }
     m
-}
-
-fn run(cmd: &mut Command) -> (i32, String) {
-    let out = cmd.output().expect("run client");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
-}
-
-const SMTPLIB: &str = r#"
-import smtplib, sys
-port, path, frm, helo = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-rcpts = sys.argv[5:]
-s = smtplib.SMTP("127.0.0.1", port, local_hostname=helo)
-code, _ = s.ehlo()
-for ext in ("pipelining", "size", "8bitmime", "smtputf8", "enhancedstatuscodes"):
-    assert s.has_extn(ext), ext
-try:
-    s.sendmail(frm, rcpts, open(path, "rb").read())
-    print("SENT")
-except smtplib.SMTPRecipientsRefused as e:
-    print("RCPT-REFUSED", sorted(c for c, _ in e.recipients.values()), [m.decode() for _, m in e.recipients.values()])
-except smtplib.SMTPSenderRefused as e:
-    print("MAIL-REFUSED", e.smtp_code, e.smtp_error.decode())
-except smtplib.SMTPDataError as e:
-    print("DATA-REFUSED", e.smtp_code, e.smtp_error.decode())
-s.quit()
-"#;
-
-fn smtplib(port: u16, file: &Path, from: &str, helo: &str, rcpts: &[&str]) -> String {
-    let mut cmd = Command::new("python3");
-    cmd.arg("-c")
-        .arg(SMTPLIB)
-        .arg(port.to_string())
-        .arg(file)
-        .arg(from)
-        .arg(helo)
-        .args(rcpts);
-    let (code, out) = run(&mut cmd);
-    assert_eq!(code, 0, "python failed: {out}");
-    out
-}
-
-fn swaks(port: u16, file: &Path, to: &str) -> (i32, String) {
-    run(Command::new("swaks")
-        .args(["--server", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--helo", "swaks.client.test", "--from", "bob@sender.test"])
-        .args(["--to", to, "--data"])
-        .arg(format!("@{}", file.display())))
 }
 
 fn metric(text: &str, prefix: &str) -> f64 {
@@ -290,41 +180,6 @@ async fn smtp_clients_reach_raw_email_and_refusals_write_nothing() {
     );
     let status = terminate(&mut ingest.child, Duration::from_secs(40));
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
-}
-
-fn sign(timestamp: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
-    mac.update(timestamp.as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    hex::encode(mac.finalize().into_bytes())
-}
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
-
-/// POSTs `file` with curl; returns (status, body).
-fn curl(port: u16, file: &Path, content_type: &str, ts: &str, signature: &str) -> (u16, String) {
-    let (code, out) = run(Command::new("curl")
-        .args(["-sS", "-w", "\n%{http_code}", "-X", "POST"])
-        .arg(format!("http://127.0.0.1:{port}/v1/messages"))
-        .args(["-H", &format!("Content-Type: {content_type}")])
-        .args(["-H", &format!("X-Mailstream-Timestamp: {ts}")])
-        .args(["-H", &format!("X-Mailstream-Signature: {signature}")])
-        .args([
-            "-H",
-            "X-Mailstream-Rcpt-To: deals+acme@in.example.com, ops@example.org",
-        ])
-        .args(["-H", "X-Mailstream-Mail-From: carol@sender.test"])
-        .arg("--data-binary")
-        .arg(format!("@{}", file.display())));
-    assert_eq!(code, 0, "curl failed: {out}");
-    let (body, status) = out.trim_end().rsplit_once('\n').expect("status line");
-    (status.parse().expect("status"), body.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,19 +4,13 @@
 //! `mailstream parse FILE` prints the same record as the processor wrote for that file.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mailstream_runtime::AvroRecord;
 use mailstream_runtime::blob::{BlobStore, sha256_hex};
 use mailstream_runtime::records::{Envelope, IngestSource, ParsedEmail, RawEmail};
+use mailstream_tests::mail::{comparable, fixture};
 use mailstream_tests::{TestEnv, collect, decode, now_ms, output, terminate};
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../services/parser/tests/fixtures")
-        .join(name)
-}
 
 fn raw_email(id: &str, raw: Option<Vec<u8>>, blob: Option<(String, String)>) -> RawEmail {
     let (blob_uri, sha) = match (&raw, blob) {
@@ -40,22 +34,6 @@ fn raw_email(id: &str, raw: Option<Vec<u8>>, blob: Option<(String, String)>) -> 
         blob_uri,
         origin: None,
     }
-}
-
-/// The record as JSON without the fields that depend on the delivery rather than the message.
-fn comparable(record: &ParsedEmail) -> serde_json::Value {
-    let mut value = serde_json::to_value(record).expect("json");
-    if let serde_json::Value::Object(map) = &mut value {
-        for key in [
-            "ingest_id",
-            "received_at",
-            "envelope_rcpt_to",
-            "envelope_mail_from",
-        ] {
-            map.remove(key);
-        }
-    }
-    value
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

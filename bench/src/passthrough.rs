@@ -117,14 +117,25 @@ async fn run_size(args: &Args, size: usize, records: usize) -> anyhow::Result<Fi
 
     let metrics_url = format!("http://127.0.0.1:{}/metrics", args.metrics_port);
     let addr = format!("127.0.0.1:{}", args.metrics_port);
-    let mut child = env.spawn(
-        "passthrough",
-        "bench",
-        &[
-            ("MAILSTREAM_HTTP_ADDR", addr.as_str()),
-            ("MAILSTREAM_LOG_LEVEL", "warn"),
-        ],
-    );
+    // Tuning given to the bench (MAILSTREAM_RDKAFKA_*, MAILSTREAM_BATCH_*, MAILSTREAM_LOG_*)
+    // reaches the processor.
+    let tuning: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| {
+            [
+                "MAILSTREAM_RDKAFKA_",
+                "MAILSTREAM_BATCH_",
+                "MAILSTREAM_LOG_",
+            ]
+            .iter()
+            .any(|p| k.starts_with(p))
+        })
+        .collect();
+    let mut vars = vec![
+        ("MAILSTREAM_HTTP_ADDR", addr.as_str()),
+        ("MAILSTREAM_LOG_LEVEL", "warn"),
+    ];
+    vars.extend(tuning.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let mut child = env.spawn("passthrough", "bench", &vars);
     let measured = watch(&metrics_url, records).await;
     let peak_rss_mb = peak_rss_mb(child.id());
     terminate(&mut child, Duration::from_secs(30));

@@ -2,6 +2,8 @@
 //! registry, PostgreSQL). Every test gets its own topic prefix, so its topics, consumer groups
 //! and transactional ids are its own and tests run side by side without interfering.
 
+pub mod mail;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};

@@ -5,8 +5,14 @@ use std::time::Duration;
 
 use crate::metrics::Metrics;
 
-/// A transaction committed `records` inputs in `elapsed`.
-pub fn transaction_committed(m: &Metrics, processor: &str, records: usize, elapsed: Duration) {
+/// A transaction committed `records` inputs in `elapsed` (of which `offsets` sending offsets).
+pub fn transaction_committed(
+    m: &Metrics,
+    processor: &str,
+    records: usize,
+    offsets: Duration,
+    elapsed: Duration,
+) {
     m.transactions
         .with_label_values(&[processor, "committed"])
         .inc();
@@ -16,6 +22,7 @@ pub fn transaction_committed(m: &Metrics, processor: &str, records: usize, elaps
     tracing::debug!(
         processor,
         records,
+        offsets_ms = offsets.as_millis() as u64,
         elapsed_ms = elapsed.as_millis() as u64,
         "transaction committed"
     );

@@ -47,8 +47,11 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new_custom(Some("mailstream".into()), None)
             .expect("the prefix is a valid metric name");
+        // Fine around 10-250 ms, where commit and processing latencies live, so quantiles
+        // interpolated from the buckets stay close to the truth.
         let latency = vec![
-            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1,
+            0.125, 0.15, 0.2, 0.25, 0.35, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
         ];
         let consumer_lag = IntGaugeVec::new(
             Opts::new(

@@ -318,7 +318,7 @@ impl<P: Processor> Stream<P> {
             };
             let started = Instant::now();
             match self.processor.on_assigned(&gained, &ctx).await {
-                Ok(()) => tracing::info!(
+                Ok(()) => tracing::debug!(
                     processor = P::NAME,
                     partitions = ?gained,
                     elapsed_ms = started.elapsed().as_millis() as u64,
@@ -535,9 +535,16 @@ impl<P: Processor> Stream<P> {
             producer.send_offsets_to_transaction(&offsets, &metadata, TXN_CALL_TIMEOUT)
         })
         .map_err(|e| txn_failure("sending offsets to the transaction", e))?;
+        let offsets_sent = started.elapsed();
         tokio::task::block_in_place(|| producer.commit_transaction(TXN_CALL_TIMEOUT))
             .map_err(|e| txn_failure("committing the transaction", e))?;
-        events::transaction_committed(&self.metrics, P::NAME, batch.len(), started.elapsed());
+        events::transaction_committed(
+            &self.metrics,
+            P::NAME,
+            batch.len(),
+            offsets_sent,
+            started.elapsed(),
+        );
         Ok(())
     }
 
