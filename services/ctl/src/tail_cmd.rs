@@ -35,19 +35,15 @@ pub async fn execute(args: TailArgs, source: ConfigSource) -> anyhow::Result<Exi
     let (config, _) = config::load::<NoSettings>("ctl", &source)?;
     let naming = Naming::new(config.topic_prefix.clone());
     let topic = naming.topic(&args.topic);
-    let mut client = kafka::base_config(&config);
-    client
-        .set("group.id", format!("mailstream-tail-{}", uuid_like()))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set(
-            "auto.offset.reset",
-            if args.from_beginning {
-                "earliest"
-            } else {
-                "latest"
-            },
-        );
+    let mut client = kafka::reader_config(&config, &format!("mailstream-tail-{}", uuid_like()));
+    client.set(
+        "auto.offset.reset",
+        if args.from_beginning {
+            "earliest"
+        } else {
+            "latest"
+        },
+    );
     let consumer: StreamConsumer = client.create().context("creating the consumer")?;
     consumer
         .subscribe(&[&topic])

@@ -130,70 +130,18 @@ mod defaults {
     }
 }
 
-/// Environment values are typed by their look (`12345` becomes a number); string keys accept
-/// any scalar, and lists accept a comma-separated string.
+/// The runtime's lenient deserializers, plus the secret type.
 mod lenient {
-    use std::path::PathBuf;
-
-    use serde::{Deserialize, Deserializer};
+    pub use mailstream_runtime::config::lenient::{list, opt_path, string};
+    use serde::Deserializer;
 
     use super::Secret;
 
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Scalar {
-        S(String),
-        I(i64),
-        F(f64),
-        B(bool),
-    }
-
-    impl Scalar {
-        fn into_string(self) -> String {
-            match self {
-                Scalar::S(s) => s,
-                Scalar::I(i) => i.to_string(),
-                Scalar::F(f) => f.to_string(),
-                Scalar::B(b) => b.to_string(),
-            }
-        }
-    }
-
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum ListOrString {
-        List(Vec<String>),
-        One(String),
-    }
-
-    pub fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-        Scalar::deserialize(d).map(Scalar::into_string)
-    }
-
+    /// A secret; an empty value is none.
     pub fn secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
-        Ok(Option::<Scalar>::deserialize(d)?
-            .map(Scalar::into_string)
+        Ok(mailstream_runtime::config::lenient::opt_string(d)?
             .filter(|s| !s.is_empty())
             .map(Secret))
-    }
-
-    pub fn opt_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
-        Ok(Option::<Scalar>::deserialize(d)?
-            .map(Scalar::into_string)
-            .filter(|s| !s.trim().is_empty())
-            .map(PathBuf::from))
-    }
-
-    pub fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-        let items = match ListOrString::deserialize(d)? {
-            ListOrString::List(items) => items,
-            ListOrString::One(s) => s.split(',').map(str::to_string).collect(),
-        };
-        Ok(items
-            .into_iter()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect())
     }
 }
 

@@ -61,6 +61,17 @@ pub fn consumer_config(config: &RuntimeConfig, naming: &Naming, processor: &str)
     client
 }
 
+/// A reader that assigns partitions itself (changelog restore, tables, tail): committed data
+/// only, never commits offsets. `group` only names it to the broker.
+pub fn reader_config(config: &RuntimeConfig, group: &str) -> ClientConfig {
+    let mut client = base_config(config);
+    client
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed");
+    client
+}
+
 /// The transactional producer of a processor's outputs.
 pub fn producer_config(config: &RuntimeConfig, naming: &Naming, processor: &str) -> ClientConfig {
     let mut client = ClientConfig::new();

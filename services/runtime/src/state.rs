@@ -232,12 +232,7 @@ fn read_partition(
     let transient = |what: &str, e: rdkafka::error::KafkaError| {
         ProcessError::transient(format!("{what} {topic}[{partition}]: {e}"))
     };
-    let mut client = kafka::base_config(config);
-    client
-        .set("group.id", format!("{topic}-restore"))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed");
-    let consumer: BaseConsumer = client
+    let consumer: BaseConsumer = kafka::reader_config(config, &format!("{topic}-restore"))
         .create()
         .map_err(|e| transient("creating a reader for", e))?;
     let (_, high) = consumer

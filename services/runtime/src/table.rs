@@ -43,14 +43,10 @@ impl<V: AvroRecord + Clone + Sync> GlobalTable<V> {
     ) -> Result<Arc<Self>, RuntimeError> {
         let topic = naming.topic(table);
         let kafka_error = |context: &str, e| RuntimeError::kafka(format!("{context} {topic}"), e);
-        let mut client = kafka::base_config(config);
-        client
-            .set("group.id", format!("{topic}-table-reader"))
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed");
-        let consumer: StreamConsumer = client
-            .create()
-            .map_err(|e| kafka_error("creating the table reader of", e))?;
+        let consumer: StreamConsumer =
+            kafka::reader_config(config, &format!("{topic}-table-reader"))
+                .create()
+                .map_err(|e| kafka_error("creating the table reader of", e))?;
         let metadata = consumer
             .fetch_metadata(Some(&topic), Duration::from_secs(10))
             .map_err(|e| kafka_error("reading the metadata of", e))?;

@@ -123,8 +123,12 @@ mod defaults {
     }
 }
 
-/// Environment values arrive as strings; these accept a string field written as a number too.
-mod lenient {
+/// Deserializers for settings that may come from environment variables, where every value is
+/// a string typed by its look (`12345` arrives as a number): string fields accept any scalar,
+/// lists accept a comma-separated string. Processors use them in their own settings structs.
+pub mod lenient {
+    use std::path::PathBuf;
+
     use serde::{Deserialize, Deserializer};
 
     #[derive(Deserialize)]
@@ -147,12 +151,39 @@ mod lenient {
         }
     }
 
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrString {
+        List(Vec<String>),
+        One(String),
+    }
+
     pub fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
         Scalar::deserialize(d).map(Scalar::into_string)
     }
 
     pub fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
         Ok(Option::<Scalar>::deserialize(d)?.map(Scalar::into_string))
+    }
+
+    /// A path; an empty value is none.
+    pub fn opt_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+        Ok(opt_string(d)?
+            .filter(|s| !s.trim().is_empty())
+            .map(PathBuf::from))
+    }
+
+    /// A list, or one comma-separated string; items are trimmed and empty ones dropped.
+    pub fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        let items = match ListOrString::deserialize(d)? {
+            ListOrString::List(items) => items,
+            ListOrString::One(s) => s.split(',').map(str::to_string).collect(),
+        };
+        Ok(items
+            .into_iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect())
     }
 }
 
