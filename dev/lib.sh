@@ -261,3 +261,15 @@ print_status() {
   done
   return "$down"
 }
+
+# delete_topics REGEX — delete every topic whose name matches REGEX (quietly; none is fine).
+delete_topics() {
+  local found
+  found=$("$DEV_DIR/kafka-tool" org.apache.kafka.tools.TopicCommand \
+    --bootstrap-server "$HOST:$MAILSTREAM_KAFKA_PORT" --list 2>/dev/null | grep -cE "^($1)$" || true)
+  ((found > 0)) || return 0
+  log "deleting $found leftover topics matching $1"
+  "$DEV_DIR/kafka-tool" org.apache.kafka.tools.TopicCommand \
+    --bootstrap-server "$HOST:$MAILSTREAM_KAFKA_PORT" --delete --topic "$1" >/dev/null 2>&1 ||
+    log "could not delete topics matching $1 (continuing)"
+}
