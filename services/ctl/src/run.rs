@@ -10,9 +10,14 @@ use mailstream_runtime::{ConfigSource, NoSettings, serve};
 /// Runs the named processor until it is asked to stop.
 pub async fn run(processor: &str, source: ConfigSource) -> anyhow::Result<ExitCode> {
     match processor {
-        "passthrough" => serve(source, |_, _: NoSettings| Ok(Passthrough)).await?,
+        "passthrough" => serve(source, |_, _: NoSettings| async { Ok(Passthrough) }).await?,
         "ingest" => mailstream_ingest::serve(source).await?,
-        "parser" => serve(source, |_, settings: ParserSettings| Parser::new(settings)).await?,
+        "parser" => {
+            serve(source, |_, settings: ParserSettings| async {
+                Parser::new(settings)
+            })
+            .await?
+        }
         other => bail!(
             "unknown processor `{other}`; this build runs: ingest, parser, passthrough (see `mailstream topology check`)"
         ),

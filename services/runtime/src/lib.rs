@@ -40,17 +40,46 @@ pub use topology::{Naming, Topology};
 #[serde(deny_unknown_fields)]
 pub struct NoSettings {}
 
-/// Loads config for processor `P`, sets up logging, builds the processor with `build` and runs
-/// it until SIGTERM/SIGINT. The shared entry point of every `mailstream run <processor>`.
-pub async fn serve<P, S, F>(source: ConfigSource, build: F) -> Result<(), RuntimeError>
+/// What a processor's constructor gets besides its own settings.
+#[derive(Clone)]
+pub struct BuildContext {
+    /// The validated runtime configuration.
+    pub config: RuntimeConfig,
+    /// Fires on SIGTERM/SIGINT; background tasks a processor starts (table readers, file
+    /// watchers) stop on it.
+    pub shutdown: Shutdown,
+    /// The registry `/metrics` serves: a processor registers its own metrics here
+    /// (`metrics.registry`), next to the runtime's.
+    pub metrics: metrics::Metrics,
+}
+
+impl BuildContext {
+    /// Topic naming of this deployment (its prefix).
+    pub fn naming(&self) -> Naming {
+        Naming::new(self.config.topic_prefix.clone())
+    }
+}
+
+/// Loads config for processor `P`, sets up logging, builds the processor with `build` (which may
+/// connect to things, or load tables, before the first record) and runs it until SIGTERM/SIGINT.
+/// The shared entry point of every `mailstream run <processor>`.
+pub async fn serve<P, S, F, Fut>(source: ConfigSource, build: F) -> Result<(), RuntimeError>
 where
     P: Processor,
     S: serde::de::DeserializeOwned,
-    F: FnOnce(&RuntimeConfig, S) -> Result<P, RuntimeError>,
+    F: FnOnce(BuildContext, S) -> Fut,
+    Fut: std::future::Future<Output = Result<P, RuntimeError>>,
 {
     let (config, settings) = config::load::<S>(P::NAME, &source)?;
     let _telemetry = telemetry::init(&config, P::NAME)?;
     let topology = Topology::embedded()?;
-    let processor = build(&config, settings)?;
-    stream::run(config, topology, processor, Shutdown::on_signals()).await
+    let shutdown = Shutdown::on_signals();
+    let metrics = metrics::Metrics::new();
+    let context = BuildContext {
+        config: config.clone(),
+        shutdown: shutdown.clone(),
+        metrics: metrics.clone(),
+    };
+    let processor = build(context, settings).await?;
+    stream::run(config, topology, processor, metrics, shutdown).await
 }

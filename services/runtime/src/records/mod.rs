@@ -1,13 +1,21 @@
 //! Typed views of the Avro records that more than one service reads or writes. Each type mirrors
 //! its schema in `schemas/`; a test round-trips it through the schema so the two cannot drift.
 
+mod crm;
 mod parsed;
 mod raw_email;
+mod resolved;
+mod scored;
+mod tables;
 
+pub use crm::CrmResult;
 pub use parsed::{
     Address, Attachment, AuthResults, AutoReply, Bounce, Disposition, Header, ListInfo, ParsedEmail,
 };
 pub use raw_email::{Envelope, IngestSource, RawEmail};
+pub use resolved::{AccountMatch, ContactMatch, NewContactProposal, ResolvedEmail};
+pub use scored::{Lead, RuleHit, ScoredLead};
+pub use tables::{Account, Contact, DedupeEntry, Duplicate, ThreadLink};
 
 #[cfg(test)]
 pub(crate) mod roundtrip {

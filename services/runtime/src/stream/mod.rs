@@ -83,14 +83,14 @@ fn txn_failure(context: &str, error: KafkaError) -> BatchFailure {
     }
 }
 
-/// Runs `processor` until `shutdown` fires or a fatal error occurs.
+/// Runs `processor` until `shutdown` fires or a fatal error occurs, counting into `metrics`.
 pub async fn run<P: Processor>(
     config: RuntimeConfig,
     topology: Topology,
     processor: P,
+    metrics: Metrics,
     shutdown: Shutdown,
 ) -> Result<(), RuntimeError> {
-    let metrics = Metrics::new();
     let health = Health::new();
     let bound = health::serve(&config.http_addr, health.clone(), metrics.clone()).await?;
     tracing::info!(processor = P::NAME, http = %bound, "serving /metrics, /healthz, /readyz");

@@ -1,0 +1,115 @@
+//! `ResolvedEmail` (schema `resolved.avsc`): one distinct email with its sender, account, deal
+//! and thread resolved, written by the resolver and read by the scorer. Keyed by `message_id`.
+
+use serde::{Deserialize, Serialize};
+
+use super::ParsedEmail;
+
+/// The known contact the sender resolved to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactMatch {
+    pub contact_id: String,
+    pub name: Option<String>,
+    pub account_id: Option<String>,
+}
+
+/// The account (company) of the sender.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountMatch {
+    pub account_id: String,
+    pub name: Option<String>,
+    pub domain: Option<String>,
+    pub target_account: bool,
+    /// `contact` (the contact's account) or `domain` (sender domain in the accounts table).
+    pub matched_by: String,
+}
+
+/// An unknown sender the CRM sink should create as a contact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewContactProposal {
+    pub email: String,
+    pub name: Option<String>,
+    pub domain: Option<String>,
+    pub account_id: Option<String>,
+}
+
+/// A deduplicated email with its identities, deal and thread resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ResolvedEmail {
+    pub message_id: String,
+    /// When mailstream accepted the first copy, milliseconds since the epoch.
+    pub received_at: i64,
+    pub email: ParsedEmail,
+    /// Our addresses the email was sent to (lower-cased, sorted, unique).
+    pub recipients: Vec<String>,
+    pub sender_email: Option<String>,
+    pub sender_domain: Option<String>,
+    /// The sender's domain is free-mail or disposable.
+    pub free_mail: bool,
+    pub contact: Option<ContactMatch>,
+    pub account: Option<AccountMatch>,
+    pub new_contact: Option<NewContactProposal>,
+    pub deal_id: Option<String>,
+    /// `recipient` or `thread`.
+    pub deal_source: Option<String>,
+    pub thread_id: String,
+    pub thread_parent: Option<String>,
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::records::roundtrip::through_schema;
+    use crate::records::{Address, AuthResults};
+
+    pub(crate) fn sample() -> ResolvedEmail {
+        ResolvedEmail {
+            message_id: "m1@example.com".into(),
+            received_at: 1_700_000_000_000,
+            email: ParsedEmail {
+                message_id: "m1@example.com".into(),
+                ingest_id: "i1".into(),
+                received_at: 1_700_000_000_000,
+                subject: Some("Pricing".into()),
+                from: Some(Address {
+                    email: "ali@acme.io".into(),
+                    name: Some("Ali".into()),
+                }),
+                auth: AuthResults::default(),
+                ..ParsedEmail::default()
+            },
+            recipients: vec!["deal-42@in.example.com".into()],
+            sender_email: Some("ali@acme.io".into()),
+            sender_domain: Some("acme.io".into()),
+            free_mail: false,
+            contact: Some(ContactMatch {
+                contact_id: "c1".into(),
+                name: None,
+                account_id: Some("a1".into()),
+            }),
+            account: Some(AccountMatch {
+                account_id: "a1".into(),
+                name: Some("Acme".into()),
+                domain: Some("acme.io".into()),
+                target_account: true,
+                matched_by: "contact".into(),
+            }),
+            new_contact: Some(NewContactProposal {
+                email: "x@y.z".into(),
+                name: None,
+                domain: Some("y.z".into()),
+                account_id: None,
+            }),
+            deal_id: Some("42".into()),
+            deal_source: Some("recipient".into()),
+            thread_id: "m0@example.com".into(),
+            thread_parent: Some("m0@example.com".into()),
+        }
+    }
+
+    #[test]
+    fn round_trips_through_its_schema() {
+        let record = sample();
+        assert_eq!(through_schema("resolved.avsc", record.clone()), record);
+    }
+}

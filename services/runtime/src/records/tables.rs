@@ -1,0 +1,111 @@
+//! The compacted tables and state the resolver and the CRM sink share: `Contact` (schema
+//! `contacts.avsc`), `Account` (`accounts.avsc`), `ThreadLink` (`threads.avsc`), the resolver's
+//! seen-set entry `DedupeEntry` (`dedupe-entry.avsc`) and its audit record `Duplicate`
+//! (`duplicate.avsc`).
+
+use serde::{Deserialize, Serialize};
+
+/// A known contact, keyed by lower-cased email.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Contact {
+    pub email: String,
+    pub contact_id: String,
+    pub name: Option<String>,
+    pub account_id: Option<String>,
+    pub updated_at: i64,
+}
+
+/// A company, keyed by lower-case email domain.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Account {
+    pub domain: String,
+    pub account_id: String,
+    pub name: Option<String>,
+    pub target_account: bool,
+    pub updated_at: i64,
+}
+
+/// What a message id was linked to, so replies join the same thread and deal.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ThreadLink {
+    pub message_id: String,
+    pub thread_id: String,
+    pub deal_id: Option<String>,
+    pub contact_id: Option<String>,
+    pub linked_at: i64,
+}
+
+/// The resolver's memory of a message id it has let through.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DedupeEntry {
+    pub message_id: String,
+    pub first_seen_at: i64,
+    /// The intake event that was kept.
+    pub ingest_id: String,
+    /// Deliveries of this message id seen so far.
+    pub copies: i32,
+}
+
+/// A delivery collapsed into an earlier copy of the same message id.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Duplicate {
+    pub message_id: String,
+    pub ingest_id: String,
+    pub kept_ingest_id: String,
+    pub envelope_rcpt_to: Vec<String>,
+    pub copies: i32,
+    pub seen_at: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::roundtrip::through_schema;
+
+    #[test]
+    fn round_trip_through_their_schemas() {
+        let contact = Contact {
+            email: "ali@acme.io".into(),
+            contact_id: "c1".into(),
+            name: Some("Ali".into()),
+            account_id: Some("a1".into()),
+            updated_at: 1,
+        };
+        assert_eq!(through_schema("contacts.avsc", contact.clone()), contact);
+        let account = Account {
+            domain: "acme.io".into(),
+            account_id: "a1".into(),
+            name: None,
+            target_account: true,
+            updated_at: 2,
+        };
+        assert_eq!(through_schema("accounts.avsc", account.clone()), account);
+        let link = ThreadLink {
+            message_id: "m2".into(),
+            thread_id: "m1".into(),
+            deal_id: Some("42".into()),
+            contact_id: None,
+            linked_at: 3,
+        };
+        assert_eq!(through_schema("threads.avsc", link.clone()), link);
+        let entry = DedupeEntry {
+            message_id: "m1".into(),
+            first_seen_at: 4,
+            ingest_id: "i1".into(),
+            copies: 2,
+        };
+        assert_eq!(through_schema("dedupe-entry.avsc", entry.clone()), entry);
+        let duplicate = Duplicate {
+            message_id: "m1".into(),
+            ingest_id: "i2".into(),
+            kept_ingest_id: "i1".into(),
+            envelope_rcpt_to: vec!["sales@in.example.com".into()],
+            copies: 2,
+            seen_at: 5,
+        };
+        assert_eq!(
+            through_schema("duplicate.avsc", duplicate.clone()),
+            duplicate
+        );
+    }
+}
