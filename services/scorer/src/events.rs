@@ -1,0 +1,126 @@
+//! The scorer's named events: each thing worth counting or logging happens here, once, so its
+//! log line and its metric never disagree (the runtime's pattern, `mailstream_runtime::events`).
+//!
+//! Metrics are registered on the processor's registry (`BuildContext.metrics.registry`), whose
+//! `mailstream_` prefix gives:
+//!
+//! | metric | meaning |
+//! |---|---|
+//! | `mailstream_scorer_rules_reloads_total{outcome="ok"\|"invalid"}` | changes of the rules file picked up, or refused |
+//! | `mailstream_scorer_rules_valid` | 1 while the rules file on disk is in force, 0 after it was refused (the previous rules are in force) |
+//! | `mailstream_scorer_records_total{status}` | emails scored, by status (`qualified`, `review`, `nurture`, `excluded`) |
+//!
+//! No event carries email content: never an address, a subject or a body (logs are PII-free).
+//! Problems in a rules file are about the file, which operators write.
+
+use std::path::Path;
+
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+
+use crate::rules::RuleSet;
+use crate::score::Status;
+
+/// The scorer's own metrics.
+#[derive(Clone, Debug)]
+pub struct ScorerMetrics {
+    reloads: IntCounterVec,
+    valid: IntGauge,
+    records: IntCounterVec,
+}
+
+impl ScorerMetrics {
+    /// Creates the metrics and registers them on `registry`.
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "scorer_rules_reloads_total",
+                "Changes of the rules file, by outcome: ok (now in force) or invalid (refused; the previous rules stay).",
+            ),
+            &["outcome"],
+        )?;
+        let valid = IntGauge::new(
+            "scorer_rules_valid",
+            "1 while the rules in force are the rules file's content; 0 after the file was refused.",
+        )?;
+        let records = IntCounterVec::new(
+            Opts::new("scorer_records_total", "Emails scored, by status."),
+            &["status"],
+        )?;
+        registry.register(Box::new(reloads.clone()))?;
+        registry.register(Box::new(valid.clone()))?;
+        registry.register(Box::new(records.clone()))?;
+        // Every series exists from the start, so dashboards and alerts see zeros, not gaps.
+        for outcome in ["ok", "invalid"] {
+            reloads.with_label_values(&[outcome]);
+        }
+        for status in [
+            Status::Qualified,
+            Status::Review,
+            Status::Nurture,
+            Status::Excluded,
+        ] {
+            records.with_label_values(&[status.as_str()]);
+        }
+        Ok(Self {
+            reloads,
+            valid,
+            records,
+        })
+    }
+
+    pub fn reloads(&self, outcome: &str) -> u64 {
+        self.reloads.with_label_values(&[outcome]).get()
+    }
+
+    pub fn valid(&self) -> i64 {
+        self.valid.get()
+    }
+}
+
+/// The rules in force at start: from `file`, or the built-in defaults.
+pub fn rules_loaded(m: &ScorerMetrics, file: Option<&Path>, rules: &RuleSet) {
+    m.valid.set(1);
+    let source = file.map_or_else(
+        || "built-in defaults".to_string(),
+        |f| f.display().to_string(),
+    );
+    tracing::info!(
+        rules = %source,
+        version = %rules.version,
+        count = rules.rules.len(),
+        qualified_at = rules.qualified_at,
+        nurture_below = rules.nurture_below,
+        "scoring rules loaded"
+    );
+}
+
+/// A changed rules file was valid and is now in force.
+pub fn rules_reloaded(m: &ScorerMetrics, file: &Path, previous: &str, rules: &RuleSet) {
+    m.reloads.with_label_values(&["ok"]).inc();
+    m.valid.set(1);
+    tracing::info!(
+        file = %file.display(),
+        previous_version = previous,
+        version = %rules.version,
+        count = rules.rules.len(),
+        "scoring rules reloaded"
+    );
+}
+
+/// A changed rules file was refused; the rules in force stay.
+pub fn rules_refused(m: &ScorerMetrics, file: &Path, in_force: &str, problems: &[String]) {
+    m.reloads.with_label_values(&["invalid"]).inc();
+    m.valid.set(0);
+    tracing::warn!(
+        file = %file.display(),
+        version_in_force = in_force,
+        problems = %problems.join("; "),
+        "rules file refused; the previous rules stay in force"
+    );
+}
+
+/// One email was scored (debug only: there is one per record).
+pub fn record_scored(m: &ScorerMetrics, status: &str, score: i32, rules_version: &str) {
+    m.records.with_label_values(&[status]).inc();
+    tracing::debug!(status, score, rules_version, "email scored");
+}

@@ -1,0 +1,134 @@
+//! The scorer processor: each `resolved` email gets a transparent, rule-based lead score.
+//!
+//! For every record it writes a `scored` record (the analysts' topic, keyed by message id) with
+//! the score, the status (`qualified`, `review`, `nurture`) and the breakdown that explains it:
+//! every rule that matched, its points and its evidence. Unless the email was excluded, it also
+//! writes the lead's latest state to the compacted `leads` table, keyed by the lead key (the
+//! contact id, else the sender's email). Auto-replies, bounces and list mail are excluded from
+//! scoring: tagged (`auto-reply`, `bounce`, `list`), given status `excluded`, and still written to
+//! `scored`, so nothing is lost.
+//!
+//! Scoring is a pure function of the email and the rules ([`score`]): replaying `resolved` from
+//! the beginning writes byte-identical `scored` records, as long as the rules are the same (each
+//! record names its rules by [`rules::RuleSet::version`]).
+//!
+//! # Rules file
+//!
+//! YAML (`.yaml`, `.yml`) or TOML (`.toml`), chosen by the extension; `rules/default.yaml` is the
+//! built-in default (used when `scorer.rules_file` is not set) and documents the format in its
+//! comments:
+//!
+//! ```yaml
+//! qualified_at: 40          # score >= 40: qualified
+//! nurture_below: 15         # score < 15: nurture; in between: review
+//! rules:
+//!   - id: subject-intent    # unique; names the rule in breakdowns
+//!     points: 20            # negative subtracts
+//!     description: The subject asks for a demo, pricing or an enterprise plan.
+//!     when:                 # exactly one key:
+//!       subject: {contains_any: [demo, pricing, enterprise]}
+//! ```
+//!
+//! | condition | form |
+//! |---|---|
+//! | `subject`, `body` | `{contains_any: [words]}` (whole words and phrases, any case) or `{matches: REGEX}`; `body` is the reply without quotes and signature, else the whole text |
+//! | `header` | `{name: X-Header, contains_any: [..] \| matches: REGEX \| present: true\|false}` |
+//! | `sender_domain` | `{in: [domains]}` (the domain or a subdomain) or `{matches: REGEX}` |
+//! | `sender_email` | `{contains_any: [..]}` or `{matches: REGEX}` |
+//! | `recipient` | our addresses it was sent to (the alias): `{contains_any: [demo]}` or `{matches: "^demo@"}` |
+//! | `attachment` | some attachment with all of `types: [pdf, docx]` (extensions or MIME types), `min_bytes`, `max_bytes` (inclusive), `executable: true\|false` |
+//! | `auth` | `{spf: pass, dkim: pass, dmarc: pass}`: each listed result is as given |
+//! | `target_account`, `free_mail`, `known_contact` | `true` or `false` |
+//! | `links` | `{suspicious: true\|false}` ([`links`]: IP, punycode, shortener, user info, text showing another domain) or `{hosts: [domains]}` |
+//! | `any`, `all` | a list of conditions: one of them / all of them |
+//! | `not` | a condition that must not hold |
+//!
+//! A file is validated as a whole, and every problem is reported with the rule id and key. At
+//! start, a missing or invalid file stops the process (a configuration error); later, an invalid
+//! change is refused and the rules in force stay ([`reload`]), visible on
+//! `mailstream_scorer_rules_valid` ([`events`]).
+//!
+//! Modules: [`rules`] (the file model, loading, validation), [`condition`] (compiled conditions
+//! and their evidence), [`links`] (suspicious links), [`score`] (the pure scoring), [`reload`]
+//! (hot reload), [`events`] (metrics and logs), [`settings`].
+
+pub mod condition;
+pub mod events;
+pub mod links;
+pub mod reload;
+pub mod rules;
+pub mod score;
+pub mod settings;
+
+use std::time::Duration;
+
+use mailstream_runtime::records::ResolvedEmail;
+use mailstream_runtime::{BuildContext, Incoming, Outputs, ProcessError, Processor, RuntimeError};
+
+pub use events::ScorerMetrics;
+pub use reload::RulesHandle;
+pub use rules::{DEFAULT_RULES, Format, RuleSet, RulesFile};
+pub use score::{Scoring, Status, lead_of, score, scored_record};
+pub use settings::ScorerSettings;
+
+/// The analysts' topic.
+pub const SCORED: &str = "scored";
+/// The compacted latest state per lead.
+pub const LEADS: &str = "leads";
+
+/// The scorer processor.
+#[derive(Debug)]
+pub struct Scorer {
+    rules: RulesHandle,
+    metrics: ScorerMetrics,
+}
+
+impl Scorer {
+    pub fn new(rules: RulesHandle, metrics: ScorerMetrics) -> Self {
+        Self { rules, metrics }
+    }
+}
+
+/// Builds the scorer for `serve`: loads the rules (the file, else the built-in rules), registers
+/// the scorer's metrics and, with a rules file, starts watching it for changes.
+pub async fn build(ctx: BuildContext, settings: ScorerSettings) -> Result<Scorer, RuntimeError> {
+    settings.validate()?;
+    let metrics = ScorerMetrics::register(&ctx.metrics.registry)
+        .map_err(|e| RuntimeError::Processor(format!("registering the scorer's metrics: {e}")))?;
+    let Some(path) = settings.rules_file.clone() else {
+        let rules = RuleSet::builtin().map_err(|p| settings.rules_file_error(p))?;
+        events::rules_loaded(&metrics, None, &rules);
+        return Ok(Scorer::new(RulesHandle::new(rules), metrics));
+    };
+    let (seen, loaded) = reload::read(&path);
+    let rules = loaded.map_err(|p| settings.rules_file_error(p))?;
+    events::rules_loaded(&metrics, Some(&path), &rules);
+    let handle = RulesHandle::new(rules);
+    reload::Watcher::new(path, seen, handle.clone(), metrics.clone()).spawn(
+        Duration::from_millis(settings.reload_interval_ms),
+        ctx.shutdown.clone(),
+    );
+    Ok(Scorer::new(handle, metrics))
+}
+
+impl Processor for Scorer {
+    type Input = ResolvedEmail;
+    const NAME: &'static str = "scorer";
+
+    async fn process(
+        &mut self,
+        record: Incoming<ResolvedEmail>,
+        out: &mut Outputs,
+    ) -> Result<(), ProcessError> {
+        // One version of the rules for the whole record, even if a reload lands meanwhile.
+        let rules = self.rules.current();
+        let scored = scored_record(record.value, &rules);
+        events::record_scored(&self.metrics, &scored.status, scored.score, &rules.version);
+        let lead = lead_of(&scored);
+        out.send(SCORED, scored.message_id.clone(), scored)?;
+        if let Some(lead) = lead {
+            out.send(LEADS, lead.lead_key.clone(), lead)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,1080 @@
+//! The rules model: what a rules file may say, and how it is loaded, validated and compiled.
+//!
+//! Scoring rules are data that analysts change, not code: they live in a YAML (`.yaml`, `.yml`)
+//! or TOML (`.toml`) file whose format is described in the crate docs and in the comments of
+//! `rules/default.yaml` (the rules used when no file is configured). A file is checked as a whole
+//! before it is used and *every* problem is reported at once, each naming the rule id and the key
+//! (`rule \`spam\`: key \`when.any[1].body.matches\`: ...`), so one edit fixes them all. Regexes
+//! and word lists are compiled here, once per load.
+//!
+//! [`RuleSet::version`] is the first 12 hex digits of the SHA-256 of the rules' canonical form
+//! (the parsed file, defaults filled in, as compact JSON): it changes when what the rules *say*
+//! changes, not with comments, layout or the file format, and it is written on every scored
+//! record so a score can be traced to the rules that made it.
+
+use std::fmt::Display;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use sha2::{Digest, Sha256};
+
+use crate::condition::{
+    AttachmentMatch, AuthCheck, Condition, DomainMatch, HeaderTest, LinksMatch, TextMatch, Words,
+};
+
+/// The rules used when no rules file is configured (also the documented example).
+pub const DEFAULT_RULES: &str = include_str!("../rules/default.yaml");
+
+/// Authentication results a rule may expect (RFC 8601 result values).
+pub const AUTH_RESULTS: &[&str] = &[
+    "pass",
+    "fail",
+    "softfail",
+    "neutral",
+    "none",
+    "temperror",
+    "permerror",
+    "policy",
+];
+
+fn default_qualified_at() -> i32 {
+    40
+}
+
+fn default_nurture_below() -> i32 {
+    15
+}
+
+/// A rules file, as written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesFile {
+    /// A score at or above this is `qualified`.
+    #[serde(default = "default_qualified_at")]
+    pub qualified_at: i32,
+    /// A score below this is `nurture`; in between is `review`.
+    #[serde(default = "default_nurture_below")]
+    pub nurture_below: i32,
+    /// The rules, in the order their hits appear in a breakdown.
+    pub rules: Vec<RuleSpec>,
+}
+
+/// One rule: `points` when the condition `when` holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    /// Unique id, `[A-Za-z0-9._-]+`; it names the rule in every breakdown.
+    pub id: String,
+    /// Added to the score when the rule matches (negative subtracts).
+    pub points: i32,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    pub when: ConditionSpec,
+}
+
+/// A condition: exactly one key, naming the field it tests (or a combinator).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ConditionSpec {
+    Subject(TextSpec),
+    Body(TextSpec),
+    Header(HeaderSpec),
+    SenderDomain(DomainSpec),
+    SenderEmail(TextSpec),
+    Recipient(TextSpec),
+    Attachment(AttachmentSpec),
+    Auth(AuthSpec),
+    TargetAccount(bool),
+    FreeMail(bool),
+    KnownContact(bool),
+    Links(LinksSpec),
+    Any(Vec<ConditionSpec>),
+    All(Vec<ConditionSpec>),
+    Not(Box<ConditionSpec>),
+}
+
+/// The keys a condition may have, for messages.
+const CONDITION_KEYS: &[&str] = &[
+    "subject",
+    "body",
+    "header",
+    "sender_domain",
+    "sender_email",
+    "recipient",
+    "attachment",
+    "auth",
+    "target_account",
+    "free_mail",
+    "known_contact",
+    "links",
+    "any",
+    "all",
+    "not",
+];
+
+/// A test on text: `contains_any` (whole words, case-insensitive) or `matches` (a regex).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contains_any: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matches: Option<String>,
+}
+
+/// A test on the header(s) called `name`: `contains_any`, `matches` or `present`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderSpec {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contains_any: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matches: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub present: Option<bool>,
+}
+
+/// A test on the sender's domain: `in` (the domain or a subdomain of one) or `matches`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainSpec {
+    #[serde(rename = "in", default, skip_serializing_if = "Option::is_none")]
+    pub within: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matches: Option<String>,
+}
+
+/// Some attachment has every property given (none given: any attachment).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachmentSpec {
+    /// Extensions (`pdf`) or MIME types (`application/pdf`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub types: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_bytes: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executable: Option<bool>,
+}
+
+/// Every result given must be what the parser recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spf: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dkim: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dmarc: Option<String>,
+}
+
+/// A test on the links: `suspicious` or `hosts`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinksSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspicious: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<Vec<String>>,
+}
+
+/// The syntax of a rules file, chosen by its extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Yaml,
+    Toml,
+}
+
+impl Format {
+    /// `.yaml`/`.yml` or `.toml`.
+    pub fn of_path(path: &Path) -> Result<Self, String> {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        match ext.as_deref() {
+            Some("yaml" | "yml") => Ok(Format::Yaml),
+            Some("toml") => Ok(Format::Toml),
+            _ => Err(
+                "the file name must end in .yaml, .yml or .toml (that is how its syntax is chosen)"
+                    .into(),
+            ),
+        }
+    }
+}
+
+/// One compiled rule.
+#[derive(Debug)]
+pub struct Rule {
+    pub id: String,
+    pub points: i32,
+    pub description: String,
+    pub condition: Condition,
+}
+
+/// Validated, compiled rules, ready to score with.
+#[derive(Debug)]
+pub struct RuleSet {
+    pub qualified_at: i32,
+    pub nurture_below: i32,
+    pub rules: Vec<Rule>,
+    /// First 12 hex digits of the SHA-256 of the canonical rules.
+    pub version: String,
+}
+
+impl RuleSet {
+    /// The built-in rules ([`DEFAULT_RULES`]).
+    pub fn builtin() -> Result<Self, Vec<String>> {
+        Self::from_text(DEFAULT_RULES, Format::Yaml)
+    }
+
+    /// Parses, validates and compiles rules text.
+    pub fn from_text(text: &str, format: Format) -> Result<Self, Vec<String>> {
+        let (file, mut problems) = parse(text, format);
+        match file {
+            Some(file) => match file.compile() {
+                Ok(set) if problems.is_empty() => Ok(set),
+                Ok(_) => Err(problems),
+                Err(more) => {
+                    for problem in more {
+                        if !problems.contains(&problem) {
+                            problems.push(problem);
+                        }
+                    }
+                    Err(problems)
+                }
+            },
+            None => Err(problems),
+        }
+    }
+
+    /// Reads `path` and loads it ([`RuleSet::from_text`] with the format of its extension).
+    pub fn load(path: &Path) -> Result<Self, Vec<String>> {
+        let format = Format::of_path(path).map_err(|e| vec![e])?;
+        let text = std::fs::read_to_string(path).map_err(|e| vec![format!("cannot read: {e}")])?;
+        Self::from_text(&text, format)
+    }
+}
+
+impl RulesFile {
+    /// Parses rules text, reporting every problem (see [`parse`]).
+    pub fn parse(text: &str, format: Format) -> Result<Self, Vec<String>> {
+        match parse(text, format) {
+            (Some(file), problems) if problems.is_empty() => Ok(file),
+            (_, problems) => Err(problems),
+        }
+    }
+
+    /// Every problem of a parsed file (empty when it is valid).
+    pub fn validate(&self) -> Vec<String> {
+        self.compile().err().unwrap_or_default()
+    }
+
+    /// The canonical form, the same for the same rules in any syntax or layout.
+    pub fn canonical(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Validates and compiles the rules, reporting every problem.
+    pub fn compile(&self) -> Result<RuleSet, Vec<String>> {
+        let mut problems = Vec::new();
+        if self.nurture_below > self.qualified_at {
+            problems.push(format!(
+                "key `nurture_below`: {} is above qualified_at ({}); it must be at most qualified_at",
+                self.nurture_below, self.qualified_at
+            ));
+        }
+        if self.rules.is_empty() {
+            problems.push("key `rules`: there are no rules".into());
+        }
+        let mut rules = Vec::with_capacity(self.rules.len());
+        for (index, spec) in self.rules.iter().enumerate() {
+            let mut check = Checker {
+                label: rule_label(Some(&spec.id), index),
+                problems: &mut problems,
+            };
+            check_id(&spec.id, &mut check);
+            if self.rules[..index].iter().any(|r| r.id == spec.id) {
+                check.bad("id", DUPLICATE_ID);
+            }
+            if let Some(condition) = compile_condition(&spec.when, "when", &mut check) {
+                rules.push(Rule {
+                    id: spec.id.clone(),
+                    points: spec.points,
+                    description: spec.description.clone(),
+                    condition,
+                });
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(RuleSet {
+            qualified_at: self.qualified_at,
+            nurture_below: self.nurture_below,
+            rules,
+            version: version_of(&self.canonical()),
+        })
+    }
+}
+
+/// First 12 hex digits of the SHA-256 of `canonical`.
+fn version_of(canonical: &str) -> String {
+    Sha256::digest(canonical.as_bytes())
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+const DUPLICATE_ID: &str = "is used by more than one rule; ids must be unique";
+
+fn rule_label(id: Option<&str>, index: usize) -> String {
+    match id.filter(|id| !id.trim().is_empty()) {
+        Some(id) => format!("rule `{id}`"),
+        None => format!("rules[{index}]"),
+    }
+}
+
+/// Collects problems of one rule, each prefixed with the rule and the key.
+struct Checker<'a> {
+    label: String,
+    problems: &'a mut Vec<String>,
+}
+
+impl Checker<'_> {
+    fn bad(&mut self, key: &str, message: impl Display) {
+        self.problems
+            .push(format!("{}: key `{key}`: {message}", self.label));
+    }
+}
+
+/// Parses `text` into a file, reporting every problem: syntax, unknown or badly typed keys at
+/// the top and in each rule (the rule named by its id), malformed conditions. Returns the rules
+/// that did parse (for [`RulesFile::compile`] to find their problems too) with the problems.
+fn parse(text: &str, format: Format) -> (Option<RulesFile>, Vec<String>) {
+    let mut problems = Vec::new();
+    let root = match to_json(text, format) {
+        Ok(root) => root,
+        Err(e) => return (None, vec![e]),
+    };
+    let mut top = match root {
+        Json::Object(map) => map,
+        Json::Null => return (None, vec!["the file is empty".into()]),
+        _ => {
+            return (
+                None,
+                vec!["the file must be a table (qualified_at, nurture_below, rules)".into()],
+            );
+        }
+    };
+    for key in top.keys() {
+        if !["qualified_at", "nurture_below", "rules"].contains(&key.as_str()) {
+            problems.push(format!(
+                "unknown key `{key}` (known: qualified_at, nurture_below, rules)"
+            ));
+        }
+    }
+    let mut threshold = |key: &str, default: i32| match top.remove(key) {
+        None => default,
+        Some(v) => i32::deserialize(v).unwrap_or_else(|e| {
+            problems.push(format!("key `{key}`: {e}"));
+            default
+        }),
+    };
+    let qualified_at = threshold("qualified_at", default_qualified_at());
+    let nurture_below = threshold("nurture_below", default_nurture_below());
+    let items = match top.remove("rules") {
+        Some(Json::Array(items)) => items,
+        Some(_) => {
+            problems.push("key `rules`: must be a list of rules".into());
+            Vec::new()
+        }
+        None => {
+            problems.push("key `rules` is missing: the list of rules".into());
+            Vec::new()
+        }
+    };
+    // Duplicate ids are found here too, over every rule (also those that fail to parse);
+    // `compile` finds the same for files built in code, and `from_text` drops the repeats.
+    let ids: Vec<Option<&str>> = items
+        .iter()
+        .map(|item| item.get("id").and_then(Json::as_str))
+        .collect();
+    for (index, id) in ids.iter().enumerate() {
+        if let Some(id) = id
+            && ids[..index].contains(&Some(id))
+        {
+            problems.push(format!(
+                "{}: key `id`: {DUPLICATE_ID}",
+                rule_label(Some(id), index)
+            ));
+        }
+    }
+    let mut rules = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        if let Some(rule) = parse_rule(item, index, &mut problems) {
+            rules.push(rule);
+        }
+    }
+    let file = RulesFile {
+        qualified_at,
+        nurture_below,
+        rules,
+    };
+    (Some(file), problems)
+}
+
+fn to_json(text: &str, format: Format) -> Result<Json, String> {
+    match format {
+        Format::Yaml => {
+            let value: serde_yaml::Value =
+                serde_yaml::from_str(text).map_err(|e| format!("not valid YAML: {e}"))?;
+            serde_json::to_value(value).map_err(|e| format!("unsupported YAML: {e}"))
+        }
+        Format::Toml => {
+            let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+                format!(
+                    "not valid TOML: {}",
+                    e.to_string().trim().replace('\n', " ")
+                )
+            })?;
+            serde_json::to_value(table).map_err(|e| format!("unsupported TOML: {e}"))
+        }
+    }
+}
+
+/// One rule of the `rules` list; each of its keys is checked on its own, so a rule with several
+/// mistakes reports them all.
+fn parse_rule(item: Json, index: usize, problems: &mut Vec<String>) -> Option<RuleSpec> {
+    let Json::Object(mut map) = item else {
+        problems.push(format!(
+            "rules[{index}]: must be a table with id, points, description and when"
+        ));
+        return None;
+    };
+    let id = map.get("id").and_then(Json::as_str).map(str::to_string);
+    let mut check = Checker {
+        label: rule_label(id.as_deref(), index),
+        problems,
+    };
+    for key in map.keys() {
+        if !["id", "points", "description", "when"].contains(&key.as_str()) {
+            check.bad(key, "unknown key (known: id, points, description, when)");
+        }
+    }
+    let id = take(&mut map, "id", "the rule's unique id", &mut check).and_then(|v| match v {
+        Json::String(s) => Some(s),
+        other => {
+            check.bad("id", format!("must be a string, not {other}"));
+            None
+        }
+    });
+    let points = take(&mut map, "points", "the points the rule adds", &mut check)
+        .and_then(|v| i32::deserialize(v).map_err(|e| check.bad("points", e)).ok());
+    let description = match map.remove("description") {
+        None => Some(String::new()),
+        Some(Json::String(s)) => Some(s),
+        Some(other) => {
+            check.bad("description", format!("must be a string, not {other}"));
+            None
+        }
+    };
+    let when = take(&mut map, "when", "the rule's condition", &mut check)
+        .and_then(|v| parse_condition(v, "when", &mut check));
+    if let Some(when) = &when
+        && (id.is_none() || points.is_none() || description.is_none())
+    {
+        // The rule is incomplete, so `compile` will not see it: check its condition now, so
+        // its problems are reported with the others.
+        let _ = compile_condition(when, "when", &mut check);
+    }
+    Some(RuleSpec {
+        id: id?,
+        points: points?,
+        description: description?,
+        when: when?,
+    })
+}
+
+/// Removes and returns `key` of a rule, reporting it when missing.
+fn take(
+    map: &mut serde_json::Map<String, Json>,
+    key: &str,
+    what: &str,
+    check: &mut Checker<'_>,
+) -> Option<Json> {
+    let value = map.remove(key);
+    if value.is_none() {
+        check.bad(key, format!("is missing: {what}"));
+    }
+    value
+}
+
+/// Parses one condition: a table with exactly one known key. Combinators are parsed item by
+/// item and each leaf on its own, so every malformed condition in a tree is reported.
+fn parse_condition(value: Json, key: &str, check: &mut Checker<'_>) -> Option<ConditionSpec> {
+    let Json::Object(map) = value else {
+        check.bad(
+            key,
+            format!(
+                "a condition is a table with one key ({})",
+                CONDITION_KEYS.join(", ")
+            ),
+        );
+        return None;
+    };
+    if map.len() != 1 {
+        let keys: Vec<&str> = map.keys().map(String::as_str).collect();
+        check.bad(
+            key,
+            format!(
+                "a condition has exactly one key ({}), found {}: {}; combine conditions with any or all",
+                CONDITION_KEYS.join(", "),
+                keys.len(),
+                keys.join(", ")
+            ),
+        );
+        return None;
+    }
+    let (name, inner) = map.into_iter().next()?;
+    let path = format!("{key}.{name}");
+    match (name.as_str(), inner) {
+        ("any" | "all", Json::Array(items)) => {
+            let parsed: Vec<Option<ConditionSpec>> = items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| parse_condition(item, &format!("{path}[{i}]"), check))
+                .collect();
+            if parsed.iter().any(Option::is_none) {
+                // The tree will not be compiled as a whole: check the items that did parse now,
+                // so their problems are reported with the others.
+                for (i, item) in parsed.iter().enumerate() {
+                    if let Some(item) = item {
+                        let _ = compile_condition(item, &format!("{path}[{i}]"), check);
+                    }
+                }
+                return None;
+            }
+            let parsed: Vec<ConditionSpec> = parsed.into_iter().flatten().collect();
+            Some(if name == "any" {
+                ConditionSpec::Any(parsed)
+            } else {
+                ConditionSpec::All(parsed)
+            })
+        }
+        ("any" | "all", _) => {
+            check.bad(&path, "must be a list of conditions");
+            None
+        }
+        ("not", inner) => {
+            parse_condition(inner, &path, check).map(|c| ConditionSpec::Not(Box::new(c)))
+        }
+        (other, inner) if CONDITION_KEYS.contains(&other) => {
+            let mut single = serde_json::Map::new();
+            single.insert(name.clone(), inner);
+            serde_path_to_error::deserialize::<_, ConditionSpec>(Json::Object(single))
+                .map_err(|e| {
+                    let at = e.path().to_string();
+                    let at = if at == "." || at.is_empty() {
+                        key.to_string()
+                    } else {
+                        format!("{key}.{at}")
+                    };
+                    check.bad(&at, e.inner());
+                })
+                .ok()
+        }
+        _ => {
+            check.bad(
+                &path,
+                format!("unknown condition (known: {})", CONDITION_KEYS.join(", ")),
+            );
+            None
+        }
+    }
+}
+
+fn check_id(id: &str, check: &mut Checker<'_>) {
+    if id.is_empty() {
+        check.bad("id", "must not be empty");
+    } else if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        check.bad("id", "may hold only letters, digits, '.', '_' and '-'");
+    }
+}
+
+fn compile_condition(
+    spec: &ConditionSpec,
+    key: &str,
+    check: &mut Checker<'_>,
+) -> Option<Condition> {
+    match spec {
+        ConditionSpec::Subject(t) => {
+            compile_text(t, &format!("{key}.subject"), check).map(Condition::Subject)
+        }
+        ConditionSpec::Body(t) => {
+            compile_text(t, &format!("{key}.body"), check).map(Condition::Body)
+        }
+        ConditionSpec::SenderEmail(t) => {
+            compile_text(t, &format!("{key}.sender_email"), check).map(Condition::SenderEmail)
+        }
+        ConditionSpec::Recipient(t) => {
+            compile_text(t, &format!("{key}.recipient"), check).map(Condition::Recipient)
+        }
+        ConditionSpec::Header(h) => compile_header(h, &format!("{key}.header"), check),
+        ConditionSpec::SenderDomain(d) => {
+            compile_domain(d, &format!("{key}.sender_domain"), check).map(Condition::SenderDomain)
+        }
+        ConditionSpec::Attachment(a) => {
+            compile_attachment(a, &format!("{key}.attachment"), check).map(Condition::Attachment)
+        }
+        ConditionSpec::Auth(a) => {
+            compile_auth(a, &format!("{key}.auth"), check).map(Condition::Auth)
+        }
+        ConditionSpec::TargetAccount(b) => Some(Condition::TargetAccount(*b)),
+        ConditionSpec::FreeMail(b) => Some(Condition::FreeMail(*b)),
+        ConditionSpec::KnownContact(b) => Some(Condition::KnownContact(*b)),
+        ConditionSpec::Links(l) => {
+            compile_links(l, &format!("{key}.links"), check).map(Condition::Links)
+        }
+        ConditionSpec::Any(list) => {
+            compile_list(list, &format!("{key}.any"), check).map(Condition::Any)
+        }
+        ConditionSpec::All(list) => {
+            compile_list(list, &format!("{key}.all"), check).map(Condition::All)
+        }
+        ConditionSpec::Not(inner) => compile_condition(inner, &format!("{key}.not"), check)
+            .map(|c| Condition::Not(Box::new(c))),
+    }
+}
+
+fn compile_list(
+    list: &[ConditionSpec],
+    key: &str,
+    check: &mut Checker<'_>,
+) -> Option<Vec<Condition>> {
+    if list.is_empty() {
+        check.bad(key, "needs at least one condition");
+        return None;
+    }
+    // Every item is compiled (not stopping at the first bad one), so all problems are reported.
+    let compiled: Vec<Option<Condition>> = list
+        .iter()
+        .enumerate()
+        .map(|(i, c)| compile_condition(c, &format!("{key}[{i}]"), check))
+        .collect();
+    compiled.into_iter().collect()
+}
+
+fn compile_words(words: &[String], key: &str, check: &mut Checker<'_>) -> Option<Words> {
+    if words.is_empty() {
+        check.bad(key, "needs at least one word");
+        return None;
+    }
+    let trimmed: Vec<String> = words.iter().map(|w| w.trim().to_string()).collect();
+    if trimmed.iter().any(String::is_empty) {
+        check.bad(key, "has an empty word");
+        return None;
+    }
+    Words::new(&trimmed).map_err(|e| check.bad(key, e)).ok()
+}
+
+fn compile_regex(pattern: &str, key: &str, check: &mut Checker<'_>) -> Option<regex::Regex> {
+    if pattern.is_empty() {
+        check.bad(key, "the regex is empty (it would match everything)");
+        return None;
+    }
+    regex::Regex::new(pattern)
+        .map_err(|e| {
+            // The regex crate's message spans lines (pattern, caret, reason): keep one.
+            let text = e.to_string();
+            let reason = text
+                .lines()
+                .rev()
+                .find_map(|l| l.trim().strip_prefix("error:"))
+                .map_or_else(|| text.replace('\n', " "), |r| r.trim().to_string());
+            check.bad(key, format!("invalid regex {pattern:?}: {reason}"));
+        })
+        .ok()
+}
+
+fn compile_text(spec: &TextSpec, key: &str, check: &mut Checker<'_>) -> Option<TextMatch> {
+    match (&spec.contains_any, &spec.matches) {
+        (Some(words), None) => {
+            compile_words(words, &format!("{key}.contains_any"), check).map(TextMatch::Words)
+        }
+        (None, Some(pattern)) => {
+            compile_regex(pattern, &format!("{key}.matches"), check).map(TextMatch::Regex)
+        }
+        (Some(_), Some(_)) => {
+            check.bad(
+                key,
+                "give contains_any or matches, not both (use any/all to combine)",
+            );
+            None
+        }
+        (None, None) => {
+            check.bad(
+                key,
+                "needs contains_any (a list of words) or matches (a regex)",
+            );
+            None
+        }
+    }
+}
+
+fn compile_header(spec: &HeaderSpec, key: &str, check: &mut Checker<'_>) -> Option<Condition> {
+    let name = spec.name.trim();
+    let name_ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_graphic() && c != ':');
+    if !name_ok {
+        check.bad(
+            &format!("{key}.name"),
+            "must be a header field name such as X-Priority (printable ASCII, no ':')",
+        );
+    }
+    let given = [
+        spec.contains_any.is_some(),
+        spec.matches.is_some(),
+        spec.present.is_some(),
+    ];
+    let test = match given.iter().filter(|g| **g).count() {
+        1 => {
+            if let Some(words) = &spec.contains_any {
+                compile_words(words, &format!("{key}.contains_any"), check)
+                    .map(|w| HeaderTest::Text(TextMatch::Words(w)))
+            } else if let Some(pattern) = &spec.matches {
+                compile_regex(pattern, &format!("{key}.matches"), check)
+                    .map(|r| HeaderTest::Text(TextMatch::Regex(r)))
+            } else {
+                spec.present.map(HeaderTest::Present)
+            }
+        }
+        0 => {
+            check.bad(key, "needs one of contains_any, matches or present");
+            None
+        }
+        _ => {
+            check.bad(key, "give only one of contains_any, matches or present");
+            None
+        }
+    };
+    let test = test?;
+    name_ok.then(|| Condition::Header {
+        name: name.to_string(),
+        test,
+    })
+}
+
+fn compile_domain(spec: &DomainSpec, key: &str, check: &mut Checker<'_>) -> Option<DomainMatch> {
+    match (&spec.within, &spec.matches) {
+        (Some(list), None) => {
+            let domains = domain_list(list, &format!("{key}.in"), check)?;
+            Some(DomainMatch::In(domains))
+        }
+        (None, Some(pattern)) => {
+            compile_regex(pattern, &format!("{key}.matches"), check).map(DomainMatch::Regex)
+        }
+        (Some(_), Some(_)) => {
+            check.bad(key, "give in or matches, not both");
+            None
+        }
+        (None, None) => {
+            check.bad(key, "needs in (a list of domains) or matches (a regex)");
+            None
+        }
+    }
+}
+
+/// Lower-cased, trimmed domains (a leading `@` or `.` dropped); refuses addresses and blanks.
+fn domain_list(list: &[String], key: &str, check: &mut Checker<'_>) -> Option<Vec<String>> {
+    if list.is_empty() {
+        check.bad(key, "needs at least one domain");
+        return None;
+    }
+    let mut domains = Vec::with_capacity(list.len());
+    let mut ok = true;
+    for item in list {
+        let domain = item
+            .trim()
+            .trim_start_matches(['@', '.'])
+            .trim_end_matches('.')
+            .to_lowercase();
+        if domain.is_empty() || domain.contains('@') || domain.contains(char::is_whitespace) {
+            check.bad(key, format!("{item:?} is not a domain"));
+            ok = false;
+        }
+        domains.push(domain);
+    }
+    ok.then_some(domains)
+}
+
+fn compile_attachment(
+    spec: &AttachmentSpec,
+    key: &str,
+    check: &mut Checker<'_>,
+) -> Option<AttachmentMatch> {
+    let mut ok = true;
+    let mut types = Vec::new();
+    if let Some(list) = &spec.types {
+        if list.is_empty() {
+            check.bad(
+                &format!("{key}.types"),
+                "is empty (leave it out to match any type)",
+            );
+            ok = false;
+        }
+        for t in list {
+            let t = t.trim().trim_start_matches('.').to_ascii_lowercase();
+            if t.is_empty() {
+                check.bad(&format!("{key}.types"), "has an empty type");
+                ok = false;
+            }
+            types.push(t);
+        }
+    }
+    for (name, value) in [("min_bytes", spec.min_bytes), ("max_bytes", spec.max_bytes)] {
+        if value.is_some_and(|v| v < 0) {
+            check.bad(&format!("{key}.{name}"), "must not be negative");
+            ok = false;
+        }
+    }
+    if let (Some(min), Some(max)) = (spec.min_bytes, spec.max_bytes)
+        && min > max
+    {
+        check.bad(
+            &format!("{key}.min_bytes"),
+            format!("{min} is above max_bytes ({max})"),
+        );
+        ok = false;
+    }
+    ok.then_some(AttachmentMatch {
+        types,
+        min_bytes: spec.min_bytes,
+        max_bytes: spec.max_bytes,
+        executable: spec.executable,
+    })
+}
+
+fn compile_auth(
+    spec: &AuthSpec,
+    key: &str,
+    check: &mut Checker<'_>,
+) -> Option<Vec<(AuthCheck, String)>> {
+    let mut checks = Vec::new();
+    let mut ok = true;
+    for (which, value) in [
+        (AuthCheck::Spf, &spec.spf),
+        (AuthCheck::Dkim, &spec.dkim),
+        (AuthCheck::Dmarc, &spec.dmarc),
+    ] {
+        let Some(value) = value else { continue };
+        let value = value.trim().to_ascii_lowercase();
+        if !AUTH_RESULTS.contains(&value.as_str()) {
+            check.bad(
+                &format!("{key}.{}", which.name()),
+                format!(
+                    "{value:?} is not a result (one of {})",
+                    AUTH_RESULTS.join(", ")
+                ),
+            );
+            ok = false;
+        }
+        checks.push((which, value));
+    }
+    if checks.is_empty() && ok {
+        check.bad(key, "needs at least one of spf, dkim, dmarc");
+        return None;
+    }
+    ok.then_some(checks)
+}
+
+fn compile_links(spec: &LinksSpec, key: &str, check: &mut Checker<'_>) -> Option<LinksMatch> {
+    match (spec.suspicious, &spec.hosts) {
+        (Some(want), None) => Some(LinksMatch::Suspicious(want)),
+        (None, Some(hosts)) => {
+            domain_list(hosts, &format!("{key}.hosts"), check).map(LinksMatch::Hosts)
+        }
+        (Some(_), Some(_)) => {
+            check.bad(key, "give suspicious or hosts, not both");
+            None
+        }
+        (None, None) => {
+            check.bad(
+                key,
+                "needs suspicious (true/false) or hosts (a list of domains)",
+            );
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<String> {
+        RuleSet::from_text(text, Format::Yaml)
+            .err()
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_default_rules_are_valid() {
+        let set = RuleSet::builtin().expect("the default rules are valid");
+        assert_eq!((set.qualified_at, set.nurture_below), (40, 15));
+        let ids: Vec<&str> = set.rules.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "subject-intent",
+                "sender-authenticated",
+                "target-account",
+                "document-attachment",
+                "spam-signals"
+            ]
+        );
+        assert_eq!(set.version.len(), 12);
+        assert!(set.version.chars().all(|c| c.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_with_rule_and_key() {
+        let text = r#"
+qualified_at: 10
+nurture_below: 20
+colour: blue
+rules:
+  - id: ok
+    points: 5
+    when: {subject: {contains_any: [demo]}}
+  - id: bad-regex
+    points: 5
+    when: {body: {matches: "(unclosed"}}
+  - id: ok
+    points: lots
+    when: {target_account: true}
+  - id: two-keys
+    points: 1
+    when: {subject: {contains_any: [a]}, body: {contains_any: [b]}}
+  - id: nested
+    points: 1
+    colour: red
+    when:
+      any:
+        - subjct: {contains_any: [a]}
+        - header: {name: "X-Bad:Name", present: true}
+        - auth: {spf: pas}
+        - attachment: {types: [pdf], min_bytes: 10, max_bytes: 5}
+        - links: {}
+  - points: 3
+    when: {recipient: {contains_any: [demo], matches: "^demo@"}}
+"#;
+        let all = problems(text);
+        let expect = [
+            "unknown key `colour`",
+            "key `nurture_below`: 20 is above qualified_at (10)",
+            "rule `bad-regex`: key `when.body.matches`: invalid regex \"(unclosed\"",
+            "rule `ok`: key `points`: invalid type: string \"lots\"",
+            "rule `two-keys`: key `when`: a condition has exactly one key",
+            "rule `nested`: key `colour`: unknown key",
+            "rule `nested`: key `when.any[0].subjct`: unknown condition",
+            "rules[5]: key `id`: is missing",
+            "rules[5]: key `when.recipient`: give contains_any or matches, not both",
+            "rule `ok`: key `id`: is used by more than one rule",
+            // The items of a tree that did parse are checked even when a sibling did not.
+            "rule `nested`: key `when.any[1].header.name`: must be a header field name",
+            "rule `nested`: key `when.any[2].auth.spf`: \"pas\" is not a result",
+            "rule `nested`: key `when.any[3].attachment.min_bytes`: 10 is above max_bytes (5)",
+            "rule `nested`: key `when.any[4].links`: needs suspicious",
+        ];
+        for e in expect {
+            assert!(
+                all.iter().any(|p| p.contains(e)),
+                "missing {e:?} in:\n{}",
+                all.join("\n")
+            );
+        }
+    }
+
+    #[test]
+    fn syntax_errors_and_empty_files_are_problems() {
+        assert!(problems("rules: [")[0].starts_with("not valid YAML"));
+        assert_eq!(problems(""), ["the file is empty"]);
+        assert_eq!(problems("rules: []"), ["key `rules`: there are no rules"]);
+        let toml = RuleSet::from_text("rules = [", Format::Toml)
+            .err()
+            .unwrap_or_default();
+        assert!(toml[0].starts_with("not valid TOML"), "{toml:?}");
+        assert!(Format::of_path(Path::new("rules.json")).is_err());
+        assert_eq!(Format::of_path(Path::new("r.YML")), Ok(Format::Yaml));
+    }
+
+    #[test]
+    fn yaml_and_toml_load_the_same_rules() {
+        let yaml = r#"
+# comments and layout do not change the version
+qualified_at: 30
+rules:
+  - id: intent
+    points: 20
+    description: Asks for a demo.
+    when:
+      subject: {contains_any: [demo, pricing]}
+  - id: spam
+    points: -30
+    when:
+      any:
+        - body: {matches: "(?i)act now"}
+        - links: {suspicious: true}
+  - id: ours
+    points: 5
+    when:
+      all:
+        - sender_domain: {in: [acme.io]}
+        - not: {header: {name: List-Id, present: true}}
+"#;
+        let toml = r#"
+qualified_at = 30
+
+[[rules]]
+id = "intent"
+points = 20
+description = "Asks for a demo."
+when = { subject = { contains_any = ["demo", "pricing"] } }
+
+[[rules]]
+id = "spam"
+points = -30
+[[rules.when.any]]
+body = { matches = "(?i)act now" }
+[[rules.when.any]]
+links = { suspicious = true }
+
+[[rules]]
+id = "ours"
+points = 5
+when = { all = [ { sender_domain = { in = ["acme.io"] } }, { not = { header = { name = "List-Id", present = true } } } ] }
+"#;
+        let a = RulesFile::parse(yaml, Format::Yaml).expect("yaml parses");
+        let b = RulesFile::parse(toml, Format::Toml).expect("toml parses");
+        assert_eq!(a, b);
+        assert!(a.validate().is_empty());
+        let (a, b) = (
+            RuleSet::from_text(yaml, Format::Yaml).expect("valid"),
+            RuleSet::from_text(toml, Format::Toml).expect("valid"),
+        );
+        assert_eq!(a.version, b.version);
+        assert_eq!(a.nurture_below, 15, "defaults filled in");
+        let changed = yaml.replace("points: 20", "points: 25");
+        let c = RuleSet::from_text(&changed, Format::Yaml).expect("valid");
+        assert_ne!(a.version, c.version, "a weight change is a new version");
+    }
+}
