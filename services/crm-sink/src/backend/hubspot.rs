@@ -1,0 +1,202 @@
+//! The HubSpot backend (CRM v3), on the shared [`HttpClient`] (retries, `Retry-After`, rate
+//! limit, concurrency cap, bearer token).
+//!
+//! Per message:
+//! 1. the contact is upserted by email: `POST /crm/v3/objects/contacts/batch/upsert` with
+//!    `idProperty: email` (HubSpot answers with the contact's id and whether it is `new`);
+//! 2. the email engagement is created: `POST /crm/v3/objects/emails` with `hs_timestamp`,
+//!    `hs_email_direction: INCOMING_EMAIL`, subject and text, the message id in a unique-value
+//!    email property (`hubspot_message_id_property`, default `mailstream_message_id`, created
+//!    once in the portal), and associations to the contact (type 198) and the deal (type 210).
+//!    A replay meets the unique property: HubSpot answers 409, and the existing email is read
+//!    back by that property (`GET /crm/v3/objects/emails/<message_id>?idProperty=...`).
+//!
+//! Deals are HubSpot's own (the id a deal address such as `deal-42@` names), so they are
+//! associated, not created. Attachment bytes are not uploaded to HubSpot's file manager by this
+//! backend: attachments are counted neither written nor failed.
+
+use std::time::Instant;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::rest::{Answer, Call, HttpClient, encode_segment};
+use super::{CrmBackend, WriteError, WritePlan, WriteReport, idempotency_key};
+
+/// HubSpot-defined association type ids (CRM v4 association types).
+pub const EMAIL_TO_CONTACT: u32 = 198;
+pub const EMAIL_TO_DEAL: u32 = 210;
+
+pub const CONTACTS_UPSERT: &str = "/crm/v3/objects/contacts/batch/upsert";
+pub const EMAILS: &str = "/crm/v3/objects/emails";
+
+/// HubSpot CRM v3.
+pub struct HubspotBackend {
+    pub http: HttpClient,
+    /// The unique-value email property that holds the message id.
+    pub message_id_property: String,
+}
+
+/// Splits a display name into HubSpot's first and last name (at the first space).
+pub fn split_name(name: Option<&str>) -> (Option<String>, Option<String>) {
+    match name.map(str::trim).filter(|n| !n.is_empty()) {
+        None => (None, None),
+        Some(n) => match n.split_once(char::is_whitespace) {
+            Some((first, last)) => (Some(first.to_string()), Some(last.trim().to_string())),
+            None => (Some(n.to_string()), None),
+        },
+    }
+}
+
+/// The batch-upsert body for one contact.
+pub fn contact_body(email: &str, name: Option<&str>) -> Value {
+    let (first, last) = split_name(name);
+    let mut properties = json!({"email": email});
+    if let Some(first) = first {
+        properties["firstname"] = json!(first);
+    }
+    if let Some(last) = last {
+        properties["lastname"] = json!(last);
+    }
+    json!({"inputs": [{"idProperty": "email", "id": email, "properties": properties}]})
+}
+
+/// The create body of the email engagement, with its associations.
+pub fn email_body(plan: &WritePlan, property: &str, contact_id: Option<&str>) -> Value {
+    let a = &plan.activity;
+    let mut properties = json!({
+        "hs_timestamp": plan.received_at.timestamp_millis().to_string(),
+        "hs_email_direction": "INCOMING_EMAIL",
+        "hs_email_subject": a.subject.clone().unwrap_or_default(),
+        "hs_email_text": a.text.clone().unwrap_or_default(),
+    });
+    properties[property] = json!(plan.message_id);
+    let association = |id: &str, type_id: u32| {
+        json!({"to": {"id": id}, "types": [
+            {"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": type_id}
+        ]})
+    };
+    let mut associations = Vec::new();
+    if let Some(id) = contact_id {
+        associations.push(association(id, EMAIL_TO_CONTACT));
+    }
+    if let Some(deal) = &plan.deal {
+        associations.push(association(&deal.deal_id, EMAIL_TO_DEAL));
+    }
+    json!({"properties": properties, "associations": associations})
+}
+
+impl HubspotBackend {
+    /// Reads back the email that holds `message_id` in the unique property.
+    async fn existing_email(
+        &self,
+        plan: &WritePlan,
+        deadline: Instant,
+    ) -> Result<(Answer, u32), WriteError> {
+        let call = Call {
+            op: "email-lookup",
+            method: Method::GET,
+            path: format!(
+                "{EMAILS}/{}?idProperty={}",
+                encode_segment(&plan.message_id),
+                encode_segment(&self.message_id_property)
+            ),
+            idempotency_key: None,
+            body: None,
+            accept_conflict: false,
+        };
+        Ok(self.http.call(&call, deadline).await?)
+    }
+}
+
+impl CrmBackend for HubspotBackend {
+    fn name(&self) -> &'static str {
+        "hubspot"
+    }
+
+    async fn write(
+        &mut self,
+        plan: &WritePlan,
+        deadline: Instant,
+    ) -> Result<WriteReport, WriteError> {
+        let mut report = WriteReport {
+            account_id: plan.account.as_ref().map(|a| a.account_id.clone()),
+            deal_id: plan.deal.as_ref().map(|d| d.deal_id.clone()),
+            ..WriteReport::default()
+        };
+        if let Some(k) = &plan.contact {
+            let body = contact_body(&k.email, k.name.as_deref());
+            let call = Call {
+                op: "contact-upsert",
+                method: Method::POST,
+                path: CONTACTS_UPSERT.into(),
+                idempotency_key: Some(idempotency_key(&plan.message_id, "contact")),
+                body: Some(&body),
+                accept_conflict: false,
+            };
+            let (answer, n) = self.http.call(&call, deadline).await?;
+            report.attempts += n;
+            let result = answer.body.get("results").and_then(|r| r.get(0));
+            let new = result.and_then(|r| r.get("new")) == Some(&Value::Bool(true));
+            report.changed |= new;
+            report.contact_created = k.create && new;
+            report.contact_id = Some(answer.id().ok_or_else(|| {
+                WriteError::Rejected(format!(
+                    "contact-upsert answered {} without an id",
+                    answer.status
+                ))
+            })?);
+        }
+        let body = email_body(
+            plan,
+            &self.message_id_property,
+            report.contact_id.as_deref(),
+        );
+        let call = Call {
+            op: "email-create",
+            method: Method::POST,
+            path: EMAILS.into(),
+            idempotency_key: Some(idempotency_key(&plan.message_id, "activity")),
+            body: Some(&body),
+            accept_conflict: true,
+        };
+        let (mut answer, n) = self.http.call(&call, deadline).await?;
+        report.attempts += n;
+        if answer.status == 409 {
+            let (existing, n) = self.existing_email(plan, deadline).await?;
+            report.attempts += n;
+            answer = Answer {
+                replayed: true,
+                ..existing
+            };
+        }
+        report.changed |= !answer.replayed;
+        report.activity_created = !answer.replayed;
+        report.activity_id = Some(answer.id().ok_or_else(|| {
+            WriteError::Rejected(format!(
+                "email-create answered {} without an id",
+                answer.status
+            ))
+        })?);
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_split_into_first_and_last() {
+        assert_eq!(
+            split_name(Some("Ali Gupta")),
+            (Some("Ali".into()), Some("Gupta".into()))
+        );
+        assert_eq!(split_name(Some(" Cher ")), (Some("Cher".into()), None));
+        assert_eq!(split_name(Some("  ")), (None, None));
+        let body = contact_body("ali@acme.io", Some("Ali van Dijk"));
+        assert_eq!(body["inputs"][0]["idProperty"], "email");
+        assert_eq!(body["inputs"][0]["id"], "ali@acme.io");
+        assert_eq!(body["inputs"][0]["properties"]["lastname"], "van Dijk");
+    }
+}

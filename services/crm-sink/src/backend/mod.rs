@@ -1,0 +1,404 @@
+//! What the sink writes, and the backends that write it.
+//!
+//! A [`WritePlan`] is derived from one `ScoredLead` by a pure function: the account, the contact
+//! (a known one, or a new one with a deterministic id), the deal, the email activity, its
+//! attachments and the lead. A [`CrmBackend`] writes a plan idempotently on `message_id` and
+//! returns only once the write is durable, so the runtime commits the input offset after it.
+//!
+//! | backend | module | idempotency |
+//! |---|---|---|
+//! | PostgreSQL (default, tested) | [`postgres`] | unique keys, `ON CONFLICT ... WHERE ... IS DISTINCT FROM` |
+//! | generic REST CRM | [`rest`] | `Idempotency-Key: <message_id>:<operation>` on every write |
+//! | HubSpot CRM v3 | [`hubspot`] | upsert by email; a unique message-id property on emails |
+
+pub mod hubspot;
+pub mod migrate;
+#[cfg(test)]
+mod plan_tests;
+pub mod postgres;
+pub mod rest;
+
+use std::future::Future;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use mailstream_runtime::ProcessError;
+use mailstream_runtime::records::{Disposition, ScoredLead};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::retry::CallError;
+
+/// Namespace of the deterministic ids of contacts the sink creates (UUIDv5 of `mailto:<email>`).
+pub const CONTACT_NAMESPACE: uuid::Uuid = uuid::Uuid::NAMESPACE_URL;
+
+/// The deterministic id of a contact created for `email`: a replay creates the same id.
+pub fn new_contact_id(email: &str) -> String {
+    let email = email.trim().to_lowercase();
+    uuid::Uuid::new_v5(&CONTACT_NAMESPACE, format!("mailto:{email}").as_bytes()).to_string()
+}
+
+/// `Idempotency-Key` of one write: `<message_id>:<operation>`, with bytes that may not appear in
+/// an HTTP header value (and `%`) percent-encoded.
+pub fn idempotency_key(message_id: &str, operation: &str) -> String {
+    let mut key = String::with_capacity(message_id.len() + operation.len() + 1);
+    for byte in format!("{message_id}:{operation}").bytes() {
+        if byte.is_ascii_graphic() && byte != b'%' {
+            key.push(byte as char);
+        } else {
+            key.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    key
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountPlan {
+    pub account_id: String,
+    pub name: Option<String>,
+    pub domain: Option<String>,
+    /// `None` when the record only carries the id (the row keeps what it has).
+    pub target_account: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContactPlan {
+    /// The known contact's id, or the deterministic id of a new one.
+    pub contact_id: String,
+    /// Lower-cased.
+    pub email: String,
+    pub name: Option<String>,
+    pub account_id: Option<String>,
+    /// The resolver proposed it (an unknown sender): the sink creates it.
+    pub create: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DealPlan {
+    pub deal_id: String,
+    pub account_id: Option<String>,
+    /// `recipient` or `thread`.
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActivityPlan {
+    pub subject: Option<String>,
+    pub sender_email: Option<String>,
+    pub sender_name: Option<String>,
+    /// Our addresses it was sent to.
+    pub recipients: Vec<String>,
+    /// The reply-stripped text, else the full text.
+    pub text: Option<String>,
+    pub thread_id: String,
+    pub thread_parent: Option<String>,
+    /// `{"spf": .., "dkim": .., "dmarc": ..}`.
+    pub auth: Value,
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttachmentPlan {
+    /// `""` when the part had none (so `(message_id, sha256, filename)` stays a usable key).
+    pub filename: String,
+    pub content_type: String,
+    pub size: i64,
+    pub sha256: String,
+    pub blob_uri: Option<String>,
+    pub inline: bool,
+    /// Short stable id of the part within its message (for idempotency keys and follow-ups).
+    pub part: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeadPlan {
+    pub lead_key: String,
+    pub sender_email: String,
+    pub sender_name: Option<String>,
+    pub subject: Option<String>,
+    pub score: i32,
+    pub status: String,
+    /// `[{"rule_id", "points", "evidence"}]`.
+    pub breakdown: Value,
+    pub rules_version: String,
+}
+
+/// Named ids of one operation, as a dry run logs them.
+pub type Ids<'a> = Vec<(&'static str, Option<&'a str>)>;
+
+/// Everything the sink writes for one message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WritePlan {
+    pub message_id: String,
+    pub received_at: DateTime<Utc>,
+    /// Position of the record in its input partition: the version of what it writes, so a replay
+    /// (same or older position) changes nothing.
+    pub source_offset: i64,
+    /// `qualified`, `review`, `nurture` or `excluded`.
+    pub status: String,
+    /// The sender was already a known contact when the email was resolved.
+    pub known_contact: bool,
+    pub account: Option<AccountPlan>,
+    pub contact: Option<ContactPlan>,
+    pub deal: Option<DealPlan>,
+    pub activity: ActivityPlan,
+    pub attachments: Vec<AttachmentPlan>,
+    pub lead: Option<LeadPlan>,
+}
+
+impl WritePlan {
+    /// Derives the plan from a scored lead read at `source_offset`.
+    pub fn from_scored(lead: &ScoredLead, source_offset: i64) -> Self {
+        let resolved = &lead.resolved;
+        let email = &resolved.email;
+        let sender_email = lead.sender_email.as_ref().map(|e| e.trim().to_lowercase());
+        let sender_name = email.from.as_ref().and_then(|a| a.name.clone());
+        let account = lead.account_id.as_ref().map(|id| {
+            match resolved.account.as_ref().filter(|a| &a.account_id == id) {
+                Some(a) => AccountPlan {
+                    account_id: id.clone(),
+                    name: a.name.clone(),
+                    domain: a.domain.clone(),
+                    target_account: Some(a.target_account),
+                },
+                None => AccountPlan {
+                    account_id: id.clone(),
+                    name: None,
+                    domain: None,
+                    target_account: None,
+                },
+            }
+        });
+        let contact = match (&lead.contact_id, &resolved.new_contact, &sender_email) {
+            (Some(id), _, Some(sender)) => Some(ContactPlan {
+                contact_id: id.clone(),
+                email: sender.clone(),
+                name: resolved
+                    .contact
+                    .as_ref()
+                    .and_then(|c| c.name.clone())
+                    .or_else(|| sender_name.clone()),
+                account_id: lead.account_id.clone(),
+                create: false,
+            }),
+            (None, Some(proposal), _) => {
+                let email = proposal.email.trim().to_lowercase();
+                Some(ContactPlan {
+                    contact_id: new_contact_id(&email),
+                    email,
+                    name: proposal.name.clone(),
+                    account_id: proposal.account_id.clone().or(lead.account_id.clone()),
+                    create: true,
+                })
+            }
+            _ => None,
+        };
+        let mut attachments: Vec<AttachmentPlan> = Vec::new();
+        for a in &email.attachments {
+            let filename = a.filename.clone().unwrap_or_default();
+            if attachments
+                .iter()
+                .any(|p| p.sha256 == a.sha256 && p.filename == filename)
+            {
+                continue;
+            }
+            let digest = Sha256::digest(format!("{}\0{filename}", a.sha256).as_bytes());
+            attachments.push(AttachmentPlan {
+                part: hex::encode(&digest[..8]),
+                filename,
+                content_type: a.content_type.clone(),
+                size: a.size,
+                sha256: a.sha256.clone(),
+                blob_uri: a.blob_uri.clone(),
+                inline: a.disposition == Disposition::Inline,
+            });
+        }
+        let breakdown = Value::Array(
+            lead.breakdown
+                .iter()
+                .map(|h| json!({"rule_id": h.rule_id, "points": h.points, "evidence": h.evidence}))
+                .collect(),
+        );
+        Self {
+            message_id: lead.message_id.clone(),
+            received_at: DateTime::from_timestamp_millis(lead.received_at).unwrap_or_default(),
+            source_offset,
+            status: lead.status.clone(),
+            known_contact: lead.contact_id.is_some(),
+            account,
+            deal: lead.deal_id.as_ref().map(|id| DealPlan {
+                deal_id: id.clone(),
+                account_id: lead.account_id.clone(),
+                source: resolved.deal_source.clone(),
+            }),
+            activity: ActivityPlan {
+                subject: lead.subject.clone(),
+                sender_email: sender_email.clone(),
+                sender_name: sender_name.clone(),
+                recipients: resolved.recipients.clone(),
+                text: email.stripped_text.clone().or_else(|| email.text.clone()),
+                thread_id: lead.thread_id.clone(),
+                thread_parent: resolved.thread_parent.clone(),
+                auth: json!({"spf": email.auth.spf, "dkim": email.auth.dkim, "dmarc": email.auth.dmarc}),
+                tags: lead.tags.clone(),
+            },
+            attachments,
+            lead: sender_email.map(|sender| LeadPlan {
+                lead_key: lead.lead_key.clone(),
+                sender_email: sender,
+                sender_name,
+                subject: lead.subject.clone(),
+                score: lead.score,
+                status: lead.status.clone(),
+                breakdown,
+                rules_version: lead.rules_version.clone(),
+            }),
+            contact,
+        }
+    }
+
+    /// The writes this plan makes, as (operation, ids) pairs with no personal data: what a dry
+    /// run logs.
+    pub fn operations(&self) -> Vec<(String, Ids<'_>)> {
+        let mut ops = Vec::new();
+        if let Some(a) = &self.account {
+            ops.push((
+                "upsert-account".into(),
+                vec![("account_id", Some(a.account_id.as_str()))],
+            ));
+        }
+        if let Some(c) = &self.contact {
+            let op = if c.create {
+                "create-contact"
+            } else {
+                "upsert-contact"
+            };
+            ops.push((op.into(), vec![("contact_id", Some(c.contact_id.as_str()))]));
+        }
+        if let Some(d) = &self.deal {
+            ops.push((
+                "upsert-deal".into(),
+                vec![("deal_id", Some(d.deal_id.as_str()))],
+            ));
+        }
+        let contact_id = self.contact.as_ref().map(|c| c.contact_id.as_str());
+        let deal_id = self.deal.as_ref().map(|d| d.deal_id.as_str());
+        ops.push((
+            "insert-activity".into(),
+            vec![("contact_id", contact_id), ("deal_id", deal_id)],
+        ));
+        for a in &self.attachments {
+            ops.push((
+                "insert-attachment".into(),
+                vec![("part", Some(a.part.as_str()))],
+            ));
+        }
+        if self.lead.is_some() {
+            ops.push((
+                "upsert-lead".into(),
+                vec![("status", Some(self.status.as_str()))],
+            ));
+        }
+        ops
+    }
+}
+
+/// What a backend wrote for one message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteReport {
+    /// Something changed (`written`); otherwise every part was already there (`unchanged`).
+    pub changed: bool,
+    /// The CRM's id of the contact.
+    pub contact_id: Option<String>,
+    /// The contact was created for this message (an unknown sender).
+    pub contact_created: bool,
+    pub account_id: Option<String>,
+    pub deal_id: Option<String>,
+    pub activity_id: Option<String>,
+    /// The activity was newly created by this write (not a replay).
+    pub activity_created: bool,
+    pub attachments_written: u32,
+    pub attachments_failed: u32,
+    pub follow_ups: Vec<String>,
+    /// Calls made, retries included.
+    pub attempts: u32,
+}
+
+/// Why a message could not be written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteError {
+    /// The CRM refused the record (non-retriable 4xx, a constraint): dead-letter it.
+    Rejected(String),
+    /// Retriable failures until the attempts ran out: dead-letter it.
+    Exhausted(String),
+    /// The CRM as a whole is unavailable: abort the batch and retry it later.
+    Unavailable(String),
+}
+
+impl From<CallError> for WriteError {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Rejected { reason } => Self::Rejected(reason),
+            CallError::Exhausted { attempts, reason } => {
+                Self::Exhausted(format!("gave up after {attempts} attempts: {reason}"))
+            }
+            CallError::Outage { reason } | CallError::Interrupted { reason } => {
+                Self::Unavailable(reason)
+            }
+        }
+    }
+}
+
+impl WriteError {
+    /// How the runtime should react.
+    pub fn into_process_error(self) -> ProcessError {
+        match self {
+            Self::Rejected(reason) => ProcessError::poison("crm-rejected", reason),
+            Self::Exhausted(reason) => ProcessError::poison("crm-retries-exhausted", reason),
+            Self::Unavailable(reason) => ProcessError::transient(reason),
+        }
+    }
+}
+
+/// A CRM the sink writes to. `write` returns once the write is durable, and writing the same
+/// plan again changes nothing.
+pub trait CrmBackend: Send + 'static {
+    /// `postgres`, `rest` or `hubspot` (the crm-result's `backend`).
+    fn name(&self) -> &'static str;
+
+    /// Writes `plan`; no retry waits past `deadline`.
+    fn write(
+        &mut self,
+        plan: &WritePlan,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<WriteReport, WriteError>> + Send;
+}
+
+/// The backend chosen by the `backend` setting.
+pub enum AnyBackend {
+    Postgres(postgres::PostgresBackend),
+    Rest(rest::RestBackend),
+    Hubspot(hubspot::HubspotBackend),
+}
+
+impl CrmBackend for AnyBackend {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Postgres(b) => b.name(),
+            Self::Rest(b) => b.name(),
+            Self::Hubspot(b) => b.name(),
+        }
+    }
+
+    async fn write(
+        &mut self,
+        plan: &WritePlan,
+        deadline: Instant,
+    ) -> Result<WriteReport, WriteError> {
+        match self {
+            Self::Postgres(b) => b.write(plan, deadline).await,
+            Self::Rest(b) => b.write(plan, deadline).await,
+            Self::Hubspot(b) => b.write(plan, deadline).await,
+        }
+    }
+}

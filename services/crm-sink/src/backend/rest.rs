@@ -1,0 +1,372 @@
+//! The generic REST CRM backend, and the HTTP client it shares with HubSpot.
+//!
+//! [`HttpClient`] makes one JSON call under the retry policy and the backend's limiter: bearer
+//! token (never logged), `Idempotency-Key: <message_id>:<operation>` on every write, a request
+//! timeout, and the status classified:
+//!
+//! | answer | treated as |
+//! |---|---|
+//! | 2xx | success; `Idempotent-Replayed: true` marks the server's replay of an earlier call |
+//! | 409 with an `id` (where the call accepts conflicts) | success: the object is already there |
+//! | 408, 425, 429, 5xx (but 501, 505), timeouts, resets | retried (honouring `Retry-After`) |
+//! | connection refused, 401 | an outage of the CRM: the batch is retried later |
+//! | other 4xx | the record is rejected: dead-lettered at once (`crm-rejected`) |
+//!
+//! [`RestBackend`] writes a plan as: contact upsert (by email), deal upsert, the email activity
+//! (with the lead's score, status and breakdown), then the attachments in parallel (up to
+//! `max_concurrency`). An attachment that fails after its retries is a follow-up in the result,
+//! not a failure of the message.
+
+use std::time::Instant;
+
+use chrono::{SecondsFormat, Utc};
+use futures::future::join_all;
+use reqwest::Method;
+use reqwest::header::{HeaderValue, RETRY_AFTER};
+use serde_json::{Value, json};
+
+use super::{CrmBackend, WriteError, WritePlan, WriteReport, idempotency_key};
+use crate::events::redact;
+use crate::retry::{CallError, Failure, FailureClass, Retrier, parse_retry_after};
+
+/// One HTTP call to make.
+#[derive(Debug, Clone)]
+pub struct Call<'a> {
+    /// Names the call in logs and metrics (`contact-upsert`, `activity-create`, ...).
+    pub op: &'a str,
+    pub method: Method,
+    /// Appended to the base URL; already percent-encoded.
+    pub path: String,
+    pub idempotency_key: Option<String>,
+    pub body: Option<&'a Value>,
+    /// A 409 answer means "already there" for this call (returned, not an error).
+    pub accept_conflict: bool,
+}
+
+/// A successful answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+    /// The server replayed an earlier call with the same idempotency key, or the object
+    /// already existed (409): nothing new was written.
+    pub replayed: bool,
+}
+
+impl Answer {
+    /// The `id` field (string or number) of the answer, or of `results[0]` (batch APIs).
+    pub fn id(&self) -> Option<String> {
+        let id = |v: &Value| match v.get("id") {
+            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        id(&self.body).or_else(|| self.body.get("results")?.get(0).and_then(id))
+    }
+}
+
+/// A JSON-over-HTTP client with retries, rate limit and concurrency cap.
+#[derive(Clone)]
+pub struct HttpClient {
+    client: reqwest::Client,
+    base_url: String,
+    token: Option<String>,
+    retrier: Retrier,
+}
+
+impl HttpClient {
+    pub fn new(base_url: String, token: Option<String>, retrier: Retrier) -> Result<Self, String> {
+        let client = reqwest::Client::builder()
+            .timeout(retrier.request_timeout)
+            .connect_timeout(retrier.request_timeout)
+            .user_agent("mailstream-crm-sink")
+            .build()
+            .map_err(|e| format!("building the HTTP client: {e}"))?;
+        Ok(Self {
+            client,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            token: token.filter(|t| !t.is_empty()),
+            retrier,
+        })
+    }
+
+    /// Makes `call`, retrying as the policy allows. Returns the answer and the attempts made.
+    pub async fn call(
+        &self,
+        call: &Call<'_>,
+        deadline: Instant,
+    ) -> Result<(Answer, u32), CallError> {
+        self.retrier
+            .run(call.op, deadline, || self.attempt(call))
+            .await
+    }
+
+    async fn attempt(&self, call: &Call<'_>) -> Result<Answer, Failure> {
+        let mut request = self.client.request(
+            call.method.clone(),
+            format!("{}{}", self.base_url, call.path),
+        );
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(key) = &call.idempotency_key
+            && let Ok(value) = HeaderValue::from_str(key)
+        {
+            request = request.header("Idempotency-Key", value);
+        }
+        if let Some(body) = call.body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(transport_failure)?;
+        let status = response.status().as_u16();
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let retry_after =
+            header(RETRY_AFTER.as_str()).and_then(|v| parse_retry_after(&v, Utc::now()));
+        let replayed =
+            header("idempotent-replayed").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let text = response.text().await.map_err(transport_failure)?;
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let reason = || format!("{} answered {status}: {}", call.op, redact(&text, 160));
+        match status {
+            200..=299 => Ok(Answer {
+                status,
+                body,
+                replayed,
+            }),
+            409 if call.accept_conflict => Ok(Answer {
+                status,
+                body,
+                replayed: true,
+            }),
+            401 => Err(Failure::Outage {
+                class: FailureClass::Client,
+                reason: format!("{} answered 401: the CRM refused the token", call.op),
+            }),
+            408 | 425 | 429 => Err(Failure::Retriable {
+                class: FailureClass::Client,
+                reason: reason(),
+                retry_after,
+            }),
+            500..=599 if status != 501 && status != 505 => Err(Failure::Retriable {
+                class: FailureClass::Server,
+                reason: reason(),
+                retry_after,
+            }),
+            _ => Err(Failure::Rejected {
+                class: if status >= 500 {
+                    FailureClass::Server
+                } else {
+                    FailureClass::Client
+                },
+                reason: reason(),
+            }),
+        }
+    }
+}
+
+fn transport_failure(e: reqwest::Error) -> Failure {
+    let reason = redact(&format!("{e}"), 200);
+    if e.is_timeout() {
+        Failure::Retriable {
+            class: FailureClass::Timeout,
+            reason,
+            retry_after: None,
+        }
+    } else {
+        Failure::Retriable {
+            class: FailureClass::Connection,
+            reason,
+            retry_after: None,
+        }
+    }
+}
+
+/// Percent-encodes `s` as one URL path segment (everything but RFC 3986 unreserved bytes).
+pub fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for byte in s.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Paths of the generic REST CRM's endpoints.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    pub contacts: String,
+    pub deals: String,
+    pub activities: String,
+    /// May hold `{activity_id}`.
+    pub attachments: String,
+}
+
+/// A generic REST CRM.
+pub struct RestBackend {
+    pub http: HttpClient,
+    pub endpoints: Endpoints,
+}
+
+/// A POST of `body` with the idempotency key of `message_id` and `key`.
+fn post<'a>(op: &'a str, path: &str, message_id: &str, key: &str, body: &'a Value) -> Call<'a> {
+    Call {
+        op,
+        method: Method::POST,
+        path: path.to_string(),
+        idempotency_key: Some(idempotency_key(message_id, key)),
+        body: Some(body),
+        accept_conflict: true,
+    }
+}
+
+/// The id in `answer`, or the record is rejected (a 2xx without an id breaks the contract).
+fn require_id(answer: &Answer, op: &str) -> Result<String, WriteError> {
+    answer.id().ok_or_else(|| {
+        WriteError::Rejected(format!("{op} answered {} without an id", answer.status))
+    })
+}
+
+impl CrmBackend for RestBackend {
+    fn name(&self) -> &'static str {
+        "rest"
+    }
+
+    async fn write(
+        &mut self,
+        plan: &WritePlan,
+        deadline: Instant,
+    ) -> Result<WriteReport, WriteError> {
+        let mut report = WriteReport::default();
+        let id = plan.message_id.as_str();
+        if let Some(k) = &plan.contact {
+            let body = json!({"email": k.email, "name": k.name, "account_id": k.account_id,
+                "external_id": k.contact_id, "create": k.create});
+            let (answer, n) = self
+                .http
+                .call(
+                    &post(
+                        "contact-upsert",
+                        &self.endpoints.contacts,
+                        id,
+                        "contact",
+                        &body,
+                    ),
+                    deadline,
+                )
+                .await?;
+            report.attempts += n;
+            report.changed |= !answer.replayed;
+            report.contact_id = Some(require_id(&answer, "contact-upsert")?);
+            report.contact_created = k.create
+                && (answer.status == 201 || answer.body.get("created") == Some(&Value::Bool(true)));
+        }
+        report.account_id = plan.account.as_ref().map(|a| a.account_id.clone());
+        if let Some(d) = &plan.deal {
+            let body = json!({"id": d.deal_id, "account_id": d.account_id,
+                "contact_id": report.contact_id, "source": d.source});
+            let (answer, n) = self
+                .http
+                .call(
+                    &post("deal-upsert", &self.endpoints.deals, id, "deal", &body),
+                    deadline,
+                )
+                .await?;
+            report.attempts += n;
+            report.changed |= !answer.replayed;
+            report.deal_id = Some(answer.id().unwrap_or_else(|| d.deal_id.clone()));
+        }
+        let a = &plan.activity;
+        let lead = plan.lead.as_ref().map(|l| {
+            json!({"lead_key": l.lead_key, "score": l.score, "status": l.status,
+                "breakdown": l.breakdown, "rules_version": l.rules_version})
+        });
+        let body = json!({
+            "message_id": plan.message_id, "type": "email", "direction": "inbound",
+            "received_at": plan.received_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            "subject": a.subject, "text": a.text, "sender_email": a.sender_email,
+            "sender_name": a.sender_name, "recipients": a.recipients, "thread_id": a.thread_id,
+            "thread_parent": a.thread_parent, "contact_id": report.contact_id,
+            "account_id": report.account_id, "deal_id": report.deal_id, "auth": a.auth,
+            "tags": a.tags, "status": plan.status, "lead": lead,
+        });
+        let (answer, n) = self
+            .http
+            .call(
+                &post(
+                    "activity-create",
+                    &self.endpoints.activities,
+                    id,
+                    "activity",
+                    &body,
+                ),
+                deadline,
+            )
+            .await?;
+        report.attempts += n;
+        report.changed |= !answer.replayed;
+        report.activity_created = !answer.replayed;
+        let activity_id = require_id(&answer, "activity-create")?;
+        let path = self
+            .endpoints
+            .attachments
+            .replace("{activity_id}", &encode_segment(&activity_id));
+        report.activity_id = Some(activity_id);
+        let bodies: Vec<(String, Value)> = plan
+            .attachments
+            .iter()
+            .map(|p| {
+                (
+                    p.part.clone(),
+                    json!({"filename": p.filename, "content_type": p.content_type,
+                    "size": p.size, "sha256": p.sha256, "url": p.blob_uri, "inline": p.inline}),
+                )
+            })
+            .collect();
+        let http = &self.http;
+        let calls = bodies.iter().map(|(part, body)| {
+            let call = post(
+                "attachment-create",
+                &path,
+                id,
+                &format!("attachment:{part}"),
+                body,
+            );
+            async move { (part, http.call(&call, deadline).await) }
+        });
+        for (part, result) in join_all(calls).await {
+            match result {
+                Ok((answer, n)) => {
+                    report.attempts += n;
+                    report.changed |= !answer.replayed;
+                    report.attachments_written += 1;
+                }
+                Err(CallError::Exhausted { attempts, reason }) => {
+                    report.attempts += attempts;
+                    report.attachments_failed += 1;
+                    report
+                        .follow_ups
+                        .push(format!("attachment {part}: {reason}"));
+                }
+                Err(CallError::Rejected { reason }) => {
+                    report.attempts += 1;
+                    report.attachments_failed += 1;
+                    report
+                        .follow_ups
+                        .push(format!("attachment {part}: {reason}"));
+                }
+                // The CRM went away or time ran out: try the whole message again later.
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Ok(report)
+    }
+}

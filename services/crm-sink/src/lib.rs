@@ -1,0 +1,304 @@
+//! The CRM sink: each `scored` record is written into the CRM, effectively once, and what was
+//! written goes to `crm-results` (keyed by message id, for audit); contacts it creates go back to
+//! the `contacts` table topic, so the resolver knows them from then on.
+//!
+//! Effectively once: the runtime processes a record inside an open Kafka transaction and commits
+//! the input offset with the outputs after `process` returns, and `process` returns only after
+//! the backend's write is durable. A crash in between replays the record, and every write is
+//! idempotent on `message_id` (see [`backend`]), so the replay changes nothing. Resetting the
+//! group to the earliest offset and running again changes no row.
+//!
+//! How a record ends:
+//!
+//! | case | outcome (crm-results) | runtime |
+//! |---|---|---|
+//! | written, something changed | `written` | committed |
+//! | a replay, everything was there | `unchanged` | committed |
+//! | excluded email (auto-reply, bounce, list) and `write_excluded` off | `skipped` | committed |
+//! | `dry_run` | `dry-run` (the writes are logged, none made) | committed |
+//! | CRM rejected it (non-retriable 4xx, a constraint) | none | dead-lettered, class `crm-rejected` |
+//! | retries ran out (429, 5xx, timeouts) | none | dead-lettered, class `crm-retries-exhausted` |
+//! | CRM unreachable, credentials refused, shutdown | none | batch aborted and retried later |
+//!
+//! Modules: [`settings`], [`backend`] (plan, trait, PostgreSQL, REST, HubSpot), [`retry`]
+//! (backoff, `Retry-After`, token bucket), [`events`] (metrics and logs).
+
+pub mod backend;
+pub mod events;
+pub mod retry;
+pub mod settings;
+
+use std::time::{Duration, Instant};
+
+use mailstream_runtime::records::{Contact, CrmResult, ScoredLead};
+use mailstream_runtime::{BuildContext, Incoming, Outputs, ProcessError, Processor, RuntimeError};
+
+use backend::hubspot::HubspotBackend;
+use backend::postgres::PostgresBackend;
+use backend::rest::{Endpoints, HttpClient, RestBackend};
+use backend::{AnyBackend, CrmBackend, WritePlan};
+use events::{MessageOutcome, SinkMetrics};
+use retry::{Limiter, Retrier};
+pub use settings::CrmSinkSettings;
+
+/// The audit topic.
+pub const RESULTS: &str = "crm-results";
+/// The contacts table topic (compacted, keyed by lower-cased email).
+pub const CONTACTS: &str = "contacts";
+
+/// The CRM sink processor.
+pub struct CrmSink {
+    /// `None` in a dry run: nothing is connected, nothing written.
+    backend: Option<AnyBackend>,
+    backend_name: &'static str,
+    write_excluded: bool,
+    metrics: SinkMetrics,
+    /// How long a record's calls may run after its transaction opened.
+    budget: Duration,
+    /// When the first record of the open transaction was taken up.
+    batch_started: Option<Instant>,
+    /// Per-message outcomes of the open transaction, counted when it commits.
+    pending: Vec<MessageOutcome>,
+}
+
+/// Builds the sink: validates the settings against the runtime's, registers the metrics,
+/// connects the backend (PostgreSQL: and applies the migrations). Nothing is connected in a dry
+/// run.
+pub async fn build(ctx: BuildContext, settings: CrmSinkSettings) -> Result<CrmSink, RuntimeError> {
+    let problems = settings.validate(&ctx.config);
+    if !problems.is_empty() {
+        return Err(RuntimeError::Config(problems));
+    }
+    let metrics = SinkMetrics::new(&ctx.metrics.registry)
+        .map_err(|e| RuntimeError::Processor(format!("registering the CRM sink's metrics: {e}")))?;
+    let retrier = Retrier {
+        policy: settings.retry_policy(),
+        limiter: Limiter::new(settings.rate(), settings.burst(), settings.max_concurrency),
+        request_timeout: settings.request_timeout(),
+        metrics: metrics.clone(),
+        shutdown: ctx.shutdown.clone(),
+    };
+    let backend_name = match settings.backend.as_str() {
+        "rest" => "rest",
+        "hubspot" => "hubspot",
+        _ => "postgres",
+    };
+    let backend = if settings.dry_run {
+        tracing::info!(
+            backend = backend_name,
+            "dry run: writes are logged, none made"
+        );
+        None
+    } else {
+        Some(connect(&settings, retrier).await?)
+    };
+    Ok(CrmSink {
+        backend,
+        backend_name,
+        write_excluded: settings.write_excluded,
+        metrics,
+        budget: Duration::from_millis(
+            ctx.config
+                .transaction_timeout_ms
+                .saturating_sub(settings::COMMIT_MARGIN_MS),
+        ),
+        batch_started: None,
+        pending: Vec::new(),
+    })
+}
+
+async fn connect(settings: &CrmSinkSettings, retrier: Retrier) -> Result<AnyBackend, RuntimeError> {
+    let http = |retrier| {
+        HttpClient::new(
+            settings.http_base_url().unwrap_or_default(),
+            settings.token.clone(),
+            retrier,
+        )
+        .map_err(RuntimeError::Processor)
+    };
+    Ok(match settings.backend.as_str() {
+        "rest" => AnyBackend::Rest(RestBackend {
+            http: http(retrier)?,
+            endpoints: Endpoints {
+                contacts: settings.contacts_path.clone(),
+                deals: settings.deals_path.clone(),
+                activities: settings.activities_path.clone(),
+                attachments: settings.attachments_path.clone(),
+            },
+        }),
+        "hubspot" => AnyBackend::Hubspot(HubspotBackend {
+            http: http(retrier)?,
+            message_id_property: settings.hubspot_message_id_property.clone(),
+        }),
+        _ => {
+            let url = settings.database_url.clone().unwrap_or_default();
+            let (backend, applied) = PostgresBackend::start(url, settings.schema.clone(), retrier)
+                .await
+                .map_err(|e| {
+                    RuntimeError::Processor(format!(
+                        "PostgreSQL ({}, schema {}): {e}",
+                        settings::key("database_url"),
+                        settings.schema
+                    ))
+                })?;
+            tracing::info!(schema = %settings.schema, migrations_applied = ?applied, "PostgreSQL CRM ready");
+            AnyBackend::Postgres(backend)
+        }
+    })
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+impl CrmSink {
+    fn result(&self, lead: &ScoredLead, outcome: &str) -> CrmResult {
+        CrmResult {
+            message_id: lead.message_id.clone(),
+            backend: self.backend_name.into(),
+            outcome: outcome.into(),
+            attempts: 0,
+            written_at: lead.received_at,
+            ..CrmResult::default()
+        }
+    }
+
+    fn skip(&mut self, lead: &ScoredLead, out: &mut Outputs) -> Result<(), ProcessError> {
+        events::skipped(&lead.message_id, &lead.status);
+        self.pending.push(MessageOutcome {
+            outcome: "skipped",
+            latency: None,
+            known_contact: None,
+            attachments_ok: 0,
+            attachments_failed: 0,
+        });
+        out.send(
+            RESULTS,
+            lead.message_id.clone(),
+            self.result(lead, "skipped"),
+        )
+    }
+
+    fn dry_run(
+        &mut self,
+        lead: &ScoredLead,
+        plan: &WritePlan,
+        out: &mut Outputs,
+    ) -> Result<(), ProcessError> {
+        for (op, ids) in plan.operations() {
+            events::would_write(&op, &plan.message_id, &ids);
+        }
+        self.pending.push(MessageOutcome {
+            outcome: "dry-run",
+            latency: None,
+            known_contact: None,
+            attachments_ok: 0,
+            attachments_failed: 0,
+        });
+        let result = CrmResult {
+            contact_id: plan.contact.as_ref().map(|c| c.contact_id.clone()),
+            contact_created: plan.contact.as_ref().is_some_and(|c| c.create),
+            account_id: plan.account.as_ref().map(|a| a.account_id.clone()),
+            deal_id: plan.deal.as_ref().map(|d| d.deal_id.clone()),
+            ..self.result(lead, "dry-run")
+        };
+        out.send(RESULTS, lead.message_id.clone(), result)
+    }
+}
+
+impl Processor for CrmSink {
+    type Input = ScoredLead;
+    const NAME: &'static str = settings::SECTION;
+
+    async fn process(
+        &mut self,
+        record: Incoming<ScoredLead>,
+        out: &mut Outputs,
+    ) -> Result<(), ProcessError> {
+        let started = *self.batch_started.get_or_insert_with(Instant::now);
+        let deadline = started + self.budget;
+        let lead = record.value;
+        if lead.status == "excluded" && !self.write_excluded {
+            return self.skip(&lead, out);
+        }
+        let plan = WritePlan::from_scored(&lead, record.meta.offset);
+        let Some(backend) = self.backend.as_mut() else {
+            return self.dry_run(&lead, &plan, out);
+        };
+        let report = match backend.write(&plan, deadline).await {
+            Ok(report) => report,
+            Err(error) => {
+                let error = error.into_process_error();
+                if matches!(error, ProcessError::Poison { .. }) {
+                    self.pending.push(MessageOutcome {
+                        outcome: "dead-lettered",
+                        latency: None,
+                        known_contact: None,
+                        attachments_ok: 0,
+                        attachments_failed: 0,
+                    });
+                }
+                return Err(error);
+            }
+        };
+        if report.activity_created {
+            events::activity_created(&self.metrics, self.backend_name, &plan.message_id);
+        }
+        for follow_up in &report.follow_ups {
+            events::follow_up_recorded(self.backend_name, &plan.message_id, follow_up);
+        }
+        let outcome = if report.changed {
+            "written"
+        } else {
+            "unchanged"
+        };
+        let latency_ms = now_ms().saturating_sub(lead.received_at).max(0) as u64;
+        self.pending.push(MessageOutcome {
+            outcome,
+            latency: Some(Duration::from_millis(latency_ms)),
+            known_contact: Some(plan.known_contact),
+            attachments_ok: report.attachments_written,
+            attachments_failed: report.attachments_failed,
+        });
+        if let (Some(contact), Some(contact_id)) = (&plan.contact, &report.contact_id)
+            && contact.create
+        {
+            let fed_back = Contact {
+                email: contact.email.clone(),
+                contact_id: contact_id.clone(),
+                name: contact.name.clone(),
+                account_id: contact.account_id.clone(),
+                updated_at: lead.received_at,
+            };
+            out.send(CONTACTS, contact.email.clone(), fed_back)?;
+        }
+        let result = CrmResult {
+            contact_id: report.contact_id,
+            contact_created: report.contact_created,
+            account_id: report.account_id,
+            deal_id: report.deal_id,
+            activity_id: report.activity_id,
+            attachments_written: report.attachments_written as i32,
+            attachments_failed: report.attachments_failed as i32,
+            follow_ups: report.follow_ups,
+            attempts: report.attempts as i32,
+            ..self.result(&lead, outcome)
+        };
+        out.send(RESULTS, lead.message_id.clone(), result)
+    }
+
+    fn on_commit(&mut self) {
+        self.batch_started = None;
+        for outcome in self.pending.drain(..) {
+            events::message_committed(&self.metrics, &outcome);
+        }
+    }
+
+    fn on_abort(&mut self) {
+        self.batch_started = None;
+        self.pending.clear();
+    }
+}

@@ -1,0 +1,462 @@
+//! The CRM sink's settings: file table `[crm-sink]`, environment `MAILSTREAM_CRM_SINK_<KEY>`.
+//! Every problem is reported at once with its key ([`CrmSinkSettings::validate`]).
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `backend` | `postgres` | `postgres`, `rest` or `hubspot` |
+//! | `database_url` | (required for postgres) | `postgres://user:pass@host:port/db`; never logged |
+//! | `schema` | `crm` | PostgreSQL schema of the CRM tables (created, migrated at start) |
+//! | `base_url` | (required for rest; hubspot: `https://api.hubapi.com`) | the CRM API's base URL |
+//! | `token` | none | bearer token of the CRM API; never logged |
+//! | `contacts_path` | `/contacts` | REST: contact upsert (by email) |
+//! | `deals_path` | `/deals` | REST: deal upsert (by id) |
+//! | `activities_path` | `/activities` | REST: email activity create |
+//! | `attachments_path` | `/activities/{activity_id}/attachments` | REST: attachment create |
+//! | `hubspot_message_id_property` | `mailstream_message_id` | HubSpot: unique-value email property holding the message id |
+//! | `max_attempts` | 6 | attempts per CRM call, the first included |
+//! | `backoff_base_ms`, `backoff_max_ms` | 100, 2000 | full-jitter exponential backoff between attempts |
+//! | `retry_after_max_ms` | 3000 | longest `Retry-After` honoured |
+//! | `request_timeout_ms` | 2000 | per HTTP request; PostgreSQL statement and connect timeout |
+//! | `rate_limit_per_sec` | postgres 0 (none), rest 20, hubspot 10 | token-bucket rate of CRM calls |
+//! | `rate_limit_burst` | the rate (at least 1) | token-bucket size |
+//! | `max_concurrency` | 4 | CRM calls in flight at once (attachments go in parallel) |
+//! | `dry_run` | false | log the writes it would make, make none |
+//! | `write_excluded` | false | also write excluded emails (auto-replies, bounces, list mail) |
+//!
+//! One call's worst case (`max_attempts` × `request_timeout_ms` + (`max_attempts` − 1) × the
+//! longer of `backoff_max_ms` and `retry_after_max_ms`) must stay under the runtime's
+//! `transaction_timeout_ms`: a record is processed inside an open Kafka transaction.
+
+use std::time::Duration;
+
+use mailstream_runtime::RuntimeConfig;
+use mailstream_runtime::config::env_name;
+use mailstream_runtime::config::lenient;
+use serde::Deserialize;
+
+use crate::retry::RetryPolicy;
+
+/// The processor's name and config section.
+pub const SECTION: &str = "crm-sink";
+
+/// Time kept free at the end of a Kafka transaction for sending offsets and committing.
+pub const COMMIT_MARGIN_MS: u64 = 2_000;
+
+/// Settings of `mailstream run crm-sink`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrmSinkSettings {
+    #[serde(default = "defaults::backend", deserialize_with = "lenient::string")]
+    pub backend: String,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub database_url: Option<String>,
+    #[serde(default = "defaults::schema", deserialize_with = "lenient::string")]
+    pub schema: String,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub base_url: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub token: Option<String>,
+    #[serde(
+        default = "defaults::contacts_path",
+        deserialize_with = "lenient::string"
+    )]
+    pub contacts_path: String,
+    #[serde(default = "defaults::deals_path", deserialize_with = "lenient::string")]
+    pub deals_path: String,
+    #[serde(
+        default = "defaults::activities_path",
+        deserialize_with = "lenient::string"
+    )]
+    pub activities_path: String,
+    #[serde(
+        default = "defaults::attachments_path",
+        deserialize_with = "lenient::string"
+    )]
+    pub attachments_path: String,
+    #[serde(
+        default = "defaults::hubspot_property",
+        deserialize_with = "lenient::string"
+    )]
+    pub hubspot_message_id_property: String,
+    #[serde(default = "defaults::max_attempts")]
+    pub max_attempts: u32,
+    #[serde(default = "defaults::backoff_base_ms")]
+    pub backoff_base_ms: u64,
+    #[serde(default = "defaults::backoff_max_ms")]
+    pub backoff_max_ms: u64,
+    #[serde(default = "defaults::retry_after_max_ms")]
+    pub retry_after_max_ms: u64,
+    #[serde(default = "defaults::request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    #[serde(default)]
+    pub rate_limit_per_sec: Option<f64>,
+    #[serde(default)]
+    pub rate_limit_burst: Option<u32>,
+    #[serde(default = "defaults::max_concurrency")]
+    pub max_concurrency: u32,
+    #[serde(default)]
+    pub dry_run: bool,
+    #[serde(default)]
+    pub write_excluded: bool,
+}
+
+mod defaults {
+    pub fn backend() -> String {
+        "postgres".into()
+    }
+    pub fn schema() -> String {
+        "crm".into()
+    }
+    pub fn contacts_path() -> String {
+        "/contacts".into()
+    }
+    pub fn deals_path() -> String {
+        "/deals".into()
+    }
+    pub fn activities_path() -> String {
+        "/activities".into()
+    }
+    pub fn attachments_path() -> String {
+        "/activities/{activity_id}/attachments".into()
+    }
+    pub fn hubspot_property() -> String {
+        "mailstream_message_id".into()
+    }
+    pub fn max_attempts() -> u32 {
+        6
+    }
+    pub fn backoff_base_ms() -> u64 {
+        100
+    }
+    pub fn backoff_max_ms() -> u64 {
+        2_000
+    }
+    pub fn retry_after_max_ms() -> u64 {
+        3_000
+    }
+    pub fn request_timeout_ms() -> u64 {
+        2_000
+    }
+    pub fn max_concurrency() -> u32 {
+        4
+    }
+}
+
+impl std::fmt::Debug for CrmSinkSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CrmSinkSettings")
+            .field("backend", &self.backend)
+            .field(
+                "database_url",
+                &self.database_url.as_ref().map(|_| "<redacted>"),
+            )
+            .field("schema", &self.schema)
+            .field("base_url", &self.base_url)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("retry", &self.retry_policy())
+            .field("dry_run", &self.dry_run)
+            .field("write_excluded", &self.write_excluded)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `key `crm-sink.<name>` (env MAILSTREAM_CRM_SINK_<NAME>)`.
+pub fn key(name: &str) -> String {
+    format!(
+        "key `{SECTION}.{name}` (env {})",
+        env_name(Some(SECTION), name)
+    )
+}
+
+impl CrmSinkSettings {
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.max_attempts.max(1),
+            base: Duration::from_millis(self.backoff_base_ms),
+            cap: Duration::from_millis(self.backoff_max_ms),
+            retry_after_max: Duration::from_millis(self.retry_after_max_ms),
+        }
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// The token-bucket rate: the setting, else the backend's default (0 = no limit).
+    pub fn rate(&self) -> f64 {
+        self.rate_limit_per_sec
+            .unwrap_or(match self.backend.as_str() {
+                "rest" => 20.0,
+                "hubspot" => 10.0,
+                _ => 0.0,
+            })
+    }
+
+    pub fn burst(&self) -> u32 {
+        self.rate_limit_burst
+            .unwrap_or_else(|| self.rate().ceil().clamp(1.0, f64::from(u32::MAX)) as u32)
+    }
+
+    /// The base URL of the HTTP backends (HubSpot's public API unless set).
+    pub fn http_base_url(&self) -> Option<String> {
+        match (&self.base_url, self.backend.as_str()) {
+            (Some(url), _) if !url.trim().is_empty() => Some(url.trim_end_matches('/').to_string()),
+            (_, "hubspot") => Some("https://api.hubapi.com".into()),
+            _ => None,
+        }
+    }
+
+    /// How long one record's CRM calls may run inside a Kafka transaction: the transaction
+    /// timeout, less the time the batch may already be open before the record starts
+    /// (`batch_max_ms`) and [`COMMIT_MARGIN_MS`] for the commit.
+    pub fn call_budget_ms(runtime: &RuntimeConfig) -> u64 {
+        runtime
+            .transaction_timeout_ms
+            .saturating_sub(runtime.batch_max_ms)
+            .saturating_sub(COMMIT_MARGIN_MS)
+    }
+
+    /// Every problem, each naming its key, given the runtime's settings.
+    pub fn validate(&self, runtime: &RuntimeConfig) -> Vec<String> {
+        let budget = Self::call_budget_ms(runtime);
+        let mut errors = Vec::new();
+        let mut bad = |name: &str, what: String| errors.push(format!("{}: {what}", key(name)));
+        match self.backend.as_str() {
+            "postgres" => {
+                let url = self.database_url.as_deref().unwrap_or_default().trim();
+                if url.is_empty() {
+                    bad(
+                        "database_url",
+                        "is required for the postgres backend, e.g. postgres://user@host:5432/db"
+                            .into(),
+                    );
+                } else if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    bad("database_url", "expected a postgres:// URL".into());
+                }
+                let ok = !self.schema.is_empty()
+                    && self.schema.len() <= 63
+                    && self
+                        .schema
+                        .starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+                    && self
+                        .schema
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+                if !ok {
+                    bad(
+                        "schema",
+                        format!(
+                            "expected a lower-case SQL identifier ([a-z_][a-z0-9_]*, at most 63), got `{}`",
+                            self.schema
+                        ),
+                    );
+                }
+            }
+            "rest" | "hubspot" => match self.http_base_url() {
+                None => bad(
+                    "base_url",
+                    "is required for the rest backend, e.g. https://crm.example.com/api/v1".into(),
+                ),
+                Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => bad(
+                    "base_url",
+                    format!("expected an http:// or https:// URL, got `{url}`"),
+                ),
+                Some(_) => {}
+            },
+            other => bad(
+                "backend",
+                format!("expected `postgres`, `rest` or `hubspot`, got `{other}`"),
+            ),
+        }
+        for (name, path) in [
+            ("contacts_path", &self.contacts_path),
+            ("deals_path", &self.deals_path),
+            ("activities_path", &self.activities_path),
+            ("attachments_path", &self.attachments_path),
+        ] {
+            if !path.starts_with('/') {
+                bad(
+                    name,
+                    format!("expected a path starting with `/`, got `{path}`"),
+                );
+            }
+        }
+        if self.max_attempts == 0 {
+            bad("max_attempts", "must be at least 1".into());
+        }
+        if self.backoff_base_ms == 0 {
+            bad("backoff_base_ms", "must be at least 1".into());
+        }
+        if self.backoff_max_ms < self.backoff_base_ms {
+            bad(
+                "backoff_max_ms",
+                format!(
+                    "must be at least backoff_base_ms ({})",
+                    self.backoff_base_ms
+                ),
+            );
+        }
+        if self.request_timeout_ms == 0 {
+            bad("request_timeout_ms", "must be at least 1".into());
+        }
+        if self
+            .rate_limit_per_sec
+            .is_some_and(|r| !r.is_finite() || r < 0.0)
+        {
+            bad("rate_limit_per_sec", "must be 0 (no limit) or more".into());
+        }
+        if self.rate_limit_burst == Some(0) {
+            bad("rate_limit_burst", "must be at least 1".into());
+        }
+        if self.max_concurrency == 0 {
+            bad("max_concurrency", "must be at least 1".into());
+        }
+        let worst = self.retry_policy().worst_case(self.request_timeout());
+        if self.max_attempts > 0 && worst.as_millis() > u128::from(budget) {
+            bad(
+                "max_attempts",
+                format!(
+                    "one CRM call may take up to {} ms (max_attempts × request_timeout_ms + \
+                     (max_attempts − 1) × max(backoff_max_ms, retry_after_max_ms)), more than the \
+                     {budget} ms a record has inside a Kafka transaction (key \
+                     `transaction_timeout_ms` (env {}) = {} less batch_max_ms {} and {COMMIT_MARGIN_MS} \
+                     ms for the commit): lower the retries or raise the transaction timeout",
+                    worst.as_millis(),
+                    env_name(None, "transaction_timeout_ms"),
+                    runtime.transaction_timeout_ms,
+                    runtime.batch_max_ms,
+                ),
+            );
+        }
+        errors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mailstream_runtime::ConfigSource;
+    use mailstream_runtime::config::load;
+
+    use super::*;
+
+    fn base() -> ConfigSource {
+        ConfigSource::default()
+            .with_env("MAILSTREAM_BOOTSTRAP_SERVERS", "k:9092")
+            .with_env("MAILSTREAM_SCHEMA_REGISTRY_URL", "http://r:8081")
+    }
+
+    #[test]
+    fn env_keys_map_through_the_dashed_section_name() {
+        let (rt, s) = load::<CrmSinkSettings>(
+            SECTION,
+            &base()
+                .with_env("MAILSTREAM_CRM_SINK_DATABASE_URL", "postgres://u@h:5433/d")
+                .with_env("MAILSTREAM_CRM_SINK_TOKEN", "12345")
+                .with_env("MAILSTREAM_CRM_SINK_MAX_ATTEMPTS", "3")
+                .with_env("MAILSTREAM_CRM_SINK_RATE_LIMIT_PER_SEC", "5")
+                .with_env("MAILSTREAM_CRM_SINK_DRY_RUN", "true"),
+        )
+        .expect("valid");
+        assert_eq!(s.backend, "postgres");
+        assert_eq!(s.schema, "crm");
+        assert_eq!(
+            s.token.as_deref(),
+            Some("12345"),
+            "a numeric-looking token stays a string"
+        );
+        assert_eq!(s.max_attempts, 3);
+        assert_eq!(s.rate(), 5.0);
+        assert_eq!(s.burst(), 5);
+        assert!(s.dry_run && !s.write_excluded);
+        assert!(s.validate(&rt).is_empty(), "{:?}", s.validate(&rt));
+        let debug = format!("{s:?}");
+        assert!(
+            !debug.contains("12345") && !debug.contains("u@h"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn defaults_fit_the_default_transaction_timeout() {
+        let (rt, s) = load::<CrmSinkSettings>(
+            SECTION,
+            &base().with_env("MAILSTREAM_CRM_SINK_DATABASE_URL", "postgres://u@h/d"),
+        )
+        .expect("valid");
+        assert!(s.validate(&rt).is_empty(), "{:?}", s.validate(&rt));
+        assert_eq!(s.rate(), 0.0, "postgres is not rate-limited by default");
+    }
+
+    #[test]
+    fn every_problem_names_its_key() {
+        let (rt, s) = load::<CrmSinkSettings>(
+            SECTION,
+            &base()
+                .with_env("MAILSTREAM_CRM_SINK_SCHEMA", "Bad-Schema")
+                .with_env("MAILSTREAM_CRM_SINK_BACKOFF_BASE_MS", "500")
+                .with_env("MAILSTREAM_CRM_SINK_BACKOFF_MAX_MS", "100")
+                .with_env("MAILSTREAM_CRM_SINK_MAX_CONCURRENCY", "0")
+                .with_env("MAILSTREAM_CRM_SINK_ACTIVITIES_PATH", "activities"),
+        )
+        .expect("loads");
+        let text = s.validate(&rt).join("\n");
+        for needle in [
+            "MAILSTREAM_CRM_SINK_DATABASE_URL",
+            "MAILSTREAM_CRM_SINK_SCHEMA",
+            "MAILSTREAM_CRM_SINK_BACKOFF_MAX_MS",
+            "MAILSTREAM_CRM_SINK_MAX_CONCURRENCY",
+            "MAILSTREAM_CRM_SINK_ACTIVITIES_PATH",
+        ] {
+            assert!(text.contains(needle), "`{needle}` missing from: {text}");
+        }
+        let (_, rest) = load::<CrmSinkSettings>(
+            SECTION,
+            &base().with_env("MAILSTREAM_CRM_SINK_BACKEND", "rest"),
+        )
+        .expect("loads");
+        assert!(
+            rest.validate(&rt)
+                .join("\n")
+                .contains("MAILSTREAM_CRM_SINK_BASE_URL")
+        );
+        let (_, hubspot) = load::<CrmSinkSettings>(
+            SECTION,
+            &base().with_env("MAILSTREAM_CRM_SINK_BACKEND", "hubspot"),
+        )
+        .expect("loads");
+        assert!(
+            hubspot.validate(&rt).is_empty(),
+            "HubSpot has a default base URL"
+        );
+        assert_eq!(hubspot.rate(), 10.0);
+    }
+
+    #[test]
+    fn retries_that_outlive_the_transaction_name_both_keys() {
+        let (mut rt, s) = load::<CrmSinkSettings>(
+            SECTION,
+            &base()
+                .with_env("MAILSTREAM_CRM_SINK_DATABASE_URL", "postgres://u@h/d")
+                .with_env("MAILSTREAM_CRM_SINK_MAX_ATTEMPTS", "20"),
+        )
+        .expect("loads");
+        let text = s.validate(&rt).join("\n");
+        assert!(text.contains("MAILSTREAM_CRM_SINK_MAX_ATTEMPTS"), "{text}");
+        assert!(text.contains("MAILSTREAM_TRANSACTION_TIMEOUT_MS"), "{text}");
+        rt.transaction_timeout_ms = 600_000;
+        assert!(s.validate(&rt).is_empty());
+    }
+
+    #[test]
+    fn unknown_and_mistyped_keys_are_refused() {
+        let err = load::<CrmSinkSettings>(
+            SECTION,
+            &base().with_env("MAILSTREAM_CRM_SINK_MAX_ATTEMPTS", "many"),
+        )
+        .expect_err("mistyped");
+        assert!(
+            err.to_string().contains("MAILSTREAM_CRM_SINK_MAX_ATTEMPTS"),
+            "{err}"
+        );
+    }
+}
