@@ -4,6 +4,7 @@
 mod parse_cmd;
 mod registry;
 mod run;
+mod tables_cmd;
 mod tail_cmd;
 mod topology_cmd;
 
@@ -37,6 +38,11 @@ enum Command {
     Topology {
         #[command(subcommand)]
         command: topology_cmd::TopologyCommand,
+    },
+    /// Seed the contacts and accounts table topics from CRM exports.
+    Tables {
+        #[command(subcommand)]
+        command: tables_cmd::TablesCommand,
     },
     /// Print a topic's records decoded from Avro as JSON lines.
     Tail(tail_cmd::TailArgs),
@@ -81,6 +87,7 @@ async fn main() -> ExitCode {
         Command::Backfill { paths, format } => backfill(paths, &format, source).await,
         Command::Parse(args) => parse_cmd::execute(args).await,
         Command::Tail(args) => tail_cmd::execute(args, source).await,
+        Command::Tables { command } => tables_cmd::execute(command, source).await,
     };
     match result {
         Ok(code) => code,

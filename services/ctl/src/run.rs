@@ -18,8 +18,9 @@ pub async fn run(processor: &str, source: ConfigSource) -> anyhow::Result<ExitCo
             })
             .await?
         }
+        "resolver" => serve(source, mailstream_resolver::build).await?,
         other => bail!(
-            "unknown processor `{other}`; this build runs: ingest, parser, passthrough (see `mailstream topology check`)"
+            "unknown processor `{other}`; this build runs: ingest, parser, resolver, passthrough (see `mailstream topology check`)"
         ),
     }
     Ok(ExitCode::SUCCESS)

@@ -23,6 +23,9 @@ use crate::processor::AvroRecord;
 use crate::shutdown::Shutdown;
 use crate::topology::Naming;
 
+/// How long start-up waits for the table's topic to appear in the metadata.
+const TOPIC_WAIT: Duration = Duration::from_secs(20);
+
 /// How long catching up at start may take.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -47,29 +50,20 @@ impl<V: AvroRecord + Clone + Sync> GlobalTable<V> {
             kafka::reader_config(config, &format!("{topic}-table-reader"))
                 .create()
                 .map_err(|e| kafka_error("creating the table reader of", e))?;
-        let metadata = consumer
-            .fetch_metadata(Some(&topic), Duration::from_secs(10))
-            .map_err(|e| kafka_error("reading the metadata of", e))?;
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        if partitions.is_empty() {
-            return Err(RuntimeError::Topology(format!(
-                "table topic {topic} does not exist (run `mailstream topology apply`)"
-            )));
-        }
-        let mut ends = HashMap::new();
-        let mut tpl = TopicPartitionList::new();
-        for &p in &partitions {
-            let (_, high) = consumer
-                .fetch_watermarks(&topic, p, Duration::from_secs(10))
-                .map_err(|e| kafka_error("reading the watermarks of", e))?;
-            ends.insert(p, high);
-            tpl.add_partition_offset(&topic, p, Offset::Beginning)
-                .map_err(|e| kafka_error("assigning", e))?;
-        }
+        // A topic created moments ago (by `topology apply`) may not be in the metadata yet, or
+        // have no leader yet: retry for a while before calling it missing.
+        let looking = Instant::now();
+        let (ends, tpl) = loop {
+            match discover(&consumer, &topic) {
+                Ok(found) => break found,
+                Err(problem) if looking.elapsed() > TOPIC_WAIT => {
+                    return Err(RuntimeError::Topology(format!(
+                        "table topic {topic}: {problem} (does it exist? run `mailstream topology apply`)"
+                    )));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        };
         consumer
             .assign(&tpl)
             .map_err(|e| kafka_error("assigning", e))?;
@@ -168,6 +162,37 @@ impl<V: AvroRecord + Clone + Sync> GlobalTable<V> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// The partitions of `topic` with their end offsets, and an assignment of all of them from the
+/// beginning.
+fn discover(
+    consumer: &StreamConsumer,
+    topic: &str,
+) -> Result<(HashMap<i32, i64>, TopicPartitionList), String> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| format!("reading its metadata: {e}"))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() {
+        return Err("no partitions in the metadata".into());
+    }
+    let mut ends = HashMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .map_err(|e| format!("reading the watermarks of partition {p}: {e}"))?;
+        ends.insert(p, high);
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .map_err(|e| format!("assigning partition {p}: {e}"))?;
+    }
+    Ok((ends, tpl))
 }
 
 /// Whether every partition's position reached the end offset seen at start.

@@ -1,0 +1,66 @@
+//! The resolver's named events: each is counted and logged here, once. No email content
+//! (addresses, subjects) is logged: message ids and counts only.
+
+use mailstream_runtime::RuntimeError;
+use mailstream_runtime::metrics::Metrics;
+use prometheus::{IntCounter, IntCounterVec, Opts};
+
+/// The resolver's metrics, registered next to the runtime's (names get the `mailstream_` prefix).
+#[derive(Clone)]
+pub struct ResolverMetrics {
+    duplicates: IntCounter,
+    resolved: IntCounterVec,
+}
+
+impl ResolverMetrics {
+    pub fn register(metrics: &Metrics) -> Result<Self, RuntimeError> {
+        let duplicates = IntCounter::new(
+            "resolver_duplicates_total",
+            "Deliveries collapsed into an earlier copy of the same message id.",
+        )
+        .map_err(|e| RuntimeError::Processor(e.to_string()))?;
+        let resolved = IntCounterVec::new(
+            Opts::new(
+                "resolver_resolved_total",
+                "Distinct emails resolved, by how the sender was identified (contact, account, new, unknown) and whether a deal was found.",
+            ),
+            &["sender", "deal"],
+        )
+        .map_err(|e| RuntimeError::Processor(e.to_string()))?;
+        for collector in [
+            Box::new(duplicates.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(resolved.clone()),
+        ] {
+            metrics
+                .registry
+                .register(collector)
+                .map_err(|e| RuntimeError::Processor(format!("registering metrics: {e}")))?;
+        }
+        Ok(Self {
+            duplicates,
+            resolved,
+        })
+    }
+}
+
+/// A later copy of a message id was collapsed.
+pub fn duplicate_collapsed(m: &ResolverMetrics, message_id: &str, copies: i32) {
+    m.duplicates.inc();
+    tracing::debug!(message_id, copies, "duplicate collapsed");
+}
+
+/// A distinct email was resolved.
+pub fn email_resolved(m: &ResolverMetrics, sender: &str, deal: bool) {
+    m.resolved
+        .with_label_values(&[sender, if deal { "yes" } else { "no" }])
+        .inc();
+}
+
+/// State for newly assigned partitions was rebuilt from the changelog.
+pub fn seen_set_restored(partition: i32, entries: usize) {
+    tracing::info!(
+        partition,
+        entries,
+        "dedupe seen-set restored from its changelog"
+    );
+}

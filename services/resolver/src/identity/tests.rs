@@ -1,0 +1,177 @@
+use mailstream_runtime::records::{Address, Bounce};
+
+use super::*;
+use crate::directory::MemoryDirectory;
+
+fn resolution() -> Resolution {
+    Resolution::new(&ResolverSettings {
+        our_domains: vec!["in.example.com".into()],
+        ..ResolverSettings::default()
+    })
+    .expect("valid settings")
+}
+
+fn directory() -> MemoryDirectory {
+    let mut d = MemoryDirectory::default();
+    d.contacts.insert(
+        "ali@acme.io".into(),
+        Contact {
+            email: "ali@acme.io".into(),
+            contact_id: "c-ali".into(),
+            name: Some("Ali Gupta".into()),
+            account_id: Some("a-acme".into()),
+            updated_at: 0,
+        },
+    );
+    d.accounts.insert(
+        "acme.io".into(),
+        Account {
+            domain: "acme.io".into(),
+            account_id: "a-acme".into(),
+            name: Some("Acme".into()),
+            target_account: true,
+            updated_at: 0,
+        },
+    );
+    d.accounts.insert(
+        "gmail.com".into(),
+        Account {
+            domain: "gmail.com".into(),
+            account_id: "a-google".into(),
+            ..Account::default()
+        },
+    );
+    d.threads.insert(
+        "first@acme.io".into(),
+        ThreadLink {
+            message_id: "first@acme.io".into(),
+            thread_id: "first@acme.io".into(),
+            deal_id: Some("42".into()),
+            contact_id: Some("c-ali".into()),
+            linked_at: 0,
+        },
+    );
+    d
+}
+
+fn email(from: &str) -> ParsedEmail {
+    ParsedEmail {
+        message_id: "m1@mail.test".into(),
+        ingest_id: "i1".into(),
+        received_at: 1_000,
+        from: Some(Address {
+            email: from.into(),
+            name: Some("Someone".into()),
+        }),
+        envelope_rcpt_to: vec!["Sales@in.example.com".into()],
+        ..ParsedEmail::default()
+    }
+}
+
+#[test]
+fn a_known_contact_resolves_with_its_account_and_target_flag() {
+    for from in ["Ali@Acme.io", "ali+newsletter@acme.io"] {
+        let r = resolution().resolve(email(from), &directory());
+        let contact = r.contact.expect("contact found");
+        assert_eq!(contact.contact_id, "c-ali", "{from}");
+        let account = r.account.expect("account");
+        assert_eq!(account.account_id, "a-acme");
+        assert_eq!(account.matched_by, "contact");
+        assert!(account.target_account, "details from the domain's account");
+        assert!(r.new_contact.is_none());
+    }
+}
+
+#[test]
+fn an_unknown_sender_at_a_company_maps_by_domain_and_is_proposed() {
+    let r = resolution().resolve(email("new.person@acme.io"), &directory());
+    assert!(r.contact.is_none());
+    assert_eq!(
+        r.account.as_ref().map(|a| a.matched_by.as_str()),
+        Some("domain")
+    );
+    let proposal = r.new_contact.expect("proposed");
+    assert_eq!(proposal.email, "new.person@acme.io");
+    assert_eq!(proposal.account_id.as_deref(), Some("a-acme"));
+    assert_eq!(proposal.name.as_deref(), Some("Someone"));
+}
+
+#[test]
+fn free_mail_never_maps_to_an_account() {
+    let r = resolution().resolve(email("someone@gmail.com"), &directory());
+    assert!(r.free_mail);
+    assert!(
+        r.account.is_none(),
+        "gmail.com is in the accounts table but is free mail"
+    );
+    assert!(r.new_contact.is_some_and(|p| p.account_id.is_none()));
+}
+
+#[test]
+fn robots_and_bounces_are_not_proposed_as_contacts() {
+    let r = resolution().resolve(email("mailer-daemon@acme.io"), &directory());
+    assert!(r.new_contact.is_none());
+    let mut bounce = email("postmaster-bot@relay.test");
+    bounce.bounce = Some(Bounce::default());
+    assert!(
+        resolution()
+            .resolve(bounce, &directory())
+            .new_contact
+            .is_none()
+    );
+}
+
+#[test]
+fn recipients_are_ours_only_and_deal_addresses_route() {
+    let mut e = email("ali@acme.io");
+    e.to = vec![
+        Address {
+            email: "deal-77@in.example.com".into(),
+            name: None,
+        },
+        Address {
+            email: "partner@elsewhere.test".into(),
+            name: None,
+        },
+    ];
+    e.cc = vec![Address {
+        email: "sales@in.example.com".into(),
+        name: None,
+    }];
+    let r = resolution().resolve(e, &directory());
+    assert_eq!(
+        r.recipients,
+        vec!["deal-77@in.example.com", "sales@in.example.com"]
+    );
+    assert_eq!(r.deal_id.as_deref(), Some("77"));
+    assert_eq!(r.deal_source.as_deref(), Some("recipient"));
+}
+
+#[test]
+fn a_reply_joins_the_thread_and_deal_of_its_parent() {
+    let mut e = email("ali@acme.io");
+    e.in_reply_to = Some("unknown@elsewhere.test".into());
+    e.references = vec!["first@acme.io".into(), "unknown@elsewhere.test".into()];
+    let r = resolution().resolve(e, &directory());
+    assert_eq!(r.thread_id, "first@acme.io");
+    assert_eq!(r.thread_parent.as_deref(), Some("first@acme.io"));
+    assert_eq!(r.deal_id.as_deref(), Some("42"));
+    assert_eq!(r.deal_source.as_deref(), Some("thread"));
+    let link = thread_link(&r);
+    assert_eq!(
+        (link.thread_id.as_str(), link.deal_id.as_deref()),
+        ("first@acme.io", Some("42"))
+    );
+}
+
+#[test]
+fn an_email_with_unknown_parents_starts_the_thread_of_its_oldest_reference() {
+    let mut e = email("x@y.test");
+    e.references = vec!["root@a.test".into(), "mid@a.test".into()];
+    e.in_reply_to = Some("mid@a.test".into());
+    let r = resolution().resolve(e, &directory());
+    assert_eq!(r.thread_id, "root@a.test");
+    assert!(r.thread_parent.is_none() && r.deal_id.is_none());
+    let fresh = resolution().resolve(email("x@y.test"), &directory());
+    assert_eq!(fresh.thread_id, "m1@mail.test");
+}
