@@ -4,6 +4,7 @@
 mod parse_cmd;
 mod registry;
 mod run;
+mod score_cmd;
 mod tables_cmd;
 mod tail_cmd;
 mod topology_cmd;
@@ -49,6 +50,9 @@ enum Command {
     /// Parse .eml/mbox files (or stdin) offline; print each message's parsed record as one JSON
     /// line. Exits 1 when an input cannot be read as email.
     Parse(parse_cmd::ParseArgs),
+    /// Parse, resolve and score .eml files offline and explain the score (try a rules change
+    /// before it ships).
+    Score(score_cmd::ScoreArgs),
     /// Load .eml files, mbox files and maildirs into raw-email (deterministic ingest ids, so a
     /// second run writes the same ids).
     Backfill {
@@ -86,6 +90,7 @@ async fn main() -> ExitCode {
         Command::Topology { command } => topology_cmd::execute(command, source).await,
         Command::Backfill { paths, format } => backfill(paths, &format, source).await,
         Command::Parse(args) => parse_cmd::execute(args).await,
+        Command::Score(args) => score_cmd::execute(args).await,
         Command::Tail(args) => tail_cmd::execute(args, source).await,
         Command::Tables { command } => tables_cmd::execute(command, source).await,
     };

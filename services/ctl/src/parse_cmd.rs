@@ -112,7 +112,7 @@ pub async fn execute(args: ParseArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The bytes of one input and its label (`file:<path>` or `stdin`).
-fn read_input(path: &PathBuf) -> anyhow::Result<(String, Vec<u8>)> {
+pub(crate) fn read_input(path: &PathBuf) -> anyhow::Result<(String, Vec<u8>)> {
     if path.as_os_str() == "-" {
         let mut bytes = Vec::new();
         std::io::stdin()

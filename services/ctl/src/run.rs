@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::bail;
+use mailstream_crm_sink::CrmSinkSettings;
 use mailstream_parser::{Parser, ParserSettings};
 use mailstream_passthrough::Passthrough;
 use mailstream_runtime::{ConfigSource, NoSettings, serve};
@@ -19,8 +20,15 @@ pub async fn run(processor: &str, source: ConfigSource) -> anyhow::Result<ExitCo
             .await?
         }
         "resolver" => serve(source, mailstream_resolver::build).await?,
+        "scorer" => serve(source, mailstream_scorer::build).await?,
+        "crm-sink" => {
+            serve(source, |ctx, settings: CrmSinkSettings| {
+                mailstream_crm_sink::build(ctx, settings)
+            })
+            .await?
+        }
         other => bail!(
-            "unknown processor `{other}`; this build runs: ingest, parser, resolver, passthrough (see `mailstream topology check`)"
+            "unknown processor `{other}`; this build runs: ingest, parser, resolver, scorer, crm-sink, passthrough (see `mailstream topology check`)"
         ),
     }
     Ok(ExitCode::SUCCESS)
