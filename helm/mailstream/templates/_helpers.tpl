@@ -165,6 +165,11 @@ into floats, so the result comes back through $out.)
 {{- end -}}
 {{- $_ := set $out "partitions" $partitions -}}
 {{- $path := printf "processors.%s" $name -}}
+{{- /* Name the value where it was set: the processor's own, or processorDefaults. */ -}}
+{{- $own := index $root.Values.processors $name | default dict -}}
+{{- $ownAs := $own.autoscaling | default dict -}}
+{{- $replicasPath := ternary (printf "%s.replicas" $path) (printf "processorDefaults.replicas (for %s)" $name) (hasKey $own "replicas") -}}
+{{- $maxPath := ternary (printf "%s.autoscaling.maxReplicas" $path) (printf "processorDefaults.autoscaling.maxReplicas (for %s)" $name) (hasKey $ownAs "maxReplicas") -}}
 {{- $as := $s.autoscaling -}}
 {{- $replicas := int $s.replicas -}}
 {{- $min := 1 -}}
@@ -175,14 +180,14 @@ into floats, so the result comes back through $out.)
 {{- /* A consumer group never gives one partition to two members: consumers beyond the input's
        partition count would sit idle (and still join every rebalance). */ -}}
 {{- if gt $replicas $partitions -}}
-{{- fail (printf "%s.replicas is %d, but its input topic %s has %d partitions (files/topology.yaml): consumers beyond the partition count would sit idle. Use at most %d, or give the topic more partitions in topology/topology.yaml." $path $replicas $input $partitions $partitions) -}}
+{{- fail (printf "%s is %d, but the input topic of %s, %s, has %d partitions (files/topology.yaml): consumers beyond the partition count would sit idle. Use at most %d, or give the topic more partitions in topology/topology.yaml." $replicasPath $replicas $name $input $partitions $partitions) -}}
 {{- end -}}
 {{- if eq $max 0 -}}{{- $max = $partitions -}}{{- end -}}
 {{- if gt $max $partitions -}}
-{{- fail (printf "%s.autoscaling.maxReplicas is %d, but its input topic %s has %d partitions (files/topology.yaml): scaling beyond the partition count adds idle consumers. Use at most %d (or 0 for exactly the partition count)." $path $max $input $partitions $partitions) -}}
+{{- fail (printf "%s is %d, but the input topic of %s, %s, has %d partitions (files/topology.yaml): scaling beyond the partition count adds idle consumers. Use at most %d (or 0 for exactly the partition count)." $maxPath $max $name $input $partitions $partitions) -}}
 {{- end -}}
 {{- else -}}
-{{- if and (eq $as.mode "keda") -}}
+{{- if eq $as.mode "keda" -}}
 {{- fail (printf "%s.autoscaling.mode is keda, but %s reads no topic, so there is no consumer lag to scale on. Use mode hpa (CPU) or none." $path $name) -}}
 {{- end -}}
 {{- if and (eq $as.mode "hpa") (eq $max 0) -}}
