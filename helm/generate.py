@@ -10,8 +10,8 @@ block of the schema, and every dashboard panel is built the same way. Edit this 
 differs from what this writes.
 
 Dashboard metric names: services/runtime/src/metrics.rs (mailstream_records_in_total, ...,
-mailstream_consumer_lag), services/ingest/src/events.rs (mailstream_ingest_*), and the crm-sink's
-KPIs (mailstream_crm_*).
+mailstream_consumer_lag), services/ingest/src/events.rs (mailstream_ingest_*),
+services/scorer/src/events.rs (mailstream_scorer_*) and the crm-sink's KPIs (mailstream_crm_*).
 """
 
 import json
@@ -183,6 +183,7 @@ SETTINGS = {
     ),
     "parser": ("services/parser/src/settings.rs", "ParserSettings", {"blob_url": "blobStore"}),
     "resolver": ("services/resolver/src/settings.rs", "ResolverSettings", {}),
+    "scorer": ("services/scorer/src/settings.rs", "ScorerSettings", {"rules_file": "rules"}),
     "crm-sink": (
         "services/crm-sink/src/settings.rs",
         "CrmSinkSettings",
@@ -194,6 +195,7 @@ CONFIG_BOUNDS = {
     ("ingest", "inline_limit_bytes"): {"maximum": 4194304},
     ("ingest", "accepted_domains"): {"items_pattern": "^@?[A-Za-z0-9.-]+$"},
     ("crm-sink", "backend"): {"enum": ["postgres", "rest", "hubspot"]},
+    ("scorer", "reload_interval_ms"): {"minimum": 100},
 }
 
 
@@ -373,8 +375,19 @@ def values_schema():
                     "ingest": ingest,
                     "parser": processor({"config": config_schema("parser")}),
                     "resolver": processor({"config": config_schema("resolver")}),
-                    # no settings struct yet: any keys
-                    "scorer": processor(),
+                    "scorer": processor(
+                        {
+                            "config": config_schema("scorer"),
+                            "rules": obj(
+                                {
+                                    "inline": string("The scoring rules as YAML (the chart's ConfigMap); empty: none."),
+                                    "configMap": string("An existing ConfigMap holding the rules; empty: none.", pattern=DNS_NAME),
+                                    "key": string("The rules' key in the ConfigMap (.yaml, .yml or .toml).", pattern="^[-._a-zA-Z0-9]+\\.(yaml|yml|toml)$"),
+                                },
+                                "Scoring rules mounted as MAILSTREAM_SCORER_RULES_FILE; both empty: the rules built into the binary.",
+                            ),
+                        }
+                    ),
                     "crm-sink": processor(
                         {"config": config_schema("crm-sink"), "tokenSecret": SECRET_REF, "databaseUrlSecret": SECRET_REF}
                     ),
@@ -565,6 +578,14 @@ def dashboard():
     b.series("Transactions per second, by processor and outcome",
              [(rate("mailstream_transactions_total", "processor, outcome"), "{{processor}} {{outcome}}")], "ops", 12,
              "mailstream_transactions_total.")
+    b.next_line(8)
+
+    b.row("Scorer")
+    b.stat("Scorer rules valid", f"min(mailstream_scorer_rules_valid{sel()})", "short", 0,
+           "0 when a scorer pod refused a change of its rules file and still scores with the previous rules (mailstream_scorer_rules_valid).",
+           [{"color": "red", "value": None}, {"color": "green", "value": 1}], h=8)
+    b.series("Emails scored per second, by status", [(rate("mailstream_scorer_records_total", "status"), "{{status}}")], "ops", 6,
+             "Lead status given by the scorer: qualified, review, nurture, excluded (mailstream_scorer_records_total).", w=18)
     b.next_line(8)
 
     b.row("CRM sink KPIs")

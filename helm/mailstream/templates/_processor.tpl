@@ -24,6 +24,9 @@ shared settings, runtime keys, what the chart derives, the processor's config ke
 {{- $_ := set $cfg (printf "%sTLS_KEY_PATH" $p.envPrefix) "/etc/mailstream/smtp-tls/tls.key" -}}
 {{- end -}}
 {{- end -}}
+{{- if and (eq $p.name "scorer") (or $s.rules.inline $s.rules.configMap) -}}
+{{- $_ := set $cfg (printf "%sRULES_FILE" $p.envPrefix) (printf "/etc/mailstream/scorer-rules/%s" (ternary "rules.yaml" $s.rules.key (not $s.rules.configMap))) -}}
+{{- end -}}
 {{- if has $p.name (list "ingest" "parser") -}}
 {{- $_ := set $cfg (printf "%sBLOB_URL" $p.envPrefix) (include "mailstream.blobUrl" $root) -}}
 {{- end -}}
