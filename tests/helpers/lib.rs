@@ -5,7 +5,7 @@
 pub mod mail;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -167,6 +167,43 @@ impl TestEnv {
             .await
             .map_err(|(e, _)| e)
             .expect("delivered");
+    }
+
+    /// Moves `processor`'s committed offsets on every topic back to the earliest, as an operator
+    /// replaying it would. Retries while the group still has live members (it must be stopped).
+    pub fn reset_to_earliest(&self, processor: &str) {
+        let group = format!("{}mailstream-{processor}", self.prefix);
+        let tool = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dev/kafka-tool");
+        let started = Instant::now();
+        loop {
+            let out = Command::new(&tool)
+                .args([
+                    "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
+                    "--bootstrap-server",
+                    &self.stack.bootstrap,
+                    "--group",
+                    &group,
+                    "--reset-offsets",
+                    "--to-earliest",
+                    "--all-topics",
+                    "--execute",
+                ])
+                .output()
+                .expect("run the Kafka consumer group tool");
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if out.status.success() && !text.contains("Error") {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "could not reset {group}: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
 
     /// Produces (key, payload) pairs to `logical` and waits for every delivery.

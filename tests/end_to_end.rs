@@ -1,0 +1,310 @@
+//! End to end on the real stack: the bundled sample emails (dev/samples/) go over SMTP through
+//! ingest, parser, resolver, scorer and crm-sink into PostgreSQL; then every processor is
+//! rewound to the earliest offset and run again, and no CRM row changes (not even rewritten:
+//! the rows' xmin stays the same).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use mailstream_runtime::AvroRecord;
+use mailstream_runtime::records::{CrmResult, ScoredLead};
+use mailstream_tests::mail::{smtplib, start, temp_dir};
+use mailstream_tests::{Seen, TestEnv, collect, decode, output, terminate};
+
+const DOMAIN: &str = "in.mailstream.test";
+const TABLES: &[&str] = &[
+    "accounts",
+    "contacts",
+    "deals",
+    "email_activities",
+    "attachments",
+    "leads",
+    "follow_ups",
+];
+
+fn samples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../dev/samples")
+}
+
+fn database_url() -> String {
+    std::env::var("MAILSTREAM_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://mailstream@127.0.0.1:5433/mailstream".into())
+}
+
+fn psql(sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([&database_url(), "-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql])
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Every row of every CRM table with its xmin (which changes whenever a row is rewritten).
+fn snapshot(schema: &str) -> BTreeMap<String, String> {
+    TABLES
+        .iter()
+        .map(|t| {
+            let rows = psql(&format!(
+                "SELECT string_agg(xmin::text || ' ' || row_to_json(r)::text, E'\\n' ORDER BY row_to_json(r)::text) FROM {schema}.{t} r"
+            ));
+            (t.to_string(), rows)
+        })
+        .collect()
+}
+
+struct Pipeline {
+    parser: Child,
+    resolver: Child,
+    scorer: Child,
+    sink: Child,
+}
+
+fn start_processors(env: &TestEnv, blob_url: &str, schema: &str) -> Pipeline {
+    let db = database_url();
+    Pipeline {
+        parser: env.spawn("parser", "a", &[("MAILSTREAM_PARSER_BLOB_URL", blob_url)]),
+        resolver: env.spawn(
+            "resolver",
+            "a",
+            &[("MAILSTREAM_RESOLVER_OUR_DOMAINS", DOMAIN)],
+        ),
+        scorer: env.spawn("scorer", "a", &[]),
+        sink: env.spawn(
+            "crm-sink",
+            "a",
+            &[
+                ("MAILSTREAM_CRM_SINK_DATABASE_URL", db.as_str()),
+                ("MAILSTREAM_CRM_SINK_SCHEMA", schema),
+            ],
+        ),
+    }
+}
+
+fn stop_processors(p: &mut Pipeline) {
+    for child in [&mut p.parser, &mut p.resolver, &mut p.scorer, &mut p.sink] {
+        terminate(child, Duration::from_secs(30));
+    }
+}
+
+async fn results(env: &TestEnv, seen: &[Seen]) -> Vec<CrmResult> {
+    let mut out = Vec::new();
+    for s in seen {
+        let value = decode(env.registry(), s.payload.as_deref().expect("payload")).await;
+        out.push(CrmResult::from_avro(value).expect("a CrmResult"));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn samples_reach_postgres_over_smtp_and_a_replay_of_every_processor_changes_no_row() {
+    let env = TestEnv::new("e2e");
+    let schema = format!("e2e_{}", &env.prefix[6..14]);
+    for csv in ["contacts.csv", "accounts.csv"] {
+        let file = samples().join(csv);
+        let out = output(env.mailstream(&["tables", "load", file.to_str().expect("path")]));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let blobs = temp_dir("e2e-blobs");
+    let blob_url = format!("file://{}", blobs.display());
+    let mut ingest = start(
+        &env,
+        &blobs,
+        &[("MAILSTREAM_INGEST_ACCEPTED_DOMAINS", DOMAIN)],
+    )
+    .await;
+    let mut pipeline = start_processors(&env, &blob_url, &schema);
+
+    let mut files: Vec<PathBuf> = std::fs::read_dir(samples())
+        .expect("dev/samples")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+        .collect();
+    files.sort();
+    let (later, first): (Vec<PathBuf>, Vec<PathBuf>) = files
+        .iter()
+        .cloned()
+        .partition(|p| p.to_string_lossy().contains("-reply-joins-"));
+    let rcpt = format!("sales@{DOMAIN}");
+    let send = |file: &Path, to: &str| {
+        let sent = smtplib(
+            ingest.smtp,
+            file,
+            "sender@client.test",
+            "client.test",
+            &[to],
+        );
+        assert!(sent.contains("SENT"), "{}: {sent}", file.display());
+    };
+    for file in &first {
+        send(file, &rcpt);
+    }
+    send(&first[0], &format!("demo@{DOMAIN}")); // a second delivery of the first email
+    let crm_results = env.consumer(&["crm-results"]);
+    // One result per distinct parseable email: all but the not-an-email sample.
+    let wave1 = collect(
+        &crm_results,
+        first.len() - 1,
+        Duration::from_secs(120),
+        Duration::ZERO,
+    )
+    .await;
+    assert_eq!(
+        wave1.len(),
+        first.len() - 1,
+        "the first wave reached the CRM"
+    );
+    for file in &later {
+        send(file, &rcpt);
+    }
+    let expected = files.len() - 1;
+    let wave2 = collect(
+        &crm_results,
+        later.len(),
+        Duration::from_secs(60),
+        Duration::from_secs(3),
+    )
+    .await;
+    let first_pass: Vec<Seen> = wave1.into_iter().chain(wave2).collect();
+    assert_eq!(
+        first_pass.len(),
+        expected,
+        "one crm-result per distinct email, no more"
+    );
+
+    // What the CRM holds.
+    let activities = psql(&format!("SELECT count(*) FROM {schema}.email_activities"));
+    let skipped = results(&env, &first_pass)
+        .await
+        .iter()
+        .filter(|r| r.outcome == "skipped")
+        .count();
+    assert_eq!(
+        skipped, 3,
+        "out-of-office, bounce and newsletter are not written"
+    );
+    assert_eq!(
+        activities,
+        (expected - skipped).to_string(),
+        "one activity per distinct email"
+    );
+    assert_eq!(
+        psql(&format!(
+            "SELECT count(*) FROM {schema}.email_activities GROUP BY message_id HAVING count(*) > 1"
+        )),
+        "",
+        "no message_id twice"
+    );
+    assert_eq!(
+        psql(&format!(
+            "SELECT deal_id FROM {schema}.email_activities WHERE message_id = 'renewal-2003@mail.acme.io'"
+        )),
+        "42",
+        "the later reply joined the deal of its thread"
+    );
+    assert_eq!(
+        psql(&format!(
+            "SELECT status FROM {schema}.leads WHERE message_id = 'demo-1001@mail.acme.io'"
+        )),
+        "qualified"
+    );
+    assert_eq!(
+        psql(&format!("SELECT count(*) FROM {schema}.attachments")),
+        "1"
+    );
+    let dlq = collect(
+        &env.consumer(&["raw-email.dlq"]),
+        1,
+        Duration::from_secs(10),
+        Duration::from_secs(1),
+    )
+    .await;
+    assert_eq!(dlq.len(), 1, "the not-an-email sample is dead-lettered");
+    assert_eq!(
+        dlq[0]
+            .headers
+            .get("mailstream.error.class")
+            .map(String::as_str),
+        Some("mime-unparseable")
+    );
+    let before = snapshot(&schema);
+    let scored_before = collect(
+        &env.consumer(&["scored"]),
+        expected,
+        Duration::from_secs(10),
+        Duration::ZERO,
+    )
+    .await;
+
+    // Replay: stop every processor, rewind each one to the earliest offset, run them again.
+    stop_processors(&mut pipeline);
+    for processor in ["parser", "resolver", "scorer", "crm-sink"] {
+        env.reset_to_earliest(processor);
+    }
+    let mut pipeline = start_processors(&env, &blob_url, &schema);
+    // The sink re-reads every scored record, old and re-scored: one more result for each.
+    let replayed = collect(
+        &crm_results,
+        2 * expected,
+        Duration::from_secs(120),
+        Duration::from_secs(5),
+    )
+    .await;
+    stop_processors(&mut pipeline);
+    terminate(&mut ingest.child, Duration::from_secs(30));
+
+    assert!(
+        replayed.len() >= 2 * expected,
+        "the sink replayed: {} results",
+        replayed.len()
+    );
+    for r in results(&env, &replayed).await {
+        assert!(
+            r.outcome == "unchanged" || r.outcome == "skipped",
+            "{}: a replay wrote something ({})",
+            r.message_id,
+            r.outcome
+        );
+    }
+    assert_eq!(
+        snapshot(&schema),
+        before,
+        "no CRM row changed or was rewritten"
+    );
+
+    // The scorer re-scored the same emails to the same records.
+    let scored_all = collect(
+        &env.consumer(&["scored"]),
+        2 * expected,
+        Duration::from_secs(10),
+        Duration::ZERO,
+    )
+    .await;
+    let mut by_key: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+    for s in &scored_all {
+        by_key
+            .entry(s.key.clone().unwrap_or_default())
+            .or_default()
+            .push(s.payload.clone().unwrap_or_default());
+    }
+    assert_eq!(by_key.len(), scored_before.len());
+    for (key, payloads) in &by_key {
+        assert!(payloads.len() >= 2, "{key} was re-scored");
+        let first =
+            ScoredLead::from_avro(decode(env.registry(), &payloads[0]).await).expect("scored");
+        for p in &payloads[1..] {
+            let again = ScoredLead::from_avro(decode(env.registry(), p).await).expect("scored");
+            assert_eq!(again, first, "{key}: the replay scored it the same");
+        }
+    }
+}
