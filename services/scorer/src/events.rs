@@ -100,7 +100,7 @@ pub fn rules_reloaded(m: &ScorerMetrics, file: &Path, previous: &str, rules: &Ru
     m.valid.set(1);
     tracing::info!(
         file = %file.display(),
-        previous_version = previous,
+        previous_version = %previous,
         version = %rules.version,
         count = rules.rules.len(),
         "scoring rules reloaded"
@@ -113,7 +113,7 @@ pub fn rules_refused(m: &ScorerMetrics, file: &Path, in_force: &str, problems: &
     m.valid.set(0);
     tracing::warn!(
         file = %file.display(),
-        version_in_force = in_force,
+        version_in_force = %in_force,
         problems = %problems.join("; "),
         "rules file refused; the previous rules stay in force"
     );

@@ -8,7 +8,7 @@
 //! scoring: tagged (`auto-reply`, `bounce`, `list`), given status `excluded`, and still written to
 //! `scored`, so nothing is lost.
 //!
-//! Scoring is a pure function of the email and the rules ([`score`]): replaying `resolved` from
+//! Scoring is a pure function of the email and the rules ([`score()`]): replaying `resolved` from
 //! the beginning writes byte-identical `scored` records, as long as the rules are the same (each
 //! record names its rules by [`rules::RuleSet::version`]).
 //!
@@ -48,9 +48,10 @@
 //! change is refused and the rules in force stay ([`reload`]), visible on
 //! `mailstream_scorer_rules_valid` ([`events`]).
 //!
-//! Modules: [`rules`] (the file model, loading, validation), [`condition`] (compiled conditions
-//! and their evidence), [`links`] (suspicious links), [`score`] (the pure scoring), [`reload`]
-//! (hot reload), [`events`] (metrics and logs), [`settings`].
+//! Modules: [`rules`] (the file model, loading, parsing), [`validate`] (what a rule says,
+//! checked and compiled), [`condition`] (compiled conditions and their evidence), [`links`]
+//! (suspicious links), [`score`](mod@score) (the pure scoring), [`reload`] (hot reload), [`events`] (metrics
+//! and logs), [`settings`].
 
 pub mod condition;
 pub mod events;
@@ -59,6 +60,7 @@ pub mod reload;
 pub mod rules;
 pub mod score;
 pub mod settings;
+pub mod validate;
 
 use std::time::Duration;
 
@@ -92,22 +94,35 @@ impl Scorer {
 /// Builds the scorer for `serve`: loads the rules (the file, else the built-in rules), registers
 /// the scorer's metrics and, with a rules file, starts watching it for changes.
 pub async fn build(ctx: BuildContext, settings: ScorerSettings) -> Result<Scorer, RuntimeError> {
-    settings.validate()?;
+    // Every problem of the settings and of the rules file is reported at once.
+    let mut problems = settings.problems();
+    let (seen, loaded) = match &settings.rules_file {
+        Some(path) => {
+            let (seen, loaded) = reload::read(path);
+            (Some(seen), loaded)
+        }
+        None => (None, RuleSet::builtin()),
+    };
+    let rules = match loaded {
+        Ok(rules) => Some(rules),
+        Err(more) => {
+            problems.extend(settings.rules_file_problems(more));
+            None
+        }
+    };
+    let Some(rules) = rules.filter(|_| problems.is_empty()) else {
+        return Err(RuntimeError::Config(problems));
+    };
     let metrics = ScorerMetrics::register(&ctx.metrics.registry)
         .map_err(|e| RuntimeError::Processor(format!("registering the scorer's metrics: {e}")))?;
-    let Some(path) = settings.rules_file.clone() else {
-        let rules = RuleSet::builtin().map_err(|p| settings.rules_file_error(p))?;
-        events::rules_loaded(&metrics, None, &rules);
-        return Ok(Scorer::new(RulesHandle::new(rules), metrics));
-    };
-    let (seen, loaded) = reload::read(&path);
-    let rules = loaded.map_err(|p| settings.rules_file_error(p))?;
-    events::rules_loaded(&metrics, Some(&path), &rules);
+    events::rules_loaded(&metrics, settings.rules_file.as_deref(), &rules);
     let handle = RulesHandle::new(rules);
-    reload::Watcher::new(path, seen, handle.clone(), metrics.clone()).spawn(
-        Duration::from_millis(settings.reload_interval_ms),
-        ctx.shutdown.clone(),
-    );
+    if let (Some(path), Some(seen)) = (settings.rules_file, seen) {
+        reload::Watcher::new(path, seen, handle.clone(), metrics.clone()).spawn(
+            Duration::from_millis(settings.reload_interval_ms),
+            ctx.shutdown.clone(),
+        );
+    }
     Ok(Scorer::new(handle, metrics))
 }
 

@@ -11,7 +11,6 @@
 
 use std::path::PathBuf;
 
-use mailstream_runtime::RuntimeError;
 use mailstream_runtime::config::lenient;
 use serde::Deserialize;
 
@@ -46,31 +45,30 @@ fn default_reload_interval_ms() -> u64 {
 }
 
 impl ScorerSettings {
-    /// Checks what serde cannot.
-    pub fn validate(&self) -> Result<(), RuntimeError> {
+    /// What serde cannot check, one line per problem (empty: fine).
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
         if self.reload_interval_ms < MIN_RELOAD_INTERVAL_MS {
-            return Err(RuntimeError::Config(vec![format!(
+            problems.push(format!(
                 "key `scorer.reload_interval_ms` (env MAILSTREAM_SCORER_RELOAD_INTERVAL_MS): {} is below the minimum of {MIN_RELOAD_INTERVAL_MS}",
                 self.reload_interval_ms
-            )]));
+            ));
         }
-        Ok(())
+        problems
     }
 
-    /// The configuration error for a rules file that cannot be used at start: one line per
-    /// problem, each naming the key and the file.
-    pub fn rules_file_error(&self, problems: Vec<String>) -> RuntimeError {
+    /// The problems of a rules file that cannot be used at start, each naming the key and the
+    /// file.
+    pub fn rules_file_problems(&self, problems: Vec<String>) -> Vec<String> {
         let file = self
             .rules_file
             .as_ref()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "the built-in rules".into());
-        RuntimeError::Config(
-            problems
-                .into_iter()
-                .map(|p| format!("{RULES_FILE_KEY}: {file}: {p}"))
-                .collect(),
-        )
+        problems
+            .into_iter()
+            .map(|p| format!("{RULES_FILE_KEY}: {file}: {p}"))
+            .collect()
     }
 }
 
@@ -80,7 +78,7 @@ mod tests {
 
     use super::*;
 
-    fn load(source: ConfigSource) -> Result<ScorerSettings, RuntimeError> {
+    fn load(source: ConfigSource) -> Result<ScorerSettings, mailstream_runtime::RuntimeError> {
         let source = source
             .with_env("MAILSTREAM_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
             .with_env("MAILSTREAM_SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081");
@@ -111,7 +109,11 @@ mod tests {
             reload_interval_ms: 0,
             ..ScorerSettings::default()
         };
-        let e = s.validate().expect_err("refused").to_string();
-        assert!(e.contains("MAILSTREAM_SCORER_RELOAD_INTERVAL_MS"), "{e}");
+        let problems = s.problems();
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0].contains("MAILSTREAM_SCORER_RELOAD_INTERVAL_MS"),
+            "{problems:?}"
+        );
     }
 }
