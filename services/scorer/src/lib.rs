@@ -147,3 +147,88 @@ impl Processor for Scorer {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use mailstream_runtime::ConfigSource;
+    use mailstream_runtime::metrics::Metrics;
+
+    use super::*;
+
+    fn context() -> BuildContext {
+        let source = ConfigSource::default()
+            .with_env("MAILSTREAM_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+            .with_env("MAILSTREAM_SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081");
+        let (config, _) =
+            mailstream_runtime::config::load::<ScorerSettings>("scorer", &source).expect("config");
+        BuildContext {
+            config,
+            shutdown: mailstream_runtime::Shutdown::new().1,
+            metrics: Metrics::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bad_start_names_the_key_and_every_problem() {
+        let dir =
+            std::env::temp_dir().join(format!("mailstream-scorer-build-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let bad = dir.join("bad.yaml");
+        std::fs::write(
+            &bad,
+            "rules:\n  - {id: a, points: x, when: {subject: {contains_any: []}}}\n  - {id: b, points: 1, when: {body: {matches: '('}}}\n",
+        )
+        .expect("write");
+        let settings = ScorerSettings {
+            rules_file: Some(bad.clone()),
+            reload_interval_ms: 1,
+        };
+        let Err(RuntimeError::Config(problems)) = build(context(), settings).await else {
+            panic!("a configuration error");
+        };
+        assert_eq!(problems.len(), 4, "{problems:#?}");
+        assert!(problems[0].contains("scorer.reload_interval_ms"));
+        for p in &problems[1..] {
+            assert!(
+                p.starts_with(&format!(
+                    "key `scorer.rules_file` (env MAILSTREAM_SCORER_RULES_FILE): {}: rule `",
+                    bad.display()
+                )),
+                "{p}"
+            );
+        }
+        let missing = ScorerSettings {
+            rules_file: Some(dir.join("missing.toml")),
+            ..ScorerSettings::default()
+        };
+        let Err(RuntimeError::Config(problems)) = build(context(), missing).await else {
+            panic!("a configuration error");
+        };
+        assert!(
+            problems[0].contains("missing.toml: cannot read"),
+            "{problems:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn without_a_rules_file_the_built_in_rules_score() {
+        let ctx = context();
+        let registry = ctx.metrics.registry.clone();
+        let scorer = build(ctx, ScorerSettings::default()).await.expect("builds");
+        let builtin = RuleSet::builtin().expect("valid");
+        assert_eq!(scorer.rules.current().version, builtin.version);
+        let names: Vec<String> = registry
+            .gather()
+            .iter()
+            .map(|f| f.name().to_string())
+            .collect();
+        for name in [
+            "mailstream_scorer_rules_reloads_total",
+            "mailstream_scorer_rules_valid",
+            "mailstream_scorer_records_total",
+        ] {
+            assert!(names.iter().any(|n| n == name), "{name} in {names:?}");
+        }
+    }
+}
