@@ -1,0 +1,744 @@
+//! The CRM sink (`mailstream run crm-sink`) against the real stack: Kafka, the schema registry and
+//! PostgreSQL from `dev/up`, and a local HTTP CRM inside the test that injects faults.
+//!
+//! - PostgreSQL: every message lands once (duplicates, a re-score, an excluded email, attachments,
+//!   one of which fails into a follow-up); resetting the group to the earliest offset and running
+//!   again changes no row, not even its `xmin`.
+//! - REST: bursts of 429 with `Retry-After` in both forms, 503s, a timeout after the write, slow
+//!   answers and 400 for poison records: every non-poison message is accepted exactly once per
+//!   operation, the DLQ holds exactly the poison records, crm-results one result per message.
+//! - Dry run: results say `dry-run`, and the database is not touched.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use mailstream_runtime::AvroRecord;
+use mailstream_runtime::records::{
+    AccountMatch, Address, Attachment, AuthResults, Contact, ContactMatch, CrmResult,
+    Disposition, NewContactProposal, ParsedEmail, ResolvedEmail, RuleHit, ScoredLead,
+};
+use mailstream_tests::{TestEnv, collect, decode, free_port, http_get, log_dir, now_ms, terminate};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+const TOKEN: &str = "test-token-s3cret";
+
+fn sha(seed: &str) -> String {
+    hex::encode(Sha256::digest(seed.as_bytes()))
+}
+
+/// A scored lead from an unknown sender (so the resolver proposed a new contact) at account
+/// `acct-1`.
+fn lead(message_id: &str, sender: &str, received_at: i64) -> ScoredLead {
+    let domain = sender.rsplit_once('@').map(|(_, d)| d.to_string());
+    let subject = Some(format!("Pricing question {message_id}"));
+    ScoredLead {
+        message_id: message_id.into(),
+        received_at,
+        lead_key: sender.into(),
+        sender_email: Some(sender.into()),
+        sender_domain: domain.clone(),
+        subject: subject.clone(),
+        account_id: Some("acct-1".into()),
+        thread_id: message_id.into(),
+        score: 25,
+        status: "review".into(),
+        breakdown: vec![RuleHit {
+            rule_id: "subject-intent".into(),
+            points: 25,
+            evidence: "subject mentions \"pricing\"".into(),
+        }],
+        rules_version: "0123456789ab".into(),
+        resolved: ResolvedEmail {
+            message_id: message_id.into(),
+            received_at,
+            email: ParsedEmail {
+                message_id: message_id.into(),
+                ingest_id: format!("i-{message_id}"),
+                received_at,
+                subject,
+                from: Some(Address {
+                    email: sender.into(),
+                    name: Some("Sam Sender".into()),
+                }),
+                text: Some("Hello, what does it cost?\n\n> earlier".into()),
+                stripped_text: Some("Hello, what does it cost?".into()),
+                auth: AuthResults {
+                    spf: Some("pass".into()),
+                    dkim: Some("pass".into()),
+                    dmarc: None,
+                },
+                ..ParsedEmail::default()
+            },
+            recipients: vec!["sales@in.example.com".into()],
+            sender_email: Some(sender.into()),
+            sender_domain: domain.clone(),
+            account: Some(AccountMatch {
+                account_id: "acct-1".into(),
+                name: Some("Client Co".into()),
+                domain: domain.clone(),
+                target_account: true,
+                matched_by: "domain".into(),
+            }),
+            new_contact: Some(NewContactProposal {
+                email: sender.into(),
+                name: Some("Sam Sender".into()),
+                domain,
+                account_id: Some("acct-1".into()),
+            }),
+            thread_id: message_id.into(),
+            ..ResolvedEmail::default()
+        },
+        ..ScoredLead::default()
+    }
+}
+
+/// The same lead from a known contact.
+fn known(mut l: ScoredLead, contact_id: &str) -> ScoredLead {
+    l.contact_id = Some(contact_id.into());
+    l.lead_key = contact_id.into();
+    l.resolved.new_contact = None;
+    l.resolved.contact = Some(ContactMatch {
+        contact_id: contact_id.into(),
+        name: Some("Kim Known".into()),
+        account_id: Some("acct-1".into()),
+    });
+    l
+}
+
+fn attach(mut l: ScoredLead, name: Option<&str>, sha256: &str) -> ScoredLead {
+    l.resolved.email.attachments.push(Attachment {
+        filename: name.map(Into::into),
+        content_type: "application/pdf".into(),
+        sniffed_type: Some("application/pdf".into()),
+        size: 1234,
+        sha256: sha256.into(),
+        disposition: Disposition::Attachment,
+        content_id: None,
+        blob_uri: Some(format!("file:///blobs/{sha256}")),
+        executable: false,
+    });
+    l
+}
+
+async fn produce(env: &TestEnv, leads: &[ScoredLead]) {
+    let mut records = Vec::new();
+    for l in leads {
+        let value = l.clone().into_avro().expect("to avro");
+        records.push((l.message_id.clone(), env.encode("scored", value).await));
+    }
+    env.produce("scored", records).await;
+}
+
+async fn results(env: &TestEnv, want: usize) -> Vec<(String, CrmResult)> {
+    let seen = collect(
+        &env.consumer(&["crm-results"]),
+        want,
+        Duration::from_secs(120),
+        Duration::from_secs(3),
+    )
+    .await;
+    let mut out = Vec::new();
+    for record in seen {
+        let value = decode(env.registry(), record.payload.as_deref().expect("payload")).await;
+        let result = CrmResult::from_avro(value).expect("a CrmResult");
+        assert_eq!(record.key.as_deref(), Some(result.message_id.as_str()), "keyed by message_id");
+        out.push((result.message_id.clone(), result));
+    }
+    out
+}
+
+fn count(results: &[(String, CrmResult)], outcome: &str) -> usize {
+    results.iter().filter(|(_, r)| r.outcome == outcome).count()
+}
+
+fn database_url() -> String {
+    std::env::var("MAILSTREAM_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://mailstream@127.0.0.1:5433/mailstream".into())
+}
+
+async fn pg() -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect to PostgreSQL (is the stack up? dev/up)");
+    tokio::spawn(connection);
+    client
+}
+
+/// This test's PostgreSQL schema (from its topic prefix, so tests never share one).
+fn schema_of(env: &TestEnv) -> String {
+    env.prefix.trim_end_matches('-').replace('-', "_")
+}
+
+const TABLES: &[&str] = &[
+    "accounts",
+    "contacts",
+    "deals",
+    "email_activities",
+    "attachments",
+    "leads",
+    "follow_ups",
+];
+
+/// Every row of every CRM table, with the transaction that wrote it (`xmin`).
+async fn snapshot(db: &tokio_postgres::Client, schema: &str) -> BTreeMap<String, Vec<String>> {
+    let mut tables = BTreeMap::new();
+    for table in TABLES {
+        let rows = db
+            .query(
+                &format!("SELECT xmin::text || ' ' || t::text FROM {schema}.{table} t ORDER BY t::text"),
+                &[],
+            )
+            .await
+            .expect("snapshot query");
+        tables.insert((*table).to_string(), rows.iter().map(|r| r.get(0)).collect());
+    }
+    tables
+}
+
+/// Resets the sink's consumer group to the earliest offset of `scored` (the group must be
+/// empty: retried while the stopped sink's membership lapses).
+fn reset_offsets(env: &TestEnv) {
+    let tool = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dev/kafka-tool");
+    let group = format!("{}mailstream-crm-sink", env.prefix);
+    let mut last = String::new();
+    for _ in 0..30 {
+        let out = Command::new(&tool)
+            .args([
+                "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
+                "--bootstrap-server",
+                &env.stack.bootstrap,
+                "--group",
+                &group,
+                "--topic",
+                &env.topic("scored"),
+                "--reset-offsets",
+                "--to-earliest",
+                "--execute",
+            ])
+            .output()
+            .expect("run dev/kafka-tool");
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        if out.status.success() && stdout.contains("NEW-OFFSET") {
+            return;
+        }
+        last = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    panic!("could not reset the offsets of {group}: {last}");
+}
+
+/// The value of the metric line starting with `name` (labels included) on `/metrics`.
+async fn metric(port: u16, name: &str) -> f64 {
+    let (_, body) = http_get(&format!("http://127.0.0.1:{port}/metrics")).await;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Waits until `/metrics` shows `want` for `name` (results commit a moment before the sink
+/// counts them), and returns what it shows last.
+async fn metric_eventually(port: u16, name: &str, want: f64) -> f64 {
+    let started = Instant::now();
+    loop {
+        let value = metric(port, name).await;
+        if value == want || started.elapsed() > Duration::from_secs(10) {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn sink(env: &TestEnv, instance: &str, port: u16, settings: &[(&str, &str)]) -> Child {
+    let addr = format!("127.0.0.1:{port}");
+    let mut extra = vec![("MAILSTREAM_HTTP_ADDR", addr.as_str())];
+    extra.extend_from_slice(settings);
+    env.spawn("crm-sink", instance, &extra)
+}
+
+fn log_of(env: &TestEnv, instance: &str) -> String {
+    std::fs::read_to_string(log_dir().join(format!("{}crm-sink-{instance}.log", env.prefix)))
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_writes_each_message_once_and_a_replay_changes_no_row() {
+    let env = TestEnv::new("crmpg");
+    let schema = schema_of(&env);
+    let url = database_url();
+    let settings = [
+        ("MAILSTREAM_CRM_SINK_DATABASE_URL", url.as_str()),
+        ("MAILSTREAM_CRM_SINK_SCHEMA", schema.as_str()),
+    ];
+    let t = now_ms() - 10_000;
+    let mut m1 = attach(lead("pg-1@client.test", "sam@client.test", t), Some("quote.pdf"), &sha("a"));
+    m1 = attach(m1, None, &sha("b"));
+    m1.deal_id = Some("deal-42".into());
+    m1.resolved.deal_id = Some("deal-42".into());
+    m1.resolved.deal_source = Some("recipient".into());
+    (m1.score, m1.status) = (45, "qualified".into());
+    let m2 = known(lead("pg-2@client.test", "kim@client.test", t + 1), "c-known");
+    let mut m3 = lead("pg-3@client.test", "sam@client.test", t + 2);
+    (m3.score, m3.status) = (5, "nurture".into());
+    let m4 = attach(
+        attach(lead("pg-4@other.test", "lee@other.test", t + 3), Some("ok.pdf"), &sha("c")),
+        Some("bad.pdf"),
+        "not-a-sha256",
+    );
+    let mut m5 = lead("pg-5@client.test", "mailer-daemon@client.test", t + 4);
+    (m5.score, m5.status, m5.tags) = (0, "excluded".into(), vec!["bounce".into()]);
+    let m6 = known(lead("pg-6@client.test", "kim@client.test", t + 5), "c-known");
+    let mut m6_rescored = m6.clone();
+    (m6_rescored.score, m6_rescored.status) = (30, "review".into());
+    m6_rescored.breakdown.push(RuleHit {
+        rule_id: "auth-pass".into(),
+        points: 5,
+        evidence: "spf and dkim pass".into(),
+    });
+    let records = vec![m1.clone(), m2, m3, m4, m5, m6, m1.clone(), m6_rescored];
+
+    let port = free_port();
+    let mut run = sink(&env, "a", port, &settings);
+    produce(&env, &records).await;
+    let first = results(&env, records.len()).await;
+    assert_eq!(first.len(), records.len(), "one result per record: {first:?}");
+    assert_eq!(
+        (count(&first, "written"), count(&first, "unchanged"), count(&first, "skipped")),
+        (6, 1, 1),
+        "{first:?}"
+    );
+    for (name, want) in [
+        ("mailstream_crm_activities_total", 5.0),
+        ("mailstream_crm_unique_messages_total", 5.0),
+        ("mailstream_crm_write_latency_seconds_count", 5.0),
+        ("mailstream_crm_writes_total{outcome=\"written\"}", 6.0),
+        ("mailstream_crm_contact_coverage_total{known=\"true\"}", 2.0),
+        ("mailstream_crm_contact_coverage_total{known=\"false\"}", 3.0),
+        ("mailstream_crm_attachments_total{outcome=\"ok\"}", 3.0),
+        ("mailstream_crm_attachments_total{outcome=\"failed\"}", 1.0),
+    ] {
+        assert_eq!(metric_eventually(port, name, want).await, want, "{name}");
+    }
+    terminate(&mut run, Duration::from_secs(30));
+
+    let by_id: HashMap<&str, &CrmResult> = first.iter().map(|(k, r)| (k.as_str(), r)).collect();
+    // UUIDv5 of mailto:<email> (the derivation is unit-tested in the crate): same on a replay.
+    let sam_id = by_id["pg-1@client.test"].contact_id.clone().expect("contact id");
+    assert_eq!((sam_id.len(), &sam_id[14..15]), (36, "5"), "a UUIDv5: {sam_id}");
+    assert_eq!(by_id["pg-1@client.test"].contact_id.as_deref(), Some(sam_id.as_str()));
+    assert_eq!(by_id["pg-3@client.test"].contact_id.as_deref(), Some(sam_id.as_str()));
+    assert_eq!(
+        [&by_id["pg-1@client.test"], &by_id["pg-3@client.test"]]
+            .iter()
+            .filter(|r| r.contact_created)
+            .count(),
+        1,
+        "the contact was created by one of the sender's two emails"
+    );
+    assert_eq!(by_id["pg-2@client.test"].contact_id.as_deref(), Some("c-known"));
+    let m4 = by_id["pg-4@other.test"];
+    assert_eq!((m4.attachments_written, m4.attachments_failed, m4.follow_ups.len()), (1, 1, 1));
+    assert_eq!(by_id["pg-5@client.test"].outcome, "skipped");
+
+    let db = pg().await;
+    let per_message = db
+        .query(&format!("SELECT message_id, count(*) FROM {schema}.email_activities GROUP BY 1"), &[])
+        .await
+        .expect("activities");
+    assert_eq!(per_message.len(), 5, "an activity per written message, none for the excluded");
+    assert!(per_message.iter().all(|r| r.get::<_, i64>(1) == 1), "one activity per message_id");
+    let contacts = db
+        .query(&format!("SELECT email, contact_id, created_by_message_id FROM {schema}.contacts ORDER BY email"), &[])
+        .await
+        .expect("contacts");
+    let contacts: Vec<(String, String, Option<String>)> =
+        contacts.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    assert_eq!(contacts.len(), 3, "{contacts:?}");
+    assert_eq!((contacts[0].0.as_str(), contacts[0].1.as_str(), contacts[0].2.as_deref()), ("kim@client.test", "c-known", None));
+    assert_eq!(contacts[2].0, "sam@client.test");
+    assert_eq!(contacts[2].1, sam_id);
+    let lead_row = db
+        .query_one(
+            &format!("SELECT score, status, breakdown::text FROM {schema}.leads WHERE message_id = 'pg-6@client.test'"),
+            &[],
+        )
+        .await
+        .expect("the re-scored lead");
+    assert_eq!((lead_row.get::<_, i32>(0), lead_row.get::<_, String>(1)), (30, "review".into()), "the later record wins");
+    let breakdown: Value = serde_json::from_str(lead_row.get(2)).expect("JSON");
+    assert_eq!(breakdown[1], json!({"rule_id": "auth-pass", "points": 5, "evidence": "spf and dkim pass"}));
+    let attachments = db
+        .query_one(&format!("SELECT count(*) FROM {schema}.attachments WHERE message_id = 'pg-1@client.test'"), &[])
+        .await
+        .expect("attachments");
+    assert_eq!(attachments.get::<_, i64>(0), 2);
+    let follow_up = db
+        .query_one(&format!("SELECT message_id, kind FROM {schema}.follow_ups"), &[])
+        .await
+        .expect("one follow-up");
+    assert_eq!((follow_up.get::<_, String>(0), follow_up.get::<_, String>(1)), ("pg-4@other.test".into(), "attachment".into()));
+    let deal = db
+        .query_one(&format!("SELECT account_id, first_message_id FROM {schema}.deals WHERE deal_id = 'deal-42'"), &[])
+        .await
+        .expect("the deal");
+    assert_eq!(deal.get::<_, Option<String>>(0).as_deref(), Some("acct-1"));
+    let before = snapshot(&db, &schema).await;
+
+    // Every email that proposed a new contact feeds it back (sam: pg-1 twice and pg-3; lee:
+    // pg-4), with the id the CRM holds; the compacted topic keeps one per email.
+    let fed_back = collect(&env.consumer(&["contacts"]), 4, Duration::from_secs(30), Duration::from_secs(1)).await;
+    assert_eq!(fed_back.len(), 4, "each email that proposed a contact fed it back");
+    for record in &fed_back {
+        let value = decode(env.registry(), record.payload.as_deref().expect("payload")).await;
+        let contact = Contact::from_avro(value).expect("a Contact");
+        assert_eq!(record.key.as_deref(), Some(contact.email.as_str()), "keyed by email");
+        let row = contacts.iter().find(|c| c.0 == contact.email).expect("in the table");
+        assert_eq!(contact.contact_id, row.1, "the CRM's id");
+    }
+    assert_eq!(fed_back.iter().filter(|r| r.key.as_deref() == Some("sam@client.test")).count(), 3);
+
+    reset_offsets(&env);
+    let port = free_port();
+    let mut replay = sink(&env, "a", port, &settings);
+    let all = results(&env, 2 * records.len()).await;
+    assert_eq!(all.len(), 2 * records.len(), "the replay wrote a result per record");
+    assert_eq!(metric_eventually(port, "mailstream_crm_writes_total{outcome=\"unchanged\"}", 7.0).await, 7.0);
+    assert_eq!(metric(port, "mailstream_crm_activities_total").await, 0.0);
+    assert_eq!(metric(port, "mailstream_crm_unique_messages_total").await, 0.0);
+    terminate(&mut replay, Duration::from_secs(30));
+    assert_eq!(
+        (count(&all, "written"), count(&all, "unchanged"), count(&all, "skipped")),
+        (6, 8, 2),
+        "the replay changed nothing"
+    );
+    let after = snapshot(&db, &schema).await;
+    assert_eq!(before, after, "no row rewritten (xmin and values identical)");
+    let log = log_of(&env, "a");
+    assert!(!log.contains("sam@client.test") && !log.contains("kim@client.test"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_logs_the_writes_and_makes_none() {
+    let env = TestEnv::new("crmdry");
+    let schema = schema_of(&env);
+    let url = database_url();
+    let t = now_ms();
+    let mut excluded = lead("dry-3@client.test", "ooo@client.test", t);
+    excluded.status = "excluded".into();
+    let records = vec![
+        lead("dry-1@client.test", "sam@client.test", t),
+        known(lead("dry-2@client.test", "kim@client.test", t), "c-known"),
+        excluded,
+    ];
+    let mut run = sink(
+        &env,
+        "a",
+        free_port(),
+        &[
+            ("MAILSTREAM_CRM_SINK_DATABASE_URL", url.as_str()),
+            ("MAILSTREAM_CRM_SINK_SCHEMA", schema.as_str()),
+            ("MAILSTREAM_CRM_SINK_DRY_RUN", "true"),
+        ],
+    );
+    produce(&env, &records).await;
+    let seen = results(&env, 3).await;
+    terminate(&mut run, Duration::from_secs(30));
+    assert_eq!((count(&seen, "dry-run"), count(&seen, "skipped")), (2, 1), "{seen:?}");
+    let planned = seen.iter().find(|(k, _)| k == "dry-1@client.test").map(|(_, r)| r).expect("dry-1");
+    assert!(planned.contact_created && planned.activity_id.is_none());
+    let db = pg().await;
+    let schemas = db
+        .query_one("SELECT count(*) FROM information_schema.schemata WHERE schema_name = $1", &[&schema])
+        .await
+        .expect("schemata");
+    assert_eq!(schemas.get::<_, i64>(0), 0, "a dry run creates nothing, not even the schema");
+    let log = log_of(&env, "a");
+    assert!(log.contains("dry run: would write"), "{log}");
+    assert!(log.contains("insert-activity") && log.contains("dry-1@client.test"));
+    assert!(!log.contains("sam@client.test"), "no addresses in the logs");
+}
+
+/// What the fault-injecting CRM saw and did.
+#[derive(Default)]
+struct Crm {
+    requests: u64,
+    /// Attempts per idempotency key, with the time of each.
+    attempts: HashMap<String, Vec<Instant>>,
+    /// The first successful answer per key, replayed to later calls with the same key.
+    stored: HashMap<String, (u16, Value)>,
+    /// Writes applied per key (a second one would be a duplicate).
+    applied: HashMap<String, u32>,
+    /// Activities created per message id.
+    activities: HashMap<String, u32>,
+    contacts: HashMap<String, String>,
+    faults: BTreeMap<&'static str, u32>,
+    next_id: u64,
+}
+
+type Shared = Arc<Mutex<Crm>>;
+
+enum Fault {
+    None,
+    TooManySeconds,
+    TooManyDate,
+    Burst,
+    Unavailable,
+    Timeout,
+    Slow,
+    Reject,
+}
+
+/// The fault script: by markers in the message id (the key's prefix), the operation, the
+/// attempt of this key, and the request count (a burst of 429s across keys).
+fn fault(key: &str, op: &str, attempt: usize, request: u64) -> Fault {
+    if key.contains("poison") && op == "activity" {
+        Fault::Reject
+    } else if key.contains("attfail") && op == "attachment" {
+        Fault::Unavailable
+    } else if key.contains("r429s") && attempt <= 2 {
+        Fault::TooManySeconds
+    } else if key.contains("r429d") && attempt == 1 {
+        Fault::TooManyDate
+    } else if key.contains("r503") && attempt <= 3 {
+        Fault::Unavailable
+    } else if key.contains("timeout") && op == "activity" && attempt == 1 {
+        Fault::Timeout
+    } else if key.contains("slow") {
+        Fault::Slow
+    } else if (8..=11).contains(&request) {
+        Fault::Burst
+    } else {
+        Fault::None
+    }
+}
+
+fn answer(status: u16, body: Value, headers: &[(&str, String)]) -> Response {
+    let mut response = (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        body.to_string(),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert("content-type", "application/json".parse().expect("header"));
+    for (name, value) in headers {
+        response.headers_mut().insert(
+            axum::http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+            value.parse().expect("value"),
+        );
+    }
+    response
+}
+
+/// Applies a write once per key; later calls with the key get the stored answer replayed.
+fn apply(crm: &mut Crm, op: &str, key: &str, body: &Value) -> (u16, Value, bool) {
+    if let Some((status, stored)) = crm.stored.get(key) {
+        return (*status, stored.clone(), true);
+    }
+    *crm.applied.entry(key.to_string()).or_default() += 1;
+    crm.next_id += 1;
+    let n = crm.next_id;
+    let (status, answer) = match op {
+        "contact" => {
+            let email = body["email"].as_str().unwrap_or_default().to_string();
+            match crm.contacts.get(&email) {
+                Some(id) => (200, json!({"id": id, "created": false})),
+                None => {
+                    let id = format!("ct-{n}");
+                    crm.contacts.insert(email, id.clone());
+                    (201, json!({"id": id, "created": true}))
+                }
+            }
+        }
+        "deal" => (200, json!({"id": body["id"]})),
+        "activity" => {
+            let message = body["message_id"].as_str().unwrap_or_default().to_string();
+            *crm.activities.entry(message).or_default() += 1;
+            (201, json!({"id": format!("act-{n}")}))
+        }
+        _ => (201, json!({"id": format!("att-{n}")})),
+    };
+    crm.stored.insert(key.to_string(), (status, answer.clone()));
+    (status, answer, false)
+}
+
+async fn handle(State(crm): State<Shared>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    if header("authorization") != format!("Bearer {TOKEN}") {
+        return answer(401, json!({"error": "unauthorized"}), &[]);
+    }
+    let key = header("idempotency-key");
+    let path = uri.path();
+    let op = match path {
+        "/contacts" => "contact",
+        "/deals" => "deal",
+        "/activities" => "activity",
+        p if p.starts_with("/activities/") && p.ends_with("/attachments") => "attachment",
+        _ => return answer(404, json!({"error": "no such endpoint"}), &[]),
+    };
+    if key.is_empty() {
+        return answer(400, json!({"error": "Idempotency-Key required"}), &[]);
+    }
+    let body: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let fault = {
+        let mut crm = crm.lock().expect("lock");
+        crm.requests += 1;
+        let request = crm.requests;
+        let attempts = crm.attempts.entry(key.clone()).or_default();
+        attempts.push(Instant::now());
+        let fault = fault(&key, op, attempts.len(), request);
+        let kind = match fault {
+            Fault::None => None,
+            Fault::TooManySeconds => Some("429-seconds"),
+            Fault::TooManyDate => Some("429-date"),
+            Fault::Burst => Some("429-burst"),
+            Fault::Unavailable => Some("503"),
+            Fault::Timeout => Some("timeout"),
+            Fault::Slow => Some("slow"),
+            Fault::Reject => Some("400"),
+        };
+        if let Some(kind) = kind {
+            *crm.faults.entry(kind).or_default() += 1;
+        }
+        fault
+    };
+    match fault {
+        Fault::TooManySeconds => return answer(429, json!({}), &[("retry-after", "1".into())]),
+        Fault::TooManyDate => {
+            let at = chrono::Utc::now() + chrono::Duration::seconds(2);
+            let date = at.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+            return answer(429, json!({}), &[("retry-after", date)]);
+        }
+        Fault::Burst => return answer(429, json!({}), &[("retry-after", "0".into())]),
+        Fault::Unavailable => return answer(503, json!({"error": "maintenance"}), &[]),
+        Fault::Reject => {
+            return answer(400, json!({"error": "subject rejected for sam@client.test"}), &[]);
+        }
+        Fault::Slow => tokio::time::sleep(Duration::from_millis(300)).await,
+        Fault::Timeout | Fault::None => {}
+    }
+    let (status, body, replayed) = apply(&mut crm.lock().expect("lock"), op, &key, &body);
+    if matches!(fault, Fault::Timeout) {
+        // The write is done, but the answer comes after the client gave up.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+    }
+    let headers = if replayed { vec![("idempotent-replayed", "true".to_string())] } else { vec![] };
+    answer(status, body, &headers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_backend_rides_out_faults_without_losing_or_duplicating() {
+    let env = TestEnv::new("crmrest");
+    let crm: Shared = Arc::default();
+    let app = Router::new().fallback(handle).with_state(crm.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base_url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let t = now_ms() - 1_000;
+    let mut plain = attach(lead("rest-plain-1@client.test", "sam@client.test", t), Some("q.pdf"), &sha("q"));
+    plain.deal_id = Some("d-7".into());
+    let records = vec![
+        plain,
+        known(lead("rest-plain-2@client.test", "kim@client.test", t), "c-known"),
+        lead("rest-r429s@client.test", "a@client.test", t),
+        lead("rest-r429d@client.test", "b@client.test", t),
+        lead("rest-r503@client.test", "c@client.test", t),
+        lead("rest-timeout@client.test", "d@client.test", t),
+        lead("rest-slow@client.test", "e@client.test", t),
+        attach(lead("rest-attfail@client.test", "f@client.test", t), Some("x.pdf"), &sha("x")),
+        lead("rest-poison-1@client.test", "g@client.test", t),
+        lead("rest-poison-2@client.test", "h@client.test", t),
+        lead("rest-plain-3@client.test", "i@client.test", t),
+        lead("rest-plain-4@client.test", "j@client.test", t),
+    ];
+    let poison = ["rest-poison-1@client.test", "rest-poison-2@client.test"];
+    let mut run = sink(
+        &env,
+        "a",
+        free_port(),
+        &[
+            ("MAILSTREAM_CRM_SINK_BACKEND", "rest"),
+            ("MAILSTREAM_CRM_SINK_BASE_URL", base_url.as_str()),
+            ("MAILSTREAM_CRM_SINK_TOKEN", TOKEN),
+            ("MAILSTREAM_CRM_SINK_MAX_ATTEMPTS", "6"),
+            ("MAILSTREAM_CRM_SINK_BACKOFF_BASE_MS", "20"),
+            ("MAILSTREAM_CRM_SINK_BACKOFF_MAX_MS", "200"),
+            ("MAILSTREAM_CRM_SINK_RETRY_AFTER_MAX_MS", "3000"),
+            ("MAILSTREAM_CRM_SINK_REQUEST_TIMEOUT_MS", "500"),
+            ("MAILSTREAM_CRM_SINK_RATE_LIMIT_PER_SEC", "50"),
+            ("MAILSTREAM_CRM_SINK_MAX_CONCURRENCY", "2"),
+        ],
+    );
+    produce(&env, &records).await;
+    let seen = results(&env, records.len() - poison.len()).await;
+    let dlq = collect(&env.consumer(&["scored.dlq"]), poison.len(), Duration::from_secs(60), Duration::from_secs(2)).await;
+    terminate(&mut run, Duration::from_secs(30));
+
+    let mut keys: Vec<&str> = seen.iter().map(|(k, _)| k.as_str()).collect();
+    keys.sort();
+    let mut expected: Vec<&str> = records
+        .iter()
+        .map(|r| r.message_id.as_str())
+        .filter(|m| !poison.contains(m))
+        .collect();
+    expected.sort();
+    assert_eq!(keys, expected, "one result per non-poison message, none for poison");
+    assert!(seen.iter().all(|(_, r)| r.outcome == "written" && r.backend == "rest"), "{seen:?}");
+    let mut dead: Vec<&str> = dlq.iter().filter_map(|s| s.key.as_deref()).collect();
+    dead.sort();
+    assert_eq!(dead, poison, "the DLQ holds exactly the poison records");
+    for letter in &dlq {
+        assert_eq!(letter.headers["mailstream.error.class"], "crm-rejected");
+        let message = &letter.headers["mailstream.error.message"];
+        assert!(message.contains("400"), "{message}");
+        assert!(!message.contains("sam@client.test"), "no addresses in dead-letter headers: {message}");
+    }
+    let by_id: HashMap<&str, &CrmResult> = seen.iter().map(|(k, r)| (k.as_str(), r)).collect();
+    let failed = by_id["rest-attfail@client.test"];
+    assert_eq!((failed.attachments_written, failed.attachments_failed, failed.follow_ups.len()), (0, 1, 1));
+    assert!(failed.activity_id.is_some(), "the activity stays written");
+    let plain = by_id["rest-plain-1@client.test"];
+    assert_eq!((plain.attachments_written, plain.contact_created), (1, true));
+    assert!(plain.contact_id.as_deref().is_some_and(|id| id.starts_with("ct-")), "the CRM's contact id");
+    assert!(by_id["rest-timeout@client.test"].attempts >= 2);
+
+    let crm = crm.lock().expect("lock");
+    for message in &expected {
+        assert_eq!(crm.activities.get(*message), Some(&1), "{message}: exactly one activity");
+    }
+    for message in poison {
+        assert_eq!(crm.activities.get(message), None, "{message}: rejected, never created");
+    }
+    let twice: Vec<_> = crm.applied.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "a write applied twice: {twice:?}");
+    for kind in ["429-seconds", "429-date", "429-burst", "503", "timeout", "slow", "400"] {
+        assert!(crm.faults.get(kind).is_some_and(|n| *n > 0), "fault {kind} injected: {:?}", crm.faults);
+    }
+    let timeout_key = "rest-timeout@client.test:activity";
+    assert_eq!(crm.attempts[timeout_key].len(), 2, "timed out once, then replayed");
+    let spaced = &crm.attempts["rest-r429s@client.test:contact"];
+    assert!(spaced.len() == 3 && spaced[1] - spaced[0] >= Duration::from_millis(950), "Retry-After: 1 honoured");
+    let dated = &crm.attempts["rest-r429d@client.test:activity"];
+    assert!(dated.len() == 2 && dated[1] - dated[0] >= Duration::from_millis(900), "Retry-After date honoured");
+    let attachment: Vec<_> = crm
+        .attempts
+        .iter()
+        .filter(|(k, _)| k.starts_with("rest-attfail@client.test:attachment:"))
+        .collect();
+    assert_eq!(attachment.len(), 1);
+    assert_eq!(attachment[0].1.len(), 6, "max_attempts, then a follow-up");
+    drop(crm);
+    let log = log_of(&env, "a");
+    assert!(!log.contains(TOKEN), "the token is never logged");
+    assert!(!log.contains("sam@client.test"), "no addresses in the logs");
+}
