@@ -8,6 +8,11 @@
 //! scoring: tagged (`auto-reply`, `bounce`, `list`), given status `excluded`, and still written to
 //! `scored`, so nothing is lost.
 //!
+//! `leads` is last-write-wins in the order the scorer writes: the emails of one lead are spread
+//! over the partitions of `resolved` (keyed by message id), so an older email of a lead can be
+//! written after a newer one (several instances, a replay); a consumer that needs the newest
+//! state compares `updated_at` (the email's `received_at`).
+//!
 //! Scoring is a pure function of the email and the rules ([`score()`]): replaying `resolved` from
 //! the beginning writes byte-identical `scored` records, as long as the rules are the same (each
 //! record names its rules by [`rules::RuleSet::version`]).
@@ -27,6 +32,18 @@
 //!     description: The subject asks for a demo, pricing or an enterprise plan.
 //!     when:                 # exactly one key:
 //!       subject: {contains_any: [demo, pricing, enterprise]}
+//! ```
+//!
+//! The same in TOML:
+//!
+//! ```toml
+//! qualified_at = 40
+//! nurture_below = 15
+//!
+//! [[rules]]
+//! id = "subject-intent"
+//! points = 20
+//! when = { subject = { contains_any = ["demo", "pricing", "enterprise"] } }
 //! ```
 //!
 //! | condition | form |
