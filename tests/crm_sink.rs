@@ -22,8 +22,8 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use mailstream_runtime::AvroRecord;
 use mailstream_runtime::records::{
-    AccountMatch, Address, Attachment, AuthResults, Contact, ContactMatch, CrmResult,
-    Disposition, NewContactProposal, ParsedEmail, ResolvedEmail, RuleHit, ScoredLead,
+    AccountMatch, Address, Attachment, AuthResults, Contact, ContactMatch, CrmResult, Disposition,
+    NewContactProposal, ParsedEmail, ResolvedEmail, RuleHit, ScoredLead,
 };
 use mailstream_tests::{TestEnv, collect, decode, free_port, http_get, log_dir, now_ms, terminate};
 use serde_json::{Value, json};
@@ -150,7 +150,11 @@ async fn results(env: &TestEnv, want: usize) -> Vec<(String, CrmResult)> {
     for record in seen {
         let value = decode(env.registry(), record.payload.as_deref().expect("payload")).await;
         let result = CrmResult::from_avro(value).expect("a CrmResult");
-        assert_eq!(record.key.as_deref(), Some(result.message_id.as_str()), "keyed by message_id");
+        assert_eq!(
+            record.key.as_deref(),
+            Some(result.message_id.as_str()),
+            "keyed by message_id"
+        );
         out.push((result.message_id.clone(), result));
     }
     out
@@ -194,12 +198,17 @@ async fn snapshot(db: &tokio_postgres::Client, schema: &str) -> BTreeMap<String,
     for table in TABLES {
         let rows = db
             .query(
-                &format!("SELECT xmin::text || ' ' || t::text FROM {schema}.{table} t ORDER BY t::text"),
+                &format!(
+                    "SELECT xmin::text || ' ' || t::text FROM {schema}.{table} t ORDER BY t::text"
+                ),
                 &[],
             )
             .await
             .expect("snapshot query");
-        tables.insert((*table).to_string(), rows.iter().map(|r| r.get(0)).collect());
+        tables.insert(
+            (*table).to_string(),
+            rows.iter().map(|r| r.get(0)).collect(),
+        );
     }
     tables
 }
@@ -280,23 +289,37 @@ async fn postgres_writes_each_message_once_and_a_replay_changes_no_row() {
         ("MAILSTREAM_CRM_SINK_SCHEMA", schema.as_str()),
     ];
     let t = now_ms() - 10_000;
-    let mut m1 = attach(lead("pg-1@client.test", "sam@client.test", t), Some("quote.pdf"), &sha("a"));
+    let mut m1 = attach(
+        lead("pg-1@client.test", "sam@client.test", t),
+        Some("quote.pdf"),
+        &sha("a"),
+    );
     m1 = attach(m1, None, &sha("b"));
     m1.deal_id = Some("deal-42".into());
     m1.resolved.deal_id = Some("deal-42".into());
     m1.resolved.deal_source = Some("recipient".into());
     (m1.score, m1.status) = (45, "qualified".into());
-    let m2 = known(lead("pg-2@client.test", "kim@client.test", t + 1), "c-known");
+    let m2 = known(
+        lead("pg-2@client.test", "kim@client.test", t + 1),
+        "c-known",
+    );
     let mut m3 = lead("pg-3@client.test", "sam@client.test", t + 2);
     (m3.score, m3.status) = (5, "nurture".into());
     let m4 = attach(
-        attach(lead("pg-4@other.test", "lee@other.test", t + 3), Some("ok.pdf"), &sha("c")),
+        attach(
+            lead("pg-4@other.test", "lee@other.test", t + 3),
+            Some("ok.pdf"),
+            &sha("c"),
+        ),
         Some("bad.pdf"),
         "not-a-sha256",
     );
     let mut m5 = lead("pg-5@client.test", "mailer-daemon@client.test", t + 4);
     (m5.score, m5.status, m5.tags) = (0, "excluded".into(), vec!["bounce".into()]);
-    let m6 = known(lead("pg-6@client.test", "kim@client.test", t + 5), "c-known");
+    let m6 = known(
+        lead("pg-6@client.test", "kim@client.test", t + 5),
+        "c-known",
+    );
     let mut m6_rescored = m6.clone();
     (m6_rescored.score, m6_rescored.status) = (30, "review".into());
     m6_rescored.breakdown.push(RuleHit {
@@ -310,9 +333,17 @@ async fn postgres_writes_each_message_once_and_a_replay_changes_no_row() {
     let mut run = sink(&env, "a", port, &settings);
     produce(&env, &records).await;
     let first = results(&env, records.len()).await;
-    assert_eq!(first.len(), records.len(), "one result per record: {first:?}");
     assert_eq!(
-        (count(&first, "written"), count(&first, "unchanged"), count(&first, "skipped")),
+        first.len(),
+        records.len(),
+        "one result per record: {first:?}"
+    );
+    assert_eq!(
+        (
+            count(&first, "written"),
+            count(&first, "unchanged"),
+            count(&first, "skipped")
+        ),
         (6, 1, 1),
         "{first:?}"
     );
@@ -322,7 +353,10 @@ async fn postgres_writes_each_message_once_and_a_replay_changes_no_row() {
         ("mailstream_crm_write_latency_seconds_count", 5.0),
         ("mailstream_crm_writes_total{outcome=\"written\"}", 6.0),
         ("mailstream_crm_contact_coverage_total{known=\"true\"}", 2.0),
-        ("mailstream_crm_contact_coverage_total{known=\"false\"}", 3.0),
+        (
+            "mailstream_crm_contact_coverage_total{known=\"false\"}",
+            3.0,
+        ),
         ("mailstream_crm_attachments_total{outcome=\"ok\"}", 3.0),
         ("mailstream_crm_attachments_total{outcome=\"failed\"}", 1.0),
     ] {
@@ -332,10 +366,23 @@ async fn postgres_writes_each_message_once_and_a_replay_changes_no_row() {
 
     let by_id: HashMap<&str, &CrmResult> = first.iter().map(|(k, r)| (k.as_str(), r)).collect();
     // UUIDv5 of mailto:<email> (the derivation is unit-tested in the crate): same on a replay.
-    let sam_id = by_id["pg-1@client.test"].contact_id.clone().expect("contact id");
-    assert_eq!((sam_id.len(), &sam_id[14..15]), (36, "5"), "a UUIDv5: {sam_id}");
-    assert_eq!(by_id["pg-1@client.test"].contact_id.as_deref(), Some(sam_id.as_str()));
-    assert_eq!(by_id["pg-3@client.test"].contact_id.as_deref(), Some(sam_id.as_str()));
+    let sam_id = by_id["pg-1@client.test"]
+        .contact_id
+        .clone()
+        .expect("contact id");
+    assert_eq!(
+        (sam_id.len(), &sam_id[14..15]),
+        (36, "5"),
+        "a UUIDv5: {sam_id}"
+    );
+    assert_eq!(
+        by_id["pg-1@client.test"].contact_id.as_deref(),
+        Some(sam_id.as_str())
+    );
+    assert_eq!(
+        by_id["pg-3@client.test"].contact_id.as_deref(),
+        Some(sam_id.as_str())
+    );
     assert_eq!(
         [&by_id["pg-1@client.test"], &by_id["pg-3@client.test"]]
             .iter()
@@ -344,26 +391,55 @@ async fn postgres_writes_each_message_once_and_a_replay_changes_no_row() {
         1,
         "the contact was created by one of the sender's two emails"
     );
-    assert_eq!(by_id["pg-2@client.test"].contact_id.as_deref(), Some("c-known"));
+    assert_eq!(
+        by_id["pg-2@client.test"].contact_id.as_deref(),
+        Some("c-known")
+    );
     let m4 = by_id["pg-4@other.test"];
-    assert_eq!((m4.attachments_written, m4.attachments_failed, m4.follow_ups.len()), (1, 1, 1));
+    assert_eq!(
+        (
+            m4.attachments_written,
+            m4.attachments_failed,
+            m4.follow_ups.len()
+        ),
+        (1, 1, 1)
+    );
     assert_eq!(by_id["pg-5@client.test"].outcome, "skipped");
 
     let db = pg().await;
     let per_message = db
-        .query(&format!("SELECT message_id, count(*) FROM {schema}.email_activities GROUP BY 1"), &[])
+        .query(
+            &format!("SELECT message_id, count(*) FROM {schema}.email_activities GROUP BY 1"),
+            &[],
+        )
         .await
         .expect("activities");
-    assert_eq!(per_message.len(), 5, "an activity per written message, none for the excluded");
-    assert!(per_message.iter().all(|r| r.get::<_, i64>(1) == 1), "one activity per message_id");
+    assert_eq!(
+        per_message.len(),
+        5,
+        "an activity per written message, none for the excluded"
+    );
+    assert!(
+        per_message.iter().all(|r| r.get::<_, i64>(1) == 1),
+        "one activity per message_id"
+    );
     let contacts = db
         .query(&format!("SELECT email, contact_id, created_by_message_id FROM {schema}.contacts ORDER BY email"), &[])
         .await
         .expect("contacts");
-    let contacts: Vec<(String, String, Option<String>)> =
-        contacts.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    let contacts: Vec<(String, String, Option<String>)> = contacts
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
     assert_eq!(contacts.len(), 3, "{contacts:?}");
-    assert_eq!((contacts[0].0.as_str(), contacts[0].1.as_str(), contacts[0].2.as_deref()), ("kim@client.test", "c-known", None));
+    assert_eq!(
+        (
+            contacts[0].0.as_str(),
+            contacts[0].1.as_str(),
+            contacts[0].2.as_deref()
+        ),
+        ("kim@client.test", "c-known", None)
+    );
     assert_eq!(contacts[2].0, "sam@client.test");
     assert_eq!(contacts[2].1, sam_id);
     let lead_row = db
@@ -373,21 +449,44 @@ async fn postgres_writes_each_message_once_and_a_replay_changes_no_row() {
         )
         .await
         .expect("the re-scored lead");
-    assert_eq!((lead_row.get::<_, i32>(0), lead_row.get::<_, String>(1)), (30, "review".into()), "the later record wins");
+    assert_eq!(
+        (lead_row.get::<_, i32>(0), lead_row.get::<_, String>(1)),
+        (30, "review".into()),
+        "the later record wins"
+    );
     let breakdown: Value = serde_json::from_str(lead_row.get(2)).expect("JSON");
-    assert_eq!(breakdown[1], json!({"rule_id": "auth-pass", "points": 5, "evidence": "spf and dkim pass"}));
+    assert_eq!(
+        breakdown[1],
+        json!({"rule_id": "auth-pass", "points": 5, "evidence": "spf and dkim pass"})
+    );
     let attachments = db
-        .query_one(&format!("SELECT count(*) FROM {schema}.attachments WHERE message_id = 'pg-1@client.test'"), &[])
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM {schema}.attachments WHERE message_id = 'pg-1@client.test'"
+            ),
+            &[],
+        )
         .await
         .expect("attachments");
     assert_eq!(attachments.get::<_, i64>(0), 2);
     let follow_up = db
-        .query_one(&format!("SELECT message_id, kind FROM {schema}.follow_ups"), &[])
+        .query_one(
+            &format!("SELECT message_id, kind FROM {schema}.follow_ups"),
+            &[],
+        )
         .await
         .expect("one follow-up");
-    assert_eq!((follow_up.get::<_, String>(0), follow_up.get::<_, String>(1)), ("pg-4@other.test".into(), "attachment".into()));
+    assert_eq!(
+        (follow_up.get::<_, String>(0), follow_up.get::<_, String>(1)),
+        ("pg-4@other.test".into(), "attachment".into())
+    );
     let deal = db
-        .query_one(&format!("SELECT account_id, first_message_id FROM {schema}.deals WHERE deal_id = 'deal-42'"), &[])
+        .query_one(
+            &format!(
+                "SELECT account_id, first_message_id FROM {schema}.deals WHERE deal_id = 'deal-42'"
+            ),
+            &[],
+        )
         .await
         .expect("the deal");
     assert_eq!(deal.get::<_, Option<String>>(0).as_deref(), Some("acct-1"));
@@ -395,33 +494,78 @@ async fn postgres_writes_each_message_once_and_a_replay_changes_no_row() {
 
     // Every email that proposed a new contact feeds it back (sam: pg-1 twice and pg-3; lee:
     // pg-4), with the id the CRM holds; the compacted topic keeps one per email.
-    let fed_back = collect(&env.consumer(&["contacts"]), 4, Duration::from_secs(30), Duration::from_secs(1)).await;
-    assert_eq!(fed_back.len(), 4, "each email that proposed a contact fed it back");
+    let fed_back = collect(
+        &env.consumer(&["contacts"]),
+        4,
+        Duration::from_secs(30),
+        Duration::from_secs(1),
+    )
+    .await;
+    assert_eq!(
+        fed_back.len(),
+        4,
+        "each email that proposed a contact fed it back"
+    );
     for record in &fed_back {
         let value = decode(env.registry(), record.payload.as_deref().expect("payload")).await;
         let contact = Contact::from_avro(value).expect("a Contact");
-        assert_eq!(record.key.as_deref(), Some(contact.email.as_str()), "keyed by email");
-        let row = contacts.iter().find(|c| c.0 == contact.email).expect("in the table");
+        assert_eq!(
+            record.key.as_deref(),
+            Some(contact.email.as_str()),
+            "keyed by email"
+        );
+        let row = contacts
+            .iter()
+            .find(|c| c.0 == contact.email)
+            .expect("in the table");
         assert_eq!(contact.contact_id, row.1, "the CRM's id");
     }
-    assert_eq!(fed_back.iter().filter(|r| r.key.as_deref() == Some("sam@client.test")).count(), 3);
+    assert_eq!(
+        fed_back
+            .iter()
+            .filter(|r| r.key.as_deref() == Some("sam@client.test"))
+            .count(),
+        3
+    );
 
     reset_offsets(&env);
     let port = free_port();
     let mut replay = sink(&env, "a", port, &settings);
     let all = results(&env, 2 * records.len()).await;
-    assert_eq!(all.len(), 2 * records.len(), "the replay wrote a result per record");
-    assert_eq!(metric_eventually(port, "mailstream_crm_writes_total{outcome=\"unchanged\"}", 7.0).await, 7.0);
+    assert_eq!(
+        all.len(),
+        2 * records.len(),
+        "the replay wrote a result per record"
+    );
+    assert_eq!(
+        metric_eventually(
+            port,
+            "mailstream_crm_writes_total{outcome=\"unchanged\"}",
+            7.0
+        )
+        .await,
+        7.0
+    );
     assert_eq!(metric(port, "mailstream_crm_activities_total").await, 0.0);
-    assert_eq!(metric(port, "mailstream_crm_unique_messages_total").await, 0.0);
+    assert_eq!(
+        metric(port, "mailstream_crm_unique_messages_total").await,
+        0.0
+    );
     terminate(&mut replay, Duration::from_secs(30));
     assert_eq!(
-        (count(&all, "written"), count(&all, "unchanged"), count(&all, "skipped")),
+        (
+            count(&all, "written"),
+            count(&all, "unchanged"),
+            count(&all, "skipped")
+        ),
         (6, 8, 2),
         "the replay changed nothing"
     );
     let after = snapshot(&db, &schema).await;
-    assert_eq!(before, after, "no row rewritten (xmin and values identical)");
+    assert_eq!(
+        before, after,
+        "no row rewritten (xmin and values identical)"
+    );
     let log = log_of(&env, "a");
     assert!(!log.contains("sam@client.test") && !log.contains("kim@client.test"));
 }
@@ -452,15 +596,30 @@ async fn dry_run_logs_the_writes_and_makes_none() {
     produce(&env, &records).await;
     let seen = results(&env, 3).await;
     terminate(&mut run, Duration::from_secs(30));
-    assert_eq!((count(&seen, "dry-run"), count(&seen, "skipped")), (2, 1), "{seen:?}");
-    let planned = seen.iter().find(|(k, _)| k == "dry-1@client.test").map(|(_, r)| r).expect("dry-1");
+    assert_eq!(
+        (count(&seen, "dry-run"), count(&seen, "skipped")),
+        (2, 1),
+        "{seen:?}"
+    );
+    let planned = seen
+        .iter()
+        .find(|(k, _)| k == "dry-1@client.test")
+        .map(|(_, r)| r)
+        .expect("dry-1");
     assert!(planned.contact_created && planned.activity_id.is_none());
     let db = pg().await;
     let schemas = db
-        .query_one("SELECT count(*) FROM information_schema.schemata WHERE schema_name = $1", &[&schema])
+        .query_one(
+            "SELECT count(*) FROM information_schema.schemata WHERE schema_name = $1",
+            &[&schema],
+        )
         .await
         .expect("schemata");
-    assert_eq!(schemas.get::<_, i64>(0), 0, "a dry run creates nothing, not even the schema");
+    assert_eq!(
+        schemas.get::<_, i64>(0),
+        0,
+        "a dry run creates nothing, not even the schema"
+    );
     let log = log_of(&env, "a");
     assert!(log.contains("dry run: would write"), "{log}");
     assert!(log.contains("insert-activity") && log.contains("dry-1@client.test"));
@@ -572,7 +731,13 @@ fn apply(crm: &mut Crm, op: &str, key: &str, body: &Value) -> (u16, Value, bool)
 }
 
 async fn handle(State(crm): State<Shared>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
     if header("authorization") != format!("Bearer {TOKEN}") {
         return answer(401, json!({"error": "unauthorized"}), &[]);
     }
@@ -621,7 +786,11 @@ async fn handle(State(crm): State<Shared>, uri: Uri, headers: HeaderMap, body: B
         Fault::Burst => return answer(429, json!({}), &[("retry-after", "0".into())]),
         Fault::Unavailable => return answer(503, json!({"error": "maintenance"}), &[]),
         Fault::Reject => {
-            return answer(400, json!({"error": "subject rejected for sam@client.test"}), &[]);
+            return answer(
+                400,
+                json!({"error": "subject rejected for sam@client.test"}),
+                &[],
+            );
         }
         Fault::Slow => tokio::time::sleep(Duration::from_millis(300)).await,
         Fault::Timeout | Fault::None => {}
@@ -631,7 +800,11 @@ async fn handle(State(crm): State<Shared>, uri: Uri, headers: HeaderMap, body: B
         // The write is done, but the answer comes after the client gave up.
         tokio::time::sleep(Duration::from_millis(1_500)).await;
     }
-    let headers = if replayed { vec![("idempotent-replayed", "true".to_string())] } else { vec![] };
+    let headers = if replayed {
+        vec![("idempotent-replayed", "true".to_string())]
+    } else {
+        vec![]
+    };
     answer(status, body, &headers)
 }
 
@@ -640,22 +813,35 @@ async fn rest_backend_rides_out_faults_without_losing_or_duplicating() {
     let env = TestEnv::new("crmrest");
     let crm: Shared = Arc::default();
     let app = Router::new().fallback(handle).with_state(crm.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let base_url = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let t = now_ms() - 1_000;
-    let mut plain = attach(lead("rest-plain-1@client.test", "sam@client.test", t), Some("q.pdf"), &sha("q"));
+    let mut plain = attach(
+        lead("rest-plain-1@client.test", "sam@client.test", t),
+        Some("q.pdf"),
+        &sha("q"),
+    );
     plain.deal_id = Some("d-7".into());
     let records = vec![
         plain,
-        known(lead("rest-plain-2@client.test", "kim@client.test", t), "c-known"),
+        known(
+            lead("rest-plain-2@client.test", "kim@client.test", t),
+            "c-known",
+        ),
         lead("rest-r429s@client.test", "a@client.test", t),
         lead("rest-r429d@client.test", "b@client.test", t),
         lead("rest-r503@client.test", "c@client.test", t),
         lead("rest-timeout@client.test", "d@client.test", t),
         lead("rest-slow@client.test", "e@client.test", t),
-        attach(lead("rest-attfail@client.test", "f@client.test", t), Some("x.pdf"), &sha("x")),
+        attach(
+            lead("rest-attfail@client.test", "f@client.test", t),
+            Some("x.pdf"),
+            &sha("x"),
+        ),
         lead("rest-poison-1@client.test", "g@client.test", t),
         lead("rest-poison-2@client.test", "h@client.test", t),
         lead("rest-plain-3@client.test", "i@client.test", t),
@@ -681,7 +867,13 @@ async fn rest_backend_rides_out_faults_without_losing_or_duplicating() {
     );
     produce(&env, &records).await;
     let seen = results(&env, records.len() - poison.len()).await;
-    let dlq = collect(&env.consumer(&["scored.dlq"]), poison.len(), Duration::from_secs(60), Duration::from_secs(2)).await;
+    let dlq = collect(
+        &env.consumer(&["scored.dlq"]),
+        poison.len(),
+        Duration::from_secs(60),
+        Duration::from_secs(2),
+    )
+    .await;
     terminate(&mut run, Duration::from_secs(30));
 
     let mut keys: Vec<&str> = seen.iter().map(|(k, _)| k.as_str()).collect();
@@ -692,8 +884,15 @@ async fn rest_backend_rides_out_faults_without_losing_or_duplicating() {
         .filter(|m| !poison.contains(m))
         .collect();
     expected.sort();
-    assert_eq!(keys, expected, "one result per non-poison message, none for poison");
-    assert!(seen.iter().all(|(_, r)| r.outcome == "written" && r.backend == "rest"), "{seen:?}");
+    assert_eq!(
+        keys, expected,
+        "one result per non-poison message, none for poison"
+    );
+    assert!(
+        seen.iter()
+            .all(|(_, r)| r.outcome == "written" && r.backend == "rest"),
+        "{seen:?}"
+    );
     let mut dead: Vec<&str> = dlq.iter().filter_map(|s| s.key.as_deref()).collect();
     dead.sort();
     assert_eq!(dead, poison, "the DLQ holds exactly the poison records");
@@ -701,35 +900,84 @@ async fn rest_backend_rides_out_faults_without_losing_or_duplicating() {
         assert_eq!(letter.headers["mailstream.error.class"], "crm-rejected");
         let message = &letter.headers["mailstream.error.message"];
         assert!(message.contains("400"), "{message}");
-        assert!(!message.contains("sam@client.test"), "no addresses in dead-letter headers: {message}");
+        assert!(
+            !message.contains("sam@client.test"),
+            "no addresses in dead-letter headers: {message}"
+        );
     }
     let by_id: HashMap<&str, &CrmResult> = seen.iter().map(|(k, r)| (k.as_str(), r)).collect();
     let failed = by_id["rest-attfail@client.test"];
-    assert_eq!((failed.attachments_written, failed.attachments_failed, failed.follow_ups.len()), (0, 1, 1));
+    assert_eq!(
+        (
+            failed.attachments_written,
+            failed.attachments_failed,
+            failed.follow_ups.len()
+        ),
+        (0, 1, 1)
+    );
     assert!(failed.activity_id.is_some(), "the activity stays written");
     let plain = by_id["rest-plain-1@client.test"];
-    assert_eq!((plain.attachments_written, plain.contact_created), (1, true));
-    assert!(plain.contact_id.as_deref().is_some_and(|id| id.starts_with("ct-")), "the CRM's contact id");
+    assert_eq!(
+        (plain.attachments_written, plain.contact_created),
+        (1, true)
+    );
+    assert!(
+        plain
+            .contact_id
+            .as_deref()
+            .is_some_and(|id| id.starts_with("ct-")),
+        "the CRM's contact id"
+    );
     assert!(by_id["rest-timeout@client.test"].attempts >= 2);
 
     let crm = crm.lock().expect("lock");
     for message in &expected {
-        assert_eq!(crm.activities.get(*message), Some(&1), "{message}: exactly one activity");
+        assert_eq!(
+            crm.activities.get(*message),
+            Some(&1),
+            "{message}: exactly one activity"
+        );
     }
     for message in poison {
-        assert_eq!(crm.activities.get(message), None, "{message}: rejected, never created");
+        assert_eq!(
+            crm.activities.get(message),
+            None,
+            "{message}: rejected, never created"
+        );
     }
     let twice: Vec<_> = crm.applied.iter().filter(|(_, n)| **n != 1).collect();
     assert!(twice.is_empty(), "a write applied twice: {twice:?}");
-    for kind in ["429-seconds", "429-date", "429-burst", "503", "timeout", "slow", "400"] {
-        assert!(crm.faults.get(kind).is_some_and(|n| *n > 0), "fault {kind} injected: {:?}", crm.faults);
+    for kind in [
+        "429-seconds",
+        "429-date",
+        "429-burst",
+        "503",
+        "timeout",
+        "slow",
+        "400",
+    ] {
+        assert!(
+            crm.faults.get(kind).is_some_and(|n| *n > 0),
+            "fault {kind} injected: {:?}",
+            crm.faults
+        );
     }
     let timeout_key = "rest-timeout@client.test:activity";
-    assert_eq!(crm.attempts[timeout_key].len(), 2, "timed out once, then replayed");
+    assert_eq!(
+        crm.attempts[timeout_key].len(),
+        2,
+        "timed out once, then replayed"
+    );
     let spaced = &crm.attempts["rest-r429s@client.test:contact"];
-    assert!(spaced.len() == 3 && spaced[1] - spaced[0] >= Duration::from_millis(950), "Retry-After: 1 honoured");
+    assert!(
+        spaced.len() == 3 && spaced[1] - spaced[0] >= Duration::from_millis(950),
+        "Retry-After: 1 honoured"
+    );
     let dated = &crm.attempts["rest-r429d@client.test:activity"];
-    assert!(dated.len() == 2 && dated[1] - dated[0] >= Duration::from_millis(900), "Retry-After date honoured");
+    assert!(
+        dated.len() == 2 && dated[1] - dated[0] >= Duration::from_millis(900),
+        "Retry-After date honoured"
+    );
     let attachment: Vec<_> = crm
         .attempts
         .iter()
@@ -741,4 +989,304 @@ async fn rest_backend_rides_out_faults_without_losing_or_duplicating() {
     let log = log_of(&env, "a");
     assert!(!log.contains(TOKEN), "the token is never logged");
     assert!(!log.contains("sam@client.test"), "no addresses in the logs");
+}
+
+/// A TCP proxy to PostgreSQL that the test can cut (every connection dropped, new ones
+/// refused) and restore: a database outage on demand.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    cuts: tokio::sync::watch::Sender<u64>,
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (cuts, _) = tokio::sync::watch::channel(0u64);
+        let (flag, signal) = (up.clone(), cuts.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: the connection is refused
+                }
+                let upstream = upstream.clone();
+                let mut cut = signal.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Self { addr, up, cuts }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.cuts.send_modify(|n| *n += 1);
+    }
+
+    fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_stalls_the_sink_and_loses_nothing() {
+    let env = TestEnv::new("crmdown");
+    let schema = schema_of(&env);
+    let config: tokio_postgres::Config = database_url().parse().expect("database URL");
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => "127.0.0.1".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let proxy = Proxy::start(format!("{host}:{port}")).await;
+    let via_proxy = format!(
+        "postgres://{}@{}/{}",
+        config.get_user().unwrap_or("mailstream"),
+        proxy.addr,
+        config.get_dbname().unwrap_or("mailstream")
+    );
+    let metrics_port = free_port();
+    let mut run = sink(
+        &env,
+        "a",
+        metrics_port,
+        &[
+            ("MAILSTREAM_CRM_SINK_DATABASE_URL", via_proxy.as_str()),
+            ("MAILSTREAM_CRM_SINK_SCHEMA", schema.as_str()),
+            ("MAILSTREAM_RETRY_BACKOFF_MAX_MS", "1000"),
+        ],
+    );
+    let t = now_ms();
+    let batch = |from: usize| -> Vec<ScoredLead> {
+        (from..from + 3)
+            .map(|i| {
+                lead(
+                    &format!("down-{i}@client.test"),
+                    &format!("s{i}@client.test"),
+                    t,
+                )
+            })
+            .collect()
+    };
+    produce(&env, &batch(0)).await;
+    assert_eq!(
+        results(&env, 3).await.len(),
+        3,
+        "written while the database is up"
+    );
+
+    proxy.cut();
+    produce(&env, &batch(3)).await;
+    let during = collect(
+        &env.consumer(&["crm-results"]),
+        4,
+        Duration::from_secs(5),
+        Duration::ZERO,
+    )
+    .await;
+    assert_eq!(
+        during.len(),
+        3,
+        "nothing is written, or dead-lettered, while the database is down"
+    );
+    proxy.restore();
+
+    let all = results(&env, 6).await;
+    let dlq = collect(
+        &env.consumer(&["scored.dlq"]),
+        1,
+        Duration::from_secs(3),
+        Duration::ZERO,
+    )
+    .await;
+    let failures = metric(
+        metrics_port,
+        "mailstream_crm_write_failures_total{class=\"connection\"}",
+    )
+    .await;
+    terminate(&mut run, Duration::from_secs(30));
+    assert_eq!(
+        all.len(),
+        6,
+        "every record written once the database is back: {all:?}"
+    );
+    assert!(all.iter().all(|(_, r)| r.outcome == "written"));
+    assert!(dlq.is_empty(), "an outage is not a poison record");
+    assert!(failures >= 1.0, "the outage was counted");
+    let db = pg().await;
+    let rows = db
+        .query_one(
+            &format!("SELECT count(*) FROM {schema}.email_activities"),
+            &[],
+        )
+        .await
+        .expect("count");
+    assert_eq!(rows.get::<_, i64>(0), 6);
+    assert!(
+        log_of(&env, "a").contains("transient failure"),
+        "the runtime retried the batch"
+    );
+}
+
+/// A HubSpot stand-in: contacts batch upsert by email, emails with a unique message-id
+/// property (409 on a second create) and a read by that property.
+#[derive(Default)]
+struct Hubspot {
+    contacts: HashMap<String, String>,
+    /// Message id → (email id, create body).
+    emails: HashMap<String, (String, Value)>,
+    creates: u32,
+    conflicts: u32,
+    throttled: bool,
+}
+
+async fn hubspot(
+    State(hs): State<Arc<Mutex<Hubspot>>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if headers.get("authorization").and_then(|v| v.to_str().ok())
+        != Some(&format!("Bearer {TOKEN}"))
+    {
+        return answer(401, json!({"status": "error"}), &[]);
+    }
+    let body: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let mut hs = hs.lock().expect("lock");
+    let n = hs.contacts.len() + hs.emails.len() + 1;
+    match uri.path() {
+        "/crm/v3/objects/contacts/batch/upsert" => {
+            let input = &body["inputs"][0];
+            assert_eq!(input["idProperty"], "email");
+            let email = input["id"].as_str().unwrap_or_default().to_string();
+            let new = !hs.contacts.contains_key(&email);
+            let id = hs
+                .contacts
+                .entry(email)
+                .or_insert_with(|| format!("{}", 5000 + n))
+                .clone();
+            answer(
+                200,
+                json!({"status": "COMPLETE", "results": [{"id": id, "new": new, "properties": input["properties"]}]}),
+                &[],
+            )
+        }
+        "/crm/v3/objects/emails" => {
+            if !hs.throttled {
+                hs.throttled = true;
+                return answer(
+                    429,
+                    json!({"status": "error", "category": "RATE_LIMITS"}),
+                    &[("retry-after", "1".into())],
+                );
+            }
+            let message_id = body["properties"]["mailstream_message_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if hs.emails.contains_key(&message_id) {
+                hs.conflicts += 1;
+                return answer(409, json!({"status": "error", "category": "CONFLICT"}), &[]);
+            }
+            hs.creates += 1;
+            let id = format!("{}", 9000 + n);
+            hs.emails.insert(message_id, (id.clone(), body.clone()));
+            answer(
+                201,
+                json!({"id": id, "properties": body["properties"]}),
+                &[],
+            )
+        }
+        path => {
+            let wanted = uri.query() == Some("idProperty=mailstream_message_id");
+            let id = path
+                .strip_prefix("/crm/v3/objects/emails/")
+                .map(|m| m.replace("%40", "@"));
+            match id.and_then(|m| hs.emails.get(&m)).filter(|_| wanted) {
+                Some((id, _)) => answer(200, json!({"id": id}), &[]),
+                None => answer(404, json!({"status": "error"}), &[]),
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hubspot_backend_upserts_contacts_and_creates_each_email_once() {
+    let env = TestEnv::new("crmhs");
+    let hs: Arc<Mutex<Hubspot>> = Arc::default();
+    let app = Router::new().fallback(hubspot).with_state(hs.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base_url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let t = now_ms();
+    let mut first = lead("hs-1@client.test", "sam@client.test", t);
+    first.deal_id = Some("901".into());
+    let second = lead("hs-2@client.test", "sam@client.test", t + 1);
+    let records = vec![first.clone(), second, first];
+    let mut run = sink(
+        &env,
+        "a",
+        free_port(),
+        &[
+            ("MAILSTREAM_CRM_SINK_BACKEND", "hubspot"),
+            ("MAILSTREAM_CRM_SINK_BASE_URL", base_url.as_str()),
+            ("MAILSTREAM_CRM_SINK_TOKEN", TOKEN),
+        ],
+    );
+    produce(&env, &records).await;
+    let seen = results(&env, 3).await;
+    terminate(&mut run, Duration::from_secs(30));
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    let (first, duplicate): (Vec<_>, Vec<_>) = seen
+        .iter()
+        .filter(|(k, _)| k == "hs-1@client.test")
+        .partition(|(_, r)| r.outcome == "written");
+    assert_eq!((first.len(), duplicate.len()), (1, 1), "{seen:?}");
+    let (first, duplicate) = (&first[0].1, &duplicate[0].1);
+    assert_eq!(
+        duplicate.outcome, "unchanged",
+        "the replay met the unique property"
+    );
+    assert_eq!(
+        duplicate.activity_id, first.activity_id,
+        "and found the same email"
+    );
+    let hs = hs.lock().expect("lock");
+    assert_eq!((hs.creates, hs.conflicts, hs.contacts.len()), (2, 1, 1));
+    let contact_id = &hs.contacts["sam@client.test"];
+    let created = seen.iter().filter(|(_, r)| r.contact_created).count();
+    assert_eq!(created, 1, "the contact was new once");
+    assert!(
+        seen.iter()
+            .all(|(_, r)| r.contact_id.as_ref() == Some(contact_id))
+    );
+    let (_, body) = &hs.emails["hs-1@client.test"];
+    assert_eq!(body["properties"]["hs_email_direction"], "INCOMING_EMAIL");
+    assert_eq!(body["properties"]["hs_timestamp"], t.to_string());
+    assert_eq!(
+        body["properties"]["hs_email_text"],
+        "Hello, what does it cost?"
+    );
+    let types = |i: usize| body["associations"][i]["types"][0]["associationTypeId"].clone();
+    assert_eq!(
+        (body["associations"][0]["to"]["id"].clone(), types(0)),
+        (json!(contact_id), json!(198))
+    );
+    assert_eq!(
+        (body["associations"][1]["to"]["id"].clone(), types(1)),
+        (json!("901"), json!(210))
+    );
 }

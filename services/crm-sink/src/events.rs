@@ -13,8 +13,11 @@
 //! | `crm_activities_total`, `crm_unique_messages_total` | duplication = activities / unique messages (stays 1.0) |
 //!
 //! Activities and failures count when they happen (a duplicate created by a retry is a duplicate
-//! even if its batch aborts); the per-message figures count when the message's result commits, so
-//! an aborted batch that is processed again is counted once. Logs at info and above carry ids and
+//! even if its batch aborts). The per-message figures count when the message's result commits,
+//! so an aborted batch that is processed again is counted once: a message counts as unique (with
+//! its latency, coverage and attachments) when its activity was created by this write, or by an
+//! earlier attempt of it whose transaction aborted. A backend that duplicated activities shows
+//! `crm_activities_total` above `crm_unique_messages_total`. Logs at info and above carry ids and
 //! classes only, never addresses, names, subjects or bodies.
 
 use std::time::Duration;
@@ -101,14 +104,33 @@ impl SinkMetrics {
 /// What one message amounted to, recorded when its transaction commits.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MessageOutcome {
+    pub message_id: String,
     /// `written`, `unchanged`, `skipped`, `dry-run` or `dead-lettered`.
     pub outcome: &'static str,
-    /// received_at → durable write, for a first write.
+    /// received_at → durable write.
     pub latency: Option<Duration>,
-    /// Whether the sender was a known contact (messages that reached the CRM).
-    pub known_contact: Option<bool>,
+    /// The sender was a known contact.
+    pub known_contact: bool,
     pub attachments_ok: u32,
     pub attachments_failed: u32,
+    /// The message's activity was created by this write (or by an attempt of it that an aborted
+    /// transaction left behind): its first write. Set at commit.
+    pub first_write: bool,
+}
+
+impl MessageOutcome {
+    /// An outcome that wrote nothing.
+    pub fn nothing_written(message_id: &str, outcome: &'static str) -> Self {
+        Self {
+            message_id: message_id.to_string(),
+            outcome,
+            latency: None,
+            known_contact: false,
+            attachments_ok: 0,
+            attachments_failed: 0,
+            first_write: false,
+        }
+    }
 }
 
 /// `text` made fit for logs and dead-letter headers: words holding an `@` (addresses) replaced
@@ -188,20 +210,24 @@ pub fn skipped(message_id: &str, status: &str) {
     tracing::debug!(message_id, status, "excluded email not written to the CRM");
 }
 
-/// The message's result committed.
+/// The message's result committed. Its first write counts as a unique message, with its
+/// latency, contact coverage and attachments; replays and re-scores count only by outcome.
 pub fn message_committed(m: &SinkMetrics, outcome: &MessageOutcome) {
     m.writes.with_label_values(&[outcome.outcome]).inc();
-    if outcome.outcome == "written" {
-        m.unique_messages.inc();
-        if let Some(latency) = outcome.latency {
-            m.latency.observe(latency.as_secs_f64());
-        }
+    if !outcome.first_write {
+        return;
     }
-    if let Some(known) = outcome.known_contact {
-        m.coverage
-            .with_label_values(&[if known { "true" } else { "false" }])
-            .inc();
+    m.unique_messages.inc();
+    if let Some(latency) = outcome.latency {
+        m.latency.observe(latency.as_secs_f64());
     }
+    m.coverage
+        .with_label_values(&[if outcome.known_contact {
+            "true"
+        } else {
+            "false"
+        }])
+        .inc();
     if outcome.attachments_ok > 0 {
         m.attachments
             .with_label_values(&["ok"])
@@ -226,11 +252,12 @@ mod tests {
         message_committed(
             &m,
             &MessageOutcome {
-                outcome: "written",
                 latency: Some(Duration::from_secs(3)),
-                known_contact: Some(true),
+                known_contact: true,
                 attachments_ok: 2,
                 attachments_failed: 1,
+                first_write: true,
+                ..MessageOutcome::nothing_written("m1", "written")
             },
         );
         write_failed(&m, "activity", FailureClass::Server, 1, "503", true);

@@ -28,6 +28,7 @@ pub mod events;
 pub mod retry;
 pub mod settings;
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use mailstream_runtime::records::{Contact, CrmResult, ScoredLead};
@@ -59,7 +60,13 @@ pub struct CrmSink {
     batch_started: Option<Instant>,
     /// Per-message outcomes of the open transaction, counted when it commits.
     pending: Vec<MessageOutcome>,
+    /// Messages whose activity a write created and whose result has not committed yet (kept
+    /// across aborts, so the attempt that commits knows it is the first write).
+    created: HashSet<String>,
 }
+
+/// Bound of [`CrmSink::created`].
+const MAX_UNCOMMITTED_CREATED: usize = 100_000;
 
 /// Builds the sink: validates the settings against the runtime's, registers the metrics,
 /// connects the backend (PostgreSQL: and applies the migrations). Nothing is connected in a dry
@@ -104,6 +111,7 @@ pub async fn build(ctx: BuildContext, settings: CrmSinkSettings) -> Result<CrmSi
         ),
         batch_started: None,
         pending: Vec::new(),
+        created: HashSet::new(),
     })
 }
 
@@ -168,13 +176,8 @@ impl CrmSink {
 
     fn skip(&mut self, lead: &ScoredLead, out: &mut Outputs) -> Result<(), ProcessError> {
         events::skipped(&lead.message_id, &lead.status);
-        self.pending.push(MessageOutcome {
-            outcome: "skipped",
-            latency: None,
-            known_contact: None,
-            attachments_ok: 0,
-            attachments_failed: 0,
-        });
+        self.pending
+            .push(MessageOutcome::nothing_written(&lead.message_id, "skipped"));
         out.send(
             RESULTS,
             lead.message_id.clone(),
@@ -191,13 +194,8 @@ impl CrmSink {
         for (op, ids) in plan.operations() {
             events::would_write(&op, &plan.message_id, &ids);
         }
-        self.pending.push(MessageOutcome {
-            outcome: "dry-run",
-            latency: None,
-            known_contact: None,
-            attachments_ok: 0,
-            attachments_failed: 0,
-        });
+        self.pending
+            .push(MessageOutcome::nothing_written(&lead.message_id, "dry-run"));
         let result = CrmResult {
             contact_id: plan.contact.as_ref().map(|c| c.contact_id.clone()),
             contact_created: plan.contact.as_ref().is_some_and(|c| c.create),
@@ -233,19 +231,21 @@ impl Processor for CrmSink {
             Err(error) => {
                 let error = error.into_process_error();
                 if matches!(error, ProcessError::Poison { .. }) {
-                    self.pending.push(MessageOutcome {
-                        outcome: "dead-lettered",
-                        latency: None,
-                        known_contact: None,
-                        attachments_ok: 0,
-                        attachments_failed: 0,
-                    });
+                    self.pending.push(MessageOutcome::nothing_written(
+                        &plan.message_id,
+                        "dead-lettered",
+                    ));
                 }
                 return Err(error);
             }
         };
         if report.activity_created {
             events::activity_created(&self.metrics, self.backend_name, &plan.message_id);
+            if self.created.len() >= MAX_UNCOMMITTED_CREATED {
+                // Messages of aborted batches that another instance took over: forget them.
+                self.created.clear();
+            }
+            self.created.insert(plan.message_id.clone());
         }
         for follow_up in &report.follow_ups {
             events::follow_up_recorded(self.backend_name, &plan.message_id, follow_up);
@@ -257,11 +257,11 @@ impl Processor for CrmSink {
         };
         let latency_ms = now_ms().saturating_sub(lead.received_at).max(0) as u64;
         self.pending.push(MessageOutcome {
-            outcome,
             latency: Some(Duration::from_millis(latency_ms)),
-            known_contact: Some(plan.known_contact),
+            known_contact: plan.known_contact,
             attachments_ok: report.attachments_written,
             attachments_failed: report.attachments_failed,
+            ..MessageOutcome::nothing_written(&plan.message_id, outcome)
         });
         if let (Some(contact), Some(contact_id)) = (&plan.contact, &report.contact_id)
             && contact.create
@@ -292,7 +292,8 @@ impl Processor for CrmSink {
 
     fn on_commit(&mut self) {
         self.batch_started = None;
-        for outcome in self.pending.drain(..) {
+        for mut outcome in std::mem::take(&mut self.pending) {
+            outcome.first_write = self.created.remove(&outcome.message_id);
             events::message_committed(&self.metrics, &outcome);
         }
     }

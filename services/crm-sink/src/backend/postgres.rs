@@ -19,7 +19,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use super::{CrmBackend, WriteError, WritePlan, WriteReport, migrate};
-use crate::events::redact;
+use crate::events::{self, redact};
 use crate::retry::{Failure, FailureClass, Retrier};
 
 const ACCOUNT: &str = "INSERT INTO accounts AS t (account_id, name, domain, target_account, created_at, updated_at)
@@ -176,8 +176,18 @@ impl PostgresBackend {
             self.connection = None;
         }
         if self.connection.is_none() {
+            let metrics = &self.retrier.metrics;
             let outage = |e: tokio_postgres::Error| {
-                WriteError::Unavailable(format!("PostgreSQL unavailable: {}", safe_error(&e)))
+                let reason = safe_error(&e);
+                events::write_failed(
+                    metrics,
+                    "postgres-connect",
+                    FailureClass::Connection,
+                    1,
+                    &reason,
+                    false,
+                );
+                WriteError::Unavailable(format!("PostgreSQL unavailable: {reason}"))
             };
             let client = self.open().await.map_err(outage)?;
             let prepared = prepare(&client).await.map_err(outage)?;
