@@ -78,6 +78,11 @@ pub fn producer_config(config: &RuntimeConfig, naming: &Naming, processor: &str)
     client.set("linger.ms", "5");
     client.set("message.max.bytes", "8388608");
     client.set("compression.type", "zstd");
+    // A transaction that starts right after a commit often meets CONCURRENT_TRANSACTIONS while
+    // the coordinator still writes the previous commit's markers (a few ms); librdkafka retries
+    // AddOffsetsToTxn after retry.backoff.ms, whose 100 ms default would land in every commit.
+    client.set("retry.backoff.ms", "10");
+    client.set("retry.backoff.max.ms", "1000");
     client.set(
         "transaction.timeout.ms",
         config.transaction_timeout_ms.to_string(),

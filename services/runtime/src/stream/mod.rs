@@ -536,6 +536,8 @@ impl<P: Processor> Stream<P> {
         })
         .map_err(|e| txn_failure("sending offsets to the transaction", e))?;
         let offsets_sent = started.elapsed();
+        self.await_deliveries().await?;
+        let producer = &self.producer;
         tokio::task::block_in_place(|| producer.commit_transaction(TXN_CALL_TIMEOUT))
             .map_err(|e| txn_failure("committing the transaction", e))?;
         events::transaction_committed(
@@ -545,6 +547,28 @@ impl<P: Processor> Stream<P> {
             offsets_sent,
             started.elapsed(),
         );
+        Ok(())
+    }
+
+    /// Waits until every record of the transaction is acknowledged, checking every millisecond.
+    ///
+    /// `commit_transaction` flushes too, but rust-rdkafka's flush sleeps in 100 ms polls of a
+    /// queue the threaded producer's own thread serves, so any record still in flight when it
+    /// is called (one held back by a CONCURRENT_TRANSACTIONS retry, say) costs a whole 100 ms.
+    async fn await_deliveries(&self) -> Result<(), BatchFailure> {
+        let deadline = Instant::now() + TXN_CALL_TIMEOUT;
+        while self.producer.in_flight_count() > 0 {
+            if Instant::now() > deadline {
+                return Err(BatchFailure::Retry {
+                    reason: format!(
+                        "{} records not acknowledged within {TXN_CALL_TIMEOUT:?}",
+                        self.producer.in_flight_count()
+                    ),
+                    backoff: true,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         Ok(())
     }
 
