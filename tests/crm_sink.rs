@@ -1290,3 +1290,74 @@ async fn hubspot_backend_upserts_contacts_and_creates_each_email_once() {
         (json!("901"), json!(210))
     );
 }
+
+/// Throughput of the PostgreSQL backend (not part of the suite: `cargo test -p mailstream-tests
+/// --test crm_sink -- --ignored throughput --nocapture`). 2,000 leads from distinct senders,
+/// each with an attachment: a new contact, an activity, an attachment and a lead per record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn postgres_throughput() {
+    let env = TestEnv::new("crmbench");
+    let schema = schema_of(&env);
+    let url = database_url();
+    let n = 2_000;
+    let t = now_ms() - 60_000;
+    let records: Vec<ScoredLead> = (0..n)
+        .map(|i| {
+            attach(
+                lead(
+                    &format!("bench-{i}@client.test"),
+                    &format!("s{i}@client.test"),
+                    t + i as i64,
+                ),
+                Some("a.pdf"),
+                &sha(&i.to_string()),
+            )
+        })
+        .collect();
+    for chunk in records.chunks(500) {
+        produce(&env, chunk).await;
+    }
+    let port = free_port();
+    let mut run = sink(
+        &env,
+        "a",
+        port,
+        &[
+            ("MAILSTREAM_CRM_SINK_DATABASE_URL", url.as_str()),
+            ("MAILSTREAM_CRM_SINK_SCHEMA", schema.as_str()),
+        ],
+    );
+    let first = collect(
+        &env.consumer(&["crm-results"]),
+        1,
+        Duration::from_secs(60),
+        Duration::ZERO,
+    )
+    .await;
+    assert_eq!(first.len(), 1);
+    let started = Instant::now();
+    let all = collect(
+        &env.consumer(&["crm-results"]),
+        n,
+        Duration::from_secs(600),
+        Duration::ZERO,
+    )
+    .await;
+    let elapsed = started.elapsed();
+    let (_, metrics) = http_get(&format!("http://127.0.0.1:{port}/metrics")).await;
+    terminate(&mut run, Duration::from_secs(30));
+    assert_eq!(all.len(), n);
+    let processing: Vec<&str> = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("mailstream_processing_seconds_sum")
+                || l.starts_with("mailstream_processing_seconds_count")
+        })
+        .collect();
+    println!(
+        "crm-sink postgres: {n} records in {:.1} s after the first result = {:.0} records/s; {processing:?}",
+        elapsed.as_secs_f64(),
+        (n - 1) as f64 / elapsed.as_secs_f64()
+    );
+}

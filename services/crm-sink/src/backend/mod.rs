@@ -16,6 +16,7 @@ pub mod migrate;
 #[cfg(test)]
 mod plan_tests;
 pub mod postgres;
+mod postgres_sql;
 pub mod rest;
 
 use std::future::Future;

@@ -1,0 +1,128 @@
+//! Unit tests of the settings: env mapping through the dashed section name, defaults, and every
+//! problem reported with its key.
+
+use mailstream_runtime::ConfigSource;
+use mailstream_runtime::config::load;
+
+use super::*;
+
+fn base() -> ConfigSource {
+    ConfigSource::default()
+        .with_env("MAILSTREAM_BOOTSTRAP_SERVERS", "k:9092")
+        .with_env("MAILSTREAM_SCHEMA_REGISTRY_URL", "http://r:8081")
+}
+
+#[test]
+fn env_keys_map_through_the_dashed_section_name() {
+    let (rt, s) = load::<CrmSinkSettings>(
+        SECTION,
+        &base()
+            .with_env("MAILSTREAM_CRM_SINK_DATABASE_URL", "postgres://u@h:5433/d")
+            .with_env("MAILSTREAM_CRM_SINK_TOKEN", "12345")
+            .with_env("MAILSTREAM_CRM_SINK_MAX_ATTEMPTS", "3")
+            .with_env("MAILSTREAM_CRM_SINK_RATE_LIMIT_PER_SEC", "5")
+            .with_env("MAILSTREAM_CRM_SINK_DRY_RUN", "true"),
+    )
+    .expect("valid");
+    assert_eq!(s.backend, "postgres");
+    assert_eq!(s.schema, "crm");
+    assert_eq!(
+        s.token.as_deref(),
+        Some("12345"),
+        "a numeric-looking token stays a string"
+    );
+    assert_eq!(s.max_attempts, 3);
+    assert_eq!(s.rate(), 5.0);
+    assert_eq!(s.burst(), 5);
+    assert!(s.dry_run && !s.write_excluded);
+    assert!(s.validate(&rt).is_empty(), "{:?}", s.validate(&rt));
+    let debug = format!("{s:?}");
+    assert!(
+        !debug.contains("12345") && !debug.contains("u@h"),
+        "{debug}"
+    );
+}
+
+#[test]
+fn defaults_fit_the_default_transaction_timeout() {
+    let (rt, s) = load::<CrmSinkSettings>(
+        SECTION,
+        &base().with_env("MAILSTREAM_CRM_SINK_DATABASE_URL", "postgres://u@h/d"),
+    )
+    .expect("valid");
+    assert!(s.validate(&rt).is_empty(), "{:?}", s.validate(&rt));
+    assert_eq!(s.rate(), 0.0, "postgres is not rate-limited by default");
+}
+
+#[test]
+fn every_problem_names_its_key() {
+    let (rt, s) = load::<CrmSinkSettings>(
+        SECTION,
+        &base()
+            .with_env("MAILSTREAM_CRM_SINK_SCHEMA", "Bad-Schema")
+            .with_env("MAILSTREAM_CRM_SINK_BACKOFF_BASE_MS", "500")
+            .with_env("MAILSTREAM_CRM_SINK_BACKOFF_MAX_MS", "100")
+            .with_env("MAILSTREAM_CRM_SINK_MAX_CONCURRENCY", "0")
+            .with_env("MAILSTREAM_CRM_SINK_ACTIVITIES_PATH", "activities"),
+    )
+    .expect("loads");
+    let text = s.validate(&rt).join("\n");
+    for needle in [
+        "MAILSTREAM_CRM_SINK_DATABASE_URL",
+        "MAILSTREAM_CRM_SINK_SCHEMA",
+        "MAILSTREAM_CRM_SINK_BACKOFF_MAX_MS",
+        "MAILSTREAM_CRM_SINK_MAX_CONCURRENCY",
+        "MAILSTREAM_CRM_SINK_ACTIVITIES_PATH",
+    ] {
+        assert!(text.contains(needle), "`{needle}` missing from: {text}");
+    }
+    let (_, rest) = load::<CrmSinkSettings>(
+        SECTION,
+        &base().with_env("MAILSTREAM_CRM_SINK_BACKEND", "rest"),
+    )
+    .expect("loads");
+    assert!(
+        rest.validate(&rt)
+            .join("\n")
+            .contains("MAILSTREAM_CRM_SINK_BASE_URL")
+    );
+    let (_, hubspot) = load::<CrmSinkSettings>(
+        SECTION,
+        &base().with_env("MAILSTREAM_CRM_SINK_BACKEND", "hubspot"),
+    )
+    .expect("loads");
+    assert!(
+        hubspot.validate(&rt).is_empty(),
+        "HubSpot has a default base URL"
+    );
+    assert_eq!(hubspot.rate(), 10.0);
+}
+
+#[test]
+fn retries_that_outlive_the_transaction_name_both_keys() {
+    let (mut rt, s) = load::<CrmSinkSettings>(
+        SECTION,
+        &base()
+            .with_env("MAILSTREAM_CRM_SINK_DATABASE_URL", "postgres://u@h/d")
+            .with_env("MAILSTREAM_CRM_SINK_MAX_ATTEMPTS", "20"),
+    )
+    .expect("loads");
+    let text = s.validate(&rt).join("\n");
+    assert!(text.contains("MAILSTREAM_CRM_SINK_MAX_ATTEMPTS"), "{text}");
+    assert!(text.contains("MAILSTREAM_TRANSACTION_TIMEOUT_MS"), "{text}");
+    rt.transaction_timeout_ms = 600_000;
+    assert!(s.validate(&rt).is_empty());
+}
+
+#[test]
+fn unknown_and_mistyped_keys_are_refused() {
+    let err = load::<CrmSinkSettings>(
+        SECTION,
+        &base().with_env("MAILSTREAM_CRM_SINK_MAX_ATTEMPTS", "many"),
+    )
+    .expect_err("mistyped");
+    assert!(
+        err.to_string().contains("MAILSTREAM_CRM_SINK_MAX_ATTEMPTS"),
+        "{err}"
+    );
+}
