@@ -11,7 +11,7 @@ use std::time::Duration;
 use mailstream_runtime::AvroRecord;
 use mailstream_runtime::records::{CrmResult, ScoredLead};
 use mailstream_tests::mail::{smtplib, start, temp_dir};
-use mailstream_tests::{Seen, TestEnv, collect, decode, output, terminate};
+use mailstream_tests::{Seen, TestEnv, collect, decode, decode_as, output, terminate};
 
 const DOMAIN: &str = "in.mailstream.test";
 const TABLES: &[&str] = &[
@@ -94,12 +94,7 @@ fn stop_processors(p: &mut Pipeline) {
 }
 
 async fn results(env: &TestEnv, seen: &[Seen]) -> Vec<CrmResult> {
-    let mut out = Vec::new();
-    for s in seen {
-        let value = decode(env.registry(), s.payload.as_deref().expect("payload")).await;
-        out.push(CrmResult::from_avro(value).expect("a CrmResult"));
-    }
-    out
+    decode_as(env.registry(), seen, |r: &CrmResult| r.message_id.as_str()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,20 +8,16 @@ use std::time::Duration;
 use mailstream_runtime::AvroRecord;
 use mailstream_runtime::records::{Address, Duplicate, ParsedEmail, ResolvedEmail};
 use mailstream_tests::mail::{DOMAINS, curl, now_secs, sign, smtplib, start, swaks, temp_dir};
-use mailstream_tests::{Seen, TestEnv, collect, decode, now_ms, output, terminate};
+use mailstream_tests::{Seen, TestEnv, collect, decode, decode_as, now_ms, output, terminate};
 
 /// The resolver's settings for these tests: our domains are the test ingest's.
 const RESOLVER_ENV: &[(&str, &str)] = &[("MAILSTREAM_RESOLVER_OUR_DOMAINS", DOMAINS)];
 
 async fn resolved_of(env: &TestEnv, seen: &[Seen]) -> Vec<ResolvedEmail> {
-    let mut out = Vec::new();
-    for record in seen {
-        let value = decode(env.registry(), record.payload.as_deref().expect("payload")).await;
-        let resolved = ResolvedEmail::from_avro(value).expect("a ResolvedEmail");
-        assert_eq!(record.key.as_deref(), Some(resolved.message_id.as_str()));
-        out.push(resolved);
-    }
-    out
+    decode_as(env.registry(), seen, |r: &ResolvedEmail| {
+        r.message_id.as_str()
+    })
+    .await
 }
 
 fn parsed(id: &str, from: &str, to: &[&str]) -> ParsedEmail {

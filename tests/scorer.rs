@@ -6,16 +6,18 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
+use mailstream_runtime::AvroRecord;
 use mailstream_runtime::records::{
     AccountMatch, Attachment, AuthResults, AutoReply, Bounce, ContactMatch, Disposition, Lead,
     ListInfo, NewContactProposal, ParsedEmail, ResolvedEmail, ScoredLead,
 };
-use mailstream_runtime::{AvroRecord, Naming};
 use mailstream_tests::mail::temp_dir;
-use mailstream_tests::{Seen, TestEnv, collect, decode, free_port, http_get, log_dir, terminate};
+use mailstream_tests::{
+    Seen, TestEnv, collect, decode, decode_as, free_port, http_get, log_dir, terminate,
+};
 
 /// The shipped default rules (the tests run them on the real stack).
 fn default_rules() -> String {
@@ -153,18 +155,7 @@ async fn produce(env: &TestEnv, emails: &[ResolvedEmail]) {
 }
 
 async fn scored_of(env: &TestEnv, seen: &[Seen]) -> Vec<ScoredLead> {
-    let mut out = Vec::new();
-    for record in seen {
-        let value = decode(env.registry(), record.payload.as_deref().expect("payload")).await;
-        let scored = ScoredLead::from_avro(value).expect("a ScoredLead");
-        assert_eq!(
-            record.key.as_deref(),
-            Some(scored.message_id.as_str()),
-            "keyed by message id"
-        );
-        out.push(scored);
-    }
-    out
+    decode_as(env.registry(), seen, |s: &ScoredLead| s.message_id.as_str()).await
 }
 
 /// The rules file of one test, in its own directory.
@@ -206,45 +197,6 @@ async fn wait_for_metric(http: &str, line: &str, timeout: Duration) {
                 .join("\n")
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Rewinds the scorer's consumer group to the start of `resolved` with Kafka's own tool.
-async fn reset_to_earliest(env: &TestEnv) {
-    let group = Naming::new(env.prefix.clone()).group("scorer");
-    let tool = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dev/kafka-tool");
-    let started = Instant::now();
-    loop {
-        let out = Command::new(&tool)
-            .args([
-                "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
-                "--bootstrap-server",
-                &env.stack.bootstrap,
-                "--group",
-                &group,
-                "--reset-offsets",
-                "--to-earliest",
-                "--topic",
-                &env.topic("resolved"),
-                "--execute",
-            ])
-            .output()
-            .expect("run dev/kafka-tool");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // The new offsets are printed per partition; every one is 0 (the start of the topic).
-        if out.status.success() && text.contains(&env.topic("resolved")) {
-            return;
-        }
-        // A member that just left may still be listed for a moment: the group must be empty.
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "could not reset {group}:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
@@ -385,7 +337,7 @@ async fn replaying_resolved_from_the_beginning_writes_identical_scored_records()
     assert_eq!(lead_keys, expected_keys);
 
     // Rewind the group and run again: the same records, byte for byte.
-    reset_to_earliest(&env).await;
+    env.reset_to_earliest("scorer");
     let mut scorer = spawn_scorer(&env, &rules, &http);
     let both = collect(
         &env.consumer(&["scored"]),

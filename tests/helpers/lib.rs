@@ -311,6 +311,31 @@ pub async fn decode(registry: SrSettings, payload: &[u8]) -> Value {
         .value
 }
 
+/// Decodes consumed records into `T` through the registry, asserting each is keyed by
+/// `key_of(&T)` (every pipeline topic is keyed by its record's message id).
+pub async fn decode_as<T: mailstream_runtime::AvroRecord>(
+    registry: SrSettings,
+    seen: &[Seen],
+    key_of: impl Fn(&T) -> &str,
+) -> Vec<T> {
+    let mut out = Vec::with_capacity(seen.len());
+    for record in seen {
+        let value = decode(
+            registry.clone(),
+            record.payload.as_deref().expect("payload"),
+        )
+        .await;
+        let typed = T::from_avro(value).expect("the record maps to its type");
+        assert_eq!(
+            record.key.as_deref(),
+            Some(key_of(&typed)),
+            "keyed by message id"
+        );
+        out.push(typed);
+    }
+    out
+}
+
 /// The `mailstream` binary built next to the test executable.
 pub fn mailstream_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
