@@ -7,11 +7,18 @@ use sha2::{Digest, Sha256};
 use tokio_postgres::Client;
 
 /// Every migration: version, name, SQL. Append only; never edit one that shipped.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "0001_init",
-    include_str!("../../migrations/0001_init.sql"),
-)];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "0001_init",
+        include_str!("../../migrations/0001_init.sql"),
+    ),
+    (
+        2,
+        "0002_accounts_last_writer",
+        include_str!("../../migrations/0002_accounts_last_writer.sql"),
+    ),
+];
 
 /// The double-quoted identifier of `schema` (validated by the settings as `[a-z_][a-z0-9_]*`).
 pub fn quoted(schema: &str) -> String {

@@ -3,10 +3,9 @@
 //!
 //! Every statement is an upsert on a natural key (`accounts.account_id`, `contacts.email` or
 //! `contact_id`, `deals.deal_id`, `email_activities.message_id`, `attachments (message_id,
-//! sha256, filename)`, `leads (message_id, sender_email)`) whose `DO UPDATE` is guarded: a row
-//! changes only when a newer record (later input offset; later received_at for the shared
-//! account, contact and deal rows) brings values that are `IS DISTINCT FROM` the stored ones. So a
-//! replay updates nothing (not even `xmin`), and the result says `unchanged`.
+//! sha256, filename)`, `leads (message_id, sender_email)`), guarded so that once the input has
+//! been processed every row is at a fixpoint (see `postgres_sql.rs` for the rule of each table):
+//! a replay updates nothing (not even `xmin`), and the result says `unchanged`.
 //!
 //! An attachment that fails (a constraint) is rolled back to its savepoint and recorded in
 //! `follow_ups`; the activity and the rest commit. A lost connection, a server going down or a
@@ -18,8 +17,8 @@ use std::time::{Duration, Instant};
 use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use super::postgres_sql::{
-    ACCOUNT, ACTIVITY, ATTACHMENT, CONTACT_INSERT, CONTACT_SET, DEAL, FOLLOW_UP, LEAD, classify,
-    safe_error,
+    ACCOUNT, ACCOUNT_ID_ONLY, ACTIVITY, ATTACHMENT, CONTACT_INSERT, CONTACT_SET, DEAL, FOLLOW_UP,
+    LEAD, classify, safe_error,
 };
 use super::{CrmBackend, WriteError, WritePlan, WriteReport, migrate};
 use crate::events;
@@ -28,6 +27,7 @@ use crate::retry::{Failure, FailureClass, Retrier};
 /// The statements, prepared once per connection.
 struct Prepared {
     account: Statement,
+    account_id_only: Statement,
     contact_by_id: Statement,
     contact_by_email: Statement,
     contact_lookup: Statement,
@@ -131,6 +131,7 @@ impl PostgresBackend {
 async fn prepare(client: &Client) -> Result<Prepared, tokio_postgres::Error> {
     Ok(Prepared {
         account: client.prepare(ACCOUNT).await?,
+        account_id_only: client.prepare(ACCOUNT_ID_ONLY).await?,
         contact_by_id: client
             .prepare(&format!("{CONTACT_INSERT} ON CONFLICT (contact_id) {CONTACT_SET}"))
             .await?,
@@ -211,14 +212,26 @@ async fn write_rows(c: &Connection, plan: &WritePlan) -> Result<WriteReport, Fai
     let at = plan.received_at;
     let mut report = WriteReport::default();
     if let Some(a) = &plan.account {
-        let rows = c
-            .client
-            .query(
-                &p.account,
-                &[&a.account_id, &a.name, &a.domain, &a.target_account, &at],
-            )
-            .await
-            .map_err(db)?;
+        let rows = match a.target_account {
+            // The resolver's account match: its values are current as of this email.
+            Some(target) => {
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+                    &a.account_id,
+                    &a.name,
+                    &a.domain,
+                    &target,
+                    &at,
+                    &plan.message_id,
+                ];
+                c.client.query(&p.account, &params).await
+            }
+            None => {
+                c.client
+                    .query(&p.account_id_only, &[&a.account_id, &at])
+                    .await
+            }
+        }
+        .map_err(db)?;
         report.changed |= !rows.is_empty();
         report.account_id = Some(a.account_id.clone());
     }

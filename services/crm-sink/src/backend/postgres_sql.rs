@@ -1,30 +1,43 @@
-//! The statements of the PostgreSQL backend, and how its errors are classified. Each upsert's `DO UPDATE` is guarded so a replay
-//! changes no row: message-keyed rows (activities, attachments, leads) take a newer version only
-//! from a later input offset, shared rows (accounts, contacts) only from a later `received_at`,
-//! and only when the values are `IS DISTINCT FROM` the stored ones; deals fill in a missing
-//! account and otherwise keep what they have.
+//! The statements of the PostgreSQL backend, and how its errors are classified.
+//!
+//! Every upsert is guarded so that once the input has been processed, processing any record of
+//! it again changes no row (each row is at a fixpoint), whatever order the partitions were
+//! interleaved in:
+//!
+//! | rows | a record changes the row when |
+//! |---|---|
+//! | activities, attachments, leads (keyed by message) | it comes from a later input offset and its values are `IS DISTINCT FROM` the row's (one message id is one partition, read in offset order) |
+//! | accounts | it is newer by `(received_at, message_id)` (last writer wins); an id-only mention only inserts |
+//! | contacts | it fills a name or account the row lacks (CRM-owned values are never overwritten) |
+//! | deals | it fills the account the row lacks |
+//! | follow-ups | it is the first for its (message, part) |
+//!
+//! ("Newer and different" alone is not enough for rows that messages from several partitions
+//! share: a newer email equal to the row is skipped, an older different one then overwrites the
+//! row, and a replay of the newer one would change it back.)
 
 use tokio_postgres::error::SqlState;
 
 use crate::events::redact;
 use crate::retry::{Failure, FailureClass};
 
-pub const ACCOUNT: &str = "INSERT INTO accounts AS t (account_id, name, domain, target_account, created_at, updated_at)
- VALUES ($1, $2, $3, $4, $5, $5)
- ON CONFLICT (account_id) DO UPDATE SET name = COALESCE(EXCLUDED.name, t.name),
-   domain = COALESCE(EXCLUDED.domain, t.domain),
-   target_account = COALESCE(EXCLUDED.target_account, t.target_account), updated_at = EXCLUDED.updated_at
- WHERE EXCLUDED.updated_at > t.updated_at
-   AND (COALESCE(EXCLUDED.name, t.name), COALESCE(EXCLUDED.domain, t.domain),
-        COALESCE(EXCLUDED.target_account, t.target_account))
-       IS DISTINCT FROM (t.name, t.domain, t.target_account)
+pub const ACCOUNT: &str = "INSERT INTO accounts AS t (account_id, name, domain, target_account, created_at, updated_at, updated_by)
+ VALUES ($1, $2, $3, $4, $5, $5, $6)
+ ON CONFLICT (account_id) DO UPDATE SET name = EXCLUDED.name, domain = EXCLUDED.domain,
+   target_account = EXCLUDED.target_account, updated_at = EXCLUDED.updated_at, updated_by = EXCLUDED.updated_by
+ WHERE (EXCLUDED.updated_at, EXCLUDED.updated_by) > (t.updated_at, t.updated_by)
  RETURNING account_id";
 
-pub const CONTACT_SET: &str = "DO UPDATE SET name = COALESCE(EXCLUDED.name, t.name),
-   account_id = COALESCE(EXCLUDED.account_id, t.account_id), updated_at = EXCLUDED.updated_at
- WHERE EXCLUDED.updated_at > t.updated_at
-   AND (COALESCE(EXCLUDED.name, t.name), COALESCE(EXCLUDED.account_id, t.account_id))
-       IS DISTINCT FROM (t.name, t.account_id)
+pub const ACCOUNT_ID_ONLY: &str =
+    "INSERT INTO accounts (account_id, created_at, updated_at, updated_by)
+ VALUES ($1, $2, '-infinity', '')
+ ON CONFLICT (account_id) DO NOTHING
+ RETURNING account_id";
+
+pub const CONTACT_SET: &str = "DO UPDATE SET name = COALESCE(t.name, EXCLUDED.name),
+   account_id = COALESCE(t.account_id, EXCLUDED.account_id), updated_at = EXCLUDED.updated_at
+ WHERE (t.name IS NULL AND EXCLUDED.name IS NOT NULL)
+    OR (t.account_id IS NULL AND EXCLUDED.account_id IS NOT NULL)
  RETURNING contact_id, created_by_message_id";
 
 pub const CONTACT_INSERT: &str = "INSERT INTO contacts AS t (contact_id, email, name, account_id, created_by_message_id, created_at, updated_at)
