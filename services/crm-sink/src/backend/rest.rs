@@ -7,10 +7,14 @@
 //! | answer | treated as |
 //! |---|---|
 //! | 2xx | success; `Idempotent-Replayed: true` marks the server's replay of an earlier call |
-//! | 409 with an `id` (where the call accepts conflicts) | success: the object is already there |
-//! | 408, 425, 429, 5xx (but 501, 505), timeouts, resets | retried (honouring `Retry-After`) |
-//! | connection refused, 401 | an outage of the CRM: the batch is retried later |
-//! | other 4xx | the record is rejected: dead-lettered at once (`crm-rejected`) |
+//! | 409 with an `id` (where the call accepts conflicts) | success: the object is already there (a 409 without one is rejected) |
+//! | 408, 425, 429, 5xx (but 501, 505), timeouts | retried (honouring `Retry-After`); after `max_attempts` dead-lettered (`crm-retries-exhausted`) |
+//! | connection failures (refused, reset) | retried; after `max_attempts` an outage of the CRM: the batch is retried later, nothing dead-lettered |
+//! | 401 | an outage (our credentials): the batch is retried later |
+//! | other 4xx, 501, 505 | the record is rejected: dead-lettered at once (`crm-rejected`) |
+//!
+//! Accounts travel as `account_id` on the contact, deal and activity bodies (no endpoint of
+//! their own).
 //!
 //! [`RestBackend`] writes a plan as: contact upsert (by email), deal upsert, the email activity
 //! (with the lead's score, status and breakdown), then the attachments in parallel (up to
