@@ -8,7 +8,7 @@ pub struct CrmResult {
     pub message_id: String,
     /// `postgres`, `rest` or `hubspot`.
     pub backend: String,
-    /// `written`, `unchanged` or `dry-run`.
+    /// `written`, `unchanged`, `skipped` (excluded mail, not written) or `dry-run`.
     pub outcome: String,
     pub contact_id: Option<String>,
     pub contact_created: bool,
