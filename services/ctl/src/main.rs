@@ -1,8 +1,11 @@
 //! `mailstream`: one binary that runs each processor (`mailstream run parser`) and carries the
-//! operator commands (`mailstream topology apply`, ...). A thin shell over the service crates.
+//! operator commands (`mailstream topology apply`, `replay`, `dlq`, `lag`, ...). A thin shell over the service crates.
 
+mod groups;
+mod lag_cmd;
 mod parse_cmd;
 mod registry;
+mod replay_cmd;
 mod run;
 mod score_cmd;
 mod tables_cmd;
@@ -53,6 +56,11 @@ enum Command {
     /// Parse, resolve and score .eml files offline and explain the score (try a rules change
     /// before it ships).
     Score(score_cmd::ScoreArgs),
+    /// Move a processor's committed input offsets (dry run unless --execute; the processor
+    /// must be stopped).
+    Replay(replay_cmd::ReplayArgs),
+    /// Lag of each processor's consumer group per partition (committed, end, lag).
+    Lag(lag_cmd::LagArgs),
     /// Load .eml files, mbox files and maildirs into raw-email (deterministic ingest ids, so a
     /// second run writes the same ids).
     Backfill {
@@ -93,6 +101,8 @@ async fn main() -> ExitCode {
         Command::Score(args) => score_cmd::execute(args).await,
         Command::Tail(args) => tail_cmd::execute(args, source).await,
         Command::Tables { command } => tables_cmd::execute(command, source).await,
+        Command::Replay(args) => tokio::task::block_in_place(|| replay_cmd::execute(args, source)),
+        Command::Lag(args) => tokio::task::block_in_place(|| lag_cmd::execute(args, source)),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,365 @@
+//! `mailstream replay PROCESSOR`: moves a processor's committed input offsets, so it re-reads
+//! (or skips) records when it next starts.
+//!
+//! The target is one of `--to-earliest`, `--to-latest`, `--to-datetime` (the first record at or
+//! after an RFC 3339 time, per partition), `--shift-by N` (from the committed offset; negative
+//! goes back) or `--to-offset PARTITION:OFFSET[,...]` (only the partitions named). It applies to
+//! the processor's input topic from the topology (`--topic` names it explicitly), optionally
+//! only to `--partitions`. New offsets are clamped to the log's bounds, and the output says so.
+//!
+//! A dry run is the default: it prints current → new per partition and changes nothing.
+//! `--execute` commits the new offsets for the processor's group (see `groups.rs`: without
+//! joining it) and refuses, naming them, while the group has live members, because a running
+//! member would overwrite the offsets with its next commit. The broker enforces the same rule.
+//!
+//! A replay moves input offsets only: state stores and tables stay. Re-read records meet their
+//! own earlier copies downstream, where the resolver collapses them as duplicates and the CRM
+//! sink leaves unchanged rows untouched, so replaying does not duplicate anything in the CRM.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{ArgGroup, Args};
+use mailstream_runtime::{ConfigSource, NoSettings, Topology, config};
+use serde::Serialize;
+
+use crate::groups::{self, GroupClient, Member, PartitionOffsets};
+
+#[derive(Args)]
+#[command(group(ArgGroup::new("target").required(true)
+    .args(["to_earliest", "to_latest", "to_datetime", "shift_by", "to_offset"])))]
+pub struct ReplayArgs {
+    /// The processor whose input to replay (as in topology/topology.yaml).
+    processor: String,
+    /// Back to the oldest record still in the log.
+    #[arg(long)]
+    to_earliest: bool,
+    /// To the end of the log (skips everything not yet read).
+    #[arg(long)]
+    to_latest: bool,
+    /// To the first record at or after this RFC 3339 time (e.g. 2026-05-01T12:00:00Z).
+    #[arg(long, value_name = "TIME", value_parser = groups::parse_datetime)]
+    to_datetime: Option<i64>,
+    /// Move by N records from the committed offset (negative: back).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    shift_by: Option<i64>,
+    /// Set these partitions' offsets (others are left alone).
+    #[arg(long, value_name = "PARTITION:OFFSET", value_delimiter = ',',
+        value_parser = groups::parse_position, conflicts_with = "partitions")]
+    to_offset: Vec<(i32, i64)>,
+    /// The input topic (logical name); by default the processor's input from the topology.
+    #[arg(long)]
+    topic: Option<String>,
+    /// Only these partitions (comma-separated); by default all.
+    #[arg(long, value_delimiter = ',')]
+    partitions: Vec<i32>,
+    /// Apply the new offsets (the processor must be stopped).
+    #[arg(long)]
+    execute: bool,
+    /// Only print current → new offsets per partition (the default).
+    #[arg(long, conflicts_with = "execute")]
+    dry_run: bool,
+    /// Print the plan (and outcome) as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Where to move each partition.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    Earliest,
+    Latest,
+    /// First offset at or after a time, per partition (`None`: every record is older).
+    Time(BTreeMap<i32, Option<i64>>),
+    Shift(i64),
+    Offsets(BTreeMap<i32, i64>),
+}
+
+/// One partition's move.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Move {
+    pub topic: String,
+    pub partition: i32,
+    pub low: i64,
+    pub high: i64,
+    pub current: Option<i64>,
+    pub new: i64,
+    pub note: Option<String>,
+}
+
+/// The new offset of each partition; pure, so the arithmetic is unit-tested.
+pub fn plan(offsets: &[PartitionOffsets], target: &Target) -> Vec<Move> {
+    let mut moves = Vec::new();
+    for p in offsets {
+        let mut notes = Vec::new();
+        let wanted = match target {
+            Target::Earliest => p.low,
+            Target::Latest => p.high,
+            Target::Time(found) => match found.get(&p.partition).copied().flatten() {
+                Some(o) => o,
+                None => {
+                    notes.push("no record at or after the time: the end".to_string());
+                    p.high
+                }
+            },
+            Target::Shift(n) => {
+                let base = p.committed.unwrap_or_else(|| {
+                    notes.push("nothing committed: shifted from the log start".into());
+                    p.low
+                });
+                base.saturating_add(*n)
+            }
+            Target::Offsets(wanted) => match wanted.get(&p.partition) {
+                Some(o) => *o,
+                None => continue,
+            },
+        };
+        let new = wanted.clamp(p.low, p.high.max(p.low));
+        if new > wanted {
+            notes.push(format!(
+                "{wanted} is before the log start: clamped to {new}"
+            ));
+        } else if new < wanted {
+            notes.push(format!("{wanted} is past the log end: clamped to {new}"));
+        }
+        if p.committed == Some(new) {
+            notes.push("unchanged".into());
+        }
+        moves.push(Move {
+            topic: p.topic.clone(),
+            partition: p.partition,
+            low: p.low,
+            high: p.high,
+            current: p.committed,
+            new,
+            note: (!notes.is_empty()).then(|| notes.join("; ")),
+        });
+    }
+    moves
+}
+
+pub fn execute(args: ReplayArgs, source: ConfigSource) -> anyhow::Result<ExitCode> {
+    let (config, _) = config::load::<NoSettings>("ctl", &source)?;
+    let topology = Topology::embedded()?;
+    let spec = topology.processor(&args.processor)?;
+    let Some(input) = spec.input.clone() else {
+        bail!(
+            "`{}` reads no topic (it only writes), so it has no offsets to replay; to re-send its records, replay their source",
+            args.processor
+        );
+    };
+    let topic = match &args.topic {
+        Some(t) if *t != input => bail!(
+            "`{}` consumes only `{input}` (per the topology); --topic {t} is not one of its inputs",
+            args.processor
+        ),
+        _ => input,
+    };
+    let client = GroupClient::for_processor(&config, &args.processor)?;
+    let all = client.partitions(&topic)?;
+    let chosen: Vec<i32> = if args.partitions.is_empty() {
+        all.clone()
+    } else {
+        args.partitions.clone()
+    };
+    let wanted_partitions: Vec<i32> = args.to_offset.iter().map(|(p, _)| *p).collect();
+    for p in chosen.iter().chain(&wanted_partitions) {
+        if !all.contains(p) {
+            bail!(
+                "{} has no partition {p} (it has {})",
+                client.physical(&topic),
+                all.len()
+            );
+        }
+    }
+    let offsets = client.offsets(&topic, &chosen)?;
+    let (target, how) = if args.to_earliest {
+        (Target::Earliest, "--to-earliest".to_string())
+    } else if args.to_latest {
+        (Target::Latest, "--to-latest".to_string())
+    } else if let Some(ms) = args.to_datetime {
+        let found = client.offsets_for_time(&topic, &chosen, ms)?;
+        (
+            Target::Time(found),
+            format!("--to-datetime {}", groups::format_millis(ms)),
+        )
+    } else if let Some(n) = args.shift_by {
+        (Target::Shift(n), format!("--shift-by {n}"))
+    } else {
+        let map: BTreeMap<i32, i64> = args.to_offset.iter().copied().collect();
+        (Target::Offsets(map), "--to-offset".to_string())
+    };
+    let moves = plan(&offsets, &target);
+    let members = client.members()?;
+
+    if args.execute && !members.is_empty() {
+        bail!("{}", refusal(&args.processor, &client.group, &members));
+    }
+    let mut executed = false;
+    if args.execute {
+        let new: BTreeMap<i32, i64> = moves.iter().map(|m| (m.partition, m.new)).collect();
+        if !new.is_empty() {
+            client.commit(&topic, &new)?;
+            let check = client.offsets(&topic, &new.keys().copied().collect::<Vec<_>>())?;
+            for c in check {
+                if c.committed != new.get(&c.partition).copied() {
+                    bail!(
+                        "committed {} [{}] but the group now reads {:?}: did a member join meanwhile? Run `mailstream replay` again once it is stopped",
+                        topic,
+                        c.partition,
+                        c.committed
+                    );
+                }
+            }
+        }
+        executed = true;
+    }
+    report(&args, &client.group, &how, &moves, &members, executed)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn refusal(processor: &str, group: &str, members: &[Member]) -> String {
+    let list: Vec<String> = members.iter().map(|m| format!("  - {m}")).collect();
+    format!(
+        "refusing to move the offsets of group {group}: it has {} live member(s):\n{}\n\
+         A running member would overwrite the new offsets with its next commit. Stop every instance of `{processor}` first \
+         (Kubernetes: `kubectl scale deployment/<release>-{processor} --replicas=0`, pausing its autoscaler; by hand: SIGTERM to `mailstream run {processor}`), \
+         wait until `mailstream lag {processor}` shows 0 members (a crashed member leaves after session.timeout.ms), then run this again.",
+        members.len(),
+        list.join("\n")
+    )
+}
+
+fn report(
+    args: &ReplayArgs,
+    group: &str,
+    how: &str,
+    moves: &[Move],
+    members: &[Member],
+    executed: bool,
+) -> anyhow::Result<()> {
+    if args.json {
+        let out = serde_json::json!({
+            "processor": args.processor,
+            "group": group,
+            "target": how,
+            "executed": executed,
+            "live_members": members,
+            "partitions": moves,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).context("writing JSON")?
+        );
+        return Ok(());
+    }
+    println!("replay {} (group {group}) {how}", args.processor);
+    println!(
+        "{:<16} {:>9} {:>10} {:>10}  {:<17} NOTE",
+        "TOPIC", "PARTITION", "CURRENT", "NEW", "LOG"
+    );
+    for m in moves {
+        let current = m.current.map_or("-".to_string(), |c| c.to_string());
+        println!(
+            "{:<16} {:>9} {:>10} → {:>8}  {:<17} {}",
+            m.topic,
+            m.partition,
+            current,
+            m.new,
+            format!("{}..{}", m.low, m.high),
+            m.note.as_deref().unwrap_or("")
+        );
+    }
+    if executed {
+        println!(
+            "moved {} partition offset(s) of {group}; start `{}` again and it reads from there",
+            moves.len(),
+            args.processor
+        );
+    } else {
+        if !members.is_empty() {
+            let names: Vec<String> = members.iter().map(ToString::to_string).collect();
+            println!(
+                "note: {group} has {} live member(s) ({}); --execute refuses until every instance is stopped",
+                members.len(),
+                names.join(", ")
+            );
+        }
+        println!(
+            "dry run: nothing changed; add --execute to apply (with `{}` stopped)",
+            args.processor
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partition(p: i32, low: i64, high: i64, committed: Option<i64>) -> PartitionOffsets {
+        PartitionOffsets {
+            topic: "raw-email".into(),
+            partition: p,
+            low,
+            high,
+            committed,
+        }
+    }
+
+    #[test]
+    fn shifts_clamp_to_the_log_and_say_so() {
+        let offsets = [partition(0, 2, 10, Some(5)), partition(1, 0, 4, None)];
+        let back = plan(&offsets, &Target::Shift(-4));
+        assert_eq!(back[0].new, 2);
+        assert!(
+            back[0]
+                .note
+                .as_deref()
+                .is_some_and(|n| n.contains("clamped to 2"))
+        );
+        assert_eq!(back[1].new, 0);
+        assert!(
+            back[1]
+                .note
+                .as_deref()
+                .is_some_and(|n| n.contains("nothing committed"))
+        );
+        let ahead = plan(&offsets, &Target::Shift(100));
+        assert_eq!((ahead[0].new, ahead[1].new), (10, 4));
+        assert!(
+            ahead[0]
+                .note
+                .as_deref()
+                .is_some_and(|n| n.contains("past the log end"))
+        );
+    }
+
+    #[test]
+    fn explicit_offsets_touch_only_the_partitions_named_and_times_past_the_end_go_to_it() {
+        let offsets = [partition(0, 0, 10, Some(10)), partition(1, 0, 10, Some(3))];
+        let moves = plan(&offsets, &Target::Offsets(BTreeMap::from([(1, 7)])));
+        assert_eq!(moves.len(), 1);
+        assert_eq!((moves[0].partition, moves[0].new), (1, 7));
+        let moves = plan(
+            &offsets,
+            &Target::Time(BTreeMap::from([(0, None), (1, Some(4))])),
+        );
+        assert_eq!((moves[0].new, moves[1].new), (10, 4));
+        assert!(
+            moves[0]
+                .note
+                .as_deref()
+                .is_some_and(|n| n.contains("the end"))
+        );
+        assert!(
+            moves[0]
+                .note
+                .as_deref()
+                .is_some_and(|n| n.contains("unchanged"))
+        );
+        let earliest = plan(&offsets, &Target::Earliest);
+        assert_eq!((earliest[0].current, earliest[0].new), (Some(10), 0));
+    }
+}
