@@ -1,12 +1,15 @@
 //! `mailstream`: one binary that runs each processor (`mailstream run parser`) and carries the
 //! operator commands (`mailstream topology apply`, `replay`, `dlq`, `lag`, ...). A thin shell over the service crates.
 
+mod dlq_cmd;
+mod dlq_view;
 mod groups;
 mod lag_cmd;
 mod parse_cmd;
 mod registry;
 mod replay_cmd;
 mod run;
+mod scan;
 mod score_cmd;
 mod tables_cmd;
 mod tail_cmd;
@@ -59,6 +62,11 @@ enum Command {
     /// Move a processor's committed input offsets (dry run unless --execute; the processor
     /// must be stopped).
     Replay(replay_cmd::ReplayArgs),
+    /// Dead letters: list them, show one decoded, re-inject chosen ones exactly once.
+    Dlq {
+        #[command(subcommand)]
+        command: dlq_cmd::DlqCommand,
+    },
     /// Lag of each processor's consumer group per partition (committed, end, lag).
     Lag(lag_cmd::LagArgs),
     /// Load .eml files, mbox files and maildirs into raw-email (deterministic ingest ids, so a
@@ -102,6 +110,7 @@ async fn main() -> ExitCode {
         Command::Tail(args) => tail_cmd::execute(args, source).await,
         Command::Tables { command } => tables_cmd::execute(command, source).await,
         Command::Replay(args) => tokio::task::block_in_place(|| replay_cmd::execute(args, source)),
+        Command::Dlq { command } => dlq_cmd::execute(command, source).await,
         Command::Lag(args) => tokio::task::block_in_place(|| lag_cmd::execute(args, source)),
     };
     match result {

@@ -1,0 +1,372 @@
+//! `mailstream dlq list|show|replay`: the dead letters of `<input>.dlq` topics, decoded, and
+//! their re-injection into the topic they came from.
+//!
+//! A dead letter keeps its original key, value and headers and carries `mailstream.error.*`
+//! headers (see the runtime's `dlq.rs`). `replay` writes the original key, value and headers
+//! (without the error headers) back to the source topic named by `mailstream.error.source.topic`
+//! (the deployment's prefix applied), on its original partition, with a
+//! `mailstream.replay.of: <dlq topic>/<partition>/<offset>` header. A dry run is the default.
+//!
+//! Exactly once: every re-injected record and a marker for it (topic `dlq-replays`, keyed
+//! `<dlq topic>/<partition>/<offset>`, with the dead letter's timestamp) are written in one Kafka
+//! transaction, and a dead letter whose marker exists is skipped. The transactional id is stable
+//! (`<prefix>mailstream-dlq-replay-ctl`), and the markers are read only after the producer is
+//! initialised, which fences any earlier run: a run that overlaps another either sees its
+//! committed markers or cannot commit. A marker topic was chosen over scanning the source topic
+//! for replay headers because source topics expire after days while dead letters are kept for
+//! 30; the compacted marker topic never reuses a key, so it keeps every marker.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{ArgGroup, Args, Subcommand};
+use mailstream_runtime::avro::{AvroCodec, registry_settings};
+use mailstream_runtime::topology::TopicKind;
+use mailstream_runtime::{
+    AvroRecord, ConfigSource, Naming, NoSettings, Topology, config, headers, kafka,
+};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::dlq_view::{self, DlqReplay, marker_key, replayed};
+use crate::groups::{format_millis, parse_position};
+use crate::scan::Scanned;
+
+/// The compacted topic of replay markers (declared in the topology).
+pub const REPLAYS_TOPIC: &str = "dlq-replays";
+/// The header a re-injected record carries: `<dlq topic>/<partition>/<offset>`.
+pub const REPLAY_OF: &str = "mailstream.replay.of";
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Subcommand)]
+pub enum DlqCommand {
+    /// One line per dead letter: partition:offset, class, processor, time, reason.
+    List {
+        /// A dead-letter topic (`raw-email.dlq`, or its source `raw-email`); by default all.
+        topic: Option<String>,
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One dead letter: its headers and its value (decoded through the registry when Avro).
+    Show {
+        /// The dead-letter topic (`raw-email.dlq`, or its source `raw-email`).
+        topic: String,
+        /// Where the dead letter is (see `dlq list`).
+        #[arg(value_name = "PARTITION:OFFSET", value_parser = parse_position)]
+        position: (i32, i64),
+        /// Print it as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-inject dead letters into their source topic, exactly once (dry run unless --execute).
+    Replay(ReplayArgs),
+}
+
+#[derive(Args)]
+#[command(group(ArgGroup::new("which").required(true).args(["select", "class", "all"])))]
+pub struct ReplayArgs {
+    /// The dead-letter topic (`raw-email.dlq`, or its source `raw-email`).
+    topic: String,
+    /// These dead letters (comma-separated PARTITION:OFFSET).
+    #[arg(long, value_name = "P:O", value_delimiter = ',', value_parser = parse_position)]
+    select: Vec<(i32, i64)>,
+    /// Every dead letter of this error class (`mailstream.error.class`).
+    #[arg(long)]
+    class: Option<String>,
+    /// Every dead letter of the topic.
+    #[arg(long)]
+    all: bool,
+    /// Write them.
+    #[arg(long)]
+    execute: bool,
+    /// Only list what would be re-injected (the default).
+    #[arg(long, conflicts_with = "execute")]
+    dry_run: bool,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn execute(command: DlqCommand, source: ConfigSource) -> anyhow::Result<ExitCode> {
+    let (config, _) = config::load::<NoSettings>("ctl", &source)?;
+    let topology = Topology::embedded()?;
+    let ctx = dlq_view::Context::new(config, topology)?;
+    match command {
+        DlqCommand::List { topic, json } => {
+            let topics = match topic {
+                Some(t) => vec![dlq_view::dlq_topic(&ctx.topology, &t)?],
+                None => dlq_view::dlq_topics(&ctx.topology),
+            };
+            dlq_view::list(&ctx, &topics, json).await
+        }
+        DlqCommand::Show {
+            topic,
+            position,
+            json,
+        } => {
+            let dlq = dlq_view::dlq_topic(&ctx.topology, &topic)?;
+            dlq_view::show(&ctx, &dlq, position, json).await
+        }
+        DlqCommand::Replay(args) => replay(&ctx, args).await,
+    }
+}
+
+/// What a replay did (or would do) with one dead letter.
+#[derive(Debug, Serialize)]
+struct Outcome {
+    dlq_partition: i32,
+    dlq_offset: i64,
+    class: Option<String>,
+    /// `replayed`, `would-replay`, `already-replayed` or `skipped`.
+    action: &'static str,
+    /// `<source topic>/<partition>/<offset>` of the re-injected record.
+    to: Option<String>,
+    detail: Option<String>,
+}
+
+async fn replay(ctx: &dlq_view::Context, args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let dlq = dlq_view::dlq_topic(&ctx.topology, &args.topic)?;
+    let naming = Naming::new(ctx.config.topic_prefix.clone());
+    // Fence earlier runs before reading their markers (see the module doc).
+    let producer = if args.execute {
+        let producer: FutureProducer = kafka::base_config(&ctx.config)
+            .set(
+                "transactional.id",
+                naming.transactional_id("dlq-replay", "ctl"),
+            )
+            .set("enable.idempotence", "true")
+            .set("message.max.bytes", "8388608")
+            .set("compression.type", "zstd")
+            .create()
+            .context("creating the transactional producer")?;
+        tokio::task::block_in_place(|| producer.init_transactions(SEND_TIMEOUT))
+            .context("initialising the producer's transactions (is Kafka reachable?)")?;
+        Some(producer)
+    } else {
+        None
+    };
+    let markers = ctx.markers(args.execute).await?;
+    let letters = ctx.letters(&dlq).await?;
+    for (p, o) in &args.select {
+        if !letters.iter().any(|l| l.partition == *p && l.offset == *o) {
+            bail!("no dead letter at {dlq} {p}:{o}: see `mailstream dlq list {dlq}`");
+        }
+    }
+    let chosen: Vec<&Scanned> = letters
+        .iter()
+        .filter(|l| {
+            args.all
+                || args.select.contains(&(l.partition, l.offset))
+                || args
+                    .class
+                    .as_deref()
+                    .is_some_and(|c| l.header(headers::ERROR_CLASS).as_deref() == Some(c))
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    let mut to_write = Vec::new();
+    for letter in chosen {
+        let mut outcome = Outcome {
+            dlq_partition: letter.partition,
+            dlq_offset: letter.offset,
+            class: letter.header(headers::ERROR_CLASS),
+            action: if args.execute {
+                "replayed"
+            } else {
+                "would-replay"
+            },
+            to: None,
+            detail: None,
+        };
+        let source_topic = letter.header(headers::ERROR_SOURCE_TOPIC);
+        if let Some(m) = replayed(&markers, &dlq, letter) {
+            outcome.action = "already-replayed";
+            outcome.to = Some(format!(
+                "{}/{}/{}",
+                m.source_topic, m.source_partition, m.source_offset
+            ));
+            outcome.detail = Some(format!("at {}", format_millis(m.replayed_at)));
+        } else if let Some(topic) = source_topic.filter(|t| {
+            ctx.topology
+                .topic(t)
+                .is_some_and(|t| t.kind != TopicKind::Dlq)
+        }) {
+            outcome.to = Some(topic.clone());
+            to_write.push((letter, topic));
+        } else {
+            outcome.action = "skipped";
+            outcome.detail = Some(format!(
+                "no {} header naming a topic of the topology",
+                headers::ERROR_SOURCE_TOPIC
+            ));
+        }
+        outcomes.push(outcome);
+    }
+    if let Some(producer) = &producer
+        && !to_write.is_empty()
+    {
+        let written = write(ctx, producer, &naming, &dlq, &to_write).await;
+        match written {
+            Ok(done) => {
+                for o in outcomes.iter_mut().filter(|o| o.action == "replayed") {
+                    o.to = done.get(&(o.dlq_partition, o.dlq_offset)).cloned();
+                }
+            }
+            Err(e) => {
+                let aborted =
+                    tokio::task::block_in_place(|| producer.abort_transaction(SEND_TIMEOUT));
+                let note = if aborted.is_ok() {
+                    "the transaction was aborted: nothing was re-injected"
+                } else {
+                    "aborting failed too: its records stay invisible to read_committed readers"
+                };
+                return Err(e.context(format!("replaying from {dlq} ({note}); run it again")));
+            }
+        }
+    }
+    print_outcomes(&dlq, &outcomes, args.execute, args.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Re-injects `letters` and their markers in one transaction; returns where each went.
+async fn write(
+    ctx: &dlq_view::Context,
+    producer: &FutureProducer,
+    naming: &Naming,
+    dlq: &str,
+    letters: &[(&Scanned, String)],
+) -> anyhow::Result<BTreeMap<(i32, i64), String>> {
+    let codec = AvroCodec::new(
+        registry_settings(&ctx.config)?,
+        &ctx.topology,
+        naming,
+        &[REPLAYS_TOPIC.to_string()],
+    )?;
+    codec.register_outputs().await?;
+    producer
+        .begin_transaction()
+        .context("beginning the transaction")?;
+    let mut done = BTreeMap::new();
+    for (letter, source) in letters {
+        let replay_of = marker_key(dlq, letter.partition, letter.offset);
+        let mut out = OwnedHeaders::new_with_capacity(letter.headers.len() + 1);
+        for (k, v) in letter
+            .headers
+            .iter()
+            .filter(|(k, _)| !k.starts_with("mailstream.error."))
+        {
+            out = out.insert(Header {
+                key: k,
+                value: v.as_deref(),
+            });
+        }
+        out = out.insert(Header {
+            key: REPLAY_OF,
+            value: Some(replay_of.as_bytes()),
+        });
+        let physical = naming.topic(source);
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&physical).headers(out);
+        if let Some(k) = &letter.key {
+            record = record.key(k.as_slice());
+        }
+        if let Some(v) = &letter.payload {
+            record = record.payload(v.as_slice());
+        }
+        if let Some(p) = letter
+            .header(headers::ERROR_SOURCE_PARTITION)
+            .and_then(|p| p.parse::<i32>().ok())
+        {
+            record = record.partition(p);
+        }
+        let delivery = producer
+            .send(record, SEND_TIMEOUT)
+            .await
+            .map_err(|(e, _)| e)
+            .with_context(|| format!("writing to {physical}"))?;
+        let marker = DlqReplay {
+            dlq_topic: dlq.to_string(),
+            dlq_partition: letter.partition,
+            dlq_offset: letter.offset,
+            dlq_timestamp: letter.timestamp.unwrap_or_default(),
+            error_class: letter.header(headers::ERROR_CLASS),
+            source_topic: source.clone(),
+            source_partition: delivery.partition,
+            source_offset: delivery.offset,
+            replayed_at: chrono::Utc::now().timestamp_millis(),
+            replayed_by: Some(ctx.config.instance_id()),
+        };
+        let value = marker.into_avro().map_err(anyhow::Error::msg)?;
+        let payload = codec
+            .encode(REPLAYS_TOPIC, value)
+            .await
+            .map_err(|e| anyhow::anyhow!("encoding a replay marker: {e}"))?;
+        let markers_topic = naming.topic(REPLAYS_TOPIC);
+        producer
+            .send(
+                FutureRecord::to(&markers_topic)
+                    .key(replay_of.as_str())
+                    .payload(&payload),
+                SEND_TIMEOUT,
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .with_context(|| format!("writing the replay marker to {markers_topic}"))?;
+        done.insert(
+            (letter.partition, letter.offset),
+            format!("{source}/{}/{}", delivery.partition, delivery.offset),
+        );
+    }
+    tokio::task::block_in_place(|| producer.commit_transaction(SEND_TIMEOUT)).context(
+        "committing the transaction (if another `mailstream dlq replay` started meanwhile, it fenced this one)",
+    )?;
+    Ok(done)
+}
+
+fn print_outcomes(
+    dlq: &str,
+    outcomes: &[Outcome],
+    executed: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        let out = json!({"topic": dlq, "executed": executed, "records": outcomes});
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    for o in outcomes {
+        println!(
+            "{:<16} {dlq} {}:{}  {:<18} → {}{}",
+            o.action,
+            o.dlq_partition,
+            o.dlq_offset,
+            o.class.as_deref().unwrap_or("-"),
+            o.to.as_deref().unwrap_or("-"),
+            o.detail
+                .as_deref()
+                .map(|d| format!("  ({d})"))
+                .unwrap_or_default()
+        );
+    }
+    let count = |a: &str| outcomes.iter().filter(|o| o.action == a).count();
+    if executed {
+        println!(
+            "{} re-injected, {} already replayed before, {} skipped",
+            count("replayed"),
+            count("already-replayed"),
+            count("skipped")
+        );
+    } else {
+        println!(
+            "dry run: {} would be re-injected ({} already replayed, {} skipped); add --execute to write them",
+            count("would-replay"),
+            count("already-replayed"),
+            count("skipped")
+        );
+    }
+    Ok(())
+}
