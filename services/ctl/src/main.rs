@@ -10,10 +10,12 @@ mod registry;
 mod replay_cmd;
 mod run;
 mod scan;
+mod schemas_cmd;
 mod score_cmd;
 mod tables_cmd;
 mod tail_cmd;
 mod topology_cmd;
+mod topology_docs;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -69,6 +71,11 @@ enum Command {
     },
     /// Lag of each processor's consumer group per partition (committed, end, lag).
     Lag(lag_cmd::LagArgs),
+    /// The build's schemas against the registry (compatibility check, registration).
+    Schemas {
+        #[command(subcommand)]
+        command: schemas_cmd::SchemasCommand,
+    },
     /// Load .eml files, mbox files and maildirs into raw-email (deterministic ingest ids, so a
     /// second run writes the same ids).
     Backfill {
@@ -112,6 +119,7 @@ async fn main() -> ExitCode {
         Command::Replay(args) => tokio::task::block_in_place(|| replay_cmd::execute(args, source)),
         Command::Dlq { command } => dlq_cmd::execute(command, source).await,
         Command::Lag(args) => tokio::task::block_in_place(|| lag_cmd::execute(args, source)),
+        Command::Schemas { command } => schemas_cmd::execute(command, source).await,
     };
     match result {
         Ok(code) => code,

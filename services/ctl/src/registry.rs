@@ -1,5 +1,6 @@
-//! A small client for the Confluent Schema Registry REST API (subjects and versions), used by
-//! `topology apply` to register schemas and report whether they changed.
+//! A small client for the Confluent Schema Registry REST API (subjects, versions, config and
+//! compatibility), used by `topology apply` to register schemas and report whether they changed
+//! and by `schemas check|register`.
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
@@ -49,6 +50,42 @@ impl RegistryClient {
             Some((user, password)) => request.basic_auth(user, password.as_deref()),
             None => request,
         }
+    }
+
+    fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        let request = self.http.get(format!("{}{path}", self.base));
+        match &self.auth {
+            Some((user, password)) => request.basic_auth(user, password.as_deref()),
+            None => request,
+        }
+    }
+
+    /// GETs `path`: the status and the JSON body (`Null` when the body is not JSON).
+    pub async fn get_json(&self, path: &str) -> anyhow::Result<(u16, serde_json::Value)> {
+        let response = self.get(path).send().await.with_context(|| {
+            format!(
+                "reading {path} from the registry at {} (is it up? check schema_registry_url)",
+                self.base
+            )
+        })?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or_default()))
+    }
+
+    /// POSTs `body` to `path`: the status and the JSON body (`Null` when it is not JSON).
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<(u16, serde_json::Value)> {
+        let response = self.post(path).json(body).send().await.with_context(|| {
+            format!(
+                "posting to {path} on the registry at {} (is it up? check schema_registry_url)",
+                self.base
+            )
+        })?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or_default()))
     }
 
     /// Registers `schema` under `subject` unless the subject already holds it.

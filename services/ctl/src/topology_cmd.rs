@@ -1,4 +1,5 @@
-//! `mailstream topology check|apply`: validate the topology and make the cluster match it.
+//! `mailstream topology check|apply|docs`: validate the topology, make the cluster match it,
+//! and write its docs (`topology_docs.rs`).
 //!
 //! `apply` creates missing topics (with the deployment's prefix), registers every schema under
 //! its TopicNameStrategy subject, and reports drift between the file and the cluster. It never
@@ -34,12 +35,28 @@ pub enum TopologyCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Write topology/TOPOLOGY.md (Mermaid diagram, topic and processor tables) from
+    /// topology/topology.yaml; with --check, fail if the committed file is stale.
+    Docs {
+        /// Write nothing; exit non-zero when the file differs from what would be written.
+        #[arg(long)]
+        check: bool,
+        /// The topology file (default: topology/topology.yaml of the repository).
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+        /// The output (default: topology/TOPOLOGY.md of the repository).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
 }
 
 pub async fn execute(command: TopologyCommand, source: ConfigSource) -> anyhow::Result<ExitCode> {
     match command {
         TopologyCommand::Check { json } => check(json),
         TopologyCommand::Apply { json } => apply(source, json).await,
+        TopologyCommand::Docs { check, file, out } => {
+            crate::topology_docs::execute(check, file, out)
+        }
     }
 }
 
