@@ -70,6 +70,10 @@ pub struct RuntimeConfig {
     /// A transaction commits after this many records ...
     #[serde(default = "defaults::batch_max_records")]
     pub batch_max_records: u32,
+    /// ... or once its input records add up to this many bytes (so a batch of large records
+    /// stays quick to flush and commit) ...
+    #[serde(default = "defaults::batch_max_bytes")]
+    pub batch_max_bytes: u64,
     /// ... or this many milliseconds after its first record, whichever comes first.
     #[serde(default = "defaults::batch_max_ms")]
     pub batch_max_ms: u64,
@@ -102,6 +106,9 @@ mod defaults {
     }
     pub fn batch_max_records() -> u32 {
         500
+    }
+    pub fn batch_max_bytes() -> u64 {
+        2 * 1024 * 1024
     }
     pub fn batch_max_ms() -> u64 {
         100
@@ -406,6 +413,9 @@ impl RuntimeConfig {
         }
         if self.batch_max_ms == 0 {
             bad("batch_max_ms", "must be at least 1".into());
+        }
+        if self.batch_max_bytes == 0 {
+            bad("batch_max_bytes", "must be at least 1".into());
         }
         if self.transaction_timeout_ms <= self.batch_max_ms * 2 {
             bad(

@@ -13,6 +13,8 @@ pub struct Batch {
     /// partition → (first offset, last offset) consumed in this batch.
     ranges: BTreeMap<i32, (i64, i64)>,
     records: usize,
+    /// Input payload bytes.
+    bytes: u64,
     /// The consumer's rebalance count when the first record arrived.
     rebalances_at_start: u64,
 }
@@ -28,8 +30,10 @@ impl Batch {
         rebalances_now != self.rebalances_at_start
     }
 
-    pub fn track(&mut self, partition: i32, offset: i64) {
+    /// Adds a record of `bytes` payload bytes at `partition`/`offset` to the batch.
+    pub fn track(&mut self, partition: i32, offset: i64, bytes: usize) {
         self.records += 1;
+        self.bytes += bytes as u64;
         self.ranges
             .entry(partition)
             .and_modify(|r| r.1 = offset)
@@ -42,6 +46,11 @@ impl Batch {
 
     pub fn len(&self) -> usize {
         self.records
+    }
+
+    /// Input payload bytes of the batch.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     /// The offsets to commit: one past the last record of each partition.
@@ -92,9 +101,9 @@ mod tests {
     #[test]
     fn commits_one_past_the_last_offset_of_each_partition() {
         let mut batch = Batch::default();
-        batch.track(0, 10);
-        batch.track(1, 5);
-        batch.track(0, 11);
+        batch.track(0, 10, 100);
+        batch.track(1, 5, 100);
+        batch.track(0, 11, 100);
         let tpl = batch.commit_offsets("t").expect("valid");
         let offsets: Vec<_> = tpl
             .elements()
@@ -106,7 +115,7 @@ mod tests {
             vec![(0, Offset::Offset(12)), (1, Offset::Offset(6))]
         );
         assert_eq!(batch.partitions().collect::<Vec<_>>(), vec![0, 1]);
-        assert_eq!(batch.len(), 3);
+        assert_eq!((batch.len(), batch.bytes()), (3, 300));
     }
 
     #[test]

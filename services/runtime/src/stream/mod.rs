@@ -234,6 +234,7 @@ impl<P: Processor> Stream<P> {
         shutdown: &mut Shutdown,
     ) -> Result<(), BatchFailure> {
         let max_records = self.config.batch_max_records as usize;
+        let max_bytes = self.config.batch_max_bytes;
         let max_age = Duration::from_millis(self.config.batch_max_ms);
         let mut deadline: Option<Instant> = None;
         loop {
@@ -242,7 +243,10 @@ impl<P: Processor> Stream<P> {
                 None => Duration::from_millis(500),
                 Some(d) => d.saturating_duration_since(Instant::now()),
             };
-            if batch.len() >= max_records || (deadline.is_some() && wait.is_zero()) {
+            if batch.len() >= max_records
+                || batch.bytes() >= max_bytes
+                || (deadline.is_some() && wait.is_zero())
+            {
                 return Ok(());
             }
             let received = tokio::select! {
@@ -262,7 +266,7 @@ impl<P: Processor> Stream<P> {
             if rebalances != self.known_rebalances {
                 if !batch.is_empty() {
                     // Abort; the rewind covers this record's partition too.
-                    batch.track(message.partition, message.offset);
+                    batch.track(message.partition, message.offset, 0);
                     return Err(BatchFailure::Retry {
                         reason: "the partition assignment changed while the batch was open".into(),
                         backoff: false,
@@ -282,7 +286,11 @@ impl<P: Processor> Stream<P> {
                 // this is the assignment the whole batch must still hold at commit.
                 batch.start(self.consumer.context().rebalances());
             }
-            batch.track(message.partition, message.offset);
+            batch.track(
+                message.partition,
+                message.offset,
+                message.payload.as_ref().map_or(0, Vec::len),
+            );
             self.handle(message).await?;
         }
     }
