@@ -15,6 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use mailstream_runtime::{Naming, RuntimeConfig, Topology, kafka};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaResult;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
@@ -91,9 +92,7 @@ impl GroupClient {
 
     /// The group's live members (empty when it has none or does not exist yet).
     pub fn members(&self) -> anyhow::Result<Vec<Member>> {
-        let list = self
-            .consumer
-            .fetch_group_list(Some(&self.group), TIMEOUT)
+        let list = retrying(|| self.consumer.fetch_group_list(Some(&self.group), TIMEOUT))
             .with_context(|| {
                 format!(
                     "describing consumer group {} (is Kafka reachable?)",
@@ -144,9 +143,7 @@ impl GroupClient {
         for p in partitions {
             tpl.add_partition(&physical, *p);
         }
-        let committed = self
-            .consumer
-            .committed_offsets(tpl, TIMEOUT)
+        let committed = retrying(|| self.consumer.committed_offsets(tpl.clone(), TIMEOUT))
             .with_context(|| format!("reading {}'s committed offsets", self.group))?;
         let mut out = Vec::with_capacity(partitions.len());
         for p in partitions {
@@ -209,8 +206,7 @@ impl GroupClient {
             tpl.add_partition_offset(&physical, *p, Offset::Offset(*o))
                 .context("building the offsets to commit")?;
         }
-        self.consumer
-            .commit(&tpl, CommitMode::Sync)
+        retrying(|| self.consumer.commit(&tpl, CommitMode::Sync))
             .with_context(|| {
                 format!(
                     "committing new offsets for {} on {physical} (the broker refuses while the group has members: stop them and retry)",
@@ -220,17 +216,12 @@ impl GroupClient {
     }
 }
 
-/// A partition's low and high watermarks. A topic created a moment ago may not have a leader
-/// yet: that is retried for a few seconds.
-pub fn watermarks<C: Consumer>(
-    consumer: &C,
-    physical: &str,
-    partition: i32,
-) -> anyhow::Result<(i64, i64)> {
+/// Runs `call` again, for up to [`TIMEOUT`], while it fails with an error that passes by itself
+/// (a new topic's partition without a leader yet, a group coordinator moving or loading).
+pub fn retrying<T>(mut call: impl FnMut() -> KafkaResult<T>) -> KafkaResult<T> {
     let started = std::time::Instant::now();
     loop {
-        match consumer.fetch_watermarks(physical, partition, TIMEOUT) {
-            Ok(w) => return Ok(w),
+        match call() {
             Err(e)
                 if started.elapsed() < TIMEOUT
                     && matches!(
@@ -239,18 +230,28 @@ pub fn watermarks<C: Consumer>(
                             RDKafkaErrorCode::NotLeaderForPartition
                                 | RDKafkaErrorCode::LeaderNotAvailable
                                 | RDKafkaErrorCode::UnknownTopicOrPartition
+                                | RDKafkaErrorCode::NotCoordinator
+                                | RDKafkaErrorCode::CoordinatorNotAvailable
+                                | RDKafkaErrorCode::CoordinatorLoadInProgress
                         )
                     ) =>
             {
                 std::thread::sleep(Duration::from_millis(250));
             }
-            Err(e) => {
-                return Err(e).with_context(|| {
-                    format!("reading the offsets of {physical} [{partition}] (is Kafka reachable?)")
-                });
-            }
+            other => return other,
         }
     }
+}
+
+/// A partition's low and high watermarks.
+pub fn watermarks<C: Consumer>(
+    consumer: &C,
+    physical: &str,
+    partition: i32,
+) -> anyhow::Result<(i64, i64)> {
+    retrying(|| consumer.fetch_watermarks(physical, partition, TIMEOUT)).with_context(|| {
+        format!("reading the offsets of {physical} [{partition}] (is Kafka reachable?)")
+    })
 }
 
 /// Every processor in pipeline order: a processor after those that write its input, then by

@@ -136,4 +136,13 @@ fn print_table(report: &[ProcessorLag]) {
     {
         println!("(-: nothing committed yet; the processor starts at the oldest record)");
     }
+    if report
+        .iter()
+        .flat_map(|p| &p.partitions)
+        .any(|p| p.committed.is_some() && p.lag == 1)
+    {
+        println!(
+            "(a lag of 1 on a topic written in transactions is its last commit marker: caught up)"
+        );
+    }
 }
