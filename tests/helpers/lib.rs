@@ -2,7 +2,11 @@
 //! registry, PostgreSQL). Every test gets its own topic prefix, so its topics, consumer groups
 //! and transactional ids are its own and tests run side by side without interfering.
 
+pub mod corpus;
+pub mod crm;
 pub mod mail;
+pub mod pipeline;
+pub mod smtp;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,352 @@
+//! The whole topology as child processes (`mailstream run` ingest, parser, resolver, scorer,
+//! crm-sink) on ports chosen once, so any of them can be `kill -9`ed and started again as the
+//! same instance (same transactional id, same SMTP port) the way a supervisor would, and a
+//! process that exits on its own is noticed, restarted with a backoff and reported (separately
+//! when it exited while the broker or registry was being restarted).
+//! Also: reading a processor's Prometheus `/metrics`.
+
+use std::path::PathBuf;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use crate::corpus::OUR_DOMAIN;
+use crate::{TestEnv, free_port, http_get, log_dir, mail, terminate};
+
+/// The processors, in topology order.
+pub const PROCESSORS: [&str; 5] = ["ingest", "parser", "resolver", "scorer", "crm-sink"];
+/// The stream processors (those with an input topic and a consumer group).
+pub const STREAM_PROCESSORS: [&str; 4] = ["parser", "resolver", "scorer", "crm-sink"];
+/// Each processor's input topic.
+pub fn input_of(processor: &str) -> &'static str {
+    match processor {
+        "parser" => "raw-email",
+        "resolver" => "parsed",
+        "scorer" => "resolved",
+        "crm-sink" => "scored",
+        _ => "",
+    }
+}
+
+/// Where the CRM sink writes.
+#[derive(Debug, Clone)]
+pub enum Sink {
+    Postgres {
+        url: String,
+        schema: String,
+    },
+    /// The `rest` backend; `settings` are more `MAILSTREAM_CRM_SINK_*` (retries, rate limit).
+    Rest {
+        base_url: String,
+        token: String,
+        settings: Vec<(String, String)>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    pub sink: Sink,
+    pub log_level: String,
+    /// More environment for every processor (`MAILSTREAM_BATCH_MAX_RECORDS`, ...).
+    pub common: Vec<(String, String)>,
+}
+
+/// One processor and what happened to it.
+pub struct Proc {
+    pub name: &'static str,
+    child: Option<Child>,
+    pub metrics_port: u16,
+    vars: Vec<(String, String)>,
+    pub starts: u32,
+    pub kills: u32,
+    /// Exits nobody asked for: what the process said last.
+    pub unexpected_exits: Vec<String>,
+    /// Of those, the exits while the broker or registry was being restarted (or within
+    /// [`OUTAGE_GRACE`] of it): a dependency was down.
+    pub exits_in_outage: u32,
+    /// Exits since it was last ready (for the restart backoff).
+    failures: u32,
+    /// Exits outside outages since it was last ready, and the most of those ever seen: three
+    /// in a row is a crash loop.
+    consecutive: u32,
+    pub max_consecutive: u32,
+    restart_at: Option<Instant>,
+}
+
+/// How long after a broker or registry restart ends an exit still counts as the outage's.
+pub const OUTAGE_GRACE: Duration = Duration::from_secs(15);
+
+impl Proc {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn metrics_url(&self) -> String {
+        format!("http://127.0.0.1:{}/metrics", self.metrics_port)
+    }
+}
+
+pub struct Pipeline {
+    pub env: TestEnv,
+    pub procs: Vec<Proc>,
+    pub smtp_addr: String,
+    pub blobs: PathBuf,
+    /// A dependency is down (or came back less than [`OUTAGE_GRACE`] ago).
+    outage: bool,
+    outage_ended: Option<Instant>,
+}
+
+/// Why the process in `log` stopped: its final `error:` line or panic, else the last ERROR
+/// line, else its last line.
+fn last_words(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().rev().take(400).collect();
+    let starts = |l: &&&str| {
+        let l = l.trim_start();
+        l.starts_with("error:") || l.starts_with("Error:") || l.contains("panicked at")
+    };
+    lines
+        .iter()
+        .find(starts)
+        .or_else(|| lines.iter().find(|l| l.contains("ERROR")))
+        .or(lines.first())
+        .map(|l| l.chars().take(300).collect())
+        .unwrap_or_default()
+}
+
+impl Pipeline {
+    /// Starts every processor (without waiting: see [`Pipeline::wait_ready`]).
+    pub fn start(env: &TestEnv, options: &PipelineOptions) -> Self {
+        let blobs = mail::temp_dir("pipeline-blobs");
+        let blob_url = format!("file://{}", blobs.display());
+        let smtp_addr = format!("127.0.0.1:{}", free_port());
+        let http_addr = format!("127.0.0.1:{}", free_port());
+        let mut procs = Vec::new();
+        for name in PROCESSORS {
+            let port = free_port();
+            let mut vars: Vec<(String, String)> = vec![
+                ("MAILSTREAM_HTTP_ADDR".into(), format!("127.0.0.1:{port}")),
+                ("MAILSTREAM_LOG_LEVEL".into(), options.log_level.clone()),
+            ];
+            vars.extend(options.common.iter().cloned());
+            let own: Vec<(&str, String)> = match name {
+                "ingest" => vec![
+                    ("MAILSTREAM_INGEST_SMTP_ADDR", smtp_addr.clone()),
+                    ("MAILSTREAM_INGEST_HTTP_ADDR", http_addr.clone()),
+                    ("MAILSTREAM_INGEST_ACCEPTED_DOMAINS", OUR_DOMAIN.into()),
+                    ("MAILSTREAM_INGEST_HMAC_SECRET", mail::SECRET.into()),
+                    ("MAILSTREAM_INGEST_BLOB_URL", blob_url.clone()),
+                    ("MAILSTREAM_INGEST_HOSTNAME", "mx.test".into()),
+                ],
+                "parser" => vec![("MAILSTREAM_PARSER_BLOB_URL", blob_url.clone())],
+                "resolver" => vec![("MAILSTREAM_RESOLVER_OUR_DOMAINS", OUR_DOMAIN.into())],
+                "crm-sink" => match &options.sink {
+                    Sink::Postgres { url, schema } => vec![
+                        ("MAILSTREAM_CRM_SINK_DATABASE_URL", url.clone()),
+                        ("MAILSTREAM_CRM_SINK_SCHEMA", schema.clone()),
+                    ],
+                    Sink::Rest {
+                        base_url, token, ..
+                    } => vec![
+                        ("MAILSTREAM_CRM_SINK_BACKEND", "rest".into()),
+                        ("MAILSTREAM_CRM_SINK_BASE_URL", base_url.clone()),
+                        ("MAILSTREAM_CRM_SINK_TOKEN", token.clone()),
+                    ],
+                },
+                _ => vec![],
+            };
+            vars.extend(own.into_iter().map(|(k, v)| (k.to_string(), v)));
+            if let (Sink::Rest { settings, .. }, "crm-sink") = (&options.sink, name) {
+                vars.extend(settings.iter().cloned());
+            }
+            procs.push(Proc {
+                name,
+                child: None,
+                metrics_port: port,
+                vars,
+                starts: 0,
+                kills: 0,
+                unexpected_exits: Vec::new(),
+                exits_in_outage: 0,
+                failures: 0,
+                consecutive: 0,
+                max_consecutive: 0,
+                restart_at: None,
+            });
+        }
+        let mut pipeline = Self {
+            env: env.clone(),
+            procs,
+            smtp_addr,
+            blobs,
+            outage: false,
+            outage_ended: None,
+        };
+        for i in 0..pipeline.procs.len() {
+            pipeline.spawn(i);
+        }
+        pipeline
+    }
+
+    fn index(&self, name: &str) -> usize {
+        self.procs
+            .iter()
+            .position(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no processor {name}"))
+    }
+
+    pub fn proc(&self, name: &str) -> &Proc {
+        &self.procs[self.index(name)]
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let p = &mut self.procs[i];
+        let vars: Vec<(&str, &str)> = p
+            .vars
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        p.child = Some(self.env.spawn(p.name, "a", &vars));
+        p.starts += 1;
+        p.restart_at = None;
+    }
+
+    /// Waits until every running processor answers `/readyz` with 200.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
+        let started = Instant::now();
+        loop {
+            self.supervise().await;
+            let mut waiting = Vec::new();
+            for p in &self.procs {
+                let url = format!("http://127.0.0.1:{}/readyz", p.metrics_port);
+                if http_get(&url).await.0 != 200 {
+                    waiting.push(p.name);
+                }
+            }
+            if waiting.is_empty() {
+                return Ok(());
+            }
+            if started.elapsed() > timeout {
+                return Err(format!("not ready after {timeout:?}: {waiting:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// `kill -9`, reaped, and started again at once as the same instance.
+    pub fn kill9(&mut self, name: &str) {
+        let i = self.index(name);
+        if let Some(mut child) = self.procs[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            self.procs[i].kills += 1;
+        }
+        self.spawn(i);
+    }
+
+    /// Says whether a dependency (broker, registry) is being restarted.
+    pub fn set_outage(&mut self, on: bool) {
+        if self.outage && !on {
+            self.outage_ended = Some(Instant::now());
+        }
+        self.outage = on;
+    }
+
+    fn in_outage(&self) -> bool {
+        self.outage
+            || self
+                .outage_ended
+                .is_some_and(|t| t.elapsed() < OUTAGE_GRACE)
+    }
+
+    /// Notices processes that exited on their own: records why, and starts them again after a
+    /// backoff (1, 2, 4, 8 s, capped) as a supervisor would. Resets a processor's count of
+    /// consecutive exits once it is ready again.
+    pub async fn supervise(&mut self) {
+        let outage = self.in_outage();
+        for i in 0..self.procs.len() {
+            let log = log_dir().join(format!("{}{}-a.log", self.env.prefix, self.procs[i].name));
+            let p = &mut self.procs[i];
+            if let Some(child) = p.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                p.child = None;
+                let said = last_words(&std::fs::read_to_string(&log).unwrap_or_default());
+                let during = if outage { " (during an outage)" } else { "" };
+                p.unexpected_exits.push(format!("{status}{during}: {said}"));
+                p.failures += 1;
+                if outage {
+                    p.exits_in_outage += 1;
+                } else {
+                    p.consecutive += 1;
+                    p.max_consecutive = p.max_consecutive.max(p.consecutive);
+                }
+                let backoff = 1u64 << (p.failures - 1).min(3);
+                p.restart_at = Some(Instant::now() + Duration::from_secs(backoff));
+            }
+            if p.restart_at.is_some_and(|at| Instant::now() >= at) {
+                self.spawn(i);
+            } else if self.procs[i].failures > 0 && self.procs[i].child.is_some() {
+                let url = format!("http://127.0.0.1:{}/readyz", self.procs[i].metrics_port);
+                if http_get(&url).await.0 == 200 {
+                    self.procs[i].failures = 0;
+                    self.procs[i].consecutive = 0;
+                }
+            }
+        }
+    }
+
+    /// Stops one processor with SIGTERM (not counted as a kill).
+    pub fn stop_one(&mut self, name: &str) {
+        let i = self.index(name);
+        self.procs[i].restart_at = None;
+        if let Some(mut child) = self.procs[i].child.take() {
+            terminate(&mut child, Duration::from_secs(60));
+        }
+    }
+
+    pub fn start_one(&mut self, name: &str) {
+        let i = self.index(name);
+        self.spawn(i);
+    }
+
+    /// Stops every processor with SIGTERM.
+    pub fn stop(&mut self) {
+        for name in PROCESSORS {
+            self.stop_one(name);
+        }
+    }
+
+    /// `/metrics` of `name` (empty while it is down).
+    pub async fn scrape(&self, name: &str) -> String {
+        http_get(&self.proc(name).metrics_url()).await.1
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            if let Some(mut child) = p.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// Sum of every sample whose line starts with `name` (which may include the opening of a
+/// label set, e.g. `mailstream_transactions_total{outcome="committed"`).
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Sum of the samples of counter `name` labelled with `topic` (e.g. `mailstream_records_out_total`
+/// of one output topic).
+pub fn metric_for_topic(text: &str, name: &str, topic: &str) -> f64 {
+    let label = format!("topic=\"{topic}\"");
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
