@@ -2,6 +2,7 @@
 //! registry, PostgreSQL). Every test gets its own topic prefix, so its topics, consumer groups
 //! and transactional ids are its own and tests run side by side without interfering.
 
+pub mod chaos;
 pub mod corpus;
 pub mod crm;
 pub mod mail;

@@ -1,0 +1,27 @@
+//! The chaos suite, CI size (a few thousand emails, a few kills, one broker and one registry
+//! restart, CRM bursts of 429 and 503): see `tests/helpers/chaos.rs` for what it does and checks.
+//! `MAILSTREAM_CHAOS_EMAILS` and `MAILSTREAM_CHAOS_KILLS` (per processor) resize it; the full
+//! run is `bench/chaos` (50,000 emails, 20 kills per processor).
+//!
+//! It restarts the shared broker and registry: other tests running against the stack at the
+//! same moment see the outage.
+
+use mailstream_tests::chaos::{ChaosOptions, run};
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_loss_no_duplicate_through_kills_restarts_and_crm_faults() {
+    let mut options = ChaosOptions::small();
+    options.emails = env_or("MAILSTREAM_CHAOS_EMAILS", options.emails);
+    options.kills_per_processor = env_or("MAILSTREAM_CHAOS_KILLS", options.kills_per_processor);
+    let report = run(options).await.expect("the chaos run");
+    println!("{report}");
+    let failures = report.failures();
+    assert!(failures.is_empty(), "{report}");
+}
