@@ -233,6 +233,43 @@ async fn samples_reach_postgres_over_smtp_and_a_replay_of_every_processor_change
         Some("mime-unparseable")
     );
     let before = snapshot(&schema);
+
+    // The loop closes: the sink created Björn's contact for his RFP (wave 1) and fed it back
+    // through the contacts table, so the resolver knows him when his follow-up arrives.
+    let bjorn = psql(&format!(
+        "SELECT contact_id FROM {schema}.contacts WHERE email = 'bjorn@nordicfreight.se' AND created_by_message_id = 'rfp-3003@nordicfreight.se'"
+    ));
+    assert!(
+        !bjorn.is_empty(),
+        "the sink created the RFP sender's contact"
+    );
+    let scored_first = decode_as(
+        env.registry(),
+        &collect(
+            &env.consumer(&["scored"]),
+            expected,
+            Duration::from_secs(10),
+            Duration::ZERO,
+        )
+        .await,
+        |s: &ScoredLead| s.message_id.as_str(),
+    )
+    .await;
+    let followup = scored_first
+        .iter()
+        .find(|s| s.message_id == "rfp-3004@nordicfreight.se")
+        .expect("the follow-up was scored");
+    assert_eq!(
+        followup.contact_id.as_deref(),
+        Some(bjorn.as_str()),
+        "resolved to the contact the sink created"
+    );
+    assert!(
+        followup.resolved.new_contact.is_none(),
+        "no second proposal for a known contact"
+    );
+    assert_eq!(followup.thread_id, "rfp-3003@nordicfreight.se");
+
     let scored_before = collect(
         &env.consumer(&["scored"]),
         expected,
