@@ -5,90 +5,19 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::Duration;
 
 use mailstream_runtime::AvroRecord;
 use mailstream_runtime::records::{CrmResult, ScoredLead};
+use mailstream_tests::crm_db::{
+    SAMPLE_DOMAIN, psql, sample_emails, samples, snapshot, spawn_stream_processors,
+};
 use mailstream_tests::mail::{smtplib, start, temp_dir};
 use mailstream_tests::{Seen, TestEnv, collect, decode, decode_as, output, terminate};
 
-const DOMAIN: &str = "in.mailstream.test";
-const TABLES: &[&str] = &[
-    "accounts",
-    "contacts",
-    "deals",
-    "email_activities",
-    "attachments",
-    "leads",
-    "follow_ups",
-];
-
-fn samples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../dev/samples")
-}
-
-fn database_url() -> String {
-    std::env::var("MAILSTREAM_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://mailstream@127.0.0.1:5433/mailstream".into())
-}
-
-fn psql(sql: &str) -> String {
-    let out = Command::new("psql")
-        .args([&database_url(), "-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql])
-        .output()
-        .expect("run psql");
-    assert!(
-        out.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// Every row of every CRM table with its xmin (which changes whenever a row is rewritten).
-fn snapshot(schema: &str) -> BTreeMap<String, String> {
-    TABLES
-        .iter()
-        .map(|t| {
-            let rows = psql(&format!(
-                "SELECT string_agg(xmin::text || ' ' || row_to_json(r)::text, E'\\n' ORDER BY row_to_json(r)::text) FROM {schema}.{t} r"
-            ));
-            (t.to_string(), rows)
-        })
-        .collect()
-}
-
-struct Pipeline {
-    parser: Child,
-    resolver: Child,
-    scorer: Child,
-    sink: Child,
-}
-
-fn start_processors(env: &TestEnv, blob_url: &str, schema: &str) -> Pipeline {
-    let db = database_url();
-    Pipeline {
-        parser: env.spawn("parser", "a", &[("MAILSTREAM_PARSER_BLOB_URL", blob_url)]),
-        resolver: env.spawn(
-            "resolver",
-            "a",
-            &[("MAILSTREAM_RESOLVER_OUR_DOMAINS", DOMAIN)],
-        ),
-        scorer: env.spawn("scorer", "a", &[]),
-        sink: env.spawn(
-            "crm-sink",
-            "a",
-            &[
-                ("MAILSTREAM_CRM_SINK_DATABASE_URL", db.as_str()),
-                ("MAILSTREAM_CRM_SINK_SCHEMA", schema),
-            ],
-        ),
-    }
-}
-
-fn stop_processors(p: &mut Pipeline) {
-    for child in [&mut p.parser, &mut p.resolver, &mut p.scorer, &mut p.sink] {
+fn stop_all(processors: &mut [Child]) {
+    for child in processors {
         terminate(child, Duration::from_secs(30));
     }
 }
@@ -115,22 +44,17 @@ async fn samples_reach_postgres_over_smtp_and_a_replay_of_every_processor_change
     let mut ingest = start(
         &env,
         &blobs,
-        &[("MAILSTREAM_INGEST_ACCEPTED_DOMAINS", DOMAIN)],
+        &[("MAILSTREAM_INGEST_ACCEPTED_DOMAINS", SAMPLE_DOMAIN)],
     )
     .await;
-    let mut pipeline = start_processors(&env, &blob_url, &schema);
+    let mut pipeline = spawn_stream_processors(&env, &blob_url, &schema);
 
-    let mut files: Vec<PathBuf> = std::fs::read_dir(samples())
-        .expect("dev/samples")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "eml"))
-        .collect();
-    files.sort();
+    let files = sample_emails();
     let (later, first): (Vec<PathBuf>, Vec<PathBuf>) = files
         .iter()
         .cloned()
         .partition(|p| p.to_string_lossy().contains("-reply-joins-"));
-    let rcpt = format!("sales@{DOMAIN}");
+    let rcpt = format!("sales@{SAMPLE_DOMAIN}");
     let send = |file: &Path, to: &str| {
         let sent = smtplib(
             ingest.smtp,
@@ -144,7 +68,7 @@ async fn samples_reach_postgres_over_smtp_and_a_replay_of_every_processor_change
     for file in &first {
         send(file, &rcpt);
     }
-    send(&first[0], &format!("demo@{DOMAIN}")); // a second delivery of the first email
+    send(&first[0], &format!("demo@{SAMPLE_DOMAIN}")); // a second delivery of the first email
     let crm_results = env.consumer(&["crm-results"]);
     // One result per distinct parseable email: all but the not-an-email sample.
     let wave1 = collect(
@@ -279,11 +203,11 @@ async fn samples_reach_postgres_over_smtp_and_a_replay_of_every_processor_change
     .await;
 
     // Replay: stop every processor, rewind each one to the earliest offset, run them again.
-    stop_processors(&mut pipeline);
+    stop_all(&mut pipeline);
     for processor in ["parser", "resolver", "scorer", "crm-sink"] {
         env.reset_to_earliest(processor);
     }
-    let mut pipeline = start_processors(&env, &blob_url, &schema);
+    let mut pipeline = spawn_stream_processors(&env, &blob_url, &schema);
     // The sink re-reads every scored record, old and re-scored: one more result for each.
     let replayed = collect(
         &crm_results,
@@ -292,7 +216,7 @@ async fn samples_reach_postgres_over_smtp_and_a_replay_of_every_processor_change
         Duration::from_secs(5),
     )
     .await;
-    stop_processors(&mut pipeline);
+    stop_all(&mut pipeline);
     terminate(&mut ingest.child, Duration::from_secs(30));
 
     assert!(

@@ -4,24 +4,14 @@
 //! `tail --from-datetime`, `lag`, `schemas check` and `topology docs --check`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use mailstream_tests::crm_db::{psql, sample_emails, samples, snapshot, spawn_stream_processors};
 use mailstream_tests::mail::temp_dir;
 use mailstream_tests::{Seen, TestEnv, bench_record, collect, now_ms, output, terminate};
 use rdkafka::producer::FutureRecord;
 use serde_json::Value as Json;
-
-const DOMAIN: &str = "in.mailstream.test";
-const TABLES: &[&str] = &[
-    "accounts",
-    "contacts",
-    "deals",
-    "email_activities",
-    "attachments",
-    "leads",
-];
 
 /// Runs `mailstream ARGS` in the test's namespace: (exit code, stdout, stderr).
 fn ctl(env: &TestEnv, args: &[&str]) -> (i32, String, String) {
@@ -54,60 +44,6 @@ fn committed(env: &TestEnv, processor: &str) -> BTreeMap<i64, Option<i64>> {
             )
         })
         .collect()
-}
-
-fn samples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../dev/samples")
-}
-
-fn psql(sql: &str) -> String {
-    let url = std::env::var("MAILSTREAM_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://mailstream@127.0.0.1:5433/mailstream".into());
-    let out = Command::new("psql")
-        .args([&url, "-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql])
-        .output()
-        .expect("run psql");
-    assert!(
-        out.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// Every CRM row with its xmin (which changes whenever a row is rewritten).
-fn snapshot(schema: &str) -> BTreeMap<String, String> {
-    TABLES
-        .iter()
-        .map(|t| {
-            let sql = format!(
-                "SELECT string_agg(xmin::text || ' ' || row_to_json(r)::text, E'\\n' ORDER BY row_to_json(r)::text) FROM {schema}.{t} r"
-            );
-            (t.to_string(), psql(&sql))
-        })
-        .collect()
-}
-
-fn start_pipeline(env: &TestEnv, blob_url: &str, schema: &str) -> Vec<Child> {
-    let db = std::env::var("MAILSTREAM_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://mailstream@127.0.0.1:5433/mailstream".into());
-    vec![
-        env.spawn("parser", "a", &[("MAILSTREAM_PARSER_BLOB_URL", blob_url)]),
-        env.spawn(
-            "resolver",
-            "a",
-            &[("MAILSTREAM_RESOLVER_OUR_DOMAINS", DOMAIN)],
-        ),
-        env.spawn("scorer", "a", &[]),
-        env.spawn(
-            "crm-sink",
-            "a",
-            &[
-                ("MAILSTREAM_CRM_SINK_DATABASE_URL", db.as_str()),
-                ("MAILSTREAM_CRM_SINK_SCHEMA", schema),
-            ],
-        ),
-    ]
 }
 
 /// Runs `replay ... --execute` until the group's members have left (they leave on SIGTERM, but
@@ -144,12 +80,7 @@ async fn replay_is_a_dry_run_refused_while_running_and_a_replayed_parser_and_sin
     }
     let blobs = temp_dir("ops-blobs");
     let blob_url = format!("file://{}", blobs.display());
-    let mut files: Vec<PathBuf> = std::fs::read_dir(samples())
-        .expect("dev/samples")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "eml"))
-        .collect();
-    files.sort();
+    let files = sample_emails();
     let mut backfill = env.mailstream(&["backfill"]);
     backfill
         .args(&files)
@@ -160,7 +91,7 @@ async fn replay_is_a_dry_run_refused_while_running_and_a_replayed_parser_and_sin
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut pipeline = start_pipeline(&env, &blob_url, &schema);
+    let mut pipeline = spawn_stream_processors(&env, &blob_url, &schema);
     let expected = files.len() - 1; // all but the not-an-email sample
     let crm_results = env.consumer(&["crm-results"]);
     let first = collect(
@@ -233,7 +164,7 @@ async fn replay_is_a_dry_run_refused_while_running_and_a_replayed_parser_and_sin
     );
     replay_when_stopped(&env, &["replay", "crm-sink", "--to-earliest", "--execute"]);
     assert!(committed(&env, "crm-sink").values().all(|c| *c == Some(0)));
-    let mut pipeline = start_pipeline(&env, &blob_url, &schema);
+    let mut pipeline = spawn_stream_processors(&env, &blob_url, &schema);
     let replayed = collect(
         &crm_results,
         expected,

@@ -5,6 +5,7 @@
 pub mod chaos;
 pub mod corpus;
 pub mod crm;
+pub mod crm_db;
 pub mod mail;
 pub mod pipeline;
 pub mod smtp;

@@ -1,0 +1,100 @@
+//! The CRM's PostgreSQL tables as tests see them, and the stream processors that fill them: the
+//! bundled samples (`dev/samples/`), `psql` queries, a snapshot of every CRM table with each
+//! row's `xmin` (which changes whenever a row is rewritten, so "a replay changed nothing" is
+//! checked to the letter), and the four stream processors writing into a test's own schema.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+
+use crate::TestEnv;
+
+/// The recipient domain of the bundled samples.
+pub const SAMPLE_DOMAIN: &str = "in.mailstream.test";
+
+/// Every table the CRM sink writes.
+pub const TABLES: &[&str] = &[
+    "accounts",
+    "contacts",
+    "deals",
+    "email_activities",
+    "attachments",
+    "leads",
+    "follow_ups",
+];
+
+/// `dev/samples/`: the sample emails and the contacts/accounts CSV exports.
+pub fn samples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../dev/samples")
+}
+
+/// The sample `.eml` files, sorted.
+pub fn sample_emails() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(samples())
+        .expect("dev/samples")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// The local stack's PostgreSQL (from the environment `dev/test` exports, else the default).
+pub fn database_url() -> String {
+    std::env::var("MAILSTREAM_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://mailstream@127.0.0.1:5433/mailstream".into())
+}
+
+/// Runs one SQL statement with `psql`; its unaligned, trimmed output.
+pub fn psql(sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([&database_url(), "-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql])
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Every row of every CRM table in `schema`, with its `xmin`, table by table.
+pub fn snapshot(schema: &str) -> BTreeMap<String, String> {
+    TABLES
+        .iter()
+        .map(|t| {
+            let rows = psql(&format!(
+                "SELECT string_agg(xmin::text || ' ' || row_to_json(r)::text, E'\\n' ORDER BY row_to_json(r)::text) FROM {schema}.{t} r"
+            ));
+            (t.to_string(), rows)
+        })
+        .collect()
+}
+
+/// This test's own PostgreSQL schema, from its topic prefix.
+pub fn schema_of(env: &TestEnv) -> String {
+    env.prefix.trim_end_matches('-').replace('-', "_")
+}
+
+/// Starts parser, resolver, scorer and crm-sink (PostgreSQL, `schema`) as instance `a`.
+pub fn spawn_stream_processors(env: &TestEnv, blob_url: &str, schema: &str) -> Vec<Child> {
+    let db = database_url();
+    vec![
+        env.spawn("parser", "a", &[("MAILSTREAM_PARSER_BLOB_URL", blob_url)]),
+        env.spawn(
+            "resolver",
+            "a",
+            &[("MAILSTREAM_RESOLVER_OUR_DOMAINS", SAMPLE_DOMAIN)],
+        ),
+        env.spawn("scorer", "a", &[]),
+        env.spawn(
+            "crm-sink",
+            "a",
+            &[
+                ("MAILSTREAM_CRM_SINK_DATABASE_URL", db.as_str()),
+                ("MAILSTREAM_CRM_SINK_SCHEMA", schema),
+            ],
+        ),
+    ]
+}
