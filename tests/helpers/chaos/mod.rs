@@ -1,0 +1,461 @@
+//! The chaos suite: the whole topology on the local stack (ingest over SMTP, parser, resolver,
+//! scorer, crm-sink to a fault-injecting REST CRM) takes a mixed corpus with duplicates and a
+//! known number of poison messages while, at random moments, every processor is `kill -9`ed
+//! (and started again at once, as a supervisor would), the broker is restarted once, the schema
+//! registry once, and the CRM answers bursts of 429 (`Retry-After`) and of 503.
+//!
+//! Then it checks what a user trusts: one CRM activity per unique message sent (none lost, none
+//! twice), dead letters == poison sent, each with its reason, no processor crash-looped (three
+//! exits in a row without becoming ready, while the broker and registry were up; exits during
+//! their restarts are reported apart), and a replay of every processor from the earliest offset
+//! changes no CRM row. [`run`] returns a
+//! [`ChaosReport`]; `tests/chaos.rs` (CI, small) and `bench-chaos` (full) assert its
+//! [`ChaosReport::failures`].
+//!
+//! Ingest is at-least-once by protocol: when it dies after writing an email but before its
+//! `250`, the client (like any MTA) sends it again. Emails are collapsed on their Message-ID by
+//! the resolver; a not-an-email poison sent again that way is dead-lettered twice, so those
+//! ambiguous re-sends are counted and allowed for (each poison is still found exactly once).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::Mutex;
+
+use crate::corpus::{CorpusOptions, Templates, load_tables};
+use crate::crm::{Burst, FakeCrm, Rows};
+use crate::pipeline::{
+    PROCESSORS, Pipeline, PipelineOptions, STREAM_PROCESSORS, Sink, input_of, metric_sum,
+};
+use crate::{TestEnv, collect};
+
+mod push;
+mod report;
+
+pub use push::Sent;
+pub use report::ChaosReport;
+
+const TOKEN: &str = "chaos-token-0123456789";
+
+#[derive(Debug, Clone)]
+pub struct ChaosOptions {
+    /// Deliveries pushed through ingest (duplicates and poison included).
+    pub emails: usize,
+    /// Offered deliveries per second.
+    pub rate: f64,
+    pub sessions: usize,
+    pub kills_per_processor: u32,
+    pub restart_broker: bool,
+    pub restart_registry: bool,
+    /// Bursts of each kind (429, 503).
+    pub bursts: u32,
+    pub not_an_email_every: u64,
+    pub rejected_every: u64,
+    pub max_attachment: usize,
+    pub seed: u64,
+    /// How long the pipeline may take to settle after the push (and after the replay).
+    pub settle_timeout: Duration,
+}
+
+impl ChaosOptions {
+    /// The CI size: a few thousand emails, a few kills.
+    pub fn small() -> Self {
+        Self {
+            emails: 1_500,
+            rate: 100.0,
+            sessions: 8,
+            kills_per_processor: 2,
+            restart_broker: true,
+            restart_registry: true,
+            bursts: 2,
+            not_an_email_every: 60,
+            rejected_every: 45,
+            max_attachment: 200_000,
+            seed: 7,
+            settle_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Event {
+    Kill(&'static str),
+    RestartBroker,
+    RestartRegistry,
+    Burst(Burst, Duration),
+}
+
+fn schedule(o: &ChaosOptions, rng: &mut StdRng) -> Vec<(Duration, Event)> {
+    let planned = o.emails as f64 / o.rate.max(1.0);
+    let at = |rng: &mut StdRng, lo: f64, hi: f64| {
+        Duration::from_secs_f64(planned * rng.random_range(lo..hi))
+    };
+    let mut events = Vec::new();
+    for name in PROCESSORS {
+        for _ in 0..o.kills_per_processor {
+            events.push((at(rng, 0.02, 1.0), Event::Kill(name)));
+        }
+    }
+    if o.restart_broker {
+        events.push((at(rng, 0.2, 0.45), Event::RestartBroker));
+    }
+    if o.restart_registry {
+        events.push((at(rng, 0.5, 0.8), Event::RestartRegistry));
+    }
+    for _ in 0..o.bursts {
+        let length = Duration::from_millis(rng.random_range(1_000..3_000));
+        let burst = Burst::TooMany {
+            retry_after_secs: 1,
+        };
+        events.push((at(rng, 0.0, 1.0), Event::Burst(burst, length)));
+        let length = Duration::from_millis(rng.random_range(500..1_500));
+        events.push((at(rng, 0.0, 1.0), Event::Burst(Burst::Unavailable, length)));
+    }
+    events.sort_by_key(|(t, _)| *t);
+    events
+}
+
+/// Stops `component` of the local stack and starts it again (`dev/down NAME`, `dev/up`).
+fn restart_component(component: &str) -> Result<f64, String> {
+    let dev = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dev");
+    let started = Instant::now();
+    for (script, args) in [("down", vec![component]), ("up", vec![])] {
+        let out = std::process::Command::new(dev.join(script))
+            .args(&args)
+            .output()
+            .map_err(|e| format!("dev/{script}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "dev/{script} {component}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// Waits until every stream processor's input counter has not moved for `quiet` and the
+/// CRM's rows stopped changing; returns false on timeout.
+async fn settle(
+    pipeline: &Arc<Mutex<Pipeline>>,
+    crm: &FakeCrm,
+    quiet: Duration,
+    timeout: Duration,
+) -> bool {
+    let started = Instant::now();
+    let mut last = (Vec::new(), Rows::default());
+    let mut since = Instant::now();
+    while started.elapsed() < timeout {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut p = pipeline.lock().await;
+        p.supervise().await;
+        let mut counts = Vec::new();
+        for name in STREAM_PROCESSORS {
+            let text = p.scrape(name).await;
+            counts.push(metric_sum(&text, "mailstream_records_in_total"));
+        }
+        drop(p);
+        let now = (counts, crm.rows());
+        if now != last {
+            last = now;
+            since = Instant::now();
+        } else if since.elapsed() >= quiet {
+            return true;
+        }
+    }
+    false
+}
+
+/// Runs the suite and reports; the caller asserts [`ChaosReport::failures`].
+pub async fn run(o: ChaosOptions) -> anyhow::Result<ChaosReport> {
+    let mut report = ChaosReport {
+        options: Some(o.clone()),
+        ..ChaosReport::default()
+    };
+    let env = TestEnv::new("chaos");
+    let run_tag = env.prefix[8..16].to_string();
+    load_tables(&env).map_err(anyhow::Error::msg)?;
+    let templates = Templates::generate(CorpusOptions {
+        seed: o.seed,
+        templates: 500,
+        max_attachment: o.max_attachment,
+        duplicate_rate: 0.03,
+    });
+    let crm = FakeCrm::start(TOKEN).await?;
+    // Retries outlast the longest burst (full jitter over 12 attempts: ~4.5 s on average, a
+    // 3 s burst of 429 costs 3 of them), and the worst case fits the transaction.
+    let sink_settings = [
+        ("MAILSTREAM_CRM_SINK_WRITE_EXCLUDED", "true"),
+        ("MAILSTREAM_CRM_SINK_RATE_LIMIT_PER_SEC", "0"),
+        ("MAILSTREAM_CRM_SINK_MAX_ATTEMPTS", "12"),
+        ("MAILSTREAM_CRM_SINK_BACKOFF_BASE_MS", "200"),
+        ("MAILSTREAM_CRM_SINK_BACKOFF_MAX_MS", "1000"),
+        ("MAILSTREAM_CRM_SINK_RETRY_AFTER_MAX_MS", "2000"),
+        ("MAILSTREAM_CRM_SINK_REQUEST_TIMEOUT_MS", "1000"),
+        ("MAILSTREAM_TRANSACTION_TIMEOUT_MS", "60000"),
+    ];
+    let options = PipelineOptions {
+        sink: Sink::Rest {
+            base_url: crm.base_url.clone(),
+            token: TOKEN.into(),
+            settings: sink_settings
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        },
+        log_level: "warn".into(),
+        common: vec![],
+    };
+    let mut started = Pipeline::start(&env, &options);
+    started
+        .wait_ready(Duration::from_secs(120))
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let smtp = started.smtp_addr.clone();
+    let pipeline = Arc::new(Mutex::new(started));
+
+    // The push, and the chaos beside it.
+    let mut rng = StdRng::seed_from_u64(o.seed);
+    let events = schedule(&o, &mut rng);
+    let t0 = Instant::now();
+    let senders: Vec<_> = (0..o.sessions)
+        .map(|w| {
+            tokio::spawn(push::sender(
+                templates.clone(),
+                o.clone(),
+                run_tag.clone(),
+                w,
+                smtp.clone(),
+                t0,
+            ))
+        })
+        .collect();
+    let infra_busy = Arc::new(AtomicBool::new(false));
+    let mut infra: Vec<tokio::task::JoinHandle<(String, Result<f64, String>)>> = Vec::new();
+    let mut pending = events;
+    while !pending.is_empty() {
+        {
+            let mut p = pipeline.lock().await;
+            p.set_outage(infra_busy.load(Ordering::SeqCst));
+            p.supervise().await;
+        }
+        // The first event that is due; a restart waits while another restart is under way
+        // (without holding up the events behind it).
+        let busy = infra_busy.load(Ordering::SeqCst);
+        let due = pending.iter().position(|(at, e)| {
+            t0.elapsed() >= *at
+                && !(busy && matches!(e, Event::RestartBroker | Event::RestartRegistry))
+        });
+        let Some(i) = due else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let (_, event) = pending.remove(i);
+        let when = t0.elapsed().as_secs_f64();
+        match event {
+            Event::Kill(name) => pipeline.lock().await.kill9(name),
+            Event::Burst(burst, length) => {
+                crm.burst(burst, length);
+                report
+                    .bursts
+                    .push(format!("{burst:?} for {length:?} at {when:.1} s"));
+            }
+            Event::RestartBroker | Event::RestartRegistry => {
+                let component = if matches!(event, Event::RestartBroker) {
+                    "kafka"
+                } else {
+                    "registry"
+                };
+                eprintln!("chaos: restarting {component} at {when:.1} s");
+                infra_busy.store(true, Ordering::SeqCst);
+                let busy = infra_busy.clone();
+                infra.push(tokio::task::spawn_blocking(move || {
+                    let result = restart_component(component);
+                    busy.store(false, Ordering::SeqCst);
+                    (component.to_string(), result)
+                }));
+            }
+        }
+    }
+    // Keep supervising until the push and the restarts are over.
+    while !senders.iter().all(|h| h.is_finished()) || !infra.iter().all(|h| h.is_finished()) {
+        let mut p = pipeline.lock().await;
+        p.set_outage(infra_busy.load(Ordering::SeqCst));
+        p.supervise().await;
+        drop(p);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for handle in infra {
+        let (component, result) = handle.await?;
+        let secs = result.map_err(anyhow::Error::msg)?;
+        eprintln!("chaos: {component} was back after {secs:.1} s");
+        if component == "kafka" {
+            report.broker_restart_secs = Some(secs);
+        } else {
+            report.registry_restart_secs = Some(secs);
+        }
+    }
+    for handle in senders {
+        push::merge(&mut report.sent, handle.await?);
+    }
+    report.push_secs = t0.elapsed().as_secs_f64();
+    eprintln!(
+        "chaos: pushed {} deliveries in {:.1} s; settling",
+        report.sent.deliveries, report.push_secs
+    );
+
+    // Settle, then count.
+    let settle_started = Instant::now();
+    let settled = settle(&pipeline, &crm, Duration::from_secs(15), o.settle_timeout).await;
+    report.settle_secs = settle_started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        settled,
+        "the pipeline did not settle within {:?}",
+        o.settle_timeout
+    );
+    {
+        let p = pipeline.lock().await;
+        for proc in &p.procs {
+            report.kills.insert(proc.name.into(), proc.kills);
+            report
+                .unexpected_exits
+                .insert(proc.name.into(), proc.unexpected_exits.clone());
+            report
+                .max_consecutive_exits
+                .insert(proc.name.into(), proc.max_consecutive);
+            report
+                .exits_in_outage
+                .insert(proc.name.into(), proc.exits_in_outage);
+        }
+    }
+    let rows = crm.rows();
+    report.faults = crm.faults();
+    report.activities = rows.activities.len();
+    report.missing = report
+        .sent
+        .unique
+        .iter()
+        .filter(|m| !rows.activities.contains_key(*m))
+        .cloned()
+        .collect();
+    report.unexpected_activities = rows
+        .activities
+        .keys()
+        .filter(|m| !report.sent.unique.contains(*m))
+        .cloned()
+        .collect();
+    report.duplicated = rows
+        .activities
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(m, _)| m.clone())
+        .collect();
+    report.applied_twice = rows
+        .applied
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(k, _)| k.clone())
+        .collect();
+    for name in STREAM_PROCESSORS {
+        let topic = format!("{}.dlq", input_of(name));
+        let want = match name {
+            "parser" => report.sent.not_an_email.len(),
+            "crm-sink" => report.sent.rejected.len(),
+            _ => 0,
+        };
+        let wait = Duration::from_secs(if want == 0 { 5 } else { 30 });
+        let letters = collect(
+            &env.consumer(&[topic.as_str()]),
+            want.max(1),
+            wait,
+            Duration::from_secs(3),
+        )
+        .await;
+        for l in &letters {
+            let class = l
+                .headers
+                .get("mailstream.error.class")
+                .cloned()
+                .unwrap_or_default();
+            let reason = l
+                .headers
+                .get("mailstream.error.message")
+                .cloned()
+                .unwrap_or_default();
+            if class.is_empty() || reason.trim().is_empty() {
+                report.dlq_without_reason += 1;
+            }
+            *report
+                .dlq_classes
+                .entry(format!("{topic} {class}"))
+                .or_default() += 1;
+            if topic == "scored.dlq" {
+                report.rejected_dead_lettered.extend(l.key.clone());
+            }
+        }
+        if topic == "raw-email.dlq" {
+            report.not_an_email_dead_lettered = report
+                .sent
+                .not_an_email
+                .iter()
+                .filter(|token| {
+                    letters.iter().any(|l| {
+                        l.payload
+                            .as_deref()
+                            .is_some_and(|p| p.windows(token.len()).any(|w| w == token.as_bytes()))
+                    })
+                })
+                .count();
+        }
+        report.dlq.insert(topic, letters.len());
+    }
+
+    // Replay: every processor rewound to the earliest offset changes no CRM row.
+    let replay_started = Instant::now();
+    let before = crm.rows();
+    let requests_before = crm.requests();
+    {
+        let mut p = pipeline.lock().await;
+        for name in STREAM_PROCESSORS {
+            p.stop_one(name);
+        }
+        for name in STREAM_PROCESSORS {
+            env.reset_to_earliest(name);
+        }
+        for name in STREAM_PROCESSORS {
+            p.start_one(name);
+        }
+        p.wait_ready(Duration::from_secs(120))
+            .await
+            .map_err(anyhow::Error::msg)?;
+    }
+    let settled = settle(&pipeline, &crm, Duration::from_secs(15), o.settle_timeout).await;
+    anyhow::ensure!(
+        settled,
+        "the replay did not settle within {:?}",
+        o.settle_timeout
+    );
+    report.replay_secs = replay_started.elapsed().as_secs_f64();
+    report.replay_requests = crm.requests() - requests_before;
+    let after = crm.rows();
+    if after.applied != before.applied {
+        report
+            .replay_changed
+            .push("writes applied during the replay".into());
+    }
+    if after.activities != before.activities {
+        report.replay_changed.push("activities".into());
+    }
+    if after.contacts != before.contacts {
+        report.replay_changed.push("contacts".into());
+    }
+    if after.deals != before.deals || after.attachments != before.attachments {
+        report.replay_changed.push("deals or attachments".into());
+    }
+    pipeline.lock().await.stop();
+    Ok(report)
+}

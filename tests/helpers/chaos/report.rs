@@ -1,0 +1,238 @@
+//! What a chaos run found, the checks that make it pass or fail, and its printout.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use super::{ChaosOptions, Sent};
+
+#[derive(Debug, Default)]
+pub struct ChaosReport {
+    pub options: Option<ChaosOptions>,
+    pub sent: Sent,
+    pub push_secs: f64,
+    pub settle_secs: f64,
+    pub kills: BTreeMap<String, u32>,
+    pub unexpected_exits: BTreeMap<String, Vec<String>>,
+    pub exits_in_outage: BTreeMap<String, u32>,
+    pub max_consecutive_exits: BTreeMap<String, u32>,
+    pub broker_restart_secs: Option<f64>,
+    pub registry_restart_secs: Option<f64>,
+    pub faults: BTreeMap<&'static str, u64>,
+    pub bursts: Vec<String>,
+    pub activities: usize,
+    pub missing: Vec<String>,
+    pub unexpected_activities: Vec<String>,
+    pub duplicated: Vec<String>,
+    pub applied_twice: Vec<String>,
+    pub dlq: BTreeMap<String, usize>,
+    pub dlq_classes: BTreeMap<String, usize>,
+    pub dlq_without_reason: usize,
+    pub rejected_dead_lettered: BTreeSet<String>,
+    pub not_an_email_dead_lettered: usize,
+    pub replay_requests: u64,
+    pub replay_changed: Vec<String>,
+    pub replay_secs: f64,
+}
+
+impl ChaosReport {
+    /// Every broken promise, one line each (empty: the suite passed).
+    pub fn failures(&self) -> Vec<String> {
+        let mut f = Vec::new();
+        let s = &self.sent;
+        let o = self.options.clone().unwrap_or_else(ChaosOptions::small);
+        if !s.refused_for_good.is_empty() {
+            f.push(format!(
+                "ingest refused {} deliveries for good: {:?}",
+                s.refused_for_good.len(),
+                s.refused_for_good.first()
+            ));
+        }
+        if self.activities != s.unique.len()
+            || !self.missing.is_empty()
+            || !self.unexpected_activities.is_empty()
+        {
+            f.push(format!(
+                "CRM activities {} != unique messages sent {} (missing {}: {:?}; unexpected {}: {:?})",
+                self.activities, s.unique.len(), self.missing.len(), self.missing.first(),
+                self.unexpected_activities.len(), self.unexpected_activities.first()
+            ));
+        }
+        if !self.duplicated.is_empty() || !self.applied_twice.is_empty() {
+            f.push(format!(
+                "duplicates in the CRM: activities {:?}, writes {:?}",
+                self.duplicated.first(),
+                self.applied_twice.first()
+            ));
+        }
+        if (o.not_an_email_every > 0 && s.not_an_email.is_empty())
+            || (o.rejected_every > 0 && s.rejected.is_empty())
+        {
+            f.push(
+                "no poison of some kind was sent: make the run longer or poison more often".into(),
+            );
+        }
+        let dlq_total: usize = self.dlq.values().sum();
+        let poison = s.rejected.len() + s.not_an_email.len();
+        if dlq_total < poison || dlq_total > poison + s.ambiguous_not_an_email {
+            f.push(format!("DLQ records {dlq_total} != poison sent {poison} (+ up to {} re-sent after an ingest kill): {:?}", s.ambiguous_not_an_email, self.dlq));
+        }
+        if self.rejected_dead_lettered != s.rejected {
+            f.push(format!(
+                "scored.dlq holds {} of the {} rejected messages",
+                self.rejected_dead_lettered.len(),
+                s.rejected.len()
+            ));
+        }
+        if self.not_an_email_dead_lettered != s.not_an_email.len() {
+            f.push(format!(
+                "raw-email.dlq holds {} of the {} not-an-email poison",
+                self.not_an_email_dead_lettered,
+                s.not_an_email.len()
+            ));
+        }
+        if self.dlq_without_reason > 0 {
+            f.push(format!(
+                "{} dead letters without a class and reason",
+                self.dlq_without_reason
+            ));
+        }
+        for (name, kills) in &self.kills {
+            if *kills < o.kills_per_processor {
+                f.push(format!(
+                    "{name} was killed {kills} times, fewer than {}",
+                    o.kills_per_processor
+                ));
+            }
+        }
+        for (name, n) in &self.max_consecutive_exits {
+            if *n >= 3 {
+                f.push(format!(
+                    "{name} crash-looped ({n} exits in a row): {:?}",
+                    self.unexpected_exits.get(name)
+                ));
+            }
+        }
+        if o.restart_broker && self.broker_restart_secs.is_none() {
+            f.push("the broker was not restarted".into());
+        }
+        if o.restart_registry && self.registry_restart_secs.is_none() {
+            f.push("the registry was not restarted".into());
+        }
+        for kind in ["429", "503"] {
+            if o.bursts > 0 && self.faults.get(kind).copied().unwrap_or(0) == 0 {
+                f.push(format!(
+                    "no {kind} was answered (the bursts found no traffic)"
+                ));
+            }
+        }
+        if !self.replay_changed.is_empty() {
+            f.push(format!(
+                "the replay changed CRM rows: {:?}",
+                self.replay_changed
+            ));
+        }
+        f
+    }
+}
+
+impl fmt::Display for ChaosReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.sent;
+        writeln!(f, "chaos report")?;
+        writeln!(
+            f,
+            "  pushed          {} deliveries in {:.0} s: {} unique, {} duplicates, {} rejected by the CRM (poison), {} not an email (poison)",
+            s.deliveries,
+            self.push_secs,
+            s.unique.len(),
+            s.duplicates,
+            s.rejected.len(),
+            s.not_an_email.len()
+        )?;
+        writeln!(
+            f,
+            "  re-sent         {} after a connection lost past the final dot ({} of them poison)",
+            s.ambiguous, s.ambiguous_not_an_email
+        )?;
+        writeln!(
+            f,
+            "  kill -9         {:?} (total {})",
+            self.kills,
+            self.kills.values().sum::<u32>()
+        )?;
+        writeln!(
+            f,
+            "  broker restart  {}",
+            self.broker_restart_secs
+                .map_or("no".into(), |t| format!("once, back after {t:.1} s"))
+        )?;
+        writeln!(
+            f,
+            "  registry restart {}",
+            self.registry_restart_secs
+                .map_or("no".into(), |t| format!("once, back after {t:.1} s"))
+        )?;
+        writeln!(
+            f,
+            "  CRM faults      {:?}; bursts: {}",
+            self.faults,
+            self.bursts.join("; ")
+        )?;
+        writeln!(
+            f,
+            "  settled         {:.0} s after the push",
+            self.settle_secs
+        )?;
+        writeln!(
+            f,
+            "  CRM activities  {} (unique messages sent {}), missing {}, unexpected {}, twice {}, writes applied twice {}",
+            self.activities,
+            s.unique.len(),
+            self.missing.len(),
+            self.unexpected_activities.len(),
+            self.duplicated.len(),
+            self.applied_twice.len()
+        )?;
+        writeln!(
+            f,
+            "  DLQ records     {} (poison sent {}): {:?}; every record has a class and reason: {}",
+            self.dlq.values().sum::<usize>(),
+            s.rejected.len() + s.not_an_email.len(),
+            self.dlq_classes,
+            self.dlq_without_reason == 0
+        )?;
+        let exits: usize = self.unexpected_exits.values().map(Vec::len).sum();
+        let in_outage: u32 = self.exits_in_outage.values().sum();
+        writeln!(
+            f,
+            "  unexpected exits {exits} ({in_outage} while the broker or registry was restarting: {:?}); most in a row otherwise {:?}",
+            self.exits_in_outage, self.max_consecutive_exits
+        )?;
+        for (name, list) in &self.unexpected_exits {
+            for e in list.iter().take(3) {
+                writeln!(f, "    {name}: {e}")?;
+            }
+        }
+        writeln!(
+            f,
+            "  replay          {:.0} s, {} CRM calls, rows changed: {}",
+            self.replay_secs,
+            self.replay_requests,
+            if self.replay_changed.is_empty() {
+                "none".into()
+            } else {
+                self.replay_changed.join(", ")
+            }
+        )?;
+        let failures = self.failures();
+        if failures.is_empty() {
+            writeln!(f, "  RESULT          every check passed")
+        } else {
+            writeln!(f, "  RESULT          {} checks FAILED:", failures.len())?;
+            for x in failures {
+                writeln!(f, "    - {x}")?;
+            }
+            Ok(())
+        }
+    }
+}
