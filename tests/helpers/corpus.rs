@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
@@ -115,84 +115,18 @@ pub struct Email {
     pub data: Arc<Vec<u8>>,
 }
 
-const WORDS: &[&str] = &[
-    "pricing",
-    "renewal",
-    "contract",
-    "seats",
-    "licence",
-    "quote",
-    "demo",
-    "team",
-    "timeline",
-    "budget",
-    "integration",
-    "support",
-    "rollout",
-    "security",
-    "review",
-    "procurement",
-    "terms",
-    "invoice",
-    "onboarding",
-    "migration",
-    "customer",
-    "platform",
-    "dashboard",
-    "report",
-    "quarter",
-    "meeting",
-    "schedule",
-    "proposal",
-    "feedback",
-    "question",
-    "upgrade",
-    "account",
-    "access",
-    "users",
-    "training",
-    "deadline",
-    "approval",
-    "legal",
-    "volume",
-    "discount",
-    "annual",
-    "monthly",
-    "the",
-    "we",
-    "would",
-    "like",
-    "to",
-    "discuss",
-    "next",
-    "week",
-    "our",
-    "your",
-    "please",
-    "send",
-    "and",
-    "for",
-    "with",
-    "about",
-    "could",
-    "you",
-    "share",
-    "details",
-    "on",
-    "this",
-    "thanks",
-    "regarding",
-    "current",
-    "plan",
-    "options",
-    "before",
-    "end",
-    "of",
-    "is",
-    "are",
-    "have",
-    "been",
-];
+/// The vocabulary of the generated text.
+static WORDS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    "pricing renewal contract seats licence quote demo team timeline budget integration \
+     support rollout security review procurement terms invoice onboarding migration customer \
+     platform dashboard report quarter meeting schedule proposal feedback question upgrade \
+     account access users training deadline approval legal volume discount annual monthly the \
+     we would like to discuss next week our your please send and for with about could you \
+     share details on this thanks regarding current plan options before end of is are have \
+     been"
+        .split_whitespace()
+        .collect()
+});
 
 fn sentence(rng: &mut StdRng) -> String {
     let n = rng.random_range(8..20);
