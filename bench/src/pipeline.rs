@@ -1,0 +1,436 @@
+//! End-to-end benchmark of the whole topology on the local stack (`bench/pipeline`).
+//!
+//! For each offered rate (emails/s over SMTP, or `max`: a fixed number flat out) it starts
+//! ingest, parser, resolver, scorer and crm-sink (PostgreSQL) under a fresh prefix, offers the
+//! mixed corpus of `mailstream_tests::corpus` from many SMTP sessions, and measures:
+//! - throughput of every stage (its `mailstream_records_in_total`, ingest's accepted count),
+//! - latency from `received_at` (stamped by ingest) to the CRM write (`email_activities.
+//!   written_at`, the PostgreSQL transaction's `now()`): exact p50/p95/p99 over every email,
+//! - consumer lag of every stage (records its upstream wrote, less those it read: the runtime's
+//!   own gauge stays empty under transactions), how busy its loop was (processing + commit
+//!   seconds per second, from its histograms), processing time per record and commit time,
+//! - CPU and memory (Pss) of every process, the broker, registry and PostgreSQL included.
+//!
+//! A rate is abandoned once the backlog exceeds `--max-backlog-secs` of it (not sustainable);
+//! the stage with the largest lag then is the bottleneck. Then the pass-through chain
+//! (`bench_support::chain`) runs the same number of emails as the flat-out run through four
+//! hops on the same broker, and the topology's flat-out throughput is reported as a ratio.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use mailstream_bench::chain;
+use mailstream_bench::figures::{Run, Stage, print_report};
+use mailstream_bench::procstat::{Pids, Watch, stack_and_self};
+use mailstream_tests::TestEnv;
+use mailstream_tests::corpus::{Class, CorpusOptions, Generator, Templates, load_tables};
+use mailstream_tests::pipeline::{
+    Pipeline, PipelineOptions, STREAM_PROCESSORS, Sink, metric_for_topic, metric_sum,
+};
+use mailstream_tests::smtp::SmtpClient;
+
+#[derive(Parser, Clone)]
+struct Args {
+    /// Offered rates in emails/s; `max` offers `--flat-out` emails as fast as ingest takes them.
+    #[arg(long, value_delimiter = ',', default_value = "100,300,1000,5000,max")]
+    rates: Vec<String>,
+    /// Seconds each fixed rate is offered ...
+    #[arg(long, default_value_t = 60)]
+    duration: u64,
+    /// ... except this rate, held for `--sustain` seconds (the latency target's 5 minutes).
+    #[arg(long, default_value_t = 1000.0)]
+    sustain_rate: f64,
+    #[arg(long, default_value_t = 300)]
+    sustain: u64,
+    /// Emails offered flat out, and records through the pass-through chain.
+    #[arg(long, default_value_t = 20_000)]
+    flat_out: usize,
+    /// Concurrent SMTP sessions.
+    #[arg(long, default_value_t = 48)]
+    sessions: usize,
+    #[arg(long, default_value_t = 2_000)]
+    templates: usize,
+    #[arg(long, default_value_t = 2_000_000)]
+    max_attachment: usize,
+    /// Give a rate up once the backlog is more than this many seconds of it.
+    #[arg(long, default_value_t = 10.0)]
+    max_backlog_secs: f64,
+    #[arg(long)]
+    skip_chain: bool,
+    /// Write every figure as JSON here too.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+#[derive(Default)]
+struct Counters {
+    accepted: AtomicUsize,
+    unique: AtomicUsize,
+    errors: AtomicUsize,
+}
+
+/// What every SMTP session of a run shares.
+#[derive(Clone)]
+struct Offer {
+    templates: Arc<Templates>,
+    smtp: String,
+    tag: String,
+    sessions: usize,
+    rate: Option<f64>,
+    limit: usize,
+    t0: Instant,
+    stop: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+}
+
+/// Session `w` offers deliveries `w`, `w + sessions`, ... on schedule (or flat out).
+async fn offer(o: Offer, w: usize) {
+    let mut generator = Generator::new(o.templates.clone(), &o.tag, w);
+    let mut client: Option<SmtpClient> = None;
+    let mut i = w;
+    while i < o.limit && !o.stop.load(Ordering::Relaxed) {
+        if let Some(rate) = o.rate {
+            let due = o.t0 + Duration::from_secs_f64(i as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let email = generator.next_email();
+        while !o.stop.load(Ordering::Relaxed) {
+            if client.is_none() {
+                client = SmtpClient::connect(&o.smtp, "bench.client.test").await.ok();
+            }
+            let Some(c) = client.as_mut() else {
+                o.counters.errors.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            if c.send(&email.from, &[&email.rcpt], &email.data)
+                .await
+                .is_ok()
+            {
+                o.counters.accepted.fetch_add(1, Ordering::Relaxed);
+                if email.class == Class::Unique {
+                    o.counters.unique.fetch_add(1, Ordering::Relaxed);
+                }
+                break;
+            }
+            o.counters.errors.fetch_add(1, Ordering::Relaxed);
+            client = None;
+        }
+        i += o.sessions;
+    }
+}
+
+/// A moment's view of every processor's metrics.
+#[derive(Debug, Clone, Default)]
+struct Sample {
+    at: f64,
+    ingest: f64,
+    stages: Vec<StageSample>,
+}
+
+/// A stream processor's counters at a moment.
+#[derive(Debug, Clone, Default)]
+struct StageSample {
+    read: f64,
+    /// Written to its input by the stage before and not yet read (the runtime's
+    /// `mailstream_consumer_lag` gauge stays empty under transactions, see BENCHMARKS.md).
+    lag: f64,
+    processing_secs: f64,
+    commit_secs: f64,
+    commits: f64,
+}
+
+async fn sample(p: &Pipeline, t0: Instant) -> Sample {
+    let ingest = metric_sum(
+        &p.scrape("ingest").await,
+        "mailstream_ingest_accepted_total",
+    );
+    let mut stages = Vec::new();
+    let mut upstream = ingest;
+    for name in STREAM_PROCESSORS {
+        let text = p.scrape(name).await;
+        let read = metric_sum(&text, "mailstream_records_in_total");
+        stages.push(StageSample {
+            read,
+            lag: (upstream - read).max(0.0),
+            processing_secs: metric_sum(&text, "mailstream_processing_seconds_sum"),
+            commit_secs: metric_sum(&text, "mailstream_transaction_commit_seconds_sum"),
+            commits: metric_sum(&text, "mailstream_transaction_commit_seconds_count"),
+        });
+        let output = match name {
+            "parser" => "parsed",
+            "resolver" => "resolved",
+            _ => "scored",
+        };
+        upstream = metric_for_topic(&text, "mailstream_records_out_total", output);
+    }
+    Sample {
+        at: t0.elapsed().as_secs_f64(),
+        ingest,
+        stages,
+    }
+}
+
+/// Records/s of a counter between 1 % and 99 % of its final value.
+fn steady_rate(series: &[(f64, f64)]) -> f64 {
+    let Some(&(_, last)) = series.last() else {
+        return 0.0;
+    };
+    let at = |frac: f64| {
+        series
+            .iter()
+            .find(|(_, c)| *c >= frac * last)
+            .map(|(t, _)| *t)
+    };
+    match (at(0.01), at(0.99)) {
+        (Some(a), Some(b)) if b > a => 0.98 * last / (b - a),
+        _ => 0.0,
+    }
+}
+
+async fn latency(schema: &str) -> anyhow::Result<(i64, [f64; 3])> {
+    let url = std::env::var("MAILSTREAM_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://mailstream@127.0.0.1:5433/mailstream".into());
+    let (db, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    let row = db
+        .query_one(
+            &format!(
+                "SELECT count(*), percentile_cont(ARRAY[0.5, 0.95, 0.99]::float8[]) WITHIN GROUP \
+                 (ORDER BY extract(epoch FROM written_at - received_at)::float8 * 1000) \
+                 FROM {schema}.email_activities"
+            ),
+            &[],
+        )
+        .await?;
+    let q: Option<Vec<f64>> = row.get(1);
+    let q = q.unwrap_or_default();
+    Ok((
+        row.get(0),
+        [0, 1, 2].map(|i| q.get(i).copied().unwrap_or(0.0)),
+    ))
+}
+
+async fn run_rate(
+    args: &Args,
+    templates: &Arc<Templates>,
+    rate: Option<f64>,
+) -> anyhow::Result<Run> {
+    let label = rate.map_or("max".to_string(), |r| format!("{r:.0}/s"));
+    let secs = rate.map(|r| {
+        if r == args.sustain_rate {
+            args.sustain
+        } else {
+            args.duration
+        }
+    });
+    let limit = match (rate, secs) {
+        (Some(r), Some(s)) => (r * s as f64) as usize,
+        _ => args.flat_out,
+    };
+    eprintln!(
+        "== {label}: {limit} emails{}",
+        secs.map_or(String::new(), |s| format!(" over {s} s"))
+    );
+    let env = TestEnv::new("bp");
+    load_tables(&env).map_err(anyhow::Error::msg)?;
+    let schema = format!("bench_{}", &env.prefix[5..13]);
+    let url = std::env::var("MAILSTREAM_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://mailstream@127.0.0.1:5433/mailstream".into());
+    // Tuning given to the bench (MAILSTREAM_BATCH_*, MAILSTREAM_RDKAFKA_*, ...) reaches every
+    // processor.
+    let tuning = std::env::vars()
+        .filter(|(k, _)| {
+            ["MAILSTREAM_BATCH_", "MAILSTREAM_RDKAFKA_"]
+                .iter()
+                .any(|p| k.starts_with(p))
+        })
+        .collect();
+    let options = PipelineOptions {
+        sink: Sink::Postgres {
+            url,
+            schema: schema.clone(),
+        },
+        log_level: "warn".into(),
+        common: tuning,
+    };
+    let mut p = Pipeline::start(&env, &options);
+    p.wait_ready(Duration::from_secs(120))
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let mut names: Vec<(String, Pids)> = p
+        .procs
+        .iter()
+        .filter_map(|x| Some((x.name.to_string(), Pids::Tree(x.pid()?))))
+        .collect();
+    names.extend(stack_and_self());
+    let mut watch = Watch::new(names);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let counters = Arc::new(Counters::default());
+    let t0 = Instant::now();
+    let start_mark = watch.mark();
+    let o = Offer {
+        templates: templates.clone(),
+        smtp: p.smtp_addr.clone(),
+        tag: env.prefix[5..13].to_string(),
+        sessions: args.sessions.max(1),
+        rate,
+        limit,
+        t0,
+        stop: stop.clone(),
+        counters: counters.clone(),
+    };
+    let workers: Vec<_> = (0..o.sessions)
+        .map(|w| tokio::spawn(offer(o.clone(), w)))
+        .collect();
+    let mut samples: Vec<Sample> = Vec::new();
+    let mut gave_up = None;
+    let mut last_mark = Instant::now();
+    while !workers.iter().all(|w| w.is_finished()) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let s = sample(&p, t0).await;
+        let backlog = counters.unique.load(Ordering::Relaxed) as f64 - s.stages[3].read;
+        let allowed = args.max_backlog_secs * rate.unwrap_or(f64::INFINITY);
+        if backlog > allowed && gave_up.is_none() {
+            gave_up = Some(format!(
+                "backlog of {backlog:.0} emails after {:.0} s",
+                s.at
+            ));
+            stop.store(true, Ordering::Relaxed);
+        }
+        samples.push(s);
+        if last_mark.elapsed() >= Duration::from_secs(1) {
+            watch.mark();
+            last_mark = Instant::now();
+        }
+    }
+    let offer_secs = t0.elapsed().as_secs_f64();
+    let end_mark = watch.mark();
+    let at_end = samples.last().cloned().unwrap_or_default();
+
+    // Drain: until the sink has read every unique email.
+    let unique = counters.unique.load(Ordering::Relaxed);
+    let drain_started = Instant::now();
+    loop {
+        let s = sample(&p, t0).await;
+        let done = s.stages[3].read >= unique as f64;
+        samples.push(s);
+        if done || drain_started.elapsed() > Duration::from_secs(1_200) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let drain_secs = drain_started.elapsed().as_secs_f64();
+    let finished_at = samples.last().map_or(offer_secs, |s| s.at);
+    // Flat out, the work is the offer and the drain: measure over both.
+    let (end_mark, at_end) = if rate.is_none() {
+        (watch.mark(), samples.last().cloned().unwrap_or_default())
+    } else {
+        (end_mark, at_end)
+    };
+    let (latency_count, latency_ms) = latency(&schema).await?;
+    p.stop();
+
+    let mut stages = vec![Stage {
+        name: "ingest (accepted)".into(),
+        rps: steady_rate(&samples.iter().map(|s| (s.at, s.ingest)).collect::<Vec<_>>()),
+        ..Stage::default()
+    }];
+    let first = samples.first().cloned().unwrap_or_default();
+    for (k, name) in STREAM_PROCESSORS.iter().enumerate() {
+        let series: Vec<(f64, f64)> = samples.iter().map(|s| (s.at, s.stages[k].read)).collect();
+        let (a, b) = (first.stages[k].clone(), at_end.stages[k].clone());
+        let processing = b.processing_secs - a.processing_secs;
+        let commit = b.commit_secs - a.commit_secs;
+        stages.push(Stage {
+            name: (*name).into(),
+            rps: steady_rate(&series),
+            busy_percent: 100.0 * (processing + commit) / (at_end.at - first.at).max(1e-3),
+            ms_per_record: 1e3 * processing / (b.read - a.read).max(1.0),
+            commit_ms: 1e3 * commit / (b.commits - a.commits).max(1.0),
+            lag_max: samples.iter().map(|s| s.stages[k].lag).fold(0.0, f64::max),
+            lag_at_end_of_offer: b.lag,
+        });
+    }
+    let accepted = counters.accepted.load(Ordering::Relaxed);
+    let offered_rps = accepted as f64 / offer_secs;
+    // Offered at the rate and drained as it came: at most 2 s of it waiting at the end.
+    let reached = rate.is_none_or(|r| offered_rps >= 0.95 * r);
+    let backlog: f64 = stages[1..].iter().map(|s| s.lag_at_end_of_offer).sum();
+    let drained = rate.is_some_and(|r| backlog <= 2.0 * r);
+    let sustained = gave_up.is_none() && reached && drained;
+    // Flat out (or falling behind) the bottleneck is the slowest stage; the stage with the
+    // largest lag when the offer ended is the one the others wait for.
+    let worst = if rate.is_none() {
+        stages[1..].iter().min_by(|a, b| a.rps.total_cmp(&b.rps))
+    } else {
+        stages[1..]
+            .iter()
+            .max_by(|a, b| a.lag_at_end_of_offer.total_cmp(&b.lag_at_end_of_offer))
+    };
+    let bottleneck = match worst {
+        Some(s) if rate.is_none() || !drained => format!(
+            "{}: {:.0} records/s, loop busy {:.0} % ({:.2} ms per record, commits {:.0} ms), lag {:.0} at the end of the offer",
+            s.name, s.rps, s.busy_percent, s.ms_per_record, s.commit_ms, s.lag_at_end_of_offer
+        ),
+        _ if !reached => "ingest: the offered rate was not reached (SMTP sessions / CPU)".into(),
+        _ => "none: every stage kept up".into(),
+    };
+    Ok(Run {
+        label,
+        target_rps: rate,
+        offer_secs,
+        accepted,
+        unique,
+        smtp_errors: counters.errors.load(Ordering::Relaxed),
+        offered_rps,
+        end_to_end_rps: accepted as f64 / finished_at.max(1e-3),
+        latency_count,
+        latency_ms,
+        sustained,
+        gave_up,
+        drain_secs,
+        bottleneck,
+        stages,
+        usage: watch.usage(&start_mark, &end_mark),
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let templates = Templates::generate(CorpusOptions {
+        templates: args.templates,
+        max_attachment: args.max_attachment,
+        ..CorpusOptions::default()
+    });
+    let mut runs = Vec::new();
+    for r in &args.rates {
+        let rate = if r == "max" {
+            None
+        } else {
+            Some(r.parse::<f64>()?)
+        };
+        runs.push(run_rate(&args, &templates, rate).await?);
+        if let Some(run) = runs.last() {
+            eprintln!("{run:?}");
+        }
+    }
+    let chain = if args.skip_chain {
+        None
+    } else {
+        eprintln!("== pass-through chain: {} records", args.flat_out);
+        Some(chain::run(templates.clone(), args.flat_out).await?)
+    };
+    print_report(&templates, &runs, chain.as_ref());
+    if let Some(path) = &args.json {
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&serde_json::json!({"runs": runs, "chain": chain}))?,
+        )?;
+    }
+    Ok(())
+}
