@@ -105,10 +105,10 @@ mod defaults {
         false
     }
     pub fn batch_max_records() -> u32 {
-        500
+        1000
     }
     pub fn batch_max_bytes() -> u64 {
-        2 * 1024 * 1024
+        4 * 1024 * 1024
     }
     pub fn batch_max_ms() -> u64 {
         100
