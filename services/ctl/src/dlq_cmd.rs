@@ -165,7 +165,7 @@ async fn replay(ctx: &dlq_view::Context, args: ReplayArgs) -> anyhow::Result<Exi
                 || args
                     .class
                     .as_deref()
-                    .is_some_and(|c| l.header(headers::ERROR_CLASS).as_deref() == Some(c))
+                    .is_some_and(|c| l.header_str(headers::ERROR_CLASS).as_deref() == Some(c))
         })
         .collect();
     let mut outcomes = Vec::new();
@@ -174,7 +174,7 @@ async fn replay(ctx: &dlq_view::Context, args: ReplayArgs) -> anyhow::Result<Exi
         let mut outcome = Outcome {
             dlq_partition: letter.partition,
             dlq_offset: letter.offset,
-            class: letter.header(headers::ERROR_CLASS),
+            class: letter.header_str(headers::ERROR_CLASS),
             action: if args.execute {
                 "replayed"
             } else {
@@ -183,7 +183,7 @@ async fn replay(ctx: &dlq_view::Context, args: ReplayArgs) -> anyhow::Result<Exi
             to: None,
             detail: None,
         };
-        let source_topic = letter.header(headers::ERROR_SOURCE_TOPIC);
+        let source_topic = letter.header_str(headers::ERROR_SOURCE_TOPIC);
         if let Some(m) = replayed(&markers, &dlq, letter) {
             outcome.action = "already-replayed";
             outcome.to = Some(format!(
@@ -278,7 +278,7 @@ async fn write(
             record = record.payload(v.as_slice());
         }
         if let Some(p) = letter
-            .header(headers::ERROR_SOURCE_PARTITION)
+            .header_str(headers::ERROR_SOURCE_PARTITION)
             .and_then(|p| p.parse::<i32>().ok())
         {
             record = record.partition(p);
@@ -292,8 +292,8 @@ async fn write(
             dlq_topic: dlq.to_string(),
             dlq_partition: letter.partition,
             dlq_offset: letter.offset,
-            dlq_timestamp: letter.timestamp.unwrap_or_default(),
-            error_class: letter.header(headers::ERROR_CLASS),
+            dlq_timestamp: letter.timestamp_ms.unwrap_or_default(),
+            error_class: letter.header_str(headers::ERROR_CLASS),
             source_topic: source.clone(),
             source_partition: delivery.partition,
             source_offset: delivery.offset,

@@ -47,7 +47,7 @@ pub fn marker_key(dlq: &str, partition: i32, offset: i64) -> String {
 pub fn replayed<'a>(markers: &'a Markers, dlq: &str, letter: &Scanned) -> Option<&'a DlqReplay> {
     markers
         .get(&marker_key(dlq, letter.partition, letter.offset))
-        .filter(|m| Some(m.dlq_timestamp) == letter.timestamp)
+        .filter(|m| Some(m.dlq_timestamp) == letter.timestamp_ms)
 }
 
 /// What every `dlq` subcommand needs.
@@ -111,7 +111,7 @@ impl Context {
         };
         let mut markers = Markers::new();
         for r in records {
-            let (Some(key), Some(payload)) = (r.key_text(), r.payload.as_deref()) else {
+            let (Some(key), Some(payload)) = (r.key_string(), r.payload.as_deref()) else {
                 continue;
             };
             let value = self
@@ -176,15 +176,15 @@ fn summary(dlq: &str, l: &Scanned, markers: &Markers) -> Json {
         "topic": dlq,
         "partition": l.partition,
         "offset": l.offset,
-        "key": l.key_text(),
-        "class": l.header(headers::ERROR_CLASS),
-        "processor": l.header(headers::ERROR_PROCESSOR),
-        "time": l.header(headers::ERROR_TIME),
-        "reason": l.header(headers::ERROR_MESSAGE),
-        "source": l.header(headers::ERROR_SOURCE_TOPIC).map(|t| format!(
+        "key": l.key_string(),
+        "class": l.header_str(headers::ERROR_CLASS),
+        "processor": l.header_str(headers::ERROR_PROCESSOR),
+        "time": l.header_str(headers::ERROR_TIME),
+        "reason": l.header_str(headers::ERROR_MESSAGE),
+        "source": l.header_str(headers::ERROR_SOURCE_TOPIC).map(|t| format!(
             "{t}/{}/{}",
-            l.header(headers::ERROR_SOURCE_PARTITION).unwrap_or_default(),
-            l.header(headers::ERROR_SOURCE_OFFSET).unwrap_or_default()
+            l.header_str(headers::ERROR_SOURCE_PARTITION).unwrap_or_default(),
+            l.header_str(headers::ERROR_SOURCE_OFFSET).unwrap_or_default()
         )),
         "replayed_to": replayed(markers, dlq, l)
             .map(|m| format!("{}/{}/{}", m.source_topic, m.source_partition, m.source_offset)),
@@ -259,7 +259,7 @@ pub async fn show(
         })
         .collect();
     let mut out = summary(dlq, &letter, &markers);
-    out["timestamp"] = letter.timestamp.map(format_millis).into();
+    out["timestamp"] = letter.timestamp_ms.map(format_millis).into();
     out["headers"] = Json::Object(headers);
     out["value_bytes"] = payload.len().into();
     out["value"] = decoded.clone().unwrap_or(Json::Null);
@@ -273,7 +273,7 @@ pub async fn show(
     println!(
         "{dlq} {partition}:{offset}  timestamp {}  key {}",
         out["timestamp"].as_str().unwrap_or("-"),
-        letter.key_text().unwrap_or_else(|| "-".into())
+        letter.key_string().unwrap_or_else(|| "-".into())
     );
     if let Some(to) = out["replayed_to"].as_str() {
         println!("replayed → {to}");

@@ -10,41 +10,14 @@ use anyhow::{Context, bail};
 use mailstream_runtime::{RuntimeConfig, kafka};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 /// How long a bounded read may take before it gives up.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// One record, owned.
-#[derive(Debug, Clone)]
-pub struct Scanned {
-    pub partition: i32,
-    pub offset: i64,
-    pub timestamp: Option<i64>,
-    pub key: Option<Vec<u8>>,
-    pub payload: Option<Vec<u8>>,
-    pub headers: Vec<(String, Option<Vec<u8>>)>,
-}
-
-impl Scanned {
-    /// The last value of header `name` as text (a dead letter may carry a header twice when a
-    /// replayed record failed again; the newest is last).
-    pub fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .and_then(|(_, v)| v.as_deref())
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-    }
-
-    pub fn key_text(&self) -> Option<String> {
-        self.key
-            .as_deref()
-            .map(|k| String::from_utf8_lossy(k).into_owned())
-    }
-}
+/// One record, owned (the runtime's own copy of a consumed message).
+pub use mailstream_runtime::stream::ConsumedRecord as Scanned;
 
 /// A partition to read: from `start` up to (not including) `end`.
 #[derive(Debug, Clone, Copy)]
@@ -153,21 +126,7 @@ impl Reader {
             }
             let count = counts.entry(p).or_insert(0usize);
             *count += 1;
-            out.push(Scanned {
-                partition: p,
-                offset: message.offset(),
-                timestamp: message.timestamp().to_millis(),
-                key: message.key().map(<[u8]>::to_vec),
-                payload: message.payload().map(<[u8]>::to_vec),
-                headers: message
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            });
+            out.push(Scanned::from_message(&message));
             if message.offset() + 1 >= range.end || limit.is_some_and(|l| *count >= l) {
                 open.remove(&p);
             }

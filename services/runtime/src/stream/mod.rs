@@ -28,7 +28,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tracing::Instrument;
 
 pub use batch::{Backoff, Batch};
-use record::ConsumedRecord;
+pub use record::ConsumedRecord;
 
 use crate::avro::{AvroCodec, registry_settings};
 use crate::config::RuntimeConfig;

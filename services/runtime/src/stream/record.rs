@@ -1,9 +1,9 @@
 //! An owned copy of a consumed Kafka message, so processing may await without borrowing the
-//! consumer.
+//! consumer (also what the operator commands read topics into).
 
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ConsumedRecord {
     pub partition: i32,
     pub offset: i64,
@@ -33,6 +33,8 @@ impl ConsumedRecord {
         }
     }
 
+    /// The last value of header `name` as text (a dead letter carries a header twice when a
+    /// replayed record failed again; the newest is last).
     pub fn header_str(&self, name: &str) -> Option<String> {
         self.headers
             .iter()
