@@ -25,6 +25,7 @@ use mailstream_runtime::records::{
     AccountMatch, Address, Attachment, AuthResults, Contact, ContactMatch, CrmResult, Disposition,
     NewContactProposal, ParsedEmail, ResolvedEmail, RuleHit, ScoredLead,
 };
+use mailstream_tests::crm_db::{TABLES, schema_of};
 use mailstream_tests::{TestEnv, collect, decode, free_port, http_get, log_dir, now_ms, terminate};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -176,21 +177,6 @@ async fn pg() -> tokio_postgres::Client {
     tokio::spawn(connection);
     client
 }
-
-/// This test's PostgreSQL schema (from its topic prefix, so tests never share one).
-fn schema_of(env: &TestEnv) -> String {
-    env.prefix.trim_end_matches('-').replace('-', "_")
-}
-
-const TABLES: &[&str] = &[
-    "accounts",
-    "contacts",
-    "deals",
-    "email_activities",
-    "attachments",
-    "leads",
-    "follow_ups",
-];
 
 /// Every row of every CRM table, with the transaction that wrote it (`xmin`).
 async fn snapshot(db: &tokio_postgres::Client, schema: &str) -> BTreeMap<String, Vec<String>> {
