@@ -24,9 +24,7 @@ use anyhow::{Context, bail};
 use clap::{ArgGroup, Args, Subcommand};
 use mailstream_runtime::avro::{AvroCodec, registry_settings};
 use mailstream_runtime::topology::TopicKind;
-use mailstream_runtime::{
-    AvroRecord, ConfigSource, Naming, NoSettings, Topology, config, headers, kafka,
-};
+use mailstream_runtime::{ConfigSource, Naming, NoSettings, Topology, config, headers, kafka};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde::Serialize;
@@ -300,9 +298,8 @@ async fn write(
             replayed_at: chrono::Utc::now().timestamp_millis(),
             replayed_by: Some(ctx.config.instance_id()),
         };
-        let value = marker.into_avro().map_err(anyhow::Error::msg)?;
         let payload = codec
-            .encode(REPLAYS_TOPIC, value)
+            .encode(REPLAYS_TOPIC, &marker)
             .await
             .map_err(|e| anyhow::anyhow!("encoding a replay marker: {e}"))?;
         let markers_topic = naming.topic(REPLAYS_TOPIC);

@@ -11,7 +11,9 @@ use apache_avro::types::Value;
 use clap::{Args, Subcommand};
 use mailstream_resolver::csv;
 use mailstream_runtime::avro::{AvroCodec, registry_settings};
-use mailstream_runtime::{AvroRecord, ConfigSource, Naming, NoSettings, Topology, config, kafka};
+use mailstream_runtime::{
+    AvroRecord, ConfigSource, GenericRecord, Naming, NoSettings, Topology, config, kafka,
+};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 #[derive(Subcommand)]
@@ -66,7 +68,7 @@ pub async fn execute(command: TablesCommand, source: ConfigSource) -> anyhow::Re
     let mut encoded = Vec::with_capacity(rows.len());
     for (key, value) in rows {
         let payload = codec
-            .encode(&table, value)
+            .encode(&table, &GenericRecord(value))
             .await
             .map_err(|e| anyhow::anyhow!("encoding a {table} row: {e}"))?;
         encoded.push((key, payload));

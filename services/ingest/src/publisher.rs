@@ -15,7 +15,7 @@ use mailstream_runtime::error::ProcessError;
 use mailstream_runtime::headers::{CORRELATION_ID, TRACEPARENT, TraceContext};
 use mailstream_runtime::kafka::base_config;
 use mailstream_runtime::records::{Envelope, IngestSource, RawEmail};
-use mailstream_runtime::{AvroRecord, Naming, RuntimeConfig, Topology};
+use mailstream_runtime::{Naming, RuntimeConfig, Topology};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -137,10 +137,9 @@ impl Publisher {
             blob_uri: blob_uri.clone(),
             origin: intake.origin,
         };
-        let value = record.into_avro().map_err(PublishError::Permanent)?;
         let payload = self
             .codec
-            .encode(RAW_EMAIL, value)
+            .encode(RAW_EMAIL, &record)
             .await
             .map_err(|e| match e {
                 ProcessError::Transient(m) => PublishError::Transient(m),

@@ -49,34 +49,37 @@ pub struct Extracted {
     pub bytes: Vec<u8>,
 }
 
-/// Every attachment of `message`, in MIME order.
+/// Every attachment of `message`, in MIME order; with their bytes when `keep_bytes` (else
+/// `bytes` is empty: hashing and sniffing read them in place).
 pub fn extract(
     message: &Message<'_>,
     policy: &AttachmentPolicy,
+    keep_bytes: bool,
     warnings: &mut Vec<String>,
 ) -> Vec<Extracted> {
     message
         .attachments
         .iter()
         .filter_map(|id| message.parts.get(*id as usize))
-        .map(|part| describe(part, policy, warnings))
+        .map(|part| describe(part, policy, keep_bytes, warnings))
         .collect()
 }
 
 fn describe(
     part: &MessagePart<'_>,
     policy: &AttachmentPolicy,
+    keep_bytes: bool,
     warnings: &mut Vec<String>,
 ) -> Extracted {
-    let bytes = part.contents().to_vec();
+    let bytes = part.contents();
     let filename = part
         .attachment_name()
         .map(|n| n.trim().to_string())
         .filter(|n| !n.is_empty());
     let content_type = declared_type(part);
-    let sniffed_type = infer::get(&bytes).map(|t| refine_zip(t.mime_type(), &bytes).to_string());
-    let sniffed_app =
-        infer::get(&bytes).is_some_and(|t| t.matcher_type() == infer::MatcherType::App);
+    let sniffed = infer::get(bytes);
+    let sniffed_type = sniffed.map(|t| refine_zip(t.mime_type(), bytes).to_string());
+    let sniffed_app = sniffed.is_some_and(|t| t.matcher_type() == infer::MatcherType::App);
     let content_id = part
         .content_id()
         .map(|c| {
@@ -116,13 +119,17 @@ fn describe(
             content_type,
             sniffed_type,
             size: i64::try_from(bytes.len()).unwrap_or(i64::MAX),
-            sha256: sha256_hex(&bytes),
+            sha256: sha256_hex(bytes),
             disposition,
             content_id,
             blob_uri: None,
             executable,
         },
-        bytes,
+        bytes: if keep_bytes {
+            bytes.to_vec()
+        } else {
+            Vec::new()
+        },
     }
 }
 

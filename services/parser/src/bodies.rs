@@ -65,12 +65,12 @@ const TRACKER_PATHS: &[&str] = &[
     "utm_medium=email&utm_content=pixel",
 ];
 
-static IMG: LazyLock<Regex> = LazyLock::new(|| re(r"(?is)<img\b[^>]*>"));
+static IMG: LazyLock<Regex> = LazyLock::new(|| re(r"(?is)<img(?-u:\b)[^>]*>"));
 static ATTR: LazyLock<Regex> = LazyLock::new(|| {
-    re(r#"(?is)\b(src|width|height|style)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))"#)
+    re(r#"(?is)(?-u:\b)(src|width|height|style)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))"#)
 });
 static CSS_SIZE: LazyLock<Regex> =
-    LazyLock::new(|| re(r"(?i)\b(width|height)\s*:\s*([0-9.]+)\s*(px)?"));
+    LazyLock::new(|| re(r"(?i)(?-u:\b)(width|height)\s*:\s*([0-9.]+)\s*(px)?"));
 
 /// Compiles a literal pattern. Every pattern of the crate is a constant exercised by the unit
 /// tests, so this cannot fail at run time (and `parse_message` catches panics regardless).
@@ -104,9 +104,12 @@ pub fn bodies(message: &Message<'_>) -> (Option<String>, Option<String>) {
 }
 
 static SKIPPED: LazyLock<Regex> = LazyLock::new(|| {
-    re(r"(?is)<!--.*?-->|<(head|style|script|title)\b[^>]*>.*?</(head|style|script|title)\s*>")
+    re(
+        r"(?is)<!--.*?-->|<(head|style|script|title)(?-u:\b)[^>]*>.*?</(head|style|script|title)\s*>",
+    )
 });
-static TAG: LazyLock<Regex> = LazyLock::new(|| re(r"(?s)<(/?)([a-zA-Z][a-zA-Z0-9]*)\b[^>]*>"));
+static TAG: LazyLock<Regex> =
+    LazyLock::new(|| re(r"(?s)<(/?)([a-zA-Z][a-zA-Z0-9]*)(?-u:\b)[^>]*>"));
 static ENTITY: LazyLock<Regex> =
     LazyLock::new(|| re(r"&(#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[a-zA-Z]{2,8});"));
 
@@ -230,10 +233,16 @@ fn decode_entities(text: &str) -> String {
 
 /// CRLF and CR to LF, trailing whitespace of the whole text trimmed.
 pub fn normalize_newlines(text: &str) -> String {
-    text.replace("\r\n", "\n")
-        .replace('\r', "\n")
-        .trim_end()
-        .to_string()
+    let mut rest = text.trim_end();
+    let mut out = String::with_capacity(rest.len());
+    while let Some(cr) = rest.find('\r') {
+        out.push_str(&rest[..cr]);
+        out.push('\n');
+        rest = &rest[cr + 1..];
+        rest = rest.strip_prefix('\n').unwrap_or(rest);
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Removes tracking pixels from `html`.

@@ -96,17 +96,20 @@ impl Processor for Parser {
             envelope: email.envelope,
             policy: self.policy.clone(),
         };
-        let Parsed {
-            mut record,
-            attachment_bytes,
-        } = parse_with_attachments(&raw, &ctx)
-            .map_err(|f| ProcessError::poison(f.class, f.reason))?;
-        if self.store_attachments {
+        let poison = |f: ParseFailure| ProcessError::poison(f.class, f.reason);
+        let record = if self.store_attachments {
+            let Parsed {
+                mut record,
+                attachment_bytes,
+            } = parse_with_attachments(&raw, &ctx).map_err(poison)?;
             for (attachment, bytes) in record.attachments.iter_mut().zip(attachment_bytes) {
                 let (uri, _) = self.blobs.put(bytes).await?;
                 attachment.blob_uri = Some(uri);
             }
-        }
+            record
+        } else {
+            parse_message(&raw, &ctx).map_err(poison)?
+        };
         out.send(OUTPUT, record.message_id.clone(), record)
     }
 }

@@ -78,12 +78,12 @@ const EMAIL_FIELDS: &[&str] = &[
 
 /// Parses and normalizes one message.
 pub fn parse_message(raw: &[u8], ctx: &ParseContext) -> Result<ParsedEmail, ParseFailure> {
-    parse_with_attachments(raw, ctx).map(|p| p.record)
+    guarded(|| build(raw, ctx, false)).map(|p| p.record)
 }
 
 /// [`parse_message`], also returning the attachment bytes.
 pub fn parse_with_attachments(raw: &[u8], ctx: &ParseContext) -> Result<Parsed, ParseFailure> {
-    guarded(|| build(raw, ctx))
+    guarded(|| build(raw, ctx, true))
 }
 
 /// Runs `f`, turning a panic into a `mime-panic` failure.
@@ -108,7 +108,7 @@ fn unparseable(reason: impl Into<String>) -> ParseFailure {
     }
 }
 
-fn build(raw: &[u8], ctx: &ParseContext) -> Result<Parsed, ParseFailure> {
+fn build(raw: &[u8], ctx: &ParseContext, keep_bytes: bool) -> Result<Parsed, ParseFailure> {
     if raw.iter().all(u8::is_ascii_whitespace) {
         return Err(unparseable("the message is empty"));
     }
@@ -165,7 +165,8 @@ fn build(raw: &[u8], ctx: &ParseContext) -> Result<Parsed, ParseFailure> {
     structure_warnings(&message, &mut warnings);
     let (text, html) = bodies::bodies(&message);
     let split = text.as_deref().map(reply::split);
-    let extracted: Vec<Extracted> = attachments::extract(&message, &ctx.policy, &mut warnings);
+    let extracted: Vec<Extracted> =
+        attachments::extract(&message, &ctx.policy, keep_bytes, &mut warnings);
 
     let from_email = from.as_ref().map(|a| a.email.as_str());
     let record = ParsedEmail {

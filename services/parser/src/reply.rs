@@ -34,10 +34,10 @@ pub struct Split {
 }
 
 static ATTRIBUTION_START: LazyLock<Regex> =
-    LazyLock::new(|| re(r"(?i)^\s*(on|le|am|el|il|op|em|den|w dniu|dne|on \w+day)\b"));
+    LazyLock::new(|| re(r"(?i)^\s*(on|le|am|el|il|op|em|den|w dniu|dne|on \w+day)(?-u:\b)"));
 static ATTRIBUTION_END: LazyLock<Regex> = LazyLock::new(|| {
     re(
-        r"(?i)((wrote|writes|a écrit|a ecrit|schrieb|escribió|escribio|ha scritto|schreef|escreveu|skrev|napisał|napisal|napsal)\s*:?|\b(schrieb|schreef|skrev)\b.*:)\s*$",
+        r"(?i)((wrote|writes|a écrit|a ecrit|schrieb|escribió|escribio|ha scritto|schreef|escreveu|skrev|napisał|napisal|napsal)\s*:?|(?-u:\b)(schrieb|schreef|skrev)(?-u:\b).*:)\s*$",
     )
 });
 static SEPARATOR: LazyLock<Regex> = LazyLock::new(|| {
@@ -53,7 +53,7 @@ static HEADER_TO: LazyLock<Regex> =
     LazyLock::new(|| re(r"(?i)^\s*\*?(to|subject|an|betreff|à|a|objet|para|asunto)\s?:"));
 static CLIENT_FOOTER: LazyLock<Regex> = LazyLock::new(|| {
     re(
-        r"(?i)^\s*(sent from my \S.*|sent from (outlook|mail|yahoo mail|gmail)\b.*|get outlook for \S.*|sent via \S.*|sent with \S.*|envoyé de mon \S.*|von meinem \S.* gesendet)\s*$",
+        r"(?i)^\s*(sent from my \S.*|sent from (outlook|mail|yahoo mail|gmail)(?-u:\b).*|get outlook for \S.*|sent via \S.*|sent with \S.*|envoyé de mon \S.*|von meinem \S.* gesendet)\s*$",
     )
 });
 static SIGN_OFF: LazyLock<Regex> = LazyLock::new(|| {
@@ -75,6 +75,19 @@ pub fn split(text: &str) -> Split {
     }
 }
 
+/// Whether `line` may match a pattern anchored at its start (`^\s*\*?(...)`) whose
+/// alternatives begin with one of `initials` (ASCII, any case). A cheap test that spares the
+/// regex most body lines; a non-ASCII first character always goes to the regex (case folding
+/// can map it to an ASCII letter).
+fn may_start_with(line: &str, initials: &[u8]) -> bool {
+    let rest = line.trim_start().trim_start_matches('*');
+    match rest.bytes().next() {
+        None => false,
+        Some(b) if !b.is_ascii() => true,
+        Some(b) => initials.contains(&b.to_ascii_lowercase()),
+    }
+}
+
 fn is_quoted(line: &str) -> bool {
     line.trim_start().starts_with('>')
 }
@@ -89,14 +102,14 @@ fn attribution_end(lines: &[&str], i: usize) -> Option<usize> {
         return None;
     }
     // `Name wrote:` directly above a `>` quote, whatever it starts with.
-    if ATTRIBUTION_END.is_match(lines[i].trim_end())
-        && (i + 1..lines.len())
-            .find(|&k| !is_blank(lines[k]))
-            .is_some_and(|k| is_quoted(lines[k]))
+    if (i + 1..lines.len())
+        .find(|&k| !is_blank(lines[k]))
+        .is_some_and(|k| is_quoted(lines[k]))
+        && ATTRIBUTION_END.is_match(lines[i].trim_end())
     {
         return Some(i);
     }
-    if !ATTRIBUTION_START.is_match(lines[i]) {
+    if !may_start_with(lines[i], b"olaeiwd") || !ATTRIBUTION_START.is_match(lines[i]) {
         return None;
     }
     let mut joined = String::new();
@@ -115,17 +128,18 @@ fn attribution_end(lines: &[&str], i: usize) -> Option<usize> {
 
 /// Whether the line at `i` starts a header block of a quoted or forwarded message.
 fn is_separator(lines: &[&str], i: usize) -> bool {
-    if SEPARATOR.is_match(lines[i]) {
+    if may_start_with(lines[i], b"-bad") && SEPARATOR.is_match(lines[i]) {
         return true;
     }
-    let window = |from: usize| lines.iter().skip(from).take(5).copied().collect::<Vec<_>>();
     let header_block = |from: usize| {
-        let next = window(from + 1);
-        lines.get(from).is_some_and(|l| HEADER_FROM.is_match(l))
-            && next.iter().any(|l| HEADER_DATE.is_match(l))
-            && next.iter().any(|l| HEADER_TO.is_match(l))
+        let next = || lines.iter().skip(from + 1).take(5);
+        lines
+            .get(from)
+            .is_some_and(|l| may_start_with(l, b"fvd") && HEADER_FROM.is_match(l))
+            && next().any(|l| may_start_with(l, b"sdge") && HEADER_DATE.is_match(l))
+            && next().any(|l| may_start_with(l, b"tsabop") && HEADER_TO.is_match(l))
     };
-    if RULE.is_match(lines[i]) {
+    if may_start_with(lines[i], b"_") && RULE.is_match(lines[i]) {
         let next = (i + 1..lines.len()).find(|&j| !is_blank(lines[j]));
         return next.is_some_and(header_block);
     }
@@ -163,7 +177,7 @@ fn split_signature<'a>(lines: &[&'a str]) -> (Vec<&'a str>, Option<Vec<&'a str>>
     let is_delimiter = |l: &str| l.trim_end() == "--";
     let end = lines
         .iter()
-        .position(|l| is_delimiter(l) || CLIENT_FOOTER.is_match(l));
+        .position(|l| is_delimiter(l) || (may_start_with(l, b"sgev") && CLIENT_FOOTER.is_match(l)));
     let head = &lines[..end.unwrap_or(lines.len())];
     // A sign-off block that ends the message or reaches the delimiter starts the signature.
     let start = sign_off(head).or(end);

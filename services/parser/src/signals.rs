@@ -28,7 +28,8 @@ static OUT_OF_OFFICE: LazyLock<Regex> = LazyLock::new(|| {
         r"(?i)(out of (the )?office|automatic reply|auto[- ]?reply|autoreply|away from (the |my )?office|on (annual )?leave|on vacation|i am (currently )?away|abwesenheitsnotiz|automatische antwort|abwesend|réponse automatique|absence du bureau|je suis absent|respuesta automática|fuera de la oficina|afwezig|automatisch antwoord)",
     )
 });
-static DSN_STATUS: LazyLock<Regex> = LazyLock::new(|| re(r"\b([245]\.\d{1,3}\.\d{1,3})\b"));
+static DSN_STATUS: LazyLock<Regex> =
+    LazyLock::new(|| re(r"(?-u:\b)([245]\.\d{1,3}\.\d{1,3})(?-u:\b)"));
 static BOUNCE_SUBJECT: LazyLock<Regex> = LazyLock::new(|| {
     re(
         r"(?i)(undeliver|delivery (status notification|failure|has failed)|returned mail|mail delivery failed|failure notice|non[- ]?delivery)",

@@ -31,10 +31,13 @@ impl std::fmt::Debug for BlobStore {
 
 /// Hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(64);
+    for b in Sha256::digest(bytes) {
+        hex.push(char::from(HEX[usize::from(b >> 4)]));
+        hex.push(char::from(HEX[usize::from(b & 0x0f)]));
+    }
+    hex
 }
 
 impl BlobStore {
@@ -121,6 +124,10 @@ mod tests {
         let url = format!("file://{}", dir.display());
         let store = BlobStore::open(&url, &[]).expect("open");
         let (uri, sha) = store.put(b"hello".to_vec()).await.expect("put");
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         assert_eq!(sha, sha256_hex(b"hello"));
         assert!(uri.starts_with(&url) && uri.ends_with(&sha));
         assert_eq!(store.get(&uri, Some(&sha)).await.expect("get"), b"hello");

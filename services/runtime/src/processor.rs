@@ -11,6 +11,7 @@ use apache_avro::types::Value;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::catalog::WriterSchema;
 use crate::error::ProcessError;
 use crate::state::RestoreContext;
 
@@ -19,6 +20,9 @@ use crate::state::RestoreContext;
 pub trait AvroRecord: Sized + Send + 'static {
     fn from_avro(value: Value) -> Result<Self, String>;
     fn into_avro(self) -> Result<Value, String>;
+    /// Appends the record's Avro binary encoding under `schema` to `out`. Serde types write
+    /// themselves field by field (no intermediate `Value`).
+    fn write_avro(&self, schema: &WriterSchema, out: &mut Vec<u8>) -> Result<(), String>;
 }
 
 impl<T: Serialize + DeserializeOwned + Send + 'static> AvroRecord for T {
@@ -28,6 +32,10 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> AvroRecord for T {
 
     fn into_avro(self) -> Result<Value, String> {
         apache_avro::to_value(self).map_err(|e| e.to_string())
+    }
+
+    fn write_avro(&self, schema: &WriterSchema, out: &mut Vec<u8>) -> Result<(), String> {
+        schema.write_ser(self, out)
     }
 }
 
@@ -42,6 +50,10 @@ impl AvroRecord for GenericRecord {
 
     fn into_avro(self) -> Result<Value, String> {
         Ok(self.0)
+    }
+
+    fn write_avro(&self, schema: &WriterSchema, out: &mut Vec<u8>) -> Result<(), String> {
+        schema.write_value(&self.0, out)
     }
 }
 
@@ -66,15 +78,37 @@ pub struct Incoming<T> {
     pub meta: RecordMeta,
 }
 
+/// An output record as the processor handed it over, encoded by the runtime against the
+/// output topic's schema.
+pub(crate) trait EmittedValue: Send {
+    fn write_avro(&self, schema: &WriterSchema, out: &mut Vec<u8>) -> Result<(), String>;
+}
+
+impl<T: AvroRecord> EmittedValue for T {
+    fn write_avro(&self, schema: &WriterSchema, out: &mut Vec<u8>) -> Result<(), String> {
+        AvroRecord::write_avro(self, schema, out)
+    }
+}
+
 /// An output a processor asked for, not yet encoded.
-#[derive(Debug)]
 pub(crate) struct Emitted {
     pub topic: String,
     /// An explicit partition (changelogs follow their input partition); `None` = by key.
     pub partition: Option<i32>,
     pub key: Option<String>,
     /// `None` is a tombstone (deletes `key` from a compacted topic).
-    pub value: Option<Value>,
+    pub value: Option<Box<dyn EmittedValue>>,
+}
+
+impl std::fmt::Debug for Emitted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emitted")
+            .field("topic", &self.topic)
+            .field("partition", &self.partition)
+            .field("key", &self.key)
+            .field("tombstone", &self.value.is_none())
+            .finish()
+    }
 }
 
 /// The records a processor emits for one input. They are written in the same transaction as
@@ -92,14 +126,11 @@ impl Outputs {
         key: impl Into<String>,
         value: T,
     ) -> Result<(), ProcessError> {
-        let value = value
-            .into_avro()
-            .map_err(|e| ProcessError::poison("output-encode", e))?;
         self.records.push(Emitted {
             topic: topic.to_string(),
             partition: None,
             key: Some(key.into()),
-            value: Some(value),
+            value: Some(Box::new(value)),
         });
         Ok(())
     }

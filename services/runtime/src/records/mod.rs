@@ -24,17 +24,34 @@ pub(crate) mod roundtrip {
     use crate::catalog;
     use crate::processor::AvroRecord;
 
-    /// Resolves `record` against schema file `schema` (what the encoder does) and maps the
-    /// resolved value back.
-    pub fn through_schema<T: AvroRecord>(schema: &str, record: T) -> T {
-        let schema =
-            Schema::parse_str(catalog::schema(schema).expect("schema in build")).expect("parses");
+    /// Writes `record` as the runtime does (serialized straight against the compiled schema),
+    /// checks the bytes equal those of the generic path (`Value`, resolved against the schema,
+    /// encoded), reads them back with the schema and maps the value back.
+    pub fn through_schema<T: AvroRecord>(schema_file: &str, record: T) -> T {
+        let schema = Schema::parse_str(catalog::schema(schema_file).expect("schema in build"))
+            .expect("parses");
+        let mut direct = Vec::new();
+        record
+            .write_avro(catalog::writer(schema_file).expect("writer"), &mut direct)
+            .expect("serializes against the schema");
         let value = record
             .into_avro()
             .expect("to value")
             .resolve(&schema)
             .expect("value fits the schema");
         assert!(value.validate(&schema), "resolved value validates");
-        T::from_avro(value).expect("from value")
+        let generic = apache_avro::writer::datum::GenericDatumWriter::builder(&schema)
+            .build()
+            .expect("writer")
+            .write_value_to_vec(value.clone())
+            .expect("encodes");
+        assert_eq!(direct, generic, "direct and generic encodings agree");
+        let read = apache_avro::reader::datum::GenericDatumReader::builder(&schema)
+            .build()
+            .expect("reader")
+            .read_value(&mut direct.as_slice())
+            .expect("decodes");
+        assert_eq!(read, value, "decoded value is the resolved value");
+        T::from_avro(read).expect("from value")
     }
 }

@@ -30,7 +30,7 @@ use tracing::Instrument;
 pub use batch::{Backoff, Batch};
 pub use record::ConsumedRecord;
 
-use crate::avro::{AvroCodec, registry_settings};
+use crate::avro::{self, AvroCodec, registry_settings};
 use crate::config::RuntimeConfig;
 use crate::dlq::DeadLetter;
 use crate::error::{ProcessError, RuntimeError};
@@ -486,7 +486,10 @@ impl<P: Processor> Stream<P> {
         let mut encoded = Vec::with_capacity(out.records.len());
         for emitted in out.records {
             let payload = match emitted.value {
-                Some(value) => Some(self.codec.encode(&emitted.topic, value).await?),
+                Some(value) => {
+                    let (id, writer) = self.codec.output(&emitted.topic).await?;
+                    Some(avro::frame(id, writer, &*value)?)
+                }
                 None => None,
             };
             encoded.push((emitted.topic, emitted.partition, emitted.key, payload));
