@@ -44,6 +44,10 @@ pub fn consumer_config(config: &RuntimeConfig, naming: &Naming, processor: &str)
     client.set("fetch.wait.max.ms", "50");
     // librdkafka prefetches up to 64 MB per consumer by default; a processor needs far less.
     client.set("queued.max.messages.kbytes", "16384");
+    // Once that prefetch queue is full, librdkafka postpones the partition's next fetch by
+    // this much (default 1 s): a processor that drains its queue faster than that would sit
+    // idle for most of the second. Measured: ~0.7 s stalls per 16 MB in the pass-through.
+    client.set("fetch.queue.backoff.ms", "10");
     for (k, v) in base_config(config).config_map() {
         client.set(k, v);
     }
