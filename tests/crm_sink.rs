@@ -577,6 +577,106 @@ async fn postgres_writes_each_message_once_and_a_replay_changes_no_row() {
     assert!(!log.contains("sam@client.test") && !log.contains("kim@client.test"));
 }
 
+/// PostgreSQL writes a whole batch in one database transaction, and any failed statement aborts
+/// it: a message the database rejects (a NUL byte, which PostgreSQL text cannot hold) must go to
+/// the dead-letter topic while the messages before it in the same transaction are written again
+/// and committed with the ones after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_dead_letters_a_rejected_message_and_keeps_the_rest_of_its_batch() {
+    let env = TestEnv::new("crmpgpoison");
+    let schema = schema_of(&env);
+    let url = database_url();
+    let t = now_ms() - 10_000;
+    let mut leads: Vec<ScoredLead> = (1..=5)
+        .map(|i| {
+            lead(
+                &format!("batch-{i}@client.test"),
+                &format!("s{i}@client.test"),
+                t + i,
+            )
+        })
+        .collect();
+    leads[2].subject = Some("Pricing\u{0}question".into());
+    leads[2].resolved.email.subject = leads[2].subject.clone();
+    // In order on one partition, all of it before the sink starts, and a batch stays open for
+    // 2 s: the five are one batch, the rejected message third.
+    let producer = env.producer();
+    let topic = env.topic("scored");
+    for l in &leads {
+        let payload = env
+            .encode("scored", l.clone().into_avro().expect("to avro"))
+            .await;
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::to(&topic)
+                    .key(&l.message_id)
+                    .payload(&payload)
+                    .partition(0),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("delivered");
+    }
+    let port = free_port();
+    let mut run = sink(
+        &env,
+        "a",
+        port,
+        &[
+            ("MAILSTREAM_CRM_SINK_DATABASE_URL", url.as_str()),
+            ("MAILSTREAM_CRM_SINK_SCHEMA", schema.as_str()),
+            ("MAILSTREAM_BATCH_MAX_MS", "2000"),
+            // Fewer attempts, so a call still fits the transaction with the longer batch.
+            ("MAILSTREAM_CRM_SINK_MAX_ATTEMPTS", "3"),
+        ],
+    );
+    let seen = results(&env, 4).await;
+    let dlq = collect(
+        &env.consumer(&["scored.dlq"]),
+        1,
+        Duration::from_secs(60),
+        Duration::from_secs(2),
+    )
+    .await;
+    terminate(&mut run, Duration::from_secs(30));
+
+    let mut keys: Vec<&str> = seen.iter().map(|(k, _)| k.as_str()).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "batch-1@client.test",
+            "batch-2@client.test",
+            "batch-4@client.test",
+            "batch-5@client.test"
+        ]
+    );
+    assert!(seen.iter().all(|(_, r)| r.outcome == "written"), "{seen:?}");
+    let dead: Vec<&str> = dlq.iter().filter_map(|r| r.key.as_deref()).collect();
+    assert_eq!(dead, ["batch-3@client.test"]);
+    assert_eq!(dlq[0].headers["mailstream.error.class"], "crm-rejected");
+    let db = pg().await;
+    let rows = db
+        .query(
+            &format!("SELECT message_id FROM {schema}.email_activities ORDER BY message_id"),
+            &[],
+        )
+        .await
+        .expect("activities");
+    let written: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(
+        written,
+        [
+            "batch-1@client.test",
+            "batch-2@client.test",
+            "batch-4@client.test",
+            "batch-5@client.test"
+        ],
+        "the messages around the rejected one are in the database"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_logs_the_writes_and_makes_none() {
     let env = TestEnv::new("crmdry");

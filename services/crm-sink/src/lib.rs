@@ -3,10 +3,11 @@
 //! the `contacts` table topic, so the resolver knows them from then on.
 //!
 //! Effectively once: the runtime processes a record inside an open Kafka transaction and commits
-//! the input offset with the outputs after `process` returns, and `process` returns only after
-//! the backend's write is durable. A crash in between replays the record, and every write is
-//! idempotent on `message_id` (see [`backend`]), so the replay changes nothing. Resetting the
-//! group to the earliest offset and running again changes no row.
+//! the input offsets with the outputs only after the backend's writes are durable (when `write`
+//! returns for the HTTP backends; at `before_commit`, one database transaction per batch, for
+//! PostgreSQL). A crash in between replays the batch, and every write is idempotent on
+//! `message_id` (see [`backend`]), so the replay changes nothing. Resetting the group to the
+//! earliest offset and running again changes no row.
 //!
 //! How a record ends:
 //!
@@ -290,6 +291,17 @@ impl Processor for CrmSink {
         out.send(RESULTS, lead.message_id.clone(), result)
     }
 
+    async fn before_commit(&mut self) -> Result<(), ProcessError> {
+        let Some(backend) = self.backend.as_mut() else {
+            return Ok(());
+        };
+        let deadline = self.batch_started.unwrap_or_else(Instant::now) + self.budget;
+        backend
+            .commit(deadline)
+            .await
+            .map_err(|e| e.into_process_error())
+    }
+
     fn on_commit(&mut self) {
         self.batch_started = None;
         for mut outcome in std::mem::take(&mut self.pending) {
@@ -301,5 +313,8 @@ impl Processor for CrmSink {
     fn on_abort(&mut self) {
         self.batch_started = None;
         self.pending.clear();
+        if let Some(backend) = self.backend.as_mut() {
+            backend.rollback();
+        }
     }
 }

@@ -212,6 +212,14 @@ pub trait Processor: Send + 'static {
         let _ = partitions;
     }
 
+    /// The open transaction is about to commit (its records are processed, its outputs sent):
+    /// make durable what `process` held back, such as a database transaction spanning the
+    /// batch. An error aborts the batch as one from `process` would: transient (and poison,
+    /// which no single record owns here) retry the batch, fatal stops the processor.
+    fn before_commit(&mut self) -> impl Future<Output = Result<(), ProcessError>> + Send {
+        async { Ok(()) }
+    }
+
     /// The transaction holding every record processed since the last call has committed.
     fn on_commit(&mut self) {}
 

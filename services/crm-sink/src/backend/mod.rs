@@ -367,12 +367,24 @@ pub trait CrmBackend: Send + 'static {
     /// `postgres`, `rest` or `hubspot` (the crm-result's `backend`).
     fn name(&self) -> &'static str;
 
-    /// Writes `plan`; no retry waits past `deadline`.
+    /// Writes `plan`; no retry waits past `deadline`. A backend may hold the write back until
+    /// [`CrmBackend::commit`] (PostgreSQL writes a batch in one transaction).
     fn write(
         &mut self,
         plan: &WritePlan,
         deadline: Instant,
     ) -> impl Future<Output = Result<WriteReport, WriteError>> + Send;
+
+    /// Makes every write since the last commit durable; called before the Kafka transaction
+    /// holding their offsets commits. Backends whose writes are durable when `write` returns
+    /// have nothing to do.
+    fn commit(&mut self, deadline: Instant) -> impl Future<Output = Result<(), WriteError>> + Send {
+        let _ = deadline;
+        async { Ok(()) }
+    }
+
+    /// The Kafka transaction aborted: drop the writes held back since the last commit.
+    fn rollback(&mut self) {}
 }
 
 /// The backend chosen by the `backend` setting.
@@ -400,6 +412,22 @@ impl CrmBackend for AnyBackend {
             Self::Postgres(b) => b.write(plan, deadline).await,
             Self::Rest(b) => b.write(plan, deadline).await,
             Self::Hubspot(b) => b.write(plan, deadline).await,
+        }
+    }
+
+    async fn commit(&mut self, deadline: Instant) -> Result<(), WriteError> {
+        match self {
+            Self::Postgres(b) => b.commit(deadline).await,
+            Self::Rest(b) => b.commit(deadline).await,
+            Self::Hubspot(b) => b.commit(deadline).await,
+        }
+    }
+
+    fn rollback(&mut self) {
+        match self {
+            Self::Postgres(b) => b.rollback(),
+            Self::Rest(b) => b.rollback(),
+            Self::Hubspot(b) => b.rollback(),
         }
     }
 }

@@ -1,5 +1,14 @@
-//! The PostgreSQL backend (the default): one database transaction per message, committed before
-//! `write` returns, so the input offset is committed only after the rows are durable.
+//! The PostgreSQL backend (the default): one database transaction per runtime batch. `write`
+//! runs a message's statements inside the open database transaction; the runtime calls
+//! [`CrmBackend::commit`] just before it commits the Kafka transaction, so the input offsets are
+//! committed only after the rows are durable. A crash in between replays the batch, which the
+//! idempotent statements absorb. One COMMIT (one WAL flush) per batch instead of per message.
+//!
+//! Any error aborts a PostgreSQL transaction, so a failed message takes the batch's earlier
+//! messages with it: their plans are kept and written again in a fresh transaction, before the
+//! failed message is retried (deadlock, serialization failure) or dead-lettered (a constraint),
+//! and the batch goes on. When the Kafka transaction aborts, the database one is rolled back
+//! before the next write.
 //!
 //! Every statement is an upsert on a natural key (`accounts.account_id`, `contacts.email` or
 //! `contact_id`, `deals.deal_id`, `email_activities.message_id`, `attachments (message_id,
@@ -12,6 +21,7 @@
 //! statement timeout is an outage, not a bad record: the batch is retried later
 //! (`ProcessError::Transient`). Serialization failures and deadlocks are retried in place.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio_postgres::{Client, NoTls, Row, Statement};
@@ -51,6 +61,19 @@ pub struct PostgresBackend {
     timeout: Duration,
     retrier: Retrier,
     connection: Option<Connection>,
+    batch: OpenBatch,
+}
+
+/// The database transaction spanning the open Kafka transaction.
+#[derive(Default)]
+struct OpenBatch {
+    /// BEGIN was sent and no statement failed since.
+    open: bool,
+    /// The connection may still be inside an aborted or abandoned transaction: roll it back
+    /// before the next BEGIN.
+    dirty: bool,
+    /// The plans written in this batch, written again if the transaction has to start over.
+    plans: Vec<WritePlan>,
 }
 
 impl PostgresBackend {
@@ -66,6 +89,7 @@ impl PostgresBackend {
             timeout: retrier.request_timeout,
             retrier,
             connection: None,
+            batch: OpenBatch::default(),
         };
         let client = backend.open().await.map_err(|e| safe_error(&e))?;
         let applied = migrate::migrate(&client, &backend.schema).await?;
@@ -95,7 +119,8 @@ impl PostgresBackend {
         Ok(client)
     }
 
-    async fn connection(&mut self) -> Result<&Connection, WriteError> {
+    /// Connects if there is no usable connection (a new connection holds no transaction).
+    async fn connect(&mut self) -> Result<(), WriteError> {
         if self
             .connection
             .as_ref()
@@ -121,10 +146,16 @@ impl PostgresBackend {
             let prepared = prepare(&client).await.map_err(outage)?;
             tracing::info!(schema = %self.schema, "connected to PostgreSQL");
             self.connection = Some(Connection { client, prepared });
+            self.batch.open = false;
+            self.batch.dirty = false;
         }
-        self.connection
-            .as_ref()
-            .ok_or_else(|| WriteError::Unavailable("no PostgreSQL connection".into()))
+        Ok(())
+    }
+
+    /// Forgets the connection after an outage; the batch is aborted and read again.
+    fn drop_connection(&mut self) {
+        self.connection = None;
+        self.batch = OpenBatch::default();
     }
 }
 
@@ -162,48 +193,183 @@ impl CrmBackend for PostgresBackend {
         plan: &WritePlan,
         deadline: Instant,
     ) -> Result<WriteReport, WriteError> {
+        self.connect().await?;
         let retrier = self.retrier.clone();
-        let connection = self.connection().await?;
+        let Some(connection) = self.connection.as_ref() else {
+            return Err(WriteError::Unavailable("no PostgreSQL connection".into()));
+        };
+        let tx = TxState::from(&self.batch);
         let result = retrier
             .run("postgres-transaction", deadline, || {
-                in_transaction(connection, plan)
+                write_in_batch(connection, &self.batch.plans, plan, &tx)
             })
             .await;
+        tx.store(&mut self.batch);
         match result {
             Ok((mut report, attempts)) => {
                 report.attempts = attempts;
+                self.batch.plans.push(plan.clone());
                 Ok(report)
             }
             Err(error) => {
                 let error = WriteError::from(error);
                 if matches!(error, WriteError::Unavailable(_)) {
                     // Reconnect before the batch is tried again.
-                    self.connection = None;
+                    self.drop_connection();
                 }
                 Err(error)
             }
         }
     }
+
+    async fn commit(&mut self, deadline: Instant) -> Result<(), WriteError> {
+        if self.batch.plans.is_empty() && !self.batch.open {
+            return Ok(());
+        }
+        self.connect().await?;
+        let retrier = self.retrier.clone();
+        let Some(connection) = self.connection.as_ref() else {
+            return Err(WriteError::Unavailable("no PostgreSQL connection".into()));
+        };
+        let tx = TxState::from(&self.batch);
+        let result = retrier
+            .run("postgres-commit", deadline, || {
+                commit_batch(connection, &self.batch.plans, &tx)
+            })
+            .await;
+        tx.store(&mut self.batch);
+        match result {
+            Ok(((), _)) => {
+                self.batch = OpenBatch::default();
+                Ok(())
+            }
+            Err(error) => {
+                // Whatever the outcome of the COMMIT, the batch is read again and its
+                // idempotent writes made again.
+                self.drop_connection();
+                let reason = match WriteError::from(error) {
+                    WriteError::Rejected(r)
+                    | WriteError::Exhausted(r)
+                    | WriteError::Unavailable(r) => r,
+                };
+                Err(WriteError::Unavailable(format!(
+                    "committing the batch to PostgreSQL: {reason}"
+                )))
+            }
+        }
+    }
+
+    fn rollback(&mut self) {
+        self.batch.dirty |= self.batch.open;
+        self.batch.open = false;
+        self.batch.plans.clear();
+    }
 }
 
-async fn in_transaction(c: &Connection, plan: &WritePlan) -> Result<WriteReport, Failure> {
+/// The transaction flags an attempt reads and changes (the retrier's attempts cannot borrow
+/// the batch mutably).
+struct TxState {
+    open: Flag,
+    dirty: Flag,
+}
+
+/// A flag the attempts of one call share (they run one after another on one task).
+struct Flag(AtomicBool);
+
+impl Flag {
+    fn new(value: bool) -> Self {
+        Self(AtomicBool::new(value))
+    }
+
+    fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, value: bool) {
+        self.0.store(value, Ordering::Relaxed);
+    }
+}
+
+impl TxState {
+    fn from(batch: &OpenBatch) -> Self {
+        Self {
+            open: Flag::new(batch.open),
+            dirty: Flag::new(batch.dirty),
+        }
+    }
+
+    fn store(&self, batch: &mut OpenBatch) {
+        batch.open = self.open.get();
+        batch.dirty = self.dirty.get();
+    }
+}
+
+/// Makes sure a transaction holding every plan of `prior` is open.
+async fn ensure_open(c: &Connection, prior: &[WritePlan], tx: &TxState) -> Result<(), Failure> {
+    if tx.open.get() {
+        return Ok(());
+    }
+    if tx.dirty.get() {
+        c.client
+            .batch_execute("ROLLBACK")
+            .await
+            .map_err(|e| classify(&e))?;
+        tx.dirty.set(false);
+    }
     c.client
         .batch_execute("BEGIN")
         .await
         .map_err(|e| classify(&e))?;
-    match write_rows(c, plan).await {
-        Ok(report) => {
-            c.client
-                .batch_execute("COMMIT")
-                .await
-                .map_err(|e| classify(&e))?;
-            Ok(report)
+    tx.open.set(true);
+    for plan in prior {
+        if let Err(failure) = write_rows(c, plan).await {
+            abandon(c, tx).await;
+            // These plans were written once in this batch; failing now is the database's
+            // state (a deadlock, an outage), not the record at hand.
+            return Err(match failure {
+                Failure::Rejected { class, reason } => Failure::Outage {
+                    class,
+                    reason: format!("writing the batch again: {reason}"),
+                },
+                other => other,
+            });
         }
+    }
+    Ok(())
+}
+
+/// Rolls back the failed transaction (or marks the connection for it).
+async fn abandon(c: &Connection, tx: &TxState) {
+    tx.open.set(false);
+    if c.client.batch_execute("ROLLBACK").await.is_err() {
+        tx.dirty.set(true);
+    }
+}
+
+/// One attempt at writing `plan` inside the batch's transaction.
+async fn write_in_batch(
+    c: &Connection,
+    prior: &[WritePlan],
+    plan: &WritePlan,
+    tx: &TxState,
+) -> Result<WriteReport, Failure> {
+    ensure_open(c, prior, tx).await?;
+    match write_rows(c, plan).await {
+        Ok(report) => Ok(report),
         Err(failure) => {
-            let _ = c.client.batch_execute("ROLLBACK").await;
+            abandon(c, tx).await;
             Err(failure)
         }
     }
+}
+
+/// One attempt at committing the batch's transaction.
+async fn commit_batch(c: &Connection, plans: &[WritePlan], tx: &TxState) -> Result<(), Failure> {
+    ensure_open(c, plans, tx).await?;
+    let committed = c.client.batch_execute("COMMIT").await;
+    // After COMMIT the transaction is over, whether it committed or not.
+    tx.open.set(false);
+    committed.map_err(|e| classify(&e))
 }
 
 async fn write_rows(c: &Connection, plan: &WritePlan) -> Result<WriteReport, Failure> {

@@ -533,6 +533,20 @@ impl<P: Processor> Stream<P> {
     /// Sends the batch's offsets with the group metadata and commits the transaction.
     async fn commit(&mut self, batch: &Batch) -> Result<(), BatchFailure> {
         let started = Instant::now();
+        // What the processor made durable elsewhere must be durable before the offsets are:
+        // a crash between the two replays the batch, which idempotent writes absorb.
+        match self.processor.before_commit().await {
+            Ok(()) => {}
+            Err(ProcessError::Fatal(reason)) => {
+                return Err(BatchFailure::Fatal(RuntimeError::Processor(reason)));
+            }
+            Err(other) => {
+                return Err(BatchFailure::Retry {
+                    reason: format!("before commit: {other}"),
+                    backoff: true,
+                });
+            }
+        }
         let offsets = batch.commit_offsets(&self.input_topic)?;
         let metadata = self
             .consumer
