@@ -583,10 +583,7 @@ async fn schemas_check_passes_for_the_build_and_names_the_field_of_a_breaking_ch
 
     // A fresh namespace whose bench.in subject holds a schema without `sent_at`: the build's
     // schema adds it as a required field without a default, which BACKWARD refuses.
-    let fresh = TestEnv {
-        stack: env.stack.clone(),
-        prefix: format!("{}v2-", env.prefix),
-    };
+    let fresh = TestEnv::with_prefix(env.stack.clone(), &format!("{}v2-", env.prefix));
     let old = serde_json::json!({
         "type": "record", "name": "BenchRecord", "namespace": "io.mailstream.bench",
         "fields": [{"name": "id", "type": "string"}, {"name": "payload", "type": "bytes"}]
@@ -638,10 +635,7 @@ async fn schemas_check_passes_for_the_build_and_names_the_field_of_a_breaking_ch
 #[test]
 fn topology_docs_are_current_and_a_stale_copy_names_the_command() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let env = TestEnv {
-        stack: mailstream_tests::Stack::get(),
-        prefix: String::new(),
-    };
+    let env = TestEnv::with_prefix(mailstream_tests::Stack::get(), "");
     let run = |args: &[&str]| {
         let mut cmd = env.mailstream(args);
         cmd.current_dir(&root);

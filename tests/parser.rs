@@ -221,10 +221,7 @@ async fn parser_normalizes_dead_letters_and_matches_the_cli() {
 
 #[test]
 fn parse_command_reads_mbox_and_stdin_and_fails_on_non_email() {
-    let env = TestEnv {
-        stack: mailstream_tests::Stack::get(),
-        prefix: "unused-".into(),
-    };
+    let env = TestEnv::with_prefix(mailstream_tests::Stack::get(), "unused-");
     let mbox = fixture("two-messages.mbox");
     let out = output(env.mailstream(&["parse", mbox.to_str().expect("path")]));
     assert!(out.status.success());

@@ -256,10 +256,7 @@ async fn poison_record_goes_to_the_dlq_with_headers_and_the_stream_goes_on() {
 
 #[test]
 fn a_bad_config_stops_start_up_and_names_the_key() {
-    let env = mailstream_tests::TestEnv {
-        stack: mailstream_tests::Stack::get(),
-        prefix: "t-badcfg-".into(),
-    };
+    let env = mailstream_tests::TestEnv::with_prefix(mailstream_tests::Stack::get(), "t-badcfg-");
     let mut cmd = env.mailstream(&["run", "passthrough"]);
     cmd.env("MAILSTREAM_BATCH_MAX_RECORDS", "many")
         .env("MAILSTREAM_RDKAFKA_ENABLE_AUTO_COMMIT", "true");

@@ -13,6 +13,7 @@ pub mod smtp;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use apache_avro::types::Value;
@@ -47,16 +48,55 @@ impl Stack {
 pub struct TestEnv {
     pub stack: Stack,
     pub prefix: String,
+    /// Kills what the test left running when the last clone goes (also when the test panics).
+    _reaper: Arc<Reaper>,
+}
+
+/// Every process started with this test's environment (its `MAILSTREAM_TOPIC_PREFIX`) is
+/// SIGKILLed when the test's `TestEnv` is dropped, so a failing test does not leave processors
+/// running against the shared stack.
+#[derive(Debug)]
+struct Reaper {
+    /// `None` for the empty prefix, which would match unrelated processes.
+    marker: Option<Vec<u8>>,
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let Some(marker) = &self.marker else {
+            return;
+        };
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+                continue;
+            };
+            if environ
+                .split(|b| *b == 0)
+                .any(|var| var == marker.as_slice())
+            {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        }
+    }
 }
 
 impl TestEnv {
     /// A fresh prefix; creates every topic of the topology under it and registers the schemas.
     pub fn new(name: &str) -> Self {
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let env = Self {
-            stack: Stack::get(),
-            prefix: format!("t-{name}-{}-", &id[..8]),
-        };
+        let env = Self::with_prefix(Stack::get(), &format!("t-{name}-{}-", &id[..8]));
         let out = env
             .mailstream(&["topology", "apply"])
             .output()
@@ -67,6 +107,18 @@ impl TestEnv {
             String::from_utf8_lossy(&out.stderr)
         );
         env
+    }
+
+    /// An environment on `stack` under `prefix`, without creating any topic.
+    pub fn with_prefix(stack: Stack, prefix: &str) -> Self {
+        Self {
+            stack,
+            prefix: prefix.to_string(),
+            _reaper: Arc::new(Reaper {
+                marker: (!prefix.is_empty())
+                    .then(|| format!("MAILSTREAM_TOPIC_PREFIX={prefix}").into_bytes()),
+            }),
+        }
     }
 
     pub fn topic(&self, logical: &str) -> String {
