@@ -578,9 +578,9 @@ async fn postgres_writes_each_message_once_and_a_replay_changes_no_row() {
 }
 
 /// PostgreSQL writes a whole batch in one database transaction, and any failed statement aborts
-/// it: a message the database rejects (a NUL byte, which PostgreSQL text cannot hold) must go to
-/// the dead-letter topic while the messages before it in the same transaction are written again
-/// and committed with the ones after it.
+/// it: a message the database rejects (a NUL byte, which PostgreSQL text cannot hold) after
+/// others of its batch were written must go to the dead-letter topic while the messages before
+/// it (lost with the transaction; the batch is read again) and after it are committed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_dead_letters_a_rejected_message_and_keeps_the_rest_of_its_batch() {
     let env = TestEnv::new("crmpgpoison");

@@ -4,11 +4,14 @@
 //! committed only after the rows are durable. A crash in between replays the batch, which the
 //! idempotent statements absorb. One COMMIT (one WAL flush) per batch instead of per message.
 //!
-//! Any error aborts a PostgreSQL transaction, so a failed message takes the batch's earlier
-//! messages with it: their plans are kept and written again in a fresh transaction, before the
-//! failed message is retried (deadlock, serialization failure) or dead-lettered (a constraint),
-//! and the batch goes on. When the Kafka transaction aborts, the database one is rolled back
-//! before the next write.
+//! Any error aborts a PostgreSQL transaction, so a message that fails takes the batch's earlier
+//! messages with it. When it is the first of its transaction, it is retried in place (deadlock,
+//! serialization failure) or dead-lettered (a constraint) as before. When others were written
+//! before it, the whole batch is read again (a transient failure for the runtime); a message
+//! PostgreSQL rejected is remembered and dead-lettered on that second pass without touching the
+//! database, so the batch then commits without it. Nothing of the batch is held in memory for
+//! this. When the Kafka transaction aborts, the database one is rolled back before the next
+//! write.
 //!
 //! Every statement is an upsert on a natural key (`accounts.account_id`, `contacts.email` or
 //! `contact_id`, `deals.deal_id`, `email_activities.message_id`, `attachments (message_id,
@@ -21,6 +24,7 @@
 //! statement timeout is an outage, not a bad record: the batch is retried later
 //! (`ProcessError::Transient`). Serialization failures and deadlocks are retried in place.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -72,9 +76,15 @@ struct OpenBatch {
     /// The connection may still be inside an aborted or abandoned transaction: roll it back
     /// before the next BEGIN.
     dirty: bool,
-    /// The plans written in this batch, written again if the transaction has to start over.
-    plans: Vec<WritePlan>,
+    /// Messages written in the open transaction (lost with it if a statement fails).
+    written: usize,
+    /// Messages PostgreSQL rejected after others of their batch were written (message id →
+    /// reason): the batch is read again and these are dead-lettered without a write.
+    rejected: HashMap<String, String>,
 }
+
+/// Bound of [`OpenBatch::rejected`] (entries are taken out when their message comes again).
+const MAX_REMEMBERED_REJECTIONS: usize = 10_000;
 
 impl PostgresBackend {
     /// Connects and applies the migrations; fails start-up if either fails.
@@ -155,7 +165,9 @@ impl PostgresBackend {
     /// Forgets the connection after an outage; the batch is aborted and read again.
     fn drop_connection(&mut self) {
         self.connection = None;
-        self.batch = OpenBatch::default();
+        self.batch.open = false;
+        self.batch.dirty = false;
+        self.batch.written = 0;
     }
 }
 
@@ -193,26 +205,40 @@ impl CrmBackend for PostgresBackend {
         plan: &WritePlan,
         deadline: Instant,
     ) -> Result<WriteReport, WriteError> {
+        if let Some(reason) = self.batch.rejected.remove(&plan.message_id) {
+            return Err(WriteError::Rejected(reason));
+        }
         self.connect().await?;
         let retrier = self.retrier.clone();
         let Some(connection) = self.connection.as_ref() else {
             return Err(WriteError::Unavailable("no PostgreSQL connection".into()));
         };
         let tx = TxState::from(&self.batch);
+        let others = self.batch.written;
         let result = retrier
             .run("postgres-transaction", deadline, || {
-                write_in_batch(connection, &self.batch.plans, plan, &tx)
+                write_in_batch(connection, plan, &tx, others > 0)
             })
             .await;
         tx.store(&mut self.batch);
-        match result {
+        match result.map_err(WriteError::from) {
             Ok((mut report, attempts)) => {
                 report.attempts = attempts;
-                self.batch.plans.push(plan.clone());
+                self.batch.written += 1;
                 Ok(report)
             }
+            Err(WriteError::Rejected(reason)) if others > 0 => {
+                self.batch.written = 0;
+                if self.batch.rejected.len() >= MAX_REMEMBERED_REJECTIONS {
+                    self.batch.rejected.clear();
+                }
+                self.batch.rejected.insert(plan.message_id.clone(), reason);
+                Err(WriteError::Unavailable(format!(
+                    "PostgreSQL rejected a message after {others} others of its batch were \
+                     written: the batch is read again and that message dead-lettered"
+                )))
+            }
             Err(error) => {
-                let error = WriteError::from(error);
                 if matches!(error, WriteError::Unavailable(_)) {
                     // Reconnect before the batch is tried again.
                     self.drop_connection();
@@ -222,38 +248,26 @@ impl CrmBackend for PostgresBackend {
         }
     }
 
-    async fn commit(&mut self, deadline: Instant) -> Result<(), WriteError> {
-        if self.batch.plans.is_empty() && !self.batch.open {
+    async fn commit(&mut self, _deadline: Instant) -> Result<(), WriteError> {
+        if !self.batch.open {
             return Ok(());
         }
-        self.connect().await?;
-        let retrier = self.retrier.clone();
         let Some(connection) = self.connection.as_ref() else {
             return Err(WriteError::Unavailable("no PostgreSQL connection".into()));
         };
-        let tx = TxState::from(&self.batch);
-        let result = retrier
-            .run("postgres-commit", deadline, || {
-                commit_batch(connection, &self.batch.plans, &tx)
-            })
-            .await;
-        tx.store(&mut self.batch);
-        match result {
-            Ok(((), _)) => {
-                self.batch = OpenBatch::default();
-                Ok(())
-            }
+        let committed = connection.client.batch_execute("COMMIT").await;
+        // After COMMIT the transaction is over, whether it committed or not.
+        self.batch.open = false;
+        self.batch.written = 0;
+        match committed {
+            Ok(()) => Ok(()),
             Err(error) => {
-                // Whatever the outcome of the COMMIT, the batch is read again and its
-                // idempotent writes made again.
+                // Whatever the outcome, the batch is read again and its idempotent writes
+                // made again.
                 self.drop_connection();
-                let reason = match WriteError::from(error) {
-                    WriteError::Rejected(r)
-                    | WriteError::Exhausted(r)
-                    | WriteError::Unavailable(r) => r,
-                };
                 Err(WriteError::Unavailable(format!(
-                    "committing the batch to PostgreSQL: {reason}"
+                    "committing the batch to PostgreSQL: {}",
+                    safe_error(&error)
                 )))
             }
         }
@@ -262,7 +276,7 @@ impl CrmBackend for PostgresBackend {
     fn rollback(&mut self) {
         self.batch.dirty |= self.batch.open;
         self.batch.open = false;
-        self.batch.plans.clear();
+        self.batch.written = 0;
     }
 }
 
@@ -304,8 +318,8 @@ impl TxState {
     }
 }
 
-/// Makes sure a transaction holding every plan of `prior` is open.
-async fn ensure_open(c: &Connection, prior: &[WritePlan], tx: &TxState) -> Result<(), Failure> {
+/// Makes sure a transaction is open.
+async fn ensure_open(c: &Connection, tx: &TxState) -> Result<(), Failure> {
     if tx.open.get() {
         return Ok(());
     }
@@ -321,20 +335,6 @@ async fn ensure_open(c: &Connection, prior: &[WritePlan], tx: &TxState) -> Resul
         .await
         .map_err(|e| classify(&e))?;
     tx.open.set(true);
-    for plan in prior {
-        if let Err(failure) = write_rows(c, plan).await {
-            abandon(c, tx).await;
-            // These plans were written once in this batch; failing now is the database's
-            // state (a deadlock, an outage), not the record at hand.
-            return Err(match failure {
-                Failure::Rejected { class, reason } => Failure::Outage {
-                    class,
-                    reason: format!("writing the batch again: {reason}"),
-                },
-                other => other,
-            });
-        }
-    }
     Ok(())
 }
 
@@ -346,30 +346,28 @@ async fn abandon(c: &Connection, tx: &TxState) {
     }
 }
 
-/// One attempt at writing `plan` inside the batch's transaction.
+/// One attempt at writing `plan` inside the batch's transaction. When `others` were written in
+/// it, a failure lost them too: a retriable one then becomes a batch retry, not a retry here.
 async fn write_in_batch(
     c: &Connection,
-    prior: &[WritePlan],
     plan: &WritePlan,
     tx: &TxState,
+    others: bool,
 ) -> Result<WriteReport, Failure> {
-    ensure_open(c, prior, tx).await?;
+    ensure_open(c, tx).await?;
     match write_rows(c, plan).await {
         Ok(report) => Ok(report),
         Err(failure) => {
             abandon(c, tx).await;
-            Err(failure)
+            Err(match failure {
+                Failure::Retriable { class, reason, .. } if others => Failure::Outage {
+                    class,
+                    reason: format!("{reason} (the batch's transaction is lost; read again)"),
+                },
+                other => other,
+            })
         }
     }
-}
-
-/// One attempt at committing the batch's transaction.
-async fn commit_batch(c: &Connection, plans: &[WritePlan], tx: &TxState) -> Result<(), Failure> {
-    ensure_open(c, plans, tx).await?;
-    let committed = c.client.batch_execute("COMMIT").await;
-    // After COMMIT the transaction is over, whether it committed or not.
-    tx.open.set(false);
-    committed.map_err(|e| classify(&e))
 }
 
 async fn write_rows(c: &Connection, plan: &WritePlan) -> Result<WriteReport, Failure> {
