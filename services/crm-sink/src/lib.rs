@@ -151,7 +151,7 @@ async fn connect(settings: &CrmSinkSettings, retrier: Retrier) -> Result<AnyBack
                     ))
                 })?;
             tracing::info!(schema = %settings.schema, migrations_applied = ?applied, "PostgreSQL CRM ready");
-            AnyBackend::Postgres(backend)
+            AnyBackend::Postgres(Box::new(backend))
         }
     })
 }

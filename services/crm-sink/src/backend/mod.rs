@@ -389,7 +389,7 @@ pub trait CrmBackend: Send + 'static {
 
 /// The backend chosen by the `backend` setting.
 pub enum AnyBackend {
-    Postgres(postgres::PostgresBackend),
+    Postgres(Box<postgres::PostgresBackend>),
     Rest(rest::RestBackend),
     Hubspot(hubspot::HubspotBackend),
 }
