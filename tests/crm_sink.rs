@@ -641,17 +641,15 @@ async fn postgres_dead_letters_a_rejected_message_and_keeps_the_rest_of_its_batc
     .await;
     terminate(&mut run, Duration::from_secs(30));
 
+    let kept = [
+        "batch-1@client.test",
+        "batch-2@client.test",
+        "batch-4@client.test",
+        "batch-5@client.test",
+    ];
     let mut keys: Vec<&str> = seen.iter().map(|(k, _)| k.as_str()).collect();
     keys.sort();
-    assert_eq!(
-        keys,
-        [
-            "batch-1@client.test",
-            "batch-2@client.test",
-            "batch-4@client.test",
-            "batch-5@client.test"
-        ]
-    );
+    assert_eq!(keys, kept);
     assert!(seen.iter().all(|(_, r)| r.outcome == "written"), "{seen:?}");
     let dead: Vec<&str> = dlq.iter().filter_map(|r| r.key.as_deref()).collect();
     assert_eq!(dead, ["batch-3@client.test"]);
@@ -666,13 +664,7 @@ async fn postgres_dead_letters_a_rejected_message_and_keeps_the_rest_of_its_batc
         .expect("activities");
     let written: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
     assert_eq!(
-        written,
-        [
-            "batch-1@client.test",
-            "batch-2@client.test",
-            "batch-4@client.test",
-            "batch-5@client.test"
-        ],
+        written, kept,
         "the messages around the rejected one are in the database"
     );
 }
