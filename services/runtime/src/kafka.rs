@@ -43,7 +43,9 @@ pub fn consumer_config(config: &RuntimeConfig, naming: &Naming, processor: &str)
     client.set("statistics.interval.ms", "5000");
     client.set("fetch.wait.max.ms", "50");
     // librdkafka prefetches up to 64 MB per consumer by default; a processor needs far less.
-    client.set("queued.max.messages.kbytes", "16384");
+    // Measured (BENCHMARKS.md): 4 MB moves the pass-through as fast as 16 MB did, and a
+    // backlogged pipeline stage holds 50-80 MiB instead of 80-130.
+    client.set("queued.max.messages.kbytes", "4096");
     // Once that prefetch queue is full, librdkafka postpones the partition's next fetch by
     // this much (default 1 s): a processor that drains its queue faster than that would sit
     // idle for most of the second. Measured: ~0.7 s stalls per 16 MB in the pass-through.
