@@ -3,6 +3,7 @@
 //! and by `schemas check|register`.
 
 use anyhow::{Context, bail};
+use mailstream_runtime::config::{RuntimeConfig, Secret};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -11,7 +12,7 @@ const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 pub struct RegistryClient {
     http: reqwest::Client,
     base: String,
-    auth: Option<(String, Option<String>)>,
+    auth: Option<(String, Option<Secret>)>,
 }
 
 /// What registering a schema did.
@@ -33,11 +34,15 @@ struct Registered {
 }
 
 impl RegistryClient {
-    pub fn new(base: &str, user: Option<String>, password: Option<String>) -> Self {
+    /// The registry the runtime settings name, with their credentials.
+    pub fn from_config(config: &RuntimeConfig) -> Self {
         Self {
             http: reqwest::Client::new(),
-            base: base.trim_end_matches('/').to_string(),
-            auth: user.map(|u| (u, password)),
+            base: config.schema_registry_url().trim_end_matches('/').to_string(),
+            auth: config
+                .schema_registry_username
+                .clone()
+                .map(|u| (u, config.schema_registry_password.clone())),
         }
     }
 
@@ -46,16 +51,16 @@ impl RegistryClient {
             .http
             .post(format!("{}{path}", self.base))
             .header("content-type", CONTENT_TYPE);
-        match &self.auth {
-            Some((user, password)) => request.basic_auth(user, password.as_deref()),
-            None => request,
-        }
+        self.authorized(request)
     }
 
     fn get(&self, path: &str) -> reqwest::RequestBuilder {
-        let request = self.http.get(format!("{}{path}", self.base));
+        self.authorized(self.http.get(format!("{}{path}", self.base)))
+    }
+
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.auth {
-            Some((user, password)) => request.basic_auth(user, password.as_deref()),
+            Some((user, password)) => request.basic_auth(user, password.as_ref().map(Secret::expose)),
             None => request,
         }
     }

@@ -67,11 +67,7 @@ struct Verdict {
 pub async fn execute(command: SchemasCommand, source: ConfigSource) -> anyhow::Result<ExitCode> {
     let (config, _) = config::load::<NoSettings>("ctl", &source)?;
     let naming = Naming::new(config.topic_prefix.clone());
-    let registry = RegistryClient::new(
-        config.schema_registry_url(),
-        config.schema_registry_username.clone(),
-        config.schema_registry_password.clone(),
-    );
+    let registry = RegistryClient::from_config(&config);
     let topology = Topology::embedded()?;
     match command {
         SchemasCommand::Check { topic, json } => {

@@ -173,11 +173,7 @@ async fn apply(source: ConfigSource, json: bool) -> anyhow::Result<ExitCode> {
         }
     }
 
-    let registry = RegistryClient::new(
-        config.schema_registry_url(),
-        config.schema_registry_username.clone(),
-        config.schema_registry_password.clone(),
-    );
+    let registry = RegistryClient::from_config(&config);
     for topic in topology.resolved_topics() {
         let Some(file) = &topic.schema else { continue };
         let text = catalog::schema(file).context("schema missing from build")?;

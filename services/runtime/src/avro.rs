@@ -50,7 +50,10 @@ pub fn registry_settings(config: &RuntimeConfig) -> Result<SrSettings, RuntimeEr
     let mut builder = SrSettings::new_builder(config.schema_registry_url().to_string());
     builder.set_timeout(Duration::from_secs(10));
     if let Some(user) = &config.schema_registry_username {
-        builder.set_basic_authorization(user, config.schema_registry_password.as_deref());
+        builder.set_basic_authorization(
+            user,
+            config.schema_registry_password.as_ref().map(|s| s.expose()),
+        );
     }
     builder
         .build()

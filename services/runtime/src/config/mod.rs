@@ -14,8 +14,9 @@
 //! Unknown keys in a file are refused. Environment variables are read only for declared keys.
 
 mod introspect;
+mod secret;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -23,6 +24,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 pub use introspect::struct_fields;
+pub use secret::{Secret, opt_secret};
 
 use crate::error::RuntimeError;
 
@@ -50,8 +52,8 @@ pub struct RuntimeConfig {
     pub schema_registry_url: Option<String>,
     #[serde(default, deserialize_with = "lenient::opt_string")]
     pub schema_registry_username: Option<String>,
-    #[serde(default, deserialize_with = "lenient::opt_string")]
-    pub schema_registry_password: Option<String>,
+    #[serde(default, deserialize_with = "opt_secret")]
+    pub schema_registry_password: Option<Secret>,
     /// Prepended to every topic, consumer group and transactional id, so two deployments can
     /// share a cluster.
     #[serde(default, deserialize_with = "lenient::string")]
@@ -130,9 +132,10 @@ mod defaults {
     }
 }
 
-/// Deserializers for settings that may come from environment variables, where every value is
-/// a string typed by its look (`12345` arrives as a number): string fields accept any scalar,
-/// lists accept a comma-separated string. Processors use them in their own settings structs.
+/// Deserializers for settings that may come from a file or the environment: string fields also
+/// accept a number or boolean written in a file (`instance_id = 7`), lists accept one
+/// comma-separated string (as environment values are). Processors use them in their own
+/// settings structs.
 pub mod lenient {
     use std::path::PathBuf;
 
@@ -278,8 +281,8 @@ pub fn load<P: DeserializeOwned>(
         }
     }
 
-    overlay_env(&mut root, None, runtime_keys, &source.env);
-    overlay_env(
+    let runtime_env = overlay_env(&mut root, None, runtime_keys, &source.env);
+    let processor_env = overlay_env(
         &mut processor_table,
         Some(section),
         processor_keys,
@@ -297,14 +300,14 @@ pub fn load<P: DeserializeOwned>(
         }
     }
 
-    let runtime = deserialize_all::<RuntimeConfig>(root, None, &mut errors).map(|mut config| {
+    let runtime = deserialize_all::<RuntimeConfig>(root, None, runtime_env, &mut errors).map(|mut config| {
         if config.instance_id.is_none() {
             config.instance_id = source.env.get("HOSTNAME").cloned();
         }
         config.validate(&mut errors);
         config
     });
-    let processor = deserialize_all::<P>(processor_table, Some(section), &mut errors);
+    let processor = deserialize_all::<P>(processor_table, Some(section), processor_env, &mut errors);
     match (runtime, processor) {
         (Some(r), Some(p)) if errors.is_empty() => Ok((r, p)),
         _ => Err(RuntimeError::Config(errors)),
@@ -327,37 +330,49 @@ fn read_file(path: &PathBuf, errors: &mut Vec<String>) -> toml::Table {
     }
 }
 
-/// Puts `MAILSTREAM_[SECTION_]KEY` values over the file's, typed by their look.
+/// Puts `MAILSTREAM_[SECTION_]KEY` values over the file's, as the strings they are, and returns
+/// the keys it set. A value keeps its text exactly (`007` stays `007`, a 20-digit secret keeps
+/// every digit); [`deserialize_all`] reads one as a number or boolean only for a key whose
+/// type is not a string.
 fn overlay_env(
     table: &mut toml::Table,
     section: Option<&str>,
     keys: &[&str],
     env: &BTreeMap<String, String>,
-) {
+) -> BTreeSet<String> {
+    let mut set = BTreeSet::new();
     for key in keys {
         if let Some(raw) = env.get(&env_name(section, key)) {
-            let value = if let Ok(i) = raw.parse::<i64>() {
-                toml::Value::Integer(i)
-            } else if let Ok(b) = raw.parse::<bool>() {
-                toml::Value::Boolean(b)
-            } else if let Ok(f) = raw.parse::<f64>() {
-                toml::Value::Float(f)
-            } else {
-                toml::Value::String(raw.clone())
-            };
-            table.insert((*key).to_string(), value);
+            table.insert((*key).to_string(), toml::Value::String(raw.clone()));
+            set.insert((*key).to_string());
         }
+    }
+    set
+}
+
+/// The TOML scalar an environment value spells (`42`, `true`, `0.5`), if any.
+fn scalar_of(raw: &str) -> Option<toml::Value> {
+    let raw = raw.trim();
+    if let Ok(i) = raw.parse::<i64>() {
+        Some(toml::Value::Integer(i))
+    } else if let Ok(b) = raw.parse::<bool>() {
+        Some(toml::Value::Boolean(b))
+    } else {
+        raw.parse::<f64>().ok().map(toml::Value::Float)
     }
 }
 
 /// Deserializes `table`, reporting every badly typed key: each failing key is recorded with
-/// its environment variable, removed, and deserialization tried again.
+/// its environment variable, removed, and deserialization tried again. A key the environment
+/// set (`from_env`) that fails as a string is first tried once as the scalar its text spells,
+/// so numeric and boolean settings parse from their text while string settings keep it whole.
 fn deserialize_all<T: DeserializeOwned>(
     mut table: toml::Table,
     section: Option<&str>,
+    mut from_env: BTreeSet<String>,
     errors: &mut Vec<String>,
 ) -> Option<T> {
-    for _ in 0..64 {
+    for _ in 0..128 {
         let value = toml::Value::Table(table.clone());
         match serde_path_to_error::deserialize::<_, T>(value) {
             // With the bad keys removed the rest is still validated; `errors` fails the load.
@@ -365,6 +380,15 @@ fn deserialize_all<T: DeserializeOwned>(
             Err(e) => {
                 let path = e.path().to_string();
                 let top = path.split('.').next().unwrap_or_default().to_string();
+                if from_env.remove(&top)
+                    && let Some(scalar) = table
+                        .get(&top)
+                        .and_then(toml::Value::as_str)
+                        .and_then(scalar_of)
+                {
+                    table.insert(top, scalar);
+                    continue;
+                }
                 let label = match section {
                     Some(s) => format!("key `{s}.{path}` (env {})", env_name(Some(s), &top)),
                     None => format!("key `{path}` (env {})", env_name(None, &top)),
@@ -488,6 +512,10 @@ mod tests {
     struct Demo {
         #[serde(default)]
         inline_limit_bytes: u64,
+        #[serde(default, deserialize_with = "lenient::opt_string")]
+        secret: Option<String>,
+        #[serde(default)]
+        enabled: bool,
     }
 
     fn source(vars: &[(&str, &str)]) -> ConfigSource {
@@ -514,6 +542,32 @@ mod tests {
         assert_eq!(rt.instance_id.as_deref(), Some("7"));
         assert_eq!(demo.inline_limit_bytes, 1024);
         assert_eq!(rt.kafka["security.protocol"], "SASL_SSL");
+    }
+
+    #[test]
+    fn env_values_keep_their_text_and_typed_keys_parse_it() {
+        let (rt, demo) = load::<Demo>(
+            "demo",
+            &source(&[
+                ("MAILSTREAM_BOOTSTRAP_SERVERS", "k:9092"),
+                ("MAILSTREAM_SCHEMA_REGISTRY_URL", "http://r:8081"),
+                ("MAILSTREAM_SCHEMA_REGISTRY_PASSWORD", "007"),
+                ("MAILSTREAM_TOPIC_PREFIX", "1e3"),
+                ("MAILSTREAM_DEMO_SECRET", "12345678901234567890"),
+                ("MAILSTREAM_DEMO_ENABLED", "true"),
+                ("MAILSTREAM_BATCH_MAX_MS", " 250"),
+            ]),
+        )
+        .expect("valid config");
+        assert_eq!(demo.secret.as_deref(), Some("12345678901234567890"));
+        assert_eq!(
+            rt.schema_registry_password.as_ref().map(Secret::expose),
+            Some("007")
+        );
+        assert!(!format!("{rt:?}").contains("007"), "Debug shows the password");
+        assert_eq!(rt.topic_prefix, "1e3");
+        assert!(demo.enabled);
+        assert_eq!(rt.batch_max_ms, 250);
     }
 
     #[test]
