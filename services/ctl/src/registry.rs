@@ -38,7 +38,10 @@ impl RegistryClient {
     pub fn from_config(config: &RuntimeConfig) -> Self {
         Self {
             http: reqwest::Client::new(),
-            base: config.schema_registry_url().trim_end_matches('/').to_string(),
+            base: config
+                .schema_registry_url()
+                .trim_end_matches('/')
+                .to_string(),
             auth: config
                 .schema_registry_username
                 .clone()
@@ -60,7 +63,9 @@ impl RegistryClient {
 
     fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.auth {
-            Some((user, password)) => request.basic_auth(user, password.as_ref().map(Secret::expose)),
+            Some((user, password)) => {
+                request.basic_auth(user, password.as_ref().map(Secret::expose))
+            }
             None => request,
         }
     }

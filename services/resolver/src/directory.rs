@@ -82,7 +82,20 @@ impl ThreadOverlay {
 
     /// The open transaction aborted: forget its links.
     pub fn rollback(&mut self) {
-        let undone: HashSet<String> = self.pending.drain(..).collect();
+        self.rollback_to(0);
+    }
+
+    /// A point to roll one record's links back to.
+    pub fn mark(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Forgets the links inserted since `mark` (their record is dead-lettered).
+    pub fn rollback_to(&mut self, mark: usize) {
+        if self.pending.len() <= mark {
+            return;
+        }
+        let undone: HashSet<String> = self.pending.drain(mark..).collect();
         self.order.retain(|id| !undone.contains(id));
         self.links.retain(|id, _| !undone.contains(id));
     }

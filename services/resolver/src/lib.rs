@@ -52,6 +52,9 @@ pub struct Resolver {
     accounts: Arc<GlobalTable<Account>>,
     threads: Arc<GlobalTable<ThreadLink>>,
     overlay: ThreadOverlay,
+    /// Where the seen-set and the overlay stood before the record being processed, so a
+    /// record the runtime dead-letters can be undone alone.
+    record_marks: (usize, usize),
     audit_duplicates: bool,
     metrics: ResolverMetrics,
 }
@@ -84,6 +87,7 @@ pub async fn build(
         accounts,
         threads,
         overlay: ThreadOverlay::new(OVERLAY_CAPACITY),
+        record_marks: (0, 0),
         audit_duplicates: settings.audit_duplicates,
         metrics: ResolverMetrics::register(&ctx.metrics)?,
     })
@@ -132,6 +136,7 @@ impl Processor for Resolver {
     ) -> Result<(), ProcessError> {
         let partition = record.meta.partition;
         let email = record.value;
+        self.record_marks = (self.seen.mark(), self.overlay.mark());
         if let Some(kept) = self.seen.get(partition, &email.message_id).cloned() {
             return self.collapse(partition, &email, kept, out);
         }
@@ -197,5 +202,11 @@ impl Processor for Resolver {
     fn on_abort(&mut self) {
         self.seen.rollback();
         self.overlay.rollback();
+    }
+
+    fn undo_record(&mut self) {
+        let (seen, overlay) = self.record_marks;
+        self.seen.rollback_to(seen);
+        self.overlay.rollback_to(overlay);
     }
 }

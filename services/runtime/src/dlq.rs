@@ -6,6 +6,22 @@ use rdkafka::message::{Header, OwnedHeaders};
 
 use crate::headers;
 
+/// The longest reason a dead letter carries; a longer one is cut (at a character boundary) so
+/// the headers always fit the room the topology keeps for them.
+pub const MAX_REASON_BYTES: usize = 4096;
+
+/// `reason` cut to [`MAX_REASON_BYTES`].
+fn bounded(reason: &str) -> &str {
+    if reason.len() <= MAX_REASON_BYTES {
+        return reason;
+    }
+    let mut end = MAX_REASON_BYTES;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
 /// Where a dead letter came from and why.
 #[derive(Debug, Clone)]
 pub struct DeadLetter<'a> {
@@ -33,7 +49,7 @@ impl DeadLetter<'_> {
         let offset = self.offset.to_string();
         for (key, value) in [
             (headers::ERROR_CLASS, self.class),
-            (headers::ERROR_MESSAGE, self.reason),
+            (headers::ERROR_MESSAGE, bounded(self.reason)),
             (headers::ERROR_PROCESSOR, self.processor),
             (headers::ERROR_SOURCE_TOPIC, self.topic),
             (headers::ERROR_SOURCE_PARTITION, partition.as_str()),

@@ -98,3 +98,34 @@ pub fn consumer_lag(m: &Metrics, processor: &str, topic: &str, partition: i32, l
         .with_label_values(&[processor, topic, &partition.to_string()])
         .set(lag);
 }
+
+/// The broker (or librdkafka's own check) refused a record for good; the input it was written
+/// for is dead-lettered when its batch is read again.
+pub fn record_refused(partition: i32, offset: i64, reason: &str) {
+    tracing::warn!(
+        input_partition = partition,
+        input_offset = offset,
+        reason,
+        "record refused for good; its input will be dead-lettered"
+    );
+}
+
+/// Batches over `partitions` have failed for `stalled` without progress (zero: flowing again).
+pub fn partitions_stalled(
+    m: &Metrics,
+    processor: &str,
+    topic: &str,
+    partitions: &[i32],
+    stalled: Duration,
+) {
+    for partition in partitions {
+        m.partition_stalled_seconds
+            .with_label_values(&[processor, topic, &partition.to_string()])
+            .set(stalled.as_secs_f64());
+    }
+}
+
+/// librdkafka reported a client-level error (all brokers down, authentication, ...).
+pub fn client_error(processor: &str, error: &rdkafka::error::KafkaError, reason: &str) {
+    tracing::error!(processor, %error, reason, "kafka client error");
+}

@@ -5,9 +5,9 @@
 //! (`<prefix>mailstream-<processor>-<instance>`), so a restarted instance fences its predecessor
 //! and its open transaction is aborted at once instead of blocking readers until it times out.
 
-use std::collections::BTreeSet;
-use std::sync::Mutex;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
@@ -19,6 +19,7 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::RuntimeConfig;
 use crate::events;
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::topology::Naming;
 
@@ -79,10 +80,21 @@ pub fn reader_config(config: &RuntimeConfig, group: &str) -> ClientConfig {
 }
 
 /// The transactional producer of a processor's outputs.
-pub fn producer_config(config: &RuntimeConfig, naming: &Naming, processor: &str) -> ClientConfig {
+///
+/// `max_record_bytes` is the largest cap of a topic it writes (dead letters included), so
+/// librdkafka's own size check never refuses what a topic takes.
+pub fn producer_config(
+    config: &RuntimeConfig,
+    naming: &Naming,
+    processor: &str,
+    max_record_bytes: usize,
+) -> ClientConfig {
     let mut client = ClientConfig::new();
     client.set("linger.ms", "5");
-    client.set("message.max.bytes", "8388608");
+    client.set(
+        "message.max.bytes",
+        max_record_bytes.max(1_048_576).to_string(),
+    );
     client.set("compression.type", "zstd");
     // A transaction that starts right after a commit often meets CONCURRENT_TRANSACTIONS while
     // the coordinator still writes the previous commit's markers (a few ms); librdkafka retries
@@ -104,23 +116,31 @@ pub fn producer_config(config: &RuntimeConfig, naming: &Naming, processor: &str)
     client
 }
 
-/// Consumer callbacks: counts rebalances (an open batch must not commit across one) and turns
-/// librdkafka statistics into the consumer-lag gauge.
+/// Consumer callbacks: counts rebalances (an open batch must not commit across one), turns
+/// librdkafka statistics into the consumer-lag gauge, and tells readiness whether the brokers
+/// are reachable.
 pub struct StreamContext {
     processor: &'static str,
     naming: Naming,
     metrics: Metrics,
+    health: Arc<Health>,
     rebalances: AtomicU64,
     /// Partitions revoked since the stream loop last looked.
     revoked: Mutex<BTreeSet<i32>>,
 }
 
 impl StreamContext {
-    pub fn new(processor: &'static str, naming: Naming, metrics: Metrics) -> Self {
+    pub fn new(
+        processor: &'static str,
+        naming: Naming,
+        metrics: Metrics,
+        health: Arc<Health>,
+    ) -> Self {
         Self {
             processor,
             naming,
             metrics,
+            health,
             rebalances: AtomicU64::new(0),
             revoked: Mutex::new(BTreeSet::new()),
         }
@@ -141,7 +161,21 @@ impl StreamContext {
 }
 
 impl ClientContext for StreamContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.health.brokers_down();
+        }
+        events::client_error(self.processor, &error, reason);
+    }
+
     fn stats(&self, statistics: Statistics) {
+        if statistics
+            .brokers
+            .values()
+            .any(|b| b.nodeid >= 0 && b.state == "UP")
+        {
+            self.health.brokers_up();
+        }
         for (topic, stats) in &statistics.topics {
             let logical = self.naming.logical(topic).unwrap_or(topic);
             for (id, partition) in &stats.partitions {
@@ -180,19 +214,119 @@ impl ConsumerContext for StreamContext {
     }
 }
 
-/// Producer callbacks: a failed delivery is logged here; the transaction it belongs to then
-/// fails to commit and is aborted and retried by the stream loop.
-pub struct DeliveryContext;
+/// Produce errors no retry can fix: the broker (or librdkafka's own check) refuses the record
+/// itself. Every other produce error may pass on a later try.
+pub fn is_unwritable(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::InvalidMessageSize
+            | RDKafkaErrorCode::MessageBatchTooLarge
+            | RDKafkaErrorCode::InvalidMessage
+            | RDKafkaErrorCode::InvalidRecord
+            | RDKafkaErrorCode::PolicyViolation
+    )
+}
+
+/// The input record a produced record was written for: a delivery's opaque.
+#[derive(Debug, Clone, Copy)]
+pub struct Source {
+    pub partition: i32,
+    pub offset: i64,
+    /// The produced record was the input's dead letter.
+    pub dead_letter: bool,
+}
+
+/// What is known of an input record whose produced records the broker refused.
+#[derive(Debug, Clone, Default)]
+pub struct Rejection {
+    pub reason: String,
+    /// The record is being retried in a transaction of its own, so a refusal now is its own
+    /// and not a batch neighbour's (the broker refuses a whole record batch at once).
+    pub alone: bool,
+    /// Its outputs were refused while it was alone: dead-letter it.
+    pub outputs_refused: bool,
+    /// Even its dead letter was refused while it was alone: dead-letter it without the value.
+    pub dead_letter_refused: bool,
+}
+
+/// Producer callbacks. A failed delivery makes its transaction fail to commit, so the stream
+/// loop aborts and re-reads the batch. When the broker refused a record for good
+/// ([`is_unwritable`]) the input it was written for is remembered here; the loop then retries
+/// that input in a transaction of its own, and dead-letters it if it is refused again. One
+/// record that cannot be written never stalls its partition, and its batch neighbours, refused
+/// with it, are not dead-lettered for it.
+#[derive(Default)]
+pub struct DeliveryContext {
+    rejected: Mutex<HashMap<(i32, i64), Rejection>>,
+}
+
+impl DeliveryContext {
+    /// Remembers that what `source` produced was refused.
+    pub fn reject(&self, source: Source, reason: String) {
+        if let Ok(mut rejected) = self.rejected.lock() {
+            let entry = rejected
+                .entry((source.partition, source.offset))
+                .or_default();
+            entry.reason = reason;
+            if entry.alone {
+                if source.dead_letter {
+                    entry.dead_letter_refused = true;
+                } else {
+                    entry.outputs_refused = true;
+                }
+            }
+        }
+    }
+
+    /// What is known of input `partition`/`offset`, if anything it produced was refused. Kept
+    /// until a batch commits, so a pass that fails for another reason does not lose it.
+    pub fn rejection(&self, partition: i32, offset: i64) -> Option<Rejection> {
+        self.rejected
+            .lock()
+            .ok()?
+            .get(&(partition, offset))
+            .cloned()
+    }
+
+    /// Input `partition`/`offset` is now processed in a transaction of its own.
+    pub fn alone(&self, partition: i32, offset: i64) {
+        if let Ok(mut rejected) = self.rejected.lock()
+            && let Some(entry) = rejected.get_mut(&(partition, offset))
+        {
+            entry.alone = true;
+        }
+    }
+
+    /// A batch committed: the rejected inputs it held are written or dead-lettered.
+    pub fn forget_all(&self) {
+        if let Ok(mut rejected) = self.rejected.lock() {
+            rejected.clear();
+        }
+    }
+
+    /// Forgets every rejection of inputs of `partition` (it moved to another member).
+    pub fn forget_partition(&self, partition: i32) {
+        if let Ok(mut rejected) = self.rejected.lock() {
+            rejected.retain(|(p, _), _| *p != partition);
+        }
+    }
+}
 
 impl ClientContext for DeliveryContext {}
 
 impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = ();
+    type DeliveryOpaque = Box<Source>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {
+    fn delivery(&self, result: &DeliveryResult<'_>, source: Self::DeliveryOpaque) {
         match result {
             // Records of an aborted transaction are purged from the queue: expected.
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::PurgeQueue), _)) => {}
+            Err((KafkaError::MessageProduction(code), _)) if is_unwritable(*code) => {
+                let reason = format!("the broker refused the record: {code}");
+                events::record_refused(source.partition, source.offset, &reason);
+                self.reject(*source, reason);
+            }
             Err((error, _)) => {
                 tracing::warn!(%error, "record delivery failed; its transaction will abort");
             }

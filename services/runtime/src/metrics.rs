@@ -2,7 +2,8 @@
 //! every metric change has a matching, named log event.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Every metric the runtime exposes on `/metrics`.
@@ -17,6 +18,7 @@ pub struct Metrics {
     pub transactions: IntCounterVec,
     pub transient_retries: IntCounterVec,
     pub consumer_lag: IntGaugeVec,
+    pub partition_stalled_seconds: GaugeVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -64,6 +66,17 @@ impl Metrics {
         registry
             .register(Box::new(consumer_lag.clone()))
             .expect("each metric is registered once");
+        let partition_stalled_seconds = GaugeVec::new(
+            Opts::new(
+                "partition_stalled_seconds",
+                "How long batches of this input partition have failed without progress (0: flowing); the reason is in /readyz and the transient-failure log.",
+            ),
+            &["processor", "topic", "partition"],
+        )
+        .expect("metric definitions are static and valid");
+        registry
+            .register(Box::new(partition_stalled_seconds.clone()))
+            .expect("each metric is registered once");
         Self {
             records_in: counter(
                 &registry,
@@ -110,6 +123,7 @@ impl Metrics {
                 &["processor"],
             ),
             consumer_lag,
+            partition_stalled_seconds,
             registry,
         }
     }

@@ -225,4 +225,10 @@ pub trait Processor: Send + 'static {
 
     /// The transaction was aborted; its records will be processed again.
     fn on_abort(&mut self) {}
+
+    /// The record `process` was just called with is dead-lettered instead: the processor
+    /// returned poison, panicked, or an output can never be written (over its topic's record
+    /// budget). None of its outputs are written, so undo what processing it changed in memory
+    /// (a state store rolls back to a [`crate::state::KeyedStore::mark`] taken before it).
+    fn undo_record(&mut self) {}
 }

@@ -151,7 +151,21 @@ impl<V: AvroRecord + Clone> KeyedStore<V> {
 
     /// The transaction aborted: undo every change since the last commit.
     pub fn rollback(&mut self) {
-        while let Some(undo) = self.undo.pop() {
+        self.rollback_to(0);
+    }
+
+    /// A point to roll back to: take one before processing a record, so the changes of a
+    /// record that ends up dead-lettered (its outputs, changelog entries included, are never
+    /// written) can be undone alone with [`KeyedStore::rollback_to`].
+    pub fn mark(&self) -> usize {
+        self.undo.len()
+    }
+
+    /// Undoes every change made since `mark` was taken.
+    pub fn rollback_to(&mut self, mark: usize) {
+        while self.undo.len() > mark
+            && let Some(undo) = self.undo.pop()
+        {
             let map = self.partitions.entry(undo.partition).or_default();
             match undo.previous {
                 Some(entry) => {
@@ -308,6 +322,27 @@ mod tests {
         assert_eq!(store.get(0, "a"), Some(&v("1")));
         assert_eq!(store.get(0, "b"), None);
         assert_eq!(out.len(), 3, "every change went to the changelog");
+    }
+
+    #[test]
+    fn rollback_to_a_mark_undoes_only_the_later_changes() {
+        let mut store = KeyedStore::new(
+            "log",
+            StoreLimits {
+                max_entries: 10,
+                max_age_ms: 1_000_000,
+            },
+        );
+        let mut out = Outputs::default();
+        store.put(0, "a", v("1"), 0, &mut out).expect("put");
+        let mark = store.mark();
+        store.put(0, "a", v("2"), 1, &mut out).expect("put");
+        store.put(0, "b", v("3"), 2, &mut out).expect("put");
+        store.rollback_to(mark);
+        assert_eq!(store.get(0, "a"), Some(&v("1")));
+        assert_eq!(store.get(0, "b"), None);
+        store.rollback();
+        assert!(store.get(0, "a").is_none());
     }
 
     #[test]

@@ -15,6 +15,16 @@ use crate::error::RuntimeError;
 /// Suffix of the dead-letter topic derived for each processor input.
 pub const DLQ_SUFFIX: &str = ".dlq";
 
+/// The topic config that caps one record batch on the broker.
+pub const MAX_MESSAGE_BYTES: &str = "max.message.bytes";
+
+/// The broker's default `message.max.bytes` (Kafka 4.x), the cap of a topic that sets none.
+pub const BROKER_DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
+
+/// Room kept under a topic's cap for what is not key or value: headers (correlation id, trace
+/// context, dead-letter reasons) and the record batch's framing.
+pub const RECORD_HEADROOM_BYTES: usize = 64 * 1024;
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Topology {
@@ -129,6 +139,15 @@ impl Topology {
             if topic.partitions.is_some_and(|p| p < 1) {
                 problems.push(format!("topic `{name}`: partitions must be >= 1"));
             }
+            if let Some(max) = topic.config.get(MAX_MESSAGE_BYTES)
+                && !max
+                    .parse::<usize>()
+                    .is_ok_and(|m| m > RECORD_HEADROOM_BYTES)
+            {
+                problems.push(format!(
+                    "topic `{name}`: {MAX_MESSAGE_BYTES} must be a byte count above {RECORD_HEADROOM_BYTES}, got `{max}`"
+                ));
+            }
             let compacted = topic
                 .config
                 .get("cleanup.policy")
@@ -218,6 +237,9 @@ impl Topology {
             .collect();
         for input in inputs {
             let source = &self.topics[input];
+            // A dead letter carries its input record unchanged plus error headers: the DLQ
+            // takes whatever its input took, and the headers' room on top.
+            let max_bytes = self.max_message_bytes(input) + RECORD_HEADROOM_BYTES;
             topics.push(ResolvedTopic {
                 name: format!("{input}{DLQ_SUFFIX}"),
                 kind: TopicKind::Dlq,
@@ -232,6 +254,7 @@ impl Topology {
                         "retention.ms".into(),
                         self.defaults.dlq_retention_ms.to_string(),
                     ),
+                    (MAX_MESSAGE_BYTES.into(), max_bytes.to_string()),
                 ]),
                 doc: format!(
                     "Dead letters of `{input}`: the original key, value and headers, plus error headers."
@@ -241,6 +264,29 @@ impl Topology {
         }
         topics.sort_by(|a, b| a.name.cmp(&b.name));
         topics
+    }
+
+    /// The broker's cap on one record batch of topic `name` (declared or derived): its
+    /// `max.message.bytes`, else the broker default.
+    pub fn max_message_bytes(&self, name: &str) -> usize {
+        if let Some(input) = name.strip_suffix(DLQ_SUFFIX)
+            && !self.topics.contains_key(name)
+        {
+            return self.max_message_bytes(input) + RECORD_HEADROOM_BYTES;
+        }
+        self.topics
+            .get(name)
+            .and_then(|t| t.config.get(MAX_MESSAGE_BYTES))
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(BROKER_DEFAULT_MAX_MESSAGE_BYTES)
+    }
+
+    /// The largest key plus value a processor may write to topic `name`: its cap less the
+    /// room for headers and framing. An output over it can never be written, so the runtime
+    /// dead-letters its input instead of retrying the batch.
+    pub fn record_budget(&self, name: &str) -> usize {
+        self.max_message_bytes(name)
+            .saturating_sub(RECORD_HEADROOM_BYTES)
     }
 
     /// Topic `name` as resolved, if it exists (declared or derived).
@@ -319,6 +365,31 @@ mod tests {
                 "{expected} missing: {names:?}"
             );
         }
+    }
+
+    #[test]
+    fn record_budgets_come_from_the_topic_caps() {
+        let topology = Topology::embedded().expect("embedded topology parses");
+        assert_eq!(topology.max_message_bytes("parsed"), 8_388_608);
+        assert_eq!(
+            topology.record_budget("parsed"),
+            8_388_608 - RECORD_HEADROOM_BYTES
+        );
+        // No cap declared: the broker's default applies.
+        assert_eq!(
+            topology.max_message_bytes("duplicates"),
+            BROKER_DEFAULT_MAX_MESSAGE_BYTES
+        );
+        // A dead-letter topic takes its input's records plus their error headers.
+        let dlq = topology.topic("parsed.dlq").expect("derived");
+        assert_eq!(
+            dlq.config[MAX_MESSAGE_BYTES],
+            (8_388_608 + RECORD_HEADROOM_BYTES).to_string()
+        );
+        assert_eq!(
+            topology.max_message_bytes("parsed.dlq"),
+            8_388_608 + RECORD_HEADROOM_BYTES
+        );
     }
 
     #[test]

@@ -85,6 +85,10 @@ pub struct RuntimeConfig {
     /// Upper bound of the backoff between retries of a transient failure.
     #[serde(default = "defaults::retry_backoff_max_ms")]
     pub retry_backoff_max_ms: u64,
+    /// `/readyz` turns not-ready once batches have failed this long without progress (a
+    /// dependency down, a partition that cannot move); 0 turns the check off.
+    #[serde(default = "defaults::stall_timeout_ms")]
+    pub stall_timeout_ms: u64,
     /// Address of the HTTP server for `/metrics`, `/healthz` and `/readyz`.
     #[serde(default = "defaults::http_addr")]
     pub http_addr: String,
@@ -120,6 +124,9 @@ mod defaults {
     }
     pub fn retry_backoff_max_ms() -> u64 {
         30_000
+    }
+    pub fn stall_timeout_ms() -> u64 {
+        60_000
     }
     pub fn http_addr() -> String {
         "0.0.0.0:8080".into()
@@ -300,14 +307,16 @@ pub fn load<P: DeserializeOwned>(
         }
     }
 
-    let runtime = deserialize_all::<RuntimeConfig>(root, None, runtime_env, &mut errors).map(|mut config| {
-        if config.instance_id.is_none() {
-            config.instance_id = source.env.get("HOSTNAME").cloned();
-        }
-        config.validate(&mut errors);
-        config
-    });
-    let processor = deserialize_all::<P>(processor_table, Some(section), processor_env, &mut errors);
+    let runtime =
+        deserialize_all::<RuntimeConfig>(root, None, runtime_env, &mut errors).map(|mut config| {
+            if config.instance_id.is_none() {
+                config.instance_id = source.env.get("HOSTNAME").cloned();
+            }
+            config.validate(&mut errors);
+            config
+        });
+    let processor =
+        deserialize_all::<P>(processor_table, Some(section), processor_env, &mut errors);
     match (runtime, processor) {
         (Some(r), Some(p)) if errors.is_empty() => Ok((r, p)),
         _ => Err(RuntimeError::Config(errors)),
@@ -564,7 +573,10 @@ mod tests {
             rt.schema_registry_password.as_ref().map(Secret::expose),
             Some("007")
         );
-        assert!(!format!("{rt:?}").contains("007"), "Debug shows the password");
+        assert!(
+            !format!("{rt:?}").contains("007"),
+            "Debug shows the password"
+        );
         assert_eq!(rt.topic_prefix, "1e3");
         assert!(demo.enabled);
         assert_eq!(rt.batch_max_ms, 250);

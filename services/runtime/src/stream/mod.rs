@@ -9,11 +9,15 @@
 //!    fenced by a newer generation fails its commit (KIP-447), and the stable transactional id
 //!    fences a crashed predecessor when its replacement starts.
 //! 4. One bad record never stops a partition: poison goes to the DLQ in the same transaction.
+//!    So does a record whose output can never be written: over its topic's record budget
+//!    (checked before anything is sent), or refused by the broker for good (remembered by the
+//!    delivery callback; the batch is re-read, that input retried in a transaction of its
+//!    own, and dead-lettered if refused again).
 
 mod batch;
 mod record;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,7 +41,7 @@ use crate::error::{ProcessError, RuntimeError};
 use crate::events;
 use crate::headers::{self, TraceContext};
 use crate::health::{self, Health};
-use crate::kafka::{self, DeliveryContext, StreamContext};
+use crate::kafka::{self, DeliveryContext, Rejection, Source, StreamContext};
 use crate::metrics::Metrics;
 use crate::processor::{AvroRecord, Incoming, Outputs, Processor, RecordMeta};
 use crate::shutdown::Shutdown;
@@ -53,12 +57,23 @@ type EncodedOutput = (String, Option<i32>, Option<String>, Option<Vec<u8>>);
 
 /// Why a batch ended without committing.
 enum BatchFailure {
-    /// Abort and re-read the batch; `backoff` when the cause may persist for a while.
+    /// Abort and re-read the batch; `backoff` when the cause may persist for a while (the
+    /// partitions then count as stalled until a batch commits).
     Retry {
         reason: String,
         backoff: bool,
     },
     Fatal(RuntimeError),
+}
+
+impl BatchFailure {
+    /// Abort and re-read at once: nothing outside needs time to recover.
+    fn reread(reason: impl Into<String>) -> Self {
+        Self::Retry {
+            reason: reason.into(),
+            backoff: false,
+        }
+    }
 }
 
 impl From<RuntimeError> for BatchFailure {
@@ -91,7 +106,7 @@ pub async fn run<P: Processor>(
     metrics: Metrics,
     shutdown: Shutdown,
 ) -> Result<(), RuntimeError> {
-    let health = Health::new();
+    let health = Health::with_stall_timeout(Duration::from_millis(config.stall_timeout_ms));
     let bound = health::serve(&config.http_addr, health.clone(), metrics.clone()).await?;
     tracing::info!(processor = P::NAME, http = %bound, "serving /metrics, /healthz, /readyz");
     let mut stream = Stream::new(config, &topology, processor, metrics, health)?;
@@ -117,6 +132,10 @@ struct Stream<P: Processor> {
     assigned: BTreeSet<i32>,
     /// The rebalance count the processor's view of the assignment is from.
     known_rebalances: u64,
+    /// The largest key plus value each declared output takes (logical topic → bytes).
+    budgets: BTreeMap<String, usize>,
+    /// Partitions counted as stalled in the metrics, to clear once a batch commits.
+    stalled: BTreeSet<i32>,
 }
 
 impl<P: Processor> Stream<P> {
@@ -132,14 +151,27 @@ impl<P: Processor> Stream<P> {
             RuntimeError::Topology(format!("processor `{}` has no input topic", P::NAME))
         })?;
         let naming = Naming::new(config.topic_prefix.clone());
-        let context = StreamContext::new(P::NAME, naming.clone(), metrics.clone());
+        let dlq = format!("{input}{DLQ_SUFFIX}");
+        let budgets: BTreeMap<String, usize> = spec
+            .outputs
+            .iter()
+            .map(|t| (t.clone(), topology.record_budget(t)))
+            .collect();
+        let max_record_bytes = spec
+            .outputs
+            .iter()
+            .chain([&dlq])
+            .map(|t| topology.max_message_bytes(t))
+            .max()
+            .unwrap_or_default();
+        let context = StreamContext::new(P::NAME, naming.clone(), metrics.clone(), health.clone());
         let consumer: StreamConsumer<StreamContext> =
             kafka::consumer_config(&config, &naming, P::NAME)
                 .create_with_context(context)
                 .map_err(|e| RuntimeError::kafka("creating the consumer", e))?;
         let producer: ThreadedProducer<DeliveryContext> =
-            kafka::producer_config(&config, &naming, P::NAME)
-                .create_with_context(DeliveryContext)
+            kafka::producer_config(&config, &naming, P::NAME, max_record_bytes)
+                .create_with_context(DeliveryContext::default())
                 .map_err(|e| RuntimeError::kafka("creating the transactional producer", e))?;
         let codec = AvroCodec::new(
             registry_settings(&config)?,
@@ -149,7 +181,7 @@ impl<P: Processor> Stream<P> {
         )?;
         Ok(Self {
             input_topic: naming.topic(&input),
-            dlq_topic: naming.topic(&format!("{input}{DLQ_SUFFIX}")),
+            dlq_topic: naming.topic(&dlq),
             input,
             processor,
             config,
@@ -161,6 +193,8 @@ impl<P: Processor> Stream<P> {
             health,
             assigned: BTreeSet::new(),
             known_rebalances: 0,
+            budgets,
+            stalled: BTreeSet::new(),
         })
     }
 
@@ -191,10 +225,9 @@ impl<P: Processor> Stream<P> {
             let outcome = match self.fill_batch(&mut batch, &mut shutdown).await {
                 Ok(()) if batch.is_empty() => continue,
                 Ok(()) if batch.saw_rebalance(self.consumer.context().rebalances()) => {
-                    Err(BatchFailure::Retry {
-                        reason: "the partition assignment changed while the batch was open".into(),
-                        backoff: false,
-                    })
+                    Err(BatchFailure::reread(
+                        "the partition assignment changed while the batch was open",
+                    ))
                 }
                 Ok(()) => self.commit(&batch).await,
                 Err(failure) => Err(failure),
@@ -203,6 +236,8 @@ impl<P: Processor> Stream<P> {
                 Ok(()) => {
                     backoff.reset();
                     self.processor.on_commit();
+                    self.producer.context().forget_all();
+                    self.progressed();
                 }
                 Err(BatchFailure::Retry {
                     reason,
@@ -212,6 +247,16 @@ impl<P: Processor> Stream<P> {
                     if wait {
                         let delay = backoff.next_delay();
                         events::transient_failure(&self.metrics, P::NAME, &reason, delay);
+                        let partitions: Vec<i32> = batch.partitions().collect();
+                        let stalled = self.health.failed(partitions.clone(), &reason);
+                        events::partitions_stalled(
+                            &self.metrics,
+                            P::NAME,
+                            &self.input,
+                            &partitions,
+                            stalled,
+                        );
+                        self.stalled.extend(partitions);
                         tokio::select! {
                             _ = tokio::time::sleep(delay) => {}
                             _ = shutdown.wait() => {}
@@ -255,25 +300,32 @@ impl<P: Processor> Stream<P> {
                 r = tokio::time::timeout(wait, self.consumer.recv()) => r,
             };
             let message = match received {
+                // Nothing to read: caught up, which is progress too.
+                Err(_) if batch.is_empty() => {
+                    self.progressed();
+                    continue;
+                }
                 Err(_) => continue,
                 Ok(Err(error)) => {
                     tracing::warn!(processor = P::NAME, %error, "consumer error");
                     continue;
                 }
-                Ok(Ok(message)) => ConsumedRecord::from_message(&message),
+                Ok(Ok(message)) => {
+                    self.health.brokers_up();
+                    ConsumedRecord::from_message(&message)
+                }
             };
             let rebalances = self.consumer.context().rebalances();
             if rebalances != self.known_rebalances {
                 if !batch.is_empty() {
                     // Abort; the rewind covers this record's partition too.
                     batch.track(message.partition, message.offset, 0);
-                    return Err(BatchFailure::Retry {
-                        reason: "the partition assignment changed while the batch was open".into(),
-                        backoff: false,
-                    });
+                    return Err(BatchFailure::reread(
+                        "the partition assignment changed while the batch was open",
+                    ));
                 }
                 if let Err(failure) = self.sync_assignment(rebalances).await {
-                    self.unread(&message);
+                    self.unread(&message)?;
                     return Err(failure);
                 }
             }
@@ -286,12 +338,26 @@ impl<P: Processor> Stream<P> {
                 // this is the assignment the whole batch must still hold at commit.
                 batch.start(self.consumer.context().rebalances());
             }
+            // A record something was refused for goes in a transaction of its own, so what
+            // the broker refuses next time is surely its own.
+            let suspect = self
+                .producer
+                .context()
+                .rejection(message.partition, message.offset)
+                .is_some();
+            if suspect && !batch.is_empty() {
+                self.unread(&message)?;
+                return Ok(());
+            }
             batch.track(
                 message.partition,
                 message.offset,
                 message.payload.as_ref().map_or(0, Vec::len),
             );
             self.handle(message).await?;
+            if suspect {
+                return Ok(());
+            }
         }
     }
 
@@ -317,6 +383,9 @@ impl<P: Processor> Stream<P> {
         let gained: Vec<i32> = current.difference(&kept).copied().collect();
         if !lost.is_empty() {
             self.processor.on_revoked(&lost);
+            for &partition in &lost {
+                self.producer.context().forget_partition(partition);
+            }
         }
         if !gained.is_empty() {
             let ctx = RestoreContext {
@@ -351,15 +420,25 @@ impl<P: Processor> Stream<P> {
     }
 
     /// Puts a consumed record back: the next poll returns it again.
-    fn unread(&self, record: &ConsumedRecord) {
-        if let Err(error) = self.consumer.seek(
-            &self.input_topic,
-            record.partition,
-            Offset::Offset(record.offset),
-            Duration::from_secs(10),
-        ) {
-            tracing::warn!(processor = P::NAME, %error, "could not rewind after a failed restore");
-        }
+    /// Failing to is fatal: the next poll would return the record after it, and committing
+    /// past it would lose it (a restart reads from the committed offsets instead).
+    fn unread(&self, record: &ConsumedRecord) -> Result<(), BatchFailure> {
+        self.consumer
+            .seek(
+                &self.input_topic,
+                record.partition,
+                Offset::Offset(record.offset),
+                Duration::from_secs(10),
+            )
+            .map_err(|e| {
+                BatchFailure::Fatal(RuntimeError::kafka(
+                    format!(
+                        "putting back offset {} of partition {}",
+                        record.offset, record.partition
+                    ),
+                    e,
+                ))
+            })
     }
 
     /// Processes one record and sends its outputs, or its dead letter.
@@ -368,6 +447,24 @@ impl<P: Processor> Stream<P> {
         let correlation_id = record
             .header_str(headers::CORRELATION_ID)
             .unwrap_or_else(|| format!("{}-{}-{}", self.input, record.partition, record.offset));
+        let source = Source {
+            partition: record.partition,
+            offset: record.offset,
+            dead_letter: false,
+        };
+        // Something this record produced was refused on an earlier pass: it is alone now.
+        if let Some(rejection) = self
+            .producer
+            .context()
+            .rejection(record.partition, record.offset)
+        {
+            self.producer
+                .context()
+                .alone(record.partition, record.offset);
+            if rejection.outputs_refused || rejection.dead_letter_refused {
+                return self.dead_letter_rejected(&record, rejection, started).await;
+            }
+        }
         let incoming_traceparent = record.header_str(headers::TRACEPARENT);
         let trace = incoming_traceparent
             .as_deref()
@@ -410,39 +507,14 @@ impl<P: Processor> Stream<P> {
                         key.as_deref().map(str::as_bytes),
                         payload.as_deref(),
                         headers,
+                        source,
                     )
                     .await?;
                     events::record_produced(&self.metrics, P::NAME, &topic);
                 }
             }
             Err(ProcessError::Poison { class, reason }) => {
-                let letter = DeadLetter {
-                    processor: P::NAME,
-                    topic: &self.input,
-                    partition: record.partition,
-                    offset: record.offset,
-                    class: &class,
-                    reason: &reason,
-                };
-                let headers = letter.headers(&record.headers);
-                let dlq = self.dlq_topic.clone();
-                self.send(
-                    &dlq,
-                    None,
-                    record.key_bytes(),
-                    record.payload.as_deref(),
-                    headers,
-                )
-                .await?;
-                events::record_dead_lettered(
-                    &self.metrics,
-                    P::NAME,
-                    &self.input,
-                    record.partition,
-                    record.offset,
-                    &class,
-                    &reason,
-                );
+                self.dead_letter(&record, &class, &reason, true).await?;
             }
             Err(ProcessError::Transient(reason)) => {
                 return Err(BatchFailure::Retry {
@@ -458,7 +530,70 @@ impl<P: Processor> Stream<P> {
         Ok(())
     }
 
-    /// Decode, process and encode; nothing is sent until every output encoded.
+    /// Dead-letters a record whose outputs (or whose dead letter) the broker refused for good.
+    async fn dead_letter_rejected(
+        &mut self,
+        record: &ConsumedRecord,
+        rejection: Rejection,
+        started: Instant,
+    ) -> Result<(), BatchFailure> {
+        if rejection.dead_letter_refused {
+            // Even the record itself did not fit the DLQ: the letter keeps the key, the
+            // headers and where to read the value (the input topic, until its retention).
+            let reason = format!(
+                "{}; the value was left out of this dead letter (read it at {}/{}/{})",
+                rejection.reason, self.input, record.partition, record.offset
+            );
+            self.dead_letter(record, "dead-letter-refused", &reason, false)
+                .await?;
+        } else {
+            self.dead_letter(record, "output-refused", &rejection.reason, true)
+                .await?;
+        }
+        events::record_consumed(&self.metrics, P::NAME, &self.input, started.elapsed());
+        Ok(())
+    }
+
+    /// Sends `record` (its value unless `with_value` is false) to the DLQ with the reason.
+    async fn dead_letter(
+        &mut self,
+        record: &ConsumedRecord,
+        class: &str,
+        reason: &str,
+        with_value: bool,
+    ) -> Result<(), BatchFailure> {
+        let letter = DeadLetter {
+            processor: P::NAME,
+            topic: &self.input,
+            partition: record.partition,
+            offset: record.offset,
+            class,
+            reason,
+        };
+        let headers = letter.headers(&record.headers);
+        let dlq = self.dlq_topic.clone();
+        let payload = record.payload.as_deref().filter(|_| with_value);
+        let source = Source {
+            partition: record.partition,
+            offset: record.offset,
+            dead_letter: true,
+        };
+        self.send(&dlq, None, record.key_bytes(), payload, headers, source)
+            .await?;
+        events::record_dead_lettered(
+            &self.metrics,
+            P::NAME,
+            &self.input,
+            record.partition,
+            record.offset,
+            class,
+            reason,
+        );
+        Ok(())
+    }
+
+    /// Decode, process and encode; nothing is sent until every output encoded. When the record
+    /// ends up poison after the processor saw it, the processor undoes what it changed.
     async fn process(
         &mut self,
         record: &ConsumedRecord,
@@ -479,12 +614,31 @@ impl<P: Processor> Stream<P> {
             },
         };
         let mut out = Outputs::default();
-        AssertUnwindSafe(self.processor.process(incoming, &mut out))
+        let result = match AssertUnwindSafe(self.processor.process(incoming, &mut out))
             .catch_unwind()
             .await
-            .map_err(|panic| ProcessError::poison("panic", panic_message(&panic)))??;
+        {
+            Err(panic) => Err(ProcessError::poison("panic", panic_message(&panic))),
+            Ok(Err(error)) => Err(error),
+            Ok(Ok(())) => self.encode(out).await,
+        };
+        if matches!(result, Err(ProcessError::Poison { .. })) {
+            self.processor.undo_record();
+        }
+        result
+    }
+
+    /// Encodes a record's outputs, each checked against its topic's record budget.
+    async fn encode(&mut self, out: Outputs) -> Result<Vec<EncodedOutput>, ProcessError> {
         let mut encoded = Vec::with_capacity(out.records.len());
         for emitted in out.records {
+            let Some(&budget) = self.budgets.get(&emitted.topic) else {
+                return Err(ProcessError::fatal(format!(
+                    "processor `{}` wrote to `{}`, which is not one of its outputs in the topology",
+                    P::NAME,
+                    emitted.topic
+                )));
+            };
             let payload = match emitted.value {
                 Some(value) => {
                     let (id, writer) = self.codec.output(&emitted.topic).await?;
@@ -492,12 +646,25 @@ impl<P: Processor> Stream<P> {
                 }
                 None => None,
             };
+            let size =
+                emitted.key.as_ref().map_or(0, String::len) + payload.as_ref().map_or(0, Vec::len);
+            if size > budget {
+                return Err(ProcessError::poison(
+                    "record-too-large",
+                    format!(
+                        "the `{}` record would be {size} bytes; the topic takes at most {budget} (key and value)",
+                        emitted.topic
+                    ),
+                ));
+            }
             encoded.push((emitted.topic, emitted.partition, emitted.key, payload));
         }
         Ok(encoded)
     }
 
     /// Sends one record inside the open transaction, waiting while the local queue is full.
+    /// A record librdkafka refuses for good marks `source` as rejected and re-reads the batch,
+    /// whose next pass dead-letters it.
     async fn send(
         &self,
         topic: &str,
@@ -505,8 +672,10 @@ impl<P: Processor> Stream<P> {
         key: Option<&[u8]>,
         payload: Option<&[u8]>,
         headers: OwnedHeaders,
+        source: Source,
     ) -> Result<(), BatchFailure> {
-        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).headers(headers);
+        let mut record: BaseRecord<'_, [u8], [u8], Box<Source>> =
+            BaseRecord::with_opaque_to(topic, Box::new(source)).headers(headers);
         if let Some(key) = key {
             record = record.key(key);
         }
@@ -523,10 +692,31 @@ impl<P: Processor> Stream<P> {
                     record = back;
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
+                Err((KafkaError::MessageProduction(code), _)) if kafka::is_unwritable(code) => {
+                    let reason = format!("producing to {topic}: {code}");
+                    events::record_refused(source.partition, source.offset, &reason);
+                    self.producer.context().reject(source, reason.clone());
+                    return Err(BatchFailure::reread(reason));
+                }
                 Err((error, _)) => {
                     return Err(txn_failure(&format!("producing to {topic}"), error));
                 }
             }
+        }
+    }
+
+    /// The stream made progress: whatever stalled it is over.
+    fn progressed(&mut self) {
+        self.health.progressed();
+        if !self.stalled.is_empty() {
+            let partitions: Vec<i32> = std::mem::take(&mut self.stalled).into_iter().collect();
+            events::partitions_stalled(
+                &self.metrics,
+                P::NAME,
+                &self.input,
+                &partitions,
+                Duration::ZERO,
+            );
         }
     }
 

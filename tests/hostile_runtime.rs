@@ -1,0 +1,227 @@
+//! Records that can never be written, and a partition that cannot move, through the
+//! pass-through processor on the real stack: an output over its topic's record budget is
+//! dead-lettered before anything is sent; an output the broker refuses (its topic's cap drifted
+//! below the topology's) is retried alone and then dead-lettered, while its batch neighbours
+//! still come out exactly once; a stalled partition turns `/readyz` not-ready with the reason,
+//! names itself in a metric, and recovers on its own.
+
+use std::time::{Duration, Instant};
+
+use apache_avro::types::Value;
+use mailstream_tests::pipeline::metric_sum;
+use mailstream_tests::{
+    Seen, TestEnv, bench_record, collect, decode, free_port, http_get, terminate,
+};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
+
+const IN: &str = "bench.in";
+const OUT: &str = "bench.out";
+const DLQ: &str = "bench.in.dlq";
+
+/// Sets topic configs on the broker behind the topology's back (drift an operator could make).
+async fn alter_topic(env: &TestEnv, logical: &str, entries: &[(&str, &str)]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &env.stack.bootstrap)
+        .create()
+        .expect("admin client");
+    let topic = env.topic(logical);
+    let config = entries.iter().fold(
+        AlterConfig::new(ResourceSpecifier::Topic(&topic)),
+        |c, (k, v)| c.set(k, v),
+    );
+    let results = admin
+        .alter_configs(&[config], &AdminOptions::new())
+        .await
+        .expect("alter configs");
+    for result in results {
+        result.expect("topic config altered");
+    }
+}
+
+async fn ids(env: &TestEnv, seen: &[Seen]) -> Vec<String> {
+    let mut ids = Vec::new();
+    for record in seen {
+        let value = decode(env.registry(), record.payload.as_deref().expect("payload")).await;
+        let Value::Record(fields) = value else {
+            panic!("not a record")
+        };
+        let id = fields
+            .into_iter()
+            .find_map(|(name, v)| match (name.as_str(), v) {
+                ("id", Value::String(s)) => Some(s),
+                _ => None,
+            })
+            .expect("an id");
+        ids.push(id);
+    }
+    ids
+}
+
+/// Produces bench records `(id, payload size)` under one key, so they share a partition.
+async fn produce(env: &TestEnv, records: &[(&str, usize)]) {
+    let mut encoded = Vec::new();
+    for (id, size) in records {
+        encoded.push((
+            "same".to_string(),
+            env.encode(IN, bench_record(id, *size)).await,
+        ));
+    }
+    env.produce(IN, encoded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_over_its_topic_budget_is_dead_lettered_and_the_stream_goes_on() {
+    let env = TestEnv::new("budget");
+    // bench.out takes the broker default (1,048,588 bytes); its record budget is 64 KiB less.
+    produce(&env, &[("before", 10), ("huge", 990_000), ("after", 10)]).await;
+    let mut child = env.spawn("passthrough", "a", &[]);
+    let out = collect(
+        &env.consumer(&[OUT]),
+        2,
+        Duration::from_secs(60),
+        Duration::from_secs(2),
+    )
+    .await;
+    let dlq = collect(
+        &env.consumer(&[DLQ]),
+        1,
+        Duration::from_secs(30),
+        Duration::from_secs(1),
+    )
+    .await;
+    terminate(&mut child, Duration::from_secs(30));
+    assert_eq!(ids(&env, &out).await, ["before", "after"]);
+    assert_eq!(dlq.len(), 1, "only the oversized record is dead-lettered");
+    let h = &dlq[0].headers;
+    assert_eq!(h["mailstream.error.class"], "record-too-large");
+    assert!(h["mailstream.error.message"].contains("bench.out"), "{h:?}");
+    assert_eq!(h["mailstream.error.source.offset"], "1");
+    assert!(
+        dlq[0].payload.as_ref().is_some_and(|p| p.len() > 990_000),
+        "the dead letter keeps the original value"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_the_broker_refuses_is_retried_alone_then_dead_lettered() {
+    let env = TestEnv::new("refused");
+    // The broker now takes less than the topology says: the runtime's own check passes the
+    // 200 KB record, the broker refuses it (MESSAGE_TOO_LARGE).
+    alter_topic(&env, OUT, &[("max.message.bytes", "100000")]).await;
+    produce(
+        &env,
+        &[("one", 10), ("two", 10), ("big", 200_000), ("three", 10)],
+    )
+    .await;
+    let mut child = env.spawn("passthrough", "a", &[]);
+    let out = collect(
+        &env.consumer(&[OUT]),
+        3,
+        Duration::from_secs(90),
+        Duration::from_secs(3),
+    )
+    .await;
+    let dlq = collect(
+        &env.consumer(&[DLQ]),
+        1,
+        Duration::from_secs(30),
+        Duration::from_secs(1),
+    )
+    .await;
+    terminate(&mut child, Duration::from_secs(30));
+    assert_eq!(
+        ids(&env, &out).await,
+        ["one", "two", "three"],
+        "the refused record's neighbours come out exactly once, in order"
+    );
+    assert_eq!(dlq.len(), 1, "only the refused record is dead-lettered");
+    let h = &dlq[0].headers;
+    assert_eq!(h["mailstream.error.class"], "output-refused");
+    assert!(h["mailstream.error.message"].contains("too large"), "{h:?}");
+    assert_eq!(h["mailstream.error.source.offset"], "2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_partition_turns_readiness_off_with_the_reason_and_recovers() {
+    let env = TestEnv::new("stall");
+    // The broker refuses every record written to bench.out as too old (INVALID_TIMESTAMP, a
+    // failure a retry can fix: the clock or the setting may change), until the operator puts
+    // the setting back.
+    alter_topic(&env, OUT, &[("message.timestamp.before.max.ms", "1")]).await;
+    produce(&env, &[("stuck", 10)]).await;
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut child = env.spawn(
+        "passthrough",
+        "a",
+        &[
+            ("MAILSTREAM_HTTP_ADDR", http.as_str()),
+            ("MAILSTREAM_STALL_TIMEOUT_MS", "2000"),
+            ("MAILSTREAM_RETRY_BACKOFF_MAX_MS", "1000"),
+            ("MAILSTREAM_RDKAFKA_MESSAGE_TIMEOUT_MS", "2000"),
+        ],
+    );
+    let started = Instant::now();
+    let (status, body) = loop {
+        let (status, body) = http_get(&format!("http://{http}/readyz")).await;
+        if status == 503 && body.contains("no progress") {
+            break (status, body);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "readiness never reported the stall; last: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(status, 503);
+    assert!(body.contains("partitions ["), "{body}");
+    let metrics = http_get(&format!("http://{http}/metrics")).await.1;
+    assert!(
+        metrics.contains("mailstream_partition_stalled_seconds{"),
+        "the stall metric is served: {metrics}"
+    );
+    assert!(
+        metric_sum(&metrics, "mailstream_partition_stalled_seconds") > 0.0,
+        "the stalled partition is named in the metric"
+    );
+    assert_eq!(
+        http_get(&format!("http://{http}/healthz")).await.0,
+        200,
+        "a stalled stream is alive: restarting it would not help"
+    );
+
+    alter_topic(
+        &env,
+        OUT,
+        &[("message.timestamp.before.max.ms", "9223372036854775807")],
+    )
+    .await;
+    let out = collect(
+        &env.consumer(&[OUT]),
+        1,
+        Duration::from_secs(90),
+        Duration::from_secs(1),
+    )
+    .await;
+    assert_eq!(
+        ids(&env, &out).await,
+        ["stuck"],
+        "the record comes out once"
+    );
+    let started = Instant::now();
+    while http_get(&format!("http://{http}/readyz")).await.0 != 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "readiness did not come back"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let metrics = http_get(&format!("http://{http}/metrics")).await.1;
+    assert_eq!(
+        metric_sum(&metrics, "mailstream_partition_stalled_seconds"),
+        0.0,
+        "the metric clears once the partition moves"
+    );
+    terminate(&mut child, Duration::from_secs(30));
+}
