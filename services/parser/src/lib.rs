@@ -19,6 +19,7 @@
 
 pub mod attachments;
 pub mod bodies;
+pub mod limits;
 pub mod mbox;
 pub mod normalize;
 pub mod parse;
@@ -28,6 +29,7 @@ pub mod signals;
 
 use mailstream_runtime::blob::BlobStore;
 use mailstream_runtime::records::RawEmail;
+use mailstream_runtime::topology::Topology;
 use mailstream_runtime::{Incoming, Outputs, ProcessError, Processor, RuntimeError};
 
 pub use parse::{ParseContext, ParseFailure, Parsed, parse_message, parse_with_attachments};
@@ -42,11 +44,14 @@ pub struct Parser {
     blobs: BlobStore,
     store_attachments: bool,
     policy: AttachmentPolicy,
+    max_body_bytes: usize,
 }
 
 impl Parser {
     /// Builds the processor from its settings (opens the blob store).
     pub fn new(settings: ParserSettings) -> Result<Self, RuntimeError> {
+        let budget = Topology::embedded()?.record_budget(OUTPUT);
+        settings.check_limits(budget)?;
         let blobs = BlobStore::open(&settings.blob_url, &[]).map_err(|e| {
             RuntimeError::Config(vec![format!(
                 "key `parser.blob_url` (env MAILSTREAM_PARSER_BLOB_URL): {e}"
@@ -56,6 +61,7 @@ impl Parser {
             blobs,
             store_attachments: settings.store_attachments,
             policy: AttachmentPolicy::from_list(&settings.allowed_extensions),
+            max_body_bytes: settings.max_body_bytes,
         })
     }
 
@@ -95,16 +101,26 @@ impl Processor for Parser {
             received_at: email.received_at,
             envelope: email.envelope,
             policy: self.policy.clone(),
+            max_body_bytes: self.max_body_bytes,
         };
         let poison = |f: ParseFailure| ProcessError::poison(f.class, f.reason);
         let record = if self.store_attachments {
             let Parsed {
                 mut record,
                 attachment_bytes,
+                cut_bodies,
             } = parse_with_attachments(&raw, &ctx).map_err(poison)?;
+            drop(raw);
             for (attachment, bytes) in record.attachments.iter_mut().zip(attachment_bytes) {
                 let (uri, _) = self.blobs.put(bytes).await?;
                 attachment.blob_uri = Some(uri);
+            }
+            // A body cut to the record's limits is kept whole beside the attachments.
+            for cut in cut_bodies {
+                let (uri, _) = self.blobs.put(cut.whole.into_bytes()).await?;
+                if let Some(entry) = record.truncated.get_mut(cut.entry) {
+                    entry.blob_uri = Some(uri);
+                }
             }
             record
         } else {

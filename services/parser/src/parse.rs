@@ -21,19 +21,34 @@ use mailstream_runtime::records::{Envelope, ParsedEmail};
 
 use crate::attachments::{self, Extracted};
 use crate::bodies;
+use crate::limits::{self, CutBody};
 use crate::normalize;
 use crate::reply;
 use crate::settings::AttachmentPolicy;
 use crate::signals;
 
-/// What `parse_message` needs besides the bytes: where the email came from.
-#[derive(Debug, Clone, Default)]
+/// What `parse_message` needs besides the bytes: where the email came from, and the limits.
+#[derive(Debug, Clone)]
 pub struct ParseContext {
     pub ingest_id: String,
     /// Milliseconds since the epoch.
     pub received_at: i64,
     pub envelope: Envelope,
     pub policy: AttachmentPolicy,
+    /// The longest body kept in the record ([`crate::limits`]).
+    pub max_body_bytes: usize,
+}
+
+impl Default for ParseContext {
+    fn default() -> Self {
+        Self {
+            ingest_id: String::new(),
+            received_at: 0,
+            envelope: Envelope::default(),
+            policy: AttachmentPolicy::default(),
+            max_body_bytes: limits::DEFAULT_MAX_BODY_BYTES,
+        }
+    }
 }
 
 /// Why a message could not be parsed: `class` is the dead-letter class.
@@ -56,6 +71,8 @@ impl std::error::Error for ParseFailure {}
 pub struct Parsed {
     pub record: ParsedEmail,
     pub attachment_bytes: Vec<Vec<u8>>,
+    /// Bodies cut to the limits, whole, for the blob store.
+    pub cut_bodies: Vec<CutBody>,
 }
 
 /// mail-parser's header dispatch table, built once.
@@ -169,7 +186,7 @@ fn build(raw: &[u8], ctx: &ParseContext, keep_bytes: bool) -> Result<Parsed, Par
         attachments::extract(&message, &ctx.policy, keep_bytes, &mut warnings);
 
     let from_email = from.as_ref().map(|a| a.email.as_str());
-    let record = ParsedEmail {
+    let mut record = ParsedEmail {
         message_id,
         message_id_generated,
         ingest_id: ctx.ingest_id.clone(),
@@ -207,10 +224,15 @@ fn build(raw: &[u8], ctx: &ParseContext, keep_bytes: bool) -> Result<Parsed, Par
         html,
         attachments: extracted.iter().map(|e| e.record.clone()).collect(),
         warnings,
+        truncated: Vec::new(),
     };
+    let cut_bodies = limits::bound(&mut record, ctx.max_body_bytes);
+    let mut attachment_bytes: Vec<Vec<u8>> = extracted.into_iter().map(|e| e.bytes).collect();
+    attachment_bytes.truncate(record.attachments.len());
     Ok(Parsed {
         record,
-        attachment_bytes: extracted.into_iter().map(|e| e.bytes).collect(),
+        attachment_bytes,
+        cut_bodies,
     })
 }
 

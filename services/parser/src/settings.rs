@@ -5,8 +5,12 @@
 //! | `blob_url` | `file:///var/lib/mailstream/blobs` | blob store of claim-checked raw messages (the one ingest writes to) and of attachments |
 //! | `store_attachments` | `true` | write each attachment's bytes to the blob store and put its URI in the record |
 //! | `allowed_extensions` | see [`DEFAULT_ALLOWED_EXTENSIONS`] | the attachment allowlist: comma-separated file extensions that are not flagged `executable` |
+//! | `max_body_bytes` | `1048576` (1 MiB) | the longest text or HTML body kept in the record; a longer one is cut, flagged in `truncated` and stored whole in the blob store ([`crate::limits`]) |
 
+use mailstream_runtime::RuntimeError;
 use serde::Deserialize;
+
+use crate::limits;
 
 /// Extensions of documents, media and archives that the attachment policy lets through. An
 /// attachment is flagged `executable` unless its extension is on this list *and* its content is
@@ -28,6 +32,9 @@ pub struct ParserSettings {
     /// Comma-separated allowlist of attachment extensions.
     #[serde(default = "default_allowed_extensions")]
     pub allowed_extensions: String,
+    /// The longest text or HTML body kept in the record (bytes).
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
 }
 
 impl Default for ParserSettings {
@@ -36,8 +43,13 @@ impl Default for ParserSettings {
             blob_url: default_blob_url(),
             store_attachments: true,
             allowed_extensions: default_allowed_extensions(),
+            max_body_bytes: default_max_body_bytes(),
         }
     }
+}
+
+fn default_max_body_bytes() -> usize {
+    crate::limits::DEFAULT_MAX_BODY_BYTES
 }
 
 fn default_blob_url() -> String {
@@ -50,6 +62,25 @@ fn default_true() -> bool {
 
 fn default_allowed_extensions() -> String {
     DEFAULT_ALLOWED_EXTENSIONS.into()
+}
+
+/// Room kept in a `parsed` record's budget for what the resolver and scorer add when they
+/// embed it in `resolved` and `scored` (resolution, breakdown, evidence).
+pub const DOWNSTREAM_ROOM_BYTES: usize = 512 * 1024;
+
+impl ParserSettings {
+    /// Refuses a `max_body_bytes` whose largest record would not fit `budget` (the `parsed`
+    /// topic's record budget) with room for the stages downstream.
+    pub fn check_limits(&self, budget: usize) -> Result<(), RuntimeError> {
+        let bound = limits::max_record_bytes(self.max_body_bytes);
+        if self.max_body_bytes < 1024 || bound + DOWNSTREAM_ROOM_BYTES > budget {
+            return Err(RuntimeError::Config(vec![format!(
+                "key `parser.max_body_bytes` (env MAILSTREAM_PARSER_MAX_BODY_BYTES): must be at least 1024 and leave the largest record ({bound} bytes) {DOWNSTREAM_ROOM_BYTES} bytes under the `parsed` budget of {budget}; got {}",
+                self.max_body_bytes
+            )]));
+        }
+        Ok(())
+    }
 }
 
 /// The attachment allowlist, parsed.
@@ -84,6 +115,18 @@ impl Default for AttachmentPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn body_limits_that_would_pass_the_topic_cap_are_refused() {
+        let budget = 8 * 1024 * 1024 - 64 * 1024;
+        assert!(ParserSettings::default().check_limits(budget).is_ok());
+        let huge = ParserSettings {
+            max_body_bytes: 4 * 1024 * 1024,
+            ..ParserSettings::default()
+        };
+        let err = huge.check_limits(budget).expect_err("too large");
+        assert!(err.to_string().contains("parser.max_body_bytes"), "{err}");
+    }
 
     #[test]
     fn policy_parses_the_list() {

@@ -10,7 +10,8 @@ mod tables;
 
 pub use crm::CrmResult;
 pub use parsed::{
-    Address, Attachment, AuthResults, AutoReply, Bounce, Disposition, Header, ListInfo, ParsedEmail,
+    Address, Attachment, AuthResults, AutoReply, Bounce, Disposition, Header, ListInfo,
+    ParsedEmail, Truncation,
 };
 pub use raw_email::{Envelope, IngestSource, RawEmail};
 pub use resolved::{AccountMatch, ContactMatch, NewContactProposal, ResolvedEmail};

@@ -82,6 +82,17 @@ pub struct Header {
     pub value: String,
 }
 
+/// A field the parser cut to its size limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Truncation {
+    /// `text`, `html`, `headers`, `to`, ...
+    pub field: String,
+    /// Bytes (entries, for a list) before the cut.
+    pub original_size: i64,
+    /// The whole value in the blob store, when it was stored.
+    pub blob_uri: Option<String>,
+}
+
 /// A normalized email: what the parser made of one raw-email record.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ParsedEmail {
@@ -117,6 +128,8 @@ pub struct ParsedEmail {
     pub list: Option<ListInfo>,
     pub headers: Vec<Header>,
     pub warnings: Vec<String>,
+    /// What was cut to keep the record bounded (empty for almost every email).
+    pub truncated: Vec<Truncation>,
 }
 
 #[cfg(test)]
@@ -185,6 +198,11 @@ mod tests {
                 value: "Grüße".into(),
             }],
             warnings: vec!["repaired".into()],
+            truncated: vec![Truncation {
+                field: "text".into(),
+                original_size: 2_000_000,
+                blob_uri: Some("file:///tmp/b/cd".into()),
+            }],
         };
         assert_eq!(through_schema("parsed.avsc", email.clone()), email);
         let empty = ParsedEmail::default();
