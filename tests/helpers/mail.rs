@@ -123,7 +123,40 @@ pub fn swaks(port: u16, file: &Path, to: &str) -> (i32, String) {
         .arg(format!("@{}", file.display())))
 }
 
+/// The envelope headers [`curl`] sends.
+pub const CURL_RCPT_TO: &str = "deals+acme@in.example.com, ops@example.org";
+pub const CURL_MAIL_FROM: &str = "carol@sender.test";
+
+/// The signature of a [`curl`] request: v2, over its envelope headers and `body`.
 pub fn sign(timestamp: &str, body: &[u8]) -> String {
+    sign_v2(timestamp, Some(CURL_RCPT_TO), Some(CURL_MAIL_FROM), body)
+}
+
+/// The v2 signature (`services/ingest/src/http/signature.rs`):
+/// HMAC-SHA256 over `v2 LF {timestamp} LF {rcpt_to} LF {mail_from} LF {body}`, an absent header
+/// signed as empty.
+pub fn sign_v2(
+    timestamp: &str,
+    rcpt_to: Option<&str>,
+    mail_from: Option<&str>,
+    body: &[u8],
+) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
+    for field in [
+        "v2",
+        timestamp,
+        rcpt_to.unwrap_or_default(),
+        mail_from.unwrap_or_default(),
+    ] {
+        mac.update(field.as_bytes());
+        mac.update(b"\n");
+    }
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The v1 signature, over `{timestamp}.{body}` only: accepted without envelope headers.
+pub fn sign_v1(timestamp: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
     mac.update(timestamp.as_bytes());
     mac.update(b".");
@@ -152,11 +185,8 @@ pub fn curl(
         .args(["-H", &format!("Content-Type: {content_type}")])
         .args(["-H", &format!("X-Mailstream-Timestamp: {ts}")])
         .args(["-H", &format!("X-Mailstream-Signature: {signature}")])
-        .args([
-            "-H",
-            "X-Mailstream-Rcpt-To: deals+acme@in.example.com, ops@example.org",
-        ])
-        .args(["-H", "X-Mailstream-Mail-From: carol@sender.test"])
+        .args(["-H", &format!("X-Mailstream-Rcpt-To: {CURL_RCPT_TO}")])
+        .args(["-H", &format!("X-Mailstream-Mail-From: {CURL_MAIL_FROM}")])
         .arg("--data-binary")
         .arg(format!("@{}", file.display())));
     assert_eq!(code, 0, "curl failed: {out}");

@@ -13,10 +13,17 @@
 //! | `blob_url` | `file:///var/lib/mailstream/blobs` | blob store for claim checks |
 //! | `hmac_secret` | (required for HTTP) | shared secret of the HTTP signatures; never logged |
 //! | `replay_window_secs` | 300 | how far a signed timestamp may be from now |
-//! | `tls_cert_path`, `tls_key_path` | none | PEM certificate chain and key: enables STARTTLS |
+//! | `tls_cert_path`, `tls_key_path` | none | PEM certificate chain and key: enables STARTTLS (and HTTPS with `http_tls`) |
 //! | `hostname` | `mailstream` | name in the SMTP greeting and EHLO reply |
-//! | `max_recipients` | 100 | RCPT TO per transaction |
-//! | `smtp_timeout_secs` | 300 | idle time before an SMTP session is closed |
+//! | `max_recipients` | 100 | recipients per email: SMTP RCPT TO per transaction (452 4.5.3), HTTP `X-Mailstream-Rcpt-To` entries (400) |
+//! | `smtp_timeout_secs` | 300 | an SMTP session waiting this long for a command or data, or for the client to read a reply, is closed |
+//! | `max_inflight_bytes` | 268435456 (256 MiB) | bytes of all messages being received or written at once, SMTP and HTTP together, in memory or spooled; over it SMTP answers 451 4.3.1 and HTTP 503 with `Retry-After` |
+//! | `spool_threshold_bytes` | 1048576 (1 MiB) | a message larger than this is spooled to a file in `spool_dir` while it is received |
+//! | `spool_dir` | `/tmp` | directory of the spool files (anonymous: unlinked at creation) |
+//! | `http_header_timeout_secs` | 10 | time to receive a request's headers, counted from when the connection starts waiting for them (after accept, and after each response: so it is also the keep-alive idle timeout) |
+//! | `http_body_timeout_secs` | 120 | time to receive a request's whole body (408) |
+//! | `http_max_connections` | 512 | HTTP connections served at once; more are answered 503 and closed |
+//! | `http_tls` | false | serve the HTTP intake over TLS with `tls_cert_path` and `tls_key_path` |
 //! | `shutdown_grace_secs` | 30 | how long in-flight sessions may finish after SIGTERM |
 
 use std::net::SocketAddr;
@@ -57,6 +64,28 @@ pub struct IngestSettings {
     pub smtp_timeout_secs: u64,
     #[serde(default = "defaults::shutdown_grace_secs")]
     pub shutdown_grace_secs: u64,
+    /// Bytes of all messages in flight (being received or written), SMTP and HTTP together.
+    #[serde(default = "defaults::max_inflight_bytes")]
+    pub max_inflight_bytes: u64,
+    /// Above this size a message being received goes to a spool file instead of memory.
+    #[serde(default = "defaults::spool_threshold_bytes")]
+    pub spool_threshold_bytes: u64,
+    /// Directory of the (anonymous) spool files.
+    #[serde(default = "defaults::spool_dir", deserialize_with = "lenient::path")]
+    pub spool_dir: PathBuf,
+    /// Time to receive a request's headers; hyper starts it when the connection waits for a
+    /// request, so it also closes idle keep-alive connections.
+    #[serde(default = "defaults::http_header_timeout_secs")]
+    pub http_header_timeout_secs: u64,
+    /// Time to receive a request's whole body.
+    #[serde(default = "defaults::http_body_timeout_secs")]
+    pub http_body_timeout_secs: u64,
+    /// HTTP connections served at once.
+    #[serde(default = "defaults::http_max_connections")]
+    pub http_max_connections: u32,
+    /// HTTPS on the intake, with `tls_cert_path` and `tls_key_path`.
+    #[serde(default)]
+    pub http_tls: bool,
 }
 
 impl std::fmt::Debug for IngestSettings {
@@ -70,6 +99,10 @@ impl std::fmt::Debug for IngestSettings {
             .field("blob_url", &self.blob_url)
             .field("hmac_secret", &self.hmac_secret)
             .field("tls", &self.tls_cert_path.is_some())
+            .field("http_tls", &self.http_tls)
+            .field("max_inflight_bytes", &self.max_inflight_bytes)
+            .field("spool_threshold_bytes", &self.spool_threshold_bytes)
+            .field("spool_dir", &self.spool_dir)
             .finish_non_exhaustive()
     }
 }
@@ -93,6 +126,9 @@ impl std::fmt::Debug for Secret {
         f.write_str("Secret(<redacted>)")
     }
 }
+
+/// The largest `spool_threshold_bytes`: what one session may hold in memory.
+pub const MAX_SPOOL_THRESHOLD: u64 = 16 * 1024 * 1024;
 
 /// The largest `inline_limit_bytes`: records stay well under the topic's 8 MiB message limit.
 pub const MAX_INLINE_LIMIT: u64 = 4 * 1024 * 1024;
@@ -128,6 +164,24 @@ mod defaults {
     pub fn shutdown_grace_secs() -> u64 {
         30
     }
+    pub fn max_inflight_bytes() -> u64 {
+        256 * 1024 * 1024
+    }
+    pub fn spool_threshold_bytes() -> u64 {
+        1024 * 1024
+    }
+    pub fn spool_dir() -> std::path::PathBuf {
+        "/tmp".into()
+    }
+    pub fn http_header_timeout_secs() -> u64 {
+        10
+    }
+    pub fn http_body_timeout_secs() -> u64 {
+        120
+    }
+    pub fn http_max_connections() -> u32 {
+        512
+    }
 }
 
 /// The runtime's lenient deserializers, plus the secret type.
@@ -136,6 +190,11 @@ mod lenient {
     use serde::Deserializer;
 
     use super::Secret;
+
+    /// A path (a number-looking value stays text).
+    pub fn path<'de, D: Deserializer<'de>>(d: D) -> Result<std::path::PathBuf, D::Error> {
+        string(d).map(std::path::PathBuf::from)
+    }
 
     /// A secret; an empty value is none.
     pub fn secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
@@ -240,9 +299,6 @@ impl IngestSettings {
                     self.hostname
                 ));
             }
-            if self.max_recipients == 0 {
-                errors.push(format!("{}: must be at least 1", key("max_recipients")));
-            }
             if self.smtp_timeout_secs == 0 {
                 errors.push(format!("{}: must be at least 1", key("smtp_timeout_secs")));
             }
@@ -265,6 +321,7 @@ impl IngestSettings {
         if self.replay_window_secs == 0 {
             errors.push(format!("{}: must be at least 1", key("replay_window_secs")));
         }
+        errors.extend(self.validate_limits());
         match (&self.tls_cert_path, &self.tls_key_path) {
             (Some(_), None) => errors.push(format!(
                 "{} is set but {} is not: STARTTLS needs both",
@@ -284,6 +341,52 @@ impl IngestSettings {
                 }
             }
             (None, None) => {}
+        }
+        errors
+    }
+
+    /// Problems of the resource limits (part of [`Self::validate_serve`]).
+    fn validate_limits(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        for (name, value) in [
+            ("max_recipients", u64::from(self.max_recipients)),
+            ("http_header_timeout_secs", self.http_header_timeout_secs),
+            ("http_body_timeout_secs", self.http_body_timeout_secs),
+            ("http_max_connections", u64::from(self.http_max_connections)),
+        ] {
+            if value == 0 {
+                errors.push(format!("{}: must be at least 1", key(name)));
+            }
+        }
+        if self.max_inflight_bytes < self.max_message_bytes {
+            errors.push(format!(
+                "{}: must be at least {} (`max_message_bytes`), or no message of the largest size could ever be received; got {}",
+                key("max_inflight_bytes"),
+                self.max_message_bytes,
+                self.max_inflight_bytes
+            ));
+        }
+        if self.spool_threshold_bytes > MAX_SPOOL_THRESHOLD {
+            errors.push(format!(
+                "{}: at most {MAX_SPOOL_THRESHOLD} (it is held in memory per session), got {}",
+                key("spool_threshold_bytes"),
+                self.spool_threshold_bytes
+            ));
+        }
+        if !self.spool_dir.is_dir() {
+            errors.push(format!(
+                "{}: no directory at {}",
+                key("spool_dir"),
+                self.spool_dir.display()
+            ));
+        }
+        if self.http_tls && self.http_enabled() && self.tls_cert_path.is_none() {
+            errors.push(format!(
+                "{} is set but {} and {} are not: HTTPS needs both",
+                key("http_tls"),
+                key("tls_cert_path"),
+                key("tls_key_path")
+            ));
         }
         errors
     }
@@ -331,7 +434,11 @@ mod tests {
             &base()
                 .with_env("MAILSTREAM_INGEST_SMTP_ADDR", "nowhere")
                 .with_env("MAILSTREAM_INGEST_INLINE_LIMIT_BYTES", "99999999")
-                .with_env("MAILSTREAM_INGEST_TLS_CERT_PATH", "/nonexistent.pem"),
+                .with_env("MAILSTREAM_INGEST_TLS_CERT_PATH", "/nonexistent.pem")
+                .with_env("MAILSTREAM_INGEST_MAX_INFLIGHT_BYTES", "1000")
+                .with_env("MAILSTREAM_INGEST_SPOOL_DIR", "/nonexistent-dir")
+                .with_env("MAILSTREAM_INGEST_HTTP_HEADER_TIMEOUT_SECS", "0")
+                .with_env("MAILSTREAM_INGEST_HTTP_MAX_CONNECTIONS", "0"),
         )
         .expect("loads");
         let text = s.validate_serve().join("\n");
@@ -341,6 +448,10 @@ mod tests {
             "MAILSTREAM_INGEST_ACCEPTED_DOMAINS",
             "MAILSTREAM_INGEST_HMAC_SECRET",
             "MAILSTREAM_INGEST_TLS_KEY_PATH",
+            "MAILSTREAM_INGEST_MAX_INFLIGHT_BYTES",
+            "MAILSTREAM_INGEST_SPOOL_DIR",
+            "MAILSTREAM_INGEST_HTTP_HEADER_TIMEOUT_SECS",
+            "MAILSTREAM_INGEST_HTTP_MAX_CONNECTIONS",
         ] {
             assert!(text.contains(needle), "`{needle}` missing from: {text}");
         }

@@ -3,7 +3,12 @@
 //!
 //! Metrics (in the runtime's registry, so served on `/metrics` with the `mailstream_` prefix):
 //! - `ingest_accepted_total{channel}`: emails durably written to `raw-email`;
-//! - `ingest_refused_total{channel,reason}`: emails (or commands) refused, by reason slug;
+//! - `ingest_refused_total{channel,reason}`: emails, commands and connections refused, by
+//!   reason slug (refused SMTP recipients are counted here too, and logged once per session, not
+//!   once per refusal; connections cut for a timeout or over the connection limit are counted,
+//!   logged at debug level only: an attacker must not be able to flood the log);
+//! - `ingest_inflight_bytes`: bytes of messages being received or written now (the budget
+//!   `max_inflight_bytes` is shared by SMTP and HTTP);
 //! - `ingest_bytes_total{channel}`: raw bytes accepted;
 //! - `ingest_blobs_total{channel}`: emails stored by claim check;
 //! - `ingest_durable_write_seconds{channel}`: from the start of the write (blob + Kafka) to
@@ -11,7 +16,7 @@
 
 use std::time::Duration;
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 
 /// The ingest metrics, registered once in a registry.
 #[derive(Clone)]
@@ -21,6 +26,7 @@ pub struct IngestMetrics {
     bytes: IntCounterVec,
     blobs: IntCounterVec,
     durable_write: HistogramVec,
+    inflight: IntGauge,
 }
 
 impl IngestMetrics {
@@ -42,6 +48,11 @@ impl IngestMetrics {
             &["channel"],
         )?;
         registry.register(Box::new(durable_write.clone()))?;
+        let inflight = IntGauge::new(
+            "ingest_inflight_bytes",
+            "Bytes of messages being received or written now (SMTP and HTTP).",
+        )?;
+        registry.register(Box::new(inflight.clone()))?;
         Ok(Self {
             accepted: counter(
                 "ingest_accepted_total",
@@ -64,7 +75,13 @@ impl IngestMetrics {
                 &["channel"],
             )?,
             durable_write,
+            inflight,
         })
+    }
+
+    /// The gauge the in-flight budget reports to.
+    pub fn inflight_gauge(&self) -> IntGauge {
+        self.inflight.clone()
     }
 
     /// Metrics in a private registry (for the backfill, which serves no `/metrics`).
@@ -110,6 +127,27 @@ pub fn refused(m: &IngestMetrics, channel: &str, reason: &str, detail: &str) {
     tracing::info!(channel, reason, detail, "email refused");
 }
 
+/// An SMTP recipient was refused: counted, logged at debug level only (the session logs a
+/// summary, [`session_ended`]).
+pub fn recipient_refused(m: &IngestMetrics, channel: &str, reason: &str) {
+    m.refused.with_label_values(&[channel, reason]).inc();
+    tracing::debug!(channel, reason, "recipient refused");
+}
+
+/// An SMTP session that refused recipients ended: one line for all of them.
+pub fn session_ended(peer: &std::net::SocketAddr, recipients_refused: u32) {
+    if recipients_refused > 0 {
+        tracing::info!(%peer, recipients_refused, "SMTP session ended; recipients were refused");
+    }
+}
+
+/// A connection was refused or cut (over the connection limit, a timeout): counted, logged
+/// at debug level only.
+pub fn connection_cut(m: &IngestMetrics, channel: &str, reason: &str, peer: &std::net::SocketAddr) {
+    m.refused.with_label_values(&[channel, reason]).inc();
+    tracing::debug!(channel, reason, %peer, "connection refused or closed");
+}
+
 /// Writing an email failed; the client is told to retry.
 pub fn write_failed(m: &IngestMetrics, channel: &str, error: &str) {
     m.refused
@@ -127,7 +165,7 @@ pub fn listening(what: &str, addr: &std::net::SocketAddr) {
     tracing::info!(what, %addr, "listening");
 }
 
-/// An SMTP session ended abnormally (I/O error, timeout, TLS failure).
-pub fn session_error(peer: &std::net::SocketAddr, error: &str) {
-    tracing::debug!(%peer, error, "SMTP session ended with an error");
+/// A session or connection ended abnormally (I/O error, TLS failure, client gone).
+pub fn session_error(channel: &str, peer: &std::net::SocketAddr, error: &str) {
+    tracing::debug!(channel, %peer, error, "session ended with an error");
 }

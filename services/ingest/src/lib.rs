@@ -6,8 +6,13 @@
 //!   `accepted_domains` (catch-all per domain, plus-addressing kept). The final dot of DATA is
 //!   answered 250 only after the broker acknowledged the record (idempotent producer,
 //!   `acks=all`).
-//! - [`http`]: `POST /v1/messages`, HMAC-SHA256 signed, with a replay window; 202 after the
-//!   durable write.
+//! - [`http`]: `POST /v1/messages`, HMAC-SHA256 signed (the envelope headers too), with a
+//!   replay window; 202 after the durable write.
+//!
+//! Hostile and oversized input is bounded: message bytes being received live in a [`spool`]
+//! (memory up to `spool_threshold_bytes`, then an anonymous file) and count against one
+//! [`budget`] of in-flight bytes shared by SMTP and HTTP (`max_inflight_bytes`); SMTP sessions
+//! and HTTP connections have read and write timeouts and a cap on their number.
 //! - [`backfill`]: `mailstream backfill PATH...` for .eml files, mbox files and maildirs. Its
 //!   ingest ids are deterministic (a UUIDv5 of the message's SHA-256 and its origin), so
 //!   running it twice writes records with the same ids and keys; downstream, the resolver
@@ -22,12 +27,15 @@
 //! sessions and requests finish (within `shutdown_grace_secs`), the producer is flushed.
 
 pub mod backfill;
+pub mod budget;
 pub mod config;
 pub mod error;
 pub mod events;
 pub mod http;
 pub mod publisher;
 pub mod smtp;
+pub mod spool;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -59,13 +67,22 @@ pub async fn serve(source: ConfigSource) -> Result<(), IngestError> {
     let health_addr = health::serve(&config.http_addr, health.clone(), metrics.clone()).await?;
     events::listening("metrics and health", &health_addr);
 
+    let spooler = spool::Spooler {
+        budget: budget::Budget::new(settings.max_inflight_bytes, ingest_metrics.inflight_gauge()),
+        threshold: usize::try_from(settings.spool_threshold_bytes).unwrap_or(usize::MAX),
+        dir: settings.spool_dir.clone(),
+    };
     let publisher = Arc::new(Publisher::connect(&config, &settings, ingest_metrics).await?);
     let shutdown = Shutdown::on_signals();
     let grace = Duration::from_secs(settings.shutdown_grace_secs);
     let mut tasks = tokio::task::JoinSet::new();
 
     if settings.smtp_enabled() {
-        let ctx = Arc::new(smtp::SmtpContext::new(&settings, publisher.clone())?);
+        let ctx = Arc::new(smtp::SmtpContext::new(
+            &settings,
+            publisher.clone(),
+            spooler.clone(),
+        )?);
         let listener = bind(&settings.smtp_addr, "smtp_addr").await?;
         events::listening("smtp", &local_addr(&listener)?);
         tasks.spawn(smtp::serve(listener, ctx, shutdown.clone(), grace));
@@ -78,19 +95,28 @@ pub async fn serve(source: ConfigSource) -> Result<(), IngestError> {
             secret,
             replay_window_secs: settings.replay_window_secs,
             max_message_bytes: usize::try_from(settings.max_message_bytes).unwrap_or(usize::MAX),
+            max_recipients: settings.max_recipients as usize,
+            body_timeout: Duration::from_secs(settings.http_body_timeout_secs),
+            spooler: spooler.clone(),
         });
+        let tls = match (&settings.tls_cert_path, &settings.tls_key_path) {
+            (Some(cert), Some(key)) if settings.http_tls => Some(tls::acceptor(cert, key)?),
+            _ => None,
+        };
+        let options = http::Listener {
+            header_timeout: Duration::from_secs(settings.http_header_timeout_secs),
+            max_connections: settings.http_max_connections as usize,
+            tls,
+            grace,
+        };
         let listener = bind(&settings.http_addr, "http_addr").await?;
-        events::listening("http intake", &local_addr(&listener)?);
-        let app = http::router(ctx).into_make_service_with_connect_info::<SocketAddr>();
-        let mut stop = shutdown.clone();
-        tasks.spawn(async move {
-            let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-                stop.wait().await;
-            });
-            if let Err(e) = server.await {
-                tracing::error!(error = %e, "HTTP intake stopped");
-            }
-        });
+        let what = if settings.http_tls {
+            "https intake"
+        } else {
+            "http intake"
+        };
+        events::listening(what, &local_addr(&listener)?);
+        tasks.spawn(http::serve(listener, ctx, options, shutdown.clone()));
     }
 
     // Liveness: the runtime's /healthz wants a heartbeat; ingest has no processing loop.

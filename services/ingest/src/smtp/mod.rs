@@ -8,14 +8,10 @@
 mod session;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use mailstream_runtime::Shutdown;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
@@ -24,7 +20,10 @@ use crate::config::IngestSettings;
 use crate::error::IngestError;
 use crate::events;
 use crate::publisher::Publisher;
+use crate::spool::Spooler;
 use session::{Next, Session};
+
+const CHANNEL: &str = "smtp";
 
 /// Connections served at once; more get `421` and are closed.
 const MAX_SESSIONS: usize = 1000;
@@ -37,17 +36,20 @@ pub(crate) struct SmtpContext {
     pub hostname: String,
     pub max_message_bytes: usize,
     pub max_recipients: usize,
+    /// Idle (read) and write timeout of a session.
     pub timeout: Duration,
     pub tls: Option<TlsAcceptor>,
+    pub spooler: Spooler,
 }
 
 impl SmtpContext {
     pub(crate) fn new(
         settings: &IngestSettings,
         publisher: Arc<Publisher>,
+        spooler: Spooler,
     ) -> Result<Self, IngestError> {
         let tls = match (&settings.tls_cert_path, &settings.tls_key_path) {
-            (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+            (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
             _ => None,
         };
         Ok(Self {
@@ -58,41 +60,9 @@ impl SmtpContext {
             max_recipients: settings.max_recipients as usize,
             timeout: Duration::from_secs(settings.smtp_timeout_secs),
             tls,
+            spooler,
         })
     }
-}
-
-/// Loads a PEM certificate chain and private key into a TLS acceptor.
-fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, IngestError> {
-    let certs = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| {
-            IngestError::Tls(format!(
-                "key `ingest.tls_cert_path`: reading {}: {e}",
-                cert.display()
-            ))
-        })?;
-    if certs.is_empty() {
-        return Err(IngestError::Tls(format!(
-            "key `ingest.tls_cert_path`: no certificate in {}",
-            cert.display()
-        )));
-    }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-        IngestError::Tls(format!(
-            "key `ingest.tls_key_path`: reading {}: {e}",
-            key.display()
-        ))
-    })?;
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| IngestError::Tls(e.to_string()))?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .map_err(|e| IngestError::Tls(format!("certificate and key do not fit: {e}")))?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Serves SMTP on `listener` until `shutdown`, then lets open sessions finish within `grace`.
@@ -108,11 +78,11 @@ pub(crate) async fn serve(
         tokio::select! {
             _ = stop.wait() => break,
             accepted = listener.accept() => match accepted {
-                Ok((mut stream, peer)) => {
+                Ok((stream, peer)) => {
                     if sessions.len() >= MAX_SESSIONS {
-                        let _ = stream
-                            .write_all(b"421 4.3.2 Too many connections, try again later\r\n")
-                            .await;
+                        // Never wait on this client: the accept loop serves everyone.
+                        let _ = stream.try_write(b"421 4.3.2 Too many connections, try again later\r\n");
+                        events::connection_cut(ctx.publisher.metrics(), CHANNEL, "too-many-connections", &peer);
                         continue;
                     }
                     sessions.spawn(handle(stream, peer, ctx.clone(), shutdown.clone()));
@@ -146,21 +116,36 @@ pub(crate) async fn serve(
 async fn handle(stream: TcpStream, peer: SocketAddr, ctx: Arc<SmtpContext>, shutdown: Shutdown) {
     let _ = stream.set_nodelay(true);
     let mut session = Session::new(ctx.clone(), peer);
+    if let Err(e) = converse(&mut session, stream, &ctx, shutdown).await {
+        events::session_error(CHANNEL, &peer, &e);
+    }
+    session.finish();
+}
+
+/// The session in plain text, then (after STARTTLS) over TLS.
+async fn converse(
+    session: &mut Session,
+    stream: TcpStream,
+    ctx: &SmtpContext,
+    shutdown: Shutdown,
+) -> Result<(), String> {
     let plain = match session.run(stream, shutdown.clone(), true).await {
-        Ok(Next::Close) => return,
+        Ok(Next::Close) => return Ok(()),
         Ok(Next::StartTls(stream)) => stream,
-        Err(e) => return events::session_error(&peer, &e.to_string()),
+        Err(e) => return Err(e.to_string()),
     };
     let Some(acceptor) = ctx.tls.clone() else {
-        return;
+        return Ok(());
     };
     let tls = match tokio::time::timeout(ctx.timeout, acceptor.accept(plain)).await {
         Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => return events::session_error(&peer, &format!("TLS handshake: {e}")),
-        Err(_) => return events::session_error(&peer, "TLS handshake timed out"),
+        Ok(Err(e)) => return Err(format!("TLS handshake: {e}")),
+        Err(_) => return Err("TLS handshake timed out".into()),
     };
     session.tls_started();
-    if let Err(e) = session.run(tls, shutdown, false).await {
-        events::session_error(&peer, &e.to_string());
-    }
+    session
+        .run(tls, shutdown, false)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }

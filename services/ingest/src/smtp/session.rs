@@ -10,23 +10,34 @@
 //! are thrown away (they could be injected). The reply to DATA's final dot is written only
 //! after the email is durably in Kafka: 250 when the write was acknowledged, 451 (retry) when it
 //! failed, 552 5.3.4 when the message was over `max_message_bytes`.
+//!
+//! Bounds: DATA goes into a [`Spool`] (memory up to `spool_threshold_bytes`, then a file), every
+//! byte counted against the in-flight budget shared with HTTP. When the budget has no room the
+//! rest of DATA is read and thrown away and the final dot is answered `451 4.3.1` (temporary:
+//! the session goes on, the client retries later; `421` would close a connection that did
+//! nothing wrong). A session waiting `smtp_timeout_secs` for a command, for data or for the
+//! client to read its replies is closed (the write timeout is what cuts a client that sends
+//! without ever reading).
+//!
+//! Recipients: `accepted_domains` (catch-all), plus `postmaster` without a domain (RFC 5321
+//! 4.5.1). Refused recipients are counted (`ingest_refused_total`) and logged once per session.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use mailstream_runtime::Shutdown;
 use mailstream_runtime::records::{Envelope, IngestSource};
+use smtp_proto::Error as ProtoError;
 use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver, RequestReceiver};
-use smtp_proto::{
-    EXT_8BIT_MIME, EXT_ENHANCED_STATUS_CODES, EXT_PIPELINING, EXT_SIZE, EXT_SMTP_UTF8,
-    EXT_START_TLS, EhloResponse, Error as ProtoError, MAIL_BODY_BINARYMIME, Request,
-};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+mod commands;
 
 use super::SmtpContext;
 use crate::error::PublishError;
 use crate::events;
 use crate::publisher::Intake;
+use crate::spool::{Spool, SpoolError};
 
 const CHANNEL: &str = "smtp";
 /// Bad commands tolerated before the session is closed.
@@ -62,8 +73,21 @@ pub(crate) struct Session {
     /// `Some(None)` is the null reverse path `<>`.
     mail_from: Option<Option<String>>,
     rcpt_to: Vec<String>,
-    message: Vec<u8>,
+    /// The message being received (`None` until DATA's first bytes).
+    spool: Option<Spool>,
+    /// DATA bytes decoded from the last read, on their way to the spool.
+    chunk: Vec<u8>,
+    /// Why the rest of DATA is being thrown away.
+    refusal: Option<DataRefusal>,
     errors: u32,
+    recipients_refused: u32,
+}
+
+/// Why a message being received is refused at its final dot.
+enum DataRefusal {
+    TooLarge,
+    OverBudget,
+    SpoolFailed(String),
 }
 
 fn reply(out: &mut Vec<u8>, code: u16, esc: [u8; 3], text: &str) {
@@ -80,8 +104,11 @@ impl Session {
             helo: None,
             mail_from: None,
             rcpt_to: Vec::new(),
-            message: Vec::new(),
+            spool: None,
+            chunk: Vec::new(),
+            refusal: None,
             errors: 0,
+            recipients_refused: 0,
         }
     }
 
@@ -95,7 +122,52 @@ impl Session {
     fn reset(&mut self) {
         self.mail_from = None;
         self.rcpt_to.clear();
-        self.message = Vec::new();
+        self.spool = None;
+        self.refusal = None;
+    }
+
+    /// Logs the session's summary (once, when the connection is over).
+    pub(crate) fn finish(&self) {
+        events::session_ended(&self.peer, self.recipients_refused);
+    }
+
+    /// Writes the pending replies, within the session timeout.
+    async fn send<S: AsyncWrite + Unpin>(&self, stream: &mut S, out: &[u8]) -> std::io::Result<()> {
+        let write = async {
+            stream.write_all(out).await?;
+            stream.flush().await
+        };
+        match tokio::time::timeout(self.ctx.timeout, write).await {
+            Ok(result) => result,
+            Err(_) => {
+                let m = self.ctx.publisher.metrics();
+                events::connection_cut(m, CHANNEL, "write-timeout", &self.peer);
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the client did not read its replies",
+                ))
+            }
+        }
+    }
+
+    /// Moves the decoded DATA bytes into the spool, or says why the message is refused.
+    async fn keep_chunk(&mut self) -> Result<(), DataRefusal> {
+        let spooler = &self.ctx.spooler;
+        let spool = self.spool.get_or_insert_with(|| spooler.spool());
+        let result = if spool.len() + self.chunk.len() > self.ctx.max_message_bytes {
+            Err(DataRefusal::TooLarge)
+        } else {
+            spool.push(&self.chunk).await.map_err(|e| match e {
+                SpoolError::OverBudget => DataRefusal::OverBudget,
+                SpoolError::Io(e) => DataRefusal::SpoolFailed(e.to_string()),
+            })
+        };
+        self.chunk.clear();
+        if result.is_err() {
+            // Release the bytes at once; the rest of DATA is thrown away.
+            self.spool = None;
+        }
+        result
     }
 
     /// Runs the session on `stream` until QUIT, an error, a timeout, shutdown or STARTTLS.
@@ -116,8 +188,7 @@ impl Session {
         let mut close = false;
         loop {
             if !out.is_empty() {
-                stream.write_all(&out).await?;
-                stream.flush().await?;
+                self.send(&mut stream, &out).await?;
                 out.clear();
             }
             if close {
@@ -129,6 +200,8 @@ impl Session {
                 read = tokio::time::timeout(self.ctx.timeout, stream.read(&mut buf)) => match read {
                     Ok(n) => n?,
                     Err(_) => {
+                        let m = self.ctx.publisher.metrics();
+                        events::connection_cut(m, CHANNEL, "idle-timeout", &self.peer);
                         reply(&mut out, 421, [4, 4, 2], "Idle timeout, closing connection");
                         close = true;
                         continue;
@@ -167,32 +240,33 @@ impl Session {
                         match self.command(request, &mut out) {
                             Step::Continue => {}
                             Step::Data => {
-                                self.message = Vec::new();
+                                self.spool = None;
+                                self.refusal = None;
                                 mode = Mode::Data(DataReceiver::new());
                             }
                             Step::Close => close = true,
                             Step::StartTls => {
                                 // Pipelined plain-text bytes after STARTTLS are discarded.
-                                stream.write_all(&out).await?;
-                                stream.flush().await?;
+                                self.send(&mut stream, &out).await?;
                                 return Ok(Next::StartTls(stream));
                             }
                         }
                     }
                     Mode::Data(receiver) => {
-                        let done = receiver.ingest(&mut bytes, &mut self.message);
-                        let over = self.message.len() > self.ctx.max_message_bytes;
+                        let done = receiver.ingest(&mut bytes, &mut self.chunk);
+                        let kept = self.keep_chunk().await;
                         if done {
-                            self.end_of_data(over, &mut out).await;
+                            self.end_of_data(kept, &mut out).await;
                             mode = Mode::Command(RequestReceiver::default());
-                        } else if over {
-                            self.message = Vec::new();
+                        } else if let Err(refusal) = kept {
+                            self.refusal = Some(refusal);
                             mode = Mode::Discard(DummyDataReceiver::new_data(receiver));
                         }
                     }
                     Mode::Discard(receiver) => {
                         if receiver.ingest(&mut bytes) {
-                            self.end_of_data(true, &mut out).await;
+                            let refusal = self.refusal.take().unwrap_or(DataRefusal::TooLarge);
+                            self.end_of_data(Err(refusal), &mut out).await;
                             mode = Mode::Command(RequestReceiver::default());
                         }
                     }
@@ -202,20 +276,44 @@ impl Session {
     }
 
     /// The final dot: write the email durably, then answer.
-    async fn end_of_data(&mut self, oversize: bool, out: &mut Vec<u8>) {
-        let raw = std::mem::take(&mut self.message);
+    async fn end_of_data(&mut self, kept: Result<(), DataRefusal>, out: &mut Vec<u8>) {
+        let spool = self.spool.take();
         let mail_from = self.mail_from.take().flatten();
         let rcpt_to = std::mem::take(&mut self.rcpt_to);
-        if oversize {
-            events::refused(
-                self.ctx.publisher.metrics(),
-                CHANNEL,
-                "too-large",
-                "message over max_message_bytes",
-            );
-            reply(out, 552, [5, 3, 4], "Message size exceeds fixed maximum");
-            return;
-        }
+        let m = self.ctx.publisher.metrics();
+        let spooled = match kept {
+            Ok(()) => spool
+                .unwrap_or_else(|| self.ctx.spooler.spool())
+                .into_bytes()
+                .await
+                .map_err(|e| DataRefusal::SpoolFailed(e.to_string())),
+            Err(refusal) => Err(refusal),
+        };
+        let (raw, _held) = match spooled {
+            Ok(spooled) => spooled,
+            Err(DataRefusal::TooLarge) => {
+                events::refused(m, CHANNEL, "too-large", "message over max_message_bytes");
+                return reply(out, 552, [5, 3, 4], "Message size exceeds fixed maximum");
+            }
+            Err(DataRefusal::OverBudget) => {
+                events::refused(m, CHANNEL, "over-budget", "in-flight bytes budget used up");
+                return reply(
+                    out,
+                    451,
+                    [4, 3, 1],
+                    "Insufficient system resources, try again later",
+                );
+            }
+            Err(DataRefusal::SpoolFailed(e)) => {
+                events::write_failed(m, CHANNEL, &format!("spooling the message: {e}"));
+                return reply(
+                    out,
+                    451,
+                    [4, 3, 0],
+                    "Temporary failure storing the message, try again later",
+                );
+            }
+        };
         let intake = Intake {
             source: IngestSource::Smtp,
             envelope: Envelope {
@@ -247,166 +345,6 @@ impl Session {
             Err(PublishError::Permanent(e)) => {
                 events::refused(self.ctx.publisher.metrics(), CHANNEL, "unstorable", &e);
                 reply(out, 554, [5, 3, 0], "The message cannot be stored");
-            }
-        }
-    }
-
-    fn refuse(&self, out: &mut Vec<u8>, reason: &str, code: u16, esc: [u8; 3], text: &str) {
-        events::refused(self.ctx.publisher.metrics(), CHANNEL, reason, text);
-        reply(out, code, esc, text);
-    }
-
-    fn command(&mut self, request: Request<String>, out: &mut Vec<u8>) -> Step {
-        match request {
-            Request::Ehlo { host } => {
-                self.helo = Some(host);
-                self.reset();
-                let mut ehlo = EhloResponse::new(self.ctx.hostname.as_str());
-                ehlo.capabilities = EXT_PIPELINING
-                    | EXT_SIZE
-                    | EXT_8BIT_MIME
-                    | EXT_SMTP_UTF8
-                    | EXT_ENHANCED_STATUS_CODES;
-                if self.ctx.tls.is_some() && !self.tls_active {
-                    ehlo.capabilities |= EXT_START_TLS;
-                }
-                ehlo.size = self.ctx.max_message_bytes;
-                // Writing to a Vec cannot fail.
-                let _ = ehlo.write(&mut *out);
-            }
-            Request::Helo { host } => {
-                self.helo = Some(host);
-                self.reset();
-                out.extend_from_slice(format!("250 {}\r\n", self.ctx.hostname).as_bytes());
-            }
-            Request::Lhlo { .. } => reply(out, 500, [5, 5, 1], "LHLO is LMTP; this is SMTP"),
-            Request::Mail { from } => {
-                if self.helo.is_none() {
-                    reply(out, 503, [5, 5, 1], "Send EHLO or HELO first");
-                } else if self.mail_from.is_some() {
-                    reply(out, 503, [5, 5, 1], "Nested MAIL command");
-                } else if from.size > self.ctx.max_message_bytes {
-                    self.refuse(
-                        out,
-                        "too-large",
-                        552,
-                        [5, 3, 4],
-                        "Message size exceeds fixed maximum",
-                    );
-                } else if from.flags & MAIL_BODY_BINARYMIME != 0 {
-                    reply(out, 555, [5, 5, 4], "BODY=BINARYMIME is not supported");
-                } else {
-                    let address = from.address.trim().to_string();
-                    self.mail_from = Some((!address.is_empty()).then_some(address));
-                    reply(out, 250, [2, 1, 0], "Sender OK");
-                }
-            }
-            Request::Rcpt { to } => self.rcpt(to.address, out),
-            Request::Data => {
-                if self.mail_from.is_none() {
-                    reply(out, 503, [5, 5, 1], "Send MAIL first");
-                } else if self.rcpt_to.is_empty() {
-                    reply(out, 554, [5, 5, 1], "No valid recipients");
-                } else {
-                    out.extend_from_slice(b"354 Start mail input; end with <CRLF>.<CRLF>\r\n");
-                    return Step::Data;
-                }
-            }
-            Request::Rset => {
-                self.reset();
-                reply(out, 250, [2, 0, 0], "OK");
-            }
-            Request::Noop { .. } => reply(out, 250, [2, 0, 0], "OK"),
-            Request::Quit => {
-                reply(out, 221, [2, 0, 0], "Bye");
-                return Step::Close;
-            }
-            Request::Vrfy { .. } => reply(
-                out,
-                252,
-                [2, 5, 0],
-                "Cannot VRFY user, but will accept message and attempt delivery",
-            ),
-            Request::Help { .. } => reply(out, 214, [2, 0, 0], "See RFC 5321"),
-            Request::StartTls => {
-                if self.tls_active {
-                    reply(out, 503, [5, 5, 1], "TLS already active");
-                } else if self.ctx.tls.is_none() {
-                    reply(out, 454, [4, 7, 0], "TLS not available");
-                } else {
-                    reply(out, 220, [2, 0, 0], "Ready to start TLS");
-                    return Step::StartTls;
-                }
-            }
-            Request::Bdat { .. } => reply(out, 502, [5, 5, 1], "CHUNKING is not offered"),
-            Request::Auth { .. } => reply(out, 502, [5, 5, 1], "AUTH is not offered"),
-            Request::Expn { .. }
-            | Request::Etrn { .. }
-            | Request::Atrn { .. }
-            | Request::Burl { .. } => reply(out, 502, [5, 5, 1], "Command not implemented"),
-        }
-        Step::Continue
-    }
-
-    fn rcpt(&mut self, address: String, out: &mut Vec<u8>) {
-        if self.mail_from.is_none() {
-            return reply(out, 503, [5, 5, 1], "Send MAIL first");
-        }
-        if self.rcpt_to.len() >= self.ctx.max_recipients {
-            return self.refuse(
-                out,
-                "too-many-recipients",
-                452,
-                [4, 5, 3],
-                "Too many recipients",
-            );
-        }
-        let domain = address
-            .rsplit_once('@')
-            .map(|(_, d)| d.trim_end_matches('.').to_lowercase());
-        match domain {
-            None => self.refuse(
-                out,
-                "bad-recipient",
-                550,
-                [5, 1, 1],
-                "Recipient must be user@domain",
-            ),
-            Some(d) if self.ctx.domains.contains(&d) => {
-                self.rcpt_to.push(address);
-                reply(out, 250, [2, 1, 5], "Recipient OK");
-            }
-            Some(_) => self.refuse(
-                out,
-                "domain-not-accepted",
-                550,
-                [5, 7, 1],
-                "Relaying denied: recipient domain not accepted here",
-            ),
-        }
-    }
-
-    fn protocol_error(&self, error: ProtoError, out: &mut Vec<u8>) {
-        match error {
-            ProtoError::UnknownCommand => reply(out, 500, [5, 5, 1], "Unrecognized command"),
-            ProtoError::InvalidSenderAddress => {
-                reply(out, 501, [5, 1, 7], "Bad sender address syntax")
-            }
-            ProtoError::InvalidRecipientAddress => {
-                reply(out, 501, [5, 1, 3], "Bad recipient address syntax")
-            }
-            ProtoError::SyntaxError { syntax } => {
-                reply(out, 501, [5, 5, 4], &format!("Syntax: {syntax}"))
-            }
-            ProtoError::InvalidParameter { param } => {
-                reply(out, 501, [5, 5, 4], &format!("Invalid {param} parameter"))
-            }
-            ProtoError::UnsupportedParameter { .. } => {
-                reply(out, 555, [5, 5, 4], "Unsupported parameter")
-            }
-            ProtoError::ResponseTooLong => reply(out, 500, [5, 5, 2], "Line too long"),
-            ProtoError::NeedsMoreData { .. } | ProtoError::InvalidResponse { .. } => {
-                reply(out, 500, [5, 5, 2], "Syntax error")
             }
         }
     }

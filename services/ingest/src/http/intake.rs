@@ -1,0 +1,300 @@
+//! `POST /v1/messages`: the checks, cheapest first, then the body streamed through the MAC into
+//! a spool (memory up to `spool_threshold_bytes`, then a file; every byte counted against the
+//! in-flight budget), then the signature, then the durable write.
+//!
+//! Nothing is buffered before the headers passed their checks (content type, timestamp,
+//! envelope syntax, recipient count, declared length), and the body is never held in memory
+//! beyond the spool threshold until its signature is known good.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use mailstream_runtime::records::{Envelope, IngestSource};
+use serde_json::json;
+
+use super::signature::{SignedEnvelope, Verifier};
+use super::{
+    CHANNEL, HttpContext, MAIL_FROM_HEADER, RCPT_TO_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER,
+};
+use crate::error::PublishError;
+use crate::events;
+use crate::publisher::Intake;
+use crate::spool::{Spool, SpoolError};
+
+/// Seconds a client is asked to wait after a 503.
+const RETRY_AFTER_SECS: &str = "5";
+
+/// A refusal: status, slug and message, as JSON.
+pub(super) struct Refusal {
+    status: StatusCode,
+    error: &'static str,
+    message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            error,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let body = axum::Json(json!({"error": self.error, "message": self.message}));
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            (self.status, [(header::RETRY_AFTER, RETRY_AFTER_SECS)], body).into_response()
+        } else {
+            (self.status, body).into_response()
+        }
+    }
+}
+
+pub(super) async fn ingest(
+    State(ctx): State<Arc<HttpContext>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match handle(&ctx, peer, &headers, body).await {
+        Ok(response) => response,
+        Err(refusal) => {
+            events::refused(
+                ctx.publisher.metrics(),
+                CHANNEL,
+                refusal.error,
+                &refusal.message,
+            );
+            refusal.into_response()
+        }
+    }
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+/// An envelope header's value as sent (trimmed), refusing repeats and non-UTF-8 bytes.
+fn envelope_header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Refusal> {
+    let mut values = headers.get_all(name).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let bad = |why: &str| {
+        Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "bad-envelope",
+            format!("{name}: {why}"),
+        )
+    };
+    if values.next().is_some() {
+        return Err(bad("sent more than once"));
+    }
+    let text = std::str::from_utf8(value.as_bytes().trim_ascii()).map_err(|_| bad("not UTF-8"))?;
+    Ok(Some(text))
+}
+
+fn unauthorized(error: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal::new(StatusCode::UNAUTHORIZED, error, message)
+}
+
+async fn handle(
+    ctx: &HttpContext,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, Refusal> {
+    let content_type = header_str(headers, header::CONTENT_TYPE.as_str()).unwrap_or("");
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    if !mime.eq_ignore_ascii_case("message/rfc822") {
+        return Err(Refusal::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            format!("Content-Type must be message/rfc822, got `{content_type}`"),
+        ));
+    }
+    let (Some(timestamp), Some(signature)) = (
+        header_str(headers, TIMESTAMP_HEADER),
+        header_str(headers, SIGNATURE_HEADER),
+    ) else {
+        return Err(unauthorized(
+            "missing-signature",
+            "X-Mailstream-Timestamp and X-Mailstream-Signature are required",
+        ));
+    };
+    let Ok(ts) = timestamp.parse::<i64>() else {
+        return Err(unauthorized(
+            "bad-timestamp",
+            "X-Mailstream-Timestamp must be unix seconds",
+        ));
+    };
+    let age = now_secs().abs_diff(ts);
+    if age > ctx.replay_window_secs {
+        return Err(unauthorized(
+            "stale-timestamp",
+            format!(
+                "timestamp is {age} s away from the server's clock; the replay window is {} s",
+                ctx.replay_window_secs
+            ),
+        ));
+    }
+    let rcpt_header = envelope_header(headers, RCPT_TO_HEADER)?;
+    let from_header = envelope_header(headers, MAIL_FROM_HEADER)?;
+    let rcpt_to: Vec<String> = rcpt_header
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    if rcpt_to.len() > ctx.max_recipients {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "too-many-recipients",
+            format!(
+                "{} recipients; at most {} (max_recipients)",
+                rcpt_to.len(),
+                ctx.max_recipients
+            ),
+        ));
+    }
+    let envelope = SignedEnvelope {
+        rcpt_to: rcpt_header.map(str::as_bytes),
+        mail_from: from_header.map(str::as_bytes),
+    };
+    let Some(mut verifier) = Verifier::new(&ctx.secret, timestamp, envelope, signature) else {
+        return Err(bad_signature());
+    };
+    let declared =
+        header_str(headers, header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > ctx.max_message_bytes as u64) {
+        return Err(too_large(ctx));
+    }
+    let spool = tokio::time::timeout(ctx.body_timeout, receive(ctx, body, &mut verifier))
+        .await
+        .map_err(|_| {
+            Refusal::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body-timeout",
+                format!(
+                    "the body did not arrive within {} s",
+                    ctx.body_timeout.as_secs()
+                ),
+            )
+        })??;
+    if verifier.verify().is_none() {
+        return Err(bad_signature());
+    }
+    if spool.is_empty() {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "empty-body",
+            "the body must be a MIME message",
+        ));
+    }
+    let (raw, _held) = spool.into_bytes().await.map_err(spool_refusal)?;
+    let intake = Intake {
+        source: IngestSource::Http,
+        envelope: Envelope {
+            mail_from: from_header.filter(|s| !s.is_empty()).map(str::to_string),
+            rcpt_to,
+            remote_addr: Some(peer.to_string()),
+            helo: None,
+        },
+        raw,
+        origin: None,
+        ingest_id: None,
+    };
+    match ctx.publisher.publish(intake, CHANNEL).await {
+        Ok(p) => Ok((
+            StatusCode::ACCEPTED,
+            axum::Json(json!({"ingest_id": p.ingest_id, "sha256": p.sha256, "size": p.size})),
+        )
+            .into_response()),
+        Err(PublishError::Transient(e)) => {
+            events::write_failed(ctx.publisher.metrics(), CHANNEL, &e);
+            Ok(Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the message could not be stored now; retry later",
+            )
+            .into_response())
+        }
+        Err(PublishError::Permanent(e)) => Err(Refusal::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unstorable",
+            format!("the message cannot be stored: {e}"),
+        )),
+    }
+}
+
+/// Streams the body through the MAC into a spool, within `max_message_bytes` and the budget.
+async fn receive(ctx: &HttpContext, body: Body, verifier: &mut Verifier) -> Result<Spool, Refusal> {
+    let mut spool = ctx.spooler.spool();
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "aborted",
+                format!("the body ended early: {e}"),
+            )
+        })?;
+        if spool.len() + chunk.len() > ctx.max_message_bytes {
+            return Err(too_large(ctx));
+        }
+        spool.push(&chunk).await.map_err(spool_refusal)?;
+        verifier.update(&chunk);
+    }
+    Ok(spool)
+}
+
+fn bad_signature() -> Refusal {
+    unauthorized(
+        "bad-signature",
+        "signature does not match (hex HMAC-SHA256 over \"v2\\n{timestamp}\\n{rcpt_to}\\n{mail_from}\\n{body}\", or over \"{timestamp}.{body}\" without envelope headers)",
+    )
+}
+
+fn too_large(ctx: &HttpContext) -> Refusal {
+    Refusal::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too-large",
+        format!("the message is over {} bytes", ctx.max_message_bytes),
+    )
+}
+
+fn spool_refusal(e: SpoolError) -> Refusal {
+    match e {
+        SpoolError::OverBudget => Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "over-budget",
+            "too many bytes in flight on this server; retry later",
+        ),
+        SpoolError::Io(e) => Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "spool-failed",
+            format!("the message could not be spooled: {e}"),
+        ),
+    }
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}
