@@ -181,6 +181,9 @@ pub enum Failure {
     Rejected { class: FailureClass, reason: String },
     /// The CRM (or our access to it) is down as a whole: no record is to blame.
     Outage { class: FailureClass, reason: String },
+    /// Our own request is wrong whatever the record (a bug, a schema that is not ours): no
+    /// retry and no dead letter can help, the process stops.
+    Broken { class: FailureClass, reason: String },
 }
 
 /// Why a call gave up.
@@ -195,6 +198,10 @@ pub enum CallError {
         reason: String,
     },
     Outage {
+        reason: String,
+    },
+    /// See [`Failure::Broken`].
+    Broken {
         reason: String,
     },
     /// Waiting again would outlive the transaction, or shutdown was requested.
@@ -250,6 +257,10 @@ impl Retrier {
                 Failure::Outage { class, reason } => {
                     events::write_failed(&self.metrics, op, class, attempt, &reason, false);
                     return Err(CallError::Outage { reason });
+                }
+                Failure::Broken { class, reason } => {
+                    events::write_failed(&self.metrics, op, class, attempt, &reason, false);
+                    return Err(CallError::Broken { reason });
                 }
             };
             let retrying = attempt < self.policy.max_attempts;

@@ -18,6 +18,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0002_accounts_last_writer",
         include_str!("../../migrations/0002_accounts_last_writer.sql"),
     ),
+    (
+        3,
+        "0003_keys_of_any_length",
+        include_str!("../../migrations/0003_keys_of_any_length.sql"),
+    ),
 ];
 
 /// The double-quoted identifier of `schema` (validated by the settings as `[a-z_][a-z0-9_]*`).

@@ -12,6 +12,7 @@
 //! | HubSpot CRM v3 | [`hubspot`] | upsert by email; a unique message-id property on emails |
 
 pub mod hubspot;
+pub mod keys;
 pub mod migrate;
 #[cfg(test)]
 mod plan_tests;
@@ -29,6 +30,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::retry::CallError;
+use keys::fit_id;
 
 /// Namespace of the deterministic ids of contacts the sink creates (UUIDv5 of `mailto:<email>`).
 pub const CONTACT_NAMESPACE: uuid::Uuid = uuid::Uuid::NAMESPACE_URL;
@@ -111,6 +113,36 @@ pub struct AttachmentPlan {
     pub part: String,
 }
 
+impl AttachmentPlan {
+    /// Why the CRM tables cannot hold this attachment (the `attachments` table's constraints,
+    /// and text PostgreSQL refuses), if they cannot. Such an attachment becomes a follow-up
+    /// without a statement that would fail and abort the batch's transaction.
+    pub fn problem(&self) -> Option<String> {
+        let hex = |s: &str| {
+            s.len() == 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        if !hex(&self.sha256) {
+            Some("sha256 is not 64 lower-case hex digits".into())
+        } else if self.size < 0 {
+            Some(format!("negative size {}", self.size))
+        } else if [
+            Some(&self.filename),
+            Some(&self.content_type),
+            self.blob_uri.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .any(|text| text.contains('\0'))
+        {
+            Some("a NUL byte in the filename, content type or blob URI".into())
+        } else {
+            None
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct LeadPlan {
     pub lead_key: String,
@@ -148,22 +180,25 @@ pub struct WritePlan {
 }
 
 impl WritePlan {
-    /// Derives the plan from a scored lead read at `source_offset`.
+    /// Derives the plan from a scored lead read at `source_offset`. Account, contact and deal
+    /// ids are bounded ([`fit_id`]).
     pub fn from_scored(lead: &ScoredLead, source_offset: i64) -> Self {
         let resolved = &lead.resolved;
         let email = &resolved.email;
         let sender_email = lead.sender_email.as_ref().map(|e| e.trim().to_lowercase());
         let sender_name = email.from.as_ref().and_then(|a| a.name.clone());
+        let account_id = lead.account_id.as_deref().map(fit_id);
         let account = lead.account_id.as_ref().map(|id| {
+            let account_id = fit_id(id);
             match resolved.account.as_ref().filter(|a| &a.account_id == id) {
                 Some(a) => AccountPlan {
-                    account_id: id.clone(),
+                    account_id,
                     name: a.name.clone(),
                     domain: a.domain.clone(),
                     target_account: Some(a.target_account),
                 },
                 None => AccountPlan {
-                    account_id: id.clone(),
+                    account_id,
                     name: None,
                     domain: None,
                     target_account: None,
@@ -172,14 +207,14 @@ impl WritePlan {
         });
         let contact = match (&lead.contact_id, &resolved.new_contact, &sender_email) {
             (Some(id), _, Some(sender)) => Some(ContactPlan {
-                contact_id: id.clone(),
+                contact_id: fit_id(id),
                 email: sender.clone(),
                 name: resolved
                     .contact
                     .as_ref()
                     .and_then(|c| c.name.clone())
                     .or_else(|| sender_name.clone()),
-                account_id: lead.account_id.clone(),
+                account_id: account_id.clone(),
                 create: false,
             }),
             (None, Some(proposal), _) => {
@@ -188,7 +223,11 @@ impl WritePlan {
                     contact_id: new_contact_id(&email),
                     email,
                     name: proposal.name.clone(),
-                    account_id: proposal.account_id.clone().or(lead.account_id.clone()),
+                    account_id: proposal
+                        .account_id
+                        .as_deref()
+                        .map(fit_id)
+                        .or(account_id.clone()),
                     create: true,
                 })
             }
@@ -227,9 +266,9 @@ impl WritePlan {
             status: lead.status.clone(),
             known_contact: lead.contact_id.is_some(),
             account,
-            deal: lead.deal_id.as_ref().map(|id| DealPlan {
-                deal_id: id.clone(),
-                account_id: lead.account_id.clone(),
+            deal: lead.deal_id.as_deref().map(|id| DealPlan {
+                deal_id: fit_id(id),
+                account_id: account_id.clone(),
                 source: resolved.deal_source.clone(),
             }),
             activity: ActivityPlan {
@@ -334,6 +373,8 @@ pub enum WriteError {
     Exhausted(String),
     /// The CRM as a whole is unavailable: abort the batch and retry it later.
     Unavailable(String),
+    /// Our own request is wrong whatever the record (a bug): stop the process.
+    Broken(String),
 }
 
 impl From<CallError> for WriteError {
@@ -346,6 +387,7 @@ impl From<CallError> for WriteError {
             CallError::Outage { reason } | CallError::Interrupted { reason } => {
                 Self::Unavailable(reason)
             }
+            CallError::Broken { reason } => Self::Broken(reason),
         }
     }
 }
@@ -357,6 +399,7 @@ impl WriteError {
             Self::Rejected(reason) => ProcessError::poison("crm-rejected", reason),
             Self::Exhausted(reason) => ProcessError::poison("crm-retries-exhausted", reason),
             Self::Unavailable(reason) => ProcessError::transient(reason),
+            Self::Broken(reason) => ProcessError::fatal(reason),
         }
     }
 }

@@ -185,6 +185,49 @@ fn an_account_named_only_by_id_keeps_what_the_row_has() {
 }
 
 #[test]
+fn ids_too_long_for_a_primary_key_are_bounded_everywhere_they_are_written() {
+    let long = "x".repeat(5_000);
+    let mut scored = lead();
+    scored.deal_id = Some(long.clone());
+    scored.account_id = Some(long.clone());
+    scored
+        .resolved
+        .account
+        .as_mut()
+        .expect("account")
+        .account_id = long.clone();
+    scored
+        .resolved
+        .new_contact
+        .as_mut()
+        .expect("proposal")
+        .account_id = Some(long.clone());
+    let plan = WritePlan::from_scored(&scored, 0);
+    let fitted = super::keys::fit_id(&long);
+    assert!(fitted.len() < 200);
+    let account = plan.account.expect("account");
+    assert_eq!(
+        (account.account_id.as_str(), account.target_account),
+        (fitted.as_str(), Some(true)),
+        "still the resolver's account match"
+    );
+    let deal = plan.deal.expect("deal");
+    assert_eq!(deal.deal_id, fitted);
+    assert_eq!(deal.account_id.as_deref(), Some(fitted.as_str()));
+    assert_eq!(
+        plan.contact.expect("contact").account_id.as_deref(),
+        Some(fitted.as_str())
+    );
+    scored.contact_id = Some(long.clone());
+    scored.resolved.new_contact = None;
+    let known = WritePlan::from_scored(&scored, 0).contact.expect("contact");
+    assert_eq!(
+        (known.contact_id.as_str(), known.account_id.as_deref()),
+        (fitted.as_str(), Some(fitted.as_str()))
+    );
+}
+
+#[test]
 fn idempotency_keys_are_stable_header_values() {
     assert_eq!(
         idempotency_key("m1@acme.io", "activity"),
@@ -211,6 +254,13 @@ fn errors_map_to_the_runtime_reactions() {
         WriteError::Unavailable("down".into()).into_process_error(),
         ProcessError::Transient(_)
     ));
+    assert!(matches!(
+        WriteError::from(CallError::Broken {
+            reason: "SQLSTATE 42P01".into()
+        })
+        .into_process_error(),
+        ProcessError::Fatal(_)
+    ));
     assert_eq!(
         WriteError::from(CallError::Exhausted {
             attempts: 6,
@@ -225,4 +275,28 @@ fn the_sample_record_survives_avro() {
     // The plan is derived from what the runtime decodes: the typed record round-trips.
     let value = lead().into_avro().expect("to avro");
     assert_eq!(ScoredLead::from_avro(value).expect("from avro"), lead());
+}
+
+#[test]
+fn attachments_the_tables_cannot_hold_are_named_before_any_statement() {
+    let good = AttachmentPlan {
+        filename: "quote.pdf".into(),
+        content_type: "application/pdf".into(),
+        size: 10,
+        sha256: "a".repeat(64),
+        blob_uri: Some("file:///blobs/aa".into()),
+        inline: false,
+        part: "p1".into(),
+    };
+    assert_eq!(good.problem(), None);
+    let with = |f: &dyn Fn(&mut AttachmentPlan)| {
+        let mut a = good.clone();
+        f(&mut a);
+        a.problem().expect("a problem")
+    };
+    assert!(with(&|a| a.sha256 = "not-a-sha256".into()).contains("sha256"));
+    assert!(with(&|a| a.sha256 = "A".repeat(64)).contains("sha256"));
+    assert!(with(&|a| a.size = -1).contains("negative size"));
+    assert!(with(&|a| a.filename = "a\0b.pdf".into()).contains("NUL"));
+    assert!(with(&|a| a.blob_uri = Some("file:///\0".into())).contains("NUL"));
 }

@@ -17,12 +17,19 @@
 //! `contact_id`, `deals.deal_id`, `email_activities.message_id`, `attachments (message_id,
 //! sha256, filename)`, `leads (message_id, sender_email)`), guarded so that once the input has
 //! been processed every row is at a fixpoint (see `postgres_sql.rs` for the rule of each table):
-//! a replay updates nothing (not even `xmin`), and the result says `unchanged`.
+//! a replay updates nothing (not even `xmin`), and the result says `unchanged`. Keys of any
+//! length fit: text keys from email are unique through their digest (`crm_key`), ids are
+//! bounded in the plan ([`fit_id`](super::keys::fit_id)), so an email with a 10 KB Message-ID
+//! or a 3,000-character From address is written like any other.
 //!
-//! An attachment that fails (a constraint) is rolled back to its savepoint and recorded in
-//! `follow_ups`; the activity and the rest commit. A lost connection, a server going down or a
-//! statement timeout is an outage, not a bad record: the batch is retried later
-//! (`ProcessError::Transient`). Serialization failures and deadlocks are retried in place.
+//! An attachment the tables cannot hold (a malformed hash, a negative size, a NUL byte:
+//! [`AttachmentPlan::problem`](super::AttachmentPlan::problem)) is recorded in `follow_ups`
+//! instead of written; the activity and the rest commit. What else PostgreSQL refuses is judged
+//! by its SQLSTATE (the table in `postgres_sql.rs`): a value it cannot store is poison (the
+//! message is dead-lettered with the SQLSTATE and the reason); a lost connection, a server going
+//! down or a statement timeout is an outage, not a bad record: the batch is retried later
+//! (`ProcessError::Transient`); serialization failures and deadlocks are retried in place; an
+//! error in our own SQL stops the process (`ProcessError::Fatal`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -179,7 +186,9 @@ async fn prepare(client: &Client) -> Result<Prepared, tokio_postgres::Error> {
             .prepare(&format!("{CONTACT_INSERT} ON CONFLICT (contact_id) {CONTACT_SET}"))
             .await?,
         contact_by_email: client
-            .prepare(&format!("{CONTACT_INSERT} ON CONFLICT (email) {CONTACT_SET}"))
+            .prepare(&format!(
+                "{CONTACT_INSERT} ON CONFLICT (crm_key(email)) {CONTACT_SET}"
+            ))
             .await?,
         contact_lookup: client
             .prepare("SELECT contact_id, created_by_message_id FROM contacts WHERE email = $1 OR contact_id = $2 ORDER BY (email = $1) DESC LIMIT 1")
@@ -474,17 +483,25 @@ async fn write_rows(c: &Connection, plan: &WritePlan) -> Result<WriteReport, Fai
             .await
             .map_err(db)?;
     }
-    report.activity_id = Some(
-        first(&rows, "email_activities")?
-            .get::<_, i64>(0)
-            .to_string(),
-    );
+    let activity_id: i64 = first(&rows, "email_activities")?.get(0);
+    report.activity_id = Some(activity_id.to_string());
     for part in &plan.attachments {
-        c.client
-            .batch_execute("SAVEPOINT attachment")
-            .await
-            .map_err(db)?;
-        let inserted = c
+        // Checked here rather than caught: a failed statement would abort the batch's whole
+        // transaction, and a savepoint per attachment would pile up subtransactions in it.
+        if let Some(reason) = part.problem() {
+            let rows = c
+                .client
+                .query(&p.follow_up, &[&plan.message_id, &part.part, &reason])
+                .await
+                .map_err(db)?;
+            report.changed |= !rows.is_empty();
+            report.attachments_failed += 1;
+            report
+                .follow_ups
+                .push(format!("attachment {}: {reason}", part.part));
+            continue;
+        }
+        let rows = c
             .client
             .query(
                 &p.attachment,
@@ -497,36 +514,13 @@ async fn write_rows(c: &Connection, plan: &WritePlan) -> Result<WriteReport, Fai
                     &part.blob_uri,
                     &part.inline,
                     &plan.source_offset,
+                    &activity_id,
                 ],
             )
-            .await;
-        match inserted.map_err(db) {
-            Ok(rows) => {
-                c.client
-                    .batch_execute("RELEASE SAVEPOINT attachment")
-                    .await
-                    .map_err(db)?;
-                report.changed |= !rows.is_empty();
-                report.attachments_written += 1;
-            }
-            Err(Failure::Rejected { reason, .. }) => {
-                c.client
-                    .batch_execute("ROLLBACK TO SAVEPOINT attachment")
-                    .await
-                    .map_err(db)?;
-                let rows = c
-                    .client
-                    .query(&p.follow_up, &[&plan.message_id, &part.part, &reason])
-                    .await
-                    .map_err(db)?;
-                report.changed |= !rows.is_empty();
-                report.attachments_failed += 1;
-                report
-                    .follow_ups
-                    .push(format!("attachment {}: {reason}", part.part));
-            }
-            Err(other) => return Err(other),
-        }
+            .await
+            .map_err(db)?;
+        report.changed |= !rows.is_empty();
+        report.attachments_written += 1;
     }
     if let Some(l) = &plan.lead {
         let rows = c

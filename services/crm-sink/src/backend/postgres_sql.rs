@@ -15,6 +15,28 @@
 //! ("Newer and different" alone is not enough for rows that messages from several partitions
 //! share: a newer email equal to the row is skipped, an older different one then overwrites the
 //! row, and a replay of the newer one would change it back.)
+//!
+//! Keys that come from email (message ids, addresses, attachment filenames) can be of any length,
+//! and a btree index entry holds ~2.7 KB: they are unique through `crm_key(col)`, their SHA-256
+//! (migration `0003_keys_of_any_length`), and every `ON CONFLICT` names that expression. Ids
+//! (accounts, contacts, deals: primary keys) are bounded before they get here
+//! ([`fit_id`](super::keys::fit_id)).
+//!
+//! ## Errors, by what a retry can change
+//!
+//! [`classify`] reads the SQLSTATE (the class is its first two characters):
+//!
+//! | SQLSTATE | meaning | verdict |
+//! |---|---|---|
+//! | 40001, 40P01 | serialization failure, deadlock | retried in place (the batch when others were written in its transaction) |
+//! | 21, 22, 23, 27, 44, 54, P0 | cardinality, data exception (a NUL byte, a bad encoding, a value out of range), integrity constraint, triggered data change, check option, program limit (an index row too large), a trigger's `RAISE` | the record is poison: dead-lettered (`crm-rejected`) with the SQLSTATE and message |
+//! | 08, 57 (but 57014), no SQLSTATE (I/O, a closed connection) | connection lost, server shutting down or refusing connections | outage: the batch is read again later, nothing dead-lettered |
+//! | 57014 | statement timeout, cancelled | outage (timeout) |
+//! | 25, 28, 40 (others), 53, 55, 58, F0, XX, any other | transaction state (a standby after a failover), authorization, insufficient resources (disk, memory, connections), lock not available, system and internal errors | outage (server) |
+//! | 03, 0A, 0B, 24, 26, 2B, 2D, 2F, 34, 38, 39, 3B, 3D, 3F, 42 | our own statements are wrong: syntax, an undefined table or column, missing privileges, a schema that is not ours, prepared statements or routines broken | broken: the process stops (`ProcessError::Fatal`); no record is to blame and no retry can help |
+//!
+//! Class 42 is never the record's fault: every value travels as a typed parameter, so only our
+//! SQL (or a schema changed under it) can be wrong.
 
 use tokio_postgres::error::SqlState;
 
@@ -52,7 +74,7 @@ pub const DEAL: &str = "INSERT INTO deals AS t (deal_id, account_id, source, fir
 pub const ACTIVITY: &str = "INSERT INTO email_activities AS t (message_id, received_at, subject, sender_email,
    recipients, body_text, thread_id, thread_parent, contact_id, account_id, deal_id, auth, tags, source_offset)
  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
- ON CONFLICT (message_id) DO UPDATE SET received_at = EXCLUDED.received_at, subject = EXCLUDED.subject,
+ ON CONFLICT (crm_key(message_id)) DO UPDATE SET received_at = EXCLUDED.received_at, subject = EXCLUDED.subject,
    sender_email = EXCLUDED.sender_email, recipients = EXCLUDED.recipients, body_text = EXCLUDED.body_text,
    thread_id = EXCLUDED.thread_id, thread_parent = EXCLUDED.thread_parent, contact_id = EXCLUDED.contact_id,
    account_id = EXCLUDED.account_id, deal_id = EXCLUDED.deal_id, auth = EXCLUDED.auth, tags = EXCLUDED.tags,
@@ -67,9 +89,9 @@ pub const ACTIVITY: &str = "INSERT INTO email_activities AS t (message_id, recei
 
 pub const ATTACHMENT: &str =
     "INSERT INTO attachments AS t (message_id, filename, content_type, size, sha256,
-   storage_url, inline, source_offset)
- VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
- ON CONFLICT (message_id, sha256, filename) DO UPDATE SET content_type = EXCLUDED.content_type,
+   storage_url, inline, source_offset, activity_id)
+ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+ ON CONFLICT (crm_key(message_id), sha256, crm_key(filename)) DO UPDATE SET content_type = EXCLUDED.content_type,
    size = EXCLUDED.size, storage_url = EXCLUDED.storage_url, inline = EXCLUDED.inline,
    source_offset = EXCLUDED.source_offset
  WHERE EXCLUDED.source_offset > t.source_offset
@@ -79,12 +101,12 @@ pub const ATTACHMENT: &str =
 
 pub const FOLLOW_UP: &str =
     "INSERT INTO follow_ups (message_id, kind, part, reason) VALUES ($1, 'attachment', $2, $3)
- ON CONFLICT (message_id, kind, part) DO NOTHING RETURNING id";
+ ON CONFLICT (crm_key(message_id), kind, part) DO NOTHING RETURNING id";
 
 pub const LEAD: &str = "INSERT INTO leads AS t (message_id, sender_email, sender_name, subject, received_at, lead_key,
    contact_id, account_id, deal_id, score, status, breakdown, rules_version, source_offset)
  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
- ON CONFLICT (message_id, sender_email) DO UPDATE SET sender_name = EXCLUDED.sender_name,
+ ON CONFLICT (crm_key(message_id), crm_key(sender_email)) DO UPDATE SET sender_name = EXCLUDED.sender_name,
    subject = EXCLUDED.subject, received_at = EXCLUDED.received_at, lead_key = EXCLUDED.lead_key,
    contact_id = EXCLUDED.contact_id, account_id = EXCLUDED.account_id, deal_id = EXCLUDED.deal_id,
    score = EXCLUDED.score, status = EXCLUDED.status, breakdown = EXCLUDED.breakdown,
@@ -116,9 +138,40 @@ pub fn safe_error(e: &tokio_postgres::Error) -> String {
     }
 }
 
-/// Integrity and data errors are the record's fault; serialization failures and deadlocks are
-/// worth another try; everything else (connection, server, timeouts, missing tables) is an
-/// outage of the database.
+/// What a retry can change about a failed statement (see the module doc's table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Another attempt may succeed at once (serialization failure, deadlock).
+    RetryInPlace,
+    /// The record's values: every attempt gets the same answer.
+    Poison,
+    /// The database, or our access to it, is down: the batch is read again later.
+    Outage(FailureClass),
+    /// Our own statements are wrong: the process stops.
+    Broken,
+}
+
+/// The verdict on a SQLSTATE (five characters; the class is the first two).
+pub fn verdict(sqlstate: &str) -> Verdict {
+    if sqlstate == SqlState::T_R_SERIALIZATION_FAILURE.code()
+        || sqlstate == SqlState::T_R_DEADLOCK_DETECTED.code()
+    {
+        return Verdict::RetryInPlace;
+    }
+    if sqlstate == SqlState::QUERY_CANCELED.code() {
+        return Verdict::Outage(FailureClass::Timeout);
+    }
+    match sqlstate.get(..2).unwrap_or_default() {
+        "21" | "22" | "23" | "27" | "44" | "54" | "P0" => Verdict::Poison,
+        "08" | "57" => Verdict::Outage(FailureClass::Connection),
+        "03" | "0A" | "0B" | "24" | "26" | "2B" | "2D" | "2F" | "34" | "38" | "39" | "3B"
+        | "3D" | "3F" | "42" => Verdict::Broken,
+        _ => Verdict::Outage(FailureClass::Server),
+    }
+}
+
+/// A failed statement as the retrier sees it (an error without a SQLSTATE never reached the
+/// server's executor: the connection is the problem).
 pub fn classify(e: &tokio_postgres::Error) -> Failure {
     let reason = safe_error(e);
     let Some(code) = e.code() else {
@@ -127,29 +180,70 @@ pub fn classify(e: &tokio_postgres::Error) -> Failure {
             reason,
         };
     };
-    let class = &code.code()[..2];
-    if *code == SqlState::T_R_SERIALIZATION_FAILURE || *code == SqlState::T_R_DEADLOCK_DETECTED {
-        Failure::Retriable {
+    match verdict(code.code()) {
+        Verdict::RetryInPlace => Failure::Retriable {
             class: FailureClass::Server,
             reason,
             retry_after: None,
-        }
-    } else if class == "23" || class == "22" {
-        Failure::Rejected {
+        },
+        Verdict::Poison => Failure::Rejected {
             class: FailureClass::Client,
             reason,
+        },
+        Verdict::Outage(class) => Failure::Outage { class, reason },
+        Verdict::Broken => Failure::Broken {
+            class: FailureClass::Client,
+            reason: format!("a statement of the sink is wrong: {reason}"),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_are_judged_by_what_a_retry_can_change() {
+        let outage = |class| Verdict::Outage(class);
+        for (sqlstate, want) in [
+            ("40001", Verdict::RetryInPlace),
+            ("40P01", Verdict::RetryInPlace),
+            // The record's values.
+            ("21000", Verdict::Poison),
+            ("22021", Verdict::Poison), // a NUL byte
+            ("22001", Verdict::Poison), // too long for a varchar
+            ("23505", Verdict::Poison),
+            ("23514", Verdict::Poison),
+            ("27000", Verdict::Poison),
+            ("44000", Verdict::Poison),
+            ("54000", Verdict::Poison), // index row size exceeds maximum
+            ("54001", Verdict::Poison),
+            ("P0001", Verdict::Poison),
+            // The database, or the way to it.
+            ("08006", outage(FailureClass::Connection)),
+            ("57P01", outage(FailureClass::Connection)),
+            ("57P03", outage(FailureClass::Connection)),
+            ("57014", outage(FailureClass::Timeout)),
+            ("25006", outage(FailureClass::Server)), // a standby after a failover
+            ("28P01", outage(FailureClass::Server)),
+            ("40003", outage(FailureClass::Server)),
+            ("53100", outage(FailureClass::Server)), // disk full
+            ("53300", outage(FailureClass::Server)), // too many connections
+            ("55P03", outage(FailureClass::Server)), // lock not available
+            ("58030", outage(FailureClass::Server)),
+            ("XX000", outage(FailureClass::Server)),
+            ("ZZ999", outage(FailureClass::Server)),
+            ("", outage(FailureClass::Server)),
+            // Our statements.
+            ("42601", Verdict::Broken),
+            ("42P01", Verdict::Broken),
+            ("42703", Verdict::Broken),
+            ("42501", Verdict::Broken),
+            ("0A000", Verdict::Broken),
+            ("26000", Verdict::Broken),
+            ("3F000", Verdict::Broken),
+        ] {
+            assert_eq!(verdict(sqlstate), want, "SQLSTATE {sqlstate}");
         }
-    } else if *code == SqlState::QUERY_CANCELED {
-        Failure::Outage {
-            class: FailureClass::Timeout,
-            reason,
-        }
-    } else {
-        let class = if class == "08" || class == "57" {
-            FailureClass::Connection
-        } else {
-            FailureClass::Server
-        };
-        Failure::Outage { class, reason }
     }
 }

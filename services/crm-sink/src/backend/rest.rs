@@ -11,7 +11,7 @@
 //! | 408, 425, 429, 5xx (but 501, 505), timeouts | retried (honouring `Retry-After`); after `max_attempts` dead-lettered (`crm-retries-exhausted`) |
 //! | connection failures (refused, reset) | retried; after `max_attempts` an outage of the CRM: the batch is retried later, nothing dead-lettered |
 //! | 401 | an outage (our credentials): the batch is retried later |
-//! | other 4xx, 501, 505 | the record is rejected: dead-lettered at once (`crm-rejected`) |
+//! | other 4xx (400, 413, 414, 422, 431: a field or key the CRM will not take), 501, 505 | the record is rejected: dead-lettered at once (`crm-rejected`); for an attachment, a follow-up |
 //!
 //! Accounts travel as `account_id` on the contact, deal and activity bodies (no endpoint of
 //! their own).
@@ -21,7 +21,7 @@
 //! `max_concurrency`). An attachment that fails after its retries is a follow-up in the result,
 //! not a failure of the message.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
 use futures::future::join_all;
@@ -136,7 +136,6 @@ impl HttpClient {
             header("idempotent-replayed").is_some_and(|v| v.eq_ignore_ascii_case("true"));
         let text = response.text().await.map_err(transport_failure)?;
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        let reason = || format!("{} answered {status}: {}", call.op, redact(&text, 160));
         match status {
             200..=299 => Ok(Answer {
                 status,
@@ -148,29 +147,40 @@ impl HttpClient {
                 body,
                 replayed: true,
             }),
-            401 => Err(Failure::Outage {
-                class: FailureClass::Client,
-                reason: format!("{} answered 401: the CRM refused the token", call.op),
-            }),
-            408 | 425 | 429 => Err(Failure::Retriable {
-                class: FailureClass::Client,
-                reason: reason(),
-                retry_after,
-            }),
-            500..=599 if status != 501 && status != 505 => Err(Failure::Retriable {
-                class: FailureClass::Server,
-                reason: reason(),
-                retry_after,
-            }),
-            _ => Err(Failure::Rejected {
-                class: if status >= 500 {
-                    FailureClass::Server
-                } else {
-                    FailureClass::Client
-                },
-                reason: reason(),
-            }),
+            _ => Err(status_failure(call.op, status, &text, retry_after)),
         }
+    }
+}
+
+/// How an answer that is not a success is treated (the table in the module doc). Whatever the
+/// record makes the CRM refuse (400, 413 for a body too large, 414 and 431 for a key too long
+/// for a URL or a header, 422 for a field the CRM will not hold) is rejected at once: another
+/// attempt would get the same answer.
+pub fn status_failure(op: &str, status: u16, body: &str, retry_after: Option<Duration>) -> Failure {
+    let reason = || format!("{op} answered {status}: {}", redact(body, 160));
+    match status {
+        401 => Failure::Outage {
+            class: FailureClass::Client,
+            reason: format!("{op} answered 401: the CRM refused the token"),
+        },
+        408 | 425 | 429 => Failure::Retriable {
+            class: FailureClass::Client,
+            reason: reason(),
+            retry_after,
+        },
+        500..=599 if status != 501 && status != 505 => Failure::Retriable {
+            class: FailureClass::Server,
+            reason: reason(),
+            retry_after,
+        },
+        _ => Failure::Rejected {
+            class: if status >= 500 {
+                FailureClass::Server
+            } else {
+                FailureClass::Client
+            },
+            reason: reason(),
+        },
     }
 }
 
@@ -372,5 +382,27 @@ impl CrmBackend for RestBackend {
             }
         }
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_a_record_caused_are_rejected_and_outages_are_not() {
+        let verdict = |status| match status_failure("activity-create", status, "too big", None) {
+            Failure::Rejected { .. } => "rejected",
+            Failure::Retriable { .. } => "retried",
+            Failure::Outage { .. } => "outage",
+            Failure::Broken { .. } => "broken",
+        };
+        for status in [400, 404, 409, 413, 414, 422, 431, 501, 505] {
+            assert_eq!(verdict(status), "rejected", "{status}");
+        }
+        for status in [408, 425, 429, 500, 502, 503, 504] {
+            assert_eq!(verdict(status), "retried", "{status}");
+        }
+        assert_eq!(verdict(401), "outage");
     }
 }
