@@ -12,6 +12,9 @@
 //! - processor keys: file `[parser]` table, env `MAILSTREAM_PARSER_INLINE_LIMIT_BYTES=...`.
 //!
 //! Unknown keys in a file are refused. Environment variables are read only for declared keys.
+//! Every key (and every librdkafka property) can also be read from a file: `<VARIABLE>_FILE`
+//! names it, as Kubernetes mounts Secrets; secret settings are [`Secret`]s, which no `Debug`
+//! output or log line shows.
 
 mod introspect;
 mod secret;
@@ -40,8 +43,10 @@ const MANAGED_KAFKA_KEYS: &[&str] = &[
     "group.instance.id",
 ];
 
-/// Settings every processor shares.
-#[derive(Debug, Clone, Deserialize)]
+/// Settings every processor shares. Its `Debug` shows no secret: the registry password is a
+/// [`Secret`], and librdkafka properties that hold one (passwords, keys, client secrets) are
+/// redacted.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeConfig {
     /// Kafka bootstrap servers, `host:port[,host:port]`. Required.
@@ -288,22 +293,35 @@ pub fn load<P: DeserializeOwned>(
         }
     }
 
-    let runtime_env = overlay_env(&mut root, None, runtime_keys, &source.env);
+    let runtime_env = overlay_env(&mut root, None, runtime_keys, &source.env, &mut errors);
     let processor_env = overlay_env(
         &mut processor_table,
         Some(section),
         processor_keys,
         &source.env,
+        &mut errors,
     );
     let kafka = root
         .entry("kafka")
         .or_insert_with(|| toml::Value::Table(toml::Table::new()));
     if let toml::Value::Table(kafka) = kafka {
         for (name, value) in &source.env {
-            if let Some(prop) = name.strip_prefix(RDKAFKA_ENV_PREFIX) {
-                let prop = prop.to_ascii_lowercase().replace('_', ".");
-                kafka.insert(prop, toml::Value::String(value.clone()));
-            }
+            let Some(prop) = name.strip_prefix(RDKAFKA_ENV_PREFIX) else {
+                continue;
+            };
+            // `..._SASL_PASSWORD_FILE`: the property's value is in that file (a mounted Secret).
+            let (prop, value) = match prop.strip_suffix("_FILE") {
+                Some(prop) => match read_secret_file(value) {
+                    Ok(text) => (prop, text),
+                    Err(e) => {
+                        errors.push(format!("{name}: cannot read `{value}`: {e}"));
+                        continue;
+                    }
+                },
+                None => (prop, value.clone()),
+            };
+            let prop = prop.to_ascii_lowercase().replace('_', ".");
+            kafka.insert(prop, toml::Value::String(value));
         }
     }
 
@@ -343,20 +361,54 @@ fn read_file(path: &PathBuf, errors: &mut Vec<String>) -> toml::Table {
 /// the keys it set. A value keeps its text exactly (`007` stays `007`, a 20-digit secret keeps
 /// every digit); [`deserialize_all`] reads one as a number or boolean only for a key whose
 /// type is not a string.
+///
+/// `MAILSTREAM_[SECTION_]KEY_FILE` names a file whose content is the value (one trailing line
+/// break dropped), as Kubernetes mounts Secrets; it is refused beside the plain variable, and
+/// it does not apply to a key whose own name ends in `_file` (that key is the file path).
 fn overlay_env(
     table: &mut toml::Table,
     section: Option<&str>,
     keys: &[&str],
     env: &BTreeMap<String, String>,
+    errors: &mut Vec<String>,
 ) -> BTreeSet<String> {
     let mut set = BTreeSet::new();
     for key in keys {
-        if let Some(raw) = env.get(&env_name(section, key)) {
-            table.insert((*key).to_string(), toml::Value::String(raw.clone()));
-            set.insert((*key).to_string());
-        }
+        let name = env_name(section, key);
+        let file_name = format!("{name}_FILE");
+        let from_file = if keys.contains(&format!("{key}_file").as_str()) {
+            None
+        } else {
+            env.get(&file_name)
+        };
+        let value = match (env.get(&name), from_file) {
+            (Some(_), Some(_)) => {
+                errors.push(format!(
+                    "{name} and {file_name} are both set; keep one (the file is for secrets mounted from a Secret)"
+                ));
+                continue;
+            }
+            (Some(raw), None) => raw.clone(),
+            (None, Some(path)) => match read_secret_file(path) {
+                Ok(text) => text,
+                Err(e) => {
+                    errors.push(format!("{file_name}: cannot read `{path}`: {e}"));
+                    continue;
+                }
+            },
+            (None, None) => continue,
+        };
+        table.insert((*key).to_string(), toml::Value::String(value));
+        set.insert((*key).to_string());
     }
     set
+}
+
+/// A value kept in a file (a Kubernetes Secret mount): its text, one trailing line break dropped.
+fn read_secret_file(path: &str) -> std::io::Result<String> {
+    let text = std::fs::read_to_string(path)?;
+    let value = text.strip_suffix('\n').unwrap_or(&text);
+    Ok(value.strip_suffix('\r').unwrap_or(value).to_string())
 }
 
 /// The TOML scalar an environment value spells (`42`, `true`, `0.5`), if any.
@@ -408,6 +460,71 @@ fn deserialize_all<T: DeserializeOwned>(
         }
     }
     None
+}
+
+/// librdkafka properties whose values are secrets (`sasl.password`, `ssl.key.password`,
+/// `ssl.key.pem`, `sasl.oauthbearer.client.secret`, ...).
+fn is_secret_property(name: &str) -> bool {
+    ["password", "secret", ".key.pem", "sasl.jaas"]
+        .iter()
+        .any(|part| name.contains(part))
+}
+
+impl std::fmt::Debug for RuntimeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured, so a new field cannot be left out of (or leak through) this impl.
+        let Self {
+            bootstrap_servers,
+            schema_registry_url,
+            schema_registry_username,
+            schema_registry_password,
+            topic_prefix,
+            instance_id,
+            static_membership,
+            batch_max_records,
+            batch_max_bytes,
+            batch_max_ms,
+            transaction_timeout_ms,
+            retry_backoff_max_ms,
+            stall_timeout_ms,
+            http_addr,
+            log_format,
+            log_level,
+            otlp_endpoint,
+            kafka,
+        } = self;
+        let kafka: BTreeMap<&str, &str> = kafka
+            .iter()
+            .map(|(k, v)| {
+                let shown = if is_secret_property(k) {
+                    "<redacted>"
+                } else {
+                    v.as_str()
+                };
+                (k.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("RuntimeConfig")
+            .field("bootstrap_servers", bootstrap_servers)
+            .field("schema_registry_url", schema_registry_url)
+            .field("schema_registry_username", schema_registry_username)
+            .field("schema_registry_password", schema_registry_password)
+            .field("topic_prefix", topic_prefix)
+            .field("instance_id", instance_id)
+            .field("static_membership", static_membership)
+            .field("batch_max_records", batch_max_records)
+            .field("batch_max_bytes", batch_max_bytes)
+            .field("batch_max_ms", batch_max_ms)
+            .field("transaction_timeout_ms", transaction_timeout_ms)
+            .field("retry_backoff_max_ms", retry_backoff_max_ms)
+            .field("stall_timeout_ms", stall_timeout_ms)
+            .field("http_addr", http_addr)
+            .field("log_format", log_format)
+            .field("log_level", log_level)
+            .field("otlp_endpoint", otlp_endpoint)
+            .field("kafka", &kafka)
+            .finish()
+    }
 }
 
 impl RuntimeConfig {
@@ -580,6 +697,65 @@ mod tests {
         assert_eq!(rt.topic_prefix, "1e3");
         assert!(demo.enabled);
         assert_eq!(rt.batch_max_ms, 250);
+    }
+
+    #[test]
+    fn a_secret_can_come_from_a_file() {
+        let dir = std::env::temp_dir().join(format!("mailstream-sec-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("password");
+        std::fs::write(&path, "s3cret 007\n").expect("write");
+        let path = path.to_string_lossy().into_owned();
+        let (rt, demo) = load::<Demo>(
+            "demo",
+            &source(&[
+                ("MAILSTREAM_BOOTSTRAP_SERVERS", "k:9092"),
+                ("MAILSTREAM_SCHEMA_REGISTRY_URL", "http://r:8081"),
+                ("MAILSTREAM_SCHEMA_REGISTRY_PASSWORD_FILE", &path),
+                ("MAILSTREAM_DEMO_SECRET_FILE", &path),
+            ]),
+        )
+        .expect("valid config");
+        assert_eq!(
+            rt.schema_registry_password.as_ref().map(Secret::expose),
+            Some("s3cret 007")
+        );
+        assert_eq!(demo.secret.as_deref(), Some("s3cret 007"));
+        let (rt, _) = load::<Demo>(
+            "demo",
+            &source(&[
+                ("MAILSTREAM_BOOTSTRAP_SERVERS", "k:9092"),
+                ("MAILSTREAM_SCHEMA_REGISTRY_URL", "http://r:8081"),
+                ("MAILSTREAM_RDKAFKA_SASL_PASSWORD_FILE", &path),
+            ]),
+        )
+        .expect("valid config");
+        assert_eq!(rt.kafka["sasl.password"], "s3cret 007");
+        assert!(
+            !format!("{rt:?}").contains("s3cret"),
+            "Debug shows a secret"
+        );
+
+        let err = load::<Demo>(
+            "demo",
+            &source(&[
+                ("MAILSTREAM_BOOTSTRAP_SERVERS", "k:9092"),
+                ("MAILSTREAM_SCHEMA_REGISTRY_URL", "http://r:8081"),
+                ("MAILSTREAM_DEMO_SECRET", "inline"),
+                ("MAILSTREAM_DEMO_SECRET_FILE", &path),
+                (
+                    "MAILSTREAM_SCHEMA_REGISTRY_PASSWORD_FILE",
+                    "/nonexistent/pw",
+                ),
+            ]),
+        )
+        .expect_err("both set, and an unreadable file");
+        let text = err.to_string();
+        assert!(
+            text.contains("MAILSTREAM_DEMO_SECRET_FILE are both set"),
+            "{text}"
+        );
+        assert!(text.contains("/nonexistent/pw"), "{text}");
     }
 
     #[test]
