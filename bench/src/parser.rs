@@ -23,8 +23,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use mail_parser::MessageParser;
-use mailstream_parser::{ParseContext, mbox, parse_message};
+use mailstream_parser::{ParseContext, parse_message};
 use mailstream_runtime::AvroRecord;
+use mailstream_runtime::mbox;
 use mailstream_tests::corpus::{CorpusOptions, Generator, Templates};
 use serde::Serialize;
 
@@ -173,7 +174,9 @@ fn read_files(files: &[PathBuf]) -> anyhow::Result<Vec<Vec<u8>>> {
     for file in files {
         let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
         if mbox::looks_like_mbox(&bytes) {
-            corpus.extend(mbox::split(&bytes));
+            let messages =
+                mbox::split(&bytes).with_context(|| format!("splitting {}", file.display()))?;
+            corpus.extend(messages.into_iter().map(|m| m.bytes));
         } else {
             corpus.push(bytes);
         }

@@ -17,6 +17,7 @@
 //! 30; the compacted marker topic never reuses a key, so it keeps every marker.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -150,58 +151,13 @@ async fn replay(ctx: &dlq_view::Context, args: ReplayArgs) -> anyhow::Result<Exi
     };
     let markers = ctx.markers(args.execute).await?;
     let letters = ctx.letters(&dlq).await?;
-    for (p, o) in &args.select {
-        if !letters.iter().any(|l| l.partition == *p && l.offset == *o) {
-            bail!("no dead letter at {dlq} {p}:{o}: see `mailstream dlq list {dlq}`");
-        }
-    }
-    let chosen: Vec<&Scanned> = letters
-        .iter()
-        .filter(|l| {
-            args.all
-                || args.select.contains(&(l.partition, l.offset))
-                || args
-                    .class
-                    .as_deref()
-                    .is_some_and(|c| l.header_str(headers::ERROR_CLASS).as_deref() == Some(c))
-        })
-        .collect();
+    let chosen = choose(&letters, &dlq, &args)?;
     let mut outcomes = Vec::new();
     let mut to_write = Vec::new();
     for letter in chosen {
-        let mut outcome = Outcome {
-            dlq_partition: letter.partition,
-            dlq_offset: letter.offset,
-            class: letter.header_str(headers::ERROR_CLASS),
-            action: if args.execute {
-                "replayed"
-            } else {
-                "would-replay"
-            },
-            to: None,
-            detail: None,
-        };
-        let source_topic = letter.header_str(headers::ERROR_SOURCE_TOPIC);
-        if let Some(m) = replayed(&markers, &dlq, letter) {
-            outcome.action = "already-replayed";
-            outcome.to = Some(format!(
-                "{}/{}/{}",
-                m.source_topic, m.source_partition, m.source_offset
-            ));
-            outcome.detail = Some(format!("at {}", format_millis(m.replayed_at)));
-        } else if let Some(topic) = source_topic.filter(|t| {
-            ctx.topology
-                .topic(t)
-                .is_some_and(|t| t.kind != TopicKind::Dlq)
-        }) {
-            outcome.to = Some(topic.clone());
+        let (outcome, source) = decide(letter, &dlq, &markers, &ctx.topology, args.execute);
+        if let Some(topic) = source {
             to_write.push((letter, topic));
-        } else {
-            outcome.action = "skipped";
-            outcome.detail = Some(format!(
-                "no {} header naming a topic of the topology",
-                headers::ERROR_SOURCE_TOPIC
-            ));
         }
         outcomes.push(outcome);
     }
@@ -229,6 +185,74 @@ async fn replay(ctx: &dlq_view::Context, args: ReplayArgs) -> anyhow::Result<Exi
     }
     print_outcomes(&dlq, &outcomes, args.execute, args.json)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The dead letters `args` choose: each of `--select` (which must exist), those of `--class`,
+/// or `--all`.
+fn choose<'a>(
+    letters: &'a [Scanned],
+    dlq: &str,
+    args: &ReplayArgs,
+) -> anyhow::Result<Vec<&'a Scanned>> {
+    for (p, o) in &args.select {
+        if !letters.iter().any(|l| l.partition == *p && l.offset == *o) {
+            bail!("no dead letter at {dlq} {p}:{o}: see `mailstream dlq list {dlq}`");
+        }
+    }
+    let of_class = |l: &Scanned| {
+        args.class
+            .as_deref()
+            .is_some_and(|c| l.header_str(headers::ERROR_CLASS).as_deref() == Some(c))
+    };
+    Ok(letters
+        .iter()
+        .filter(|l| args.all || args.select.contains(&(l.partition, l.offset)) || of_class(l))
+        .collect())
+}
+
+/// What happens to one chosen dead letter, and the source topic to re-inject it into (none
+/// when it was replayed before or names no topic of the topology that is not a DLQ).
+fn decide(
+    letter: &Scanned,
+    dlq: &str,
+    markers: &dlq_view::Markers,
+    topology: &Topology,
+    execute: bool,
+) -> (Outcome, Option<String>) {
+    let mut outcome = Outcome {
+        dlq_partition: letter.partition,
+        dlq_offset: letter.offset,
+        class: letter.header_str(headers::ERROR_CLASS),
+        action: if execute { "replayed" } else { "would-replay" },
+        to: None,
+        detail: None,
+    };
+    if let Some(m) = replayed(markers, dlq, letter) {
+        outcome.action = "already-replayed";
+        outcome.to = Some(format!(
+            "{}/{}/{}",
+            m.source_topic, m.source_partition, m.source_offset
+        ));
+        outcome.detail = Some(format!("at {}", format_millis(m.replayed_at)));
+        return (outcome, None);
+    }
+    let source = letter
+        .header_str(headers::ERROR_SOURCE_TOPIC)
+        .filter(|t| topology.topic(t).is_some_and(|t| t.kind != TopicKind::Dlq));
+    match source {
+        Some(topic) => {
+            outcome.to = Some(topic.clone());
+            (outcome, Some(topic))
+        }
+        None => {
+            outcome.action = "skipped";
+            outcome.detail = Some(format!(
+                "no {} header naming a topic of the topology",
+                headers::ERROR_SOURCE_TOPIC
+            ));
+            (outcome, None)
+        }
+    }
 }
 
 /// Re-injects `letters` and their markers in one transaction; returns where each went.
@@ -335,8 +359,16 @@ fn print_outcomes(
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
+    print!("{}", render(dlq, outcomes, executed));
+    Ok(())
+}
+
+/// The outcomes as people read them: a line per dead letter, then the counts.
+fn render(dlq: &str, outcomes: &[Outcome], executed: bool) -> String {
+    let mut out = String::new();
     for o in outcomes {
-        println!(
+        let _ = writeln!(
+            out,
             "{:<16} {dlq} {}:{}  {:<18} → {}{}",
             o.action,
             o.dlq_partition,
@@ -351,19 +383,194 @@ fn print_outcomes(
     }
     let count = |a: &str| outcomes.iter().filter(|o| o.action == a).count();
     if executed {
-        println!(
+        let _ = writeln!(
+            out,
             "{} re-injected, {} already replayed before, {} skipped",
             count("replayed"),
             count("already-replayed"),
             count("skipped")
         );
     } else {
-        println!(
+        let _ = writeln!(
+            out,
             "dry run: {} would be re-injected ({} already replayed, {} skipped); add --execute to write them",
             count("would-replay"),
             count("already-replayed"),
             count("skipped")
         );
     }
-    Ok(())
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter(partition: i32, offset: i64, class: &str, source: &str) -> Scanned {
+        Scanned {
+            partition,
+            offset,
+            timestamp_ms: Some(1_000),
+            key: None,
+            payload: None,
+            headers: vec![
+                (headers::ERROR_CLASS.into(), Some(class.as_bytes().to_vec())),
+                (
+                    headers::ERROR_SOURCE_TOPIC.into(),
+                    Some(source.as_bytes().to_vec()),
+                ),
+            ],
+        }
+    }
+
+    /// `mailstream dlq replay`'s arguments alone.
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ReplayArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<ReplayArgs, clap::Error> {
+        use clap::Parser as _;
+        Cli::try_parse_from(std::iter::once("replay").chain(args.iter().copied())).map(|c| c.args)
+    }
+
+    fn positions(chosen: &[&Scanned]) -> Vec<(i32, i64)> {
+        chosen.iter().map(|l| (l.partition, l.offset)).collect()
+    }
+
+    #[test]
+    fn a_selection_is_required_and_positions_are_checked() {
+        use clap::error::ErrorKind;
+        let none = parse(&["raw-email"]).err().map(|e| e.kind());
+        assert_eq!(none, Some(ErrorKind::MissingRequiredArgument));
+        assert!(parse(&["raw-email", "--select", "0:x"]).is_err());
+        let both = parse(&["raw-email", "--all", "--execute", "--dry-run"]).err();
+        assert_eq!(both.map(|e| e.kind()), Some(ErrorKind::ArgumentConflict));
+        let args = parse(&["raw-email", "--select", "0:1,1:2"]).expect("valid");
+        assert_eq!(args.select, [(0, 1), (1, 2)]);
+    }
+
+    #[test]
+    fn letters_are_chosen_by_position_class_or_all() {
+        let letters = [
+            letter(0, 1, "mime-unparseable", "raw-email"),
+            letter(0, 2, "avro-decode", "raw-email"),
+            letter(1, 1, "mime-unparseable", "raw-email"),
+        ];
+        let choose_with = |args: &[&str]| {
+            let args = parse(args).expect("valid");
+            choose(&letters, "raw-email.dlq", &args).map(|c| positions(&c))
+        };
+        assert_eq!(
+            choose_with(&["raw-email", "--select", "0:2"]).expect("chosen"),
+            [(0, 2)]
+        );
+        assert_eq!(
+            choose_with(&["raw-email", "--class", "mime-unparseable"]).expect("chosen"),
+            [(0, 1), (1, 1)]
+        );
+        assert_eq!(
+            choose_with(&["raw-email", "--all"]).expect("chosen").len(),
+            3
+        );
+        assert_eq!(
+            choose_with(&["raw-email", "--class", "panic"]).expect("chosen"),
+            []
+        );
+        let missing = choose_with(&["raw-email", "--select", "0:1,5:5"]).expect_err("no 5:5");
+        assert!(
+            missing
+                .to_string()
+                .contains("no dead letter at raw-email.dlq 5:5"),
+            "{missing}"
+        );
+    }
+
+    #[test]
+    fn a_letter_goes_back_to_its_source_once() {
+        let topology = Topology::embedded().expect("embedded topology");
+        let fresh = letter(0, 1, "mime-unparseable", "raw-email");
+        let none = dlq_view::Markers::new();
+        let (outcome, source) = decide(&fresh, "raw-email.dlq", &none, &topology, false);
+        assert_eq!(
+            (outcome.action, source.as_deref()),
+            ("would-replay", Some("raw-email"))
+        );
+        let (outcome, _) = decide(&fresh, "raw-email.dlq", &none, &topology, true);
+        assert_eq!(outcome.action, "replayed");
+
+        let markers = dlq_view::Markers::from([(
+            marker_key("raw-email.dlq", 0, 1),
+            DlqReplay {
+                dlq_topic: "raw-email.dlq".into(),
+                dlq_partition: 0,
+                dlq_offset: 1,
+                dlq_timestamp: 1_000,
+                error_class: None,
+                source_topic: "raw-email".into(),
+                source_partition: 2,
+                source_offset: 30,
+                replayed_at: 0,
+                replayed_by: None,
+            },
+        )]);
+        let (outcome, source) = decide(&fresh, "raw-email.dlq", &markers, &topology, true);
+        assert_eq!(outcome.action, "already-replayed");
+        assert_eq!(outcome.to.as_deref(), Some("raw-email/2/30"));
+        assert_eq!(source, None);
+
+        for bad in ["not-a-topic", "raw-email.dlq"] {
+            let (outcome, source) = decide(
+                &letter(0, 2, "x", bad),
+                "raw-email.dlq",
+                &none,
+                &topology,
+                true,
+            );
+            assert_eq!((outcome.action, source), ("skipped", None), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_text_outcome_counts_each_action() {
+        let outcome = |action, to: Option<&str>, detail: Option<&str>| Outcome {
+            dlq_partition: 0,
+            dlq_offset: 7,
+            class: Some("panic".into()),
+            action,
+            to: to.map(String::from),
+            detail: detail.map(String::from),
+        };
+        let outcomes = [
+            outcome("would-replay", Some("raw-email"), None),
+            outcome("already-replayed", Some("raw-email/0/3"), Some("at then")),
+            outcome("skipped", None, Some("no header")),
+        ];
+        let dry = render("raw-email.dlq", &outcomes, false);
+        let lines: Vec<&str> = dry.lines().collect();
+        assert_eq!(
+            lines[0].split_whitespace().collect::<Vec<_>>(),
+            [
+                "would-replay",
+                "raw-email.dlq",
+                "0:7",
+                "panic",
+                "→",
+                "raw-email"
+            ]
+        );
+        assert!(
+            lines[1].ends_with("→ raw-email/0/3  (at then)"),
+            "{}",
+            lines[1]
+        );
+        assert!(lines[2].ends_with("→ -  (no header)"), "{}", lines[2]);
+        assert_eq!(
+            lines[3],
+            "dry run: 1 would be re-injected (1 already replayed, 1 skipped); add --execute to write them"
+        );
+        let done = render("raw-email.dlq", &[outcome("replayed", None, None)], true);
+        assert!(done.ends_with("1 re-injected, 0 already replayed before, 0 skipped\n"));
+    }
 }

@@ -203,29 +203,38 @@ pub async fn list(ctx: &Context, topics: &[String], json: bool) -> anyhow::Resul
         println!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let text = |v: &Json, k: &str| v.get(k).and_then(Json::as_str).unwrap_or("-").to_string();
     for v in &all {
-        let mut reason = text(v, "reason").replace(['\n', '\r'], " ");
-        if reason.chars().count() > 160 {
-            reason = format!("{}…", reason.chars().take(160).collect::<String>());
-        }
-        let replayed = v
-            .get("replayed_to")
-            .and_then(Json::as_str)
-            .map(|t| format!("  [replayed → {t}]"))
-            .unwrap_or_default();
-        println!(
-            "{} {}:{}  {:<18} {:<10} {}  {reason}{replayed}",
-            text(v, "topic"),
-            v["partition"],
-            v["offset"],
-            text(v, "class"),
-            text(v, "processor"),
-            text(v, "time"),
-        );
+        println!("{}", list_line(v));
     }
     println!("{} dead letter(s) in {}", all.len(), topics.join(", "));
     Ok(ExitCode::SUCCESS)
+}
+
+/// Characters of a reason `list` shows on its line.
+const REASON_CHARS: usize = 160;
+
+/// One dead letter's [`summary`] on one line: position, class, processor, time, the reason
+/// (cut at [`REASON_CHARS`]) and where it was replayed to.
+fn list_line(v: &Json) -> String {
+    let text = |k: &str| v.get(k).and_then(Json::as_str).unwrap_or("-").to_string();
+    let mut reason = text("reason").replace(['\n', '\r'], " ");
+    if reason.chars().count() > REASON_CHARS {
+        reason = format!("{}…", reason.chars().take(REASON_CHARS).collect::<String>());
+    }
+    let replayed = v
+        .get("replayed_to")
+        .and_then(Json::as_str)
+        .map(|t| format!("  [replayed → {t}]"))
+        .unwrap_or_default();
+    format!(
+        "{} {}:{}  {:<18} {:<10} {}  {reason}{replayed}",
+        text("topic"),
+        v["partition"],
+        v["offset"],
+        text("class"),
+        text("processor"),
+        text("time"),
+    )
 }
 
 pub async fn show(
@@ -348,5 +357,174 @@ pub fn to_json(value: Value) -> Json {
             .collect::<Map<_, _>>()
             .into(),
         other => Json::try_from(other).unwrap_or_else(|e| json!({"undecodable": e.to_string()})),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter(partition: i32, offset: i64, headers: &[(&str, &str)]) -> Scanned {
+        Scanned {
+            partition,
+            offset,
+            timestamp_ms: Some(1_000),
+            key: Some(b"k-1".to_vec()),
+            payload: Some(b"value".to_vec()),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), Some(v.as_bytes().to_vec())))
+                .collect(),
+        }
+    }
+
+    fn marker(dlq_timestamp: i64) -> DlqReplay {
+        DlqReplay {
+            dlq_topic: "raw-email.dlq".into(),
+            dlq_partition: 1,
+            dlq_offset: 4,
+            dlq_timestamp,
+            error_class: Some("mime-unparseable".into()),
+            source_topic: "raw-email".into(),
+            source_partition: 1,
+            source_offset: 99,
+            replayed_at: 2_000,
+            replayed_by: None,
+        }
+    }
+
+    #[test]
+    fn a_letter_is_replayed_only_when_its_marker_matches_offset_and_time() {
+        assert_eq!(marker_key("raw-email.dlq", 1, 4), "raw-email.dlq/1/4");
+        let markers = Markers::from([(marker_key("raw-email.dlq", 1, 4), marker(1_000))]);
+        let same = letter(1, 4, &[]);
+        assert!(replayed(&markers, "raw-email.dlq", &same).is_some());
+        assert!(replayed(&markers, "parsed.dlq", &same).is_none());
+        assert!(replayed(&markers, "raw-email.dlq", &letter(1, 5, &[])).is_none());
+        // The topic was recreated: same position, another record.
+        let newer = Markers::from([(marker_key("raw-email.dlq", 1, 4), marker(999))]);
+        assert!(replayed(&newer, "raw-email.dlq", &same).is_none());
+    }
+
+    #[test]
+    fn a_dlq_topic_is_named_by_itself_or_its_source() {
+        let topology = Topology::embedded().expect("embedded topology");
+        assert_eq!(
+            dlq_topic(&topology, "raw-email").expect("dlq"),
+            "raw-email.dlq"
+        );
+        assert_eq!(
+            dlq_topic(&topology, "parsed.dlq").expect("dlq"),
+            "parsed.dlq"
+        );
+        let all = dlq_topics(&topology);
+        assert!(all.contains(&"scored.dlq".to_string()), "{all:?}");
+        assert!(all.iter().all(|t| t.ends_with(".dlq")), "{all:?}");
+        let wrong = dlq_topic(&topology, "contacts")
+            .expect_err("a table")
+            .to_string();
+        assert!(
+            wrong.contains("`contacts` is not a dead-letter topic"),
+            "{wrong}"
+        );
+        assert!(wrong.contains("raw-email.dlq"), "{wrong}");
+    }
+
+    #[test]
+    fn previews_are_text_or_hex_and_cut() {
+        assert_eq!(preview(b"hello"), json!({"utf8": "hello"}));
+        assert_eq!(preview(&[0xff, 0x00, 0x10]), json!({"hex": "ff0010"}));
+        let long = vec![b'a'; PREVIEW + 10];
+        let cut = preview(&long);
+        assert_eq!(cut["truncated_bytes"], 10);
+        assert_eq!(cut["utf8"].as_str().map(str::len), Some(PREVIEW));
+    }
+
+    #[test]
+    fn avro_values_read_as_plain_json() {
+        let value = Value::Record(vec![
+            ("id".into(), Value::String("x".into())),
+            ("n".into(), Value::Union(1, Box::new(Value::Long(7)))),
+            ("none".into(), Value::Union(0, Box::new(Value::Null))),
+            ("kind".into(), Value::Enum(2, "bounce".into())),
+            ("text".into(), Value::Bytes(b"plain".to_vec())),
+            ("blob".into(), Value::Bytes(vec![0xff, 0x00])),
+            (
+                "list".into(),
+                Value::Array(vec![Value::Int(1), Value::Boolean(true)]),
+            ),
+            (
+                "map".into(),
+                Value::Map([("a".to_string(), Value::Double(0.5))].into()),
+            ),
+        ]);
+        assert_eq!(
+            to_json(value),
+            json!({
+                "id": "x",
+                "n": 7,
+                "none": null,
+                "kind": "bounce",
+                "text": "plain",
+                "blob": {"hex": "ff00"},
+                "list": [1, true],
+                "map": {"a": 0.5},
+            })
+        );
+    }
+
+    #[test]
+    fn a_summary_names_the_source_and_the_replay() {
+        let l = letter(
+            1,
+            4,
+            &[
+                (headers::ERROR_CLASS, "mime-unparseable"),
+                (headers::ERROR_PROCESSOR, "parser"),
+                (headers::ERROR_MESSAGE, "no header"),
+                (headers::ERROR_SOURCE_TOPIC, "raw-email"),
+                (headers::ERROR_SOURCE_PARTITION, "1"),
+                (headers::ERROR_SOURCE_OFFSET, "17"),
+            ],
+        );
+        let markers = Markers::from([(marker_key("raw-email.dlq", 1, 4), marker(1_000))]);
+        let v = summary("raw-email.dlq", &l, &markers);
+        assert_eq!(v["key"], "k-1");
+        assert_eq!(v["class"], "mime-unparseable");
+        assert_eq!(v["source"], "raw-email/1/17");
+        assert_eq!(v["replayed_to"], "raw-email/1/99");
+        assert_eq!(v["time"], Json::Null);
+        let bare = summary("raw-email.dlq", &letter(0, 0, &[]), &Markers::new());
+        assert_eq!(
+            (&bare["source"], &bare["replayed_to"]),
+            (&Json::Null, &Json::Null)
+        );
+    }
+
+    #[test]
+    fn a_list_line_keeps_the_reason_on_one_line_and_short() {
+        let v = json!({
+            "topic": "raw-email.dlq", "partition": 1, "offset": 4,
+            "class": "mime-unparseable", "processor": "parser",
+            "reason": format!("line one\nline two {}", "x".repeat(300)),
+            "replayed_to": "raw-email/1/99",
+        });
+        let line = list_line(&v);
+        assert!(
+            line.starts_with("raw-email.dlq 1:4  mime-unparseable"),
+            "{line}"
+        );
+        assert!(line.contains("parser"), "{line}");
+        assert!(line.contains("line one line two"), "{line}");
+        assert!(line.contains("…  [replayed → raw-email/1/99]"), "{line}");
+        assert_eq!(
+            line.matches('x').count(),
+            REASON_CHARS - "line one line two ".len()
+        );
+        let bare = list_line(&json!({"topic": "t", "partition": 0, "offset": 1}));
+        assert_eq!(
+            bare.split_whitespace().collect::<Vec<_>>(),
+            ["t", "0:1", "-", "-", "-", "-"]
+        );
     }
 }

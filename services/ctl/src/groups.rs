@@ -353,6 +353,35 @@ mod tests {
     }
 
     #[test]
+    fn positions_are_trimmed_and_never_negative() {
+        assert_eq!(parse_position(" 0 : 7 "), Ok((0, 7)));
+        assert!(parse_position("-1:7").is_err_and(|e| e.contains(">= 0")));
+        assert!(parse_position("1:-7").is_err_and(|e| e.contains(">= 0")));
+        assert!(parse_position("1:").is_err_and(|e| e.contains("offset ``")));
+        assert!(parse_position("99999999999:1").is_err_and(|e| e.contains("partition")));
+    }
+
+    #[test]
+    fn times_out_of_range_print_as_numbers() {
+        assert_eq!(format_millis(i64::MAX), i64::MAX.to_string());
+        assert_eq!(format_millis(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(
+            parse_datetime(&format_millis(1_714_564_800_123)),
+            Ok(1_714_564_800_123)
+        );
+    }
+
+    #[test]
+    fn a_member_reads_as_client_host_and_id() {
+        let member = Member {
+            member_id: "rdkafka-1".into(),
+            client_id: "parser-a".into(),
+            host: "/10.0.0.7".into(),
+        };
+        assert_eq!(member.to_string(), "parser-a on /10.0.0.7 (rdkafka-1)");
+    }
+
+    #[test]
     fn processors_come_in_pipeline_order() {
         let topology = Topology::embedded().expect("embedded topology");
         assert_eq!(

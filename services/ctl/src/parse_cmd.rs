@@ -1,9 +1,12 @@
 //! `mailstream parse FILE...`: the parser offline. Each message becomes one line of JSON with
 //! the fields of the `parsed` Avro record, made by the same `parse_message` the processor runs.
 //!
-//! Inputs: `.eml` files, mbox files (detected by a leading `From ` postmark line, or forced with
-//! `--mbox`), and standard input when no file or `-` is given. `ingest_id` is `file:<path>`
-//! (`file:<path>#<n>` for the n-th message of an mbox, `stdin` for standard input) and
+//! Inputs: `.eml` files, mbox files (detected by a leading `From ` postmark line and split by
+//! [`mailstream_runtime::mbox`], the splitter of `mailstream backfill`), and standard input when
+//! no file or `-` is given. `--mbox` insists that every input is an mbox: one that is not is
+//! reported as failed (`not-mbox`) instead of being parsed as one message. `ingest_id` is
+//! `file:<path>` (`file:<path>#<n>` for the n-th message of an mbox of several, `stdin` for
+//! standard input) and
 //! `received_at` is the time of the run; the envelope is empty. With `--blob-url` attachments are
 //! stored as the processor stores them, so the records match the processor's field for field.
 //!
@@ -15,15 +18,17 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use mailstream_parser::{ParseContext, mbox, parse_with_attachments};
+use mailstream_parser::{ParseContext, parse_with_attachments};
 use mailstream_runtime::blob::BlobStore;
+use mailstream_runtime::mbox::{self, MboxError};
 
 /// Options of `mailstream parse`.
 #[derive(Debug, clap::Args)]
 pub struct ParseArgs {
     /// .eml or mbox files; none or `-` reads standard input.
     pub files: Vec<PathBuf>,
-    /// Read every input as an mbox file (otherwise only inputs starting with `From `).
+    /// Every input must be an mbox file: one that does not start with a `From ` line fails
+    /// (otherwise such an input is one message).
     #[arg(long)]
     pub mbox: bool,
     /// Store attachments in this blob store (`file:///dir`) and record their URIs, as
@@ -58,28 +63,21 @@ pub async fn execute(args: ParseArgs) -> anyhow::Result<ExitCode> {
                 continue;
             }
         };
-        let messages = if args.mbox || mbox::looks_like_mbox(&bytes) {
-            mbox::split(&bytes)
-        } else {
-            vec![bytes]
+        let messages = match messages_of(&label, bytes, args.mbox) {
+            Ok(messages) => messages,
+            Err(e) => {
+                eprintln!("{label}: not-mbox: {e}");
+                failed = true;
+                continue;
+            }
         };
-        if messages.is_empty() {
-            eprintln!("{label}: mime-unparseable: no message in the input");
-            failed = true;
-        }
-        let several = messages.len() > 1;
-        for (n, raw) in messages.iter().enumerate() {
-            let id = if several {
-                format!("{label}#{}", n + 1)
-            } else {
-                label.clone()
-            };
+        for (id, raw) in messages {
             let ctx = ParseContext {
                 ingest_id: id.clone(),
                 received_at,
                 ..ParseContext::default()
             };
-            match parse_with_attachments(raw, &ctx) {
+            match parse_with_attachments(&raw, &ctx) {
                 Ok(parsed) => {
                     let mut record = parsed.record;
                     if let Some(blobs) = &blobs {
@@ -111,6 +109,32 @@ pub async fn execute(args: ParseArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The (ingest id, bytes) messages of the input `label`: the messages of an mbox (one that
+/// looks like one, or any with `force_mbox`), `<label>#<n>` when there are several, else the
+/// input as one message.
+fn messages_of(
+    label: &str,
+    bytes: Vec<u8>,
+    force_mbox: bool,
+) -> Result<Vec<(String, Vec<u8>)>, MboxError> {
+    if !force_mbox && !mbox::looks_like_mbox(&bytes) {
+        return Ok(vec![(label.to_string(), bytes)]);
+    }
+    let messages = mbox::split(&bytes)?;
+    let several = messages.len() > 1;
+    Ok(messages
+        .into_iter()
+        .map(|m| {
+            let id = if several {
+                format!("{label}#{}", m.number)
+            } else {
+                label.to_string()
+            };
+            (id, m.bytes)
+        })
+        .collect())
+}
+
 /// The bytes of one input and its label (`file:<path>` or `stdin`).
 pub(crate) fn read_input(path: &PathBuf) -> anyhow::Result<(String, Vec<u8>)> {
     if path.as_os_str() == "-" {
@@ -122,4 +146,38 @@ pub(crate) fn read_input(path: &PathBuf) -> anyhow::Result<(String, Vec<u8>)> {
     }
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     Ok((format!("file:{}", path.display()), bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(messages: &[(String, Vec<u8>)]) -> Vec<&str> {
+        messages.iter().map(|(id, _)| id.as_str()).collect()
+    }
+
+    #[test]
+    fn an_mbox_of_several_numbers_its_messages() {
+        let messages =
+            messages_of("file:a", b"From x\nS: 1\n\nFrom y\nS: 2\n".to_vec(), false).expect("mbox");
+        assert_eq!(ids(&messages), ["file:a#1", "file:a#2"]);
+        assert_eq!(messages[1].1, b"S: 2\n");
+    }
+
+    #[test]
+    fn an_mbox_of_one_keeps_the_input_label() {
+        let messages = messages_of("stdin", b"From x\nS: 1\n\n".to_vec(), false).expect("mbox");
+        assert_eq!(messages, [("stdin".to_string(), b"S: 1\n".to_vec())]);
+    }
+
+    #[test]
+    fn other_input_is_one_message_unless_mbox_is_forced() {
+        let eml = b"Subject: x\n\nFrom here\n".to_vec();
+        let messages = messages_of("file:a.eml", eml.clone(), false).expect("one message");
+        assert_eq!(messages, [("file:a.eml".to_string(), eml.clone())]);
+        assert!(matches!(
+            messages_of("file:a.eml", eml, true),
+            Err(MboxError::NotMbox)
+        ));
+    }
 }

@@ -17,6 +17,7 @@
 //! sink leaves unchanged rows untouched, so replaying does not duplicate anything in the CRM.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
@@ -149,30 +150,16 @@ pub fn execute(args: ReplayArgs, source: ConfigSource) -> anyhow::Result<ExitCod
             args.processor
         );
     };
-    let topic = match &args.topic {
-        Some(t) if *t != input => bail!(
-            "`{}` consumes only `{input}` (per the topology); --topic {t} is not one of its inputs",
-            args.processor
-        ),
-        _ => input,
-    };
+    let topic = input_topic(&args.processor, input, args.topic.as_deref())?;
     let client = GroupClient::for_processor(&config, &args.processor)?;
     let all = client.partitions(&topic)?;
-    let chosen: Vec<i32> = if args.partitions.is_empty() {
-        all.clone()
-    } else {
-        args.partitions.clone()
-    };
-    let wanted_partitions: Vec<i32> = args.to_offset.iter().map(|(p, _)| *p).collect();
-    for p in chosen.iter().chain(&wanted_partitions) {
-        if !all.contains(p) {
-            bail!(
-                "{} has no partition {p} (it has {})",
-                client.physical(&topic),
-                all.len()
-            );
-        }
-    }
+    let chosen = chosen_partitions(&all, &args.partitions, &args.to_offset).map_err(|p| {
+        anyhow::anyhow!(
+            "{} has no partition {p} (it has {})",
+            client.physical(&topic),
+            all.len()
+        )
+    })?;
     let offsets = client.offsets(&topic, &chosen)?;
     let (target, how) = if args.to_earliest {
         (Target::Earliest, "--to-earliest".to_string())
@@ -219,6 +206,34 @@ pub fn execute(args: ReplayArgs, source: ConfigSource) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
+/// The topic to replay: the processor's `input`, which `--topic` may only name again.
+fn input_topic(processor: &str, input: String, requested: Option<&str>) -> anyhow::Result<String> {
+    match requested {
+        Some(t) if t != input => bail!(
+            "`{processor}` consumes only `{input}` (per the topology); --topic {t} is not one of its inputs"
+        ),
+        _ => Ok(input),
+    }
+}
+
+/// The partitions to read offsets of: `--partitions`, else all of them. Fails with the first
+/// partition, of those or of `--to-offset`, that the topic does not have.
+fn chosen_partitions(
+    all: &[i32],
+    requested: &[i32],
+    to_offset: &[(i32, i64)],
+) -> Result<Vec<i32>, i32> {
+    let named = to_offset.iter().map(|(p, _)| p);
+    if let Some(missing) = requested.iter().chain(named).find(|p| !all.contains(p)) {
+        return Err(*missing);
+    }
+    Ok(if requested.is_empty() {
+        all.to_vec()
+    } else {
+        requested.to_vec()
+    })
+}
+
 fn refusal(processor: &str, group: &str, members: &[Member]) -> String {
     let list: Vec<String> = members.iter().map(|m| format!("  - {m}")).collect();
     format!(
@@ -254,14 +269,33 @@ fn report(
         );
         return Ok(());
     }
-    println!("replay {} (group {group}) {how}", args.processor);
-    println!(
+    print!(
+        "{}",
+        render(&args.processor, group, how, moves, members, executed)
+    );
+    Ok(())
+}
+
+/// The plan (and outcome) as people read it: a line per partition, then what happened.
+fn render(
+    processor: &str,
+    group: &str,
+    how: &str,
+    moves: &[Move],
+    members: &[Member],
+    executed: bool,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "replay {processor} (group {group}) {how}");
+    let _ = writeln!(
+        out,
         "{:<16} {:>9} {:>10} {:>10}  {:<17} NOTE",
         "TOPIC", "PARTITION", "CURRENT", "NEW", "LOG"
     );
     for m in moves {
         let current = m.current.map_or("-".to_string(), |c| c.to_string());
-        println!(
+        let _ = writeln!(
+            out,
             "{:<16} {:>9} {:>10} → {:>8}  {:<17} {}",
             m.topic,
             m.partition,
@@ -272,26 +306,27 @@ fn report(
         );
     }
     if executed {
-        println!(
-            "moved {} partition offset(s) of {group}; start `{}` again and it reads from there",
-            moves.len(),
-            args.processor
+        let _ = writeln!(
+            out,
+            "moved {} partition offset(s) of {group}; start `{processor}` again and it reads from there",
+            moves.len()
         );
-    } else {
-        if !members.is_empty() {
-            let names: Vec<String> = members.iter().map(ToString::to_string).collect();
-            println!(
-                "note: {group} has {} live member(s) ({}); --execute refuses until every instance is stopped",
-                members.len(),
-                names.join(", ")
-            );
-        }
-        println!(
-            "dry run: nothing changed; add --execute to apply (with `{}` stopped)",
-            args.processor
+        return out;
+    }
+    if !members.is_empty() {
+        let names: Vec<String> = members.iter().map(ToString::to_string).collect();
+        let _ = writeln!(
+            out,
+            "note: {group} has {} live member(s) ({}); --execute refuses until every instance is stopped",
+            members.len(),
+            names.join(", ")
         );
     }
-    Ok(())
+    let _ = writeln!(
+        out,
+        "dry run: nothing changed; add --execute to apply (with `{processor}` stopped)"
+    );
+    out
 }
 
 #[cfg(test)]
@@ -361,5 +396,180 @@ mod tests {
         );
         let earliest = plan(&offsets, &Target::Earliest);
         assert_eq!((earliest[0].current, earliest[0].new), (Some(10), 0));
+    }
+
+    #[test]
+    fn latest_goes_to_the_end_and_an_unmoved_partition_says_unchanged() {
+        let offsets = [partition(0, 0, 10, Some(10)), partition(1, 3, 8, None)];
+        let moves = plan(&offsets, &Target::Latest);
+        assert_eq!((moves[0].new, moves[1].new), (10, 8));
+        assert_eq!(moves[0].note.as_deref(), Some("unchanged"));
+        assert_eq!(moves[1].note, None);
+        assert_eq!(
+            (moves[1].low, moves[1].high, moves[1].current),
+            (3, 8, None)
+        );
+    }
+
+    #[test]
+    fn shifts_saturate_instead_of_overflowing() {
+        let offsets = [partition(0, 0, 10, Some(5))];
+        assert_eq!(plan(&offsets, &Target::Shift(i64::MAX))[0].new, 10);
+        assert_eq!(plan(&offsets, &Target::Shift(i64::MIN))[0].new, 0);
+    }
+
+    #[test]
+    fn an_empty_log_clamps_everything_to_its_start() {
+        // low > high happens briefly while retention deletes the last segment.
+        let offsets = [partition(0, 7, 5, Some(2))];
+        let moves = plan(&offsets, &Target::Offsets(BTreeMap::from([(0, 0)])));
+        assert_eq!(moves[0].new, 7);
+        assert_eq!(
+            moves[0].note.as_deref(),
+            Some("0 is before the log start: clamped to 7")
+        );
+    }
+
+    #[test]
+    fn only_the_processor_input_can_be_replayed() {
+        assert_eq!(
+            input_topic("parser", "raw-email".into(), None).expect("input"),
+            "raw-email"
+        );
+        assert_eq!(
+            input_topic("parser", "raw-email".into(), Some("raw-email")).expect("input"),
+            "raw-email"
+        );
+        let wrong = input_topic("parser", "raw-email".into(), Some("parsed"))
+            .expect_err("not its input")
+            .to_string();
+        assert!(
+            wrong.contains("consumes only `raw-email`") && wrong.contains("--topic parsed"),
+            "{wrong}"
+        );
+    }
+
+    #[test]
+    fn partitions_default_to_all_and_unknown_ones_are_named() {
+        let all = [0, 1, 2];
+        assert_eq!(chosen_partitions(&all, &[], &[]), Ok(vec![0, 1, 2]));
+        assert_eq!(chosen_partitions(&all, &[2, 0], &[]), Ok(vec![2, 0]));
+        assert_eq!(chosen_partitions(&all, &[1, 5], &[]), Err(5));
+        assert_eq!(chosen_partitions(&all, &[], &[(1, 4), (9, 0)]), Err(9));
+        assert_eq!(chosen_partitions(&all, &[], &[(1, 4)]), Ok(vec![0, 1, 2]));
+    }
+
+    fn member() -> Member {
+        Member {
+            member_id: "m-1".into(),
+            client_id: "parser-a".into(),
+            host: "/10.0.0.7".into(),
+        }
+    }
+
+    #[test]
+    fn the_text_plan_shows_each_move_and_what_happens_next() {
+        let moves = plan(
+            &[partition(0, 2, 10, Some(5)), partition(1, 0, 4, None)],
+            &Target::Shift(-4),
+        );
+        let dry = render(
+            "parser",
+            "mailstream-parser",
+            "--shift-by -4",
+            &moves,
+            &[],
+            false,
+        );
+        let lines: Vec<&str> = dry.lines().collect();
+        assert_eq!(
+            lines[0],
+            "replay parser (group mailstream-parser) --shift-by -4"
+        );
+        assert!(lines[1].starts_with("TOPIC"));
+        assert_eq!(
+            lines[2].split_whitespace().collect::<Vec<_>>()[..6],
+            ["raw-email", "0", "5", "→", "2", "2..10"]
+        );
+        assert!(lines[2].ends_with("1 is before the log start: clamped to 2"));
+        assert_eq!(
+            lines[3].split_whitespace().collect::<Vec<_>>()[..6],
+            ["raw-email", "1", "-", "→", "0", "0..4"]
+        );
+        assert!(lines[4].starts_with("dry run: nothing changed"));
+        assert_eq!(lines.len(), 5);
+
+        let busy = render("parser", "g", "--to-latest", &moves, &[member()], false);
+        assert!(busy.contains(
+            "note: g has 1 live member(s) (parser-a on /10.0.0.7 (m-1)); --execute refuses"
+        ));
+        let done = render("parser", "g", "--to-latest", &moves, &[], true);
+        assert!(done.contains("moved 2 partition offset(s) of g; start `parser` again"));
+        assert!(!done.contains("dry run"));
+    }
+
+    #[test]
+    fn the_refusal_names_every_member_and_how_to_stop_them() {
+        let text = refusal("parser", "mailstream-parser", &[member(), member()]);
+        assert!(text.starts_with(
+            "refusing to move the offsets of group mailstream-parser: it has 2 live member(s):"
+        ));
+        assert_eq!(text.matches("  - parser-a on /10.0.0.7 (m-1)").count(), 2);
+        assert!(text.contains("deployment/<release>-parser --replicas=0"));
+        assert!(text.contains("`mailstream lag parser` shows 0 members"));
+    }
+
+    /// `mailstream replay`'s arguments alone.
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ReplayArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<ReplayArgs, clap::Error> {
+        use clap::Parser as _;
+        Cli::try_parse_from(std::iter::once("replay").chain(args.iter().copied())).map(|c| c.args)
+    }
+
+    #[test]
+    fn exactly_one_target_is_required() {
+        use clap::error::ErrorKind;
+        let none = parse(&["parser"]).err().map(|e| e.kind());
+        assert_eq!(none, Some(ErrorKind::MissingRequiredArgument));
+        let two = parse(&["parser", "--to-earliest", "--to-latest"])
+            .err()
+            .map(|e| e.kind());
+        assert_eq!(two, Some(ErrorKind::ArgumentConflict));
+        let args = parse(&["parser", "--shift-by", "-5"]).expect("a negative shift");
+        assert_eq!(args.shift_by, Some(-5));
+    }
+
+    #[test]
+    fn offsets_and_times_are_validated_while_parsing() {
+        let args = parse(&["parser", "--to-offset", "0:5,2:7"]).expect("positions");
+        assert_eq!(args.to_offset, [(0, 5), (2, 7)]);
+        assert!(parse(&["parser", "--to-offset", "0:5,x:7"]).is_err());
+        assert!(parse(&["parser", "--to-offset", "0:-1"]).is_err());
+        let args = parse(&["parser", "--to-datetime", "1970-01-01T00:00:01Z"]).expect("a time");
+        assert_eq!(args.to_datetime, Some(1000));
+        assert!(parse(&["parser", "--to-datetime", "yesterday"]).is_err());
+    }
+
+    #[test]
+    fn conflicting_flags_are_refused() {
+        use clap::error::ErrorKind;
+        let kind = |args: &[&str]| parse(args).err().map(|e| e.kind());
+        assert_eq!(
+            kind(&["parser", "--to-offset", "0:1", "--partitions", "0"]),
+            Some(ErrorKind::ArgumentConflict)
+        );
+        assert_eq!(
+            kind(&["parser", "--to-latest", "--execute", "--dry-run"]),
+            Some(ErrorKind::ArgumentConflict)
+        );
+        let args =
+            parse(&["parser", "--to-latest", "--partitions", "0,2", "--execute"]).expect("valid");
+        assert_eq!(args.partitions, [0, 2]);
+        assert!(args.execute && args.to_latest);
     }
 }

@@ -66,15 +66,8 @@ pub async fn execute(args: TailArgs, source: ConfigSource) -> anyhow::Result<Exi
         if args.limit.is_some_and(|l| printed >= l) {
             break;
         }
-        let wait = match args.idle_timeout {
-            Some(secs) => {
-                let left = Duration::from_secs(secs).saturating_sub(last.elapsed());
-                if left.is_zero() {
-                    break;
-                }
-                left
-            }
-            None => Duration::from_secs(3600),
+        let Some(wait) = wait(args.idle_timeout, last.elapsed()) else {
+            break;
         };
         let message = match tokio::time::timeout(wait, consumer.recv()).await {
             Err(_) => continue,
@@ -88,7 +81,7 @@ pub async fn execute(args: TailArgs, source: ConfigSource) -> anyhow::Result<Exi
         let key = message
             .key()
             .map(|k| String::from_utf8_lossy(k).into_owned());
-        if args.key.is_some() && args.key != key {
+        if !key_matches(args.key.as_deref(), key.as_deref()) {
             continue;
         }
         let value = match message.payload() {
@@ -100,16 +93,9 @@ pub async fn execute(args: TailArgs, source: ConfigSource) -> anyhow::Result<Exi
                 Err(e) => json!({"undecodable": e.to_string()}),
             },
         };
-        let headers: serde_json::Map<String, Json> = message
+        let headers = message
             .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| {
-                        let v = h.value.map(|v| String::from_utf8_lossy(v).into_owned());
-                        (h.key.to_string(), v.map_or(Json::Null, Json::String))
-                    })
-                    .collect()
-            })
+            .map(|h| headers_json(h.iter().map(|h| (h.key, h.value))))
             .unwrap_or_default();
         println!(
             "{}",
@@ -154,15 +140,47 @@ fn assign_at(consumer: &StreamConsumer, topic: &str, millis: i64) -> anyhow::Res
         .with_context(|| format!("looking up offsets by time in {topic}"))?;
     let mut assignment = TopicPartitionList::new();
     for e in found.elements() {
-        let offset = match e.offset() {
-            Offset::Offset(o) if o >= 0 => Offset::Offset(o),
-            _ => Offset::End,
-        };
-        assignment.add_partition_offset(topic, e.partition(), offset)?;
+        assignment.add_partition_offset(topic, e.partition(), start_at(e.offset()))?;
     }
     consumer
         .assign(&assignment)
         .with_context(|| format!("assigning {topic}"))
+}
+
+/// How long to wait for the next record: `None` once `idle_timeout` seconds passed without
+/// one; without a timeout, an hour at a time, for ever.
+fn wait(idle_timeout: Option<u64>, idle: Duration) -> Option<Duration> {
+    let Some(secs) = idle_timeout else {
+        return Some(Duration::from_secs(3600));
+    };
+    Some(Duration::from_secs(secs).saturating_sub(idle)).filter(|left| !left.is_zero())
+}
+
+/// Whether a record with `key` passes `--key` (a record without a key never does).
+fn key_matches(wanted: Option<&str>, key: Option<&str>) -> bool {
+    wanted.is_none_or(|w| key == Some(w))
+}
+
+/// Headers as a JSON object: values as (lossy) UTF-8 text, `null` without a value. A key that
+/// appears twice keeps its last value.
+fn headers_json<'a>(
+    headers: impl Iterator<Item = (&'a str, Option<&'a [u8]>)>,
+) -> serde_json::Map<String, Json> {
+    headers
+        .map(|(k, v)| {
+            let v = v.map(|v| Json::String(String::from_utf8_lossy(v).into_owned()));
+            (k.to_string(), v.unwrap_or(Json::Null))
+        })
+        .collect()
+}
+
+/// Where a partition starts for `--from-datetime`: the offset the time lookup found, or the
+/// end when it found none (every record is older).
+fn start_at(found: Offset) -> Offset {
+    match found {
+        Offset::Offset(o) if o >= 0 => Offset::Offset(o),
+        _ => Offset::End,
+    }
 }
 
 fn uuid_like() -> String {
@@ -174,4 +192,93 @@ fn uuid_like() -> String {
             .map(|d| d.as_nanos())
             .unwrap_or_default()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_idle_timeout_counts_from_the_last_record() {
+        let secs = Duration::from_secs;
+        assert_eq!(wait(Some(10), secs(3)), Some(secs(7)));
+        assert_eq!(wait(Some(10), secs(10)), None);
+        assert_eq!(wait(Some(10), secs(60)), None);
+        assert_eq!(wait(Some(0), secs(0)), None);
+        assert_eq!(wait(None, secs(1_000_000)), Some(secs(3600)));
+    }
+
+    #[test]
+    fn the_key_filter_passes_only_that_key() {
+        assert!(key_matches(None, None));
+        assert!(key_matches(None, Some("a")));
+        assert!(key_matches(Some("a"), Some("a")));
+        assert!(!key_matches(Some("a"), Some("b")));
+        assert!(!key_matches(Some("a"), None));
+    }
+
+    #[test]
+    fn headers_become_text_or_null() {
+        let headers = [
+            ("mailstream.error.class", Some(&b"avro-decode"[..])),
+            ("empty", None),
+            ("binary", Some(&[0xff, b'x'][..])),
+            ("twice", Some(&b"first"[..])),
+            ("twice", Some(&b"second"[..])),
+        ];
+        let json = Json::Object(headers_json(headers.into_iter()));
+        assert_eq!(
+            json,
+            json!({
+                "mailstream.error.class": "avro-decode",
+                "empty": null,
+                "binary": "\u{fffd}x",
+                "twice": "second",
+            })
+        );
+    }
+
+    #[test]
+    fn a_time_past_every_record_starts_at_the_end() {
+        assert_eq!(start_at(Offset::Offset(42)), Offset::Offset(42));
+        assert_eq!(start_at(Offset::Offset(0)), Offset::Offset(0));
+        assert_eq!(start_at(Offset::Offset(-1)), Offset::End);
+        assert_eq!(start_at(Offset::End), Offset::End);
+        assert_eq!(start_at(Offset::Invalid), Offset::End);
+    }
+
+    /// `mailstream tail`'s arguments alone.
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: TailArgs,
+    }
+
+    #[test]
+    fn a_start_is_either_the_beginning_or_a_time() {
+        use clap::Parser as _;
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("tail").chain(args.iter().copied()))
+        };
+        assert!(
+            parse(&[
+                "parsed",
+                "--from-beginning",
+                "--from-datetime",
+                "2026-05-01T12:00:00Z"
+            ])
+            .is_err()
+        );
+        assert!(parse(&["parsed", "--from-datetime", "May 1st"]).is_err());
+        let args = parse(&[
+            "parsed",
+            "--from-datetime",
+            "1970-01-01T00:00:02Z",
+            "--limit",
+            "3",
+        ])
+        .expect("valid")
+        .args;
+        assert_eq!((args.from_datetime, args.limit), (Some(2000), Some(3)));
+    }
 }

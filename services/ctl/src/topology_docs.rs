@@ -345,4 +345,91 @@ mod tests {
         assert!(md.contains("t_contacts -. table .-> p_resolver"));
         assert!(md.contains("| delete, 7 d |"));
     }
+
+    fn topic(kind: TopicKind, config: &[(&str, &str)]) -> ResolvedTopic {
+        ResolvedTopic {
+            name: "raw-email.dlq".into(),
+            kind,
+            partitions: 3,
+            replication_factor: 1,
+            schema: None,
+            config: config
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            doc: String::new(),
+            key: "ingest_id".into(),
+        }
+    }
+
+    #[test]
+    fn durations_read_in_the_largest_whole_unit() {
+        assert_eq!(duration("604800000"), "7 d");
+        assert_eq!(duration("7200000"), "2 h");
+        assert_eq!(duration("90000"), "90000 ms");
+        assert_eq!(duration("-1"), "forever");
+        assert_eq!(duration("0"), "0 ms");
+        assert_eq!(duration("soon"), "soon ms");
+    }
+
+    #[test]
+    fn retention_names_the_policy_and_the_time_only_when_deleting() {
+        let kind = TopicKind::Stream;
+        assert_eq!(retention(&topic(kind, &[])), "delete, broker default");
+        assert_eq!(
+            retention(&topic(kind, &[("retention.ms", "86400000")])),
+            "delete, 1 d"
+        );
+        assert_eq!(
+            retention(&topic(
+                kind,
+                &[("cleanup.policy", "compact"), ("retention.ms", "1")]
+            )),
+            "compact"
+        );
+        assert_eq!(
+            retention(&topic(
+                kind,
+                &[("cleanup.policy", "compact,delete"), ("retention.ms", "-1")]
+            )),
+            "compact,delete, forever"
+        );
+    }
+
+    #[test]
+    fn nodes_have_safe_ids_and_a_shape_per_kind() {
+        assert_eq!(node_id("t", "raw-email.dlq"), "t_raw_email_dlq");
+        assert_eq!(node_id("p", "crm-sink"), "p_crm_sink");
+        let shapes = [
+            (
+                TopicKind::Stream,
+                "t_raw_email_dlq[\"raw-email.dlq\"]:::stream",
+            ),
+            (
+                TopicKind::Table,
+                "t_raw_email_dlq[(\"raw-email.dlq\")]:::table",
+            ),
+            (
+                TopicKind::Changelog,
+                "t_raw_email_dlq[(\"raw-email.dlq\")]:::changelog",
+            ),
+            (
+                TopicKind::Audit,
+                "t_raw_email_dlq[[\"raw-email.dlq\"]]:::audit",
+            ),
+            (TopicKind::Dlq, "t_raw_email_dlq{{\"raw-email.dlq\"}}:::dlq"),
+        ];
+        for (kind, shape) in shapes {
+            assert_eq!(topic_node(&topic(kind, &[])), shape);
+        }
+    }
+
+    #[test]
+    fn the_repository_is_found_from_any_directory_inside_it() {
+        let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let root = repository_root(&crate_dir.join("src")).expect("inside the repository");
+        assert!(root.join(TOPOLOGY_FILE).is_file());
+        assert!(crate_dir.starts_with(&root));
+        assert_eq!(repository_root(Path::new("/")), None);
+    }
 }

@@ -15,12 +15,11 @@
 //!
 //! Modules: [`parse`] (the entry point), [`normalize`] (ids, addresses, headers), [`bodies`]
 //! (text, HTML, tracking pixels), [`reply`] (quotes and signatures), [`attachments`],
-//! [`signals`] (auth, auto-reply, bounce, list), [`mbox`], [`settings`].
+//! [`signals`] (auth, auto-reply, bounce, list), [`settings`].
 
 pub mod attachments;
 pub mod bodies;
 pub mod limits;
-pub mod mbox;
 pub mod normalize;
 pub mod parse;
 pub mod reply;

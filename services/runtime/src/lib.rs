@@ -17,6 +17,7 @@ pub mod events;
 pub mod headers;
 pub mod health;
 pub mod kafka;
+pub mod mbox;
 pub mod metrics;
 pub mod processor;
 pub mod records;

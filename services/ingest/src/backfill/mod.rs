@@ -10,12 +10,14 @@
 //! bytes at two origins (two copies of one email in different files) get two ingest ids and
 //! are collapsed by the resolver on Message-ID.
 //!
-//! Messages are written up to [`IN_FLIGHT`] at a time. An mbox file is read into memory whole
-//! to be split (fine for archives of hundreds of MB, not for ones larger than memory).
+//! Messages are written up to [`IN_FLIGHT`] at a time. An mbox file is split as it is read
+//! ([`mailstream_runtime::mbox`], the splitter `mailstream parse` uses too), so only the messages
+//! in flight are in memory, whatever the size of the archive. A read error part way through an
+//! mbox fails the rest of that file; the messages before it are sent.
 
-pub mod mbox;
 pub mod sources;
 
+use std::io::BufReader;
 use std::path::PathBuf;
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -23,6 +25,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use mailstream_runtime::blob::sha256_hex;
+use mailstream_runtime::mbox;
 use mailstream_runtime::records::{Envelope, IngestSource};
 use mailstream_runtime::{ConfigSource, telemetry};
 
@@ -87,7 +90,12 @@ enum Outcome {
     Sent,
     Skipped(String, String),
     Failed(String, String),
+    /// The rest of a file could not be read (no message was read).
+    Unreadable(String, String),
 }
+
+/// (origin, bytes) of one message, or why the rest of its file cannot be read.
+type Loaded = Result<(String, Vec<u8>), String>;
 
 /// Runs a backfill of `paths` with the `[ingest]` settings of `source`.
 pub async fn run(
@@ -123,24 +131,34 @@ pub async fn run(
     progress.enable_steady_tick(Duration::from_millis(200));
 
     for item in items {
+        let label = item.path().display().to_string();
         let messages = match load(&item) {
             Ok(messages) => messages,
             Err(reason) => {
-                summary
-                    .failed
-                    .push((item.path().display().to_string(), reason));
+                summary.failed.push((label, reason));
                 continue;
             }
         };
-        summary.read += messages.len();
         let mut outcomes = futures::stream::iter(messages)
-            .map(|(origin, bytes)| send(&publisher, origin, bytes, max))
+            .map(|message| {
+                let publisher = &publisher;
+                let label = &label;
+                async move {
+                    match message {
+                        Ok((origin, bytes)) => send(publisher, origin, bytes, max).await,
+                        Err(reason) => (Outcome::Unreadable(label.clone(), reason), 0),
+                    }
+                }
+            })
             .buffer_unordered(IN_FLIGHT);
         while let Some((outcome, len)) = outcomes.next().await {
+            if !matches!(outcome, Outcome::Unreadable(..)) {
+                summary.read += 1;
+            }
             match outcome {
                 Outcome::Sent => summary.sent += 1,
                 Outcome::Skipped(o, r) => summary.skipped.push((o, r)),
-                Outcome::Failed(o, r) => summary.failed.push((o, r)),
+                Outcome::Failed(o, r) | Outcome::Unreadable(o, r) => summary.failed.push((o, r)),
             }
             progress.inc(len as u64);
             progress.set_message(format!(
@@ -156,21 +174,30 @@ pub async fn run(
     Ok(summary)
 }
 
-/// The (origin, bytes) messages of one item.
-fn load(item: &Item) -> Result<Vec<(String, Vec<u8>)>, String> {
-    let data = std::fs::read(item.path()).map_err(|e| format!("cannot read: {e}"))?;
+/// The messages of one item, read as they are asked for; an error ends them.
+fn load(item: &Item) -> Result<Box<dyn Iterator<Item = Loaded> + Send>, String> {
     match item {
-        Item::File { origin, .. } => Ok(vec![(origin.clone(), data)]),
+        Item::File { origin, path } => {
+            let data = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+            Ok(Box::new(std::iter::once(Ok((origin.clone(), data)))))
+        }
         Item::Mbox { path } => {
-            let messages = mbox::split(&data)
-                .ok_or_else(|| "not an mbox (does not start with a `From ` line)".to_string())?;
+            let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
             let base = path.display().to_string();
-            Ok(messages
-                .into_iter()
-                .map(|m| (format!("{base}#{}", m.number), m.bytes))
-                .collect())
+            Ok(Box::new(mbox::messages(BufReader::new(file)).map(
+                move |message| {
+                    message
+                        .map(|m| (mbox_origin(&base, m.number), m.bytes))
+                        .map_err(|e| e.to_string())
+                },
+            )))
         }
     }
+}
+
+/// The origin of the `number`-th message of the mbox at `path` (see [`sources`]).
+fn mbox_origin(path: &str, number: usize) -> String {
+    format!("{path}#{number}")
 }
 
 /// Writes one message; returns its outcome and its size (for the progress bar).
@@ -218,5 +245,75 @@ mod tests {
         assert_ne!(a, ingest_id("abd", "/m/box#1"));
         assert_ne!(a, ingest_id("abc", "/m/box#2"));
         assert!(uuid::Uuid::parse_str(&a).is_ok());
+    }
+
+    /// The ids of backfilled mbox messages must not move between releases: a changed splitter
+    /// (other bytes) or origin (another numbering) would make a second run look new. These were
+    /// computed independently (Python's `uuid5` over `hashlib.sha256`) from what the splitter
+    /// of earlier releases produced.
+    #[test]
+    fn mbox_ingest_ids_are_pinned() {
+        let mbox = b"From a@x Mon Jan  1 00:00:00 2024\nSubject: one\n\n>From here\n\n\
+From b@x Tue\r\nSubject: two\r\n\r\nbye\r\n\r\n";
+        let ids: Vec<String> = mbox::split(mbox)
+            .expect("an mbox")
+            .iter()
+            .map(|m| {
+                ingest_id(
+                    &sha256_hex(&m.bytes),
+                    &mbox_origin("/archive/old.mbox", m.number),
+                )
+            })
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "13f372f7-2b0a-561c-adaf-bb34944c9e81",
+                "026d5395-88f1-59ad-b624-7e9166be9d9a"
+            ]
+        );
+    }
+
+    fn loaded(item: &Item) -> Vec<Loaded> {
+        load(item).expect("opened").collect()
+    }
+
+    #[test]
+    fn an_mbox_loads_message_by_message_with_numbered_origins() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("a.mbox");
+        std::fs::write(&path, b"From a\nS: 1\n\nFrom b\nS: 2\n").expect("written");
+        let base = path.display().to_string();
+        let messages = loaded(&Item::Mbox { path });
+        assert_eq!(
+            messages,
+            [
+                Ok((format!("{base}#1"), b"S: 1\n".to_vec())),
+                Ok((format!("{base}#2"), b"S: 2\n".to_vec())),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_not_an_mbox_loads_as_one_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("a.eml");
+        std::fs::write(&path, b"Subject: x\n\nFrom here\n").expect("written");
+        assert_eq!(
+            loaded(&Item::Mbox { path: path.clone() }),
+            [Err(
+                "not an mbox (does not start with a `From ` line)".to_string()
+            )]
+        );
+        let origin = "file-origin".to_string();
+        assert_eq!(
+            loaded(&Item::File { origin, path }),
+            [Ok((
+                "file-origin".to_string(),
+                b"Subject: x\n\nFrom here\n".to_vec()
+            ))]
+        );
+        let missing = dir.path().join("missing.mbox");
+        assert!(load(&Item::Mbox { path: missing }).is_err());
     }
 }
