@@ -11,6 +11,7 @@
 //! | `crm_contact_coverage_total{known}` | emails whose sender was already a known contact |
 //! | `crm_attachments_total{outcome}` | attachment success (ok, failed) |
 //! | `crm_activities_total`, `crm_unique_messages_total` | duplication = activities / unique messages (stays 1.0) |
+//! | `crm_sink_blocked{cause}` | 1 while the sink makes no progress because of the CRM: `unavailable` (down, failing, asking us to wait) or `auth` (credentials refused: fix the setting the ERROR log names) |
 //!
 //! Activities and failures count when they happen (a duplicate created by a retry is a duplicate
 //! even if its batch aborts). The per-message figures count when the message's result commits,
@@ -22,11 +23,24 @@
 
 use std::time::Duration;
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
 
-use crate::retry::FailureClass;
+use crate::error::{BlockCause, Failure, FailureClass};
+use crate::settings;
 
-/// The sink's metrics, registered next to the runtime's.
+/// What a message's result amounted to (`crm_writes_total{outcome}`, [`MessageOutcome`]).
+pub const OUTCOMES: [&str; 5] = [
+    "written",
+    "unchanged",
+    "skipped",
+    "dry-run",
+    "dead-lettered",
+];
+
+/// The sink's metrics, registered next to the runtime's. Every series exists from the start,
+/// at zero: each outcome, failure class, contact coverage and attachment outcome.
 #[derive(Clone)]
 pub struct SinkMetrics {
     latency: Histogram,
@@ -36,6 +50,7 @@ pub struct SinkMetrics {
     attachments: IntCounterVec,
     activities: IntCounter,
     unique_messages: IntCounter,
+    blocked: IntGaugeVec,
 }
 
 impl SinkMetrics {
@@ -89,6 +104,26 @@ impl SinkMetrics {
         for class in ["4xx", "5xx", "timeout", "connection"] {
             failures.with_label_values(&[class]);
         }
+        for outcome in OUTCOMES {
+            writes.with_label_values(&[outcome]);
+        }
+        for known in ["true", "false"] {
+            coverage.with_label_values(&[known]);
+        }
+        for outcome in ["ok", "failed"] {
+            attachments.with_label_values(&[outcome]);
+        }
+        let blocked = IntGaugeVec::new(
+            Opts::new(
+                "crm_sink_blocked",
+                "1 while the sink makes no progress because of the CRM, by cause: unavailable, auth.",
+            ),
+            &["cause"],
+        )?;
+        registry.register(Box::new(blocked.clone()))?;
+        for cause in BlockCause::ALL {
+            blocked.with_label_values(&[cause.label()]).set(0);
+        }
         Ok(Self {
             latency,
             writes,
@@ -97,6 +132,7 @@ impl SinkMetrics {
             attachments,
             activities,
             unique_messages,
+            blocked,
         })
     }
 }
@@ -105,7 +141,7 @@ impl SinkMetrics {
 #[derive(Debug, Clone, PartialEq)]
 pub struct MessageOutcome {
     pub message_id: String,
-    /// `written`, `unchanged`, `skipped`, `dry-run` or `dead-lettered`.
+    /// One of [`OUTCOMES`].
     pub outcome: &'static str,
     /// received_at → durable write.
     pub latency: Option<Duration>,
@@ -176,6 +212,51 @@ pub fn write_failed(
             reason,
             "CRM call failed"
         );
+    }
+}
+
+/// The sink cannot make progress because of `failure` (not the record's fault): the batch is
+/// handed back to the runtime, which retries it after its backoff (and turns `/readyz`
+/// not-ready past `stall_timeout_ms`). Logged when the cause begins: refused credentials at
+/// ERROR, naming the setting to fix.
+pub fn blocked(m: &SinkMetrics, failure: &Failure) {
+    let Some(cause) = failure.block_cause() else {
+        return;
+    };
+    let gauge = m.blocked.with_label_values(&[cause.label()]);
+    let began = gauge.get() == 0;
+    for other in BlockCause::ALL {
+        m.blocked
+            .with_label_values(&[other.label()])
+            .set(i64::from(other == cause));
+    }
+    if !began {
+        return;
+    }
+    match failure {
+        Failure::Auth { setting, reason } => tracing::error!(
+            cause = cause.label(),
+            setting = %settings::key(setting),
+            reason = %reason,
+            "the CRM refused the sink's credentials: nothing is written (and nothing \
+             dead-lettered) until the setting is fixed"
+        ),
+        other => tracing::warn!(
+            cause = cause.label(),
+            reason = other.reason(),
+            "the CRM is unavailable: the batch is retried after a backoff, nothing dead-lettered"
+        ),
+    }
+}
+
+/// A write succeeded: whatever blocked the sink is over.
+pub fn unblocked(m: &SinkMetrics) {
+    for cause in BlockCause::ALL {
+        let gauge = m.blocked.with_label_values(&[cause.label()]);
+        if gauge.get() != 0 {
+            gauge.set(0);
+            tracing::info!(cause = cause.label(), "the CRM accepts writes again");
+        }
     }
 }
 
@@ -274,9 +355,37 @@ mod tests {
             "mailstream_crm_attachments_total",
             "mailstream_crm_activities_total",
             "mailstream_crm_unique_messages_total",
+            "mailstream_crm_sink_blocked",
         ] {
             assert!(names.iter().any(|n| n == name), "{name} missing: {names:?}");
         }
+    }
+
+    #[test]
+    fn blocked_names_its_cause_until_a_write_succeeds() {
+        let registry = Registry::new();
+        let m = SinkMetrics::new(&registry).expect("metrics");
+        let value = |cause| m.blocked.with_label_values(&[cause]).get();
+        blocked(
+            &m,
+            &Failure::Auth {
+                setting: "token",
+                reason: "401".into(),
+            },
+        );
+        assert_eq!((value("auth"), value("unavailable")), (1, 0));
+        blocked(&m, &Failure::outage(FailureClass::Connection, "refused"));
+        assert_eq!((value("auth"), value("unavailable")), (0, 1));
+        blocked(
+            &m,
+            &Failure::Poison {
+                class: FailureClass::Client,
+                reason: "400".into(),
+            },
+        );
+        assert_eq!(value("unavailable"), 1, "a poison record changes nothing");
+        unblocked(&m);
+        assert_eq!((value("auth"), value("unavailable")), (0, 0));
     }
 
     #[test]

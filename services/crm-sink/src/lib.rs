@@ -18,13 +18,21 @@
 //! | excluded email (auto-reply, bounce, list) and `write_excluded` off | `skipped` | committed |
 //! | `dry_run` | `dry-run` (the writes are logged, none made) | committed |
 //! | CRM rejected it (non-retriable 4xx, a constraint) | none | dead-lettered, class `crm-rejected` |
-//! | retries ran out (429, 5xx, timeouts) | none | dead-lettered, class `crm-retries-exhausted` |
-//! | CRM unreachable, credentials refused, shutdown | none | batch aborted and retried later |
+//! | CRM unavailable (429, 5xx, timeouts, refused connections past the retries in place, `Retry-After`), shutdown | none | batch aborted and retried after the runtime's backoff; `crm_sink_blocked{cause="unavailable"}`; `/readyz` not ready past `stall_timeout_ms` |
+//! | credentials refused (401, 403, SQLSTATE 28) | none | the same, `crm_sink_blocked{cause="auth"}` and an ERROR naming the setting (`token`, `database_url`) |
+//! | our own request is wrong (SQLSTATE 42, ...) | none | the process stops |
 //!
-//! Modules: [`settings`], [`backend`] (plan, trait, PostgreSQL, REST, HubSpot), [`retry`]
-//! (backoff, `Retry-After`, token bucket), [`events`] (metrics and logs).
+//! An outage is never dead-lettered (ARCHITECTURE invariant 4): the stream stalls and the lag
+//! grows until the CRM answers again. When a batch fails part-way, the HTTP backends have
+//! already written its earlier records; reading the batch again repeats their calls with the
+//! same idempotency keys, which the CRM replays (`Idempotent-Replayed`) without writing twice.
+//!
+//! Modules: [`settings`], [`error`] (how failures are classified), [`backend`] (plan, trait,
+//! PostgreSQL, REST, HubSpot), [`retry`] (retries in place, `Retry-After`, rate limit),
+//! [`events`] (metrics and logs).
 
 pub mod backend;
+pub mod error;
 pub mod events;
 pub mod retry;
 pub mod settings;
@@ -39,9 +47,10 @@ use backend::hubspot::HubspotBackend;
 use backend::postgres::PostgresBackend;
 use backend::rest::{Endpoints, HttpClient, RestBackend};
 use backend::{AnyBackend, CrmBackend, WritePlan};
+use error::Failure;
 use events::{MessageOutcome, SinkMetrics};
 use retry::{Limiter, Retrier};
-pub use settings::CrmSinkSettings;
+pub use settings::{Backend, CrmSinkSettings};
 
 /// The audit topic.
 pub const RESULTS: &str = "crm-results";
@@ -86,11 +95,13 @@ pub async fn build(ctx: BuildContext, settings: CrmSinkSettings) -> Result<CrmSi
         metrics: metrics.clone(),
         shutdown: ctx.shutdown.clone(),
     };
-    let backend_name = match settings.backend.as_str() {
-        "rest" => "rest",
-        "hubspot" => "hubspot",
-        _ => "postgres",
-    };
+    let backend_name = settings.backend.name();
+    if settings.backoff_base_ms != settings::DEPRECATED_BACKOFF_BASE_MS {
+        tracing::warn!(
+            key = %settings::key("backoff_base_ms"),
+            "deprecated and ignored: the backoff between attempts starts at 100 ms"
+        );
+    }
     let backend = if settings.dry_run {
         tracing::info!(
             backend = backend_name,
@@ -125,8 +136,8 @@ async fn connect(settings: &CrmSinkSettings, retrier: Retrier) -> Result<AnyBack
         )
         .map_err(RuntimeError::Processor)
     };
-    Ok(match settings.backend.as_str() {
-        "rest" => AnyBackend::Rest(RestBackend {
+    Ok(match settings.backend {
+        Backend::Rest => AnyBackend::Rest(RestBackend {
             http: http(retrier)?,
             endpoints: Endpoints {
                 contacts: settings.contacts_path.clone(),
@@ -135,11 +146,11 @@ async fn connect(settings: &CrmSinkSettings, retrier: Retrier) -> Result<AnyBack
                 attachments: settings.attachments_path.clone(),
             },
         }),
-        "hubspot" => AnyBackend::Hubspot(HubspotBackend {
+        Backend::Hubspot => AnyBackend::Hubspot(HubspotBackend {
             http: http(retrier)?,
             message_id_property: settings.hubspot_message_id_property.clone(),
         }),
-        _ => {
+        Backend::Postgres => {
             let url = settings.database_url.clone().unwrap_or_default();
             let (backend, applied) = PostgresBackend::start(url, settings.schema.clone(), retrier)
                 .await
@@ -164,6 +175,13 @@ fn now_ms() -> i64 {
 }
 
 impl CrmSink {
+    /// A write failed: counted as blocking the sink when it is not the record's fault, and
+    /// turned into the runtime's reaction.
+    fn failed(&self, failure: Failure) -> ProcessError {
+        events::blocked(&self.metrics, &failure);
+        failure.into_process_error()
+    }
+
     fn result(&self, lead: &ScoredLead, outcome: &str) -> CrmResult {
         CrmResult {
             message_id: lead.message_id.clone(),
@@ -229,17 +247,17 @@ impl Processor for CrmSink {
         };
         let report = match backend.write(&plan, deadline).await {
             Ok(report) => report,
-            Err(error) => {
-                let error = error.into_process_error();
-                if matches!(error, ProcessError::Poison { .. }) {
+            Err(failure) => {
+                if matches!(failure, Failure::Poison { .. }) {
                     self.pending.push(MessageOutcome::nothing_written(
                         &plan.message_id,
                         "dead-lettered",
                     ));
                 }
-                return Err(error);
+                return Err(self.failed(failure));
             }
         };
+        events::unblocked(&self.metrics);
         if report.activity_created {
             events::activity_created(&self.metrics, self.backend_name, &plan.message_id);
             if self.created.len() >= MAX_UNCOMMITTED_CREATED {
@@ -296,10 +314,8 @@ impl Processor for CrmSink {
             return Ok(());
         };
         let deadline = self.batch_started.unwrap_or_else(Instant::now) + self.budget;
-        backend
-            .commit(deadline)
-            .await
-            .map_err(|e| e.into_process_error())
+        let committed = backend.commit(deadline).await;
+        committed.map_err(|failure| self.failed(failure))
     }
 
     fn on_commit(&mut self) {

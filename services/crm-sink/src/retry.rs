@@ -1,20 +1,34 @@
-//! How the sink calls a CRM that throttles, stalls and fails: exponential backoff with full
-//! jitter, `Retry-After` honoured (delta-seconds and HTTP-date, capped), a bounded number of
-//! attempts, a token bucket and a concurrency cap per backend, and a deadline so retries never
-//! outlive the Kafka transaction the record is processed in.
+//! How the sink calls a CRM that throttles, stalls and fails. Blips are retried in place;
+//! anything longer is the runtime's to wait out (it aborts the batch and re-reads it after its
+//! own capped, jittered backoff), so a CRM outage stalls the stream instead of emptying it into
+//! the dead-letter topic (ARCHITECTURE invariant 4).
 //!
-//! [`Retrier::run`] drives one logical call (an upsert, a create): the closure makes one attempt
-//! and classifies its failure as [`Failure`]; the loop decides whether to wait and try again.
+//! [`Retrier::run`] drives one logical call (an upsert, a create): the closure makes one
+//! attempt and classifies its failure ([`Failure`], see [`crate::error`]); the loop decides:
+//!
+//! | the attempt | then |
+//! |---|---|
+//! | succeeded | the value, and the attempts made |
+//! | `Retry`, attempts left, the wait fits before the batch's deadline | wait (the runtime's [`Backoff`], at least `Retry-After`), try again |
+//! | `Retry`, attempts spent or the wait would outlive the batch | `Outage`: the batch is retried by the runtime |
+//! | anything else | returned as it is |
+//!
+//! Every attempt first passes the [`Limiter`]: a hold the CRM asked for (`Retry-After`, either
+//! form, at most `retry_after_max_ms`: no call is made before it, by any record, and when it
+//! ends past the batch's deadline the batch is handed back at once), a concurrency cap, and a
+//! rate limit (`governor`).
 
 use std::future::Future;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use mailstream_runtime::Shutdown;
-use rand::Rng;
-use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
+use mailstream_runtime::stream::Backoff;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::error::{Failure, FailureClass};
 use crate::events::{self, SinkMetrics};
 
 /// Bounds of the retries of one call.
@@ -22,192 +36,74 @@ use crate::events::{self, SinkMetrics};
 pub struct RetryPolicy {
     /// Attempts per call, the first included (at least 1).
     pub max_attempts: u32,
-    /// Backoff ceiling after the first failure; doubles per failure ...
-    pub base: Duration,
-    /// ... up to this cap.
+    /// Ceiling of the runtime's backoff between attempts.
     pub cap: Duration,
     /// The longest `Retry-After` honoured; longer ones are cut to this.
     pub retry_after_max: Duration,
 }
 
-impl RetryPolicy {
-    /// The ceiling of the jittered wait after `failures` failed attempts (1-based).
-    pub fn ceiling(&self, failures: u32) -> Duration {
-        let factor = 1u32
-            .checked_shl(failures.saturating_sub(1))
-            .unwrap_or(u32::MAX);
-        self.base.saturating_mul(factor).min(self.cap)
-    }
-
-    /// The wait before the next attempt: full jitter (uniform in `[0, ceiling]`), and at least
-    /// the server's `Retry-After` (capped at `retry_after_max`) when it sent one.
-    pub fn delay(&self, failures: u32, retry_after: Option<Duration>) -> Duration {
-        let ceiling = self.ceiling(failures).as_millis() as u64;
-        let jitter = Duration::from_millis(rand::rng().random_range(0..=ceiling));
-        match retry_after {
-            Some(asked) => asked.min(self.retry_after_max).max(jitter),
-            None => jitter,
-        }
-    }
-
-    /// The longest one call can take: every attempt timing out and every wait at its maximum.
-    pub fn worst_case(&self, request_timeout: Duration) -> Duration {
-        let waits = self.max_attempts.saturating_sub(1);
-        request_timeout.saturating_mul(self.max_attempts)
-            + self.cap.max(self.retry_after_max).saturating_mul(waits)
-    }
-}
-
 /// Parses a `Retry-After` value: delta-seconds, or an HTTP-date (IMF-fixdate, and the obsolete
 /// RFC 850 and asctime forms recipients must accept). A date in the past means now.
-pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         return Some(Duration::from_secs(
             value.parse::<u64>().unwrap_or(u64::MAX),
         ));
     }
-    let at = DateTime::parse_from_rfc2822(value)
-        .map(|d| d.with_timezone(&Utc))
-        .or_else(|_| {
-            NaiveDateTime::parse_from_str(value, "%A, %d-%b-%y %H:%M:%S GMT").map(|d| d.and_utc())
-        })
-        .or_else(|_| {
-            NaiveDateTime::parse_from_str(value, "%a %b %e %H:%M:%S %Y").map(|d| d.and_utc())
-        })
-        .ok()?;
-    Some((at - now).to_std().unwrap_or(Duration::ZERO))
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
-/// A token bucket: `rate` tokens per second, at most `burst` saved up. A rate of 0 is no limit.
-#[derive(Debug)]
-pub struct TokenBucket {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    pub fn new(rate: f64, burst: u32, now: Instant) -> Self {
-        let burst = f64::from(burst.max(1));
-        Self {
-            rate,
-            burst,
-            tokens: burst,
-            last: now,
-        }
-    }
-
-    /// Takes a token if one is there (returns zero), else says how long until one will be.
-    pub fn take(&mut self, now: Instant) -> Duration {
-        if self.rate <= 0.0 {
-            return Duration::ZERO;
-        }
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64((1.0 - self.tokens) / self.rate)
-        }
-    }
-}
-
-/// The rate limit and concurrency cap of one backend.
-#[derive(Debug, Clone)]
+/// The rate limit, the concurrency cap and the CRM's hold of one backend, shared by its calls.
+#[derive(Clone)]
 pub struct Limiter {
-    bucket: Arc<Mutex<TokenBucket>>,
+    rate: Option<Arc<DefaultDirectRateLimiter>>,
     permits: Arc<Semaphore>,
+    /// No call before this instant (the CRM's `Retry-After`).
+    hold: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Limiter {
+    /// `rate_per_sec` calls per second (0: no limit) in bursts of up to `burst`, at most
+    /// `max_concurrency` at once.
     pub fn new(rate_per_sec: f64, burst: u32, max_concurrency: u32) -> Self {
+        let rate = (rate_per_sec > 0.0 && rate_per_sec.is_finite())
+            .then(|| Quota::with_period(Duration::from_secs_f64(1.0 / rate_per_sec)))
+            .flatten()
+            .map(|quota| {
+                let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+                Arc::new(RateLimiter::direct(quota.allow_burst(burst)))
+            });
         Self {
-            bucket: Arc::new(Mutex::new(TokenBucket::new(
-                rate_per_sec,
-                burst,
-                Instant::now(),
-            ))),
+            rate,
             permits: Arc::new(Semaphore::new(max_concurrency.max(1) as usize)),
+            hold: Arc::new(Mutex::new(None)),
         }
     }
 
-    /// Waits for a concurrency slot, then for a token. The slot is held until the permit drops.
+    /// No call until `until` (a later hold wins).
+    pub fn hold_until(&self, until: Instant) {
+        if let Ok(mut hold) = self.hold.lock() {
+            *hold = Some(hold.map_or(until, |h| h.max(until)));
+        }
+    }
+
+    /// When the CRM's hold ends, if one is on.
+    pub fn held_until(&self) -> Option<Instant> {
+        let hold = self.hold.lock().ok().and_then(|h| *h)?;
+        (hold > Instant::now()).then_some(hold)
+    }
+
+    /// Waits for a concurrency slot, then for the rate limit. The slot is held until the permit
+    /// drops.
     pub async fn acquire(&self) -> Option<OwnedSemaphorePermit> {
         let permit = self.permits.clone().acquire_owned().await.ok()?;
-        loop {
-            let wait = self.bucket.lock().await.take(Instant::now());
-            if wait.is_zero() {
-                return Some(permit);
-            }
-            tokio::time::sleep(wait).await;
+        if let Some(rate) = &self.rate {
+            rate.until_ready().await;
         }
+        Some(permit)
     }
-}
-
-/// Which kind of failure an attempt met (the `class` label of `crm_write_failures_total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureClass {
-    Client,
-    Server,
-    Timeout,
-    Connection,
-}
-
-impl FailureClass {
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Client => "4xx",
-            Self::Server => "5xx",
-            Self::Timeout => "timeout",
-            Self::Connection => "connection",
-        }
-    }
-}
-
-/// One failed attempt, as the caller classified it.
-#[derive(Debug, Clone)]
-pub enum Failure {
-    /// Worth another attempt (429, 5xx, timeouts, resets); `retry_after` if the server said so.
-    Retriable {
-        class: FailureClass,
-        reason: String,
-        retry_after: Option<Duration>,
-    },
-    /// The CRM refused this record; another attempt gets the same answer.
-    Rejected { class: FailureClass, reason: String },
-    /// The CRM (or our access to it) is down as a whole: no record is to blame.
-    Outage { class: FailureClass, reason: String },
-    /// Our own request is wrong whatever the record (a bug, a schema that is not ours): no
-    /// retry and no dead letter can help, the process stops.
-    Broken { class: FailureClass, reason: String },
-}
-
-/// Why a call gave up.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CallError {
-    /// Every attempt failed retriably.
-    Exhausted {
-        attempts: u32,
-        reason: String,
-    },
-    Rejected {
-        reason: String,
-    },
-    Outage {
-        reason: String,
-    },
-    /// See [`Failure::Broken`].
-    Broken {
-        reason: String,
-    },
-    /// Waiting again would outlive the transaction, or shutdown was requested.
-    Interrupted {
-        reason: String,
-    },
 }
 
 /// Runs calls under a retry policy and a limiter, counting failures.
@@ -221,81 +117,99 @@ pub struct Retrier {
 }
 
 impl Retrier {
-    /// Makes attempts of `call` (named `op` in logs) until one succeeds, one is rejected, the
-    /// attempts run out or the next wait would pass `deadline`. Returns the value and the number
-    /// of attempts made.
+    /// Sleeps `delay` unless shutdown comes first (then an outage: the batch is handed back).
+    async fn sleep(&self, op: &str, delay: Duration) -> Result<(), Failure> {
+        let mut shutdown = self.shutdown.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => Ok(()),
+            _ = shutdown.wait() => Err(Failure::outage(
+                FailureClass::Connection,
+                format!("{op}: shutdown requested while waiting to call the CRM"),
+            )),
+        }
+    }
+
+    /// Waits out the CRM's hold, or hands the batch back when it ends past `deadline`.
+    async fn wait_for_hold(&self, op: &str, deadline: Instant) -> Result<(), Failure> {
+        let Some(until) = self.limiter.held_until() else {
+            return Ok(());
+        };
+        let wait = until.saturating_duration_since(Instant::now());
+        if until + self.request_timeout > deadline {
+            return Err(Failure::outage(
+                FailureClass::Client,
+                format!(
+                    "{op}: the CRM asked us to wait {} ms more (Retry-After), past this batch's time",
+                    wait.as_millis()
+                ),
+            ));
+        }
+        self.sleep(op, wait).await
+    }
+
+    /// Makes attempts of `call` (named `op` in logs) until one succeeds, one fails for a reason
+    /// a retry in place cannot change, the attempts run out or the next wait would pass
+    /// `deadline`. Returns the value and the number of attempts made.
     pub async fn run<T, F, Fut>(
         &self,
         op: &str,
         deadline: Instant,
         mut call: F,
-    ) -> Result<(T, u32), CallError>
+    ) -> Result<(T, u32), Failure>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, Failure>>,
     {
+        let mut backoff = Backoff::new(self.policy.cap);
         let mut attempt = 0u32;
         loop {
             attempt += 1;
+            self.wait_for_hold(op, deadline).await?;
             let permit = self.limiter.acquire().await;
             let result = call().await;
             drop(permit);
-            let failure = match result {
+            let (class, reason, retry_after) = match result {
                 Ok(value) => return Ok((value, attempt)),
-                Err(failure) => failure,
-            };
-            let (class, reason, retry_after) = match failure {
-                Failure::Retriable {
+                Err(Failure::Retry {
                     class,
                     reason,
                     retry_after,
-                } => (class, reason, retry_after),
-                Failure::Rejected { class, reason } => {
-                    events::write_failed(&self.metrics, op, class, attempt, &reason, false);
-                    return Err(CallError::Rejected { reason });
-                }
-                Failure::Outage { class, reason } => {
-                    events::write_failed(&self.metrics, op, class, attempt, &reason, false);
-                    return Err(CallError::Outage { reason });
-                }
-                Failure::Broken { class, reason } => {
-                    events::write_failed(&self.metrics, op, class, attempt, &reason, false);
-                    return Err(CallError::Broken { reason });
+                }) => (class, reason, retry_after),
+                Err(other) => {
+                    events::write_failed(
+                        &self.metrics,
+                        op,
+                        other.class(),
+                        attempt,
+                        other.reason(),
+                        false,
+                    );
+                    return Err(other);
                 }
             };
+            let asked = retry_after.map(|d| d.min(self.policy.retry_after_max));
+            if let Some(asked) = asked {
+                self.limiter.hold_until(Instant::now() + asked);
+            }
             let retrying = attempt < self.policy.max_attempts;
             events::write_failed(&self.metrics, op, class, attempt, &reason, retrying);
             if !retrying {
-                // A record cannot make the network fail: transport failures that outlast every
-                // attempt are an outage of the CRM, not a bad record.
-                if class == FailureClass::Connection {
-                    return Err(CallError::Outage {
-                        reason: format!("{op}: unreachable after {attempt} attempts: {reason}"),
-                    });
-                }
-                return Err(CallError::Exhausted {
-                    attempts: attempt,
-                    reason,
-                });
+                return Err(Failure::outage(
+                    class,
+                    format!("{op}: failing after {attempt} attempts: {reason}"),
+                ));
             }
-            let delay = self.policy.delay(attempt, retry_after);
+            let delay = backoff.next_delay().max(asked.unwrap_or_default());
             if Instant::now() + delay + self.request_timeout > deadline {
-                return Err(CallError::Interrupted {
-                    reason: format!(
-                        "{op}: another attempt after {} ms would outlive the Kafka transaction ({reason})",
+                return Err(Failure::outage(
+                    class,
+                    format!(
+                        "{op}: another attempt after {} ms would outlive the batch ({reason})",
                         delay.as_millis()
                     ),
-                });
+                ));
             }
-            let mut shutdown = self.shutdown.clone();
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = shutdown.wait() => {
-                    return Err(CallError::Interrupted {
-                        reason: format!("{op}: shutdown requested while waiting to retry"),
-                    });
-                }
-            }
+            self.sleep(op, delay).await?;
         }
     }
 }

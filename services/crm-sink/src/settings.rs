@@ -13,9 +13,10 @@
 //! | `activities_path` | `/activities` | REST: email activity create |
 //! | `attachments_path` | `/activities/{activity_id}/attachments` | REST: attachment create |
 //! | `hubspot_message_id_property` | `mailstream_message_id` | HubSpot: unique-value email property holding the message id |
-//! | `max_attempts` | 6 | attempts per CRM call, the first included |
-//! | `backoff_base_ms`, `backoff_max_ms` | 100, 2000 | full-jitter exponential backoff between attempts |
-//! | `retry_after_max_ms` | 3000 | longest `Retry-After` honoured |
+//! | `max_attempts` | 6 | attempts per CRM call in place, the first included; then the batch is retried by the runtime |
+//! | `backoff_max_ms` | 2000 | ceiling of the backoff between attempts in place (the runtime's `Backoff`: full jitter, doubling from 100 ms) |
+//! | `backoff_base_ms` | 100 | deprecated and ignored (the runtime's backoff starts at 100 ms); still accepted so existing configuration loads |
+//! | `retry_after_max_ms` | 300000 | longest `Retry-After` honoured: no call is made before it ends |
 //! | `request_timeout_ms` | 2000 | per HTTP request; PostgreSQL statement and connect timeout |
 //! | `rate_limit_per_sec` | postgres 0 (none), rest 20, hubspot 10 | token-bucket rate of CRM calls |
 //! | `rate_limit_burst` | the rate (at least 1) | token-bucket size |
@@ -23,13 +24,12 @@
 //! | `dry_run` | false | log the writes it would make, make none |
 //! | `write_excluded` | false | also write excluded emails (auto-replies, bounces, list mail) |
 //!
-//! One call's worst case (`max_attempts` × `request_timeout_ms` + (`max_attempts` − 1) × the
-//! longer of `backoff_max_ms` and `retry_after_max_ms`; 27 s with the defaults) must fit in the
-//! time a record has inside its Kafka transaction: the runtime's `transaction_timeout_ms` less
-//! `batch_max_ms` (a record starts at most that long after its batch opened) and
-//! [`COMMIT_MARGIN_MS`] for the commit (27.9 s with the runtime's defaults). Start-up fails
-//! otherwise, naming both keys. At run time a retry that would not fit any more aborts the batch
-//! (transient) instead of letting the broker time the transaction out.
+//! Retries in place end where the record's time inside its Kafka transaction ends: the runtime's
+//! `transaction_timeout_ms` less `batch_max_ms` (a record starts at most that long after its
+//! batch opened) and [`COMMIT_MARGIN_MS`] for the commit (27.9 s with the runtime's defaults).
+//! What still fails then is handed back to the runtime (transient: the batch is aborted and
+//! retried after its backoff, never dead-lettered) instead of letting the broker time the
+//! transaction out. One request must fit in that time: start-up fails otherwise, naming both keys.
 
 use std::time::Duration;
 
@@ -43,15 +43,39 @@ use crate::retry::RetryPolicy;
 /// The processor's name and config section.
 pub const SECTION: &str = "crm-sink";
 
+/// The default of the deprecated `backoff_base_ms` (any other value is warned about).
+pub const DEPRECATED_BACKOFF_BASE_MS: u64 = 100;
+
 /// Time kept free at the end of a Kafka transaction for sending offsets and committing.
 pub const COMMIT_MARGIN_MS: u64 = 2_000;
+
+/// The CRM the sink writes to (`backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    #[default]
+    Postgres,
+    Rest,
+    Hubspot,
+}
+
+impl Backend {
+    /// The name in settings and in crm-results' `backend`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgres",
+            Self::Rest => "rest",
+            Self::Hubspot => "hubspot",
+        }
+    }
+}
 
 /// Settings of `mailstream run crm-sink`.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CrmSinkSettings {
-    #[serde(default = "defaults::backend", deserialize_with = "lenient::string")]
-    pub backend: String,
+    #[serde(default)]
+    pub backend: Backend,
     #[serde(default, deserialize_with = "lenient::opt_string")]
     pub database_url: Option<String>,
     #[serde(default = "defaults::schema", deserialize_with = "lenient::string")]
@@ -105,9 +129,6 @@ pub struct CrmSinkSettings {
 }
 
 mod defaults {
-    pub fn backend() -> String {
-        "postgres".into()
-    }
     pub fn schema() -> String {
         "crm".into()
     }
@@ -130,13 +151,13 @@ mod defaults {
         6
     }
     pub fn backoff_base_ms() -> u64 {
-        100
+        super::DEPRECATED_BACKOFF_BASE_MS
     }
     pub fn backoff_max_ms() -> u64 {
         2_000
     }
     pub fn retry_after_max_ms() -> u64 {
-        3_000
+        300_000
     }
     pub fn request_timeout_ms() -> u64 {
         2_000
@@ -176,7 +197,6 @@ impl CrmSinkSettings {
     pub fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy {
             max_attempts: self.max_attempts.max(1),
-            base: Duration::from_millis(self.backoff_base_ms),
             cap: Duration::from_millis(self.backoff_max_ms),
             retry_after_max: Duration::from_millis(self.retry_after_max_ms),
         }
@@ -188,12 +208,11 @@ impl CrmSinkSettings {
 
     /// The token-bucket rate: the setting, else the backend's default (0 = no limit).
     pub fn rate(&self) -> f64 {
-        self.rate_limit_per_sec
-            .unwrap_or(match self.backend.as_str() {
-                "rest" => 20.0,
-                "hubspot" => 10.0,
-                _ => 0.0,
-            })
+        self.rate_limit_per_sec.unwrap_or(match self.backend {
+            Backend::Rest => 20.0,
+            Backend::Hubspot => 10.0,
+            Backend::Postgres => 0.0,
+        })
     }
 
     pub fn burst(&self) -> u32 {
@@ -203,9 +222,9 @@ impl CrmSinkSettings {
 
     /// The base URL of the HTTP backends (HubSpot's public API unless set).
     pub fn http_base_url(&self) -> Option<String> {
-        match (&self.base_url, self.backend.as_str()) {
+        match (&self.base_url, self.backend) {
             (Some(url), _) if !url.trim().is_empty() => Some(url.trim_end_matches('/').to_string()),
-            (_, "hubspot") => Some("https://api.hubapi.com".into()),
+            (_, Backend::Hubspot) => Some("https://api.hubapi.com".into()),
             _ => None,
         }
     }
@@ -225,8 +244,8 @@ impl CrmSinkSettings {
         let budget = Self::call_budget_ms(runtime);
         let mut errors = Vec::new();
         let mut bad = |name: &str, what: String| errors.push(format!("{}: {what}", key(name)));
-        match self.backend.as_str() {
-            "postgres" => {
+        match self.backend {
+            Backend::Postgres => {
                 let url = self.database_url.as_deref().unwrap_or_default().trim();
                 if url.is_empty() {
                     bad(
@@ -256,7 +275,7 @@ impl CrmSinkSettings {
                     );
                 }
             }
-            "rest" | "hubspot" => match self.http_base_url() {
+            Backend::Rest | Backend::Hubspot => match self.http_base_url() {
                 None => bad(
                     "base_url",
                     "is required for the rest backend, e.g. https://crm.example.com/api/v1".into(),
@@ -267,10 +286,6 @@ impl CrmSinkSettings {
                 ),
                 Some(_) => {}
             },
-            other => bad(
-                "backend",
-                format!("expected `postgres`, `rest` or `hubspot`, got `{other}`"),
-            ),
         }
         for (name, path) in [
             ("contacts_path", &self.contacts_path),
@@ -315,17 +330,15 @@ impl CrmSinkSettings {
         if self.max_concurrency == 0 {
             bad("max_concurrency", "must be at least 1".into());
         }
-        let worst = self.retry_policy().worst_case(self.request_timeout());
-        if self.max_attempts > 0 && worst.as_millis() > u128::from(budget) {
+        if u128::from(self.request_timeout_ms) > u128::from(budget) {
             bad(
-                "max_attempts",
+                "request_timeout_ms",
                 format!(
-                    "one CRM call may take up to {} ms (max_attempts × request_timeout_ms + \
-                     (max_attempts − 1) × max(backoff_max_ms, retry_after_max_ms)), more than the \
-                     {budget} ms a record has inside a Kafka transaction (key \
-                     `transaction_timeout_ms` (env {}) = {} less batch_max_ms {} and {COMMIT_MARGIN_MS} \
-                     ms for the commit): lower the retries or raise the transaction timeout",
-                    worst.as_millis(),
+                    "one request may take {} ms, more than the {budget} ms a record has inside a \
+                     Kafka transaction (key `transaction_timeout_ms` (env {}) = {} less \
+                     batch_max_ms {} and {COMMIT_MARGIN_MS} ms for the commit): lower the request \
+                     timeout or raise the transaction timeout",
+                    self.request_timeout_ms,
                     env_name(None, "transaction_timeout_ms"),
                     runtime.transaction_timeout_ms,
                     runtime.batch_max_ms,

@@ -24,7 +24,7 @@ fn env_keys_map_through_the_dashed_section_name() {
             .with_env("MAILSTREAM_CRM_SINK_DRY_RUN", "true"),
     )
     .expect("valid");
-    assert_eq!(s.backend, "postgres");
+    assert_eq!(s.backend, Backend::Postgres);
     assert_eq!(s.schema, "crm");
     assert_eq!(
         s.token.as_deref(),
@@ -99,19 +99,45 @@ fn every_problem_names_its_key() {
 }
 
 #[test]
-fn retries_that_outlive_the_transaction_name_both_keys() {
+fn a_request_that_outlives_the_transaction_names_both_keys() {
     let (mut rt, s) = load::<CrmSinkSettings>(
         SECTION,
         &base()
             .with_env("MAILSTREAM_CRM_SINK_DATABASE_URL", "postgres://u@h/d")
-            .with_env("MAILSTREAM_CRM_SINK_MAX_ATTEMPTS", "20"),
+            .with_env("MAILSTREAM_CRM_SINK_MAX_ATTEMPTS", "20")
+            .with_env("MAILSTREAM_CRM_SINK_REQUEST_TIMEOUT_MS", "40000"),
     )
     .expect("loads");
     let text = s.validate(&rt).join("\n");
-    assert!(text.contains("MAILSTREAM_CRM_SINK_MAX_ATTEMPTS"), "{text}");
+    assert!(
+        text.contains("MAILSTREAM_CRM_SINK_REQUEST_TIMEOUT_MS"),
+        "{text}"
+    );
     assert!(text.contains("MAILSTREAM_TRANSACTION_TIMEOUT_MS"), "{text}");
     rt.transaction_timeout_ms = 600_000;
     assert!(s.validate(&rt).is_empty());
+}
+
+#[test]
+fn the_backend_is_one_of_three() {
+    let (_, rest) = load::<CrmSinkSettings>(
+        SECTION,
+        &base()
+            .with_env("MAILSTREAM_CRM_SINK_BACKEND", "rest")
+            .with_env("MAILSTREAM_CRM_SINK_BASE_URL", "http://crm"),
+    )
+    .expect("loads");
+    assert_eq!((rest.backend, rest.backend.name()), (Backend::Rest, "rest"));
+    let err = load::<CrmSinkSettings>(
+        SECTION,
+        &base().with_env("MAILSTREAM_CRM_SINK_BACKEND", "salesforce"),
+    )
+    .expect_err("not a backend");
+    let text = err.to_string();
+    assert!(
+        text.contains("MAILSTREAM_CRM_SINK_BACKEND") && text.contains("hubspot"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -20,8 +20,9 @@ use std::time::Instant;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::rest::{Answer, Call, HttpClient, encode_segment};
-use super::{CrmBackend, WriteError, WritePlan, WriteReport, idempotency_key};
+use super::rest::{Answer, Call, HttpClient, encode_segment, require_id};
+use super::{CrmBackend, WritePlan, WriteReport, idempotency_key};
+use crate::error::Failure;
 
 /// HubSpot-defined association type ids (CRM v4 association types).
 pub const EMAIL_TO_CONTACT: u32 = 198;
@@ -92,7 +93,7 @@ impl HubspotBackend {
         &self,
         plan: &WritePlan,
         deadline: Instant,
-    ) -> Result<(Answer, u32), WriteError> {
+    ) -> Result<(Answer, u32), Failure> {
         let call = Call {
             op: "email-lookup",
             method: Method::GET,
@@ -105,7 +106,7 @@ impl HubspotBackend {
             body: None,
             accept_conflict: false,
         };
-        Ok(self.http.call(&call, deadline).await?)
+        self.http.call(&call, deadline).await
     }
 }
 
@@ -114,11 +115,7 @@ impl CrmBackend for HubspotBackend {
         "hubspot"
     }
 
-    async fn write(
-        &mut self,
-        plan: &WritePlan,
-        deadline: Instant,
-    ) -> Result<WriteReport, WriteError> {
+    async fn write(&mut self, plan: &WritePlan, deadline: Instant) -> Result<WriteReport, Failure> {
         let mut report = WriteReport {
             account_id: plan.account.as_ref().map(|a| a.account_id.clone()),
             deal_id: plan.deal.as_ref().map(|d| d.deal_id.clone()),
@@ -140,12 +137,7 @@ impl CrmBackend for HubspotBackend {
             let new = result.and_then(|r| r.get("new")) == Some(&Value::Bool(true));
             report.changed |= new;
             report.contact_created = k.create && new;
-            report.contact_id = Some(answer.id().ok_or_else(|| {
-                WriteError::Rejected(format!(
-                    "contact-upsert answered {} without an id",
-                    answer.status
-                ))
-            })?);
+            report.contact_id = Some(require_id(&answer, "contact-upsert")?);
         }
         let body = email_body(
             plan,
@@ -172,12 +164,7 @@ impl CrmBackend for HubspotBackend {
         }
         report.changed |= !answer.replayed;
         report.activity_created = !answer.replayed;
-        report.activity_id = Some(answer.id().ok_or_else(|| {
-            WriteError::Rejected(format!(
-                "email-create answered {} without an id",
-                answer.status
-            ))
-        })?);
+        report.activity_id = Some(require_id(&answer, "email-create")?);
         Ok(report)
     }
 }

@@ -24,12 +24,12 @@ use std::future::Future;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use mailstream_runtime::ProcessError;
 use mailstream_runtime::records::{Disposition, ScoredLead};
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::retry::CallError;
+use crate::error::Failure;
 use keys::fit_id;
 
 /// Namespace of the deterministic ids of contacts the sink creates (UUIDv5 of `mailto:<email>`).
@@ -41,18 +41,14 @@ pub fn new_contact_id(email: &str) -> String {
     uuid::Uuid::new_v5(&CONTACT_NAMESPACE, format!("mailto:{email}").as_bytes()).to_string()
 }
 
+/// Bytes percent-encoded in an idempotency key: what may not appear in an HTTP header value
+/// (controls, space, non-ASCII) and `%` itself.
+const HEADER_UNSAFE: &AsciiSet = &CONTROLS.add(b' ').add(b'%');
+
 /// `Idempotency-Key` of one write: `<message_id>:<operation>`, with bytes that may not appear in
 /// an HTTP header value (and `%`) percent-encoded.
 pub fn idempotency_key(message_id: &str, operation: &str) -> String {
-    let mut key = String::with_capacity(message_id.len() + operation.len() + 1);
-    for byte in format!("{message_id}:{operation}").bytes() {
-        if byte.is_ascii_graphic() && byte != b'%' {
-            key.push(byte as char);
-        } else {
-            key.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    key
+    utf8_percent_encode(&format!("{message_id}:{operation}"), HEADER_UNSAFE).to_string()
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -364,46 +360,6 @@ pub struct WriteReport {
     pub attempts: u32,
 }
 
-/// Why a message could not be written.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WriteError {
-    /// The CRM refused the record (non-retriable 4xx, a constraint): dead-letter it.
-    Rejected(String),
-    /// Retriable failures until the attempts ran out: dead-letter it.
-    Exhausted(String),
-    /// The CRM as a whole is unavailable: abort the batch and retry it later.
-    Unavailable(String),
-    /// Our own request is wrong whatever the record (a bug): stop the process.
-    Broken(String),
-}
-
-impl From<CallError> for WriteError {
-    fn from(e: CallError) -> Self {
-        match e {
-            CallError::Rejected { reason } => Self::Rejected(reason),
-            CallError::Exhausted { attempts, reason } => {
-                Self::Exhausted(format!("gave up after {attempts} attempts: {reason}"))
-            }
-            CallError::Outage { reason } | CallError::Interrupted { reason } => {
-                Self::Unavailable(reason)
-            }
-            CallError::Broken { reason } => Self::Broken(reason),
-        }
-    }
-}
-
-impl WriteError {
-    /// How the runtime should react.
-    pub fn into_process_error(self) -> ProcessError {
-        match self {
-            Self::Rejected(reason) => ProcessError::poison("crm-rejected", reason),
-            Self::Exhausted(reason) => ProcessError::poison("crm-retries-exhausted", reason),
-            Self::Unavailable(reason) => ProcessError::transient(reason),
-            Self::Broken(reason) => ProcessError::fatal(reason),
-        }
-    }
-}
-
 /// A CRM the sink writes to. `write` returns once the write is durable, and writing the same
 /// plan again changes nothing.
 pub trait CrmBackend: Send + 'static {
@@ -416,12 +372,12 @@ pub trait CrmBackend: Send + 'static {
         &mut self,
         plan: &WritePlan,
         deadline: Instant,
-    ) -> impl Future<Output = Result<WriteReport, WriteError>> + Send;
+    ) -> impl Future<Output = Result<WriteReport, Failure>> + Send;
 
     /// Makes every write since the last commit durable; called before the Kafka transaction
     /// holding their offsets commits. Backends whose writes are durable when `write` returns
     /// have nothing to do.
-    fn commit(&mut self, deadline: Instant) -> impl Future<Output = Result<(), WriteError>> + Send {
+    fn commit(&mut self, deadline: Instant) -> impl Future<Output = Result<(), Failure>> + Send {
         let _ = deadline;
         async { Ok(()) }
     }
@@ -446,11 +402,7 @@ impl CrmBackend for AnyBackend {
         }
     }
 
-    async fn write(
-        &mut self,
-        plan: &WritePlan,
-        deadline: Instant,
-    ) -> Result<WriteReport, WriteError> {
+    async fn write(&mut self, plan: &WritePlan, deadline: Instant) -> Result<WriteReport, Failure> {
         match self {
             Self::Postgres(b) => b.write(plan, deadline).await,
             Self::Rest(b) => b.write(plan, deadline).await,
@@ -458,7 +410,7 @@ impl CrmBackend for AnyBackend {
         }
     }
 
-    async fn commit(&mut self, deadline: Instant) -> Result<(), WriteError> {
+    async fn commit(&mut self, deadline: Instant) -> Result<(), Failure> {
         match self {
             Self::Postgres(b) => b.commit(deadline).await,
             Self::Rest(b) => b.commit(deadline).await,

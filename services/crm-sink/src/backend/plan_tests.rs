@@ -1,11 +1,11 @@
 //! Unit tests of the write plan: what a `ScoredLead` turns into, and the ids and keys that make
 //! replays land on the same rows.
 
+use mailstream_runtime::AvroRecord;
 use mailstream_runtime::records::{
     AccountMatch, Address, Attachment, ContactMatch, Disposition, NewContactProposal, ParsedEmail,
     ResolvedEmail, RuleHit, ScoredLead,
 };
-use mailstream_runtime::{AvroRecord, ProcessError};
 
 use super::*;
 
@@ -236,37 +236,6 @@ fn idempotency_keys_are_stable_header_values() {
     assert_eq!(
         idempotency_key("a b%ü", "contact"),
         "a%20b%25%C3%BC:contact"
-    );
-}
-
-#[test]
-fn errors_map_to_the_runtime_reactions() {
-    let poison = |e: WriteError| match e.into_process_error() {
-        ProcessError::Poison { class, .. } => class,
-        other => format!("not poison: {other}"),
-    };
-    assert_eq!(poison(WriteError::Rejected("400".into())), "crm-rejected");
-    assert_eq!(
-        poison(WriteError::Exhausted("503".into())),
-        "crm-retries-exhausted"
-    );
-    assert!(matches!(
-        WriteError::Unavailable("down".into()).into_process_error(),
-        ProcessError::Transient(_)
-    ));
-    assert!(matches!(
-        WriteError::from(CallError::Broken {
-            reason: "SQLSTATE 42P01".into()
-        })
-        .into_process_error(),
-        ProcessError::Fatal(_)
-    ));
-    assert_eq!(
-        WriteError::from(CallError::Exhausted {
-            attempts: 6,
-            reason: "503".into()
-        }),
-        WriteError::Exhausted("gave up after 6 attempts: 503".into())
     );
 }
 

@@ -1,17 +1,34 @@
-//! The PostgreSQL backend (the default): one database transaction per runtime batch. `write`
-//! runs a message's statements inside the open database transaction; the runtime calls
-//! [`CrmBackend::commit`] just before it commits the Kafka transaction, so the input offsets are
-//! committed only after the rows are durable. A crash in between replays the batch, which the
-//! idempotent statements absorb. One COMMIT (one WAL flush) per batch instead of per message.
+//! The PostgreSQL backend (the default): one database transaction per runtime batch for the
+//! rows keyed by message, and single-statement writes for the rows messages share.
 //!
-//! Any error aborts a PostgreSQL transaction, so a message that fails takes the batch's earlier
-//! messages with it. When it is the first of its transaction, it is retried in place (deadlock,
-//! serialization failure) or dead-lettered (a constraint) as before. When others were written
-//! before it, the whole batch is read again (a transient failure for the runtime); a message
-//! PostgreSQL rejected is remembered and dead-lettered on that second pass without touching the
-//! database, so the batch then commits without it. Nothing of the batch is held in memory for
-//! this. When the Kafka transaction aborts, the database one is rolled back before the next
-//! write.
+//! | rows | connection | written | locks held |
+//! |---|---|---|---|
+//! | accounts, contacts, deals (shared by messages of any partition) | `shared`, autocommit, `synchronous_commit = off` | one statement each, committed at once | for one statement |
+//! | email activities, attachments, follow-ups, leads (keyed by message id) | `batch`, one transaction per runtime batch | in the batch's transaction, committed in [`CrmBackend::commit`] just before the Kafka transaction | until the batch commits |
+//!
+//! Why two: two sinks whose batches upserted the same contact and account rows in batch-wide
+//! transactions took their row locks in different orders and deadlocked (`40P01`), more often
+//! the more replicas. A message id lives on one input partition, so the batch's transaction
+//! only locks rows no other live instance writes; a shared row is locked for the one statement
+//! that upserts it, which never waits while holding another. Shared rows converge whatever the
+//! order their messages arrive in (ARCHITECTURE invariant 10), so writing them ahead of the
+//! batch's commit is safe: an aborted batch leaves them as a replay would. Their asynchronous
+//! commits are durable by the time the batch's commit is: its WAL flush covers every record
+//! written before it.
+//!
+//! The runtime calls [`CrmBackend::commit`] just before it commits the Kafka transaction, so the
+//! input offsets are committed only after the rows are durable. A crash in between replays the
+//! batch, which the idempotent statements absorb. One COMMIT (one WAL flush) per batch.
+//!
+//! Any error aborts a PostgreSQL transaction, so a message whose own rows fail takes the
+//! batch's earlier messages with it. When it is the first of its transaction, it is retried in
+//! place (deadlock, serialization failure) or dead-lettered (a constraint) as before. When
+//! others were written before it, the whole batch is read again (a transient failure for the
+//! runtime); a message PostgreSQL rejected is remembered and dead-lettered on that second pass
+//! without touching the database, so the batch then commits without it. Nothing of the batch is
+//! held in memory for this. When the Kafka transaction aborts, the database one is rolled back
+//! before the next write. A shared row that fails touches no transaction: its message is
+//! retried or dead-lettered alone.
 //!
 //! Every statement is an upsert on a natural key (`accounts.account_id`, `contacts.email` or
 //! `contact_id`, `deals.deal_id`, `email_activities.message_id`, `attachments (message_id,
@@ -28,8 +45,9 @@
 //! by its SQLSTATE (the table in `postgres_sql.rs`): a value it cannot store is poison (the
 //! message is dead-lettered with the SQLSTATE and the reason); a lost connection, a server going
 //! down or a statement timeout is an outage, not a bad record: the batch is retried later
-//! (`ProcessError::Transient`); serialization failures and deadlocks are retried in place; an
-//! error in our own SQL stops the process (`ProcessError::Fatal`).
+//! (`ProcessError::Transient`); refused credentials block the sink naming `database_url`;
+//! serialization failures and deadlocks are retried in place; an error in our own SQL stops the
+//! process (`ProcessError::Fatal`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,18 +59,23 @@ use super::postgres_sql::{
     ACCOUNT, ACCOUNT_ID_ONLY, ACTIVITY, ATTACHMENT, CONTACT_INSERT, CONTACT_SET, DEAL, FOLLOW_UP,
     LEAD, classify, safe_error,
 };
-use super::{CrmBackend, WriteError, WritePlan, WriteReport, migrate};
+use super::{CrmBackend, WritePlan, WriteReport, migrate};
+use crate::error::{Failure, FailureClass};
 use crate::events;
-use crate::retry::{Failure, FailureClass, Retrier};
+use crate::retry::Retrier;
 
-/// The statements, prepared once per connection.
-struct Prepared {
+/// The statements of the shared rows, prepared on the autocommit connection.
+struct Shared {
     account: Statement,
     account_id_only: Statement,
     contact_by_id: Statement,
     contact_by_email: Statement,
     contact_lookup: Statement,
     deal: Statement,
+}
+
+/// The statements of the rows keyed by message, prepared on the batch's connection.
+struct Own {
     activity: Statement,
     activity_lookup: Statement,
     attachment: Statement,
@@ -61,8 +84,18 @@ struct Prepared {
 }
 
 struct Connection {
+    /// Holds the batch's transaction.
     client: Client,
-    prepared: Prepared,
+    own: Own,
+    /// Autocommit, for the rows messages share.
+    shared_client: Client,
+    shared: Shared,
+}
+
+impl Connection {
+    fn is_closed(&self) -> bool {
+        self.client.is_closed() || self.shared_client.is_closed()
+    }
 }
 
 /// Writes plans into the CRM tables of one PostgreSQL schema.
@@ -108,14 +141,26 @@ impl PostgresBackend {
             connection: None,
             batch: OpenBatch::default(),
         };
-        let client = backend.open().await.map_err(|e| safe_error(&e))?;
+        let client = backend.open(false).await.map_err(|e| safe_error(&e))?;
         let applied = migrate::migrate(&client, &backend.schema).await?;
-        let prepared = prepare(&client).await.map_err(|e| safe_error(&e))?;
-        backend.connection = Some(Connection { client, prepared });
+        let connection = backend.prepare(client).await.map_err(|e| safe_error(&e))?;
+        backend.connection = Some(connection);
         Ok((backend, applied))
     }
 
-    async fn open(&self) -> Result<Client, tokio_postgres::Error> {
+    /// Opens the shared rows' connection next to `client` and prepares both.
+    async fn prepare(&self, client: Client) -> Result<Connection, tokio_postgres::Error> {
+        let shared_client = self.open(true).await?;
+        Ok(Connection {
+            own: prepare_own(&client).await?,
+            client,
+            shared: prepare_shared(&shared_client).await?,
+            shared_client,
+        })
+    }
+
+    /// A session in the CRM's schema; `autocommit`: the shared rows' (asynchronous commits).
+    async fn open(&self, autocommit: bool) -> Result<Client, tokio_postgres::Error> {
         let mut config: tokio_postgres::Config = self.url.parse()?;
         config
             .connect_timeout(self.timeout)
@@ -128,41 +173,48 @@ impl PostgresBackend {
         });
         client
             .batch_execute(&format!(
-                "SET search_path TO {}; SET statement_timeout = {}",
+                "SET search_path TO {}; SET statement_timeout = {}{}",
                 migrate::quoted(&self.schema),
-                self.timeout.as_millis()
+                self.timeout.as_millis(),
+                if autocommit {
+                    "; SET synchronous_commit = off"
+                } else {
+                    ""
+                }
             ))
             .await?;
         Ok(client)
     }
 
     /// Connects if there is no usable connection (a new connection holds no transaction).
-    async fn connect(&mut self) -> Result<(), WriteError> {
-        if self
-            .connection
-            .as_ref()
-            .is_some_and(|c| c.client.is_closed())
-        {
+    async fn connect(&mut self) -> Result<(), Failure> {
+        if self.connection.as_ref().is_some_and(Connection::is_closed) {
             self.connection = None;
         }
         if self.connection.is_none() {
             let metrics = &self.retrier.metrics;
-            let outage = |e: tokio_postgres::Error| {
-                let reason = safe_error(&e);
+            let failed = |e: tokio_postgres::Error| {
+                let failure = match classify(&e) {
+                    auth @ Failure::Auth { .. } => auth,
+                    other => Failure::outage(
+                        FailureClass::Connection,
+                        format!("PostgreSQL unavailable: {}", other.reason()),
+                    ),
+                };
                 events::write_failed(
                     metrics,
                     "postgres-connect",
-                    FailureClass::Connection,
+                    failure.class(),
                     1,
-                    &reason,
+                    failure.reason(),
                     false,
                 );
-                WriteError::Unavailable(format!("PostgreSQL unavailable: {reason}"))
+                failure
             };
-            let client = self.open().await.map_err(outage)?;
-            let prepared = prepare(&client).await.map_err(outage)?;
+            let client = self.open(false).await.map_err(failed)?;
+            let connection = self.prepare(client).await.map_err(failed)?;
             tracing::info!(schema = %self.schema, "connected to PostgreSQL");
-            self.connection = Some(Connection { client, prepared });
+            self.connection = Some(connection);
             self.batch.open = false;
             self.batch.dirty = false;
         }
@@ -178,8 +230,8 @@ impl PostgresBackend {
     }
 }
 
-async fn prepare(client: &Client) -> Result<Prepared, tokio_postgres::Error> {
-    Ok(Prepared {
+async fn prepare_shared(client: &Client) -> Result<Shared, tokio_postgres::Error> {
+    Ok(Shared {
         account: client.prepare(ACCOUNT).await?,
         account_id_only: client.prepare(ACCOUNT_ID_ONLY).await?,
         contact_by_id: client
@@ -194,6 +246,11 @@ async fn prepare(client: &Client) -> Result<Prepared, tokio_postgres::Error> {
             .prepare("SELECT contact_id, created_by_message_id FROM contacts WHERE email = $1 OR contact_id = $2 ORDER BY (email = $1) DESC LIMIT 1")
             .await?,
         deal: client.prepare(DEAL).await?,
+    })
+}
+
+async fn prepare_own(client: &Client) -> Result<Own, tokio_postgres::Error> {
+    Ok(Own {
         activity: client.prepare(ACTIVITY).await?,
         activity_lookup: client
             .prepare("SELECT activity_id FROM email_activities WHERE message_id = $1")
@@ -209,60 +266,83 @@ impl CrmBackend for PostgresBackend {
         "postgres"
     }
 
-    async fn write(
-        &mut self,
-        plan: &WritePlan,
-        deadline: Instant,
-    ) -> Result<WriteReport, WriteError> {
+    async fn write(&mut self, plan: &WritePlan, deadline: Instant) -> Result<WriteReport, Failure> {
         if let Some(reason) = self.batch.rejected.remove(&plan.message_id) {
-            return Err(WriteError::Rejected(reason));
+            return Err(Failure::Poison {
+                class: FailureClass::Client,
+                reason,
+            });
         }
         self.connect().await?;
         let retrier = self.retrier.clone();
         let Some(connection) = self.connection.as_ref() else {
-            return Err(WriteError::Unavailable("no PostgreSQL connection".into()));
+            return Err(Failure::outage(
+                FailureClass::Connection,
+                "no PostgreSQL connection",
+            ));
+        };
+        let shared = retrier
+            .run("postgres-shared-rows", deadline, || {
+                write_shared(connection, plan)
+            })
+            .await;
+        let (shared, shared_attempts) = match shared {
+            Ok(written) => written,
+            Err(failure) => {
+                if matches!(failure, Failure::Outage { .. }) {
+                    // Reconnect before the batch is tried again.
+                    self.drop_connection();
+                }
+                return Err(failure);
+            }
         };
         let tx = TxState::from(&self.batch);
         let others = self.batch.written;
         let result = retrier
             .run("postgres-transaction", deadline, || {
-                write_in_batch(connection, plan, &tx, others > 0)
+                write_in_batch(connection, plan, &shared, &tx, others > 0)
             })
             .await;
         tx.store(&mut self.batch);
-        match result.map_err(WriteError::from) {
+        match result {
             Ok((mut report, attempts)) => {
-                report.attempts = attempts;
+                report.attempts = shared_attempts + attempts;
                 self.batch.written += 1;
                 Ok(report)
             }
-            Err(WriteError::Rejected(reason)) if others > 0 => {
+            Err(Failure::Poison { class, reason }) if others > 0 => {
                 self.batch.written = 0;
                 if self.batch.rejected.len() >= MAX_REMEMBERED_REJECTIONS {
                     self.batch.rejected.clear();
                 }
                 self.batch.rejected.insert(plan.message_id.clone(), reason);
-                Err(WriteError::Unavailable(format!(
-                    "PostgreSQL rejected a message after {others} others of its batch were \
-                     written: the batch is read again and that message dead-lettered"
-                )))
+                Err(Failure::outage(
+                    class,
+                    format!(
+                        "PostgreSQL rejected a message after {others} others of its batch were \
+                         written: the batch is read again and that message dead-lettered"
+                    ),
+                ))
             }
-            Err(error) => {
-                if matches!(error, WriteError::Unavailable(_)) {
+            Err(failure) => {
+                if matches!(failure, Failure::Outage { .. }) {
                     // Reconnect before the batch is tried again.
                     self.drop_connection();
                 }
-                Err(error)
+                Err(failure)
             }
         }
     }
 
-    async fn commit(&mut self, _deadline: Instant) -> Result<(), WriteError> {
+    async fn commit(&mut self, _deadline: Instant) -> Result<(), Failure> {
         if !self.batch.open {
             return Ok(());
         }
         let Some(connection) = self.connection.as_ref() else {
-            return Err(WriteError::Unavailable("no PostgreSQL connection".into()));
+            return Err(Failure::outage(
+                FailureClass::Connection,
+                "no PostgreSQL connection",
+            ));
         };
         let committed = connection.client.batch_execute("COMMIT").await;
         // After COMMIT the transaction is over, whether it committed or not.
@@ -274,10 +354,10 @@ impl CrmBackend for PostgresBackend {
                 // Whatever the outcome, the batch is read again and its idempotent writes
                 // made again.
                 self.drop_connection();
-                Err(WriteError::Unavailable(format!(
-                    "committing the batch to PostgreSQL: {}",
-                    safe_error(&error)
-                )))
+                Err(Failure::outage(
+                    FailureClass::Connection,
+                    format!("committing the batch to PostgreSQL: {}", safe_error(&error)),
+                ))
             }
         }
     }
@@ -360,16 +440,17 @@ async fn abandon(c: &Connection, tx: &TxState) {
 async fn write_in_batch(
     c: &Connection,
     plan: &WritePlan,
+    shared: &WriteReport,
     tx: &TxState,
     others: bool,
 ) -> Result<WriteReport, Failure> {
     ensure_open(c, tx).await?;
-    match write_rows(c, plan).await {
+    match write_own(c, plan, shared.clone()).await {
         Ok(report) => Ok(report),
         Err(failure) => {
             abandon(c, tx).await;
             Err(match failure {
-                Failure::Retriable { class, reason, .. } if others => Failure::Outage {
+                Failure::Retry { class, reason, .. } if others => Failure::Outage {
                     class,
                     reason: format!("{reason} (the batch's transaction is lost; read again)"),
                 },
@@ -379,9 +460,12 @@ async fn write_in_batch(
     }
 }
 
-async fn write_rows(c: &Connection, plan: &WritePlan) -> Result<WriteReport, Failure> {
+/// The rows messages share (account, contact, deal), one autocommitted statement each, in that
+/// order. Returns the report with their ids.
+async fn write_shared(c: &Connection, plan: &WritePlan) -> Result<WriteReport, Failure> {
     let db = |e: tokio_postgres::Error| classify(&e);
-    let p = &c.prepared;
+    let p = &c.shared;
+    let client = &c.shared_client;
     let at = plan.received_at;
     let mut report = WriteReport::default();
     if let Some(a) = &plan.account {
@@ -396,10 +480,10 @@ async fn write_rows(c: &Connection, plan: &WritePlan) -> Result<WriteReport, Fai
                     &at,
                     &plan.message_id,
                 ];
-                c.client.query(&p.account, &params).await
+                client.query(&p.account, &params).await
             }
             None => {
-                c.client
+                client
                     .query(&p.account_id_only, &[&a.account_id, &at])
                     .await
             }
@@ -423,11 +507,10 @@ async fn write_rows(c: &Connection, plan: &WritePlan) -> Result<WriteReport, Fai
             &created_by,
             &at,
         ];
-        let mut rows = c.client.query(statement, &params).await.map_err(db)?;
+        let mut rows = client.query(statement, &params).await.map_err(db)?;
         report.changed |= !rows.is_empty();
         if rows.is_empty() {
-            rows = c
-                .client
+            rows = client
                 .query(&p.contact_lookup, &[&k.email, &k.contact_id])
                 .await
                 .map_err(db)?;
@@ -438,8 +521,7 @@ async fn write_rows(c: &Connection, plan: &WritePlan) -> Result<WriteReport, Fai
         report.contact_created = created_by.as_deref() == Some(plan.message_id.as_str());
     }
     if let Some(d) = &plan.deal {
-        let rows = c
-            .client
+        let rows = client
             .query(
                 &p.deal,
                 &[&d.deal_id, &d.account_id, &d.source, &plan.message_id, &at],
@@ -449,6 +531,19 @@ async fn write_rows(c: &Connection, plan: &WritePlan) -> Result<WriteReport, Fai
         report.changed |= !rows.is_empty();
         report.deal_id = Some(d.deal_id.clone());
     }
+    Ok(report)
+}
+
+/// The message's own rows (activity, attachments or their follow-ups, lead) inside the batch's
+/// transaction, on top of `report` from [`write_shared`].
+async fn write_own(
+    c: &Connection,
+    plan: &WritePlan,
+    mut report: WriteReport,
+) -> Result<WriteReport, Failure> {
+    let db = |e: tokio_postgres::Error| classify(&e);
+    let p = &c.own;
+    let at = plan.received_at;
     let a = &plan.activity;
     let mut rows = c
         .client
@@ -552,8 +647,10 @@ async fn write_rows(c: &Connection, plan: &WritePlan) -> Result<WriteReport, Fai
 }
 
 fn first<'a>(rows: &'a [Row], table: &str) -> Result<&'a Row, Failure> {
-    rows.first().ok_or_else(|| Failure::Outage {
-        class: FailureClass::Server,
-        reason: format!("{table}: the upserted row is not there"),
+    rows.first().ok_or_else(|| {
+        Failure::outage(
+            FailureClass::Server,
+            format!("{table}: the upserted row is not there"),
+        )
     })
 }

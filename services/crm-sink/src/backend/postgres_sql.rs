@@ -29,10 +29,11 @@
 //! | SQLSTATE | meaning | verdict |
 //! |---|---|---|
 //! | 40001, 40P01 | serialization failure, deadlock | retried in place (the batch when others were written in its transaction) |
+//! | 28 | invalid authorization (a wrong password, a role that may not log in) | auth: the sink is blocked, naming `database_url`; nothing dead-lettered |
 //! | 21, 22, 23, 27, 44, 54, P0 | cardinality, data exception (a NUL byte, a bad encoding, a value out of range), integrity constraint, triggered data change, check option, program limit (an index row too large), a trigger's `RAISE` | the record is poison: dead-lettered (`crm-rejected`) with the SQLSTATE and message |
 //! | 08, 57 (but 57014), no SQLSTATE (I/O, a closed connection) | connection lost, server shutting down or refusing connections | outage: the batch is read again later, nothing dead-lettered |
 //! | 57014 | statement timeout, cancelled | outage (timeout) |
-//! | 25, 28, 40 (others), 53, 55, 58, F0, XX, any other | transaction state (a standby after a failover), authorization, insufficient resources (disk, memory, connections), lock not available, system and internal errors | outage (server) |
+//! | 25, 40 (others), 53, 55, 58, F0, XX, any other | transaction state (a standby after a failover), insufficient resources (disk, memory, connections), lock not available, system and internal errors | outage (server) |
 //! | 03, 0A, 0B, 24, 26, 2B, 2D, 2F, 34, 38, 39, 3B, 3D, 3F, 42 | our own statements are wrong: syntax, an undefined table or column, missing privileges, a schema that is not ours, prepared statements or routines broken | broken: the process stops (`ProcessError::Fatal`); no record is to blame and no retry can help |
 //!
 //! Class 42 is never the record's fault: every value travels as a typed parameter, so only our
@@ -40,8 +41,8 @@
 
 use tokio_postgres::error::SqlState;
 
+use crate::error::{Failure, FailureClass};
 use crate::events::redact;
-use crate::retry::{Failure, FailureClass};
 
 pub const ACCOUNT: &str = "INSERT INTO accounts AS t (account_id, name, domain, target_account, created_at, updated_at, updated_by)
  VALUES ($1, $2, $3, $4, $5, $5, $6)
@@ -147,6 +148,8 @@ pub enum Verdict {
     Poison,
     /// The database, or our access to it, is down: the batch is read again later.
     Outage(FailureClass),
+    /// Our credentials were refused: the sink is blocked until `database_url` is fixed.
+    Auth,
     /// Our own statements are wrong: the process stops.
     Broken,
 }
@@ -164,6 +167,7 @@ pub fn verdict(sqlstate: &str) -> Verdict {
     match sqlstate.get(..2).unwrap_or_default() {
         "21" | "22" | "23" | "27" | "44" | "54" | "P0" => Verdict::Poison,
         "08" | "57" => Verdict::Outage(FailureClass::Connection),
+        "28" => Verdict::Auth,
         "03" | "0A" | "0B" | "24" | "26" | "2B" | "2D" | "2F" | "34" | "38" | "39" | "3B"
         | "3D" | "3F" | "42" => Verdict::Broken,
         _ => Verdict::Outage(FailureClass::Server),
@@ -181,16 +185,20 @@ pub fn classify(e: &tokio_postgres::Error) -> Failure {
         };
     };
     match verdict(code.code()) {
-        Verdict::RetryInPlace => Failure::Retriable {
+        Verdict::RetryInPlace => Failure::Retry {
             class: FailureClass::Server,
             reason,
             retry_after: None,
         },
-        Verdict::Poison => Failure::Rejected {
+        Verdict::Poison => Failure::Poison {
             class: FailureClass::Client,
             reason,
         },
         Verdict::Outage(class) => Failure::Outage { class, reason },
+        Verdict::Auth => Failure::Auth {
+            setting: "database_url",
+            reason,
+        },
         Verdict::Broken => Failure::Broken {
             class: FailureClass::Client,
             reason: format!("a statement of the sink is wrong: {reason}"),
@@ -225,7 +233,8 @@ mod tests {
             ("57P03", outage(FailureClass::Connection)),
             ("57014", outage(FailureClass::Timeout)),
             ("25006", outage(FailureClass::Server)), // a standby after a failover
-            ("28P01", outage(FailureClass::Server)),
+            ("28P01", Verdict::Auth),
+            ("28000", Verdict::Auth),
             ("40003", outage(FailureClass::Server)),
             ("53100", outage(FailureClass::Server)), // disk full
             ("53300", outage(FailureClass::Server)), // too many connections

@@ -8,30 +8,34 @@
 //! |---|---|
 //! | 2xx | success; `Idempotent-Replayed: true` marks the server's replay of an earlier call |
 //! | 409 with an `id` (where the call accepts conflicts) | success: the object is already there (a 409 without one is rejected) |
-//! | 408, 425, 429, 5xx (but 501, 505), timeouts | retried (honouring `Retry-After`); after `max_attempts` dead-lettered (`crm-retries-exhausted`) |
-//! | connection failures (refused, reset) | retried; after `max_attempts` an outage of the CRM: the batch is retried later, nothing dead-lettered |
-//! | 401 | an outage (our credentials): the batch is retried later |
-//! | other 4xx (400, 413, 414, 422, 431: a field or key the CRM will not take), 501, 505 | the record is rejected: dead-lettered at once (`crm-rejected`); for an attachment, a follow-up |
+//! | 408, 425, 429, 5xx (but 501, 505), timeouts, connection failures (refused, reset) | `Retry`: retried in place (honouring `Retry-After`), then an outage: the batch is retried by the runtime, nothing dead-lettered |
+//! | 401, 403 | `Auth`: the token (`token`) is refused; the sink is blocked until it is fixed, nothing dead-lettered |
+//! | other 4xx (400, 413, 414, 422, 431: a field or key the CRM will not take), 501, 505 | `Poison`: dead-lettered at once (`crm-rejected`); for an attachment, a follow-up |
 //!
 //! Accounts travel as `account_id` on the contact, deal and activity bodies (no endpoint of
 //! their own).
 //!
 //! [`RestBackend`] writes a plan as: contact upsert (by email), deal upsert, the email activity
 //! (with the lead's score, status and breakdown), then the attachments in parallel (up to
-//! `max_concurrency`). An attachment that fails after its retries is a follow-up in the result,
-//! not a failure of the message.
+//! `max_concurrency`). An attachment the CRM rejects is a follow-up in the result, not a failure
+//! of the message; one the CRM cannot take now (an outage) fails the message like any other call,
+//! and the batch is retried (the calls already answered replay by their idempotency keys).
 
 use std::time::{Duration, Instant};
 
-use chrono::{SecondsFormat, Utc};
+use std::time::SystemTime;
+
+use chrono::SecondsFormat;
 use futures::future::join_all;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::Method;
 use reqwest::header::{HeaderValue, RETRY_AFTER};
 use serde_json::{Value, json};
 
-use super::{CrmBackend, WriteError, WritePlan, WriteReport, idempotency_key};
+use super::{CrmBackend, WritePlan, WriteReport, idempotency_key};
+use crate::error::{Failure, FailureClass};
 use crate::events::redact;
-use crate::retry::{CallError, Failure, FailureClass, Retrier, parse_retry_after};
+use crate::retry::{Retrier, parse_retry_after};
 
 /// One HTTP call to make.
 #[derive(Debug, Clone)]
@@ -95,11 +99,7 @@ impl HttpClient {
     }
 
     /// Makes `call`, retrying as the policy allows. Returns the answer and the attempts made.
-    pub async fn call(
-        &self,
-        call: &Call<'_>,
-        deadline: Instant,
-    ) -> Result<(Answer, u32), CallError> {
+    pub async fn call(&self, call: &Call<'_>, deadline: Instant) -> Result<(Answer, u32), Failure> {
         self.retrier
             .run(call.op, deadline, || self.attempt(call))
             .await
@@ -131,7 +131,7 @@ impl HttpClient {
                 .map(str::to_string)
         };
         let retry_after =
-            header(RETRY_AFTER.as_str()).and_then(|v| parse_retry_after(&v, Utc::now()));
+            header(RETRY_AFTER.as_str()).and_then(|v| parse_retry_after(&v, SystemTime::now()));
         let replayed =
             header("idempotent-replayed").is_some_and(|v| v.eq_ignore_ascii_case("true"));
         let text = response.text().await.map_err(transport_failure)?;
@@ -154,26 +154,26 @@ impl HttpClient {
 
 /// How an answer that is not a success is treated (the table in the module doc). Whatever the
 /// record makes the CRM refuse (400, 413 for a body too large, 414 and 431 for a key too long
-/// for a URL or a header, 422 for a field the CRM will not hold) is rejected at once: another
+/// for a URL or a header, 422 for a field the CRM will not hold) is poison at once: another
 /// attempt would get the same answer.
 pub fn status_failure(op: &str, status: u16, body: &str, retry_after: Option<Duration>) -> Failure {
     let reason = || format!("{op} answered {status}: {}", redact(body, 160));
     match status {
-        401 => Failure::Outage {
-            class: FailureClass::Client,
-            reason: format!("{op} answered 401: the CRM refused the token"),
+        401 | 403 => Failure::Auth {
+            setting: "token",
+            reason: format!("{op} answered {status}"),
         },
-        408 | 425 | 429 => Failure::Retriable {
+        408 | 425 | 429 => Failure::Retry {
             class: FailureClass::Client,
             reason: reason(),
             retry_after,
         },
-        500..=599 if status != 501 && status != 505 => Failure::Retriable {
+        500..=599 if status != 501 && status != 505 => Failure::Retry {
             class: FailureClass::Server,
             reason: reason(),
             retry_after,
         },
-        _ => Failure::Rejected {
+        _ => Failure::Poison {
             class: if status >= 500 {
                 FailureClass::Server
             } else {
@@ -185,33 +185,27 @@ pub fn status_failure(op: &str, status: u16, body: &str, retry_after: Option<Dur
 }
 
 fn transport_failure(e: reqwest::Error) -> Failure {
-    let reason = redact(&format!("{e}"), 200);
-    if e.is_timeout() {
-        Failure::Retriable {
-            class: FailureClass::Timeout,
-            reason,
-            retry_after: None,
-        }
-    } else {
-        Failure::Retriable {
-            class: FailureClass::Connection,
-            reason,
-            retry_after: None,
-        }
+    Failure::Retry {
+        class: if e.is_timeout() {
+            FailureClass::Timeout
+        } else {
+            FailureClass::Connection
+        },
+        reason: redact(&format!("{e}"), 200),
+        retry_after: None,
     }
 }
 
+/// Bytes percent-encoded in a path segment: all but RFC 3986's unreserved ones.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// Percent-encodes `s` as one URL path segment (everything but RFC 3986 unreserved bytes).
 pub fn encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for byte in s.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 /// Paths of the generic REST CRM's endpoints.
@@ -242,10 +236,11 @@ fn post<'a>(op: &'a str, path: &str, message_id: &str, key: &str, body: &'a Valu
     }
 }
 
-/// The id in `answer`, or the record is rejected (a 2xx without an id breaks the contract).
-fn require_id(answer: &Answer, op: &str) -> Result<String, WriteError> {
-    answer.id().ok_or_else(|| {
-        WriteError::Rejected(format!("{op} answered {} without an id", answer.status))
+/// The id in `answer`, or the record is poison (a 2xx without an id breaks the contract).
+pub fn require_id(answer: &Answer, op: &str) -> Result<String, Failure> {
+    answer.id().ok_or_else(|| Failure::Poison {
+        class: FailureClass::Client,
+        reason: format!("{op} answered {} without an id", answer.status),
     })
 }
 
@@ -254,11 +249,7 @@ impl CrmBackend for RestBackend {
         "rest"
     }
 
-    async fn write(
-        &mut self,
-        plan: &WritePlan,
-        deadline: Instant,
-    ) -> Result<WriteReport, WriteError> {
+    async fn write(&mut self, plan: &WritePlan, deadline: Instant) -> Result<WriteReport, Failure> {
         let mut report = WriteReport::default();
         let id = plan.message_id.as_str();
         if let Some(k) = &plan.contact {
@@ -363,14 +354,7 @@ impl CrmBackend for RestBackend {
                     report.changed |= !answer.replayed;
                     report.attachments_written += 1;
                 }
-                Err(CallError::Exhausted { attempts, reason }) => {
-                    report.attempts += attempts;
-                    report.attachments_failed += 1;
-                    report
-                        .follow_ups
-                        .push(format!("attachment {part}: {reason}"));
-                }
-                Err(CallError::Rejected { reason }) => {
+                Err(Failure::Poison { reason, .. }) => {
                     report.attempts += 1;
                     report.attachments_failed += 1;
                     report
@@ -378,7 +362,7 @@ impl CrmBackend for RestBackend {
                         .push(format!("attachment {part}: {reason}"));
                 }
                 // The CRM went away or time ran out: try the whole message again later.
-                Err(other) => return Err(other.into()),
+                Err(other) => return Err(other),
             }
         }
         Ok(report)
@@ -390,11 +374,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn answers_a_record_caused_are_rejected_and_outages_are_not() {
+    fn answers_a_record_caused_are_poison_and_outages_and_credentials_are_not() {
         let verdict = |status| match status_failure("activity-create", status, "too big", None) {
-            Failure::Rejected { .. } => "rejected",
-            Failure::Retriable { .. } => "retried",
+            Failure::Poison { .. } => "rejected",
+            Failure::Retry { .. } => "retried",
             Failure::Outage { .. } => "outage",
+            Failure::Auth { .. } => "auth",
             Failure::Broken { .. } => "broken",
         };
         for status in [400, 404, 409, 413, 414, 422, 431, 501, 505] {
@@ -403,6 +388,8 @@ mod tests {
         for status in [408, 425, 429, 500, 502, 503, 504] {
             assert_eq!(verdict(status), "retried", "{status}");
         }
-        assert_eq!(verdict(401), "outage");
+        assert_eq!(verdict(401), "auth");
+        assert_eq!(verdict(403), "auth");
+        assert_eq!(encode_segment("a b/ü~x"), "a%20b%2F%C3%BC~x");
     }
 }
