@@ -13,10 +13,50 @@
 //! - `ingest_blobs_total{channel}`: emails stored by claim check;
 //! - `ingest_durable_write_seconds{channel}`: from the start of the write (blob + Kafka) to
 //!   the broker's acknowledgement.
+//!
+//! Every series of a served channel exists from the moment ingest is ready, at zero
+//! ([`series_initialised`]): the refusal reasons of [`SMTP_REFUSALS`] and [`HTTP_REFUSALS`]
+//! (a reason slug added without being listed there still counts; its series appears on first
+//! use).
 
 use std::time::Duration;
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+
+/// The reason slugs SMTP refusals are counted under.
+pub const SMTP_REFUSALS: [&str; 10] = [
+    "too-large",
+    "too-many-recipients",
+    "bad-recipient",
+    "domain-not-accepted",
+    "over-budget",
+    "write-failed",
+    "unstorable",
+    "too-many-connections",
+    "write-timeout",
+    "idle-timeout",
+];
+
+/// The reason slugs HTTP refusals are counted under.
+pub const HTTP_REFUSALS: [&str; 17] = [
+    "bad-envelope",
+    "unsupported-media-type",
+    "missing-signature",
+    "bad-timestamp",
+    "stale-timestamp",
+    "bad-signature",
+    "too-many-recipients",
+    "body-timeout",
+    "aborted",
+    "empty-body",
+    "too-large",
+    "over-budget",
+    "spool-failed",
+    "unstorable",
+    "write-failed",
+    "too-many-connections",
+    "header-timeout",
+];
 
 /// The ingest metrics, registered once in a registry.
 #[derive(Clone)]
@@ -88,6 +128,23 @@ impl IngestMetrics {
     pub fn detached() -> Result<Self, prometheus::Error> {
         Self::register(&Registry::new())
     }
+}
+
+/// `channel` (`smtp` or `http`) is served: its series exist from now on, at zero.
+pub fn series_initialised(m: &IngestMetrics, channel: &str) {
+    let refusals: &[&str] = match channel {
+        "smtp" => &SMTP_REFUSALS,
+        "http" => &HTTP_REFUSALS,
+        _ => &[],
+    };
+    m.accepted.with_label_values(&[channel]);
+    m.bytes.with_label_values(&[channel]);
+    m.blobs.with_label_values(&[channel]);
+    m.durable_write.with_label_values(&[channel]);
+    for reason in refusals {
+        m.refused.with_label_values(&[channel, reason]);
+    }
+    tracing::debug!(channel, "metric series initialised");
 }
 
 /// An email was durably written to `raw-email`.
@@ -168,4 +225,45 @@ pub fn listening(what: &str, addr: &std::net::SocketAddr) {
 /// A session or connection ended abnormally (I/O error, TLS failure, client gone).
 pub fn session_error(channel: &str, peer: &std::net::SocketAddr, error: &str) {
     tracing::debug!(channel, %peer, error, "session ended with an error");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_served_channel_has_every_series_at_zero() {
+        let registry = Registry::new();
+        let m = IngestMetrics::register(&registry).expect("metrics");
+        series_initialised(&m, "smtp");
+        series_initialised(&m, "http");
+        let families = registry.gather();
+        let series = |name: &str| {
+            families
+                .iter()
+                .filter(|f| f.name() == name)
+                .flat_map(|f| f.get_metric())
+                .count()
+        };
+        for name in [
+            "ingest_accepted_total",
+            "ingest_bytes_total",
+            "ingest_blobs_total",
+            "ingest_durable_write_seconds",
+        ] {
+            assert_eq!(series(name), 2, "{name}");
+        }
+        assert_eq!(
+            series("ingest_refused_total"),
+            SMTP_REFUSALS.len() + HTTP_REFUSALS.len()
+        );
+        assert!(
+            families
+                .iter()
+                .flat_map(|f| f.get_metric())
+                .all(|s| s.get_counter().get_value() == 0.0
+                    && s.get_gauge().get_value() == 0.0
+                    && s.get_histogram().get_sample_count() == 0)
+        );
+    }
 }

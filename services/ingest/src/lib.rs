@@ -84,6 +84,7 @@ pub async fn serve(source: ConfigSource) -> Result<(), IngestError> {
             spooler.clone(),
         )?);
         let listener = bind(&settings.smtp_addr, "smtp_addr").await?;
+        events::series_initialised(publisher.metrics(), "smtp");
         events::listening("smtp", &local_addr(&listener)?);
         tasks.spawn(smtp::serve(listener, ctx, shutdown.clone(), grace));
     }
@@ -110,6 +111,7 @@ pub async fn serve(source: ConfigSource) -> Result<(), IngestError> {
             grace,
         };
         let listener = bind(&settings.http_addr, "http_addr").await?;
+        events::series_initialised(publisher.metrics(), "http");
         let what = if settings.http_tls {
             "https intake"
         } else {

@@ -1,9 +1,16 @@
 //! The resolver's named events: each is counted and logged here, once. No email content
 //! (addresses, subjects) is logged: message ids and counts only.
+//!
+//! Every series exists from the start, at zero: `resolver_resolved_total` for each
+//! [`SENDER_MATCHES`] value with and without a deal.
 
 use mailstream_runtime::RuntimeError;
 use mailstream_runtime::metrics::Metrics;
 use prometheus::{IntCounter, IntCounterVec, Opts};
+
+/// How a sender was identified (`resolver_resolved_total{sender}`): a known contact, an
+/// account of its domain, a new contact proposed, or not at all.
+pub const SENDER_MATCHES: [&str; 4] = ["contact", "account", "new", "unknown"];
 
 /// The resolver's metrics, registered next to the runtime's (names get the `mailstream_` prefix).
 #[derive(Clone)]
@@ -35,6 +42,11 @@ impl ResolverMetrics {
                 .registry
                 .register(collector)
                 .map_err(|e| RuntimeError::Processor(format!("registering metrics: {e}")))?;
+        }
+        for sender in SENDER_MATCHES {
+            for deal in ["yes", "no"] {
+                resolved.with_label_values(&[sender, deal]);
+            }
         }
         Ok(Self {
             duplicates,

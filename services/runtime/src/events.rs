@@ -3,7 +3,35 @@
 
 use std::time::Duration;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RUNTIME_DEAD_LETTER_CLASSES, TRANSACTION_OUTCOMES};
+
+/// The processor is starting: every series it reports, but those of partitions (which follow
+/// the assignment, [`partitions_assigned`]), exists from now on at zero. `input` is its input
+/// topic and `outputs` are the topics it writes, both as the topology names them.
+pub fn series_initialised<'a>(
+    m: &Metrics,
+    processor: &str,
+    input: &str,
+    outputs: impl IntoIterator<Item = &'a String>,
+) {
+    m.records_in.with_label_values(&[processor, input]);
+    let mut written = Vec::new();
+    for output in outputs {
+        m.records_out.with_label_values(&[processor, output]);
+        written.push(output.as_str());
+    }
+    for class in RUNTIME_DEAD_LETTER_CLASSES {
+        m.records_dead_lettered
+            .with_label_values(&[processor, input, class]);
+    }
+    for outcome in TRANSACTION_OUTCOMES {
+        m.transactions.with_label_values(&[processor, outcome]);
+    }
+    m.transient_retries.with_label_values(&[processor]);
+    m.processing_seconds.with_label_values(&[processor]);
+    m.commit_seconds.with_label_values(&[processor]);
+    tracing::debug!(processor, input, outputs = ?written, "metric series initialised");
+}
 
 /// A transaction committed `records` inputs in `elapsed` (of which `offsets` sending offsets).
 pub fn transaction_committed(
@@ -93,6 +121,32 @@ pub fn rebalanced(processor: &str, kind: &str, partitions: &[i32]) {
     tracing::info!(processor, kind, ?partitions, "partitions rebalanced");
 }
 
+/// `partitions` of `topic` were assigned to this member: their lag and stall series exist from
+/// now on, at zero until librdkafka's statistics (or a stall) say otherwise.
+pub fn partitions_assigned(m: &Metrics, processor: &str, topic: &str, partitions: &[i32]) {
+    for partition in partitions {
+        let labels = [processor, topic, &partition.to_string()];
+        m.consumer_lag.with_label_values(&labels);
+        m.partition_stalled_seconds.with_label_values(&labels);
+    }
+}
+
+/// `partitions` of `topic` were revoked: their series go, the member that gets them reports them.
+pub fn partitions_revoked(m: &Metrics, processor: &str, topic: &str, partitions: &[i32]) {
+    for partition in partitions {
+        let labels = [processor, topic, &partition.to_string()];
+        for removed in [
+            m.consumer_lag.remove_label_values(&labels),
+            m.partition_stalled_seconds.remove_label_values(&labels),
+        ] {
+            // Only a series that never existed (the partition was not assigned here) fails.
+            if let Err(error) = removed {
+                tracing::debug!(processor, topic, partition, %error, "no series to remove");
+            }
+        }
+    }
+}
+
 pub fn consumer_lag(m: &Metrics, processor: &str, topic: &str, partition: i32, lag: i64) {
     m.consumer_lag
         .with_label_values(&[processor, topic, &partition.to_string()])
@@ -128,4 +182,55 @@ pub fn partitions_stalled(
 /// librdkafka reported a client-level error (all brokers down, authentication, ...).
 pub fn client_error(processor: &str, error: &rdkafka::error::KafkaError, reason: &str) {
     tracing::error!(processor, %error, reason, "kafka client error");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(m: &Metrics, name: &str) -> Vec<String> {
+        m.render()
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn series_exist_at_zero_from_the_start() {
+        let m = Metrics::new();
+        let outputs = ["parsed".to_string()];
+        series_initialised(&m, "parser", "raw-email", &outputs);
+        for (name, count) in [
+            ("mailstream_records_in_total{", 1),
+            ("mailstream_records_out_total{", 1),
+            (
+                "mailstream_records_dead_lettered_total{",
+                RUNTIME_DEAD_LETTER_CLASSES.len(),
+            ),
+            ("mailstream_transactions_total{", TRANSACTION_OUTCOMES.len()),
+            ("mailstream_transient_retries_total{", 1),
+            ("mailstream_processing_seconds_count{", 1),
+            ("mailstream_transaction_commit_seconds_count{", 1),
+        ] {
+            let found = lines(&m, name);
+            assert_eq!(found.len(), count, "{name}: {found:?}");
+            assert!(found.iter().all(|l| l.ends_with(" 0")), "{found:?}");
+        }
+    }
+
+    #[test]
+    fn partition_series_follow_the_assignment() {
+        let m = Metrics::new();
+        partitions_assigned(&m, "parser", "raw-email", &[0, 1, 2]);
+        assert_eq!(lines(&m, "mailstream_consumer_lag{").len(), 3);
+        assert_eq!(lines(&m, "mailstream_partition_stalled_seconds{").len(), 3);
+        consumer_lag(&m, "parser", "raw-email", 1, 42);
+        partitions_revoked(&m, "parser", "raw-email", &[1, 2, 7]);
+        assert_eq!(
+            lines(&m, "mailstream_consumer_lag{"),
+            ["mailstream_consumer_lag{partition=\"0\",processor=\"parser\",topic=\"raw-email\"} 0"]
+        );
+        assert_eq!(lines(&m, "mailstream_partition_stalled_seconds{").len(), 1);
+    }
 }

@@ -5,17 +5,17 @@
 //! (`<prefix>mailstream-<processor>-<instance>`), so a restarted instance fences its predecessor
 //! and its open transaction is aborted at once instead of blocking readers until it times out.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryResult, ProducerContext};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, TopicPartitionList};
 
 use crate::config::RuntimeConfig;
 use crate::events;
@@ -43,6 +43,11 @@ pub fn consumer_config(config: &RuntimeConfig, naming: &Naming, processor: &str)
     client.set("heartbeat.interval.ms", "3000");
     client.set("statistics.interval.ms", "5000");
     client.set("fetch.wait.max.ms", "50");
+    // Incremental rebalancing: when a member joins or leaves, only the partitions that move
+    // are revoked; the others keep flowing and keep their state (eager assignment stops the
+    // whole group and rebuilds every member's state at each scale step). Measured by
+    // `bench-rebalance` (BENCHMARKS.md).
+    client.set("partition.assignment.strategy", "cooperative-sticky");
     // librdkafka prefetches up to 64 MB per consumer by default; a processor needs far less.
     // Measured (BENCHMARKS.md): 4 MB moves the pass-through as fast as 16 MB did, and a
     // backlogged pipeline stage holds 50-80 MiB instead of 80-130.
@@ -158,6 +163,20 @@ impl StreamContext {
     pub fn rebalances(&self) -> u64 {
         self.rebalances.load(Ordering::SeqCst)
     }
+
+    /// The partitions of `tpl` by logical topic.
+    fn by_topic(&self, tpl: &TopicPartitionList) -> BTreeMap<String, Vec<i32>> {
+        let mut topics: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+        for element in tpl.elements() {
+            let topic = element.topic();
+            let logical = self.naming.logical(topic).unwrap_or(topic);
+            topics
+                .entry(logical.to_string())
+                .or_default()
+                .push(element.partition());
+        }
+        topics
+    }
 }
 
 impl ClientContext for StreamContext {
@@ -179,7 +198,9 @@ impl ClientContext for StreamContext {
         for (topic, stats) in &statistics.topics {
             let logical = self.naming.logical(topic).unwrap_or(topic);
             for (id, partition) in &stats.partitions {
-                if *id >= 0 && partition.consumer_lag >= 0 {
+                // librdkafka goes on computing the lag of a partition it no longer fetches
+                // (`desired` false): only assigned partitions have a series.
+                if *id >= 0 && partition.desired && partition.consumer_lag >= 0 {
                     events::consumer_lag(
                         &self.metrics,
                         self.processor,
@@ -197,14 +218,22 @@ impl ConsumerContext for StreamContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         self.rebalances.fetch_add(1, Ordering::SeqCst);
         let (kind, partitions) = match rebalance {
-            Rebalance::Assign(tpl) => (
-                "assign",
-                tpl.elements().iter().map(|e| e.partition()).collect(),
-            ),
+            Rebalance::Assign(tpl) => {
+                for (topic, partitions) in self.by_topic(tpl) {
+                    events::partitions_assigned(&self.metrics, self.processor, &topic, &partitions);
+                }
+                (
+                    "assign",
+                    tpl.elements().iter().map(|e| e.partition()).collect(),
+                )
+            }
             Rebalance::Revoke(tpl) => {
                 let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
                 if let Ok(mut revoked) = self.revoked.lock() {
                     revoked.extend(partitions.iter().copied());
+                }
+                for (topic, partitions) in self.by_topic(tpl) {
+                    events::partitions_revoked(&self.metrics, self.processor, &topic, &partitions);
                 }
                 ("revoke", partitions)
             }

@@ -1,10 +1,43 @@
 //! Prometheus metrics of one processor instance. Emitted only through [`crate::events`], so
 //! every metric change has a matching, named log event.
+//!
+//! Every series exists from the moment the processor is ready, at zero, so a dashboard of an
+//! idle processor reads 0 rather than "no data" and an alert on an absent series means the
+//! processor is gone, not that it has had no traffic since its restart
+//! ([`crate::events::series_initialised`]):
+//! - per processor: `transactions_total` for each outcome, `transient_retries_total`, and the
+//!   `processing_seconds` and `transaction_commit_seconds` histograms;
+//! - per topic: `records_in_total` of its input, `records_out_total` of each output of the
+//!   topology, and `records_dead_lettered_total` of its input for each runtime error class
+//!   ([`RUNTIME_DEAD_LETTER_CLASSES`]). A class of the processor's own (a poison reason it
+//!   names) appears on its first use: the runtime cannot know it in advance;
+//! - per assigned partition: `consumer_lag` (0 until librdkafka's statistics report it) and
+//!   `partition_stalled_seconds`, from the assignment on; a revoked partition's series go
+//!   ([`crate::events::partitions_assigned`], [`crate::events::partitions_revoked`]).
+//!
+//! Processors that register metrics of their own on [`Metrics::registry`] follow the same
+//! rule for the label values they know in advance.
 
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
+
+/// Dead-letter classes the runtime itself gives (`mailstream.error.class`): a record that does
+/// not decode, or does not map to the processor's input type, a processor that panicked, an
+/// output over its topic's record budget, and outputs (or the dead letter itself) the broker
+/// refused for good.
+pub const RUNTIME_DEAD_LETTER_CLASSES: [&str; 6] = [
+    "avro-decode",
+    "avro-mapping",
+    "panic",
+    "record-too-large",
+    "output-refused",
+    "dead-letter-refused",
+];
+
+/// Transaction outcomes (`transactions_total{outcome}`).
+pub const TRANSACTION_OUTCOMES: [&str; 2] = ["committed", "aborted"];
 
 /// Every metric the runtime exposes on `/metrics`.
 #[derive(Clone)]

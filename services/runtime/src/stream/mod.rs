@@ -208,6 +208,7 @@ impl<P: Processor> Stream<P> {
         self.consumer
             .subscribe(&[&self.input_topic])
             .map_err(|e| RuntimeError::kafka(format!("subscribing to {}", self.input_topic), e))?;
+        events::series_initialised(&self.metrics, P::NAME, &self.input, self.budgets.keys());
         self.health.set_ready(true);
         tracing::info!(
             processor = P::NAME,
@@ -243,7 +244,7 @@ impl<P: Processor> Stream<P> {
                     reason,
                     backoff: wait,
                 }) => {
-                    self.abort(&batch, &reason)?;
+                    self.abort(&batch, &reason, &mut shutdown).await?;
                     if wait {
                         let delay = backoff.next_delay();
                         events::transient_failure(&self.metrics, P::NAME, &reason, delay);
@@ -264,7 +265,17 @@ impl<P: Processor> Stream<P> {
                     }
                 }
                 Err(BatchFailure::Fatal(error)) => {
-                    let _ = self.abort(&batch, &error.to_string());
+                    // One try, so read_committed readers need not wait for the transaction to
+                    // time out; the process exits and its restart reads from the committed
+                    // offsets (and fences this transaction if the abort failed).
+                    if !batch.is_empty() {
+                        let producer = &self.producer;
+                        if let Err(abort) = tokio::task::block_in_place(|| {
+                            producer.abort_transaction(TXN_CALL_TIMEOUT)
+                        }) {
+                            tracing::warn!(processor = P::NAME, %abort, "could not abort before exiting");
+                        }
+                    }
                     return Err(error);
                 }
             }
@@ -385,6 +396,8 @@ impl<P: Processor> Stream<P> {
             self.processor.on_revoked(&lost);
             for &partition in &lost {
                 self.producer.context().forget_partition(partition);
+                // Its stall series went with the revocation; clearing it would bring it back.
+                self.stalled.remove(&partition);
             }
         }
         if !gained.is_empty() {
@@ -792,17 +805,37 @@ impl<P: Processor> Stream<P> {
     /// Every partition of the batch that is still assigned goes back to its committed offset,
     /// read from the group coordinator: that is where the aborted batch began for partitions
     /// this member kept, and where the last owner stopped for partitions a rebalance moved.
-    fn abort(&mut self, batch: &Batch, reason: &str) -> Result<(), RuntimeError> {
+    /// Both steps are retried through a broker outage (nothing may be read past the aborted
+    /// records before the rewind took effect); only a fatal error or shutdown ends the wait.
+    async fn abort(
+        &mut self,
+        batch: &Batch,
+        reason: &str,
+        shutdown: &mut Shutdown,
+    ) -> Result<(), RuntimeError> {
         if batch.is_empty() {
             return Ok(());
         }
-        let producer = &self.producer;
-        tokio::task::block_in_place(|| producer.abort_transaction(TXN_CALL_TIMEOUT))
-            .map_err(|e| RuntimeError::kafka("aborting the transaction", e))?;
+        let mut backoff = Backoff::new(Duration::from_millis(self.config.retry_backoff_max_ms));
+        loop {
+            let producer = &self.producer;
+            match tokio::task::block_in_place(|| producer.abort_transaction(TXN_CALL_TIMEOUT))
+                .map_err(|e| RuntimeError::kafka("aborting the transaction", e))
+            {
+                Ok(()) => break,
+                Err(error) => self.wait_to_retry(error, &mut backoff, shutdown).await?,
+            }
+            if shutdown.is_triggered() {
+                return Ok(());
+            }
+        }
         events::transaction_aborted(&self.metrics, P::NAME, batch.len(), reason);
         self.processor.on_abort();
 
-        let assignment = self.consumer.assignment().unwrap_or_default();
+        let assignment = self
+            .consumer
+            .assignment()
+            .map_err(|e| RuntimeError::kafka("reading the assignment to rewind", e))?;
         let mut owned = TopicPartitionList::new();
         for partition in batch.partitions() {
             if assignment
@@ -815,9 +848,20 @@ impl<P: Processor> Stream<P> {
         if owned.count() == 0 {
             return Ok(());
         }
+        while let Err(error) = self.rewind(&owned) {
+            self.wait_to_retry(error, &mut backoff, shutdown).await?;
+            if shutdown.is_triggered() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Seeks each partition of `owned` to its committed offset.
+    fn rewind(&self, owned: &TopicPartitionList) -> Result<(), RuntimeError> {
         let consumer = &self.consumer;
         let committed = tokio::task::block_in_place(|| {
-            consumer.committed_offsets(owned, Duration::from_secs(10))
+            consumer.committed_offsets(owned.clone(), Duration::from_secs(10))
         })
         .map_err(|e| RuntimeError::kafka("reading committed offsets to rewind", e))?;
         let mut rewind = TopicPartitionList::new();
@@ -831,8 +875,43 @@ impl<P: Processor> Stream<P> {
                 .add_partition_offset(&self.input_topic, element.partition(), offset)
                 .map_err(|e| RuntimeError::kafka("rewinding", e))?;
         }
-        tokio::task::block_in_place(|| consumer.seek_partitions(rewind, Duration::from_secs(10)))
-            .map_err(|e| RuntimeError::kafka("rewinding after an abort", e))?;
+        let sought = tokio::task::block_in_place(|| {
+            consumer.seek_partitions(rewind, Duration::from_secs(10))
+        })
+        .map_err(|e| RuntimeError::kafka("rewinding after an abort", e))?;
+        // A partition whose seek failed would go on after the aborted records: retry.
+        for element in sought.elements() {
+            if let Err(e) = element.error() {
+                return Err(RuntimeError::kafka(
+                    format!("rewinding partition {} after an abort", element.partition()),
+                    e,
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits out a retriable error of the abort path (a broker outage), staying alive and
+    /// counting the partitions as stalled; a non-retriable one is returned.
+    async fn wait_to_retry(
+        &mut self,
+        error: RuntimeError,
+        backoff: &mut Backoff,
+        shutdown: &mut Shutdown,
+    ) -> Result<(), RuntimeError> {
+        if !error.is_retriable() {
+            return Err(error);
+        }
+        let reason = error.to_string();
+        let delay = backoff.next_delay();
+        events::transient_failure(&self.metrics, P::NAME, &reason, delay);
+        self.health.beat();
+        self.health
+            .failed(self.stalled.iter().copied().collect(), &reason);
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.wait() => {}
+        }
         Ok(())
     }
 
