@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use mailstream_runtime::AvroRecord;
 use mailstream_runtime::records::RawEmail;
 use mailstream_tests::mail::{Ingest, now_secs, run, sign_v1, sign_v2, start, temp_dir};
-use mailstream_tests::pipeline::metric_sum;
+use mailstream_tests::pipeline::metric;
 use mailstream_tests::smtp::{SmtpClient, SmtpError};
 use mailstream_tests::{TestEnv, collect, decode, http_get, terminate};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -145,9 +145,10 @@ async fn metrics(ingest: &Ingest) -> String {
 }
 
 fn refused(text: &str, channel: &str, reason: &str) -> f64 {
-    metric_sum(
+    metric(
         text,
-        &format!("mailstream_ingest_refused_total{{channel=\"{channel}\",reason=\"{reason}\"}}"),
+        "mailstream_ingest_refused_total",
+        &[("channel", channel), ("reason", reason)],
     )
 }
 
@@ -348,7 +349,7 @@ async fn unauthenticated_large_bodies_do_not_grow_memory() {
     assert_eq!(emails.len(), 2, "only the two canaries are written");
     assert!(emails.iter().any(|e| has_subject(e, &canary)));
     let text = metrics(&ingest).await;
-    assert_eq!(metric_sum(&text, "mailstream_ingest_inflight_bytes"), 0.0);
+    assert_eq!(metric(&text, "mailstream_ingest_inflight_bytes", &[]), 0.0);
     let status = terminate(&mut ingest.child, Duration::from_secs(40));
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
 }
@@ -553,7 +554,7 @@ async fn many_large_smtp_data_sessions_stay_bounded_and_all_land() {
     assert!(emails.iter().any(|e| has_subject(e, &canary)));
     let text = metrics(&ingest).await;
     assert_eq!(refused(&text, "smtp", "over-budget"), temporary as f64);
-    assert_eq!(metric_sum(&text, "mailstream_ingest_inflight_bytes"), 0.0);
+    assert_eq!(metric(&text, "mailstream_ingest_inflight_bytes", &[]), 0.0);
     let status = terminate(&mut ingest.child, Duration::from_secs(40));
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
 }

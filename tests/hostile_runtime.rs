@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use apache_avro::types::Value;
-use mailstream_tests::pipeline::metric_sum;
+use mailstream_tests::pipeline::metric;
 use mailstream_tests::{
     Seen, TestEnv, bench_record, collect, decode, free_port, http_get, terminate,
 };
@@ -182,7 +182,7 @@ async fn a_stalled_partition_turns_readiness_off_with_the_reason_and_recovers() 
         "the stall metric is served: {metrics}"
     );
     assert!(
-        metric_sum(&metrics, "mailstream_partition_stalled_seconds") > 0.0,
+        metric(&metrics, "mailstream_partition_stalled_seconds", &[]) > 0.0,
         "the stalled partition is named in the metric"
     );
     assert_eq!(
@@ -219,7 +219,7 @@ async fn a_stalled_partition_turns_readiness_off_with_the_reason_and_recovers() 
     }
     let metrics = http_get(&format!("http://{http}/metrics")).await.1;
     assert_eq!(
-        metric_sum(&metrics, "mailstream_partition_stalled_seconds"),
+        metric(&metrics, "mailstream_partition_stalled_seconds", &[]),
         0.0,
         "the metric clears once the partition moves"
     );

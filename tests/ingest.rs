@@ -11,6 +11,7 @@ use mailstream_runtime::AvroRecord;
 use mailstream_runtime::blob::sha256_hex;
 use mailstream_runtime::records::{IngestSource, RawEmail};
 use mailstream_tests::mail::{curl, now_secs, run, sign, smtplib, start, swaks, temp_dir};
+use mailstream_tests::pipeline::metric;
 use mailstream_tests::{Seen, TestEnv, collect, decode, http_get, terminate};
 
 /// Reads `want` records (then 3 s more, to catch extra ones) and decodes them.
@@ -50,14 +51,6 @@ Message-ID: <{}@sender.test>\r\n\r\nHello,\r\n.a line that starts with a dot\r\n
         m.extend_from_slice(b"lorem ipsum dolor sit amet consectetur adipiscing elit sed do\r\n");
     }
     m
-}
-
-fn metric(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{prefix} missing from /metrics:\n{text}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,27 +149,27 @@ async fn smtp_clients_reach_raw_email_and_refusals_write_nothing() {
     assert_ne!(sw.ingest_id, py.ingest_id);
 
     let (_, text) = http_get(&format!("http://{}/metrics", ingest.metrics)).await;
+    let smtp = [("channel", "smtp")];
     assert_eq!(
-        metric(&text, "mailstream_ingest_accepted_total{channel=\"smtp\"}"),
+        metric(&text, "mailstream_ingest_accepted_total", &smtp),
         2.0
     );
+    let refused = |reason| {
+        metric(
+            &text,
+            "mailstream_ingest_refused_total",
+            &[("channel", "smtp"), ("reason", reason)],
+        )
+    };
+    assert_eq!(refused("domain-not-accepted"), 1.0);
+    assert_eq!(refused("too-large"), 2.0);
     assert_eq!(
         metric(
             &text,
-            "mailstream_ingest_refused_total{channel=\"smtp\",reason=\"domain-not-accepted\"}"
-        ),
-        1.0
-    );
-    assert_eq!(
-        metric(
-            &text,
-            "mailstream_ingest_refused_total{channel=\"smtp\",reason=\"too-large\"}"
+            "mailstream_ingest_durable_write_seconds_count",
+            &smtp
         ),
         2.0
-    );
-    metric(
-        &text,
-        "mailstream_ingest_durable_write_seconds_count{channel=\"smtp\"}",
     );
     let status = terminate(&mut ingest.child, Duration::from_secs(40));
     assert!(status.success(), "graceful shutdown exits 0, got {status}");

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use apache_avro::types::Value;
 use mailstream_tests::corpus::{Generator, Templates};
-use mailstream_tests::pipeline::metric_sum;
+use mailstream_tests::pipeline::metric;
 use mailstream_tests::{TestEnv, free_port, http_get, log_dir, now_ms, terminate};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -177,6 +177,16 @@ pub async fn run(
             bail!("the chain did not finish in 30 minutes");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+        // A hop that died never finishes: say so instead of waiting for it.
+        for (k, hop) in hops.iter_mut().enumerate() {
+            if let Some(status) = hop.try_wait()? {
+                bail!(
+                    "hop{} exited ({status}) before the chain finished; its log is in {}",
+                    k + 1,
+                    log_dir().display()
+                );
+            }
+        }
         if last_mark.elapsed() >= Duration::from_secs(1) {
             watch.mark();
             last_mark = Instant::now();
@@ -185,9 +195,12 @@ pub async fn run(
             let text = http_get(&format!("http://127.0.0.1:{port}/metrics"))
                 .await
                 .1;
-            let n = metric_sum(&text, "mailstream_records_in_total");
-            let committed =
-                metric_sum(&text, "mailstream_transactions_total{outcome=\"committed\"");
+            let n = metric(&text, "mailstream_records_in_total", &[]);
+            let committed = metric(
+                &text,
+                "mailstream_transactions_total",
+                &[("outcome", "committed")],
+            );
             if n > 0.0 && first[k].is_none() {
                 first[k] = Some(Instant::now());
             }

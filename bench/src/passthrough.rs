@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use mailstream_tests::pipeline::{metric, samples};
 use mailstream_tests::{TestEnv, bench_record, terminate};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -160,6 +161,7 @@ async fn run_size(args: &Args, size: usize, records: usize) -> anyhow::Result<Fi
 /// from its first record to its last, and the final metrics text.
 async fn watch(metrics_url: &str, records: usize) -> anyhow::Result<(Duration, String)> {
     let http = reqwest::Client::new();
+    let ready_url = metrics_url.replace("/metrics", "/readyz");
     let mut first: Option<Instant> = None;
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
@@ -167,15 +169,24 @@ async fn watch(metrics_url: &str, records: usize) -> anyhow::Result<(Duration, S
             bail!("the pass-through did not finish within 10 minutes");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+        // Its series exist once it is ready (at zero); before, it serves none.
+        let ready = http.get(&ready_url).send().await;
+        if !ready.is_ok_and(|r| r.status().is_success()) {
+            continue;
+        }
         let Ok(resp) = http.get(metrics_url).send().await else {
             continue;
         };
         let text = resp.text().await.unwrap_or_default();
-        let done = metric_sum(&text, "mailstream_records_in_total");
+        let done = metric(&text, "mailstream_records_in_total", &[]);
         if done > 0.0 && first.is_none() {
             first = Some(Instant::now());
         }
-        let committed = metric_sum(&text, "mailstream_transactions_total{outcome=\"committed\"");
+        let committed = metric(
+            &text,
+            "mailstream_transactions_total",
+            &[("outcome", "committed")],
+        );
         if done >= records as f64 && committed > 0.0 {
             return Ok((first.map(|f| f.elapsed()).unwrap_or_default(), text));
         }
@@ -309,22 +320,12 @@ fn consumer_tool(args: &Args, env: &TestEnv, topic: &str, records: usize) -> any
     values[column].parse().context("parsing fetch.nMsg.sec")
 }
 
-/// Sum of every sample of `name` (a prefix that may include the opening of a label set).
-fn metric_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Quantile `q` of a Prometheus histogram (summed over labels), interpolated within buckets.
 fn histogram_quantile(text: &str, name: &str, q: f64) -> f64 {
     let mut buckets: Vec<(f64, f64)> = Vec::new();
-    for line in text
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name}_bucket")))
-    {
-        let Some(le) = line.split("le=\"").nth(1).and_then(|s| s.split('"').next()) else {
+    let bucket = format!("{name}_bucket");
+    for sample in samples(text).into_iter().filter(|s| s.name == bucket) {
+        let Some((_, le)) = sample.labels.iter().find(|(k, _)| k == "le") else {
             continue;
         };
         let le = if le == "+Inf" {
@@ -332,11 +333,7 @@ fn histogram_quantile(text: &str, name: &str, q: f64) -> f64 {
         } else {
             le.parse().unwrap_or(f64::INFINITY)
         };
-        let count: f64 = line
-            .rsplit(' ')
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
+        let count = sample.value;
         match buckets.iter_mut().find(|(b, _)| *b == le) {
             Some(entry) => entry.1 += count,
             None => buckets.push((le, count)),

@@ -26,9 +26,7 @@ use mailstream_bench::figures::{Run, Stage, print_report};
 use mailstream_bench::procstat::{Pids, Watch, stack_and_self};
 use mailstream_tests::TestEnv;
 use mailstream_tests::corpus::{Class, CorpusOptions, Generator, Templates, load_tables};
-use mailstream_tests::pipeline::{
-    Pipeline, PipelineOptions, STREAM_PROCESSORS, Sink, metric_for_topic, metric_sum,
-};
+use mailstream_tests::pipeline::{Pipeline, PipelineOptions, STREAM_PROCESSORS, Sink, metric};
 use mailstream_tests::smtp::SmtpClient;
 
 #[derive(Parser, Clone)]
@@ -143,28 +141,29 @@ struct StageSample {
 }
 
 async fn sample(p: &Pipeline, t0: Instant) -> Sample {
-    let ingest = metric_sum(
+    let ingest = metric(
         &p.scrape("ingest").await,
         "mailstream_ingest_accepted_total",
+        &[],
     );
     let mut stages = Vec::new();
     let mut upstream = ingest;
     for name in STREAM_PROCESSORS {
         let text = p.scrape(name).await;
-        let read = metric_sum(&text, "mailstream_records_in_total");
+        let read = metric(&text, "mailstream_records_in_total", &[]);
         stages.push(StageSample {
             read,
             lag: (upstream - read).max(0.0),
-            processing_secs: metric_sum(&text, "mailstream_processing_seconds_sum"),
-            commit_secs: metric_sum(&text, "mailstream_transaction_commit_seconds_sum"),
-            commits: metric_sum(&text, "mailstream_transaction_commit_seconds_count"),
+            processing_secs: metric(&text, "mailstream_processing_seconds_sum", &[]),
+            commit_secs: metric(&text, "mailstream_transaction_commit_seconds_sum", &[]),
+            commits: metric(&text, "mailstream_transaction_commit_seconds_count", &[]),
         });
         let output = match name {
             "parser" => "parsed",
             "resolver" => "resolved",
             _ => "scored",
         };
-        upstream = metric_for_topic(&text, "mailstream_records_out_total", output);
+        upstream = metric(&text, "mailstream_records_out_total", &[("topic", output)]);
     }
     Sample {
         at: t0.elapsed().as_secs_f64(),
@@ -291,6 +290,10 @@ async fn run_rate(
     let mut last_mark = Instant::now();
     while !workers.iter().all(|w| w.is_finished()) {
         tokio::time::sleep(Duration::from_millis(250)).await;
+        if let Some(death) = died(&mut p).await {
+            stop.store(true, Ordering::Relaxed);
+            anyhow::bail!("{death}: the figures of this run would be wrong");
+        }
         let s = sample(&p, t0).await;
         let backlog = counters.unique.load(Ordering::Relaxed) as f64 - s.stages[3].read;
         let allowed = args.max_backlog_secs * rate.unwrap_or(f64::INFINITY);
@@ -315,6 +318,9 @@ async fn run_rate(
     let unique = counters.unique.load(Ordering::Relaxed);
     let drain_started = Instant::now();
     loop {
+        if let Some(death) = died(&mut p).await {
+            anyhow::bail!("{death} while the pipeline drained");
+        }
         let s = sample(&p, t0).await;
         let done = s.stages[3].read >= unique as f64;
         samples.push(s);
@@ -433,4 +439,15 @@ async fn main() -> anyhow::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// A processor that exited on its own during a measured run, with what it said last (the
+/// supervisor notices the exit; a benchmark does not wait for a dead stage).
+async fn died(p: &mut Pipeline) -> Option<String> {
+    p.supervise().await;
+    p.procs.iter().find_map(|x| {
+        x.unexpected_exits
+            .first()
+            .map(|why| format!("{} exited: {why}", x.name))
+    })
 }

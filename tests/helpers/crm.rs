@@ -9,8 +9,15 @@
 //! key was applied) is its "rows": [`FakeCrm::snapshot`] compares them before and after a
 //! replay. Same conventions as the stand-in inside `tests/crm_sink.rs` (paths, bearer token,
 //! `{"id", "created"}` answers).
+//!
+//! Outages on demand: [`FakeCrm::refuse_credentials`] answers 401 to every call (a revoked
+//! token), and [`Cut`] is a TCP proxy that drops every connection and refuses new ones (put it
+//! in front of the stand-in or of PostgreSQL). [`FakeCrm::calls`] counts the calls made per
+//! idempotency key. The rest of the file drives the sink itself: scored leads, a sink
+//! instance, its results and its log.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::process::Child;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -19,9 +26,15 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use mailstream_runtime::AvroRecord;
+use mailstream_runtime::records::{
+    AccountMatch, Address, CrmResult, NewContactProposal, ParsedEmail, ResolvedEmail, RuleHit,
+    ScoredLead,
+};
 use serde_json::{Value, json};
 
 use crate::corpus::REJECT_MARKER;
+use crate::{TestEnv, collect, decode, log_dir};
 
 /// A burst of failures answered to every call for a while.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +70,10 @@ struct Crm {
     burst: Option<(Burst, Duration, Option<Instant>)>,
     armed: VecDeque<(Burst, Duration)>,
     next_id: u64,
+    /// Answer 401 to every call.
+    refuse_credentials: bool,
+    /// Calls per idempotency key, faults included.
+    calls: BTreeMap<String, u32>,
 }
 
 /// A running stand-in, served on 127.0.0.1 from this process.
@@ -147,13 +164,15 @@ async fn handle(
     let key = header("idempotency-key");
     let body: Value = serde_json::from_slice(&body).unwrap_or_default();
     let mut crm = lock(&state);
-    if header("authorization") != format!("Bearer {}", crm.token) {
+    if crm.refuse_credentials || header("authorization") != format!("Bearer {}", crm.token) {
+        *crm.faults.entry("401").or_default() += 1;
         return answer(401, json!({"error": "unauthorized"}), &[]);
     }
     if key.is_empty() {
         return answer(400, json!({"error": "Idempotency-Key required"}), &[]);
     }
     crm.requests += 1;
+    *crm.calls.entry(key.clone()).or_default() += 1;
     if crm.burst.is_none() {
         crm.burst = crm.armed.pop_front().map(|(b, l)| (b, l, None));
     }
@@ -228,4 +247,172 @@ impl FakeCrm {
     pub fn requests(&self) -> u64 {
         lock(&self.state).requests
     }
+
+    /// While `refuse` holds, every call is answered 401 (the token was revoked).
+    pub fn refuse_credentials(&self, refuse: bool) {
+        lock(&self.state).refuse_credentials = refuse;
+    }
+
+    /// Calls that passed authentication, per idempotency key (faults included).
+    pub fn calls(&self) -> BTreeMap<String, u32> {
+        lock(&self.state).calls.clone()
+    }
+}
+
+/// A TCP proxy the test can cut (every connection dropped, new ones refused) and restore: an
+/// outage of whatever is behind it, on demand.
+pub struct Cut {
+    pub addr: std::net::SocketAddr,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    cuts: tokio::sync::watch::Sender<u64>,
+}
+
+impl Cut {
+    /// Proxies a free port of 127.0.0.1 to `upstream` (`host:port`).
+    pub async fn start(upstream: String) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (cuts, _) = tokio::sync::watch::channel(0u64);
+        let (flag, signal) = (up.clone(), cuts.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: the connection is refused
+                }
+                let upstream = upstream.clone();
+                let mut cut = signal.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Ok(Self { addr, up, cuts })
+    }
+
+    /// Drops every connection and refuses new ones.
+    pub fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.cuts.send_modify(|n| *n += 1);
+    }
+
+    pub fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A scored lead from `sender` (an unknown one: the resolver proposed a new contact) at
+/// `account`, with a deal when `deal` is given.
+pub fn scored_lead(
+    message_id: &str,
+    sender: &str,
+    account: &str,
+    deal: Option<&str>,
+    received_at: i64,
+) -> ScoredLead {
+    let domain = sender.rsplit_once('@').map(|(_, d)| d.to_string());
+    let subject = Some(format!("Pricing question {message_id}"));
+    ScoredLead {
+        message_id: message_id.into(),
+        received_at,
+        lead_key: sender.into(),
+        sender_email: Some(sender.into()),
+        sender_domain: domain.clone(),
+        subject: subject.clone(),
+        account_id: Some(account.into()),
+        deal_id: deal.map(Into::into),
+        thread_id: message_id.into(),
+        score: 25,
+        status: "review".into(),
+        breakdown: vec![RuleHit {
+            rule_id: "subject-intent".into(),
+            points: 25,
+            evidence: "subject mentions pricing".into(),
+        }],
+        rules_version: "0123456789ab".into(),
+        resolved: ResolvedEmail {
+            message_id: message_id.into(),
+            received_at,
+            email: ParsedEmail {
+                message_id: message_id.into(),
+                ingest_id: format!("i-{message_id}"),
+                received_at,
+                subject,
+                from: Some(Address {
+                    email: sender.into(),
+                    name: Some("Sam Sender".into()),
+                }),
+                text: Some("Hello, what does it cost?".into()),
+                ..ParsedEmail::default()
+            },
+            recipients: vec!["sales@in.example.com".into()],
+            sender_email: Some(sender.into()),
+            sender_domain: domain.clone(),
+            account: Some(AccountMatch {
+                account_id: account.into(),
+                name: Some(format!("Company {account}")),
+                domain: domain.clone(),
+                target_account: true,
+                matched_by: "domain".into(),
+            }),
+            new_contact: Some(NewContactProposal {
+                email: sender.into(),
+                name: Some("Sam Sender".into()),
+                domain,
+                account_id: Some(account.into()),
+            }),
+            thread_id: message_id.into(),
+            ..ResolvedEmail::default()
+        },
+        ..ScoredLead::default()
+    }
+}
+
+/// Produces `leads` to `scored`, keyed by message id.
+pub async fn produce_leads(env: &TestEnv, leads: &[ScoredLead]) {
+    let mut records = Vec::new();
+    for l in leads {
+        let value = l.clone().into_avro().expect("to avro");
+        records.push((l.message_id.clone(), env.encode("scored", value).await));
+    }
+    env.produce("scored", records).await;
+}
+
+/// The committed `crm-results` once `want` arrived (or `timeout` passed), then 3 s more.
+pub async fn crm_results(env: &TestEnv, want: usize, timeout: Duration) -> Vec<CrmResult> {
+    let seen = collect(
+        &env.consumer(&["crm-results"]),
+        want,
+        timeout,
+        Duration::from_secs(3),
+    )
+    .await;
+    let mut out = Vec::new();
+    for record in seen {
+        let value = decode(env.registry(), record.payload.as_deref().expect("payload")).await;
+        let result = CrmResult::from_avro(value).expect("a CrmResult");
+        assert_eq!(record.key.as_deref(), Some(result.message_id.as_str()));
+        out.push(result);
+    }
+    out
+}
+
+/// Starts `mailstream run crm-sink` as `instance`, serving `/readyz` and `/metrics` on `port`.
+pub fn spawn_sink(env: &TestEnv, instance: &str, port: u16, settings: &[(&str, &str)]) -> Child {
+    let addr = format!("127.0.0.1:{port}");
+    let mut extra = vec![("MAILSTREAM_HTTP_ADDR", addr.as_str())];
+    extra.extend_from_slice(settings);
+    env.spawn("crm-sink", instance, &extra)
+}
+
+/// The log of the sink instance `instance` (in `target/debug/test-logs`).
+pub fn sink_log(env: &TestEnv, instance: &str) -> String {
+    std::fs::read_to_string(log_dir().join(format!("{}crm-sink-{instance}.log", env.prefix)))
+        .unwrap_or_default()
 }

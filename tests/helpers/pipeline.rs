@@ -332,21 +332,149 @@ impl Drop for Pipeline {
     }
 }
 
-/// Sum of every sample whose line starts with `name` (which may include the opening of a
-/// label set, e.g. `mailstream_transactions_total{outcome="committed"`).
-pub fn metric_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+/// One sample of a Prometheus text exposition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// As exposed: a histogram's samples carry their `_bucket`, `_sum` or `_count` suffix.
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
 }
 
-/// Sum of the samples of counter `name` labelled with `topic` (e.g. `mailstream_records_out_total`
-/// of one output topic).
-pub fn metric_for_topic(text: &str, name: &str, topic: &str) -> f64 {
-    let label = format!("topic=\"{topic}\"");
+/// Every sample of `text` (the Prometheus text format). Panics on a line that is not one:
+/// `/metrics` must be readable.
+pub fn samples(text: &str) -> Vec<Sample> {
     text.lines()
-        .filter(|l| l.starts_with(name) && l.contains(&label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| parse_sample(l).unwrap_or_else(|| panic!("not a Prometheus sample: {l:?}")))
+        .collect()
+}
+
+fn parse_sample(line: &str) -> Option<Sample> {
+    let name_end = line.find(['{', ' ']).unwrap_or(line.len());
+    let name = line[..name_end].to_string();
+    let mut rest = &line[name_end..];
+    let mut labels = Vec::new();
+    if let Some(after) = rest.strip_prefix('{') {
+        rest = after;
+        loop {
+            rest = rest.trim_start_matches([',', ' ']);
+            if let Some(after) = rest.strip_prefix('}') {
+                rest = after;
+                break;
+            }
+            let (label, after) = rest.split_once("=\"")?;
+            let mut value = String::new();
+            let mut chars = after.char_indices();
+            let end = loop {
+                match chars.next()? {
+                    (i, '"') => break i,
+                    (_, '\\') => match chars.next()?.1 {
+                        'n' => value.push('\n'),
+                        c => value.push(c),
+                    },
+                    (_, c) => value.push(c),
+                }
+            };
+            labels.push((label.trim().to_string(), value));
+            rest = &after[end + 1..];
+        }
+    }
+    // The value, then an optional timestamp.
+    let value = rest.split_whitespace().next()?.parse().ok()?;
+    Some(Sample {
+        name,
+        labels,
+        value,
+    })
+}
+
+/// The sum of the samples of metric `name` (a histogram's with their suffix, e.g.
+/// `mailstream_processing_seconds_count`) whose labels include every pair of `labels`.
+/// Panics, naming the metric and the labels, when `/metrics` has no such sample: a renamed
+/// metric or label fails the test instead of reading as 0.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    metric_if_served(text, name, labels).unwrap_or_else(|| {
+        let served: Vec<String> = samples(text)
+            .into_iter()
+            .filter(|s| s.name == name)
+            .map(|s| format!("{:?} {}", s.labels, s.value))
+            .collect();
+        panic!(
+            "no sample of metric `{name}` with labels {labels:?} on /metrics; its samples: {served:?}"
+        )
+    })
+}
+
+/// As [`metric`], but `None` when no sample matches: only for scrapes of a process that may be
+/// down or not started yet (it serves nothing then).
+pub fn metric_if_served(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let matching: Vec<f64> = samples(text)
+        .into_iter()
+        .filter(|s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.iter().any(|(lk, lv)| lk == k && lv == v))
+        })
+        .map(|s| s.value)
+        .collect();
+    (!matching.is_empty()).then(|| matching.iter().sum())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = r#"# HELP mailstream_records_out_total Records produced (committed or not).
+# TYPE mailstream_records_out_total counter
+mailstream_records_out_total{processor="parser",topic="parsed"} 3
+mailstream_records_out_total{processor="resolver",topic="resolved"} 0
+mailstream_processing_seconds_count{processor="parser"} 7
+mailstream_odd{reason="a \"quoted\", comma",x="y"} 1.5 1700000000000
+mailstream_ingest_inflight_bytes 0
+"#;
+
+    #[test]
+    fn reads_sums_and_filters_by_label() {
+        assert_eq!(metric(TEXT, "mailstream_records_out_total", &[]), 3.0);
+        assert_eq!(
+            metric(
+                TEXT,
+                "mailstream_records_out_total",
+                &[("topic", "resolved")]
+            ),
+            0.0
+        );
+        assert_eq!(
+            metric(TEXT, "mailstream_processing_seconds_count", &[]),
+            7.0
+        );
+        assert_eq!(
+            metric(TEXT, "mailstream_odd", &[("reason", "a \"quoted\", comma")]),
+            1.5
+        );
+        assert_eq!(metric(TEXT, "mailstream_ingest_inflight_bytes", &[]), 0.0);
+    }
+
+    #[test]
+    #[should_panic(expected = "mailstream_records_in_total")]
+    fn a_missing_metric_panics_naming_it() {
+        metric(TEXT, "mailstream_records_in_total", &[]);
+    }
+
+    #[test]
+    #[should_panic(expected = "topic")]
+    fn a_missing_label_value_panics() {
+        metric(TEXT, "mailstream_records_out_total", &[("topic", "scored")]);
+    }
+
+    #[test]
+    fn may_be_absent_only_when_asked() {
+        assert_eq!(
+            metric_if_served("", "mailstream_records_in_total", &[]),
+            None
+        );
+    }
 }
