@@ -8,6 +8,7 @@ pub mod crm;
 pub mod crm_db;
 pub mod mail;
 pub mod pipeline;
+pub mod scale;
 pub mod smtp;
 
 use std::collections::HashMap;
