@@ -11,12 +11,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use mailstream_runtime::AvroRecord;
 use mailstream_runtime::records::RawEmail;
-use mailstream_tests::mail::{Ingest, now_secs, run, sign_v1, sign_v2, start, temp_dir};
+use mailstream_tests::mail::{
+    self, Ingest, message, now_secs, run, self_signed_cert, sign_v1, sign_v2, start, temp_dir,
+};
 use mailstream_tests::pipeline::metric;
 use mailstream_tests::smtp::{SmtpClient, SmtpError};
-use mailstream_tests::{TestEnv, collect, decode, http_get, terminate};
+use mailstream_tests::{TestEnv, http_get, proc_memory, terminate};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -24,13 +25,7 @@ const MIB: u64 = 1024 * 1024;
 
 /// Resident memory of `pid`, in bytes.
 fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect("VmRSS")
-        * 1024
+    proc_memory(pid, "VmRSS").expect("VmRSS")
 }
 
 /// Samples the RSS of `pid` every 50 ms until dropped; `peak()` is the highest seen.
@@ -46,13 +41,8 @@ impl RssProbe {
         let (p, s) = (peak.clone(), stop.clone());
         std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
-                if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-                    let kb = text
-                        .lines()
-                        .find_map(|l| l.strip_prefix("VmRSS:"))
-                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-                        .unwrap_or(0);
-                    p.fetch_max(kb * 1024, Ordering::Relaxed);
+                if let Some(bytes) = proc_memory(pid, "VmRSS") {
+                    p.fetch_max(bytes, Ordering::Relaxed);
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -69,20 +59,6 @@ impl Drop for RssProbe {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
-}
-
-/// A CRLF message of about `bytes` bytes.
-fn message(subject: &str, bytes: usize) -> Vec<u8> {
-    let mut m = format!(
-        "From: Alice <alice@sender.test>\r\nTo: deals@in.example.com\r\nSubject: {subject}\r\n\
-Message-ID: <{}@sender.test>\r\n\r\nHello,\r\n",
-        uuid::Uuid::new_v4()
-    )
-    .into_bytes();
-    while m.len() < bytes {
-        m.extend_from_slice(b"lorem ipsum dolor sit amet consectetur adipiscing elit sed do\r\n");
-    }
-    m
 }
 
 /// POSTs `body` to the intake with `headers`; (status, body).
@@ -123,19 +99,11 @@ async fn post_signed(port: u16, rcpt_to: &str, mail_from: &str, body: Vec<u8>) -
 
 /// The `raw-email` records (reads until `want` arrived, then 3 s more).
 async fn raw_emails(env: &TestEnv, want: usize) -> Vec<RawEmail> {
-    let seen = collect(
-        &env.consumer(&["raw-email"]),
-        want,
-        Duration::from_secs(60),
-        Duration::from_secs(3),
-    )
-    .await;
-    let mut out = Vec::new();
-    for record in seen {
-        let value = decode(env.registry(), record.payload.as_deref().expect("payload")).await;
-        out.push(RawEmail::from_avro(value).expect("a RawEmail"));
-    }
-    out
+    mail::raw_emails(env, want)
+        .await
+        .into_iter()
+        .map(|(_, email)| email)
+        .collect()
 }
 
 async fn metrics(ingest: &Ingest) -> String {
@@ -666,16 +634,7 @@ async fn an_smtp_client_that_never_reads_is_dropped_and_postmaster_is_accepted()
 async fn the_http_intake_serves_tls_with_the_smtp_certificate() {
     let env = TestEnv::new("hostile-tls");
     let dir = temp_dir("hostile-tls");
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let (code, out) = run(Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", "/CN=127.0.0.1", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert));
-    assert_eq!(code, 0, "openssl: {out}");
+    let (cert, key) = self_signed_cert(&dir, "127.0.0.1");
     let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());
     let mut ingest = start(
         &env,

@@ -11,7 +11,12 @@ use std::time::{Duration, Instant};
 use mailstream_tests::crm_db::{SAMPLE_DOMAIN, psql, schema_of, spawn_stream_processors};
 use mailstream_tests::mail::{start, temp_dir};
 use mailstream_tests::smtp::SmtpClient;
-use mailstream_tests::{TestEnv, collect, terminate};
+use mailstream_tests::{TestEnv, collect, proc_memory, terminate};
+
+/// Peak resident memory (`VmHWM`) of process `pid`, in MiB.
+fn peak_rss_mib(pid: u32) -> u64 {
+    proc_memory(pid, "VmHWM").expect("VmHWM") / (1024 * 1024)
+}
 use rand::Rng;
 
 /// Peak resident memory each processor may reach while it handles these emails.
@@ -125,17 +130,6 @@ fn hostile_emails(tag: &str) -> Vec<(String, Vec<u8>)> {
         .into_iter()
         .map(|(s, m)| (s, m.into_bytes()))
         .collect()
-}
-
-/// Peak resident set (VmHWM) of process `pid`, in MiB.
-fn peak_rss_mib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kb| kb / 1024)
-        .expect("VmHWM")
 }
 
 /// How many CRM activities in `schema` have `subject`.

@@ -7,51 +7,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::Duration;
 
-use mailstream_runtime::AvroRecord;
 use mailstream_runtime::blob::sha256_hex;
 use mailstream_runtime::records::{IngestSource, RawEmail};
-use mailstream_tests::mail::{curl, now_secs, run, sign, smtplib, start, swaks, temp_dir};
+use mailstream_tests::mail::{
+    curl, message, now_secs, raw_emails, run, self_signed_cert, sign, smtplib, start, swaks,
+    temp_dir,
+};
 use mailstream_tests::pipeline::metric;
-use mailstream_tests::{Seen, TestEnv, collect, decode, http_get, terminate};
-
-/// Reads `want` records (then 3 s more, to catch extra ones) and decodes them.
-async fn raw_emails(env: &TestEnv, want: usize) -> Vec<(Seen, RawEmail)> {
-    let consumer = env.consumer(&["raw-email"]);
-    let seen = collect(
-        &consumer,
-        want,
-        Duration::from_secs(60),
-        Duration::from_secs(3),
-    )
-    .await;
-    let mut out = Vec::new();
-    for record in seen {
-        let value = decode(env.registry(), record.payload.as_deref().expect("payload")).await;
-        let email = RawEmail::from_avro(value).expect("a RawEmail");
-        assert_eq!(record.key.as_deref(), Some(email.ingest_id.as_str()), "key");
-        assert_eq!(
-            record.headers.get("mailstream.correlation_id"),
-            Some(&email.ingest_id)
-        );
-        assert!(record.headers["traceparent"].starts_with("00-"));
-        out.push((record, email));
-    }
-    out
-}
-
-/// A CRLF message of about `body_bytes` bytes, with a line starting with a dot.
-fn message(subject: &str, body_bytes: usize) -> Vec<u8> {
-    let mut m = format!(
-        "From: Alice <alice@sender.test>\r\nTo: deals@in.example.com\r\nSubject: {subject}\r\n\
-Message-ID: <{}@sender.test>\r\n\r\nHello,\r\n.a line that starts with a dot\r\n",
-        uuid::Uuid::new_v4()
-    )
-    .into_bytes();
-    while m.len() < body_bytes {
-        m.extend_from_slice(b"lorem ipsum dolor sit amet consectetur adipiscing elit sed do\r\n");
-    }
-    m
-}
+use mailstream_tests::{TestEnv, http_get, terminate};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smtp_clients_reach_raw_email_and_refusals_write_nothing() {
@@ -391,16 +354,7 @@ s.quit()
 async fn starttls_with_a_configured_certificate() {
     let env = TestEnv::new("ing-tls");
     let dir = temp_dir("tls");
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let (code, out) = run(Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", "/CN=mx.test", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert));
-    assert_eq!(code, 0, "openssl: {out}");
+    let (cert, key) = self_signed_cert(&dir, "mx.test");
     let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());
     let mut ingest = start(
         &env,

@@ -468,3 +468,13 @@ pub fn terminate(child: &mut Child, timeout: Duration) -> std::process::ExitStat
 pub fn output(mut cmd: Command) -> Output {
     cmd.output().expect("run command")
 }
+
+/// A `/proc/<pid>/status` field in bytes (`VmRSS`, resident now; `VmHWM`, the peak).
+pub fn proc_memory(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+}

@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use mailstream_runtime::records::ParsedEmail;
+use mailstream_runtime::AvroRecord;
+use mailstream_runtime::records::{ParsedEmail, RawEmail};
 
-use crate::{TestEnv, free_port, http_get};
+use crate::{Seen, TestEnv, collect, decode, free_port, http_get};
 
 /// Recipient domains the test ingest accepts.
 pub const DOMAINS: &str = "in.example.com,example.org";
@@ -215,4 +216,58 @@ pub fn comparable(record: &ParsedEmail) -> serde_json::Value {
         }
     }
     value
+}
+
+/// A CRLF message of about `body_bytes` bytes, with a line starting with a dot.
+pub fn message(subject: &str, body_bytes: usize) -> Vec<u8> {
+    let mut m = format!(
+        "From: Alice <alice@sender.test>\r\nTo: deals@in.example.com\r\nSubject: {subject}\r\n\
+Message-ID: <{}@sender.test>\r\n\r\nHello,\r\n.a line that starts with a dot\r\n",
+        uuid::Uuid::new_v4()
+    )
+    .into_bytes();
+    while m.len() < body_bytes {
+        m.extend_from_slice(b"lorem ipsum dolor sit amet consectetur adipiscing elit sed do\r\n");
+    }
+    m
+}
+
+/// The `raw-email` records (reads until `want` arrived, then 3 s more), each checked to be
+/// keyed by its ingest id and to carry the correlation and trace headers.
+pub async fn raw_emails(env: &TestEnv, want: usize) -> Vec<(Seen, RawEmail)> {
+    let seen = collect(
+        &env.consumer(&["raw-email"]),
+        want,
+        Duration::from_secs(60),
+        Duration::from_secs(3),
+    )
+    .await;
+    let mut out = Vec::new();
+    for record in seen {
+        let value = decode(env.registry(), record.payload.as_deref().expect("payload")).await;
+        let email = RawEmail::from_avro(value).expect("a RawEmail");
+        assert_eq!(record.key.as_deref(), Some(email.ingest_id.as_str()), "key");
+        assert_eq!(
+            record.headers.get("mailstream.correlation_id"),
+            Some(&email.ingest_id)
+        );
+        assert!(record.headers["traceparent"].starts_with("00-"));
+        out.push((record, email));
+    }
+    out
+}
+
+/// A self-signed certificate and key for `cn` in `dir` (openssl): (cert.pem, key.pem).
+pub fn self_signed_cert(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let (code, out) = run(Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", &format!("/CN={cn}"), "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert));
+    assert_eq!(code, 0, "openssl: {out}");
+    (cert, key)
 }
