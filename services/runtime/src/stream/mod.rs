@@ -52,6 +52,9 @@ use crate::topology::{DLQ_SUFFIX, Naming, Topology};
 /// Timeout of the blocking transaction calls.
 const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long an abort waits for the records already sent to be acknowledged.
+const ABORT_SETTLE: Duration = Duration::from_secs(5);
+
 /// An output ready to send: logical topic, explicit partition, key, payload (None = tombstone).
 type EncodedOutput = (String, Option<i32>, Option<String>, Option<Vec<u8>>);
 
@@ -764,7 +767,7 @@ impl<P: Processor> Stream<P> {
         })
         .map_err(|e| txn_failure("sending offsets to the transaction", e))?;
         let offsets_sent = started.elapsed();
-        self.await_deliveries().await?;
+        self.await_deliveries(TXN_CALL_TIMEOUT).await?;
         let producer = &self.producer;
         tokio::task::block_in_place(|| producer.commit_transaction(TXN_CALL_TIMEOUT))
             .map_err(|e| txn_failure("committing the transaction", e))?;
@@ -783,13 +786,13 @@ impl<P: Processor> Stream<P> {
     /// `commit_transaction` flushes too, but rust-rdkafka's flush sleeps in 100 ms polls of a
     /// queue the threaded producer's own thread serves, so any record still in flight when it
     /// is called (one held back by a CONCURRENT_TRANSACTIONS retry, say) costs a whole 100 ms.
-    async fn await_deliveries(&self) -> Result<(), BatchFailure> {
-        let deadline = Instant::now() + TXN_CALL_TIMEOUT;
+    async fn await_deliveries(&self, limit: Duration) -> Result<(), BatchFailure> {
+        let deadline = Instant::now() + limit;
         while self.producer.in_flight_count() > 0 {
             if Instant::now() > deadline {
                 return Err(BatchFailure::Retry {
                     reason: format!(
-                        "{} records not acknowledged within {TXN_CALL_TIMEOUT:?}",
+                        "{} records not acknowledged within {limit:?}",
                         self.producer.in_flight_count()
                     ),
                     backoff: true,
@@ -817,6 +820,17 @@ impl<P: Processor> Stream<P> {
             return Ok(());
         }
         let mut backoff = Backoff::new(Duration::from_millis(self.config.retry_backoff_max_ms));
+        // Let the records already sent reach the broker first: an abort racing the request
+        // that adds their partitions to the transaction is refused by the coordinator
+        // (INVALID_TXN_STATE, fatal to the producer). Bounded: a broker that is down may never
+        // acknowledge them, and the abort purges what is left.
+        if let Err(BatchFailure::Retry { reason, .. }) = self.await_deliveries(ABORT_SETTLE).await {
+            tracing::debug!(
+                processor = P::NAME,
+                reason,
+                "aborting with records in flight"
+            );
+        }
         loop {
             let producer = &self.producer;
             match tokio::task::block_in_place(|| producer.abort_transaction(TXN_CALL_TIMEOUT))
