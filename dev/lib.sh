@@ -7,6 +7,8 @@
 #   MAILSTREAM_STATE   runtime data, logs, pid files (default $HOME/.local/state/mailstream)
 #   MAILSTREAM_KAFKA_PORT 9092, MAILSTREAM_KAFKA_CONTROLLER_PORT 9093,
 #   MAILSTREAM_REGISTRY_PORT 8081, MAILSTREAM_PG_PORT 5433
+#   MAILSTREAM_CLUSTER_KAFKA_PORT 19092, MAILSTREAM_CLUSTER_CONTROLLER_PORT 19192 (the
+#     three-broker cluster of `dev/up --cluster`: node N listens on these + N - 1)
 #   MAILSTREAM_REGISTRY_VERSION   AxonOps schema-registry module version (default v0.2.1)
 #   MAILSTREAM_PG_BIN             PostgreSQL bin dir (default: newest /usr/lib/postgresql/*/bin)
 # The Kafka version is the <kafka.version> in dev/kafka/pom.xml.
@@ -22,6 +24,8 @@ MAILSTREAM_KAFKA_CONTROLLER_PORT=${MAILSTREAM_KAFKA_CONTROLLER_PORT:-9093}
 MAILSTREAM_REGISTRY_PORT=${MAILSTREAM_REGISTRY_PORT:-8081}
 MAILSTREAM_PG_PORT=${MAILSTREAM_PG_PORT:-5433}
 MAILSTREAM_REGISTRY_VERSION=${MAILSTREAM_REGISTRY_VERSION:-v0.2.1}
+MAILSTREAM_CLUSTER_KAFKA_PORT=${MAILSTREAM_CLUSTER_KAFKA_PORT:-19092}
+MAILSTREAM_CLUSTER_CONTROLLER_PORT=${MAILSTREAM_CLUSTER_CONTROLLER_PORT:-19192}
 
 HOST=127.0.0.1
 
@@ -36,6 +40,30 @@ KAFKA_DIR="$MAILSTREAM_STATE/kafka"
 KAFKA_DATA="$KAFKA_DIR/data"
 KAFKA_CONFIG="$KAFKA_DIR/server.properties"
 KAFKA_BOOTSTRAP="$HOST:$MAILSTREAM_KAFKA_PORT"
+
+# --- Three-broker cluster (dev/up --cluster) --------------------------------------------------
+# An additional stack next to the single broker: three combined broker+controller KRaft nodes
+# (node ids 1-3), components cluster-1..3, with their own state dir, logs, pids and env file.
+# It shares the schema registry and PostgreSQL above (the registry keeps schemas in PostgreSQL,
+# subjects are per topic and tests prefix their topics).
+CLUSTER_NODES=(1 2 3)
+CLUSTER_COMPONENTS=(cluster-1 cluster-2 cluster-3)
+CLUSTER_DIR="$MAILSTREAM_STATE/cluster"
+CLUSTER_LOG_DIR="$CLUSTER_DIR/logs"
+CLUSTER_PID_DIR="$CLUSTER_DIR/pids"
+CLUSTER_ENV_FILE="$CLUSTER_DIR/env"
+CLUSTER_ID_FILE="$CLUSTER_DIR/cluster.id"
+CLUSTER_BOOTSTRAP=$(
+  for n in "${CLUSTER_NODES[@]}"; do printf '%s:%s,' "$HOST" $((MAILSTREAM_CLUSTER_KAFKA_PORT + n - 1)); done |
+    sed 's/,$//'
+)
+
+cluster_port() { echo $((MAILSTREAM_CLUSTER_KAFKA_PORT + $1 - 1)); }
+cluster_controller_port() { echo $((MAILSTREAM_CLUSTER_CONTROLLER_PORT + $1 - 1)); }
+cluster_node_dir() { echo "$CLUSTER_DIR/node-$1"; }
+cluster_config() { echo "$CLUSTER_DIR/node-$1/server.properties"; }
+# The node number of a component name cluster-N (fails for other names).
+cluster_node_of() { [[ $1 =~ ^cluster-([0-9]+)$ ]] && echo "${BASH_REMATCH[1]}"; }
 
 # --- Schema registry ---------------------------------------------------------------------------
 REGISTRY_MODULE=github.com/axonops/axonops-schema-registry
@@ -52,6 +80,11 @@ PG_DB=mailstream
 REGISTRY_DB=schema_registry
 PG_ROLE=mailstream
 DATABASE_URL="postgres://$PG_ROLE@$HOST:$MAILSTREAM_PG_PORT/$PG_DB"
+# TLS (ssl = on, plain connections still accepted): a dev CA and a server certificate for
+# 127.0.0.1 and localhost signed by it, generated once by dev/up; clients verify with PG_CA_FILE
+# (exported as MAILSTREAM_PG_CA_FILE).
+PG_TLS_DIR="$PG_DIR/tls"
+PG_CA_FILE="$PG_TLS_DIR/ca.crt"
 
 # --- runtime layout ----------------------------------------------------------------------------
 LOG_DIR="$MAILSTREAM_STATE/logs"
@@ -64,12 +97,17 @@ COMPONENTS=(kafka registry postgres)
 log() { printf '[dev %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf '[dev] ERROR: %s\n' "$*" >&2; exit 1; }
 
-log_file() { echo "$LOG_DIR/$1.log"; }
+log_file() {
+  case $1 in
+    cluster-*) echo "$CLUSTER_LOG_DIR/$1.log" ;;
+    *) echo "$LOG_DIR/$1.log" ;;
+  esac
+}
 
 # Move the previous log aside (one generation kept as NAME.log.1) and start an empty one.
 rotate_log() {
   local f; f=$(log_file "$1")
-  mkdir -p "$LOG_DIR"
+  mkdir -p "$(dirname "$f")"
   [[ -s $f ]] && mv -f "$f" "$f.1"
   : >"$f"
 }
@@ -86,7 +124,12 @@ take_state_lock() {
 }
 
 # --- processes and pid files -------------------------------------------------------------------
-pid_file() { echo "$PID_DIR/$1.pid"; }
+pid_file() {
+  case $1 in
+    cluster-*) echo "$CLUSTER_PID_DIR/$1.pid" ;;
+    *) echo "$PID_DIR/$1.pid" ;;
+  esac
+}
 
 # True if PID exists and is not a zombie.
 pid_alive() {
@@ -102,6 +145,7 @@ pid_marker() {
     kafka) echo "$KAFKA_CONFIG" ;;
     registry) echo "$REGISTRY_BIN" ;;
     postgres) echo "$PG_DATA" ;;
+    cluster-*) cluster_config "$(cluster_node_of "$1")" ;;
   esac
 }
 
@@ -126,6 +170,7 @@ spawn() {
   local name=$1; shift
   local pidf logf i
   pidf=$(pid_file "$name"); logf=$(log_file "$name")
+  mkdir -p "$(dirname "$pidf")"
   rm -f "$pidf"
   # bash -c 'echo $$; exec ...' makes the recorded pid the daemon's own; fds 8/9 (locks) closed.
   # shellcheck disable=SC2016
@@ -224,6 +269,10 @@ component_address() {
     kafka) echo "$KAFKA_BOOTSTRAP (controller $HOST:$MAILSTREAM_KAFKA_CONTROLLER_PORT)" ;;
     registry) echo "$REGISTRY_URL" ;;
     postgres) echo "$DATABASE_URL" ;;
+    cluster-*)
+      local n; n=$(cluster_node_of "$1")
+      echo "$HOST:$(cluster_port "$n") (node $n, controller $HOST:$(cluster_controller_port "$n"))"
+      ;;
   esac
 }
 
@@ -232,13 +281,20 @@ component_port() {
     kafka) echo "$MAILSTREAM_KAFKA_PORT" ;;
     registry) echo "$MAILSTREAM_REGISTRY_PORT" ;;
     postgres) echo "$MAILSTREAM_PG_PORT" ;;
+    cluster-*) cluster_port "$(cluster_node_of "$1")" ;;
   esac
 }
 
-# Print one status line per component; return the number of components not up.
+# True if the three-broker cluster is meant to run: `dev/up --cluster` writes its env file,
+# `dev/down` (of the whole stack or of `cluster`) removes it.
+cluster_enabled() { [[ -f $CLUSTER_ENV_FILE ]]; }
+
+# Print one status line per component (the cluster's nodes too while it is enabled, else one
+# line saying it is not started); return the number of components not up.
 print_status() {
-  local name pid port state note down=0 owner
-  for name in "${COMPONENTS[@]}"; do
+  local name pid port state note down=0 owner names=("${COMPONENTS[@]}")
+  if cluster_enabled; then names+=("${CLUSTER_COMPONENTS[@]}"); fi
+  for name in "${names[@]}"; do
     port=$(component_port "$name")
     note=""
     if pid=$(component_pid "$name"); then
@@ -259,17 +315,21 @@ print_status() {
     printf '%-9s %-8s pid %-7s %s%s\n' "$name" "$state" "$pid" "$(component_address "$name")" \
       "${note:+  [$note]}"
   done
+  if ! cluster_enabled; then
+    printf '%-9s %-8s %s\n' cluster off "three-broker cluster not started (dev/up --cluster)"
+  fi
   return "$down"
 }
 
-# delete_topics REGEX — delete every topic whose name matches REGEX (quietly; none is fine).
+# delete_topics REGEX [BOOTSTRAP] — delete every topic whose name matches REGEX (quietly; none is
+# fine) on the single broker, or on BOOTSTRAP (e.g. "$CLUSTER_BOOTSTRAP").
 delete_topics() {
-  local found
+  local found bootstrap=${2:-$HOST:$MAILSTREAM_KAFKA_PORT}
   found=$("$DEV_DIR/kafka-tool" org.apache.kafka.tools.TopicCommand \
-    --bootstrap-server "$HOST:$MAILSTREAM_KAFKA_PORT" --list 2>/dev/null | grep -cE "^($1)$" || true)
+    --bootstrap-server "$bootstrap" --list 2>/dev/null | grep -cE "^($1)$" || true)
   ((found > 0)) || return 0
-  log "deleting $found leftover topics matching $1"
+  log "deleting $found leftover topics matching $1 on $bootstrap"
   "$DEV_DIR/kafka-tool" org.apache.kafka.tools.TopicCommand \
-    --bootstrap-server "$HOST:$MAILSTREAM_KAFKA_PORT" --delete --topic "$1" >/dev/null 2>&1 ||
-    log "could not delete topics matching $1 (continuing)"
+    --bootstrap-server "$bootstrap" --delete --topic "$1" >/dev/null 2>&1 ||
+    log "could not delete topics matching $1 on $bootstrap (continuing)"
 }

@@ -3,6 +3,7 @@
 //! and transactional ids are its own and tests run side by side without interfering.
 
 pub mod chaos;
+pub mod cluster;
 pub mod corpus;
 pub mod crm;
 pub mod crm_db;
@@ -96,15 +97,22 @@ impl Drop for Reaper {
 impl TestEnv {
     /// A fresh prefix; creates every topic of the topology under it and registers the schemas.
     pub fn new(name: &str) -> Self {
+        Self::new_on(Stack::get(), name)
+    }
+
+    /// As [`TestEnv::new`], on `stack` (e.g. the three-broker cluster's,
+    /// [`cluster::Cluster::get`]): a fresh prefix, the topology applied there.
+    pub fn new_on(stack: Stack, name: &str) -> Self {
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let env = Self::with_prefix(Stack::get(), &format!("t-{name}-{}-", &id[..8]));
+        let env = Self::with_prefix(stack, &format!("t-{name}-{}-", &id[..8]));
         let out = env
             .mailstream(&["topology", "apply"])
             .output()
             .expect("run mailstream");
         assert!(
             out.status.success(),
-            "topology apply failed (is the stack up? run dev/up):\n{}",
+            "topology apply on {} failed (is the stack up? run dev/up):\n{}",
+            env.stack.bootstrap,
             String::from_utf8_lossy(&out.stderr)
         );
         env

@@ -118,6 +118,7 @@ async fn apply(source: ConfigSource, json: bool) -> anyhow::Result<ExitCode> {
     for topic in topology.resolved_topics() {
         let physical = naming.topic(&topic.name);
         let replication = topic.replication_factor.min(brokers.max(1));
+        let topic = with_replication_defaults(topic, replication);
         match existing.get(&physical) {
             None => to_create.push((physical, replication, topic)),
             Some((partitions, rf)) => {
@@ -207,6 +208,22 @@ async fn apply(source: ConfigSource, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `min.insync.replicas` with three or more replicas, unless the topology sets it.
+const DEFAULT_MIN_INSYNC_REPLICAS: &str = "2";
+
+/// `topic` as it is applied at `replication`: with three or more replicas an acknowledged write
+/// is on at least two of them (`min.insync.replicas=2`, unless the topology sets it), so one
+/// broker lost loses nothing and stops no writer. Drift is checked against the same config.
+fn with_replication_defaults(mut topic: ResolvedTopic, replication: i32) -> ResolvedTopic {
+    if replication >= 3 {
+        topic
+            .config
+            .entry("min.insync.replicas".to_string())
+            .or_insert_with(|| DEFAULT_MIN_INSYNC_REPLICAS.to_string());
+    }
+    topic
+}
+
 fn clamp_note(declared: i32, actual: i32) -> String {
     if declared == actual {
         String::new()
@@ -267,4 +284,40 @@ async fn drift(
             })
             .collect()
     })
+}
+
+#[cfg(test)]
+mod replication_defaults_tests {
+    use super::*;
+
+    fn topic(config: &[(&str, &str)]) -> ResolvedTopic {
+        let topology = Topology::embedded().expect("embedded topology");
+        let mut topic = topology
+            .resolved_topics()
+            .into_iter()
+            .next()
+            .expect("a topic");
+        topic.config = config
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        topic
+    }
+
+    #[test]
+    fn three_replicas_need_two_in_sync_unless_the_topology_says_otherwise() {
+        let applied = with_replication_defaults(topic(&[("cleanup.policy", "delete")]), 3);
+        assert_eq!(applied.config["min.insync.replicas"], "2");
+        assert_eq!(applied.config["cleanup.policy"], "delete");
+        let declared = with_replication_defaults(topic(&[("min.insync.replicas", "3")]), 3);
+        assert_eq!(declared.config["min.insync.replicas"], "3");
+    }
+
+    #[test]
+    fn fewer_replicas_keep_the_broker_default() {
+        for replication in [1, 2] {
+            let applied = with_replication_defaults(topic(&[]), replication);
+            assert!(!applied.config.contains_key("min.insync.replicas"));
+        }
+    }
 }
