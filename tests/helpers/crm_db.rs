@@ -98,3 +98,39 @@ pub fn spawn_stream_processors(env: &TestEnv, blob_url: &str, schema: &str) -> V
         ),
     ]
 }
+
+/// The CA of the local PostgreSQL's TLS certificate (`dev/up` exports it as
+/// `MAILSTREAM_PG_CA_FILE`), else where `dev/up` puts it.
+pub fn pg_ca_file() -> PathBuf {
+    std::env::var_os("MAILSTREAM_PG_CA_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let state = std::env::var_os("MAILSTREAM_STATE").map_or_else(
+                || {
+                    PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                        .join(".local/state/mailstream")
+                },
+                PathBuf::from,
+            );
+            state.join("postgres/tls/ca.crt")
+        })
+}
+
+/// [`database_url`] with query parameters added (`sslmode=verify-full`, `application_name=..`).
+pub fn database_url_with(params: &[(&str, &str)]) -> String {
+    let url = database_url();
+    let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{}", query.join("&"))
+}
+
+/// Whether each live session named `application_name` is encrypted (`pg_stat_ssl.ssl`), one
+/// entry per session.
+pub fn sessions_ssl(application_name: &str) -> Vec<bool> {
+    let out = psql(&format!(
+        "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+         WHERE a.application_name = '{}' ORDER BY a.pid",
+        application_name.replace('\'', "''")
+    ));
+    out.lines().map(|l| l.trim() == "t").collect()
+}

@@ -7,8 +7,14 @@
 //! | `Retry` | 408, 425, 429, 5xx (but 501, 505), timeouts, refused or reset connections, deadlocks | retried after backoff (at least `Retry-After`) while the batch's time allows | what is still failing is an outage: `Transient` |
 //! | `Outage` | the CRM or the database unreachable after the retries, a lost PostgreSQL transaction, `Retry-After` past the batch's time, shutdown | not retried | `Transient`: the batch is aborted and re-read after the runtime's backoff; never dead-lettered |
 //! | `Auth` | 401, 403, SQLSTATE class 28 | not retried | `Transient` (the sink stops making progress): `crm_sink_blocked{cause="auth"}` is 1 and an ERROR names the setting |
+//! | `Tls` | PostgreSQL's TLS handshake refused: the server's certificate not trusted by `database_ca_file` (or the system's roots), expired or not for the URL's host under `verify-full`; a server without TLS under `require` or `verify-*` | not retried | `Transient` (the sink stops making progress): `crm_sink_blocked{cause="tls"}` is 1 and an ERROR names `database_ca_file` and `database_url`'s `sslmode`. At start-up, start-up fails with the same reason |
 //! | `Poison` | 400, 404, 409, 413, 414, 422, 431, 501, 505; SQLSTATE 21, 22, 23, 27, 44, 54, P0 | not retried | `Poison`, class `crm-rejected`: the record is dead-lettered |
 //! | `Broken` | SQLSTATE 42 and the other classes of our own SQL | not retried | `Fatal`: the process stops; no record is to blame |
+//!
+//! A TLS refusal is a configuration fault, like refused credentials, not a blip: the same
+//! certificate is refused on every attempt, so it is not retried in place and not reported as
+//! the CRM being unavailable; but it is fixed outside the process (a CA file, a server's
+//! certificate), so the sink waits for the fix rather than stopping.
 //!
 //! A record cannot make the network fail, so nothing but the CRM's verdict on the record itself
 //! reaches the dead-letter topic.
@@ -49,15 +55,19 @@ pub enum BlockCause {
     Unavailable,
     /// The credentials were refused: a configuration fault.
     Auth,
+    /// PostgreSQL's TLS handshake was refused (its certificate, or no TLS): a configuration
+    /// fault.
+    Tls,
 }
 
 impl BlockCause {
-    pub const ALL: [Self; 2] = [Self::Unavailable, Self::Auth];
+    pub const ALL: [Self; 3] = [Self::Unavailable, Self::Auth, Self::Tls];
 
     pub fn label(self) -> &'static str {
         match self {
             Self::Unavailable => "unavailable",
             Self::Auth => "auth",
+            Self::Tls => "tls",
         }
     }
 }
@@ -78,6 +88,9 @@ pub enum Failure {
         setting: &'static str,
         reason: String,
     },
+    /// PostgreSQL's TLS handshake was refused (see `backend/postgres_tls.rs`); `reason` keeps
+    /// the cause (e.g. `invalid peer certificate: UnknownIssuer`).
+    Tls { reason: String },
     /// The CRM refused this record; another attempt gets the same answer.
     Poison { class: FailureClass, reason: String },
     /// Our own request is wrong whatever the record: the process stops.
@@ -100,6 +113,7 @@ impl Failure {
             | Self::Poison { class, .. }
             | Self::Broken { class, .. } => *class,
             Self::Auth { .. } => FailureClass::Client,
+            Self::Tls { .. } => FailureClass::Connection,
         }
     }
 
@@ -108,6 +122,7 @@ impl Failure {
             Self::Retry { reason, .. }
             | Self::Outage { reason, .. }
             | Self::Auth { reason, .. }
+            | Self::Tls { reason }
             | Self::Poison { reason, .. }
             | Self::Broken { reason, .. } => reason,
         }
@@ -118,6 +133,7 @@ impl Failure {
         match self {
             Self::Retry { .. } | Self::Outage { .. } => Some(BlockCause::Unavailable),
             Self::Auth { .. } => Some(BlockCause::Auth),
+            Self::Tls { .. } => Some(BlockCause::Tls),
             Self::Poison { .. } | Self::Broken { .. } => None,
         }
     }
@@ -133,10 +149,26 @@ impl Failure {
                 "{reason}: the CRM refused our credentials; the sink is blocked until {} is fixed",
                 settings::key(setting)
             )),
+            Self::Tls { reason } => ProcessError::transient(format!(
+                "{reason}: the sink is blocked until the handshake succeeds. {}",
+                tls_remedy()
+            )),
             Self::Poison { reason, .. } => ProcessError::poison(REJECTED, reason),
             Self::Broken { reason, .. } => ProcessError::fatal(reason),
         }
     }
+}
+
+/// What to fix when PostgreSQL's TLS handshake is refused.
+pub fn tls_remedy() -> String {
+    format!(
+        "PostgreSQL's TLS handshake was refused: the server's certificate must chain to the CA \
+         of {} (else the system's roots) and, under sslmode=verify-full, name the host of {}; \
+         under require and verify-* the server must offer TLS. Fix the CA file, the sslmode \
+         or the server's certificate",
+        settings::key("database_ca_file"),
+        settings::key("database_url")
+    )
 }
 
 #[cfg(test)]
@@ -178,5 +210,15 @@ mod tests {
             reason: "42P01".into(),
         };
         assert_eq!(react(broken), "fatal");
+        let tls = react(Failure::Tls {
+            reason: "error performing TLS handshake: invalid peer certificate: UnknownIssuer"
+                .into(),
+        });
+        assert!(
+            tls.starts_with("transient")
+                && tls.contains("UnknownIssuer")
+                && tls.contains("MAILSTREAM_CRM_SINK_DATABASE_CA_FILE"),
+            "{tls}"
+        );
     }
 }

@@ -11,7 +11,7 @@
 //! | `crm_contact_coverage_total{known}` | emails whose sender was already a known contact |
 //! | `crm_attachments_total{outcome}` | attachment success (ok, failed) |
 //! | `crm_activities_total`, `crm_unique_messages_total` | duplication = activities / unique messages (stays 1.0) |
-//! | `crm_sink_blocked{cause}` | 1 while the sink makes no progress because of the CRM: `unavailable` (down, failing, asking us to wait) or `auth` (credentials refused: fix the setting the ERROR log names) |
+//! | `crm_sink_blocked{cause}` | 1 while the sink makes no progress because of the CRM: `unavailable` (down, failing, asking us to wait), `auth` (credentials refused: fix the setting the ERROR log names) or `tls` (PostgreSQL's TLS handshake refused: fix `database_ca_file` or the `sslmode` of `database_url`, as the ERROR log says) |
 //!
 //! Activities and failures count when they happen (a duplicate created by a retry is a duplicate
 //! even if its batch aborts). The per-message figures count when the message's result commits,
@@ -116,7 +116,7 @@ impl SinkMetrics {
         let blocked = IntGaugeVec::new(
             Opts::new(
                 "crm_sink_blocked",
-                "1 while the sink makes no progress because of the CRM, by cause: unavailable, auth.",
+                "1 while the sink makes no progress because of the CRM, by cause: unavailable, auth, tls.",
             ),
             &["cause"],
         )?;
@@ -217,8 +217,8 @@ pub fn write_failed(
 
 /// The sink cannot make progress because of `failure` (not the record's fault): the batch is
 /// handed back to the runtime, which retries it after its backoff (and turns `/readyz`
-/// not-ready past `stall_timeout_ms`). Logged when the cause begins: refused credentials at
-/// ERROR, naming the setting to fix.
+/// not-ready past `stall_timeout_ms`). Logged when the cause begins: refused credentials and a
+/// refused TLS handshake at ERROR, naming the setting to fix.
 pub fn blocked(m: &SinkMetrics, failure: &Failure) {
     let Some(cause) = failure.block_cause() else {
         return;
@@ -240,6 +240,13 @@ pub fn blocked(m: &SinkMetrics, failure: &Failure) {
             reason = %reason,
             "the CRM refused the sink's credentials: nothing is written (and nothing \
              dead-lettered) until the setting is fixed"
+        ),
+        Failure::Tls { reason } => tracing::error!(
+            cause = cause.label(),
+            reason = %reason,
+            remedy = %crate::error::tls_remedy(),
+            "PostgreSQL's TLS handshake was refused: nothing is written (and nothing \
+             dead-lettered) until the CA file, the sslmode or the server's certificate is fixed"
         ),
         other => tracing::warn!(
             cause = cause.label(),

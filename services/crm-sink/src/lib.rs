@@ -20,6 +20,7 @@
 //! | CRM rejected it (non-retriable 4xx, a constraint) | none | dead-lettered, class `crm-rejected` |
 //! | CRM unavailable (429, 5xx, timeouts, refused connections past the retries in place, `Retry-After`), shutdown | none | batch aborted and retried after the runtime's backoff; `crm_sink_blocked{cause="unavailable"}`; `/readyz` not ready past `stall_timeout_ms` |
 //! | credentials refused (401, 403, SQLSTATE 28) | none | the same, `crm_sink_blocked{cause="auth"}` and an ERROR naming the setting (`token`, `database_url`) |
+//! | PostgreSQL's TLS handshake refused (a certificate the CA file does not vouch for, a server without TLS under `require`) | none | at start-up, start-up fails; later the same as credentials, `crm_sink_blocked{cause="tls"}` and an ERROR naming `database_ca_file` and `database_url` |
 //! | our own request is wrong (SQLSTATE 42, ...) | none | the process stops |
 //!
 //! An outage is never dead-lettered (ARCHITECTURE invariant 4): the stream stalls and the lag
@@ -45,6 +46,7 @@ use mailstream_runtime::{BuildContext, Incoming, Outputs, ProcessError, Processo
 
 use backend::hubspot::HubspotBackend;
 use backend::postgres::PostgresBackend;
+use backend::postgres_tls::Connector;
 use backend::rest::{Endpoints, HttpClient, RestBackend};
 use backend::{AnyBackend, CrmBackend, WritePlan};
 use error::Failure;
@@ -151,17 +153,23 @@ async fn connect(settings: &CrmSinkSettings, retrier: Retrier) -> Result<AnyBack
             message_id_property: settings.hubspot_message_id_property.clone(),
         }),
         Backend::Postgres => {
-            let url = settings.database_url.clone().unwrap_or_default();
-            let (backend, applied) = PostgresBackend::start(url, settings.schema.clone(), retrier)
-                .await
-                .map_err(|e| {
-                    RuntimeError::Processor(format!(
-                        "PostgreSQL ({}, schema {}): {e}",
-                        settings::key("database_url"),
-                        settings.schema
-                    ))
-                })?;
-            tracing::info!(schema = %settings.schema, migrations_applied = ?applied, "PostgreSQL CRM ready");
+            let setting = |(name, what): (&str, String)| {
+                RuntimeError::Processor(format!("{}: {what}", settings::key(name)))
+            };
+            let target = settings.postgres_target().map_err(setting)?;
+            let tls = Connector::new(&target).map_err(setting)?;
+            let sslmode = target.mode.name();
+            let (backend, applied) =
+                PostgresBackend::start(target, tls, settings.schema.clone(), retrier)
+                    .await
+                    .map_err(|e| {
+                        RuntimeError::Processor(format!(
+                            "PostgreSQL ({}, schema {}): {e}",
+                            settings::key("database_url"),
+                            settings.schema
+                        ))
+                    })?;
+            tracing::info!(schema = %settings.schema, sslmode, migrations_applied = ?applied, "PostgreSQL CRM ready");
             AnyBackend::Postgres(Box::new(backend))
         }
     })

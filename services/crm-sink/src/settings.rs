@@ -4,7 +4,8 @@
 //! | key | default | meaning |
 //! |---|---|---|
 //! | `backend` | `postgres` | `postgres`, `rest` or `hubspot` |
-//! | `database_url` | (required for postgres) | `postgres://user:pass@host:port/db`; never logged |
+//! | `database_url` | (required for postgres) | `postgres://user:pass@host:port/db`; never logged. `?sslmode=` `disable`, `prefer` (default: TLS whenever the server offers it), `require`, `verify-ca` or `verify-full` (libpq's meanings: `backend/postgres_tls.rs`); `sslrootcert=FILE` is `database_ca_file`; `application_name` (default `mailstream-crm-sink`) |
+//! | `database_ca_file` | none (`verify-*`: the system's roots) | PEM file of the CA(s) the PostgreSQL server's certificate must chain to (`verify-ca`, `verify-full`, and `require` as in libpq); missing, unreadable or without a certificate stops start-up |
 //! | `schema` | `crm` | PostgreSQL schema of the CRM tables (created, migrated at start) |
 //! | `base_url` | (required for rest; hubspot: `https://api.hubapi.com`) | the CRM API's base URL |
 //! | `token` | none | bearer token of the CRM API; never logged |
@@ -38,6 +39,7 @@ use mailstream_runtime::config::env_name;
 use mailstream_runtime::config::lenient;
 use serde::Deserialize;
 
+use crate::backend::postgres_tls::{Connector, Target};
 use crate::retry::RetryPolicy;
 
 /// The processor's name and config section.
@@ -78,6 +80,8 @@ pub struct CrmSinkSettings {
     pub backend: Backend,
     #[serde(default, deserialize_with = "lenient::opt_string")]
     pub database_url: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub database_ca_file: Option<String>,
     #[serde(default = "defaults::schema", deserialize_with = "lenient::string")]
     pub schema: String,
     #[serde(default, deserialize_with = "lenient::opt_string")]
@@ -175,6 +179,7 @@ impl std::fmt::Debug for CrmSinkSettings {
                 "database_url",
                 &self.database_url.as_ref().map(|_| "<redacted>"),
             )
+            .field("database_ca_file", &self.database_ca_file)
             .field("schema", &self.schema)
             .field("base_url", &self.base_url)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
@@ -229,6 +234,14 @@ impl CrmSinkSettings {
         }
     }
 
+    /// The PostgreSQL URL with its TLS mode and CA file (`database_url`, `database_ca_file`).
+    pub fn postgres_target(&self) -> Result<Target, (&'static str, String)> {
+        Target::parse(
+            self.database_url.as_deref().unwrap_or_default().trim(),
+            self.database_ca_file.as_deref(),
+        )
+    }
+
     /// How long one record's CRM calls may run inside a Kafka transaction: the transaction
     /// timeout, less the time the batch may already be open before the record starts
     /// (`batch_max_ms`) and [`COMMIT_MARGIN_MS`] for the commit.
@@ -255,6 +268,11 @@ impl CrmSinkSettings {
                     );
                 } else if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
                     bad("database_url", "expected a postgres:// URL".into());
+                } else if let Err((name, what)) = self.postgres_target().and_then(|target| {
+                    // Loads the CA file (or the system's roots): a bad one stops start-up here.
+                    Connector::new(&target).map(|_| ())
+                }) {
+                    bad(name, what);
                 }
                 let ok = !self.schema.is_empty()
                     && self.schema.len() <= 63

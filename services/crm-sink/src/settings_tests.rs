@@ -152,3 +152,35 @@ fn unknown_and_mistyped_keys_are_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn tls_settings_are_checked_at_start_up_naming_their_key() {
+    let check = |url: &str, ca: Option<&str>| {
+        let mut source = base().with_env("MAILSTREAM_CRM_SINK_DATABASE_URL", url);
+        if let Some(ca) = ca {
+            source = source.with_env("MAILSTREAM_CRM_SINK_DATABASE_CA_FILE", ca);
+        }
+        let (rt, s) = load::<CrmSinkSettings>(SECTION, &source).expect("loads");
+        assert!(!format!("{s:?}").contains("s3cret"), "{s:?}");
+        s.validate(&rt)
+    };
+    let errors = check(
+        "postgres://u:s3cret@h/d?sslmode=verify-full",
+        Some("/no/such/ca.pem"),
+    );
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("crm-sink.database_ca_file")
+            && errors[0].contains("MAILSTREAM_CRM_SINK_DATABASE_CA_FILE")
+            && errors[0].contains("/no/such/ca.pem"),
+        "{errors:?}"
+    );
+    let errors = check("postgres://u:s3cret@h/d?sslmode=verify-everything", None);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("crm-sink.database_url") && !errors[0].contains("s3cret"),
+        "{errors:?}"
+    );
+    assert!(check("postgres://u:s3cret@h/d?sslmode=require", None).is_empty());
+    assert!(check("postgres://u:s3cret@h/d", None).is_empty());
+}

@@ -18,6 +18,7 @@ pub mod migrate;
 mod plan_tests;
 pub mod postgres;
 mod postgres_sql;
+pub mod postgres_tls;
 pub mod rest;
 
 use std::future::Future;

@@ -48,19 +48,26 @@
 //! (`ProcessError::Transient`); refused credentials block the sink naming `database_url`;
 //! serialization failures and deadlocks are retried in place; an error in our own SQL stops the
 //! process (`ProcessError::Fatal`).
+//!
+//! Both connections use TLS as `sslmode` in `database_url` says (`prefer` by default: TLS
+//! whenever the server offers it), trusting `database_ca_file` (`postgres_tls.rs`). A refused
+//! handshake fails start-up; met on a reconnect, it blocks the sink naming those two settings.
+//! Start-up logs whether the session is encrypted.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use super::postgres_sql::{
     ACCOUNT, ACCOUNT_ID_ONLY, ACTIVITY, ATTACHMENT, CONTACT_INSERT, CONTACT_SET, DEAL, FOLLOW_UP,
     LEAD, classify, safe_error,
 };
+use super::postgres_tls::{Connector, Target};
 use super::{CrmBackend, WritePlan, WriteReport, migrate};
-use crate::error::{Failure, FailureClass};
+use crate::error::{Failure, FailureClass, tls_remedy};
 use crate::events;
 use crate::retry::Retrier;
 
@@ -100,7 +107,9 @@ impl Connection {
 
 /// Writes plans into the CRM tables of one PostgreSQL schema.
 pub struct PostgresBackend {
-    url: String,
+    /// The URL (a secret: it may hold the password) and its TLS mode.
+    target: Target,
+    tls: Connector,
     schema: String,
     timeout: Duration,
     retrier: Retrier,
@@ -127,25 +136,66 @@ struct OpenBatch {
 const MAX_REMEMBERED_REJECTIONS: usize = 10_000;
 
 impl PostgresBackend {
-    /// Connects and applies the migrations; fails start-up if either fails.
+    /// Connects and applies the migrations; fails start-up if either fails. The connector comes
+    /// from `target` ([`Connector::new`]).
     pub async fn start(
-        url: String,
+        target: Target,
+        tls: Connector,
         schema: String,
         retrier: Retrier,
     ) -> Result<(Self, Vec<i32>), String> {
         let mut backend = Self {
-            url,
+            target,
+            tls,
             schema,
             timeout: retrier.request_timeout,
             retrier,
             connection: None,
             batch: OpenBatch::default(),
         };
-        let client = backend.open(false).await.map_err(|e| safe_error(&e))?;
+        let client = backend.open(false).await.map_err(|e| start_error(&e))?;
+        backend.log_encryption(&client).await;
         let applied = migrate::migrate(&client, &backend.schema).await?;
-        let connection = backend.prepare(client).await.map_err(|e| safe_error(&e))?;
+        let connection = backend.prepare(client).await.map_err(|e| start_error(&e))?;
         backend.connection = Some(connection);
         Ok((backend, applied))
+    }
+
+    /// Says whether the session is encrypted (with `prefer`, a server without TLS gets the
+    /// password in cleartext: a warning).
+    async fn log_encryption(&self, client: &Client) {
+        let mode = self.target.mode.name();
+        match client
+            .query_one(
+                "SELECT ssl, version, cipher FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+        {
+            Ok(row) if row.get::<_, bool>(0) => {
+                let version: Option<String> = row.get(1);
+                let cipher: Option<String> = row.get(2);
+                tracing::info!(
+                    sslmode = mode,
+                    tls_version = version.unwrap_or_default(),
+                    cipher = cipher.unwrap_or_default(),
+                    "the PostgreSQL session is encrypted (TLS)"
+                );
+            }
+            Ok(_) if self.target.mode == super::postgres_tls::SslMode::Disable => {
+                tracing::info!(sslmode = mode, "the PostgreSQL session is not encrypted");
+            }
+            Ok(_) => tracing::warn!(
+                sslmode = mode,
+                "the PostgreSQL server offers no TLS: the session (and the password, if any) \
+                 travels in cleartext; use sslmode=verify-full in the database URL to refuse that"
+            ),
+            Err(e) => tracing::warn!(
+                sslmode = mode,
+                error = %safe_error(&e),
+                "cannot tell whether the PostgreSQL session is encrypted"
+            ),
+        }
     }
 
     /// Opens the shared rows' connection next to `client` and prepares both.
@@ -161,16 +211,12 @@ impl PostgresBackend {
 
     /// A session in the CRM's schema; `autocommit`: the shared rows' (asynchronous commits).
     async fn open(&self, autocommit: bool) -> Result<Client, tokio_postgres::Error> {
-        let mut config: tokio_postgres::Config = self.url.parse()?;
-        config
-            .connect_timeout(self.timeout)
-            .application_name("mailstream-crm-sink");
-        let (client, connection) = config.connect(NoTls).await?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::warn!(error = %safe_error(&error), "PostgreSQL connection closed");
-            }
-        });
+        let mut config = self.target.config()?;
+        config.connect_timeout(self.timeout);
+        let client = match &self.tls {
+            Connector::Plain => drive(config.connect(NoTls).await?),
+            Connector::Tls(tls) => drive(config.connect(tls.clone()).await?),
+        };
         client
             .batch_execute(&format!(
                 "SET search_path TO {}; SET statement_timeout = {}{}",
@@ -195,7 +241,7 @@ impl PostgresBackend {
             let metrics = &self.retrier.metrics;
             let failed = |e: tokio_postgres::Error| {
                 let failure = match classify(&e) {
-                    auth @ Failure::Auth { .. } => auth,
+                    fault @ (Failure::Auth { .. } | Failure::Tls { .. }) => fault,
                     other => Failure::outage(
                         FailureClass::Connection,
                         format!("PostgreSQL unavailable: {}", other.reason()),
@@ -227,6 +273,28 @@ impl PostgresBackend {
         self.batch.open = false;
         self.batch.dirty = false;
         self.batch.written = 0;
+    }
+}
+
+/// Runs a new session's connection on its own task; its client.
+fn drive<S, T>((client, connection): (Client, tokio_postgres::Connection<S, T>)) -> Client
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::warn!(error = %safe_error(&error), "PostgreSQL connection closed");
+        }
+    });
+    client
+}
+
+/// Why start-up could not connect; a refused TLS handshake says what to fix.
+fn start_error(e: &tokio_postgres::Error) -> String {
+    match classify(e) {
+        Failure::Tls { reason } => format!("{reason}: {}", tls_remedy()),
+        _ => safe_error(e),
     }
 }
 

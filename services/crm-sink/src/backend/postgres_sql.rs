@@ -32,6 +32,7 @@
 //! | 28 | invalid authorization (a wrong password, a role that may not log in) | auth: the sink is blocked, naming `database_url`; nothing dead-lettered |
 //! | 21, 22, 23, 27, 44, 54, P0 | cardinality, data exception (a NUL byte, a bad encoding, a value out of range), integrity constraint, triggered data change, check option, program limit (an index row too large), a trigger's `RAISE` | the record is poison: dead-lettered (`crm-rejected`) with the SQLSTATE and message |
 //! | 08, 57 (but 57014), no SQLSTATE (I/O, a closed connection) | connection lost, server shutting down or refusing connections | outage: the batch is read again later, nothing dead-lettered |
+//! | no SQLSTATE, a refused TLS handshake (`postgres_tls.rs`) | the server's certificate not trusted or not for its host, a server without TLS under `require` | TLS: a configuration fault; the sink is blocked naming `database_ca_file` and `database_url`, nothing dead-lettered |
 //! | 57014 | statement timeout, cancelled | outage (timeout) |
 //! | 25, 40 (others), 53, 55, 58, F0, XX, any other | transaction state (a standby after a failover), insufficient resources (disk, memory, connections), lock not available, system and internal errors | outage (server) |
 //! | 03, 0A, 0B, 24, 26, 2B, 2D, 2F, 34, 38, 39, 3B, 3D, 3F, 42 | our own statements are wrong: syntax, an undefined table or column, missing privileges, a schema that is not ours, prepared statements or routines broken | broken: the process stops (`ProcessError::Fatal`); no record is to blame and no retry can help |
@@ -41,6 +42,7 @@
 
 use tokio_postgres::error::SqlState;
 
+use super::postgres_tls::{error_chain, is_tls_fault};
 use crate::error::{Failure, FailureClass};
 use crate::events::redact;
 
@@ -135,7 +137,9 @@ pub fn safe_error(e: &tokio_postgres::Error) -> String {
             }
             text
         }
-        None => redact(&e.to_string(), 200),
+        // tokio-postgres's own text is generic ("error performing TLS handshake"): the
+        // causes say what happened.
+        None => redact(&error_chain(e), 300),
     }
 }
 
@@ -175,9 +179,12 @@ pub fn verdict(sqlstate: &str) -> Verdict {
 }
 
 /// A failed statement as the retrier sees it (an error without a SQLSTATE never reached the
-/// server's executor: the connection is the problem).
+/// server's executor: the connection is the problem, or its TLS: see `postgres_tls.rs`).
 pub fn classify(e: &tokio_postgres::Error) -> Failure {
     let reason = safe_error(e);
+    if is_tls_fault(e) {
+        return Failure::Tls { reason };
+    }
     let Some(code) = e.code() else {
         return Failure::Outage {
             class: FailureClass::Connection,

@@ -380,6 +380,7 @@ mod tests {
             Failure::Retry { .. } => "retried",
             Failure::Outage { .. } => "outage",
             Failure::Auth { .. } => "auth",
+            Failure::Tls { .. } => "tls",
             Failure::Broken { .. } => "broken",
         };
         for status in [400, 404, 409, 413, 414, 422, 431, 501, 505] {
