@@ -11,7 +11,7 @@ Checks of `helm template` output that a Kubernetes schema cannot make, run by he
     topology.yaml here (not from the chart's annotations);
   * every container is hardened (non-root, read-only root filesystem, no privilege escalation,
     all capabilities dropped, seccomp RuntimeDefault) and has resource requests and limits;
-    processors have /healthz and /readyz probes;
+    processors have /healthz liveness and startup probes and a /readyz readiness probe;
   * nothing secret is rendered: no Secret objects, and no environment variable that looks like a
     credential has a literal value (they must come from secretKeyRef);
   * each Deployment has its PodDisruptionBudget; the topology Job is a pre-install/pre-upgrade
@@ -128,10 +128,14 @@ def main():
                 if SECRETISH.search(env["name"]) and "value" in env:
                     problems.append(f"{where}/{c['name']}: {env['name']} has a literal value; secrets come from secretKeyRef")
             if obj["kind"] == "Deployment":
-                live = ((c.get("livenessProbe") or {}).get("httpGet") or {}).get("path")
-                ready = ((c.get("readinessProbe") or {}).get("httpGet") or {}).get("path")
-                if (live, ready) != ("/healthz", "/readyz"):
-                    problems.append(f"{where}/{c['name']}: probes are {live}, {ready} instead of /healthz, /readyz")
+                live, ready, started = (
+                    ((c.get(probe) or {}).get("httpGet") or {}).get("path")
+                    for probe in ("livenessProbe", "readinessProbe", "startupProbe")
+                )
+                if (live, ready, started) != ("/healthz", "/readyz", "/healthz"):
+                    problems.append(
+                        f"{where}/{c['name']}: probes are {live}, {ready}, {started} instead of /healthz, /readyz, /healthz (startup)"
+                    )
                 if c.get("image", "").endswith(":latest"):
                     problems.append(f"{where}/{c['name']}: image tag latest")
 

@@ -145,7 +145,10 @@ PROCESSOR = {
     ),
     "pdb": obj({"enabled": boolean(), "maxUnavailable": {"anyOf": [integer(minimum=1), string(pattern="^[0-9]+%$")]}}),
     "terminationGracePeriodSeconds": integer(None, 0),
-    "probes": obj({"liveness": PROBE, "readiness": PROBE}),
+    "probes": obj(
+        {"liveness": PROBE, "readiness": PROBE, "startup": PROBE},
+        "Of /healthz (liveness, and startup: liveness waits until it succeeds once) and /readyz.",
+    ),
     "podAnnotations": STRING_MAP,
     "podLabels": STRING_MAP,
     "nodeSelector": STRING_MAP,

@@ -363,3 +363,117 @@ async fn loaded_contacts_resolve_and_replies_join_their_deal() {
         "free mail never maps to an account"
     );
 }
+
+/// Thread links older than `threads_max_age_days` (record time) are tombstoned in `threads`, on
+/// their email's partition, once a newer email of that partition is resolved, also across a
+/// restart (a restored link is aged by its `linked_at`, not by when it was written); a reply to
+/// an expired link starts its own thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thread_links_past_their_age_are_tombstoned_on_their_partition() {
+    const DAY: i64 = 86_400_000;
+    let env = TestEnv::new("res-age");
+    let settings = [
+        ("MAILSTREAM_RESOLVER_OUR_DOMAINS", DOMAINS),
+        ("MAILSTREAM_RESOLVER_THREADS_MAX_AGE_DAYS", "1"),
+    ];
+    let to = ["sales@in.example.com"];
+    let now = now_ms();
+    let old: Vec<ParsedEmail> = (0..6)
+        .map(|i| ParsedEmail {
+            received_at: now - 3 * DAY,
+            ..parsed(&format!("old-{i}@age.test"), "a@age.test", &to)
+        })
+        .collect();
+    let mut resolver = env.spawn("resolver", "a", &settings);
+    produce_parsed(&env, old).await;
+    let resolved = env.consumer(&["resolved"]);
+    let first = collect(
+        &resolved,
+        6,
+        Duration::from_secs(90),
+        Duration::from_millis(10),
+    )
+    .await;
+    assert_eq!(first.len(), 6);
+    terminate(&mut resolver, Duration::from_secs(30));
+
+    let mut resolver = env.spawn("resolver", "a", &settings);
+    let mut new: Vec<ParsedEmail> = (0..48)
+        .map(|i| parsed(&format!("new-{i}@age.test"), "b@age.test", &to))
+        .collect();
+    let mut reply = parsed("reply@age.test", "a@age.test", &to);
+    reply.in_reply_to = Some("old-0@age.test".into());
+    new.push(reply);
+    produce_parsed(&env, new).await;
+    let second = collect(
+        &resolved,
+        49,
+        Duration::from_secs(90),
+        Duration::from_millis(10),
+    )
+    .await;
+    assert_eq!(second.len(), 49);
+    terminate(&mut resolver, Duration::from_secs(30));
+
+    let reply = resolved_of(&env, &second)
+        .await
+        .into_iter()
+        .find(|r| r.message_id == "reply@age.test")
+        .expect("the reply resolved");
+    assert!(
+        reply.thread_parent.is_none(),
+        "an expired parent does not count"
+    );
+
+    let input: BTreeMap<String, i32> = collect(
+        &env.consumer(&["parsed"]),
+        55,
+        Duration::from_secs(30),
+        Duration::from_secs(1),
+    )
+    .await
+    .into_iter()
+    .filter_map(|s| Some((s.key?, s.partition)))
+    .collect();
+    let threads = collect(
+        &env.consumer(&["threads"]),
+        55,
+        Duration::from_secs(30),
+        Duration::from_secs(3),
+    )
+    .await;
+    let mut links = BTreeMap::new();
+    let mut tombstones = BTreeSet::new();
+    for record in &threads {
+        let key = record.key.clone().expect("keyed");
+        assert_eq!(
+            input.get(&key),
+            Some(&record.partition),
+            "{key}: its email's partition"
+        );
+        match record.payload {
+            Some(_) => {
+                links.insert(key, record.partition);
+            }
+            None => {
+                tombstones.insert(key);
+            }
+        }
+    }
+    assert_eq!(links.len(), 55, "one link per email");
+    let renewed: BTreeSet<i32> = links
+        .iter()
+        .filter(|(k, _)| !k.starts_with("old-"))
+        .map(|(_, p)| *p)
+        .collect();
+    let expected: BTreeSet<String> = links
+        .iter()
+        .filter(|(k, p)| k.starts_with("old-") && renewed.contains(p))
+        .map(|(k, _)| k.clone())
+        .collect();
+    assert!(!expected.is_empty());
+    assert_eq!(
+        tombstones, expected,
+        "every old link on a partition that saw a newer email, and nothing else"
+    );
+}

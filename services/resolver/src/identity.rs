@@ -10,7 +10,10 @@
 //! - **Recipients**: the envelope's, plus To/Cc/Bcc addresses on our domains.
 //! - **Deal**: the first recipient matching the deal pattern; else the deal of the thread.
 //! - **Thread**: In-Reply-To, then References newest first, looked up in `threads`; an email
-//!   whose parents are unknown starts the thread of its oldest reference (or its own).
+//!   whose parents are unknown starts the thread of its oldest reference (or its own). A link
+//!   counts only while it is younger than `threads_max_age_days` at the email's own
+//!   `received_at` (`linked_at >= received_at - max age`): whether an expired link is still in
+//!   the table or already tombstoned, the email resolves the same.
 
 use std::collections::{BTreeSet, HashSet};
 
@@ -53,6 +56,7 @@ pub struct Resolution {
     our_domains: BTreeSet<String>,
     free_mail: HashSet<String>,
     deal: DealPattern,
+    threads_max_age_ms: i64,
 }
 
 impl Resolution {
@@ -66,6 +70,7 @@ impl Resolution {
                 .chain(settings.free_mail_domains.iter().map(lower))
                 .collect(),
             deal: DealPattern::parse(&settings.deal_pattern)?,
+            threads_max_age_ms: settings.threads_max_age_ms(),
         })
     }
 
@@ -123,7 +128,8 @@ impl Resolution {
         };
 
         let recipients = self.recipients(&email);
-        let (thread_id, thread_parent, thread_link) = thread_of(&email, directory);
+        let (thread_id, thread_parent, thread_link) =
+            thread_of(&email, directory, self.threads_max_age_ms);
         let (deal_id, deal_source) = match recipients.iter().find_map(|r| self.deal.deal_id(r)) {
             Some(id) => (Some(id), Some("recipient".to_string())),
             None => match thread_link.and_then(|l| l.deal_id) {
@@ -215,18 +221,22 @@ fn proposable(email: &ParsedEmail, sender: &str) -> bool {
     email.bounce.is_none() && email.list.is_none() && !ROBOT_LOCAL_PARTS.contains(&local)
 }
 
-/// (thread id, the parent it was linked to, that parent's link).
+/// (thread id, the parent it was linked to, that parent's link). Links older than
+/// `max_age_ms` at the email's `received_at` do not count.
 fn thread_of(
     email: &ParsedEmail,
     directory: &impl Directory,
+    max_age_ms: i64,
 ) -> (String, Option<String>, Option<ThreadLink>) {
+    let oldest = email.received_at.saturating_sub(max_age_ms);
     let parents = email
         .in_reply_to
         .iter()
         .chain(email.references.iter().rev())
         .filter(|id| **id != email.message_id);
     for parent in parents {
-        if let Some(link) = directory.thread(parent) {
+        let link = directory.thread(parent).filter(|l| l.linked_at >= oldest);
+        if let Some(link) = link {
             return (link.thread_id.clone(), Some(parent.clone()), Some(link));
         }
     }

@@ -6,7 +6,8 @@
 //!   assignment. A later copy is counted, written to the `duplicates` audit topic, and dropped.
 //! - **Resolution** ([`identity`]): sender → contact and account from the `contacts` and
 //!   `accounts` tables, deal addresses, thread links from the `threads` table, which the
-//!   resolver itself maintains (one link per email, keyed by message_id).
+//!   resolver itself maintains (one link per email, keyed by message_id), bounded by age and
+//!   count with tombstones ([`threads`]).
 //!
 //! The business rules live in [`identity::Resolution`], a pure function shared with the
 //! offline `mailstream score`; this file only wires state and tables around it.
@@ -18,6 +19,7 @@ pub mod events;
 pub mod freemail;
 pub mod identity;
 pub mod settings;
+pub mod threads;
 
 use std::sync::Arc;
 
@@ -26,12 +28,13 @@ use mailstream_runtime::records::{
 };
 use mailstream_runtime::{
     BuildContext, GlobalTable, Incoming, KeyedStore, Outputs, ProcessError, Processor,
-    RestoreContext, RuntimeError, StoreLimits,
+    RestoreContext, RuntimeError, StoreLimits, Topology,
 };
 
 pub use directory::{MemoryDirectory, TableDirectory, ThreadOverlay};
 pub use identity::{Directory, Resolution, thread_link};
 pub use settings::ResolverSettings;
+pub use threads::{THREADS, ThreadLinks};
 
 use events::ResolverMetrics;
 
@@ -39,7 +42,6 @@ use events::ResolverMetrics;
 pub const OUTPUT: &str = "resolved";
 pub const DEDUPE_CHANGELOG: &str = "resolver.dedupe";
 pub const DUPLICATES: &str = "duplicates";
-pub const THREADS: &str = "threads";
 
 /// Thread links of this instance kept in memory until the threads table has them.
 const OVERLAY_CAPACITY: usize = 100_000;
@@ -51,10 +53,12 @@ pub struct Resolver {
     contacts: Arc<GlobalTable<Contact>>,
     accounts: Arc<GlobalTable<Account>>,
     threads: Arc<GlobalTable<ThreadLink>>,
+    /// The links of this instance's partitions, which it writes and tombstones.
+    links: ThreadLinks,
     overlay: ThreadOverlay,
-    /// Where the seen-set and the overlay stood before the record being processed, so a
-    /// record the runtime dead-letters can be undone alone.
-    record_marks: (usize, usize),
+    /// Where the seen-set, the links and the overlay stood before the record being processed,
+    /// so a record the runtime dead-letters can be undone alone.
+    record_marks: (usize, usize, usize),
     audit_duplicates: bool,
     metrics: ResolverMetrics,
 }
@@ -69,6 +73,7 @@ pub async fn build(
         return Err(RuntimeError::Config(problems));
     }
     let resolution = Resolution::new(&settings).map_err(|e| RuntimeError::Config(vec![e]))?;
+    threads::check_copartitioned(&Topology::embedded()?)?;
     let naming = ctx.naming();
     let contacts =
         GlobalTable::start(&ctx.config, &naming, "contacts", ctx.shutdown.clone()).await?;
@@ -86,8 +91,9 @@ pub async fn build(
         contacts,
         accounts,
         threads,
+        links: ThreadLinks::new(&settings),
         overlay: ThreadOverlay::new(OVERLAY_CAPACITY),
-        record_marks: (0, 0),
+        record_marks: (0, 0, 0),
         audit_duplicates: settings.audit_duplicates,
         metrics: ResolverMetrics::register(&ctx.metrics)?,
     })
@@ -136,7 +142,7 @@ impl Processor for Resolver {
     ) -> Result<(), ProcessError> {
         let partition = record.meta.partition;
         let email = record.value;
-        self.record_marks = (self.seen.mark(), self.overlay.mark());
+        self.record_marks = (self.seen.mark(), self.links.mark(), self.overlay.mark());
         if let Some(kept) = self.seen.get(partition, &email.message_id).cloned() {
             return self.collapse(partition, &email, kept, out);
         }
@@ -161,7 +167,7 @@ impl Processor for Resolver {
             out,
         )?;
         let link = thread_link(&resolved);
-        out.send(THREADS, resolved.message_id.clone(), link.clone())?;
+        self.links.put(partition, link.clone(), out)?;
         self.overlay.insert(link);
         let sender = match (&resolved.contact, &resolved.account, &resolved.new_contact) {
             (Some(_), _, _) => "contact",
@@ -184,6 +190,7 @@ impl Processor for Resolver {
                 .await?;
             self.seen.restore(partition, records);
             events::seen_set_restored(partition, self.seen.len(partition));
+            self.links.restore(partition, ctx).await?;
         }
         Ok(())
     }
@@ -191,22 +198,26 @@ impl Processor for Resolver {
     fn on_revoked(&mut self, partitions: &[i32]) {
         for &partition in partitions {
             self.seen.drop_partition(partition);
+            self.links.drop_partition(partition);
         }
     }
 
     fn on_commit(&mut self) {
         self.seen.commit();
+        self.links.commit();
         self.overlay.commit();
     }
 
     fn on_abort(&mut self) {
         self.seen.rollback();
+        self.links.rollback();
         self.overlay.rollback();
     }
 
     fn undo_record(&mut self) {
-        let (seen, overlay) = self.record_marks;
+        let (seen, links, overlay) = self.record_marks;
         self.seen.rollback_to(seen);
+        self.links.rollback_to(links);
         self.overlay.rollback_to(overlay);
     }
 }

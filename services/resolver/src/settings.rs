@@ -7,6 +7,8 @@
 //! | `free_mail_domains` | (none) | more free-mail or disposable domains, added to the built-in list; they never map to an account |
 //! | `dedupe_max_entries` | 1000000 | message ids remembered per input partition |
 //! | `dedupe_max_age_hours` | 168 | how long a message id is remembered (record time) |
+//! | `threads_max_age_days` | 180 | how long a thread link is kept (record time): a reply whose parent was received longer ago than this starts a new thread, and older links are tombstoned in the `threads` table |
+//! | `threads_max_entries` | 100000 | thread links kept per input partition; beyond it the oldest are tombstoned (a safety bound: the age should bound the table first) |
 //! | `audit_duplicates` | `true` | write each collapsed copy to the `duplicates` topic |
 
 use serde::Deserialize;
@@ -14,6 +16,10 @@ use serde::Deserialize;
 use mailstream_runtime::config::lenient;
 
 use crate::deal::DealPattern;
+
+/// The longest `threads_max_age_days` accepted (ten years): keeps the age in milliseconds far
+/// from overflowing.
+const MAX_THREADS_AGE_DAYS: u64 = 3_650;
 
 /// The resolver's settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -29,6 +35,10 @@ pub struct ResolverSettings {
     pub dedupe_max_entries: usize,
     #[serde(default = "default_max_age_hours")]
     pub dedupe_max_age_hours: u64,
+    #[serde(default = "default_threads_max_age_days")]
+    pub threads_max_age_days: u64,
+    #[serde(default = "default_threads_max_entries")]
+    pub threads_max_entries: usize,
     #[serde(default = "default_true")]
     pub audit_duplicates: bool,
 }
@@ -41,12 +51,19 @@ impl Default for ResolverSettings {
             free_mail_domains: Vec::new(),
             dedupe_max_entries: default_max_entries(),
             dedupe_max_age_hours: default_max_age_hours(),
+            threads_max_age_days: default_threads_max_age_days(),
+            threads_max_entries: default_threads_max_entries(),
             audit_duplicates: true,
         }
     }
 }
 
 impl ResolverSettings {
+    /// How long a thread link is kept, in milliseconds of record time.
+    pub fn threads_max_age_ms(&self) -> i64 {
+        days_to_ms(self.threads_max_age_days)
+    }
+
     /// Every problem with the settings, each naming its key.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
@@ -67,6 +84,17 @@ impl ResolverSettings {
                     .into(),
             );
         }
+        if self.threads_max_age_days == 0 || self.threads_max_age_days > MAX_THREADS_AGE_DAYS {
+            problems.push(format!(
+                "key `resolver.threads_max_age_days` (env MAILSTREAM_RESOLVER_THREADS_MAX_AGE_DAYS): must be from 1 to {MAX_THREADS_AGE_DAYS}"
+            ));
+        }
+        if self.threads_max_entries == 0 {
+            problems.push(
+                "key `resolver.threads_max_entries` (env MAILSTREAM_RESOLVER_THREADS_MAX_ENTRIES): must be at least 1"
+                    .into(),
+            );
+        }
         for domain in self.our_domains.iter().chain(&self.free_mail_domains) {
             if domain.contains('@') || domain.contains(char::is_whitespace) {
                 problems.push(format!(
@@ -76,6 +104,10 @@ impl ResolverSettings {
         }
         problems
     }
+}
+
+fn days_to_ms(days: u64) -> i64 {
+    i64::try_from(days.saturating_mul(86_400_000)).unwrap_or(i64::MAX)
 }
 
 fn default_deal_pattern() -> String {
@@ -88,6 +120,14 @@ fn default_max_entries() -> usize {
 
 fn default_max_age_hours() -> u64 {
     24 * 7
+}
+
+fn default_threads_max_age_days() -> u64 {
+    180
+}
+
+fn default_threads_max_entries() -> usize {
+    100_000
 }
 
 fn default_true() -> bool {

@@ -1,8 +1,11 @@
 //! Liveness and readiness, served on `/healthz` and `/readyz`, plus `/metrics`.
 //!
-//! Live: the processing loop has made progress (polled or committed) recently.
+//! Live: the processing loop has made progress (polled or committed) recently, or is restoring
+//! state for newly assigned partitions (a long restore is work, not a hang: killing the
+//! process for it would only start the restore over).
 //! Ready, all of:
-//! - the processor is initialised (transactions, schemas, subscription) and not shutting down;
+//! - the processor is initialised (transactions, schemas, subscription) and not shutting down,
+//!   and not restoring state;
 //! - the brokers are reachable (librdkafka has not reported all of them down);
 //! - the stream is not stalled: a batch that keeps failing (a dependency down, a record that
 //!   cannot be written) has not blocked progress for longer than `stall_timeout_ms`. Progress
@@ -43,6 +46,8 @@ pub struct Health {
     stall_timeout_ms: u64,
     /// When librdkafka reported every broker down; zero while they are reachable.
     brokers_down_since_ms: AtomicU64,
+    /// State of newly assigned partitions is being restored.
+    restoring: AtomicBool,
     failing: Mutex<Option<Failing>>,
 }
 
@@ -73,8 +78,17 @@ impl Health {
     }
 
     pub fn is_live(&self) -> bool {
-        now_ms().saturating_sub(self.last_beat_ms.load(Ordering::Relaxed))
-            < STALL_AFTER.as_millis() as u64
+        self.restoring.load(Ordering::Relaxed)
+            || now_ms().saturating_sub(self.last_beat_ms.load(Ordering::Relaxed))
+                < STALL_AFTER.as_millis() as u64
+    }
+
+    /// State restoration started (`true`) or ended (`false`): live, not ready, meanwhile.
+    pub fn set_restoring(&self, restoring: bool) {
+        self.restoring.store(restoring, Ordering::Relaxed);
+        if !restoring {
+            self.beat();
+        }
     }
 
     /// A batch committed, or a poll found nothing to do: whatever was failing is over.
@@ -119,6 +133,9 @@ impl Health {
     pub fn readiness(&self) -> Result<(), String> {
         if !self.ready.load(Ordering::Relaxed) {
             return Err("not ready: starting or shutting down".into());
+        }
+        if self.restoring.load(Ordering::Relaxed) {
+            return Err("not ready: restoring the state of newly assigned partitions".into());
         }
         let now = now_ms();
         let down_since = self.brokers_down_since_ms.load(Ordering::Relaxed);
@@ -225,6 +242,24 @@ mod tests {
         assert!(why.contains("[3]") && why.contains("too large"), "{why}");
         health.progressed();
         assert!(health.is_ready());
+    }
+
+    #[test]
+    fn restoring_is_live_but_not_ready() {
+        let health = Health::new();
+        health.set_ready(true);
+        health.last_beat_ms.store(0, Ordering::Relaxed);
+        assert!(!health.is_live(), "no beat for ages");
+        health.set_restoring(true);
+        assert!(health.is_live());
+        assert!(
+            health
+                .readiness()
+                .expect_err("restoring")
+                .contains("restoring")
+        );
+        health.set_restoring(false);
+        assert!(health.is_live() && health.is_ready());
     }
 
     #[test]

@@ -175,3 +175,29 @@ fn an_email_with_unknown_parents_starts_the_thread_of_its_oldest_reference() {
     let fresh = resolution().resolve(email("x@y.test"), &directory());
     assert_eq!(fresh.thread_id, "m1@mail.test");
 }
+
+#[test]
+fn a_parent_link_older_than_the_thread_age_does_not_count() {
+    let settings = ResolverSettings {
+        threads_max_age_days: 1,
+        ..ResolverSettings::default()
+    };
+    let resolution = Resolution::new(&settings).expect("valid settings");
+    let day = settings.threads_max_age_ms();
+    let reply = |received_at: i64| {
+        let mut e = email("ali@acme.io");
+        e.received_at = received_at;
+        e.in_reply_to = Some("first@acme.io".into());
+        e
+    };
+    // The parent was linked at 0: a day later it still counts, a millisecond more and it does not.
+    let in_time = resolution.resolve(reply(day), &directory());
+    assert_eq!(in_time.thread_parent.as_deref(), Some("first@acme.io"));
+    assert_eq!(in_time.deal_id.as_deref(), Some("42"));
+    let too_late = resolution.resolve(reply(day + 1), &directory());
+    assert!(too_late.thread_parent.is_none() && too_late.deal_id.is_none());
+    assert_eq!(
+        too_late.thread_id, "first@acme.io",
+        "its own thread, named by its reference"
+    );
+}

@@ -410,7 +410,10 @@ impl<P: Processor> Stream<P> {
                 codec: &self.codec,
             };
             let started = Instant::now();
-            match self.processor.on_assigned(&gained, &ctx).await {
+            self.health.set_restoring(true);
+            let restored = self.processor.on_assigned(&gained, &ctx).await;
+            self.health.set_restoring(false);
+            match restored {
                 Ok(()) => tracing::debug!(
                     processor = P::NAME,
                     partitions = ?gained,
