@@ -94,6 +94,7 @@ RUNTIME = obj(
         "batch_max_ms": integer("... or this many milliseconds after its first record.", 1),
         "transaction_timeout_ms": integer("Broker-side timeout of an open transaction; must exceed twice batch_max_ms.", 1),
         "retry_backoff_max_ms": integer("Upper bound of the backoff between retries of a transient failure.", 0),
+        "stall_timeout_ms": integer("/readyz turns not-ready once batches have failed this long without progress; 0 turns the check off.", 0),
         "log_level": string("A tracing filter such as info or info,mailstream_runtime=debug.", minLength=1),
         "otlp_endpoint": string("OTLP/HTTP endpoint for traces; export is off when empty.", pattern="^$|^https?://\\S+$"),
         "static_membership": boolean(
