@@ -107,25 +107,7 @@ impl std::fmt::Debug for IngestSettings {
     }
 }
 
-/// A secret that never shows in `Debug` output or logs.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    pub fn expose(&self) -> &[u8] {
-        self.0.as_bytes()
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
+pub use mailstream_runtime::config::Secret;
 
 /// The largest `spool_threshold_bytes`: what one session may hold in memory.
 pub const MAX_SPOOL_THRESHOLD: u64 = 16 * 1024 * 1024;
@@ -187,20 +169,12 @@ mod defaults {
 /// The runtime's lenient deserializers, plus the secret type.
 mod lenient {
     pub use mailstream_runtime::config::lenient::{list, opt_path, string};
+    pub use mailstream_runtime::config::opt_secret as secret;
     use serde::Deserializer;
-
-    use super::Secret;
 
     /// A path (a number-looking value stays text).
     pub fn path<'de, D: Deserializer<'de>>(d: D) -> Result<std::path::PathBuf, D::Error> {
         string(d).map(std::path::PathBuf::from)
-    }
-
-    /// A secret; an empty value is none.
-    pub fn secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
-        Ok(mailstream_runtime::config::lenient::opt_string(d)?
-            .filter(|s| !s.is_empty())
-            .map(Secret))
     }
 }
 
@@ -421,6 +395,11 @@ mod tests {
         assert_eq!(s.domains(), vec!["in.example.com", "b.org"]);
         assert_eq!(s.max_message_bytes, 1000);
         assert!(s.validate_serve().is_empty(), "{:?}", s.validate_serve());
+        assert_eq!(
+            s.hmac_secret.as_ref().map(Secret::expose),
+            Some("12345678901234567890"),
+            "the secret keeps every digit"
+        );
         assert!(
             !format!("{s:?}").contains("1234567890"),
             "secret not in Debug"

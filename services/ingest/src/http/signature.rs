@@ -51,7 +51,7 @@ pub struct Verifier {
 
 /// HMAC takes keys of any length, so this is `None` only in theory.
 fn mac(secret: &Secret) -> Option<HmacSha256> {
-    HmacSha256::new_from_slice(secret.expose()).ok()
+    HmacSha256::new_from_slice(secret.expose().as_bytes()).ok()
 }
 
 fn v2_prefix(mac: &mut HmacSha256, timestamp: &str, envelope: SignedEnvelope<'_>) {
