@@ -127,12 +127,15 @@ fn emails() -> Vec<ResolvedEmail> {
     ooo.email.auto_reply = Some(AutoReply {
         kind: "out-of-office".into(),
         evidence: "Auto-Submitted: auto-replied".into(),
+        ..AutoReply::default()
     });
     let mut bounce = email("bounce", "Undelivered Mail Returned to Sender");
     bounce.email.bounce = Some(Bounce {
         failed_recipients: vec![sender("bounce")],
         status: Some("5.1.1".into()),
         evidence: "multipart/report".into(),
+        class: Bounce::HARD.into(),
+        ..Bounce::default()
     });
     let mut list = email("list", "[dev] pricing thread");
     list.email.list = Some(ListInfo {

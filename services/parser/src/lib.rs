@@ -15,10 +15,13 @@
 //!
 //! Modules: [`parse`] (the entry point), [`normalize`] (ids, addresses, headers), [`bodies`]
 //! (text, HTML, tracking pixels), [`reply`] (quotes and signatures), [`attachments`],
-//! [`signals`] (auth, auto-reply, bounce, list), [`settings`].
+//! [`signals`] (auth, auto-reply, bounce, list), [`bounce`] (delivery reports, classified),
+//! [`autoreply`] (automatic replies, classified), [`settings`].
 
 pub mod attachments;
+pub mod autoreply;
 pub mod bodies;
+pub mod bounce;
 pub mod limits;
 pub mod normalize;
 pub mod parse;

@@ -20,6 +20,7 @@ use mail_parser::{Message, MessageParser, MimeHeaders, PartType};
 use mailstream_runtime::records::{Envelope, ParsedEmail};
 
 use crate::attachments::{self, Extracted};
+use crate::autoreply;
 use crate::bodies;
 use crate::limits::{self, CutBody};
 use crate::normalize;
@@ -76,7 +77,7 @@ pub struct Parsed {
 }
 
 /// mail-parser's header dispatch table, built once.
-static MIME: LazyLock<MessageParser> = LazyLock::new(MessageParser::default);
+pub(crate) static MIME: LazyLock<MessageParser> = LazyLock::new(MessageParser::default);
 
 /// Header fields of which an email has at least one.
 const EMAIL_FIELDS: &[&str] = &[
@@ -207,7 +208,19 @@ fn build(raw: &[u8], ctx: &ParseContext, keep_bytes: bool) -> Result<Parsed, Par
         cc,
         bcc,
         auth: signals::auth(&message),
-        auto_reply: signals::auto_reply(&message, subject.as_deref(), text.as_deref()),
+        auto_reply: signals::auto_reply(
+            &message,
+            &autoreply::Context {
+                subject: subject.as_deref(),
+                text: split
+                    .as_ref()
+                    .map(|s| s.stripped.as_str())
+                    .filter(|s| !s.trim().is_empty())
+                    .or(text.as_deref()),
+                from: from_email,
+                sent_ms: date.or(Some(ctx.received_at)),
+            },
+        ),
         bounce: signals::bounce(
             &message,
             from_email,

@@ -36,11 +36,16 @@ const CHARSETS: &[&str] = &[
 
 fn corpus() -> Vec<Vec<u8>> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .expect("fixtures")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| !p.to_string_lossy().ends_with(".json"))
-        .collect();
+    let list = |dir: &Path| -> Vec<_> {
+        std::fs::read_dir(dir)
+            .expect("fixtures")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && !p.to_string_lossy().ends_with(".json"))
+            .collect()
+    };
+    // The bounce fixtures (a subfolder) are mutated too.
+    let mut files = list(&dir);
+    files.extend(list(&dir.join("bounces")));
     files.sort();
     files
         .iter()

@@ -4,9 +4,10 @@
 //! the score, the status (`qualified`, `review`, `nurture`) and the breakdown that explains it:
 //! every rule that matched, its points and its evidence. Unless the email was excluded, it also
 //! writes the lead's latest state to the compacted `leads` table, keyed by the lead key (the
-//! contact id, else the sender's email). Auto-replies, bounces and list mail are excluded from
-//! scoring: tagged (`auto-reply`, `bounce`, `list`), given status `excluded`, and still written to
-//! `scored`, so nothing is lost.
+//! contact id, else the sender's email). Auto-replies, delivery reports and list mail are excluded
+//! from scoring: tagged (`auto-reply`, `list`, `bounce` for a failed delivery, `delayed`,
+//! `challenge`, `complaint`), given status `excluded`, and still written to `scored`, so nothing
+//! is lost.
 //!
 //! `leads` is last-write-wins in the order the scorer writes: the emails of one lead are spread
 //! over the partitions of `resolved` (keyed by message id), so an older email of a lead can be

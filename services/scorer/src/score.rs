@@ -6,9 +6,10 @@
 //! so the same input and the same rules always give the same record (the lead's `updated_at` is
 //! the email's `received_at`, not the time of scoring).
 //!
-//! Auto-replies, bounces and list mail are not scored: they get status `excluded`, score 0, an
-//! empty breakdown and the tags `auto-reply`, `bounce`, `list` that say why, and are still written
-//! to `scored` (never dropped), but not to `leads`.
+//! Auto-replies, delivery reports and list mail are not scored: they get status `excluded`, score
+//! 0, an empty breakdown and the tags that say why (`auto-reply`, `list`; `bounce` for a failed
+//! delivery only, `delayed`, `challenge` or `complaint` for the other reports), and are still
+//! written to `scored` (never dropped), but not to `leads`.
 
 use mailstream_runtime::records::{Lead, ResolvedEmail, RuleHit, ScoredLead};
 
@@ -57,12 +58,23 @@ impl RuleSet {
     }
 }
 
-/// Why an email is kept out of scoring (empty: it is scored).
+/// Why an email is kept out of scoring (empty: it is scored). Every delivery report is kept
+/// out, but only a failed delivery is tagged `bounce`: a delay warning, a challenge-response
+/// request and a complaint are tagged by their class (`delayed`, `challenge`, `complaint`).
 fn exclusion_tags(email: &ResolvedEmail) -> Vec<String> {
     let parsed = &email.email;
+    let report = parsed.bounce.as_ref();
+    let report_class = report.filter(|b| !b.is_failure()).map(|b| b.class.as_str());
     [
         (parsed.auto_reply.is_some(), "auto-reply"),
-        (parsed.bounce.is_some(), "bounce"),
+        (report.is_some_and(|b| b.is_failure()), "bounce"),
+        (report_class == Some("delayed"), "delayed"),
+        (report_class == Some("challenge"), "challenge"),
+        (report_class == Some("complaint"), "complaint"),
+        (
+            report_class.is_some_and(|c| !matches!(c, "delayed" | "challenge" | "complaint")),
+            "delivery-report",
+        ),
         (parsed.list.is_some(), "list"),
     ]
     .into_iter()
@@ -395,6 +407,7 @@ mod tests {
         e.email.auto_reply = Some(AutoReply {
             kind: "out-of-office".into(),
             evidence: "Auto-Submitted: auto-replied".into(),
+            ..AutoReply::default()
         });
         e.email.list = Some(ListInfo::default());
         let s = score(&e, &rules());
@@ -404,6 +417,15 @@ mod tests {
         let mut b = plain();
         b.email.bounce = Some(Bounce::default());
         assert_eq!(score(&b, &rules()).tags, ["bounce", "new-contact"]);
+        // A delay warning is excluded too, but it is not a failed delivery.
+        let mut d = plain();
+        d.email.bounce = Some(Bounce {
+            class: Bounce::DELAYED.into(),
+            ..Bounce::default()
+        });
+        let delayed = score(&d, &rules());
+        assert_eq!(delayed.status, Status::Excluded);
+        assert_eq!(delayed.tags, ["delayed", "new-contact"]);
         let scored = scored_record(e, &rules());
         assert_eq!(scored.status, "excluded");
         assert_eq!(lead_of(&scored), None, "excluded mail sets no lead state");

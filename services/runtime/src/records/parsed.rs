@@ -57,15 +57,109 @@ pub struct AutoReply {
     pub kind: String,
     /// The header or phrase that gave it away.
     pub evidence: String,
+    /// `out-of-office`, `left-company` (contact inactive), `unsubscribe` (opt-out) or
+    /// `auto-reply` (any other automatic answer).
+    pub class: String,
+    /// The stated return date of an out-of-office, ISO 8601 (`2027-01-15`).
+    pub return_date: Option<String>,
+    /// Who to write to instead, when a left-the-company reply names someone.
+    pub replacement: Option<Address>,
+    /// Language of the phrase that classified it (`en`, `de`, `ja`, ...).
+    pub language: Option<String>,
 }
 
-/// A delivery failure report.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+impl Default for AutoReply {
+    fn default() -> Self {
+        Self {
+            kind: String::new(),
+            evidence: String::new(),
+            class: AutoReply::GENERIC.into(),
+            return_date: None,
+            replacement: None,
+            language: None,
+        }
+    }
+}
+
+impl AutoReply {
+    /// The class of an automatic answer that is none of the others (the schema's default).
+    pub const GENERIC: &'static str = "auto-reply";
+}
+
+/// A delivery report: a failure (`hard`, `soft`, `undetermined`), a delay warning, a
+/// challenge-response request or a complaint (ARF feedback report). Only failures are bounces:
+/// see [`Bounce::is_failure`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bounce {
+    /// The recipients whose delivery failed (empty for delays, challenges and complaints).
     pub failed_recipients: Vec<String>,
     /// DSN status code such as `5.1.1`.
     pub status: Option<String>,
     pub evidence: String,
+    /// `hard`, `soft`, `undetermined`, `delayed`, `challenge`, `complaint` or `delivered`: the
+    /// worst class of the recipients (hard before soft before undetermined before delayed).
+    pub class: String,
+    /// Why, for the first failed recipient (`user-unknown`, `mailbox-full`, ...); for a
+    /// complaint, the feedback type (`abuse`, `opt-out`, ...).
+    pub reason: Option<String>,
+    /// Every recipient the report names, with what it says about each.
+    pub recipients: Vec<BounceRecipient>,
+}
+
+impl Default for Bounce {
+    fn default() -> Self {
+        Self {
+            failed_recipients: Vec::new(),
+            status: None,
+            evidence: String::new(),
+            class: Bounce::UNDETERMINED.into(),
+            reason: None,
+            recipients: Vec::new(),
+        }
+    }
+}
+
+impl Bounce {
+    pub const HARD: &'static str = "hard";
+    pub const SOFT: &'static str = "soft";
+    /// A failure whose permanence is unknown (also the class of records written before classes).
+    pub const UNDETERMINED: &'static str = "undetermined";
+    pub const DELAYED: &'static str = "delayed";
+    pub const CHALLENGE: &'static str = "challenge";
+    pub const COMPLAINT: &'static str = "complaint";
+
+    /// Whether the report says a delivery failed (`hard`, `soft`, `undetermined`): what a bounce
+    /// means downstream. Delays, challenges and complaints are not failed deliveries.
+    pub fn is_failure(&self) -> bool {
+        is_failure_class(&self.class)
+    }
+}
+
+/// Whether a bounce class is a failed delivery.
+pub fn is_failure_class(class: &str) -> bool {
+    matches!(class, Bounce::HARD | Bounce::SOFT | Bounce::UNDETERMINED)
+}
+
+/// What a delivery report says about one recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct BounceRecipient {
+    /// The recipient (DSN `Final-Recipient`), normalized.
+    pub address: String,
+    /// The address as the sender wrote it (DSN `Original-Recipient`), when it differs.
+    pub original: Option<String>,
+    /// DSN `Action`: `failed`, `delayed`, `delivered`, `relayed`, `expanded`.
+    pub action: Option<String>,
+    /// Status code such as `5.1.1`.
+    pub status: Option<String>,
+    /// What the remote server or the reporting MTA said (DSN `Diagnostic-Code`), unfolded.
+    pub diagnostic: Option<String>,
+    /// The remote server (DSN `Remote-MTA`).
+    pub remote_mta: Option<String>,
+    /// `hard`, `soft`, `undetermined`, `delayed`, `challenge`, `complaint` or `delivered`.
+    pub class: String,
+    /// `user-unknown`, `mailbox-full`, `host-unknown`, `blocked`, ... (see the parser's
+    /// `bounce::classify`).
+    pub reason: Option<String>,
 }
 
 /// Mailing-list markers.
@@ -183,11 +277,27 @@ mod tests {
             auto_reply: Some(AutoReply {
                 kind: "out-of-office".into(),
                 evidence: "Subject: Out of office".into(),
+                class: "left-company".into(),
+                return_date: Some("2027-01-15".into()),
+                replacement: Some(address("d@example.com", Some("Dee"))),
+                language: Some("de".into()),
             }),
             bounce: Some(Bounce {
                 failed_recipients: vec!["x@example.com".into()],
                 status: Some("5.1.1".into()),
                 evidence: "multipart/report".into(),
+                class: Bounce::HARD.into(),
+                reason: Some("user-unknown".into()),
+                recipients: vec![BounceRecipient {
+                    address: "x@example.com".into(),
+                    original: Some("X@Example.com".into()),
+                    action: Some("failed".into()),
+                    status: Some("5.1.1".into()),
+                    diagnostic: Some("smtp; 550 5.1.1 no such user".into()),
+                    remote_mta: Some("mx.example.com".into()),
+                    class: Bounce::HARD.into(),
+                    reason: Some("user-unknown".into()),
+                }],
             }),
             list: Some(ListInfo {
                 list_id: Some("dev.lists.example.com".into()),
