@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,13 +22,12 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use mailstream_runtime::AvroRecord;
 use mailstream_runtime::records::{
-    AccountMatch, Address, Attachment, AuthResults, Contact, ContactMatch, CrmResult, Disposition,
-    NewContactProposal, ParsedEmail, ResolvedEmail, RuleHit, ScoredLead,
+    Attachment, AuthResults, Contact, ContactMatch, CrmResult, Disposition, RuleHit, ScoredLead,
 };
-use mailstream_tests::crm::Cut;
+use mailstream_tests::crm::{Cut, crm_results, produce_leads, scored_lead, sink_log, spawn_sink};
 use mailstream_tests::crm_db::{TABLES, schema_of};
 use mailstream_tests::pipeline;
-use mailstream_tests::{TestEnv, collect, decode, free_port, http_get, log_dir, now_ms, terminate};
+use mailstream_tests::{TestEnv, collect, decode, free_port, http_get, now_ms, terminate};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -39,69 +38,19 @@ fn sha(seed: &str) -> String {
 }
 
 /// A scored lead from an unknown sender (so the resolver proposed a new contact) at account
-/// `acct-1`.
+/// `acct-1`, with quoted history in its text (the sink writes the stripped text) and passing
+/// SPF and DKIM.
 fn lead(message_id: &str, sender: &str, received_at: i64) -> ScoredLead {
-    let domain = sender.rsplit_once('@').map(|(_, d)| d.to_string());
-    let subject = Some(format!("Pricing question {message_id}"));
-    ScoredLead {
-        message_id: message_id.into(),
-        received_at,
-        lead_key: sender.into(),
-        sender_email: Some(sender.into()),
-        sender_domain: domain.clone(),
-        subject: subject.clone(),
-        account_id: Some("acct-1".into()),
-        thread_id: message_id.into(),
-        score: 25,
-        status: "review".into(),
-        breakdown: vec![RuleHit {
-            rule_id: "subject-intent".into(),
-            points: 25,
-            evidence: "subject mentions \"pricing\"".into(),
-        }],
-        rules_version: "0123456789ab".into(),
-        resolved: ResolvedEmail {
-            message_id: message_id.into(),
-            received_at,
-            email: ParsedEmail {
-                message_id: message_id.into(),
-                ingest_id: format!("i-{message_id}"),
-                received_at,
-                subject,
-                from: Some(Address {
-                    email: sender.into(),
-                    name: Some("Sam Sender".into()),
-                }),
-                text: Some("Hello, what does it cost?\n\n> earlier".into()),
-                stripped_text: Some("Hello, what does it cost?".into()),
-                auth: AuthResults {
-                    spf: Some("pass".into()),
-                    dkim: Some("pass".into()),
-                    dmarc: None,
-                },
-                ..ParsedEmail::default()
-            },
-            recipients: vec!["sales@in.example.com".into()],
-            sender_email: Some(sender.into()),
-            sender_domain: domain.clone(),
-            account: Some(AccountMatch {
-                account_id: "acct-1".into(),
-                name: Some("Client Co".into()),
-                domain: domain.clone(),
-                target_account: true,
-                matched_by: "domain".into(),
-            }),
-            new_contact: Some(NewContactProposal {
-                email: sender.into(),
-                name: Some("Sam Sender".into()),
-                domain,
-                account_id: Some("acct-1".into()),
-            }),
-            thread_id: message_id.into(),
-            ..ResolvedEmail::default()
-        },
-        ..ScoredLead::default()
-    }
+    let mut l = scored_lead(message_id, sender, "acct-1", None, received_at);
+    let email = &mut l.resolved.email;
+    email.text = Some("Hello, what does it cost?\n\n> earlier".into());
+    email.stripped_text = Some("Hello, what does it cost?".into());
+    email.auth = AuthResults {
+        spf: Some("pass".into()),
+        dkim: Some("pass".into()),
+        dmarc: None,
+    };
+    l
 }
 
 /// The same lead from a known contact.
@@ -132,35 +81,13 @@ fn attach(mut l: ScoredLead, name: Option<&str>, sha256: &str) -> ScoredLead {
     l
 }
 
-async fn produce(env: &TestEnv, leads: &[ScoredLead]) {
-    let mut records = Vec::new();
-    for l in leads {
-        let value = l.clone().into_avro().expect("to avro");
-        records.push((l.message_id.clone(), env.encode("scored", value).await));
-    }
-    env.produce("scored", records).await;
-}
-
+/// The crm-results, with their message ids.
 async fn results(env: &TestEnv, want: usize) -> Vec<(String, CrmResult)> {
-    let seen = collect(
-        &env.consumer(&["crm-results"]),
-        want,
-        Duration::from_secs(120),
-        Duration::from_secs(3),
-    )
-    .await;
-    let mut out = Vec::new();
-    for record in seen {
-        let value = decode(env.registry(), record.payload.as_deref().expect("payload")).await;
-        let result = CrmResult::from_avro(value).expect("a CrmResult");
-        assert_eq!(
-            record.key.as_deref(),
-            Some(result.message_id.as_str()),
-            "keyed by message_id"
-        );
-        out.push((result.message_id.clone(), result));
-    }
-    out
+    crm_results(env, want, Duration::from_secs(120))
+        .await
+        .into_iter()
+        .map(|r| (r.message_id.clone(), r))
+        .collect()
 }
 
 fn count(results: &[(String, CrmResult)], outcome: &str) -> usize {
@@ -252,18 +179,6 @@ async fn metric_eventually(port: u16, name: &str, labels: &[(&str, &str)], want:
     }
 }
 
-fn sink(env: &TestEnv, instance: &str, port: u16, settings: &[(&str, &str)]) -> Child {
-    let addr = format!("127.0.0.1:{port}");
-    let mut extra = vec![("MAILSTREAM_HTTP_ADDR", addr.as_str())];
-    extra.extend_from_slice(settings);
-    env.spawn("crm-sink", instance, &extra)
-}
-
-fn log_of(env: &TestEnv, instance: &str) -> String {
-    std::fs::read_to_string(log_dir().join(format!("{}crm-sink-{instance}.log", env.prefix)))
-        .unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_writes_each_message_once_and_a_replay_changes_no_row() {
     let env = TestEnv::new("crmpg");
@@ -319,10 +234,10 @@ async fn postgres_writes_each_message_once_and_a_replay_changes_no_row() {
     let records: Vec<ScoredLead> = newest.iter().chain(&rest).cloned().collect();
 
     let port = free_port();
-    let mut run = sink(&env, "a", port, &settings);
-    produce(&env, &newest).await;
+    let mut run = spawn_sink(&env, "a", port, &settings);
+    produce_leads(&env, &newest).await;
     assert_eq!(results(&env, newest.len()).await.len(), newest.len());
-    produce(&env, &rest).await;
+    produce_leads(&env, &rest).await;
     let first = results(&env, records.len()).await;
     assert_eq!(
         first.len(),
@@ -558,7 +473,7 @@ async fn postgres_writes_each_message_once_and_a_replay_changes_no_row() {
 
     reset_offsets(&env);
     let port = free_port();
-    let mut replay = sink(&env, "a", port, &settings);
+    let mut replay = spawn_sink(&env, "a", port, &settings);
     let all = results(&env, 2 * records.len()).await;
     assert_eq!(
         all.len(),
@@ -596,7 +511,7 @@ async fn postgres_writes_each_message_once_and_a_replay_changes_no_row() {
         "the replay changed nothing: {outcomes:?}"
     );
     assert_eq!((unchanged, activities, unique), (7.0, 0.0, 0.0));
-    let log = log_of(&env, "a");
+    let log = sink_log(&env, "a");
     assert!(!log.contains("sam@client.test") && !log.contains("kim@client.test"));
 }
 
@@ -642,7 +557,7 @@ async fn postgres_dead_letters_a_rejected_message_and_keeps_the_rest_of_its_batc
             .expect("delivered");
     }
     let port = free_port();
-    let mut run = sink(
+    let mut run = spawn_sink(
         &env,
         "a",
         port,
@@ -705,7 +620,7 @@ async fn dry_run_logs_the_writes_and_makes_none() {
         known(lead("dry-2@client.test", "kim@client.test", t), "c-known"),
         excluded,
     ];
-    let mut run = sink(
+    let mut run = spawn_sink(
         &env,
         "a",
         free_port(),
@@ -715,7 +630,7 @@ async fn dry_run_logs_the_writes_and_makes_none() {
             ("MAILSTREAM_CRM_SINK_DRY_RUN", "true"),
         ],
     );
-    produce(&env, &records).await;
+    produce_leads(&env, &records).await;
     let seen = results(&env, 3).await;
     terminate(&mut run, Duration::from_secs(30));
     assert_eq!(
@@ -742,7 +657,7 @@ async fn dry_run_logs_the_writes_and_makes_none() {
         0,
         "a dry run creates nothing, not even the schema"
     );
-    let log = log_of(&env, "a");
+    let log = sink_log(&env, "a");
     assert!(log.contains("dry run: would write"), "{log}");
     assert!(log.contains("insert-activity") && log.contains("dry-1@client.test"));
     assert!(!log.contains("sam@client.test"), "no addresses in the logs");
@@ -979,7 +894,7 @@ async fn rest_backend_rides_out_faults_without_losing_or_duplicating() {
         lead("rest-plain-4@client.test", "j@client.test", t),
     ];
     let poison = ["rest-poison-1@client.test", "rest-poison-2@client.test"];
-    let mut run = sink(
+    let mut run = spawn_sink(
         &env,
         "a",
         free_port(),
@@ -996,7 +911,7 @@ async fn rest_backend_rides_out_faults_without_losing_or_duplicating() {
             ("MAILSTREAM_CRM_SINK_MAX_CONCURRENCY", "2"),
         ],
     );
-    produce(&env, &records).await;
+    produce_leads(&env, &records).await;
     let seen = results(&env, records.len() - poison.len()).await;
     let dlq = collect(
         &env.consumer(&["scored.dlq"]),
@@ -1121,7 +1036,7 @@ async fn rest_backend_rides_out_faults_without_losing_or_duplicating() {
         "a rejected attachment is not retried: a follow-up"
     );
     drop(crm);
-    let log = log_of(&env, "a");
+    let log = sink_log(&env, "a");
     assert!(!log.contains(TOKEN), "the token is never logged");
     assert!(!log.contains("sam@client.test"), "no addresses in the logs");
 }
@@ -1144,7 +1059,7 @@ async fn a_database_outage_stalls_the_sink_and_loses_nothing() {
         config.get_dbname().unwrap_or("mailstream")
     );
     let metrics_port = free_port();
-    let mut run = sink(
+    let mut run = spawn_sink(
         &env,
         "a",
         metrics_port,
@@ -1166,7 +1081,7 @@ async fn a_database_outage_stalls_the_sink_and_loses_nothing() {
             })
             .collect()
     };
-    produce(&env, &batch(0)).await;
+    produce_leads(&env, &batch(0)).await;
     assert_eq!(
         results(&env, 3).await.len(),
         3,
@@ -1174,7 +1089,7 @@ async fn a_database_outage_stalls_the_sink_and_loses_nothing() {
     );
 
     proxy.cut();
-    produce(&env, &batch(3)).await;
+    produce_leads(&env, &batch(3)).await;
     let during = collect(
         &env.consumer(&["crm-results"]),
         4,
@@ -1222,7 +1137,7 @@ async fn a_database_outage_stalls_the_sink_and_loses_nothing() {
         .expect("count");
     assert_eq!(rows.get::<_, i64>(0), 6);
     assert!(
-        log_of(&env, "a").contains("transient failure"),
+        sink_log(&env, "a").contains("transient failure"),
         "the runtime retried the batch"
     );
 }
@@ -1324,7 +1239,7 @@ async fn hubspot_backend_upserts_contacts_and_creates_each_email_once() {
     first.deal_id = Some("901".into());
     let second = lead("hs-2@client.test", "sam@client.test", t + 1);
     let records = vec![first.clone(), second, first];
-    let mut run = sink(
+    let mut run = spawn_sink(
         &env,
         "a",
         free_port(),
@@ -1334,7 +1249,7 @@ async fn hubspot_backend_upserts_contacts_and_creates_each_email_once() {
             ("MAILSTREAM_CRM_SINK_TOKEN", TOKEN),
         ],
     );
-    produce(&env, &records).await;
+    produce_leads(&env, &records).await;
     let seen = results(&env, 3).await;
     terminate(&mut run, Duration::from_secs(30));
     assert_eq!(seen.len(), 3, "{seen:?}");
@@ -1404,10 +1319,10 @@ async fn postgres_throughput() {
         })
         .collect();
     for chunk in records.chunks(500) {
-        produce(&env, chunk).await;
+        produce_leads(&env, chunk).await;
     }
     let port = free_port();
-    let mut run = sink(
+    let mut run = spawn_sink(
         &env,
         "a",
         port,

@@ -9,12 +9,10 @@
 use std::time::{Duration, Instant};
 
 use mailstream_runtime::AvroRecord;
-use mailstream_runtime::records::{
-    Address, Attachment, CrmResult, Disposition, NewContactProposal, ParsedEmail, ResolvedEmail,
-    ScoredLead,
-};
+use mailstream_runtime::records::{Attachment, Disposition, ScoredLead};
+use mailstream_tests::crm::{crm_results, scored_lead, spawn_sink};
 use mailstream_tests::crm_db::{TABLES, database_url, psql, schema_of, snapshot};
-use mailstream_tests::{TestEnv, collect, decode_as, free_port, now_ms, terminate};
+use mailstream_tests::{TestEnv, collect, free_port, now_ms, terminate};
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use rdkafka::producer::FutureRecord;
@@ -30,45 +28,7 @@ fn random(n: usize) -> String {
 
 /// A scored lead from an unknown sender (the resolver proposed a new contact).
 fn lead(message_id: &str, sender: &str, received_at: i64) -> ScoredLead {
-    let subject = Some(format!("Pricing question {}", &message_id[..8]));
-    ScoredLead {
-        message_id: message_id.into(),
-        received_at,
-        lead_key: sender.into(),
-        sender_email: Some(sender.into()),
-        subject: subject.clone(),
-        thread_id: message_id.into(),
-        score: 25,
-        status: "review".into(),
-        rules_version: "0123456789ab".into(),
-        resolved: ResolvedEmail {
-            message_id: message_id.into(),
-            received_at,
-            email: ParsedEmail {
-                message_id: message_id.into(),
-                ingest_id: format!("i-{}", &message_id[..8]),
-                received_at,
-                subject,
-                from: Some(Address {
-                    email: sender.into(),
-                    name: Some("Sam Sender".into()),
-                }),
-                text: Some("Hello, what does it cost?".into()),
-                ..ParsedEmail::default()
-            },
-            recipients: vec!["sales@in.example.com".into()],
-            sender_email: Some(sender.into()),
-            new_contact: Some(NewContactProposal {
-                email: sender.into(),
-                name: Some("Sam Sender".into()),
-                domain: Some("client.test".into()),
-                account_id: None,
-            }),
-            thread_id: message_id.into(),
-            ..ResolvedEmail::default()
-        },
-        ..ScoredLead::default()
-    }
+    scored_lead(message_id, sender, "acct-h", None, received_at)
 }
 
 /// The hostile emails (each named), in the order they are sent.
@@ -136,26 +96,13 @@ async fn send_in_order(env: &TestEnv, leads: &[&ScoredLead]) {
     }
 }
 
-/// The crm-results written so far, once `want` are there (or after `timeout`).
-async fn results(env: &TestEnv, want: usize, timeout: Duration) -> Vec<CrmResult> {
-    let seen = collect(
-        &env.consumer(&["crm-results"]),
-        want,
-        timeout,
-        Duration::from_secs(1),
-    )
-    .await;
-    decode_as(env.registry(), &seen, |r: &CrmResult| &r.message_id).await
-}
-
 fn sink(env: &TestEnv, schema: &str) -> std::process::Child {
     let url = database_url();
-    let addr = format!("127.0.0.1:{}", free_port());
-    env.spawn(
-        "crm-sink",
+    spawn_sink(
+        env,
         "a",
+        free_port(),
         &[
-            ("MAILSTREAM_HTTP_ADDR", addr.as_str()),
             ("MAILSTREAM_CRM_SINK_DATABASE_URL", url.as_str()),
             ("MAILSTREAM_CRM_SINK_SCHEMA", schema),
         ],
@@ -193,7 +140,7 @@ async fn oversized_fields_reach_the_crm_and_hold_up_nothing() {
     let mut run = sink(&env, &schema);
     send_in_order(&env, &[&warmup]).await;
     assert_eq!(
-        results(&env, 1, Duration::from_secs(120)).await.len(),
+        crm_results(&env, 1, Duration::from_secs(120)).await.len(),
         1,
         "the sink is up"
     );
@@ -201,7 +148,7 @@ async fn oversized_fields_reach_the_crm_and_hold_up_nothing() {
     let behind: Vec<&ScoredLead> = hostile.iter().map(|(_, l)| l).chain([&canary]).collect();
     send_in_order(&env, &behind).await;
     let canary_seen = loop {
-        let seen = results(&env, 1 + hostile.len(), Duration::from_secs(2)).await;
+        let seen = crm_results(&env, 1 + hostile.len(), Duration::from_secs(2)).await;
         if seen.iter().any(|r| r.message_id == canary.message_id) {
             break sent.elapsed();
         }
@@ -210,7 +157,7 @@ async fn oversized_fields_reach_the_crm_and_hold_up_nothing() {
             "the canary is held up behind the hostile emails"
         );
     };
-    let first = results(&env, hostile.len() + 1, Duration::from_secs(30)).await;
+    let first = crm_results(&env, hostile.len() + 1, Duration::from_secs(30)).await;
     let dlq = collect(
         &env.consumer(&["scored.dlq"]),
         1,
@@ -283,7 +230,7 @@ async fn oversized_fields_reach_the_crm_and_hold_up_nothing() {
     let before = snapshot(&schema);
     env.reset_to_earliest("crm-sink");
     let mut replay = sink(&env, &schema);
-    let all = results(&env, 2 * first.len(), Duration::from_secs(60)).await;
+    let all = crm_results(&env, 2 * first.len(), Duration::from_secs(60)).await;
     terminate(&mut replay, Duration::from_secs(30));
     assert_eq!(all.len(), 2 * first.len(), "a result per record, again");
     assert_eq!(
