@@ -7,10 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use apache_avro::types::Value;
 use mailstream_tests::pipeline::metric;
 use mailstream_tests::{
-    Seen, TestEnv, bench_record, collect, decode, free_port, http_get, terminate,
+    Seen, TestEnv, bench_id, bench_record, collect, decode, free_port, http_get, terminate,
 };
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
@@ -43,20 +42,32 @@ async fn alter_topic(env: &TestEnv, logical: &str, entries: &[(&str, &str)]) {
 async fn ids(env: &TestEnv, seen: &[Seen]) -> Vec<String> {
     let mut ids = Vec::new();
     for record in seen {
-        let value = decode(env.registry(), record.payload.as_deref().expect("payload")).await;
-        let Value::Record(fields) = value else {
-            panic!("not a record")
-        };
-        let id = fields
-            .into_iter()
-            .find_map(|(name, v)| match (name.as_str(), v) {
-                ("id", Value::String(s)) => Some(s),
-                _ => None,
-            })
-            .expect("an id");
-        ids.push(id);
+        let payload = record.payload.as_deref().expect("payload");
+        ids.push(bench_id(&decode(env.registry(), payload).await));
     }
     ids
+}
+
+/// Runs the pass-through until `want` outputs came out, then reads the dead letters: (the
+/// outputs' ids in order, the dead letters).
+async fn pass_through(env: &TestEnv, want: usize) -> (Vec<String>, Vec<Seen>) {
+    let mut child = env.spawn("passthrough", "a", &[]);
+    let out = collect(
+        &env.consumer(&[OUT]),
+        want,
+        Duration::from_secs(90),
+        Duration::from_secs(3),
+    )
+    .await;
+    let dlq = collect(
+        &env.consumer(&[DLQ]),
+        1,
+        Duration::from_secs(30),
+        Duration::from_secs(1),
+    )
+    .await;
+    terminate(&mut child, Duration::from_secs(30));
+    (ids(env, &out).await, dlq)
 }
 
 /// Produces bench records `(id, payload size)` under one key, so they share a partition.
@@ -76,23 +87,8 @@ async fn an_output_over_its_topic_budget_is_dead_lettered_and_the_stream_goes_on
     let env = TestEnv::new("budget");
     // bench.out takes the broker default (1,048,588 bytes); its record budget is 64 KiB less.
     produce(&env, &[("before", 10), ("huge", 990_000), ("after", 10)]).await;
-    let mut child = env.spawn("passthrough", "a", &[]);
-    let out = collect(
-        &env.consumer(&[OUT]),
-        2,
-        Duration::from_secs(60),
-        Duration::from_secs(2),
-    )
-    .await;
-    let dlq = collect(
-        &env.consumer(&[DLQ]),
-        1,
-        Duration::from_secs(30),
-        Duration::from_secs(1),
-    )
-    .await;
-    terminate(&mut child, Duration::from_secs(30));
-    assert_eq!(ids(&env, &out).await, ["before", "after"]);
+    let (out, dlq) = pass_through(&env, 2).await;
+    assert_eq!(out, ["before", "after"]);
     assert_eq!(dlq.len(), 1, "only the oversized record is dead-lettered");
     let h = &dlq[0].headers;
     assert_eq!(h["mailstream.error.class"], "record-too-large");
@@ -115,24 +111,9 @@ async fn an_output_the_broker_refuses_is_retried_alone_then_dead_lettered() {
         &[("one", 10), ("two", 10), ("big", 200_000), ("three", 10)],
     )
     .await;
-    let mut child = env.spawn("passthrough", "a", &[]);
-    let out = collect(
-        &env.consumer(&[OUT]),
-        3,
-        Duration::from_secs(90),
-        Duration::from_secs(3),
-    )
-    .await;
-    let dlq = collect(
-        &env.consumer(&[DLQ]),
-        1,
-        Duration::from_secs(30),
-        Duration::from_secs(1),
-    )
-    .await;
-    terminate(&mut child, Duration::from_secs(30));
+    let (out, dlq) = pass_through(&env, 3).await;
     assert_eq!(
-        ids(&env, &out).await,
+        out,
         ["one", "two", "three"],
         "the refused record's neighbours come out exactly once, in order"
     );

@@ -8,7 +8,7 @@ use std::time::Duration;
 use apache_avro::types::Value;
 use mailstream_tests::pipeline::metric;
 use mailstream_tests::{
-    TestEnv, bench_record, collect, decode, free_port, http_get, output, terminate,
+    TestEnv, bench_id, bench_record, collect, decode, free_port, http_get, output, terminate,
 };
 use rand::Rng;
 
@@ -23,19 +23,6 @@ async fn produce_bench(env: &TestEnv, ids: std::ops::Range<usize>, size: usize) 
         records.push((id, payload));
     }
     env.produce(IN, records).await;
-}
-
-fn id_of(value: &Value) -> String {
-    match value {
-        Value::Record(fields) => fields
-            .iter()
-            .find_map(|(name, v)| match (name.as_str(), v) {
-                ("id", Value::String(s)) => Some(s.clone()),
-                _ => None,
-            })
-            .expect("record has an id"),
-        other => panic!("not a record: {other:?}"),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,10 +65,10 @@ async fn passthrough_moves_every_record_exactly_once() {
     let mut ids = BTreeMap::new();
     for record in &seen {
         let value = decode(env.registry(), record.payload.as_deref().expect("payload")).await;
-        *ids.entry(id_of(&value)).or_insert(0) += 1;
+        *ids.entry(bench_id(&value)).or_insert(0) += 1;
         assert_eq!(
             record.key.as_deref(),
-            Some(id_of(&value).as_str()),
+            Some(bench_id(&value).as_str()),
             "key kept"
         );
         assert!(record.headers.contains_key("mailstream.correlation_id"));
@@ -228,7 +215,7 @@ async fn poison_record_goes_to_the_dlq_with_headers_and_the_stream_goes_on() {
 
     let mut ids = Vec::new();
     for record in &out {
-        ids.push(id_of(
+        ids.push(bench_id(
             &decode(env.registry(), record.payload.as_deref().expect("payload")).await,
         ));
     }

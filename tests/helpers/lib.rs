@@ -288,6 +288,20 @@ impl TestEnv {
     }
 }
 
+/// The id of a bench record (the pass-through's schema).
+pub fn bench_id(value: &Value) -> String {
+    match value {
+        Value::Record(fields) => fields
+            .iter()
+            .find_map(|(name, v)| match (name.as_str(), v) {
+                ("id", Value::String(s)) => Some(s.clone()),
+                _ => None,
+            })
+            .expect("record has an id"),
+        other => panic!("not a record: {other:?}"),
+    }
+}
+
 /// A bench record (the pass-through's schema) with id `id` and `size` random (incompressible)
 /// payload bytes.
 pub fn bench_record(id: &str, size: usize) -> Value {
