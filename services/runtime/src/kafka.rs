@@ -6,7 +6,7 @@
 //! and its open transaction is aborted at once instead of blocking readers until it times out.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rdkafka::client::ClientContext;
@@ -288,12 +288,15 @@ pub struct Rejection {
 #[derive(Default)]
 pub struct DeliveryContext {
     rejected: Mutex<HashMap<(i32, i64), Rejection>>,
+    /// Whether `rejected` may hold anything: every record asks, almost always of an empty map.
+    any: AtomicBool,
 }
 
 impl DeliveryContext {
     /// Remembers that what `source` produced was refused.
     pub fn reject(&self, source: Source, reason: String) {
         if let Ok(mut rejected) = self.rejected.lock() {
+            self.any.store(true, Ordering::SeqCst);
             let entry = rejected
                 .entry((source.partition, source.offset))
                 .or_default();
@@ -311,6 +314,9 @@ impl DeliveryContext {
     /// What is known of input `partition`/`offset`, if anything it produced was refused. Kept
     /// until a batch commits, so a pass that fails for another reason does not lose it.
     pub fn rejection(&self, partition: i32, offset: i64) -> Option<Rejection> {
+        if !self.any.load(Ordering::SeqCst) {
+            return None;
+        }
         self.rejected
             .lock()
             .ok()?
@@ -329,8 +335,12 @@ impl DeliveryContext {
 
     /// A batch committed: the rejected inputs it held are written or dead-lettered.
     pub fn forget_all(&self) {
+        if !self.any.load(Ordering::SeqCst) {
+            return;
+        }
         if let Ok(mut rejected) = self.rejected.lock() {
             rejected.clear();
+            self.any.store(false, Ordering::SeqCst);
         }
     }
 
@@ -338,6 +348,7 @@ impl DeliveryContext {
     pub fn forget_partition(&self, partition: i32) {
         if let Ok(mut rejected) = self.rejected.lock() {
             rejected.retain(|(p, _), _| *p != partition);
+            self.any.store(!rejected.is_empty(), Ordering::SeqCst);
         }
     }
 }

@@ -354,11 +354,11 @@ impl<P: Processor> Stream<P> {
             }
             // A record something was refused for goes in a transaction of its own, so what
             // the broker refuses next time is surely its own.
-            let suspect = self
+            let rejection = self
                 .producer
                 .context()
-                .rejection(message.partition, message.offset)
-                .is_some();
+                .rejection(message.partition, message.offset);
+            let suspect = rejection.is_some();
             if suspect && !batch.is_empty() {
                 self.unread(&message)?;
                 return Ok(());
@@ -368,7 +368,7 @@ impl<P: Processor> Stream<P> {
                 message.offset,
                 message.payload.as_ref().map_or(0, Vec::len),
             );
-            self.handle(message).await?;
+            self.handle(message, rejection).await?;
             if suspect {
                 return Ok(());
             }
@@ -460,8 +460,13 @@ impl<P: Processor> Stream<P> {
             })
     }
 
-    /// Processes one record and sends its outputs, or its dead letter.
-    async fn handle(&mut self, record: ConsumedRecord) -> Result<(), BatchFailure> {
+    /// Processes one record and sends its outputs, or its dead letter. `rejection`: what an
+    /// earlier pass found refused of its outputs (the record is then alone in its batch).
+    async fn handle(
+        &mut self,
+        record: ConsumedRecord,
+        rejection: Option<Rejection>,
+    ) -> Result<(), BatchFailure> {
         let started = Instant::now();
         let correlation_id = record
             .header_str(headers::CORRELATION_ID)
@@ -472,11 +477,7 @@ impl<P: Processor> Stream<P> {
             dead_letter: false,
         };
         // Something this record produced was refused on an earlier pass: it is alone now.
-        if let Some(rejection) = self
-            .producer
-            .context()
-            .rejection(record.partition, record.offset)
-        {
+        if let Some(rejection) = rejection {
             self.producer
                 .context()
                 .alone(record.partition, record.offset);
