@@ -21,8 +21,8 @@
 //! the default 1 MiB, under the 8 MiB `parsed` cap with room for what the resolver and scorer
 //! add. The parser's settings refuse a `max_body_bytes` whose bound would not leave that room.
 
+use mailstream_runtime::blob::shortened;
 use mailstream_runtime::records::{Address, ParsedEmail, Truncation};
-use sha2::{Digest, Sha256};
 
 /// The longest single string (subject, address, display name, header value, signature).
 pub const MAX_FIELD_BYTES: usize = 16 * 1024;
@@ -341,15 +341,10 @@ impl Cuts {
     /// An id over the limit is replaced by its first bytes and a digest of the whole: the
     /// same long id always maps to the same short one, so dedupe and threads still work.
     fn id(&mut self, id: &mut String, field: &str) {
-        if id.len() <= MAX_ID_BYTES {
-            return;
+        if let Some(short) = shortened(id, MAX_ID_BYTES, MAX_ID_BYTES / 2) {
+            self.note(field, id.len());
+            *id = short;
         }
-        self.note(field, id.len());
-        let digest = Sha256::digest(id.as_bytes());
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        cut(id, MAX_ID_BYTES / 2);
-        id.push_str("~sha256:");
-        id.push_str(&hex);
     }
 
     fn address(&mut self, address: &mut Address, budget: &mut usize) {

@@ -40,6 +40,24 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex
 }
 
+/// `value` cut to a stable stand-in when it is over `max_bytes`: its first `kept_bytes` (less,
+/// at a character boundary) and `~sha256:<hex of the whole>`. The same long value always
+/// gives the same stand-in, so whatever it keys still matches. `None` when it fits.
+pub fn shortened(value: &str, max_bytes: usize, kept_bytes: usize) -> Option<String> {
+    if value.len() <= max_bytes {
+        return None;
+    }
+    let mut cut = kept_bytes.min(value.len());
+    while !value.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    Some(format!(
+        "{}~sha256:{}",
+        &value[..cut],
+        sha256_hex(value.as_bytes())
+    ))
+}
+
 impl BlobStore {
     /// Opens the store at `url` (`file:///var/lib/mailstream/blobs`, `s3://bucket/prefix`).
     /// A local directory is created if missing.

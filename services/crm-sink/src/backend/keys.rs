@@ -10,7 +10,7 @@
 //! Keys that are values the CRM shows (message ids, addresses, filenames) keep their full text:
 //! the PostgreSQL tables index their digest instead (`crm_key`, see `postgres_sql.rs`).
 
-use mailstream_runtime::blob::sha256_hex;
+use mailstream_runtime::blob::shortened;
 
 /// The longest id written as it is, in bytes.
 pub const MAX_ID_BYTES: usize = 512;
@@ -20,19 +20,13 @@ pub const KEPT_BYTES: usize = 64;
 
 /// `id` as the CRM keys it: itself when short, else a prefix and its digest.
 pub fn fit_id(id: &str) -> String {
-    if id.len() <= MAX_ID_BYTES {
-        return id.to_string();
-    }
-    let mut cut = KEPT_BYTES;
-    while !id.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}~sha256:{}", &id[..cut], sha256_hex(id.as_bytes()))
+    shortened(id, MAX_ID_BYTES, KEPT_BYTES).unwrap_or_else(|| id.to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mailstream_runtime::blob::sha256_hex;
 
     #[test]
     fn short_ids_stay_and_long_ones_become_a_prefix_and_a_digest() {
