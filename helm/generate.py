@@ -10,7 +10,7 @@ block of the schema, and every dashboard panel is built the same way. Edit this 
 differs from what this writes (for the schema: in anything but descriptions).
 
 Dashboard metric names: services/runtime/src/metrics.rs (mailstream_records_in_total, ...,
-mailstream_consumer_lag), services/ingest/src/events.rs (mailstream_ingest_*),
+mailstream_consumer_lag, mailstream_consumer_lag_seconds), services/ingest/src/events.rs (mailstream_ingest_*),
 services/scorer/src/events.rs (mailstream_scorer_*) and the crm-sink's KPIs (mailstream_crm_*).
 """
 
@@ -565,6 +565,12 @@ def dashboard():
     b.stat("Transient retries in range", increase("mailstream_transient_retries_total"), "short", 18,
            thresholds=GREEN + [{"color": "orange", "value": 1}])
     b.next_line(5)
+    b.series("Lag in seconds, by processor and topic",
+             [(f"max by (processor, topic) (max by (processor, topic, partition) (mailstream_consumer_lag_seconds{sel()}))",
+               "{{processor}} ({{topic}})")], "s", 0,
+             "Age of the oldest record not yet committed, over the topic's partitions (mailstream_consumer_lag_seconds): "
+             "what an alert on freshness or a lag-in-time autoscaler reads.", w=24)
+    b.next_line(8)
 
     b.row("Latency")
     b.series("Processing time per record p50 / p95, by processor",

@@ -71,22 +71,43 @@ impl Instance {
             log: log_dir().join(format!("{}passthrough-{name}.log", env.prefix)),
         }
     }
+
+    /// The last `n` lines of its log that `keep` selects.
+    fn log_tail(&self, n: usize, keep: impl Fn(&str) -> bool) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().filter(|l| keep(l)).take(n).collect();
+        format!(
+            "the last lines of {}:\n{}",
+            self.log.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )
+    }
 }
 
 /// Fails the test, with the end of its log, if an instance has exited.
 fn assert_alive(instances: &mut [Instance]) {
     for instance in instances.iter_mut() {
         if let Some(status) = instance.child.try_wait().expect("wait") {
-            let log = std::fs::read_to_string(&instance.log).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(15).collect();
             panic!(
-                "pass-through instance {} exited ({status}); the last lines of {}:\n{}",
+                "pass-through instance {} exited ({status}); {}",
                 instance.name,
-                instance.log.display(),
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                instance.log_tail(15, |_| true)
             );
         }
     }
+}
+
+/// What each instance logged above INFO (not librdkafka's own connection noise), for a failure.
+fn warnings(instances: &[Instance]) -> String {
+    instances
+        .iter()
+        .map(|i| {
+            i.log_tail(25, |l| {
+                (l.contains("WARN") || l.contains("ERROR")) && !l.contains("librdkafka")
+            })
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// What came out of `bench.out`, by key, and when.
@@ -342,9 +363,10 @@ async fn a_partition_leader_killed_mid_stream_loses_and_duplicates_nothing() {
         assert!(
             killed_at.elapsed() < RECOVERY_BOUND,
             "not recovered {RECOVERY_BOUND:?} after the kill: {} records out, {} written, \
-             resumed after {resumed:?}",
+             resumed after {resumed:?}; {}",
             out.records,
-            acked.load(Ordering::SeqCst)
+            acked.load(Ordering::SeqCst),
+            warnings(&instances)
         );
         out.pump(&consumer, &mut instances, tick).await;
         if resumed.is_none() && out.counts.range(id(first_after_kill)..).next().is_some() {

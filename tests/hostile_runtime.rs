@@ -171,6 +171,28 @@ async fn a_stalled_partition_turns_readiness_off_with_the_reason_and_recovers() 
         200,
         "a stalled stream is alive: restarting it would not help"
     );
+    // The lag in seconds: the stuck record's age (refreshed at every retry and from librdkafka's
+    // statistics every 5 s); in records, from the statistics, which the loop serves only
+    // between transactional calls (each up to the 10 s transaction timeout).
+    let lag = |metrics: &str| {
+        (
+            metric(metrics, "mailstream_consumer_lag", &[]),
+            metric(metrics, "mailstream_consumer_lag_seconds", &[]),
+        )
+    };
+    let started = Instant::now();
+    loop {
+        let (records, age) = lag(&http_get(&format!("http://{http}/metrics")).await.1);
+        if age >= 3.0 {
+            assert!(records <= 1.0, "one record waits: {records}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the stuck record never showed in the lag: {records} records, {age} s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     alter_topic(
         &env,
@@ -204,5 +226,13 @@ async fn a_stalled_partition_turns_readiness_off_with_the_reason_and_recovers() 
         0.0,
         "the metric clears once the partition moves"
     );
+    let started = Instant::now();
+    while lag(&http_get(&format!("http://{http}/metrics")).await.1) != (0.0, 0.0) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the lag did not return to 0 once caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     terminate(&mut child, Duration::from_secs(30));
 }

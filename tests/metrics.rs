@@ -153,6 +153,7 @@ fn assert_stream_series(text: &str, name: &str, input: &str, outputs: &[String],
         let partition = partition.to_string();
         let labels = [p, ("topic", input), ("partition", partition.as_str())];
         zero("mailstream_consumer_lag", &labels);
+        zero("mailstream_consumer_lag_seconds", &labels);
         zero("mailstream_partition_stalled_seconds", &labels);
     }
 }

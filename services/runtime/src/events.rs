@@ -69,6 +69,19 @@ pub fn transaction_aborted(m: &Metrics, processor: &str, records: usize, reason:
     );
 }
 
+/// A blocking transactional call (`call`: "send offsets", "commit", "abort") took `elapsed`,
+/// longer than a healthy cluster ever needs: a coordinator or partition leader is being moved or
+/// is unreachable, and every partition of the batch waits behind the call.
+pub fn transaction_call_slow(processor: &str, call: &str, elapsed: Duration, ok: bool) {
+    tracing::warn!(
+        processor,
+        call,
+        elapsed_ms = elapsed.as_millis() as u64,
+        ok,
+        "slow transactional call"
+    );
+}
+
 pub fn record_consumed(m: &Metrics, processor: &str, topic: &str, elapsed: Duration) {
     m.records_in.with_label_values(&[processor, topic]).inc();
     m.processing_seconds
@@ -127,6 +140,7 @@ pub fn partitions_assigned(m: &Metrics, processor: &str, topic: &str, partitions
     for partition in partitions {
         let labels = [processor, topic, &partition.to_string()];
         m.consumer_lag.with_label_values(&labels);
+        m.consumer_lag_seconds.with_label_values(&labels);
         m.partition_stalled_seconds.with_label_values(&labels);
     }
 }
@@ -137,6 +151,7 @@ pub fn partitions_revoked(m: &Metrics, processor: &str, topic: &str, partitions:
         let labels = [processor, topic, &partition.to_string()];
         for removed in [
             m.consumer_lag.remove_label_values(&labels),
+            m.consumer_lag_seconds.remove_label_values(&labels),
             m.partition_stalled_seconds.remove_label_values(&labels),
         ] {
             // Only a series that never existed (the partition was not assigned here) fails.
@@ -147,10 +162,27 @@ pub fn partitions_revoked(m: &Metrics, processor: &str, topic: &str, partitions:
     }
 }
 
-pub fn consumer_lag(m: &Metrics, processor: &str, topic: &str, partition: i32, lag: i64) {
+/// librdkafka's statistics: `partition` of `topic` is `lag` records behind, the oldest of them
+/// written `age_secs` ago.
+pub fn consumer_lag(
+    m: &Metrics,
+    processor: &str,
+    topic: &str,
+    partition: i32,
+    lag: i64,
+    age_secs: f64,
+) {
     m.consumer_lag
         .with_label_values(&[processor, topic, &partition.to_string()])
         .set(lag);
+    consumer_lag_age(m, processor, topic, partition, age_secs);
+}
+
+/// The oldest record of `partition` of `topic` not yet committed was written `age_secs` ago.
+pub fn consumer_lag_age(m: &Metrics, processor: &str, topic: &str, partition: i32, age_secs: f64) {
+    m.consumer_lag_seconds
+        .with_label_values(&[processor, topic, &partition.to_string()])
+        .set(age_secs);
 }
 
 /// The broker (or librdkafka's own check) refused a record for good; the input it was written
@@ -225,12 +257,14 @@ mod tests {
         partitions_assigned(&m, "parser", "raw-email", &[0, 1, 2]);
         assert_eq!(lines(&m, "mailstream_consumer_lag{").len(), 3);
         assert_eq!(lines(&m, "mailstream_partition_stalled_seconds{").len(), 3);
-        consumer_lag(&m, "parser", "raw-email", 1, 42);
+        assert_eq!(lines(&m, "mailstream_consumer_lag_seconds{").len(), 3);
+        consumer_lag(&m, "parser", "raw-email", 1, 42, 7.5);
         partitions_revoked(&m, "parser", "raw-email", &[1, 2, 7]);
         assert_eq!(
             lines(&m, "mailstream_consumer_lag{"),
             ["mailstream_consumer_lag{partition=\"0\",processor=\"parser\",topic=\"raw-email\"} 0"]
         );
+        assert_eq!(lines(&m, "mailstream_consumer_lag_seconds{").len(), 1);
         assert_eq!(lines(&m, "mailstream_partition_stalled_seconds{").len(), 1);
     }
 }

@@ -165,7 +165,8 @@ impl Health {
     }
 }
 
-fn now_ms() -> u64 {
+/// Wall-clock milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

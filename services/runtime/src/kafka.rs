@@ -19,7 +19,7 @@ use rdkafka::{ClientConfig, TopicPartitionList};
 
 use crate::config::RuntimeConfig;
 use crate::events;
-use crate::health::Health;
+use crate::health::{Health, now_ms};
 use crate::metrics::Metrics;
 use crate::topology::Naming;
 
@@ -132,6 +132,53 @@ pub struct StreamContext {
     rebalances: AtomicU64,
     /// Partitions revoked since the stream loop last looked.
     revoked: Mutex<BTreeSet<i32>>,
+    /// How long records have waited, per input partition ([`StreamContext::read_uncommitted`]).
+    waiting: Mutex<Waiting>,
+}
+
+/// What the consumer-lag gauges are computed from, per input partition.
+///
+/// librdkafka's own `consumer_lag` statistic needs offsets the consumer committed itself, so it
+/// is -1 for offsets committed through a transaction: the runtime keeps the committed
+/// positions it knows instead.
+#[derive(Debug, Default)]
+struct Waiting {
+    /// The offset the last transaction of this member committed (the next to read).
+    committed: BTreeMap<i32, i64>,
+    /// The timestamp (ms) of the oldest record read but not committed yet.
+    oldest_read: BTreeMap<i32, i64>,
+}
+
+impl Waiting {
+    /// Records between the committed position of `partition` and its last stable offset:
+    /// the position this member committed, else the one the group had when it was assigned,
+    /// else (nothing committed yet) the partition's start. Transaction markers count.
+    fn lag(&self, partition: i32, stats: &rdkafka::statistics::Partition) -> Option<i64> {
+        if stats.ls_offset < 0 {
+            return None;
+        }
+        let position = self
+            .committed
+            .get(&partition)
+            .copied()
+            .or((stats.committed_offset >= 0).then_some(stats.committed_offset))
+            .unwrap_or(stats.lo_offset.max(0));
+        Some((stats.ls_offset - position).max(0))
+    }
+
+    /// Age in seconds at `now_ms` of the oldest record of `partition` read and not committed
+    /// yet: under a backlog, the head of the backlog (each batch reads it first); while
+    /// batches fail, the record they keep re-reading.
+    fn age_secs(&self, partition: i32, now_ms: i64) -> f64 {
+        self.oldest_read
+            .get(&partition)
+            .map_or(0.0, |&read| (now_ms - read).max(0) as f64 / 1000.0)
+    }
+
+    fn forget(&mut self, partition: i32) {
+        self.committed.remove(&partition);
+        self.oldest_read.remove(&partition);
+    }
 }
 
 impl StreamContext {
@@ -148,6 +195,45 @@ impl StreamContext {
             health,
             rebalances: AtomicU64::new(0),
             revoked: Mutex::new(BTreeSet::new()),
+            waiting: Mutex::new(Waiting::default()),
+        }
+    }
+
+    /// The stream loop read the first record of `partition` since its last commit, written at
+    /// `timestamp_ms` (a record re-read after an abort keeps the age of its first reading).
+    pub fn read_uncommitted(&self, partition: i32, timestamp_ms: Option<i64>) {
+        let at = timestamp_ms.unwrap_or_else(|| now_ms() as i64);
+        if let Ok(mut waiting) = self.waiting.lock() {
+            waiting.oldest_read.entry(partition).or_insert(at);
+        }
+    }
+
+    /// Sets the lag-in-seconds gauge of every partition of `topic` (logical) with a record read
+    /// and not committed, between statistics: those are served only while the stream loop
+    /// polls the consumer, not while it waits out a failure.
+    pub fn refresh_lag_ages(&self, topic: &str) {
+        let now = now_ms() as i64;
+        if let Ok(waiting) = self.waiting.lock() {
+            for &partition in waiting.oldest_read.keys() {
+                events::consumer_lag_age(
+                    &self.metrics,
+                    self.processor,
+                    topic,
+                    partition,
+                    waiting.age_secs(partition, now),
+                );
+            }
+        }
+    }
+
+    /// A transaction committed these (partition, next offset) positions: everything read from
+    /// them before is committed.
+    pub fn committed(&self, positions: impl IntoIterator<Item = (i32, i64)>) {
+        if let Ok(mut waiting) = self.waiting.lock() {
+            for (partition, next) in positions {
+                waiting.oldest_read.remove(&partition);
+                waiting.committed.insert(partition, next);
+            }
         }
     }
 
@@ -197,16 +283,23 @@ impl ClientContext for StreamContext {
         }
         for (topic, stats) in &statistics.topics {
             let logical = self.naming.logical(topic).unwrap_or(topic);
+            let now = now_ms() as i64;
+            let waiting = self.waiting.lock().ok();
             for (id, partition) in &stats.partitions {
-                // librdkafka goes on computing the lag of a partition it no longer fetches
-                // (`desired` false): only assigned partitions have a series.
-                if *id >= 0 && partition.desired && partition.consumer_lag >= 0 {
+                // librdkafka goes on reporting a partition it no longer fetches (`desired`
+                // false): only assigned partitions have a series.
+                let Some(waiting) = waiting.as_ref().filter(|_| *id >= 0 && partition.desired)
+                else {
+                    continue;
+                };
+                if let Some(lag) = waiting.lag(*id, partition) {
                     events::consumer_lag(
                         &self.metrics,
                         self.processor,
                         logical,
                         *id,
-                        partition.consumer_lag,
+                        lag,
+                        waiting.age_secs(*id, now),
                     );
                 }
             }
@@ -231,6 +324,11 @@ impl ConsumerContext for StreamContext {
                 let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
                 if let Ok(mut revoked) = self.revoked.lock() {
                     revoked.extend(partitions.iter().copied());
+                }
+                if let Ok(mut waiting) = self.waiting.lock() {
+                    for &partition in &partitions {
+                        waiting.forget(partition);
+                    }
                 }
                 for (topic, partitions) in self.by_topic(tpl) {
                     events::partitions_revoked(&self.metrics, self.processor, &topic, &partitions);
@@ -372,5 +470,56 @@ impl ProducerContext for DeliveryContext {
             }
             Ok(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Waiting;
+    use rdkafka::statistics::Partition;
+
+    fn stats(lo: i64, ls: i64, committed: i64) -> Partition {
+        Partition {
+            lo_offset: lo,
+            ls_offset: ls,
+            committed_offset: committed,
+            ..Partition::default()
+        }
+    }
+
+    #[test]
+    fn lag_counts_from_the_position_this_member_committed_else_the_group_s_else_the_start() {
+        let mut w = Waiting::default();
+        assert_eq!(
+            w.lag(0, &stats(5, 50, -1001)),
+            Some(45),
+            "nothing committed"
+        );
+        assert_eq!(
+            w.lag(0, &stats(5, 50, 20)),
+            Some(30),
+            "the group's at assignment"
+        );
+        w.committed.insert(0, 48);
+        assert_eq!(
+            w.lag(0, &stats(5, 50, 20)),
+            Some(2),
+            "our own transaction's"
+        );
+        assert_eq!(
+            w.lag(0, &stats(5, -1, 20)),
+            None,
+            "no stable offset known yet"
+        );
+    }
+
+    #[test]
+    fn lag_age_is_that_of_the_oldest_record_read_and_not_committed() {
+        let mut w = Waiting::default();
+        assert_eq!(w.age_secs(0, 10_000), 0.0);
+        w.oldest_read.insert(0, 4_000);
+        assert_eq!(w.age_secs(0, 13_000), 9.0);
+        w.forget(0);
+        assert_eq!(w.age_secs(0, 14_000), 0.0);
     }
 }

@@ -11,8 +11,8 @@
 //!   topology, and `records_dead_lettered_total` of its input for each runtime error class
 //!   ([`RUNTIME_DEAD_LETTER_CLASSES`]). A class of the processor's own (a poison reason it
 //!   names) appears on its first use: the runtime cannot know it in advance;
-//! - per assigned partition: `consumer_lag` (0 until librdkafka's statistics report it) and
-//!   `partition_stalled_seconds`, from the assignment on; a revoked partition's series go
+//! - per assigned partition: `consumer_lag` and `consumer_lag_seconds` (0 until librdkafka's
+//!   statistics report them, every 5 s) and `partition_stalled_seconds`, from the assignment on; a revoked partition's series go
 //!   ([`crate::events::partitions_assigned`], [`crate::events::partitions_revoked`]).
 //!
 //! Processors that register metrics of their own on [`Metrics::registry`] follow the same
@@ -51,6 +51,7 @@ pub struct Metrics {
     pub transactions: IntCounterVec,
     pub transient_retries: IntCounterVec,
     pub consumer_lag: IntGaugeVec,
+    pub consumer_lag_seconds: GaugeVec,
     pub partition_stalled_seconds: GaugeVec,
 }
 
@@ -98,6 +99,17 @@ impl Metrics {
         .expect("metric definitions are static and valid");
         registry
             .register(Box::new(consumer_lag.clone()))
+            .expect("each metric is registered once");
+        let consumer_lag_seconds = GaugeVec::new(
+            Opts::new(
+                "consumer_lag_seconds",
+                "Age of the oldest record of the partition not yet committed (by its Kafka timestamp; since the lag was first seen when none has been read yet); 0 when caught up.",
+            ),
+            &["processor", "topic", "partition"],
+        )
+        .expect("metric definitions are static and valid");
+        registry
+            .register(Box::new(consumer_lag_seconds.clone()))
             .expect("each metric is registered once");
         let partition_stalled_seconds = GaugeVec::new(
             Opts::new(
@@ -156,6 +168,7 @@ impl Metrics {
                 &["processor"],
             ),
             consumer_lag,
+            consumer_lag_seconds,
             partition_stalled_seconds,
             registry,
         }

@@ -84,7 +84,10 @@ pub struct RuntimeConfig {
     /// ... or this many milliseconds after its first record, whichever comes first.
     #[serde(default = "defaults::batch_max_ms")]
     pub batch_max_ms: u64,
-    /// Broker-side timeout of an open transaction (`transaction.timeout.ms`).
+    /// Broker-side timeout of an open transaction (`transaction.timeout.ms`), and the longest a
+    /// transactional call waits. 10 s, Kafka Streams' exactly-once default: a transaction left
+    /// open by a stuck or dead instance holds back every `read_committed` reader of the
+    /// partitions it wrote to until it ends, so it must end soon; a batch needs milliseconds.
     #[serde(default = "defaults::transaction_timeout_ms")]
     pub transaction_timeout_ms: u64,
     /// Upper bound of the backoff between retries of a transient failure.
@@ -125,7 +128,7 @@ mod defaults {
         100
     }
     pub fn transaction_timeout_ms() -> u64 {
-        30_000
+        10_000
     }
     pub fn retry_backoff_max_ms() -> u64 {
         30_000

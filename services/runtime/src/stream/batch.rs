@@ -30,14 +30,21 @@ impl Batch {
         rebalances_now != self.rebalances_at_start
     }
 
-    /// Adds a record of `bytes` payload bytes at `partition`/`offset` to the batch.
-    pub fn track(&mut self, partition: i32, offset: i64, bytes: usize) {
+    /// Adds a record of `bytes` payload bytes at `partition`/`offset` to the batch; true when
+    /// it is the batch's first record of `partition`.
+    pub fn track(&mut self, partition: i32, offset: i64, bytes: usize) -> bool {
         self.records += 1;
         self.bytes += bytes as u64;
-        self.ranges
-            .entry(partition)
-            .and_modify(|r| r.1 = offset)
-            .or_insert((offset, offset));
+        match self.ranges.entry(partition) {
+            std::collections::btree_map::Entry::Occupied(mut range) => {
+                range.get_mut().1 = offset;
+                false
+            }
+            std::collections::btree_map::Entry::Vacant(range) => {
+                range.insert((offset, offset));
+                true
+            }
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -56,11 +63,16 @@ impl Batch {
     /// The offsets to commit: one past the last record of each partition.
     pub fn commit_offsets(&self, topic: &str) -> Result<TopicPartitionList, RuntimeError> {
         let mut tpl = TopicPartitionList::new();
-        for (partition, (_, last)) in &self.ranges {
-            tpl.add_partition_offset(topic, *partition, Offset::Offset(last + 1))
+        for (partition, next) in self.next_offsets() {
+            tpl.add_partition_offset(topic, partition, Offset::Offset(next))
                 .map_err(|e| RuntimeError::kafka("building the offsets to commit", e))?;
         }
         Ok(tpl)
+    }
+
+    /// Each partition's offset after the batch (what a commit of it stores).
+    pub fn next_offsets(&self) -> impl Iterator<Item = (i32, i64)> + '_ {
+        self.ranges.iter().map(|(p, (_, last))| (*p, last + 1))
     }
 
     /// The partitions the batch read from.

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
@@ -49,11 +49,15 @@ use crate::state::RestoreContext;
 use crate::telemetry;
 use crate::topology::{DLQ_SUFFIX, Naming, Topology};
 
-/// Timeout of the blocking transaction calls.
-const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Timeout of `init_transactions`, which waits for the coordinator to end a predecessor's
+/// open transaction.
+const INIT_TRANSACTIONS_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long an abort waits for the records already sent to be acknowledged.
 const ABORT_SETTLE: Duration = Duration::from_secs(5);
+
+/// A transactional call slower than this is reported ([`events::transaction_call_slow`]).
+const SLOW_TXN_CALL: Duration = Duration::from_secs(5);
 
 /// An output ready to send: logical topic, explicit partition, key, payload (None = tombstone).
 type EncodedOutput = (String, Option<i32>, Option<String>, Option<Vec<u8>>);
@@ -205,9 +209,10 @@ impl<P: Processor> Stream<P> {
     async fn start(&mut self) -> Result<(), RuntimeError> {
         self.codec.register_outputs().await?;
         let producer = &self.producer;
-        tokio::task::block_in_place(|| producer.init_transactions(TXN_CALL_TIMEOUT)).map_err(
-            |e| RuntimeError::kafka("initialising transactions (fencing predecessors)", e),
-        )?;
+        tokio::task::block_in_place(|| producer.init_transactions(INIT_TRANSACTIONS_TIMEOUT))
+            .map_err(|e| {
+                RuntimeError::kafka("initialising transactions (fencing predecessors)", e)
+            })?;
         self.consumer
             .subscribe(&[&self.input_topic])
             .map_err(|e| RuntimeError::kafka(format!("subscribing to {}", self.input_topic), e))?;
@@ -239,6 +244,7 @@ impl<P: Processor> Stream<P> {
             match outcome {
                 Ok(()) => {
                     backoff.reset();
+                    self.consumer.context().committed(batch.next_offsets());
                     self.processor.on_commit();
                     self.producer.context().forget_all();
                     self.progressed();
@@ -261,6 +267,7 @@ impl<P: Processor> Stream<P> {
                             stalled,
                         );
                         self.stalled.extend(partitions);
+                        self.consumer.context().refresh_lag_ages(&self.input);
                         tokio::select! {
                             _ = tokio::time::sleep(delay) => {}
                             _ = shutdown.wait() => {}
@@ -272,10 +279,10 @@ impl<P: Processor> Stream<P> {
                     // time out; the process exits and its restart reads from the committed
                     // offsets (and fences this transaction if the abort failed).
                     if !batch.is_empty() {
-                        let producer = &self.producer;
-                        if let Err(abort) = tokio::task::block_in_place(|| {
-                            producer.abort_transaction(TXN_CALL_TIMEOUT)
-                        }) {
+                        let timeout = self.txn_call_timeout();
+                        if let Err(abort) =
+                            self.txn_call("abort", |producer| producer.abort_transaction(timeout))
+                        {
                             tracing::warn!(processor = P::NAME, %abort, "could not abort before exiting");
                         }
                     }
@@ -333,7 +340,7 @@ impl<P: Processor> Stream<P> {
             if rebalances != self.known_rebalances {
                 if !batch.is_empty() {
                     // Abort; the rewind covers this record's partition too.
-                    batch.track(message.partition, message.offset, 0);
+                    let _first = batch.track(message.partition, message.offset, 0);
                     return Err(BatchFailure::reread(
                         "the partition assignment changed while the batch was open",
                     ));
@@ -363,11 +370,15 @@ impl<P: Processor> Stream<P> {
                 self.unread(&message)?;
                 return Ok(());
             }
-            batch.track(
+            if batch.track(
                 message.partition,
                 message.offset,
                 message.payload.as_ref().map_or(0, Vec::len),
-            );
+            ) {
+                self.consumer
+                    .context()
+                    .read_uncommitted(message.partition, message.timestamp_ms);
+            }
             self.handle(message, rejection).await?;
             if suspect {
                 return Ok(());
@@ -765,15 +776,14 @@ impl<P: Processor> Stream<P> {
                 reason: "the consumer has no group metadata yet".into(),
                 backoff: true,
             })?;
-        let producer = &self.producer;
-        tokio::task::block_in_place(|| {
-            producer.send_offsets_to_transaction(&offsets, &metadata, TXN_CALL_TIMEOUT)
+        let timeout = self.txn_call_timeout();
+        self.txn_call("send offsets", |producer| {
+            producer.send_offsets_to_transaction(&offsets, &metadata, timeout)
         })
         .map_err(|e| txn_failure("sending offsets to the transaction", e))?;
         let offsets_sent = started.elapsed();
-        self.await_deliveries(TXN_CALL_TIMEOUT).await?;
-        let producer = &self.producer;
-        tokio::task::block_in_place(|| producer.commit_transaction(TXN_CALL_TIMEOUT))
+        self.await_deliveries(timeout).await?;
+        self.txn_call("commit", |producer| producer.commit_transaction(timeout))
             .map_err(|e| txn_failure("committing the transaction", e))?;
         events::transaction_committed(
             &self.metrics,
@@ -783,6 +793,29 @@ impl<P: Processor> Stream<P> {
             started.elapsed(),
         );
         Ok(())
+    }
+
+    /// How long a blocking transactional call may wait: the transaction's own timeout, after
+    /// which the coordinator has aborted it anyway. A longer wait would only keep every
+    /// partition of the batch (and the readers of its outputs, which stop at the open
+    /// transaction) waiting for nothing.
+    fn txn_call_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.transaction_timeout_ms)
+    }
+
+    /// Runs a blocking transactional call of the producer, reporting it when it is slow.
+    fn txn_call<T>(
+        &self,
+        call: &'static str,
+        f: impl FnOnce(&ThreadedProducer<DeliveryContext>) -> KafkaResult<T>,
+    ) -> KafkaResult<T> {
+        let started = Instant::now();
+        let result = tokio::task::block_in_place(|| f(&self.producer));
+        let elapsed = started.elapsed();
+        if elapsed > SLOW_TXN_CALL {
+            events::transaction_call_slow(P::NAME, call, elapsed, result.is_ok());
+        }
+        result
     }
 
     /// Waits until every record of the transaction is acknowledged, checking every millisecond.
@@ -836,8 +869,9 @@ impl<P: Processor> Stream<P> {
             );
         }
         loop {
-            let producer = &self.producer;
-            match tokio::task::block_in_place(|| producer.abort_transaction(TXN_CALL_TIMEOUT))
+            let timeout = self.txn_call_timeout();
+            match self
+                .txn_call("abort", |producer| producer.abort_transaction(timeout))
                 .map_err(|e| RuntimeError::kafka("aborting the transaction", e))
             {
                 Ok(()) => break,
@@ -923,6 +957,7 @@ impl<P: Processor> Stream<P> {
         let reason = error.to_string();
         let delay = backoff.next_delay();
         events::transient_failure(&self.metrics, P::NAME, &reason, delay);
+        self.consumer.context().refresh_lag_ages(&self.input);
         self.health.beat();
         self.health
             .failed(self.stalled.iter().copied().collect(), &reason);
