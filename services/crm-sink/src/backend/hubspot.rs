@@ -12,8 +12,14 @@
 //!    back by that property (`GET /crm/v3/objects/emails/<message_id>?idProperty=...`).
 //!
 //! Deals are HubSpot's own (the id a deal address such as `deal-42@` names), so they are
-//! associated, not created. Attachment bytes are not uploaded to HubSpot's file manager by this
-//! backend: attachments are counted neither written nor failed.
+//! associated, not created; HubSpot's object ids are numeric, so a deal id that is not (a
+//! `deal-Q3_acme@` address) is not associated (HubSpot would refuse the whole email), and a
+//! warning says so. Property values are cut to HubSpot's limit ([`VALUE_LIMIT`]); the whole
+//! text stays in the blob store. Attachment bytes are not uploaded to HubSpot's file manager
+//! by this backend: attachments are counted neither written nor failed.
+//!
+//! The requests are checked against HubSpot's published API (the models of its official
+//! client) by `tests/crm_hubspot_contract.rs` and the stand-in in `dev/hubspot-contract/`.
 
 use std::time::Instant;
 
@@ -27,6 +33,10 @@ use crate::error::Failure;
 /// HubSpot-defined association type ids (CRM v4 association types).
 pub const EMAIL_TO_CONTACT: u32 = 198;
 pub const EMAIL_TO_DEAL: u32 = 210;
+
+/// The longest property value HubSpot takes, in UTF-16 code units (its string limit is 65,536
+/// characters; counting code units is never more than that).
+pub const VALUE_LIMIT: usize = 65_536;
 
 pub const CONTACTS_UPSERT: &str = "/crm/v3/objects/contacts/batch/upsert";
 pub const EMAILS: &str = "/crm/v3/objects/emails";
@@ -49,27 +59,51 @@ pub fn split_name(name: Option<&str>) -> (Option<String>, Option<String>) {
     }
 }
 
+/// `value` cut to [`VALUE_LIMIT`] UTF-16 code units, at a character boundary.
+pub fn fit_value(value: &str) -> String {
+    let mut units = 0;
+    let end = value
+        .char_indices()
+        .find(|(_, c)| {
+            units += c.len_utf16();
+            units > VALUE_LIMIT
+        })
+        .map_or(value.len(), |(i, _)| i);
+    value[..end].to_string()
+}
+
+/// Whether `id` can name a HubSpot object (its ids are numeric).
+pub fn is_object_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 20 && id.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// The batch-upsert body for one contact.
 pub fn contact_body(email: &str, name: Option<&str>) -> Value {
     let (first, last) = split_name(name);
     let mut properties = json!({"email": email});
     if let Some(first) = first {
-        properties["firstname"] = json!(first);
+        properties["firstname"] = json!(fit_value(&first));
     }
     if let Some(last) = last {
-        properties["lastname"] = json!(last);
+        properties["lastname"] = json!(fit_value(&last));
     }
     json!({"inputs": [{"idProperty": "email", "id": email, "properties": properties}]})
 }
 
-/// The create body of the email engagement, with its associations.
-pub fn email_body(plan: &WritePlan, property: &str, contact_id: Option<&str>) -> Value {
+/// The create body of the email engagement, with its associations (to the contact, and to the
+/// deal when `deal_id` is given).
+pub fn email_body(
+    plan: &WritePlan,
+    property: &str,
+    contact_id: Option<&str>,
+    deal_id: Option<&str>,
+) -> Value {
     let a = &plan.activity;
     let mut properties = json!({
         "hs_timestamp": plan.received_at.timestamp_millis().to_string(),
         "hs_email_direction": "INCOMING_EMAIL",
-        "hs_email_subject": a.subject.clone().unwrap_or_default(),
-        "hs_email_text": a.text.clone().unwrap_or_default(),
+        "hs_email_subject": fit_value(a.subject.as_deref().unwrap_or_default()),
+        "hs_email_text": fit_value(a.text.as_deref().unwrap_or_default()),
     });
     properties[property] = json!(plan.message_id);
     let association = |id: &str, type_id: u32| {
@@ -81,8 +115,8 @@ pub fn email_body(plan: &WritePlan, property: &str, contact_id: Option<&str>) ->
     if let Some(id) = contact_id {
         associations.push(association(id, EMAIL_TO_CONTACT));
     }
-    if let Some(deal) = &plan.deal {
-        associations.push(association(&deal.deal_id, EMAIL_TO_DEAL));
+    if let Some(id) = deal_id {
+        associations.push(association(id, EMAIL_TO_DEAL));
     }
     json!({"properties": properties, "associations": associations})
 }
@@ -116,9 +150,21 @@ impl CrmBackend for HubspotBackend {
     }
 
     async fn write(&mut self, plan: &WritePlan, deadline: Instant) -> Result<WriteReport, Failure> {
+        let deal_id = plan.deal.as_ref().map(|d| d.deal_id.as_str());
+        let deal_id = deal_id.filter(|id| {
+            let numeric = is_object_id(id);
+            if !numeric {
+                tracing::warn!(
+                    message_id = %plan.message_id,
+                    deal_id = %id,
+                    "not a HubSpot deal id (HubSpot ids are numeric): the email is not associated with it"
+                );
+            }
+            numeric
+        });
         let mut report = WriteReport {
             account_id: plan.account.as_ref().map(|a| a.account_id.clone()),
-            deal_id: plan.deal.as_ref().map(|d| d.deal_id.clone()),
+            deal_id: deal_id.map(str::to_string),
             ..WriteReport::default()
         };
         if let Some(k) = &plan.contact {
@@ -143,6 +189,7 @@ impl CrmBackend for HubspotBackend {
             plan,
             &self.message_id_property,
             report.contact_id.as_deref(),
+            deal_id,
         );
         let call = Call {
             op: "email-create",
@@ -185,5 +232,18 @@ mod tests {
         assert_eq!(body["inputs"][0]["idProperty"], "email");
         assert_eq!(body["inputs"][0]["id"], "ali@acme.io");
         assert_eq!(body["inputs"][0]["properties"]["lastname"], "van Dijk");
+    }
+
+    #[test]
+    fn values_fit_hubspots_limit_and_only_numeric_ids_name_objects() {
+        assert_eq!(fit_value("short"), "short");
+        let long = "é".repeat(VALUE_LIMIT + 5);
+        assert_eq!(fit_value(&long).chars().count(), VALUE_LIMIT);
+        let astral = "😀".repeat(VALUE_LIMIT);
+        let cut = fit_value(&astral);
+        assert_eq!(cut.encode_utf16().count(), VALUE_LIMIT);
+        assert!(is_object_id("901"));
+        assert!(!is_object_id("Q3_acme"));
+        assert!(!is_object_id(""));
     }
 }
