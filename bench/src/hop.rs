@@ -48,7 +48,8 @@ impl<const K: usize> Processor for Hop<K> {
         record: Incoming<GenericRecord>,
         out: &mut Outputs,
     ) -> Result<(), ProcessError> {
-        out.send(OUTPUTS[K], record.key.unwrap_or_default(), record.value)
+        out.send(OUTPUTS[K], record.key.unwrap_or_default(), record.value);
+        Ok(())
     }
 }
 

@@ -209,7 +209,8 @@ impl CrmSink {
             RESULTS,
             lead.message_id.clone(),
             self.result(lead, "skipped"),
-        )
+        );
+        Ok(())
     }
 
     fn dry_run(
@@ -230,7 +231,8 @@ impl CrmSink {
             deal_id: plan.deal.as_ref().map(|d| d.deal_id.clone()),
             ..self.result(lead, "dry-run")
         };
-        out.send(RESULTS, lead.message_id.clone(), result)
+        out.send(RESULTS, lead.message_id.clone(), result);
+        Ok(())
     }
 }
 
@@ -300,7 +302,7 @@ impl Processor for CrmSink {
                 account_id: contact.account_id.clone(),
                 updated_at: lead.received_at,
             };
-            out.send(CONTACTS, contact.email.clone(), fed_back)?;
+            out.send(CONTACTS, contact.email.clone(), fed_back);
         }
         let result = CrmResult {
             contact_id: report.contact_id,
@@ -314,7 +316,8 @@ impl Processor for CrmSink {
             attempts: report.attempts as i32,
             ..self.result(&lead, outcome)
         };
-        out.send(RESULTS, lead.message_id.clone(), result)
+        out.send(RESULTS, lead.message_id.clone(), result);
+        Ok(())
     }
 
     async fn before_commit(&mut self) -> Result<(), ProcessError> {

@@ -128,6 +128,7 @@ impl Processor for Parser {
         } else {
             parse_message(&raw, &ctx).map_err(poison)?
         };
-        out.send(OUTPUT, record.message_id.clone(), record)
+        out.send(OUTPUT, record.message_id.clone(), record);
+        Ok(())
     }
 }

@@ -23,6 +23,7 @@ impl Processor for Passthrough {
         record: Incoming<GenericRecord>,
         out: &mut Outputs,
     ) -> Result<(), ProcessError> {
-        out.send(OUTPUT, record.key.unwrap_or_default(), record.value)
+        out.send(OUTPUT, record.key.unwrap_or_default(), record.value);
+        Ok(())
     }
 }

@@ -121,11 +121,11 @@ impl Resolver {
                     copies,
                     seen_at: email.received_at,
                 },
-            )?;
+            );
         }
         let entry = DedupeEntry { copies, ..kept };
         self.seen
-            .put(partition, &email.message_id, entry, email.received_at, out)?;
+            .put(partition, &email.message_id, entry, email.received_at, out);
         events::duplicate_collapsed(&self.metrics, &email.message_id, copies);
         Ok(())
     }
@@ -165,9 +165,9 @@ impl Processor for Resolver {
             entry,
             resolved.received_at,
             out,
-        )?;
+        );
         let link = thread_link(&resolved);
-        self.links.put(partition, link.clone(), out)?;
+        self.links.put(partition, link.clone(), out);
         self.overlay.insert(link);
         let sender = match (&resolved.contact, &resolved.account, &resolved.new_contact) {
             (Some(_), _, _) => "contact",
@@ -176,7 +176,8 @@ impl Processor for Resolver {
             _ => "unknown",
         };
         events::email_resolved(&self.metrics, sender, resolved.deal_id.is_some());
-        out.send(OUTPUT, resolved.message_id.clone(), resolved)
+        out.send(OUTPUT, resolved.message_id.clone(), resolved);
+        Ok(())
     }
 
     async fn on_assigned(

@@ -52,17 +52,11 @@ impl ThreadLinks {
 
     /// Writes `link` (read from input `partition`) to the table; tombstones what the bound no
     /// longer allows.
-    pub fn put(
-        &mut self,
-        partition: i32,
-        link: ThreadLink,
-        out: &mut Outputs,
-    ) -> Result<(), ProcessError> {
+    pub fn put(&mut self, partition: i32, link: ThreadLink, out: &mut Outputs) {
         let key = link.message_id.clone();
         let at = link.linked_at;
-        out.send_to_partition(THREADS, partition, key.clone(), link)?;
+        out.send_to_partition(THREADS, partition, key.clone(), link);
         self.store.track(partition, &key, (), at, out);
-        Ok(())
     }
 
     /// Rebuilds `partition`'s links from `threads` partition `partition`, each aged by its
@@ -163,13 +157,9 @@ mod tests {
     fn links_older_than_the_age_at_the_newest_record_are_tombstoned() {
         let mut links = links(30, 100);
         let mut out = Outputs::default();
-        links.put(4, link("old", 0), &mut out).expect("put");
-        links
-            .put(4, link("recent", 20 * DAY), &mut out)
-            .expect("put");
-        links
-            .put(4, link("new", 30 * DAY + 1), &mut out)
-            .expect("put"); // "old" is past 30 days
+        links.put(4, link("old", 0), &mut out);
+        links.put(4, link("recent", 20 * DAY), &mut out);
+        links.put(4, link("new", 30 * DAY + 1), &mut out); // "old" is past 30 days
         assert_eq!(links.len(4), 2);
         assert_eq!(out.len(), 4, "three links and one tombstone");
         assert!(links.store.get(4, "old").is_none() && links.store.get(4, "recent").is_some());
@@ -179,14 +169,10 @@ mod tests {
     fn a_link_arriving_late_is_kept_until_the_next_record_past_its_age() {
         let mut links = links(30, 100);
         let mut out = Outputs::default();
-        links
-            .put(0, link("live", 100 * DAY), &mut out)
-            .expect("put");
-        links.put(0, link("backfilled", 0), &mut out).expect("put");
+        links.put(0, link("live", 100 * DAY), &mut out);
+        links.put(0, link("backfilled", 0), &mut out);
         assert_eq!(links.len(0), 2, "its own write does not evict it");
-        links
-            .put(0, link("next", 100 * DAY + 1), &mut out)
-            .expect("put");
+        links.put(0, link("next", 100 * DAY + 1), &mut out);
         assert_eq!(links.len(0), 2, "gone at the next record of the partition");
         assert_eq!(out.len(), 4);
     }
@@ -195,13 +181,13 @@ mod tests {
     fn an_aborted_batch_keeps_the_links_it_would_have_tombstoned() {
         let mut links = links(1, 100);
         let mut out = Outputs::default();
-        links.put(0, link("a", 0), &mut out).expect("put");
+        links.put(0, link("a", 0), &mut out);
         links.commit();
-        links.put(0, link("b", 2 * DAY), &mut out).expect("put");
+        links.put(0, link("b", 2 * DAY), &mut out);
         assert_eq!(links.len(0), 1);
         links.rollback();
         assert_eq!(links.len(0), 1, "only `a`, as committed");
-        links.put(0, link("c", DAY / 2), &mut out).expect("put");
+        links.put(0, link("c", DAY / 2), &mut out);
         assert_eq!(links.len(0), 2, "`a` is still there, within a day of `c`");
     }
 

@@ -119,20 +119,16 @@ pub struct Outputs {
 }
 
 impl Outputs {
-    /// Emits `value` to the logical topic `topic`, which must be one of the processor's outputs.
-    pub fn send<T: AvroRecord>(
-        &mut self,
-        topic: &str,
-        key: impl Into<String>,
-        value: T,
-    ) -> Result<(), ProcessError> {
+    /// Emits `value` to the logical topic `topic`. Where it goes is checked when the
+    /// processor returns: a topic that is not one of its outputs in the topology is fatal, a
+    /// record over the topic's budget dead-letters the input.
+    pub fn send<T: AvroRecord>(&mut self, topic: &str, key: impl Into<String>, value: T) {
         self.records.push(Emitted {
             topic: topic.to_string(),
             partition: None,
             key: Some(key.into()),
             value: Some(Box::new(value)),
         });
-        Ok(())
     }
 
     /// Emits `value` to partition `partition` of `topic` (for changelogs co-partitioned with
@@ -143,12 +139,11 @@ impl Outputs {
         partition: i32,
         key: impl Into<String>,
         value: T,
-    ) -> Result<(), ProcessError> {
-        self.send(topic, key, value)?;
+    ) {
+        self.send(topic, key, value);
         if let Some(last) = self.records.last_mut() {
             last.partition = Some(partition);
         }
-        Ok(())
     }
 
     /// Emits a tombstone for `key` on the compacted topic `topic`.

@@ -158,9 +158,9 @@ impl Processor for Scorer {
         let scored = scored_record(record.value, &rules);
         events::record_scored(&self.metrics, &scored.status, scored.score, &rules.version);
         let lead = lead_of(&scored);
-        out.send(SCORED, scored.message_id.clone(), scored)?;
+        out.send(SCORED, scored.message_id.clone(), scored);
         if let Some(lead) = lead {
-            out.send(LEADS, lead.lead_key.clone(), lead)?;
+            out.send(LEADS, lead.lead_key.clone(), lead);
         }
         Ok(())
     }

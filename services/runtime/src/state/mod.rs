@@ -27,7 +27,6 @@ mod index;
 
 use std::collections::HashMap;
 
-use crate::error::ProcessError;
 use crate::processor::{AvroRecord, Outputs};
 
 pub use changelog::RestoreContext;
@@ -88,17 +87,9 @@ impl<V: AvroRecord + Clone> KeyedStore<V> {
     }
 
     /// Sets `key` and emits the change to the changelog; evicts what the limits no longer allow.
-    pub fn put(
-        &mut self,
-        partition: i32,
-        key: &str,
-        value: V,
-        now_ms: i64,
-        out: &mut Outputs,
-    ) -> Result<(), ProcessError> {
-        out.send_to_partition(&self.changelog, partition, key, value.clone())?;
+    pub fn put(&mut self, partition: i32, key: &str, value: V, now_ms: i64, out: &mut Outputs) {
+        out.send_to_partition(&self.changelog, partition, key, value.clone());
         self.track(partition, key, value, now_ms, out);
-        Ok(())
     }
 
     /// Sets `key` like [`KeyedStore::put`] but emits nothing for it: for a store that keeps
@@ -222,10 +213,10 @@ mod tests {
             },
         );
         let mut out = Outputs::default();
-        store.put(0, "a", v("1"), 100, &mut out).expect("put");
+        store.put(0, "a", v("1"), 100, &mut out);
         store.commit();
-        store.put(0, "a", v("2"), 110, &mut out).expect("put");
-        store.put(0, "b", v("3"), 120, &mut out).expect("put");
+        store.put(0, "a", v("2"), 110, &mut out);
+        store.put(0, "b", v("3"), 120, &mut out);
         store.rollback();
         assert_eq!(store.get(0, "a"), Some(&v("1")));
         assert_eq!(store.get(0, "b"), None);
@@ -242,10 +233,10 @@ mod tests {
             },
         );
         let mut out = Outputs::default();
-        store.put(0, "a", v("1"), 0, &mut out).expect("put");
+        store.put(0, "a", v("1"), 0, &mut out);
         let mark = store.mark();
-        store.put(0, "a", v("2"), 1, &mut out).expect("put");
-        store.put(0, "b", v("3"), 2, &mut out).expect("put");
+        store.put(0, "a", v("2"), 1, &mut out);
+        store.put(0, "b", v("3"), 2, &mut out);
         store.rollback_to(mark);
         assert_eq!(store.get(0, "a"), Some(&v("1")));
         assert_eq!(store.get(0, "b"), None);
@@ -263,10 +254,10 @@ mod tests {
             },
         );
         let mut out = Outputs::default();
-        store.put(3, "old", v("x"), 0, &mut out).expect("put");
-        store.put(3, "b", v("x"), 1_500, &mut out).expect("put"); // "old" ages out
-        store.put(3, "c", v("x"), 1_600, &mut out).expect("put");
-        store.put(3, "d", v("x"), 1_700, &mut out).expect("put"); // "b" is the oldest beyond 2
+        store.put(3, "old", v("x"), 0, &mut out);
+        store.put(3, "b", v("x"), 1_500, &mut out); // "old" ages out
+        store.put(3, "c", v("x"), 1_600, &mut out);
+        store.put(3, "d", v("x"), 1_700, &mut out); // "b" is the oldest beyond 2
         assert_eq!(store.len(3), 2);
         assert!(store.get(3, "old").is_none() && store.get(3, "b").is_none());
         let tombstones: Vec<_> = out
@@ -338,14 +329,14 @@ mod tests {
         let mut store = KeyedStore::new("log", limits(3, 1_000));
         let mut out = Outputs::default();
         for key in ["z", "y", "x"] {
-            store.put(0, key, v(key), 10, &mut out).expect("put");
+            store.put(0, key, v(key), 10, &mut out);
         }
-        store.put(0, "w", v("w"), 20, &mut out).expect("put"); // one over: "x" (ties by key)
+        store.put(0, "w", v("w"), 20, &mut out); // one over: "x" (ties by key)
         assert_eq!(tombstoned(&out), ["x"]);
-        store.put(0, "y", v("y"), 30, &mut out).expect("put"); // touched: no longer the oldest
-        store.put(0, "v", v("v"), 40, &mut out).expect("put"); // over again: "z" at 10
+        store.put(0, "y", v("y"), 30, &mut out); // touched: no longer the oldest
+        store.put(0, "v", v("v"), 40, &mut out); // over again: "z" at 10
         assert_eq!(tombstoned(&out), ["x", "z"]);
-        store.put(0, "u", v("u"), 1_035, &mut out).expect("put"); // "w" (20) and "y" (30) aged out
+        store.put(0, "u", v("u"), 1_035, &mut out); // "w" (20) and "y" (30) aged out
         assert_eq!(tombstoned(&out), ["x", "z", "w", "y"]);
         assert_eq!(ages(&store, 0), [("v".into(), 40), ("u".into(), 1_035)]);
         assert!(consistent(&store));
@@ -355,15 +346,15 @@ mod tests {
     fn rollbacks_restore_entries_and_their_age_order() {
         let mut store = KeyedStore::new("log", limits(2, 1_000));
         let mut out = Outputs::default();
-        store.put(1, "a", v("a"), 10, &mut out).expect("put");
-        store.put(1, "b", v("b"), 20, &mut out).expect("put");
+        store.put(1, "a", v("a"), 10, &mut out);
+        store.put(1, "b", v("b"), 20, &mut out);
         store.commit();
         let before = ages(&store, 1);
 
-        store.put(1, "a", v("a2"), 30, &mut out).expect("put"); // touches "a"
+        store.put(1, "a", v("a2"), 30, &mut out); // touches "a"
         let mark = store.mark();
-        store.put(1, "c", v("c"), 40, &mut out).expect("put"); // evicts "b"
-        store.put(1, "d", v("d"), 2_000, &mut out).expect("put"); // ages out "a", "c"
+        store.put(1, "c", v("c"), 40, &mut out); // evicts "b"
+        store.put(1, "d", v("d"), 2_000, &mut out); // ages out "a", "c"
         assert_eq!(ages(&store, 1), [("d".into(), 2_000)]);
         store.rollback_to(mark);
         assert_eq!(ages(&store, 1), [("b".into(), 20), ("a".into(), 30)]);
@@ -375,7 +366,7 @@ mod tests {
         assert!(consistent(&store));
         // The restored order drives the next eviction: "a" (10) is the oldest again.
         let mut next = Outputs::default();
-        store.put(1, "e", v("e"), 50, &mut next).expect("put");
+        store.put(1, "e", v("e"), 50, &mut next);
         assert_eq!(tombstoned(&next), ["a"]);
     }
 
@@ -383,7 +374,7 @@ mod tests {
     fn rollback_skips_a_partition_dropped_since() {
         let mut store = KeyedStore::new("log", limits(10, 1_000));
         let mut out = Outputs::default();
-        store.put(2, "a", v("a"), 10, &mut out).expect("put");
+        store.put(2, "a", v("a"), 10, &mut out);
         store.drop_partition(2);
         store.rollback();
         assert_eq!(store.len(2), 0);
@@ -406,7 +397,7 @@ mod tests {
         assert_eq!(store.len(0), 3, "a restore does not evict");
         assert!(consistent(&store));
         let mut out = Outputs::default();
-        store.put(0, "e", v("5"), 50, &mut out).expect("put");
+        store.put(0, "e", v("5"), 50, &mut out);
         assert_eq!(tombstoned(&out), ["c", "d"]);
         assert_eq!(store.get(0, "a"), Some(&v("1")));
     }
@@ -442,7 +433,7 @@ mod tests {
             // Mostly forward in time, sometimes a late record.
             now += i64::try_from(next(10)).unwrap_or_default() - 2;
             let key = format!("k{}", next(120));
-            store.put(0, &key, v(&key), now, &mut out).expect("put");
+            store.put(0, &key, v(&key), now, &mut out);
             model.insert(key, now);
             reference_evict(&mut model, now, limits);
             match step % 7 {
