@@ -8,7 +8,7 @@
 //! |---|---|
 //! | 2xx | success; `Idempotent-Replayed: true` marks the server's replay of an earlier call |
 //! | 409 with an `id` (where the call accepts conflicts) | success: the object is already there (a 409 without one is rejected) |
-//! | 408, 425, 429, 5xx (but 501, 505), timeouts, connection failures (refused, reset) | `Retry`: retried in place (honouring `Retry-After`), then an outage: the batch is retried by the runtime, nothing dead-lettered |
+//! | 408, 425, 429, 5xx (but 501, 505), timeouts, connection failures (refused, reset) | `Retry`: retried in place (honouring `Retry-After`, or on a 429 without it HubSpot's `X-HubSpot-RateLimit-Interval-Milliseconds`), then an outage: the batch is retried by the runtime, nothing dead-lettered |
 //! | 401, 403 | `Auth`: the token (`token`) is refused; the sink is blocked until it is fixed, nothing dead-lettered |
 //! | other 4xx (400, 413, 414, 422, 431: a field or key the CRM will not take), 501, 505 | `Poison`: dead-lettered at once (`crm-rejected`); for an attachment, a follow-up |
 //!
@@ -130,8 +130,16 @@ impl HttpClient {
                 .and_then(|v: &HeaderValue| v.to_str().ok())
                 .map(str::to_string)
         };
-        let retry_after =
-            header(RETRY_AFTER.as_str()).and_then(|v| parse_retry_after(&v, SystemTime::now()));
+        // HubSpot answers the 429s of its rolling windows without `Retry-After` but names the
+        // window's length: waiting it out clears the window.
+        let retry_after = header(RETRY_AFTER.as_str())
+            .and_then(|v| parse_retry_after(&v, SystemTime::now()))
+            .or_else(|| {
+                header(HUBSPOT_RATE_LIMIT_INTERVAL)
+                    .filter(|_| status == 429)
+                    .and_then(|v| v.trim().parse().ok())
+                    .map(Duration::from_millis)
+            });
         let replayed =
             header("idempotent-replayed").is_some_and(|v| v.eq_ignore_ascii_case("true"));
         let text = response.text().await.map_err(transport_failure)?;
@@ -151,6 +159,9 @@ impl HttpClient {
         }
     }
 }
+
+/// The length of the rate-limit window a HubSpot 429 refers to, in milliseconds.
+const HUBSPOT_RATE_LIMIT_INTERVAL: &str = "x-hubspot-ratelimit-interval-milliseconds";
 
 /// How an answer that is not a success is treated (the table in the module doc). Whatever the
 /// record makes the CRM refuse (400, 413 for a body too large, 414 and 431 for a key too long
