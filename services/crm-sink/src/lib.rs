@@ -41,6 +41,7 @@ pub mod settings;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use mailstream_runtime::config::Secret;
 use mailstream_runtime::records::{Contact, CrmResult, ScoredLead};
 use mailstream_runtime::{BuildContext, Incoming, Outputs, ProcessError, Processor, RuntimeError};
 
@@ -48,6 +49,7 @@ use backend::hubspot::HubspotBackend;
 use backend::postgres::PostgresBackend;
 use backend::postgres_tls::Connector;
 use backend::rest::{Endpoints, HttpClient, RestBackend};
+use backend::tryton::{TrytonBackend, TrytonServer};
 use backend::{AnyBackend, CrmBackend, WritePlan};
 use error::Failure;
 use events::{MessageOutcome, SinkMetrics};
@@ -152,6 +154,24 @@ async fn connect(settings: &CrmSinkSettings, retrier: Retrier) -> Result<AnyBack
             http: http(retrier)?,
             message_id_property: settings.hubspot_message_id_property.clone(),
         }),
+        Backend::Tryton => {
+            let server = TrytonServer {
+                base_url: settings.http_base_url().unwrap_or_default(),
+                database: settings.tryton_database.clone().unwrap_or_default(),
+                key: Secret::new(settings.token.clone().unwrap_or_default()),
+            };
+            let backend = TrytonBackend::connect(server, retrier).await.map_err(|e| {
+                RuntimeError::Processor(format!(
+                    "Tryton ({}, {}, {}): {}",
+                    settings::key("base_url"),
+                    settings::key("tryton_database"),
+                    settings::key("token"),
+                    e.reason()
+                ))
+            })?;
+            tracing::info!(company = backend.company_id(), "Tryton CRM ready");
+            AnyBackend::Tryton(backend)
+        }
         Backend::Postgres => {
             let setting = |(name, what): (&str, String)| {
                 RuntimeError::Processor(format!("{}: {what}", settings::key(name)))

@@ -3,12 +3,13 @@
 //!
 //! | key | default | meaning |
 //! |---|---|---|
-//! | `backend` | `postgres` | `postgres`, `rest` or `hubspot` |
+//! | `backend` | `postgres` | `postgres`, `rest`, `hubspot` or `tryton` |
 //! | `database_url` | (required for postgres) | `postgres://user:pass@host:port/db`; never logged. `?sslmode=` `disable`, `prefer` (default: TLS whenever the server offers it), `require`, `verify-ca` or `verify-full` (libpq's meanings: `backend/postgres_tls.rs`); `sslrootcert=FILE` is `database_ca_file`; `application_name` (default `mailstream-crm-sink`) |
 //! | `database_ca_file` | none (`verify-*`: the system's roots) | PEM file of the CA(s) the PostgreSQL server's certificate must chain to (`verify-ca`, `verify-full`, and `require` as in libpq); missing, unreadable or without a certificate stops start-up |
 //! | `schema` | `crm` | PostgreSQL schema of the CRM tables (created, migrated at start) |
-//! | `base_url` | (required for rest; hubspot: `https://api.hubapi.com`) | the CRM API's base URL |
-//! | `token` | none | bearer token of the CRM API; never logged |
+//! | `base_url` | (required for rest and tryton; hubspot: `https://api.hubapi.com`) | the CRM API's base URL (Tryton: the server's, e.g. `http://127.0.0.1:8000`) |
+//! | `token` | none (required for tryton) | bearer token of the CRM API (Tryton: a validated REST user-application key); never logged |
+//! | `tryton_database` | (required for tryton) | Tryton: the database name, the first segment of its REST paths (`/<database>/rest/model/...`) |
 //! | `contacts_path` | `/contacts` | REST: contact upsert (by email) |
 //! | `deals_path` | `/deals` | REST: deal upsert (by id) |
 //! | `activities_path` | `/activities` | REST: email activity create |
@@ -19,7 +20,7 @@
 //! | `backoff_base_ms` | 100 | deprecated and ignored (the runtime's backoff starts at 100 ms); still accepted so existing configuration loads |
 //! | `retry_after_max_ms` | 300000 | longest `Retry-After` honoured: no call is made before it ends |
 //! | `request_timeout_ms` | 2000 | per HTTP request; PostgreSQL statement and connect timeout |
-//! | `rate_limit_per_sec` | postgres 0 (none), rest 20, hubspot 10 | token-bucket rate of CRM calls |
+//! | `rate_limit_per_sec` | postgres 0 (none), rest 20, hubspot 10, tryton 20 | token-bucket rate of CRM calls |
 //! | `rate_limit_burst` | the rate (at least 1) | token-bucket size |
 //! | `max_concurrency` | 4 | CRM calls in flight at once (attachments go in parallel) |
 //! | `dry_run` | false | log the writes it would make, make none |
@@ -27,7 +28,7 @@
 //!
 //! Retries in place end where the record's time inside its Kafka transaction ends: the runtime's
 //! `transaction_timeout_ms` less `batch_max_ms` (a record starts at most that long after its
-//! batch opened) and [`COMMIT_MARGIN_MS`] for the commit (27.9 s with the runtime's defaults).
+//! batch opened) and [`COMMIT_MARGIN_MS`] for the commit (7.9 s with the runtime's defaults).
 //! What still fails then is handed back to the runtime (transient: the batch is aborted and
 //! retried after its backoff, never dead-lettered) instead of letting the broker time the
 //! transaction out. One request must fit in that time: start-up fails otherwise, naming both keys.
@@ -59,6 +60,7 @@ pub enum Backend {
     Postgres,
     Rest,
     Hubspot,
+    Tryton,
 }
 
 impl Backend {
@@ -68,6 +70,7 @@ impl Backend {
             Self::Postgres => "postgres",
             Self::Rest => "rest",
             Self::Hubspot => "hubspot",
+            Self::Tryton => "tryton",
         }
     }
 }
@@ -110,6 +113,8 @@ pub struct CrmSinkSettings {
         deserialize_with = "lenient::string"
     )]
     pub hubspot_message_id_property: String,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub tryton_database: Option<String>,
     #[serde(default = "defaults::max_attempts")]
     pub max_attempts: u32,
     #[serde(default = "defaults::backoff_base_ms")]
@@ -182,6 +187,7 @@ impl std::fmt::Debug for CrmSinkSettings {
             .field("database_ca_file", &self.database_ca_file)
             .field("schema", &self.schema)
             .field("base_url", &self.base_url)
+            .field("tryton_database", &self.tryton_database)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("retry", &self.retry_policy())
             .field("dry_run", &self.dry_run)
@@ -214,7 +220,7 @@ impl CrmSinkSettings {
     /// The token-bucket rate: the setting, else the backend's default (0 = no limit).
     pub fn rate(&self) -> f64 {
         self.rate_limit_per_sec.unwrap_or(match self.backend {
-            Backend::Rest => 20.0,
+            Backend::Rest | Backend::Tryton => 20.0,
             Backend::Hubspot => 10.0,
             Backend::Postgres => 0.0,
         })
@@ -293,10 +299,13 @@ impl CrmSinkSettings {
                     );
                 }
             }
-            Backend::Rest | Backend::Hubspot => match self.http_base_url() {
+            Backend::Rest | Backend::Hubspot | Backend::Tryton => match self.http_base_url() {
                 None => bad(
                     "base_url",
-                    "is required for the rest backend, e.g. https://crm.example.com/api/v1".into(),
+                    format!(
+                        "is required for the {} backend, e.g. https://crm.example.com/api/v1",
+                        self.backend.name()
+                    ),
                 ),
                 Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => bad(
                     "base_url",
@@ -304,6 +313,21 @@ impl CrmSinkSettings {
                 ),
                 Some(_) => {}
             },
+        }
+        if self.backend == Backend::Tryton {
+            let database = self.tryton_database.as_deref().unwrap_or_default();
+            if database.trim().is_empty() || database.contains('/') {
+                bad(
+                    "tryton_database",
+                    "is required for the tryton backend: the database name, without `/`".into(),
+                );
+            }
+            if self.token.as_deref().unwrap_or_default().is_empty() {
+                bad(
+                    "token",
+                    "is required for the tryton backend: a REST user-application key".into(),
+                );
+            }
         }
         for (name, path) in [
             ("contacts_path", &self.contacts_path),

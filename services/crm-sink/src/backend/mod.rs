@@ -10,6 +10,7 @@
 //! | PostgreSQL (default, tested) | [`postgres`] | unique keys, `ON CONFLICT ... WHERE ... IS DISTINCT FROM` |
 //! | generic REST CRM | [`rest`] | `Idempotency-Key: <message_id>:<operation>` on every write |
 //! | HubSpot CRM v3 | [`hubspot`] | upsert by email; a unique message-id property on emails |
+//! | Tryton 8.x (REST API) | [`tryton`] | search before create: parties by email, opportunities by reference, notes by a message-id line |
 
 pub mod hubspot;
 pub mod keys;
@@ -20,6 +21,7 @@ pub mod postgres;
 mod postgres_sql;
 pub mod postgres_tls;
 pub mod rest;
+pub mod tryton;
 
 use std::future::Future;
 use std::time::Instant;
@@ -364,7 +366,7 @@ pub struct WriteReport {
 /// A CRM the sink writes to. `write` returns once the write is durable, and writing the same
 /// plan again changes nothing.
 pub trait CrmBackend: Send + 'static {
-    /// `postgres`, `rest` or `hubspot` (the crm-result's `backend`).
+    /// `postgres`, `rest`, `hubspot` or `tryton` (the crm-result's `backend`).
     fn name(&self) -> &'static str;
 
     /// Writes `plan`; no retry waits past `deadline`. A backend may hold the write back until
@@ -392,6 +394,7 @@ pub enum AnyBackend {
     Postgres(Box<postgres::PostgresBackend>),
     Rest(rest::RestBackend),
     Hubspot(hubspot::HubspotBackend),
+    Tryton(tryton::TrytonBackend),
 }
 
 impl CrmBackend for AnyBackend {
@@ -400,6 +403,7 @@ impl CrmBackend for AnyBackend {
             Self::Postgres(b) => b.name(),
             Self::Rest(b) => b.name(),
             Self::Hubspot(b) => b.name(),
+            Self::Tryton(b) => b.name(),
         }
     }
 
@@ -408,6 +412,7 @@ impl CrmBackend for AnyBackend {
             Self::Postgres(b) => b.write(plan, deadline).await,
             Self::Rest(b) => b.write(plan, deadline).await,
             Self::Hubspot(b) => b.write(plan, deadline).await,
+            Self::Tryton(b) => b.write(plan, deadline).await,
         }
     }
 
@@ -416,6 +421,7 @@ impl CrmBackend for AnyBackend {
             Self::Postgres(b) => b.commit(deadline).await,
             Self::Rest(b) => b.commit(deadline).await,
             Self::Hubspot(b) => b.commit(deadline).await,
+            Self::Tryton(b) => b.commit(deadline).await,
         }
     }
 
@@ -424,6 +430,7 @@ impl CrmBackend for AnyBackend {
             Self::Postgres(b) => b.rollback(),
             Self::Rest(b) => b.rollback(),
             Self::Hubspot(b) => b.rollback(),
+            Self::Tryton(b) => b.rollback(),
         }
     }
 }

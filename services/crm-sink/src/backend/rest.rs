@@ -195,7 +195,8 @@ pub fn status_failure(op: &str, status: u16, body: &str, retry_after: Option<Dur
     }
 }
 
-fn transport_failure(e: reqwest::Error) -> Failure {
+/// A request that got no answer: a timeout or a connection failure, retried.
+pub fn transport_failure(e: reqwest::Error) -> Failure {
     Failure::Retry {
         class: if e.is_timeout() {
             FailureClass::Timeout

@@ -1,0 +1,400 @@
+//! The CRM sink's `tryton` backend against a real Tryton 8.2 server (started by `dev/up`; its
+//! address, database and REST key in `MAILSTREAM_TRYTON_URL`, `MAILSTREAM_TRYTON_DATABASE`,
+//! `MAILSTREAM_TRYTON_KEY`): scored leads produced to `scored`, the sink run, and what Tryton
+//! holds read back through its REST API.
+//!
+//! One run: a new sender with a deal (a party with an email contact mechanism, an opportunity, a
+//! note), a sender without a deal (a note on the party), an email on a deal without a sender (an
+//! opportunity without a party), and a record Tryton refuses (a date beyond year 9999: 400),
+//! dead-lettered with Tryton's reason. Then updates: a second email of the first sender on its
+//! deal (the same party and opportunity, a second note) and a sender on the deal that had none
+//! (the opportunity gets the party). Then the sink's offsets go back to the earliest and it runs
+//! again: every result is `unchanged` and no Tryton record is created or modified (their
+//! `write_date`s stay as they were).
+//!
+//! An outage: the sink reaches Tryton through a proxy the test cuts (connections dropped and
+//! refused). The sink blocks (`crm_sink_blocked{cause="unavailable"}`), dead-letters nothing,
+//! and writes the email once Tryton is reachable again.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE;
+use mailstream_runtime::records::{CrmResult, ScoredLead};
+use mailstream_tests::crm::{Cut, crm_results, produce_leads, scored_lead, spawn_sink};
+use mailstream_tests::pipeline::metric;
+use mailstream_tests::{Seen, TestEnv, collect, free_port, http_get, now_ms, terminate};
+use serde_json::{Value, json};
+
+/// Held by each test while its sink writes to Tryton. The dev server keeps its database in
+/// SQLite, where concurrent transactions can read the same sequence number (two parties created
+/// at once by two sinks get the same code and Tryton refuses the second: "The code on party
+/// must be unique"); one sink at a time is what SQLite supports. (A sink is one writer; Tryton
+/// on PostgreSQL takes sequence numbers atomically.)
+static ONE_SINK_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The running Tryton's REST API, from the env file `dev/up` writes.
+struct Tryton {
+    url: String,
+    database: String,
+    key: String,
+    http: reqwest::Client,
+}
+
+impl Tryton {
+    fn get() -> Self {
+        let var = |name: &str| {
+            std::env::var(name).unwrap_or_else(|_| {
+                panic!("{name} is not set: run dev/up and source ~/.local/state/mailstream/env")
+            })
+        };
+        Self {
+            url: var("MAILSTREAM_TRYTON_URL"),
+            database: var("MAILSTREAM_TRYTON_DATABASE"),
+            key: var("MAILSTREAM_TRYTON_KEY"),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// The records of `model` matching `domain`, with `fields`, in id order.
+    async fn search(&self, model: &str, domain: Value, fields: &[&str]) -> Vec<Value> {
+        let mut url = format!(
+            "{}/{}/rest/model/{model}?d={}",
+            self.url,
+            self.database,
+            URL_SAFE.encode(domain.to_string())
+        );
+        for field in fields {
+            url.push_str(&format!("&f={field}"));
+        }
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .expect("Tryton answers");
+        assert!(response.status().is_success(), "{url}: {response:?}");
+        let mut records: Vec<Value> = response.json().await.expect("a JSON list");
+        records.sort_by_key(|r| r["id"].as_i64());
+        records
+    }
+
+    /// Everything the test's records made (ids, values, `write_date`s): what a replay must
+    /// leave as it was.
+    async fn snapshot(&self, tag: &str) -> Vec<Vec<Value>> {
+        let like = format!("%{tag}%");
+        let stamps = ["write_date", "create_date"];
+        let mut out = vec![
+            self.search(
+                "party.contact_mechanism",
+                json!([["value", "ilike", like]]),
+                &["value", "party", stamps[0], stamps[1]],
+            )
+            .await,
+            self.search(
+                "sale.opportunity",
+                json!([["reference", "ilike", like]]),
+                &[
+                    "reference",
+                    "party",
+                    "description",
+                    "state",
+                    stamps[0],
+                    stamps[1],
+                ],
+            )
+            .await,
+        ];
+        let parties: Vec<i64> = out[0].iter().filter_map(|m| m["party"].as_i64()).collect();
+        out.push(
+            self.search(
+                "party.party",
+                json!([["id", "in", parties]]),
+                &["name", stamps[0], stamps[1]],
+            )
+            .await,
+        );
+        out.push(
+            self.search(
+                "ir.note",
+                json!([["message", "ilike", like]]),
+                &["resource", "message", stamps[0], stamps[1]],
+            )
+            .await,
+        );
+        out
+    }
+}
+
+fn by_id<'a>(results: &'a [CrmResult], message_id: &str) -> Vec<&'a CrmResult> {
+    results
+        .iter()
+        .filter(|r| r.message_id == message_id)
+        .collect()
+}
+
+async fn dead_letters(env: &TestEnv, want: usize) -> Vec<Seen> {
+    collect(
+        &env.consumer(&["scored.dlq"]),
+        want,
+        Duration::from_secs(90),
+        Duration::from_secs(2),
+    )
+    .await
+}
+
+/// The sink's settings for the Tryton at `url`.
+fn sink_settings<'a>(tryton: &'a Tryton, url: &'a str) -> [(&'static str, &'a str); 4] {
+    [
+        ("MAILSTREAM_CRM_SINK_BACKEND", "tryton"),
+        ("MAILSTREAM_CRM_SINK_BASE_URL", url),
+        (
+            "MAILSTREAM_CRM_SINK_TRYTON_DATABASE",
+            tryton.database.as_str(),
+        ),
+        ("MAILSTREAM_CRM_SINK_TOKEN", tryton.key.as_str()),
+    ]
+}
+
+/// A lead on `deal` without a sender: no party, the opportunity made without one.
+fn anonymous(message_id: &str, deal: &str, t: i64) -> ScoredLead {
+    let mut l = scored_lead(message_id, "nobody@client.test", "acct-4", Some(deal), t);
+    l.sender_email = None;
+    l.resolved.sender_email = None;
+    l.resolved.new_contact = None;
+    l
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tryton_gets_each_party_opportunity_and_email_once_and_refusals_are_dead_lettered() {
+    let _alone = ONE_SINK_AT_A_TIME.lock().await;
+    let tryton = Tryton::get();
+    let env = TestEnv::new("crmtryton");
+    // The Tryton database outlives the test: everything it makes carries this run's tag.
+    let tag = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let sender = |name: &str| format!("{name}-{tag}@client.test");
+    let (deal, deal2) = (format!("deal-{tag}"), format!("deal2-{tag}"));
+    let id = |n: u32| format!("m{n}-{tag}@c");
+    let t = now_ms();
+    let mut second = scored_lead(&id(2), &sender("sam"), "acct-1", Some(&deal), t + 1);
+    second.resolved.email.text = Some("Following up: can we sign this week?".into());
+    let records = [
+        scored_lead(&id(1), &sender("sam"), "acct-1", Some(&deal), t),
+        scored_lead(&id(3), &sender("kim"), "acct-2", None, t),
+        anonymous(&id(0), &deal2, t),
+        // Year 33658: Tryton cannot decode the opportunity's start date and answers 400.
+        scored_lead(
+            &id(4),
+            &sender("bad"),
+            "acct-3",
+            Some(&format!("deal-bad-{tag}")),
+            1_000_000_000_000_000,
+        ),
+        // Later: the same sender on the same deal, and a sender on the deal that had none.
+        second,
+        scored_lead(&id(5), &sender("lee"), "acct-4", Some(&deal2), t + 1),
+    ];
+    let settings = sink_settings(&tryton, &tryton.url);
+    let mut run = spawn_sink(&env, "a", free_port(), &settings);
+    produce_leads(&env, &records[..4]).await;
+    let first = crm_results(&env, 3, Duration::from_secs(90)).await;
+    let dlq = dead_letters(&env, 1).await;
+    produce_leads(&env, &records[4..]).await;
+    let results = crm_results(&env, 5, Duration::from_secs(90)).await;
+    terminate(&mut run, Duration::from_secs(30));
+
+    assert_eq!((first.len(), results.len()), (3, 5), "{results:?}");
+    assert!(
+        results
+            .iter()
+            .all(|r| r.backend == "tryton" && r.outcome == "written"),
+        "{results:?}"
+    );
+    let result = |n: u32| by_id(&results, &id(n))[0];
+    let (m0, m1, m2, m3, m5) = (result(0), result(1), result(2), result(3), result(5));
+    assert!(m1.contact_created && !m2.contact_created, "{m1:?} {m2:?}");
+    assert_eq!(m1.contact_id, m2.contact_id, "one party for one sender");
+    assert_eq!(m1.deal_id, m2.deal_id, "one opportunity for one deal");
+    assert_ne!(m1.activity_id, m2.activity_id, "a note per email");
+    assert!(m3.contact_created && m3.deal_id.is_none(), "{m3:?}");
+    assert!(
+        m0.contact_id.is_none() && m0.activity_id.is_some(),
+        "{m0:?}"
+    );
+    assert!(m5.contact_created && m5.deal_id == m0.deal_id, "{m5:?}");
+
+    let dead: Vec<&str> = dlq.iter().filter_map(|r| r.key.as_deref()).collect();
+    assert_eq!(dead, [id(4).as_str()]);
+    assert_eq!(dlq[0].headers["mailstream.error.class"], "crm-rejected");
+    let reason = &dlq[0].headers["mailstream.error.message"];
+    assert!(
+        reason.contains("opportunity-create answered 400: Unable to read JSON request"),
+        "{reason}"
+    );
+
+    // What Tryton holds, read through its REST API.
+    let before = tryton.snapshot(&tag).await;
+    let [mechanisms, opportunities, parties, notes] = &before[..] else {
+        panic!("four lists: {before:?}");
+    };
+    let mut values: Vec<&str> = mechanisms
+        .iter()
+        .filter_map(|m| m["value"].as_str())
+        .collect();
+    values.sort();
+    assert_eq!(
+        values,
+        [sender("bad"), sender("kim"), sender("lee"), sender("sam")]
+    );
+    assert_eq!(parties.len(), 4, "one party per sender: {parties:?}");
+    assert!(
+        parties.iter().all(|p| p["name"] == "Sam Sender"),
+        "{parties:?}"
+    );
+    let opportunity = |reference: &str| {
+        let found: Vec<&Value> = opportunities
+            .iter()
+            .filter(|o| o["reference"] == reference)
+            .collect();
+        assert_eq!(found.len(), 1, "{opportunities:?}");
+        assert_eq!(found[0]["state"], "lead");
+        (
+            Some(found[0]["id"].to_string()),
+            Some(found[0]["party"].to_string()),
+        )
+    };
+    assert_eq!(
+        opportunity(&deal),
+        (m1.deal_id.clone(), m1.contact_id.clone())
+    );
+    assert_eq!(
+        opportunity(&deal2),
+        (m0.deal_id.clone(), m5.contact_id.clone()),
+        "the opportunity made without a party got the first sender on it"
+    );
+    let on =
+        |model: &str, id: &Option<String>| format!("{model},{}", id.clone().unwrap_or_default());
+    let mut resources: Vec<String> = notes
+        .iter()
+        .filter_map(|n| n["resource"].as_str())
+        .map(str::to_string)
+        .collect();
+    resources.sort();
+    let mut want = vec![
+        on("sale.opportunity", &m1.deal_id),
+        on("sale.opportunity", &m1.deal_id),
+        on("party.party", &m3.contact_id),
+        on("sale.opportunity", &m0.deal_id),
+        on("sale.opportunity", &m0.deal_id),
+    ];
+    want.sort();
+    assert_eq!(resources, want, "a note per email");
+    let second_note = notes
+        .iter()
+        .filter_map(|n| n["message"].as_str())
+        .find(|m| m.starts_with(&format!("mailstream email {}\n", id(2))))
+        .unwrap_or_default();
+    assert!(
+        second_note.contains("\nSubject: Pricing question ")
+            && second_note.ends_with("\n\nFollowing up: can we sign this week?"),
+        "{notes:?}"
+    );
+
+    // A replay of every record changes nothing in Tryton.
+    env.reset_to_earliest("crm-sink");
+    let mut run = spawn_sink(&env, "b", free_port(), &settings);
+    let results = crm_results(&env, 10, Duration::from_secs(90)).await;
+    let dlq = dead_letters(&env, 2).await;
+    terminate(&mut run, Duration::from_secs(30));
+    // Both runs' results (crm-results is read from the start), in no particular order.
+    assert_eq!(results.len(), 10, "{results:?}");
+    for n in [0, 1, 2, 3, 5] {
+        let mut outcomes: Vec<&str> = by_id(&results, &id(n))
+            .iter()
+            .map(|r| r.outcome.as_str())
+            .collect();
+        outcomes.sort();
+        assert_eq!(outcomes, ["unchanged", "written"], "{results:?}");
+    }
+    assert!(
+        results
+            .iter()
+            .all(|r| r.outcome == "written" || !r.contact_created),
+        "{results:?}"
+    );
+    assert_eq!(dlq.len(), 2, "the refused record is refused again");
+    assert_eq!(tryton.snapshot(&tag).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tryton_outage_blocks_the_sink_and_dead_letters_nothing() {
+    let _alone = ONE_SINK_AT_A_TIME.lock().await;
+    let tryton = Tryton::get();
+    let env = TestEnv::new("crmtrytonout");
+    let tag = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let cut = Cut::start(tryton.url.trim_start_matches("http://").to_string())
+        .await
+        .expect("proxy");
+    let url = format!("http://{}", cut.addr);
+    let port = free_port();
+    let mut run = spawn_sink(&env, "a", port, &sink_settings(&tryton, &url));
+    let t = now_ms();
+    let lead = |n: u32| {
+        scored_lead(
+            &format!("o{n}-{tag}@c"),
+            &format!("o{n}-{tag}@client.test"),
+            "acct-1",
+            None,
+            t,
+        )
+    };
+    produce_leads(&env, &[lead(1)]).await;
+    assert_eq!(crm_results(&env, 1, Duration::from_secs(60)).await.len(), 1);
+
+    cut.cut();
+    produce_leads(&env, &[lead(2)]).await;
+    let started = Instant::now();
+    let blocked = loop {
+        let (_, body) = http_get(&format!("http://127.0.0.1:{port}/metrics")).await;
+        let blocked = metric(
+            &body,
+            "mailstream_crm_sink_blocked",
+            &[("cause", "unavailable")],
+        );
+        if blocked == 1.0 || started.elapsed() > Duration::from_secs(30) {
+            break blocked;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(blocked, 1.0, "blocked while Tryton is unreachable");
+    assert_eq!(crm_results(&env, 2, Duration::from_secs(3)).await.len(), 1);
+
+    cut.restore();
+    let results = crm_results(&env, 2, Duration::from_secs(90)).await;
+    let dlq = collect(
+        &env.consumer(&["scored.dlq"]),
+        1,
+        Duration::from_secs(5),
+        Duration::ZERO,
+    )
+    .await;
+    terminate(&mut run, Duration::from_secs(30));
+    assert_eq!(results.len(), 2, "{results:?}");
+    assert!(
+        results.iter().all(|r| r.outcome == "written"),
+        "{results:?}"
+    );
+    assert!(
+        dlq.is_empty(),
+        "an outage is never the record's fault: {dlq:?}"
+    );
+    let parties = tryton
+        .search(
+            "party.contact_mechanism",
+            json!([["value", "ilike", format!("o2-{tag}%")]]),
+            &["party"],
+        )
+        .await;
+    assert_eq!(parties.len(), 1, "written once: {parties:?}");
+}
