@@ -6,10 +6,11 @@
 //! options, timestamps, the 65,536-character limit) and associations against HubSpot's type ids
 //! and objects. A request HubSpot would refuse is answered 400 and recorded as a violation.
 //!
-//! - Contacts upserted by email, email engagements with `hs_timestamp` associated to the
-//!   contact (198) and to a deal of the portal (210); a second email from the same sender
-//!   updates the contact; a replay meets the unique message-id property and changes nothing;
-//!   a body over HubSpot's value limit and a deal id HubSpot cannot hold are still written.
+//! - Contacts upserted by email, email engagements (`hs_timestamp`, the reply-stripped text)
+//!   associated to the contact (198) and to a deal of the portal (210); a second email from
+//!   the same sender updates the contact; a replay meets the unique message-id property and
+//!   changes nothing; a body over HubSpot's value limit and a deal id HubSpot cannot hold are
+//!   still written.
 //! - 429 with the `TEN_SECONDLY_ROLLING` policy body (no `Retry-After`) is retried, never
 //!   dead-lettered; 409 to a batch upsert (HubSpot's answer to duplicate inputs in one batch)
 //!   is the record's fault: dead-lettered as `crm-rejected`, not retried.
@@ -20,7 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mailstream_runtime::records::{ContactMatch, CrmResult, ScoredLead};
-use mailstream_tests::crm::{crm_results, produce_leads, scored_lead, spawn_sink};
+use mailstream_tests::crm::{crm_results, produce_leads, reply_lead, scored_lead, spawn_sink};
 use mailstream_tests::{TestEnv, collect, free_port, http_get, log_dir, now_ms, terminate};
 use serde_json::{Value, json};
 
@@ -165,13 +166,9 @@ async fn hubspot_backend_requests_meet_hubspots_published_contract() {
     // HubSpot's rolling ten-second limit, hit for 2 s from the first call on.
     hs.control("faults", json!({"rate_limit_ms": 2000})).await;
     let t = now_ms() - 60_000;
-    let first = scored_lead(
-        "hsc-1@client.test",
-        "sam@client.test",
-        "acct-1",
-        Some("901"),
-        t,
-    );
+    // Quoted history in its text: the engagement gets the reply-stripped text.
+    let mut first = reply_lead("hsc-1@client.test", "sam@client.test", t);
+    first.deal_id = Some("901".into());
     let again = scored_lead(
         "hsc-2@client.test",
         "sam@client.test",
@@ -334,6 +331,7 @@ async fn hubspot_backend_requests_meet_hubspots_published_contract() {
         props["hs_email_subject"],
         "Pricing question hsc-1@client.test"
     );
+    assert_eq!(props["hs_email_text"], "Hello, what does it cost?");
     let email_id = email["id"].as_str().expect("id");
     assert_eq!(first[0].activity_id.as_deref(), Some(email_id));
     assert!(associated(&state, email_id, "contacts", sam_id, 198));

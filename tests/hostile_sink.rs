@@ -8,14 +8,12 @@
 
 use std::time::{Duration, Instant};
 
-use mailstream_runtime::AvroRecord;
 use mailstream_runtime::records::{Attachment, Disposition, ScoredLead};
-use mailstream_tests::crm::{crm_results, scored_lead, spawn_sink};
+use mailstream_tests::crm::{crm_results, produce_leads_in_order, scored_lead, spawn_sink};
 use mailstream_tests::crm_db::{TABLES, database_url, psql, schema_of, snapshot};
 use mailstream_tests::{TestEnv, collect, free_port, now_ms, terminate};
 use rand::Rng;
 use rand::distr::Alphanumeric;
-use rdkafka::producer::FutureRecord;
 
 /// `n` random lower-case letters and digits: nothing for PostgreSQL to compress.
 fn random(n: usize) -> String {
@@ -75,27 +73,6 @@ fn hostile(t: i64) -> Vec<(&'static str, ScoredLead)> {
     ]
 }
 
-/// Sends `leads` to partition 0 of `scored`, in order (so the canary is behind the rest).
-async fn send_in_order(env: &TestEnv, leads: &[&ScoredLead]) {
-    let producer = env.producer();
-    let topic = env.topic("scored");
-    for l in leads {
-        let value = (*l).clone().into_avro().expect("to avro");
-        let payload = env.encode("scored", value).await;
-        producer
-            .send(
-                FutureRecord::to(&topic)
-                    .key(&l.message_id)
-                    .payload(&payload)
-                    .partition(0),
-                Duration::from_secs(30),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .expect("delivered");
-    }
-}
-
 fn sink(env: &TestEnv, schema: &str) -> std::process::Child {
     let url = database_url();
     spawn_sink(
@@ -138,7 +115,7 @@ async fn oversized_fields_reach_the_crm_and_hold_up_nothing() {
     );
 
     let mut run = sink(&env, &schema);
-    send_in_order(&env, &[&warmup]).await;
+    produce_leads_in_order(&env, [&warmup]).await;
     assert_eq!(
         crm_results(&env, 1, Duration::from_secs(120)).await.len(),
         1,
@@ -146,7 +123,7 @@ async fn oversized_fields_reach_the_crm_and_hold_up_nothing() {
     );
     let sent = Instant::now();
     let behind: Vec<&ScoredLead> = hostile.iter().map(|(_, l)| l).chain([&canary]).collect();
-    send_in_order(&env, &behind).await;
+    produce_leads_in_order(&env, behind).await;
     let canary_seen = loop {
         let seen = crm_results(&env, 1 + hostile.len(), Duration::from_secs(2)).await;
         if seen.iter().any(|r| r.message_id == canary.message_id) {

@@ -1,20 +1,23 @@
 //! A REST CRM stand-in for the CRM sink's `rest` backend, which fails on demand: bursts of 429
-//! with `Retry-After` and of 503 for a while from the next call on ([`FakeCrm::burst`]), and 400 for every activity
-//! whose message id carries [`crate::corpus::REJECT_MARKER`] (poison: the sink dead-letters it
-//! as `crm-rejected`).
+//! with `Retry-After` and of 503 for a while from the next call on ([`FakeCrm::burst`]), 400 for
+//! every activity whose message id carries [`crate::corpus::REJECT_MARKER`] (poison: the sink
+//! dead-letters it as `crm-rejected`), and whatever a test's own script answers each call
+//! ([`FakeCrm::script`]: a fault by the call's idempotency key, operation and attempt, e.g. by
+//! markers in the message id). A 400 names the sender's address, as CRMs echo the value they
+//! refuse: what the sink makes of it must not carry the address.
 //!
 //! It honours `Idempotency-Key` like a real API: the first successful answer per key is stored
 //! and replayed (`Idempotent-Replayed: true`) to any later call with that key, so a write is
 //! applied once. What it holds (contacts, deals, activities, attachments, and how often each
-//! key was applied) is its "rows": [`FakeCrm::snapshot`] compares them before and after a
-//! replay. Same conventions as the stand-in inside `tests/crm_sink.rs` (paths, bearer token,
-//! `{"id", "created"}` answers).
+//! key was applied) is its "rows" ([`FakeCrm::rows`]), for a test to compare before and after
+//! a replay. Paths: `POST /contacts` (upsert by email: `{"id", "created"}`), `/deals`,
+//! `/activities`, `/activities/{id}/attachments`, with a bearer token.
 //!
 //! Outages on demand: [`FakeCrm::refuse_credentials`] answers 401 to every call (a revoked
 //! token), and [`Cut`] is a TCP proxy that drops every connection and refuses new ones (put it
-//! in front of the stand-in or of PostgreSQL). [`FakeCrm::calls`] counts the calls made per
-//! idempotency key. The rest of the file drives the sink itself: scored leads, a sink
-//! instance, its results and its log.
+//! in front of the stand-in or of PostgreSQL). [`FakeCrm::calls`] has when each call per
+//! idempotency key was made. The rest of the file drives the sink itself: scored leads, a sink
+//! instance, its results, its metrics and its log.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::process::Child;
@@ -28,13 +31,15 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use mailstream_runtime::AvroRecord;
 use mailstream_runtime::records::{
-    AccountMatch, Address, CrmResult, NewContactProposal, ParsedEmail, ResolvedEmail, RuleHit,
-    ScoredLead,
+    AccountMatch, Address, Attachment, AuthResults, ContactMatch, CrmResult, Disposition,
+    NewContactProposal, ParsedEmail, ResolvedEmail, RuleHit, ScoredLead,
 };
+use rdkafka::producer::FutureRecord;
 use serde_json::{Value, json};
 
 use crate::corpus::REJECT_MARKER;
-use crate::{TestEnv, collect, decode, log_dir};
+use crate::pipeline::metric;
+use crate::{TestEnv, collect, decode, http_get, log_dir};
 
 /// A burst of failures answered to every call for a while.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +49,39 @@ pub enum Burst {
     /// 503.
     Unavailable,
 }
+
+/// A fault a test's script answers a call with ([`FakeCrm::script`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// 429 with `Retry-After: <seconds>`.
+    TooMany { retry_after_secs: u64 },
+    /// 429 with `Retry-After` as an HTTP date this far ahead (to the second).
+    TooManyUntil(Duration),
+    /// 503.
+    Unavailable,
+    /// 400 naming the sender: the record's fault.
+    Reject,
+    /// Written and answered after this long.
+    Slow(Duration),
+    /// Written at once, answered only after this long (past the client's timeout: the write
+    /// is done, the client does not know).
+    AnswerLate(Duration),
+}
+
+/// A call as a script sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    /// The idempotency key: `<message_id>:<operation>` (`:<part>` for an attachment).
+    pub key: &'a str,
+    /// `contact`, `deal`, `activity` or `attachment`.
+    pub op: &'a str,
+    /// Calls made with this key so far, this one included (from 1).
+    pub attempt: usize,
+}
+
+/// A script: the fault to answer a call with, and the name it is counted under in
+/// [`FakeCrm::faults`]; `None` leaves the call to the stand-in's own behaviour.
+type Script = Arc<dyn Fn(&Call<'_>) -> Option<(&'static str, Fault)> + Send + Sync>;
 
 /// The CRM's rows: what a replay must leave exactly as it was.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -72,8 +110,9 @@ struct Crm {
     next_id: u64,
     /// Answer 401 to every call.
     refuse_credentials: bool,
-    /// Calls per idempotency key, faults included.
-    calls: BTreeMap<String, u32>,
+    /// When each call per idempotency key was made, faults included.
+    calls: BTreeMap<String, Vec<Instant>>,
+    script: Option<Script>,
 }
 
 /// A running stand-in, served on 127.0.0.1 from this process.
@@ -140,6 +179,103 @@ fn apply(crm: &mut Crm, op: &str, key: &str, body: &Value) -> (u16, Value, bool)
     (status, answer, false)
 }
 
+/// How a call that reached the write is paced: a wait before it, and one before the answer.
+#[derive(Default)]
+struct Pace {
+    before: Duration,
+    after: Duration,
+}
+
+/// What becomes of a call: answered at once (a fault), or written at a pace.
+enum Verdict {
+    Answer(Response),
+    Write(Pace),
+}
+
+/// A 400 naming the sender's address (or the contact's), as CRMs echo the value they refuse.
+fn reject(op: &str, body: &Value) -> Response {
+    let value = body["sender_email"]
+        .as_str()
+        .or_else(|| body["email"].as_str())
+        .unwrap_or("the value");
+    let error = format!("{op} rejected by a validation rule: {value}");
+    answer(400, json!({ "error": error }), &[])
+}
+
+/// The answer to a call `fault` hits, or how to pace its write.
+fn inject(fault: Fault, op: &str, body: &Value) -> Verdict {
+    let too_many = |retry_after: String| {
+        let headers = [("retry-after", retry_after)];
+        Verdict::Answer(answer(429, json!({"error": "rate limited"}), &headers))
+    };
+    match fault {
+        Fault::TooMany { retry_after_secs } => too_many(retry_after_secs.to_string()),
+        Fault::TooManyUntil(ahead) => {
+            let at = chrono::Utc::now() + chrono::Duration::from_std(ahead).expect("a short wait");
+            too_many(at.format("%a, %d %b %Y %H:%M:%S GMT").to_string())
+        }
+        Fault::Unavailable => Verdict::Answer(answer(503, json!({"error": "maintenance"}), &[])),
+        Fault::Reject => Verdict::Answer(reject(op, body)),
+        Fault::Slow(before) => Verdict::Write(Pace {
+            before,
+            after: Duration::ZERO,
+        }),
+        Fault::AnswerLate(after) => Verdict::Write(Pace {
+            before: Duration::ZERO,
+            after,
+        }),
+    }
+}
+
+/// Checks a call and answers it with a fault, or says how to pace its write.
+fn admit(crm: &mut Crm, op: &str, key: &str, authorization: &str, body: &Value) -> Verdict {
+    if crm.refuse_credentials || authorization != format!("Bearer {}", crm.token) {
+        *crm.faults.entry("401").or_default() += 1;
+        return Verdict::Answer(answer(401, json!({"error": "unauthorized"}), &[]));
+    }
+    if key.is_empty() {
+        return Verdict::Answer(answer(
+            400,
+            json!({"error": "Idempotency-Key required"}),
+            &[],
+        ));
+    }
+    crm.requests += 1;
+    let calls = crm.calls.entry(key.to_string()).or_default();
+    calls.push(Instant::now());
+    let call = Call {
+        key,
+        op,
+        attempt: calls.len(),
+    };
+    // The script's faults come first: a burst does not take the attempts it scripts.
+    if let Some((name, fault)) = crm.script.clone().and_then(|script| script(&call)) {
+        *crm.faults.entry(name).or_default() += 1;
+        return inject(fault, op, body);
+    }
+    if crm.burst.is_none() {
+        crm.burst = crm.armed.pop_front().map(|(b, l)| (b, l, None));
+    }
+    if let Some((burst, length, began)) = crm.burst {
+        let began = began.unwrap_or_else(Instant::now);
+        crm.burst = Some((burst, length, Some(began)));
+        if began.elapsed() < length {
+            let (name, fault) = match burst {
+                Burst::TooMany { retry_after_secs } => ("429", Fault::TooMany { retry_after_secs }),
+                Burst::Unavailable => ("503", Fault::Unavailable),
+            };
+            *crm.faults.entry(name).or_default() += 1;
+            return inject(fault, op, body);
+        }
+        crm.burst = None;
+    }
+    if op == "activity" && key.contains(REJECT_MARKER) {
+        *crm.faults.entry("400").or_default() += 1;
+        return Verdict::Answer(reject(op, body));
+    }
+    Verdict::Write(Pace::default())
+}
+
 async fn handle(
     State(state): State<Arc<Mutex<Crm>>>,
     uri: Uri,
@@ -163,49 +299,18 @@ async fn handle(
     };
     let key = header("idempotency-key");
     let body: Value = serde_json::from_slice(&body).unwrap_or_default();
-    let mut crm = lock(&state);
-    if crm.refuse_credentials || header("authorization") != format!("Bearer {}", crm.token) {
-        *crm.faults.entry("401").or_default() += 1;
-        return answer(401, json!({"error": "unauthorized"}), &[]);
+    let admitted = admit(&mut lock(&state), op, &key, &header("authorization"), &body);
+    let pace = match admitted {
+        Verdict::Write(pace) => pace,
+        Verdict::Answer(fault) => return fault,
+    };
+    if !pace.before.is_zero() {
+        tokio::time::sleep(pace.before).await;
     }
-    if key.is_empty() {
-        return answer(400, json!({"error": "Idempotency-Key required"}), &[]);
+    let (status, body, replayed) = apply(&mut lock(&state), op, &key, &body);
+    if !pace.after.is_zero() {
+        tokio::time::sleep(pace.after).await;
     }
-    crm.requests += 1;
-    *crm.calls.entry(key.clone()).or_default() += 1;
-    if crm.burst.is_none() {
-        crm.burst = crm.armed.pop_front().map(|(b, l)| (b, l, None));
-    }
-    if let Some((burst, length, began)) = crm.burst {
-        let began = began.unwrap_or_else(Instant::now);
-        crm.burst = Some((burst, length, Some(began)));
-        if began.elapsed() < length {
-            return match burst {
-                Burst::TooMany { retry_after_secs } => {
-                    *crm.faults.entry("429").or_default() += 1;
-                    answer(
-                        429,
-                        json!({"error": "rate limited"}),
-                        &[("retry-after", retry_after_secs.to_string())],
-                    )
-                }
-                Burst::Unavailable => {
-                    *crm.faults.entry("503").or_default() += 1;
-                    answer(503, json!({"error": "maintenance"}), &[])
-                }
-            };
-        }
-        crm.burst = None;
-    }
-    if op == "activity" && key.contains(REJECT_MARKER) {
-        *crm.faults.entry("400").or_default() += 1;
-        return answer(
-            400,
-            json!({"error": "activity rejected by a validation rule"}),
-            &[],
-        );
-    }
-    let (status, body, replayed) = apply(&mut crm, op, &key, &body);
     let headers = if replayed {
         vec![("idempotent-replayed", "true".to_string())]
     } else {
@@ -239,7 +344,7 @@ impl FakeCrm {
         lock(&self.state).rows.clone()
     }
 
-    /// Faults answered so far, by kind (`429`, `503`, `400`).
+    /// Faults answered so far, by kind (`429`, `503`, `400`, `401`; a script's by its names).
     pub fn faults(&self) -> BTreeMap<&'static str, u64> {
         lock(&self.state).faults.clone()
     }
@@ -253,9 +358,20 @@ impl FakeCrm {
         lock(&self.state).refuse_credentials = refuse;
     }
 
-    /// Calls that passed authentication, per idempotency key (faults included).
-    pub fn calls(&self) -> BTreeMap<String, u32> {
+    /// When each call that passed authentication was made, per idempotency key (faults
+    /// included).
+    pub fn calls(&self) -> BTreeMap<String, Vec<Instant>> {
         lock(&self.state).calls.clone()
+    }
+
+    /// Answers each call `script` names a fault for with that fault, counted in
+    /// [`FakeCrm::faults`] under the name it gives, before any burst or poison marker: e.g. a
+    /// fault by markers in the message id, the operation and the attempt.
+    pub fn script(
+        &self,
+        script: impl Fn(&Call<'_>) -> Option<(&'static str, Fault)> + Send + Sync + 'static,
+    ) {
+        lock(&self.state).script = Some(Arc::new(script));
     }
 }
 
@@ -374,6 +490,50 @@ pub fn scored_lead(
     }
 }
 
+/// A [`scored_lead`] at `acct-1` whose text carries quoted history (the sink writes the
+/// stripped text: "Hello, what does it cost?"), passing SPF and DKIM.
+pub fn reply_lead(message_id: &str, sender: &str, received_at: i64) -> ScoredLead {
+    let mut l = scored_lead(message_id, sender, "acct-1", None, received_at);
+    let email = &mut l.resolved.email;
+    email.text = Some("Hello, what does it cost?\n\n> earlier".into());
+    email.stripped_text = Some("Hello, what does it cost?".into());
+    email.auth = AuthResults {
+        spf: Some("pass".into()),
+        dkim: Some("pass".into()),
+        dmarc: None,
+    };
+    l
+}
+
+/// `l` from a known contact, `contact_id` (of `l`'s account), instead of a proposed one.
+pub fn known_sender(mut l: ScoredLead, contact_id: &str) -> ScoredLead {
+    l.contact_id = Some(contact_id.into());
+    l.lead_key = contact_id.into();
+    l.resolved.new_contact = None;
+    l.resolved.contact = Some(ContactMatch {
+        contact_id: contact_id.into(),
+        name: Some("Kim Known".into()),
+        account_id: l.account_id.clone(),
+    });
+    l
+}
+
+/// `l` with one more PDF attachment, `name`, of content hash `sha256` (stored as a blob).
+pub fn with_attachment(mut l: ScoredLead, name: Option<&str>, sha256: &str) -> ScoredLead {
+    l.resolved.email.attachments.push(Attachment {
+        filename: name.map(Into::into),
+        content_type: "application/pdf".into(),
+        sniffed_type: Some("application/pdf".into()),
+        size: 1234,
+        sha256: sha256.into(),
+        disposition: Disposition::Attachment,
+        content_id: None,
+        blob_uri: Some(format!("file:///blobs/{sha256}")),
+        executable: false,
+    });
+    l
+}
+
 /// Produces `leads` to `scored`, keyed by message id.
 pub async fn produce_leads(env: &TestEnv, leads: &[ScoredLead]) {
     let mut records = Vec::new();
@@ -382,6 +542,32 @@ pub async fn produce_leads(env: &TestEnv, leads: &[ScoredLead]) {
         records.push((l.message_id.clone(), env.encode("scored", value).await));
     }
     env.produce("scored", records).await;
+}
+
+/// Produces `leads` to partition 0 of `scored`, each delivered before the next: the sink reads
+/// them in this order.
+pub async fn produce_leads_in_order<'a>(
+    env: &TestEnv,
+    leads: impl IntoIterator<Item = &'a ScoredLead>,
+) {
+    let producer = env.producer();
+    let topic = env.topic("scored");
+    for l in leads {
+        let payload = env
+            .encode("scored", l.clone().into_avro().expect("to avro"))
+            .await;
+        producer
+            .send(
+                FutureRecord::to(&topic)
+                    .key(&l.message_id)
+                    .payload(&payload)
+                    .partition(0),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("delivered");
+    }
 }
 
 /// The committed `crm-results` once `want` arrived (or `timeout` passed), then 3 s more.
@@ -415,4 +601,24 @@ pub fn spawn_sink(env: &TestEnv, instance: &str, port: u16, settings: &[(&str, &
 pub fn sink_log(env: &TestEnv, instance: &str) -> String {
     std::fs::read_to_string(log_dir().join(format!("{}crm-sink-{instance}.log", env.prefix)))
         .unwrap_or_default()
+}
+
+/// Metric `name` with `labels` on the `/metrics` of the sink serving on `port` (panics when it
+/// has no such sample).
+pub async fn sink_metric(port: u16, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let (_, body) = http_get(&format!("http://127.0.0.1:{port}/metrics")).await;
+    metric(&body, name, labels)
+}
+
+/// Polls [`sink_metric`] until it is `want` (results commit a moment before the sink counts
+/// them) or 10 s passed; returns the last value.
+pub async fn sink_metric_until(port: u16, name: &str, labels: &[(&str, &str)], want: f64) -> f64 {
+    let started = Instant::now();
+    loop {
+        let value = sink_metric(port, name, labels).await;
+        if value == want || started.elapsed() > Duration::from_secs(10) {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -59,6 +59,15 @@ pub fn psql(sql: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// The rows `sql` selects, each split into its columns (no value may hold `|`; NULL reads as
+/// an empty string).
+pub fn psql_rows(sql: &str) -> Vec<Vec<String>> {
+    psql(sql)
+        .lines()
+        .map(|l| l.split('|').map(str::to_string).collect())
+        .collect()
+}
+
 /// Every row of every CRM table in `schema`, with its `xmin`, table by table.
 pub fn snapshot(schema: &str) -> BTreeMap<String, String> {
     TABLES

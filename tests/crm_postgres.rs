@@ -1,0 +1,611 @@
+//! The CRM sink's PostgreSQL backend (`mailstream run crm-sink`) against the real stack: Kafka,
+//! the schema registry and PostgreSQL from `dev/up`.
+//!
+//! - Every message lands once (duplicates, a re-score, an excluded email, attachments, one of
+//!   which fails into a follow-up); resetting the group to the earliest offset and running
+//!   again changes no row, not even its `xmin`.
+//! - A message the database rejects is dead-lettered and the rest of its batch committed.
+//! - A database outage stalls the sink and loses nothing.
+//! - Dry run: results say `dry-run`, and the database is not touched.
+//! - Throughput (ignored: a measurement, not a check).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use mailstream_runtime::AvroRecord;
+use mailstream_runtime::blob::sha256_hex;
+use mailstream_runtime::records::{Contact, CrmResult, RuleHit, ScoredLead};
+use mailstream_tests::crm::{
+    Cut, crm_results, known_sender, produce_leads, produce_leads_in_order, reply_lead, sink_log,
+    sink_metric, sink_metric_until, spawn_sink, with_attachment,
+};
+use mailstream_tests::crm_db::{TABLES, database_url, psql, psql_rows, schema_of, snapshot};
+use mailstream_tests::{TestEnv, collect, decode, free_port, http_get, now_ms, terminate};
+use serde_json::{Value, json};
+
+/// The crm-results, with their message ids.
+async fn results(env: &TestEnv, want: usize) -> Vec<(String, CrmResult)> {
+    crm_results(env, want, Duration::from_secs(120))
+        .await
+        .into_iter()
+        .map(|r| (r.message_id.clone(), r))
+        .collect()
+}
+
+fn count(results: &[(String, CrmResult)], outcome: &str) -> usize {
+    results.iter().filter(|(_, r)| r.outcome == outcome).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_writes_each_message_once_and_a_replay_changes_no_row() {
+    let env = TestEnv::new("crmpg");
+    let schema = schema_of(&env);
+    let url = database_url();
+    let settings = [
+        ("MAILSTREAM_CRM_SINK_DATABASE_URL", url.as_str()),
+        ("MAILSTREAM_CRM_SINK_SCHEMA", schema.as_str()),
+    ];
+    let t = now_ms() - 10_000;
+    let mut m1 = with_attachment(
+        reply_lead("pg-1@client.test", "sam@client.test", t),
+        Some("quote.pdf"),
+        &sha256_hex(b"a"),
+    );
+    m1 = with_attachment(m1, None, &sha256_hex(b"b"));
+    m1.deal_id = Some("deal-42".into());
+    m1.resolved.deal_id = Some("deal-42".into());
+    m1.resolved.deal_source = Some("recipient".into());
+    (m1.score, m1.status) = (45, "qualified".into());
+    let m2 = known_sender(
+        reply_lead("pg-2@client.test", "kim@client.test", t + 1),
+        "c-known",
+    );
+    let mut m3 = reply_lead("pg-3@client.test", "sam@client.test", t + 2);
+    (m3.score, m3.status) = (5, "nurture".into());
+    let m4 = with_attachment(
+        with_attachment(
+            reply_lead("pg-4@other.test", "lee@other.test", t + 3),
+            Some("ok.pdf"),
+            &sha256_hex(b"c"),
+        ),
+        Some("bad.pdf"),
+        "not-a-sha256",
+    );
+    let mut m5 = reply_lead("pg-5@client.test", "mailer-daemon@client.test", t + 4);
+    (m5.score, m5.status, m5.tags) = (0, "excluded".into(), vec!["bounce".into()]);
+    let m6 = known_sender(
+        reply_lead("pg-6@client.test", "kim@client.test", t + 5),
+        "c-known",
+    );
+    let mut m6_rescored = m6.clone();
+    (m6_rescored.score, m6_rescored.status) = (30, "review".into());
+    m6_rescored.breakdown.push(RuleHit {
+        rule_id: "auth-pass".into(),
+        points: 5,
+        evidence: "spf and dkim pass".into(),
+    });
+    // Two waves force the order partitions could deliver anyway: the newest emails of account
+    // acct-1 (m6, client.test) before an older one with other values (m4, other.test).
+    let newest = vec![m2, m6, m6_rescored];
+    let rest = vec![m1.clone(), m3, m4, m5, m1.clone()];
+    let records: Vec<ScoredLead> = newest.iter().chain(&rest).cloned().collect();
+
+    let port = free_port();
+    let mut run = spawn_sink(&env, "a", port, &settings);
+    produce_leads(&env, &newest).await;
+    assert_eq!(results(&env, newest.len()).await.len(), newest.len());
+    produce_leads(&env, &rest).await;
+    let first = results(&env, records.len()).await;
+    assert_eq!(
+        first.len(),
+        records.len(),
+        "one result per record: {first:?}"
+    );
+    assert_eq!(
+        (
+            count(&first, "written"),
+            count(&first, "unchanged"),
+            count(&first, "skipped")
+        ),
+        (6, 1, 1),
+        "{first:?}"
+    );
+    type Labels = &'static [(&'static str, &'static str)];
+    let metrics: [(&str, Labels, f64); 8] = [
+        ("mailstream_crm_activities_total", &[], 5.0),
+        ("mailstream_crm_unique_messages_total", &[], 5.0),
+        ("mailstream_crm_write_latency_seconds_count", &[], 5.0),
+        (
+            "mailstream_crm_writes_total",
+            &[("outcome", "written")],
+            6.0,
+        ),
+        (
+            "mailstream_crm_contact_coverage_total",
+            &[("known", "true")],
+            2.0,
+        ),
+        (
+            "mailstream_crm_contact_coverage_total",
+            &[("known", "false")],
+            3.0,
+        ),
+        (
+            "mailstream_crm_attachments_total",
+            &[("outcome", "ok")],
+            3.0,
+        ),
+        (
+            "mailstream_crm_attachments_total",
+            &[("outcome", "failed")],
+            1.0,
+        ),
+    ];
+    for (name, labels, want) in metrics {
+        assert_eq!(
+            sink_metric_until(port, name, labels, want).await,
+            want,
+            "{name} {labels:?}"
+        );
+    }
+    terminate(&mut run, Duration::from_secs(30));
+
+    let by_id: HashMap<&str, &CrmResult> = first.iter().map(|(k, r)| (k.as_str(), r)).collect();
+    // UUIDv5 of mailto:<email> (the derivation is unit-tested in the crate): same on a replay.
+    let sam_id = by_id["pg-1@client.test"]
+        .contact_id
+        .clone()
+        .expect("contact id");
+    assert_eq!(
+        (sam_id.len(), &sam_id[14..15]),
+        (36, "5"),
+        "a UUIDv5: {sam_id}"
+    );
+    assert_eq!(
+        by_id["pg-1@client.test"].contact_id.as_deref(),
+        Some(sam_id.as_str())
+    );
+    assert_eq!(
+        by_id["pg-3@client.test"].contact_id.as_deref(),
+        Some(sam_id.as_str())
+    );
+    assert_eq!(
+        [&by_id["pg-1@client.test"], &by_id["pg-3@client.test"]]
+            .iter()
+            .filter(|r| r.contact_created)
+            .count(),
+        1,
+        "the contact was created by one of the sender's two emails"
+    );
+    assert_eq!(
+        by_id["pg-2@client.test"].contact_id.as_deref(),
+        Some("c-known")
+    );
+    let m4 = by_id["pg-4@other.test"];
+    assert_eq!(
+        (
+            m4.attachments_written,
+            m4.attachments_failed,
+            m4.follow_ups.len()
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(by_id["pg-5@client.test"].outcome, "skipped");
+
+    let per_message = psql_rows(&format!(
+        "SELECT message_id, count(*) FROM {schema}.email_activities GROUP BY 1"
+    ));
+    assert_eq!(
+        per_message.len(),
+        5,
+        "an activity per written message, none for the excluded"
+    );
+    assert!(
+        per_message.iter().all(|r| r[1] == "1"),
+        "one activity per message_id: {per_message:?}"
+    );
+    let contacts = psql_rows(&format!(
+        "SELECT email, contact_id, created_by_message_id IS NULL FROM {schema}.contacts ORDER BY email"
+    ));
+    assert_eq!(contacts.len(), 3, "{contacts:?}");
+    assert_eq!(contacts[0], ["kim@client.test", "c-known", "t"]);
+    assert_eq!(contacts[2][..2], ["sam@client.test", sam_id.as_str()]);
+    let lead_row = psql_rows(&format!(
+        "SELECT score, status FROM {schema}.leads WHERE message_id = 'pg-6@client.test'"
+    ));
+    assert_eq!(lead_row, [["30", "review"]], "the later record wins");
+    let breakdown: Value = serde_json::from_str(&psql(&format!(
+        "SELECT breakdown::text FROM {schema}.leads WHERE message_id = 'pg-6@client.test'"
+    )))
+    .expect("JSON");
+    assert_eq!(
+        breakdown[1],
+        json!({"rule_id": "auth-pass", "points": 5, "evidence": "spf and dkim pass"})
+    );
+    let attachments = psql(&format!(
+        "SELECT count(*) FROM {schema}.attachments WHERE message_id = 'pg-1@client.test'"
+    ));
+    assert_eq!(attachments, "2");
+    let follow_ups = psql_rows(&format!("SELECT message_id, kind FROM {schema}.follow_ups"));
+    assert_eq!(follow_ups, [["pg-4@other.test", "attachment"]]);
+    let deal = psql_rows(&format!(
+        "SELECT account_id FROM {schema}.deals WHERE deal_id = 'deal-42'"
+    ));
+    assert_eq!(deal, [["acct-1"]], "the deal");
+    let account = psql_rows(&format!(
+        "SELECT domain, updated_by FROM {schema}.accounts WHERE account_id = 'acct-1'"
+    ));
+    assert_eq!(
+        account,
+        [["client.test", "pg-6@client.test"]],
+        "the newest email's values, though an older one came later"
+    );
+    let before = snapshot(&schema);
+
+    // Every email that proposed a new contact feeds it back (sam: pg-1 twice and pg-3; lee:
+    // pg-4), with the id the CRM holds; the compacted topic keeps one per email.
+    let fed_back = collect(
+        &env.consumer(&["contacts"]),
+        4,
+        Duration::from_secs(30),
+        Duration::from_secs(1),
+    )
+    .await;
+    assert_eq!(
+        fed_back.len(),
+        4,
+        "each email that proposed a contact fed it back"
+    );
+    for record in &fed_back {
+        let value = decode(env.registry(), record.payload.as_deref().expect("payload")).await;
+        let contact = Contact::from_avro(value).expect("a Contact");
+        assert_eq!(
+            record.key.as_deref(),
+            Some(contact.email.as_str()),
+            "keyed by email"
+        );
+        let row = contacts
+            .iter()
+            .find(|c| c[0] == contact.email)
+            .expect("in the table");
+        assert_eq!(contact.contact_id, row[1], "the CRM's id");
+    }
+    assert_eq!(
+        fed_back
+            .iter()
+            .filter(|r| r.key.as_deref() == Some("sam@client.test"))
+            .count(),
+        3
+    );
+
+    env.reset_to_earliest("crm-sink");
+    let port = free_port();
+    let mut replay = spawn_sink(&env, "a", port, &settings);
+    let all = results(&env, 2 * records.len()).await;
+    assert_eq!(
+        all.len(),
+        2 * records.len(),
+        "the replay wrote a result per record"
+    );
+    let unchanged = sink_metric_until(
+        port,
+        "mailstream_crm_writes_total",
+        &[("outcome", "unchanged")],
+        7.0,
+    )
+    .await;
+    let activities = sink_metric(port, "mailstream_crm_activities_total", &[]).await;
+    let unique = sink_metric(port, "mailstream_crm_unique_messages_total", &[]).await;
+    terminate(&mut replay, Duration::from_secs(30));
+    let after = snapshot(&schema);
+    for table in TABLES {
+        assert_eq!(
+            before[*table], after[*table],
+            "{table}: no row rewritten (xmin and values identical)"
+        );
+    }
+    let outcomes: Vec<(&str, &str)> = all
+        .iter()
+        .map(|(k, r)| (k.as_str(), r.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        (
+            count(&all, "written"),
+            count(&all, "unchanged"),
+            count(&all, "skipped")
+        ),
+        (6, 8, 2),
+        "the replay changed nothing: {outcomes:?}"
+    );
+    assert_eq!((unchanged, activities, unique), (7.0, 0.0, 0.0));
+    let log = sink_log(&env, "a");
+    assert!(!log.contains("sam@client.test") && !log.contains("kim@client.test"));
+}
+
+/// PostgreSQL writes a whole batch in one database transaction, and any failed statement aborts
+/// it: a message the database rejects (a NUL byte, which PostgreSQL text cannot hold) after
+/// others of its batch were written must go to the dead-letter topic while the messages before
+/// it (lost with the transaction; the batch is read again) and after it are committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_dead_letters_a_rejected_message_and_keeps_the_rest_of_its_batch() {
+    let env = TestEnv::new("crmpgpoison");
+    let schema = schema_of(&env);
+    let url = database_url();
+    let t = now_ms() - 10_000;
+    let mut leads: Vec<ScoredLead> = (1..=5)
+        .map(|i| {
+            reply_lead(
+                &format!("batch-{i}@client.test"),
+                &format!("s{i}@client.test"),
+                t + i,
+            )
+        })
+        .collect();
+    leads[2].subject = Some("Pricing\u{0}question".into());
+    leads[2].resolved.email.subject = leads[2].subject.clone();
+    // In order on one partition, all of it before the sink starts, and a batch stays open for
+    // 2 s: the five are one batch, the rejected message third.
+    produce_leads_in_order(&env, &leads).await;
+    let port = free_port();
+    let mut run = spawn_sink(
+        &env,
+        "a",
+        port,
+        &[
+            ("MAILSTREAM_CRM_SINK_DATABASE_URL", url.as_str()),
+            ("MAILSTREAM_CRM_SINK_SCHEMA", schema.as_str()),
+            ("MAILSTREAM_BATCH_MAX_MS", "2000"),
+            // Fewer attempts, so a call still fits the transaction with the longer batch.
+            ("MAILSTREAM_CRM_SINK_MAX_ATTEMPTS", "3"),
+        ],
+    );
+    let seen = results(&env, 4).await;
+    let dlq = collect(
+        &env.consumer(&["scored.dlq"]),
+        1,
+        Duration::from_secs(60),
+        Duration::from_secs(2),
+    )
+    .await;
+    terminate(&mut run, Duration::from_secs(30));
+
+    let kept = [
+        "batch-1@client.test",
+        "batch-2@client.test",
+        "batch-4@client.test",
+        "batch-5@client.test",
+    ];
+    let mut keys: Vec<&str> = seen.iter().map(|(k, _)| k.as_str()).collect();
+    keys.sort();
+    assert_eq!(keys, kept);
+    assert!(seen.iter().all(|(_, r)| r.outcome == "written"), "{seen:?}");
+    let dead: Vec<&str> = dlq.iter().filter_map(|r| r.key.as_deref()).collect();
+    assert_eq!(dead, ["batch-3@client.test"]);
+    assert_eq!(dlq[0].headers["mailstream.error.class"], "crm-rejected");
+    let written = psql(&format!(
+        "SELECT message_id FROM {schema}.email_activities ORDER BY message_id"
+    ));
+    let written: Vec<&str> = written.lines().collect();
+    assert_eq!(
+        written, kept,
+        "the messages around the rejected one are in the database"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_logs_the_writes_and_makes_none() {
+    let env = TestEnv::new("crmdry");
+    let schema = schema_of(&env);
+    let url = database_url();
+    let t = now_ms();
+    let mut excluded = reply_lead("dry-3@client.test", "ooo@client.test", t);
+    excluded.status = "excluded".into();
+    let records = vec![
+        reply_lead("dry-1@client.test", "sam@client.test", t),
+        known_sender(
+            reply_lead("dry-2@client.test", "kim@client.test", t),
+            "c-known",
+        ),
+        excluded,
+    ];
+    let mut run = spawn_sink(
+        &env,
+        "a",
+        free_port(),
+        &[
+            ("MAILSTREAM_CRM_SINK_DATABASE_URL", url.as_str()),
+            ("MAILSTREAM_CRM_SINK_SCHEMA", schema.as_str()),
+            ("MAILSTREAM_CRM_SINK_DRY_RUN", "true"),
+        ],
+    );
+    produce_leads(&env, &records).await;
+    let seen = results(&env, 3).await;
+    terminate(&mut run, Duration::from_secs(30));
+    assert_eq!(
+        (count(&seen, "dry-run"), count(&seen, "skipped")),
+        (2, 1),
+        "{seen:?}"
+    );
+    let planned = seen
+        .iter()
+        .find(|(k, _)| k == "dry-1@client.test")
+        .map(|(_, r)| r)
+        .expect("dry-1");
+    assert!(planned.contact_created && planned.activity_id.is_none());
+    let schemas = psql(&format!(
+        "SELECT count(*) FROM information_schema.schemata WHERE schema_name = '{schema}'"
+    ));
+    assert_eq!(
+        schemas, "0",
+        "a dry run creates nothing, not even the schema"
+    );
+    let log = sink_log(&env, "a");
+    assert!(log.contains("dry run: would write"), "{log}");
+    assert!(log.contains("insert-activity") && log.contains("dry-1@client.test"));
+    assert!(!log.contains("sam@client.test"), "no addresses in the logs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_stalls_the_sink_and_loses_nothing() {
+    let env = TestEnv::new("crmdown");
+    let schema = schema_of(&env);
+    let config: tokio_postgres::Config = database_url().parse().expect("database URL");
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => "127.0.0.1".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let proxy = Cut::start(format!("{host}:{port}")).await.expect("proxy");
+    let via_proxy = format!(
+        "postgres://{}@{}/{}",
+        config.get_user().unwrap_or("mailstream"),
+        proxy.addr,
+        config.get_dbname().unwrap_or("mailstream")
+    );
+    let metrics_port = free_port();
+    let mut run = spawn_sink(
+        &env,
+        "a",
+        metrics_port,
+        &[
+            ("MAILSTREAM_CRM_SINK_DATABASE_URL", via_proxy.as_str()),
+            ("MAILSTREAM_CRM_SINK_SCHEMA", schema.as_str()),
+            ("MAILSTREAM_RETRY_BACKOFF_MAX_MS", "1000"),
+        ],
+    );
+    let t = now_ms();
+    let batch = |from: usize| -> Vec<ScoredLead> {
+        (from..from + 3)
+            .map(|i| {
+                reply_lead(
+                    &format!("down-{i}@client.test"),
+                    &format!("s{i}@client.test"),
+                    t,
+                )
+            })
+            .collect()
+    };
+    produce_leads(&env, &batch(0)).await;
+    assert_eq!(
+        results(&env, 3).await.len(),
+        3,
+        "written while the database is up"
+    );
+
+    proxy.cut();
+    produce_leads(&env, &batch(3)).await;
+    let during = collect(
+        &env.consumer(&["crm-results"]),
+        4,
+        Duration::from_secs(5),
+        Duration::ZERO,
+    )
+    .await;
+    assert_eq!(
+        during.len(),
+        3,
+        "nothing is written, or dead-lettered, while the database is down"
+    );
+    proxy.restore();
+
+    let all = results(&env, 6).await;
+    let dlq = collect(
+        &env.consumer(&["scored.dlq"]),
+        1,
+        Duration::from_secs(3),
+        Duration::ZERO,
+    )
+    .await;
+    let failures = sink_metric(
+        metrics_port,
+        "mailstream_crm_write_failures_total",
+        &[("class", "connection")],
+    )
+    .await;
+    terminate(&mut run, Duration::from_secs(30));
+    assert_eq!(
+        all.len(),
+        6,
+        "every record written once the database is back: {all:?}"
+    );
+    assert!(all.iter().all(|(_, r)| r.outcome == "written"));
+    assert!(dlq.is_empty(), "an outage is not a poison record");
+    assert!(failures >= 1.0, "the outage was counted");
+    let activities = psql(&format!("SELECT count(*) FROM {schema}.email_activities"));
+    assert_eq!(activities, "6");
+    assert!(
+        sink_log(&env, "a").contains("transient failure"),
+        "the runtime retried the batch"
+    );
+}
+
+/// Throughput of the PostgreSQL backend (not part of the suite: `cargo test -p mailstream-tests
+/// --test crm_postgres -- --ignored throughput --nocapture`). 2,000 leads from distinct senders,
+/// each with an attachment: a new contact, an activity, an attachment and a lead per record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn postgres_throughput() {
+    let env = TestEnv::new("crmbench");
+    let schema = schema_of(&env);
+    let url = database_url();
+    let n = 2_000;
+    let t = now_ms() - 60_000;
+    let records: Vec<ScoredLead> = (0..n)
+        .map(|i| {
+            with_attachment(
+                reply_lead(
+                    &format!("bench-{i}@client.test"),
+                    &format!("s{i}@client.test"),
+                    t + i as i64,
+                ),
+                Some("a.pdf"),
+                &sha256_hex(i.to_string().as_bytes()),
+            )
+        })
+        .collect();
+    for chunk in records.chunks(500) {
+        produce_leads(&env, chunk).await;
+    }
+    let port = free_port();
+    let mut run = spawn_sink(
+        &env,
+        "a",
+        port,
+        &[
+            ("MAILSTREAM_CRM_SINK_DATABASE_URL", url.as_str()),
+            ("MAILSTREAM_CRM_SINK_SCHEMA", schema.as_str()),
+        ],
+    );
+    let first = collect(
+        &env.consumer(&["crm-results"]),
+        1,
+        Duration::from_secs(60),
+        Duration::ZERO,
+    )
+    .await;
+    assert_eq!(first.len(), 1);
+    let started = Instant::now();
+    let all = collect(
+        &env.consumer(&["crm-results"]),
+        n,
+        Duration::from_secs(600),
+        Duration::ZERO,
+    )
+    .await;
+    let elapsed = started.elapsed();
+    let (_, metrics) = http_get(&format!("http://127.0.0.1:{port}/metrics")).await;
+    terminate(&mut run, Duration::from_secs(30));
+    assert_eq!(all.len(), n);
+    let processing: Vec<&str> = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("mailstream_processing_seconds_sum")
+                || l.starts_with("mailstream_processing_seconds_count")
+        })
+        .collect();
+    println!(
+        "crm-sink postgres: {n} records in {:.1} s after the first result = {:.0} records/s; {processing:?}",
+        elapsed.as_secs_f64(),
+        (n - 1) as f64 / elapsed.as_secs_f64()
+    );
+}

@@ -1,0 +1,244 @@
+//! The CRM sink's `rest` backend against the real stack (Kafka, the schema registry) and the REST
+//! CRM stand-in (`tests/helpers/crm.rs`), scripted to fail by markers in the message id: 429
+//! with `Retry-After` in both forms, 503s, a timeout after the write, slow answers, a burst of
+//! 429s across keys, and 400 for poison activities and for an attachment. Every non-poison
+//! message is accepted exactly once per operation, the DLQ holds exactly the poison records,
+//! crm-results one result per message, and neither the token nor an address is logged.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use mailstream_runtime::blob::sha256_hex;
+use mailstream_runtime::records::CrmResult;
+use mailstream_tests::crm::{
+    Burst, Call, FakeCrm, Fault, crm_results, known_sender, produce_leads, reply_lead, sink_log,
+    spawn_sink, with_attachment,
+};
+use mailstream_tests::{TestEnv, collect, free_port, now_ms, terminate};
+
+const TOKEN: &str = "test-token-s3cret";
+
+/// The fault script, by markers in the message id (the key's prefix), the operation and the
+/// attempt of the key; poison activities are the stand-in's own (`poison` in the message id).
+fn script(call: &Call<'_>) -> Option<(&'static str, Fault)> {
+    let has = |marker: &str| call.key.contains(marker);
+    if has("attfail") && call.op == "attachment" {
+        Some(("400", Fault::Reject))
+    } else if has("r429s") && call.attempt <= 2 {
+        let fault = Fault::TooMany {
+            retry_after_secs: 1,
+        };
+        Some(("429-seconds", fault))
+    } else if has("r429d") && call.attempt == 1 {
+        Some(("429-date", Fault::TooManyUntil(Duration::from_secs(2))))
+    } else if has("r503") && call.attempt <= 3 {
+        Some(("503", Fault::Unavailable))
+    } else if has("timeout") && call.op == "activity" && call.attempt == 1 {
+        // Written, but answered after the client gave up (500 ms).
+        Some(("timeout", Fault::AnswerLate(Duration::from_millis(1_500))))
+    } else if has("slow") {
+        Some(("slow", Fault::Slow(Duration::from_millis(300))))
+    } else {
+        None
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_backend_rides_out_faults_without_losing_or_duplicating() {
+    let env = TestEnv::new("crmrest");
+    let crm = FakeCrm::start(TOKEN).await.expect("stand-in");
+    crm.script(script);
+    // From the first call the script leaves alone, whatever comes gets 429s for a moment (short
+    // enough that no call spends its attempts on it).
+    crm.burst(
+        Burst::TooMany {
+            retry_after_secs: 0,
+        },
+        Duration::from_millis(50),
+    );
+
+    let t = now_ms() - 1_000;
+    let mut plain = with_attachment(
+        reply_lead("rest-plain-1@client.test", "sam@client.test", t),
+        Some("q.pdf"),
+        &sha256_hex(b"q"),
+    );
+    plain.deal_id = Some("d-7".into());
+    let records = vec![
+        plain,
+        known_sender(
+            reply_lead("rest-plain-2@client.test", "kim@client.test", t),
+            "c-known",
+        ),
+        reply_lead("rest-r429s@client.test", "ana@client.test", t),
+        reply_lead("rest-r429d@client.test", "ben@client.test", t),
+        reply_lead("rest-r503@client.test", "cy@client.test", t),
+        reply_lead("rest-timeout@client.test", "dee@client.test", t),
+        reply_lead("rest-slow@client.test", "eve@client.test", t),
+        with_attachment(
+            reply_lead("rest-attfail@client.test", "fay@client.test", t),
+            Some("x.pdf"),
+            &sha256_hex(b"x"),
+        ),
+        reply_lead("rest-poison-1@client.test", "gus@client.test", t),
+        reply_lead("rest-poison-2@client.test", "hal@client.test", t),
+        reply_lead("rest-plain-3@client.test", "ivy@client.test", t),
+        reply_lead("rest-plain-4@client.test", "jo@client.test", t),
+    ];
+    let poison = ["rest-poison-1@client.test", "rest-poison-2@client.test"];
+    let mut run = spawn_sink(
+        &env,
+        "a",
+        free_port(),
+        &[
+            ("MAILSTREAM_CRM_SINK_BACKEND", "rest"),
+            ("MAILSTREAM_CRM_SINK_BASE_URL", crm.base_url.as_str()),
+            ("MAILSTREAM_CRM_SINK_TOKEN", TOKEN),
+            ("MAILSTREAM_CRM_SINK_MAX_ATTEMPTS", "6"),
+            ("MAILSTREAM_CRM_SINK_BACKOFF_MAX_MS", "200"),
+            ("MAILSTREAM_CRM_SINK_RETRY_AFTER_MAX_MS", "3000"),
+            ("MAILSTREAM_CRM_SINK_REQUEST_TIMEOUT_MS", "500"),
+            ("MAILSTREAM_CRM_SINK_RATE_LIMIT_PER_SEC", "50"),
+            ("MAILSTREAM_CRM_SINK_MAX_CONCURRENCY", "2"),
+        ],
+    );
+    produce_leads(&env, &records).await;
+    let seen = crm_results(&env, records.len() - poison.len(), Duration::from_secs(120)).await;
+    let dlq = collect(
+        &env.consumer(&["scored.dlq"]),
+        poison.len(),
+        Duration::from_secs(60),
+        Duration::from_secs(2),
+    )
+    .await;
+    terminate(&mut run, Duration::from_secs(30));
+
+    let mut keys: Vec<&str> = seen.iter().map(|r| r.message_id.as_str()).collect();
+    keys.sort();
+    let mut expected: Vec<&str> = records
+        .iter()
+        .map(|r| r.message_id.as_str())
+        .filter(|m| !poison.contains(m))
+        .collect();
+    expected.sort();
+    assert_eq!(
+        keys, expected,
+        "one result per non-poison message, none for poison"
+    );
+    assert!(
+        seen.iter()
+            .all(|r| r.outcome == "written" && r.backend == "rest"),
+        "{seen:?}"
+    );
+    let mut dead: Vec<&str> = dlq.iter().filter_map(|s| s.key.as_deref()).collect();
+    dead.sort();
+    assert_eq!(dead, poison, "the DLQ holds exactly the poison records");
+    let sender_of: HashMap<&str, &str> = records
+        .iter()
+        .filter_map(|r| Some((r.message_id.as_str(), r.sender_email.as_deref()?)))
+        .collect();
+    for letter in &dlq {
+        assert_eq!(letter.headers["mailstream.error.class"], "crm-rejected");
+        let message = &letter.headers["mailstream.error.message"];
+        assert!(message.contains("400"), "{message}");
+        // The stand-in's 400 names the sender's address.
+        let address = sender_of[letter.key.as_deref().expect("keyed")];
+        assert!(
+            !message.contains(address),
+            "no addresses in dead-letter headers: {message}"
+        );
+    }
+    let by_id: HashMap<&str, &CrmResult> =
+        seen.iter().map(|r| (r.message_id.as_str(), r)).collect();
+    let failed = by_id["rest-attfail@client.test"];
+    assert_eq!(
+        (
+            failed.attachments_written,
+            failed.attachments_failed,
+            failed.follow_ups.len()
+        ),
+        (0, 1, 1)
+    );
+    assert!(failed.activity_id.is_some(), "the activity stays written");
+    let plain = by_id["rest-plain-1@client.test"];
+    assert_eq!(
+        (plain.attachments_written, plain.contact_created),
+        (1, true)
+    );
+    assert!(
+        plain
+            .contact_id
+            .as_deref()
+            .is_some_and(|id| id.starts_with("ct-")),
+        "the CRM's contact id"
+    );
+    assert!(by_id["rest-timeout@client.test"].attempts >= 2);
+
+    let rows = crm.rows();
+    for message in &expected {
+        assert_eq!(
+            rows.activities.get(*message),
+            Some(&1),
+            "{message}: exactly one activity"
+        );
+    }
+    for message in poison {
+        assert_eq!(
+            rows.activities.get(message),
+            None,
+            "{message}: rejected, never created"
+        );
+    }
+    let twice: Vec<_> = rows.applied.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "a write applied twice: {twice:?}");
+    let faults = crm.faults();
+    // `429` is the burst's; the others the script's, and the stand-in's 400 for poison.
+    for kind in [
+        "429-seconds",
+        "429-date",
+        "429",
+        "503",
+        "timeout",
+        "slow",
+        "400",
+    ] {
+        assert!(
+            faults.get(kind).is_some_and(|n| *n > 0),
+            "fault {kind} injected: {faults:?}"
+        );
+    }
+    let calls = crm.calls();
+    assert_eq!(
+        calls["rest-timeout@client.test:activity"].len(),
+        2,
+        "timed out once, then replayed"
+    );
+    let spaced = &calls["rest-r429s@client.test:contact"];
+    assert!(
+        spaced.len() == 3 && spaced[1] - spaced[0] >= Duration::from_millis(950),
+        "Retry-After: 1 honoured: {spaced:?}"
+    );
+    let dated = &calls["rest-r429d@client.test:activity"];
+    assert!(
+        dated.len() == 2 && dated[1] - dated[0] >= Duration::from_millis(900),
+        "Retry-After date honoured: {dated:?}"
+    );
+    let attachment: Vec<_> = calls
+        .iter()
+        .filter(|(k, _)| k.starts_with("rest-attfail@client.test:attachment:"))
+        .collect();
+    assert_eq!(attachment.len(), 1);
+    assert_eq!(
+        attachment[0].1.len(),
+        1,
+        "a rejected attachment is not retried: a follow-up"
+    );
+    let log = sink_log(&env, "a");
+    assert!(!log.contains(TOKEN), "the token is never logged");
+    for address in sender_of.values() {
+        assert!(
+            !log.contains(address),
+            "no addresses in the logs: {address}"
+        );
+    }
+}
