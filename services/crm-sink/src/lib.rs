@@ -15,7 +15,8 @@
 //! |---|---|---|
 //! | written, something changed | `written` | committed |
 //! | a replay, everything was there | `unchanged` | committed |
-//! | excluded email (auto-reply, bounce, list) and `write_excluded` off | `skipped` | committed |
+//! | a participant on the `never_log` list ([`never_log`]) | `skipped`, reason `never-log` | committed |
+//! | excluded email (auto-reply, bounce, list) and `write_excluded` off | `skipped`, reason `excluded` | committed |
 //! | `dry_run` | `dry-run` (the writes are logged, none made) | committed |
 //! | CRM rejected it (non-retriable 4xx, a constraint) | none | dead-lettered, class `crm-rejected` |
 //! | CRM unavailable (429, 5xx, timeouts, refused connections past the retries in place, `Retry-After`), shutdown | none | batch aborted and retried after the runtime's backoff; `crm_sink_blocked{cause="unavailable"}`; `/readyz` not ready past `stall_timeout_ms` |
@@ -28,13 +29,14 @@
 //! already written its earlier records; reading the batch again repeats their calls with the
 //! same idempotency keys, which the CRM replays (`Idempotent-Replayed`) without writing twice.
 //!
-//! Modules: [`settings`], [`error`] (how failures are classified), [`backend`] (plan, trait,
-//! PostgreSQL, REST, HubSpot), [`retry`] (retries in place, `Retry-After`, rate limit),
-//! [`events`] (metrics and logs).
+//! Modules: [`settings`], [`never_log`] (addresses and domains never written), [`error`] (how
+//! failures are classified), [`backend`] (plan, trait, PostgreSQL, REST, HubSpot), [`retry`]
+//! (retries in place, `Retry-After`, rate limit), [`events`] (metrics and logs).
 
 pub mod backend;
 pub mod error;
 pub mod events;
+pub mod never_log;
 pub mod retry;
 pub mod settings;
 
@@ -53,6 +55,7 @@ use backend::tryton::{TrytonBackend, TrytonServer};
 use backend::{AnyBackend, CrmBackend, WritePlan};
 use error::Failure;
 use events::{MessageOutcome, SinkMetrics};
+use never_log::NeverLog;
 use retry::{Limiter, Retrier};
 pub use settings::{Backend, CrmSinkSettings};
 
@@ -67,6 +70,7 @@ pub struct CrmSink {
     backend: Option<AnyBackend>,
     backend_name: &'static str,
     write_excluded: bool,
+    never_log: NeverLog,
     metrics: SinkMetrics,
     /// How long a record's calls may run after its transaction opened.
     budget: Duration,
@@ -90,6 +94,14 @@ pub async fn build(ctx: BuildContext, settings: CrmSinkSettings) -> Result<CrmSi
     if !problems.is_empty() {
         return Err(RuntimeError::Config(problems));
     }
+    let never_log = settings.never_log().map_err(|entries| {
+        RuntimeError::Config(
+            entries
+                .into_iter()
+                .map(|what| format!("{}: {what}", settings::key("never_log")))
+                .collect(),
+        )
+    })?;
     let metrics = SinkMetrics::new(&ctx.metrics.registry)
         .map_err(|e| RuntimeError::Processor(format!("registering the CRM sink's metrics: {e}")))?;
     let retrier = Retrier {
@@ -119,6 +131,7 @@ pub async fn build(ctx: BuildContext, settings: CrmSinkSettings) -> Result<CrmSi
         backend,
         backend_name,
         write_excluded: settings.write_excluded,
+        never_log,
         metrics,
         budget: Duration::from_millis(
             ctx.config
@@ -221,15 +234,25 @@ impl CrmSink {
         }
     }
 
-    fn skip(&mut self, lead: &ScoredLead, out: &mut Outputs) -> Result<(), ProcessError> {
-        events::skipped(&lead.message_id, &lead.status);
+    /// Nothing written for `lead`, and why (`excluded`, `never-log`) in its result.
+    fn skip(
+        &mut self,
+        lead: &ScoredLead,
+        reason: &str,
+        out: &mut Outputs,
+    ) -> Result<(), ProcessError> {
+        if reason == never_log::REASON {
+            never_log::never_logged(&lead.message_id);
+        } else {
+            events::skipped(&lead.message_id, &lead.status);
+        }
         self.pending
             .push(MessageOutcome::nothing_written(&lead.message_id, "skipped"));
-        out.send(
-            RESULTS,
-            lead.message_id.clone(),
-            self.result(lead, "skipped"),
-        );
+        let result = CrmResult {
+            reason: Some(reason.into()),
+            ..self.result(lead, "skipped")
+        };
+        out.send(RESULTS, lead.message_id.clone(), result);
         Ok(())
     }
 
@@ -268,8 +291,11 @@ impl Processor for CrmSink {
         let started = *self.batch_started.get_or_insert_with(Instant::now);
         let deadline = started + self.budget;
         let lead = record.value;
+        if self.never_log.matches_lead(&lead) {
+            return self.skip(&lead, never_log::REASON, out);
+        }
         if lead.status == "excluded" && !self.write_excluded {
-            return self.skip(&lead, out);
+            return self.skip(&lead, "excluded", out);
         }
         let plan = WritePlan::from_scored(&lead, record.meta.offset);
         let Some(backend) = self.backend.as_mut() else {

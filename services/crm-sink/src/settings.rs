@@ -25,6 +25,7 @@
 //! | `max_concurrency` | 4 | CRM calls in flight at once (attachments go in parallel) |
 //! | `dry_run` | false | log the writes it would make, make none |
 //! | `write_excluded` | false | also write excluded emails (auto-replies, bounces, list mail) |
+//! | `never_log` | (none) | addresses (`ceo@board.example`, also with a `+tag`) and domains (`@lawfirm.example` or `lawfirm.example`, subdomains included), comma separated, case-insensitive: an email with **any participant** on the list (From, Sender, Reply-To, To, Cc, Bcc, envelope) is never written, whatever `write_excluded` says; its crm-results record is `skipped` with reason `never-log` (`never_log.rs`). List other people's addresses, never your own domains |
 //!
 //! Retries in place end where the record's time inside its Kafka transaction ends: the runtime's
 //! `transaction_timeout_ms` less `batch_max_ms` (a record starts at most that long after its
@@ -41,6 +42,7 @@ use mailstream_runtime::config::lenient;
 use serde::Deserialize;
 
 use crate::backend::postgres_tls::{Connector, Target};
+use crate::never_log::NeverLog;
 use crate::retry::RetryPolicy;
 
 /// The processor's name and config section.
@@ -135,6 +137,8 @@ pub struct CrmSinkSettings {
     pub dry_run: bool,
     #[serde(default)]
     pub write_excluded: bool,
+    #[serde(default, deserialize_with = "lenient::list")]
+    pub never_log: Vec<String>,
 }
 
 mod defaults {
@@ -192,6 +196,7 @@ impl std::fmt::Debug for CrmSinkSettings {
             .field("retry", &self.retry_policy())
             .field("dry_run", &self.dry_run)
             .field("write_excluded", &self.write_excluded)
+            .field("never_log_entries", &self.never_log.len())
             .finish_non_exhaustive()
     }
 }
@@ -246,6 +251,11 @@ impl CrmSinkSettings {
             self.database_url.as_deref().unwrap_or_default().trim(),
             self.database_ca_file.as_deref(),
         )
+    }
+
+    /// The never-log list (`never_log`), or each bad entry.
+    pub fn never_log(&self) -> Result<NeverLog, Vec<String>> {
+        NeverLog::parse(&self.never_log)
     }
 
     /// How long one record's CRM calls may run inside a Kafka transaction: the transaction
@@ -371,6 +381,11 @@ impl CrmSinkSettings {
         }
         if self.max_concurrency == 0 {
             bad("max_concurrency", "must be at least 1".into());
+        }
+        if let Err(entries) = self.never_log() {
+            for what in entries {
+                bad("never_log", what);
+            }
         }
         if u128::from(self.request_timeout_ms) > u128::from(budget) {
             bad(

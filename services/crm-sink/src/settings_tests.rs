@@ -184,3 +184,39 @@ fn tls_settings_are_checked_at_start_up_naming_their_key() {
     assert!(check("postgres://u:s3cret@h/d?sslmode=require", None).is_empty());
     assert!(check("postgres://u:s3cret@h/d", None).is_empty());
 }
+
+#[test]
+fn never_log_takes_addresses_and_domains_and_names_its_key_for_a_bad_entry() {
+    let (rt, s) = load::<CrmSinkSettings>(
+        SECTION,
+        &base()
+            .with_env("MAILSTREAM_CRM_SINK_DATABASE_URL", "postgres://u@h/d")
+            .with_env(
+                "MAILSTREAM_CRM_SINK_NEVER_LOG",
+                "CEO@Board.example, @lawfirm.example,hr.acme.io",
+            ),
+    )
+    .expect("valid");
+    assert!(s.validate(&rt).is_empty(), "{:?}", s.validate(&rt));
+    let list = s.never_log().expect("valid entries");
+    assert!(list.matches("ceo@board.example") && list.matches("x@eu.lawfirm.example"));
+    assert!(
+        !format!("{s:?}").contains("board.example"),
+        "entries are not logged"
+    );
+    let (rt, bad) = load::<CrmSinkSettings>(
+        SECTION,
+        &base()
+            .with_env("MAILSTREAM_CRM_SINK_DATABASE_URL", "postgres://u@h/d")
+            .with_env("MAILSTREAM_CRM_SINK_NEVER_LOG", "ok.example, who@"),
+    )
+    .expect("loads");
+    let errors = bad.validate(&rt);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("crm-sink.never_log")
+            && errors[0].contains("MAILSTREAM_CRM_SINK_NEVER_LOG")
+            && errors[0].contains("entry 2"),
+        "{errors:?}"
+    );
+}

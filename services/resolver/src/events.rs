@@ -2,11 +2,14 @@
 //! (addresses, subjects) is logged: message ids and counts only.
 //!
 //! Every series exists from the start, at zero: `resolver_resolved_total` for each
-//! [`SENDER_MATCHES`] value with and without a deal.
+//! [`SENDER_MATCHES`] value with and without a deal, `resolver_contacts_refused_total` for each
+//! [`Refusal`] reason.
 
 use mailstream_runtime::RuntimeError;
 use mailstream_runtime::metrics::Metrics;
 use prometheus::{IntCounter, IntCounterVec, Opts};
+
+use crate::policy::Refusal;
 
 /// How a sender was identified (`resolver_resolved_total{sender}`): a known contact, an
 /// account of its domain, a new contact proposed, or not at all.
@@ -17,6 +20,7 @@ pub const SENDER_MATCHES: [&str; 4] = ["contact", "account", "new", "unknown"];
 pub struct ResolverMetrics {
     duplicates: IntCounter,
     resolved: IntCounterVec,
+    refused: IntCounterVec,
 }
 
 impl ResolverMetrics {
@@ -34,9 +38,18 @@ impl ResolverMetrics {
             &["sender", "deal"],
         )
         .map_err(|e| RuntimeError::Processor(e.to_string()))?;
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "resolver_contacts_refused_total",
+                "Unknown senders not proposed as contacts, by reason (policy, bounce, bulk, automatic, role, free-mail).",
+            ),
+            &["reason"],
+        )
+        .map_err(|e| RuntimeError::Processor(e.to_string()))?;
         for collector in [
             Box::new(duplicates.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(resolved.clone()),
+            Box::new(refused.clone()),
         ] {
             metrics
                 .registry
@@ -48,9 +61,13 @@ impl ResolverMetrics {
                 resolved.with_label_values(&[sender, deal]);
             }
         }
+        for reason in Refusal::ALL {
+            refused.with_label_values(&[reason.name()]);
+        }
         Ok(Self {
             duplicates,
             resolved,
+            refused,
         })
     }
 }
@@ -66,6 +83,16 @@ pub fn email_resolved(m: &ResolverMetrics, sender: &str, deal: bool) {
     m.resolved
         .with_label_values(&[sender, if deal { "yes" } else { "no" }])
         .inc();
+}
+
+/// An unknown sender was not proposed as a contact.
+pub fn contact_refused(m: &ResolverMetrics, message_id: &str, reason: Refusal) {
+    m.refused.with_label_values(&[reason.name()]).inc();
+    tracing::debug!(
+        message_id,
+        reason = reason.name(),
+        "sender not proposed as a contact"
+    );
 }
 
 /// State for newly assigned partitions was rebuilt from the changelog.

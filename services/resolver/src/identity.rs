@@ -6,7 +6,8 @@
 //! - **Contact**: exact email match in `contacts`; then the same address without a `+tag`.
 //! - **Account**: the contact's account; else the sender's domain in `accounts`, unless the
 //!   domain is free-mail or disposable. An unknown sender becomes a new-contact proposal
-//!   (not for bounces, list mail or no-reply robots).
+//!   unless a contact rule refuses it ([`crate::policy`]: `contact_policy`, delivery reports,
+//!   bulk and automatic mail, role and robot addresses, free mail when so configured).
 //! - **Recipients**: the envelope's, plus To/Cc/Bcc addresses on our domains.
 //! - **Deal**: the first recipient matching the deal pattern; else the deal of the thread.
 //! - **Thread**: In-Reply-To, then References newest first, looked up in `threads`; an email
@@ -24,6 +25,7 @@ use mailstream_runtime::records::{
 
 use crate::deal::DealPattern;
 use crate::freemail;
+use crate::policy::{ContactRules, Refusal};
 use crate::settings::ResolverSettings;
 
 /// Lookups resolution needs: the table topics, or in-memory maps offline.
@@ -36,26 +38,13 @@ pub trait Directory {
     fn thread(&self, message_id: &str) -> Option<ThreadLink>;
 }
 
-/// Local parts of senders that are robots, not people: never proposed as contacts.
-const ROBOT_LOCAL_PARTS: &[&str] = &[
-    "mailer-daemon",
-    "postmaster",
-    "noreply",
-    "no-reply",
-    "donotreply",
-    "do-not-reply",
-    "bounce",
-    "bounces",
-    "notifications",
-    "notification",
-];
-
 /// The resolution rules of one deployment.
 #[derive(Debug, Clone)]
 pub struct Resolution {
     our_domains: BTreeSet<String>,
     free_mail: HashSet<String>,
     deal: DealPattern,
+    contacts: ContactRules,
     threads_max_age_ms: i64,
 }
 
@@ -70,6 +59,7 @@ impl Resolution {
                 .chain(settings.free_mail_domains.iter().map(lower))
                 .collect(),
             deal: DealPattern::parse(&settings.deal_pattern)?,
+            contacts: ContactRules::new(settings),
             threads_max_age_ms: settings.threads_max_age_ms(),
         })
     }
@@ -81,6 +71,16 @@ impl Resolution {
 
     /// Resolves `email` against `directory`.
     pub fn resolve(&self, email: ParsedEmail, directory: &impl Directory) -> ResolvedEmail {
+        self.resolve_explained(email, directory).0
+    }
+
+    /// Resolves `email` against `directory`; with why its unknown sender was not proposed as a
+    /// contact, when a contact rule refused it.
+    pub fn resolve_explained(
+        &self,
+        email: ParsedEmail,
+        directory: &impl Directory,
+    ) -> (ResolvedEmail, Option<Refusal>) {
         let sender_email = sender_of(&email);
         let sender_domain = sender_email
             .as_deref()
@@ -117,8 +117,12 @@ impl Resolution {
                 matched_by: "domain".into(),
             }),
         };
+        let refusal = match (&contact, &sender_email) {
+            (None, Some(address)) => self.contacts.refusal(&email, address, free_mail),
+            _ => None,
+        };
         let new_contact = match (&contact, &sender_email) {
-            (None, Some(address)) if proposable(&email, address) => Some(NewContactProposal {
+            (None, Some(address)) if refusal.is_none() => Some(NewContactProposal {
                 email: address.clone(),
                 name: email.from.as_ref().and_then(|f| f.name.clone()),
                 domain: sender_domain.clone(),
@@ -138,7 +142,7 @@ impl Resolution {
             },
         };
 
-        ResolvedEmail {
+        let resolved = ResolvedEmail {
             message_id: email.message_id.clone(),
             received_at: email.received_at,
             recipients,
@@ -157,7 +161,8 @@ impl Resolution {
             thread_id,
             thread_parent,
             email,
-        }
+        };
+        (resolved, refusal)
     }
 
     /// Envelope recipients, plus header recipients on our domains; lower-cased, sorted, unique.
@@ -213,12 +218,6 @@ fn find_contact(sender: &str, directory: &impl Directory) -> Option<Contact> {
         let (base, _tag) = local.split_once('+')?;
         directory.contact(&format!("{base}@{domain}"))
     })
-}
-
-/// Whether an unknown sender should become a contact: a person writing to us, not a robot.
-fn proposable(email: &ParsedEmail, sender: &str) -> bool {
-    let local = sender.split('@').next().unwrap_or_default();
-    email.bounce.is_none() && email.list.is_none() && !ROBOT_LOCAL_PARTS.contains(&local)
 }
 
 /// (thread id, the parent it was linked to, that parent's link). Links older than

@@ -7,7 +7,7 @@
 //! - **Resolution** ([`identity`]): sender → contact and account from the `contacts` and
 //!   `accounts` tables, deal addresses, thread links from the `threads` table, which the
 //!   resolver itself maintains (one link per email, keyed by message_id), bounded by age and
-//!   count with tombstones ([`threads`]).
+//!   count with tombstones ([`threads`]). Who may become a contact: [`policy`].
 //!
 //! The business rules live in [`identity::Resolution`], a pure function shared with the
 //! offline `mailstream score`; this file only wires state and tables around it.
@@ -18,6 +18,7 @@ pub mod directory;
 pub mod events;
 pub mod freemail;
 pub mod identity;
+pub mod policy;
 pub mod settings;
 pub mod threads;
 
@@ -33,7 +34,7 @@ use mailstream_runtime::{
 
 pub use directory::{MemoryDirectory, TableDirectory, ThreadOverlay};
 pub use identity::{Directory, Resolution, thread_link};
-pub use settings::ResolverSettings;
+pub use settings::{ContactPolicy, ResolverSettings};
 pub use threads::{THREADS, ThreadLinks};
 
 use events::ResolverMetrics;
@@ -152,7 +153,10 @@ impl Processor for Resolver {
             threads: &self.threads,
             overlay: &self.overlay,
         };
-        let resolved = self.resolution.resolve(email, &directory);
+        let (resolved, refusal) = self.resolution.resolve_explained(email, &directory);
+        if let Some(reason) = refusal {
+            events::contact_refused(&self.metrics, &resolved.message_id, reason);
+        }
         let entry = DedupeEntry {
             message_id: resolved.message_id.clone(),
             first_seen_at: resolved.received_at,

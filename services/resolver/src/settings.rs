@@ -5,6 +5,9 @@
 //! | `our_domains` | (none) | comma-separated domains that are ours (ingest's accepted domains): To/Cc/Bcc addresses on them count as recipients, next to the envelope's |
 //! | `deal_pattern` | `deal-{id}@` | recipient pattern that routes an email to a deal: `{id}` is the deal id; text before `@` matches the local part, a domain after `@` (optional) must match too |
 //! | `free_mail_domains` | (none) | more free-mail or disposable domains, added to the built-in list; they never map to an account |
+//! | `contact_policy` | `senders` | who becomes a contact: `senders` (an unknown sender is proposed as a new contact, unless a rule below refuses it) or `never` (no proposal at all; known contacts still resolve). Recipients are never proposed: the pipeline does not model them |
+//! | `contacts_from_free_mail` | `true` | propose senders on free-mail or disposable domains (`free_mail_domains`) as contacts; `false` refuses them (reason `free-mail`) |
+//! | `role_local_parts` | (none) | more role or robot local parts (`info`, `sales@`, ...), added to the built-in list (`policy.rs`): a sender with one of them is never proposed (reason `role`) |
 //! | `dedupe_max_entries` | 1000000 | message ids remembered per input partition |
 //! | `dedupe_max_age_hours` | 168 | how long a message id is remembered (record time) |
 //! | `threads_max_age_days` | 180 | how long a thread link is kept (record time): a reply whose parent was received longer ago than this starts a new thread, and older links are tombstoned in the `threads` table |
@@ -21,6 +24,17 @@ use crate::deal::DealPattern;
 /// from overflowing.
 const MAX_THREADS_AGE_DAYS: u64 = 3_650;
 
+/// Who becomes a contact (`contact_policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContactPolicy {
+    /// An unknown sender is proposed as a new contact, unless a rule refuses it.
+    #[default]
+    Senders,
+    /// Nobody is proposed.
+    Never,
+}
+
 /// The resolver's settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,6 +45,12 @@ pub struct ResolverSettings {
     pub deal_pattern: String,
     #[serde(default, deserialize_with = "lenient::list")]
     pub free_mail_domains: Vec<String>,
+    #[serde(default)]
+    pub contact_policy: ContactPolicy,
+    #[serde(default = "default_true")]
+    pub contacts_from_free_mail: bool,
+    #[serde(default, deserialize_with = "lenient::list")]
+    pub role_local_parts: Vec<String>,
     #[serde(default = "default_max_entries")]
     pub dedupe_max_entries: usize,
     #[serde(default = "default_max_age_hours")]
@@ -49,6 +69,9 @@ impl Default for ResolverSettings {
             our_domains: Vec::new(),
             deal_pattern: default_deal_pattern(),
             free_mail_domains: Vec::new(),
+            contact_policy: ContactPolicy::default(),
+            contacts_from_free_mail: true,
+            role_local_parts: Vec::new(),
             dedupe_max_entries: default_max_entries(),
             dedupe_max_age_hours: default_max_age_hours(),
             threads_max_age_days: default_threads_max_age_days(),
@@ -99,6 +122,14 @@ impl ResolverSettings {
             if domain.contains('@') || domain.contains(char::is_whitespace) {
                 problems.push(format!(
                     "key `resolver.our_domains` / `resolver.free_mail_domains`: `{domain}` is not a domain"
+                ));
+            }
+        }
+        for part in &self.role_local_parts {
+            let part = part.trim_end_matches('@');
+            if part.is_empty() || part.contains('@') || part.contains(char::is_whitespace) {
+                problems.push(format!(
+                    "key `resolver.role_local_parts` (env MAILSTREAM_RESOLVER_ROLE_LOCAL_PARTS): `{part}` is not a local part (expected e.g. `info` or `info@`)"
                 ));
             }
         }

@@ -201,3 +201,25 @@ fn a_parent_link_older_than_the_thread_age_does_not_count() {
         "its own thread, named by its reference"
     );
 }
+
+#[test]
+fn a_refused_sender_is_not_proposed_and_says_why_but_a_known_one_still_resolves() {
+    let (r, refusal) = resolution().resolve_explained(email("info@acme.io"), &directory());
+    assert!(r.new_contact.is_none());
+    assert_eq!(r.account.map(|a| a.account_id).as_deref(), Some("a-acme"));
+    assert_eq!(refusal.map(crate::policy::Refusal::name), Some("role"));
+
+    let never = Resolution::new(&ResolverSettings {
+        contact_policy: crate::settings::ContactPolicy::Never,
+        ..ResolverSettings::default()
+    })
+    .expect("valid settings");
+    let (r, refusal) = never.resolve_explained(email("new.person@acme.io"), &directory());
+    assert!(r.new_contact.is_none());
+    assert_eq!(refusal.map(crate::policy::Refusal::name), Some("policy"));
+    let (known, refusal) = never.resolve_explained(email("ali@acme.io"), &directory());
+    assert!(
+        known.contact.is_some() && refusal.is_none(),
+        "a known contact is no refusal"
+    );
+}

@@ -20,6 +20,8 @@ pub struct CrmResult {
     pub follow_ups: Vec<String>,
     pub attempts: i32,
     pub written_at: i64,
+    /// Why a `skipped` email was not written: `excluded` or `never-log`.
+    pub reason: Option<String>,
 }
 
 #[cfg(test)]
@@ -40,6 +42,7 @@ mod tests {
             follow_ups: vec!["attachment report.pdf: 503".into()],
             attempts: 2,
             written_at: 9,
+            reason: Some("never-log".into()),
             ..CrmResult::default()
         };
         assert_eq!(through_schema("crm-result.avsc", result.clone()), result);
