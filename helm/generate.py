@@ -199,7 +199,8 @@ SETTINGS = {
 CONFIG_BOUNDS = {
     ("ingest", "inline_limit_bytes"): {"maximum": 4194304},
     ("ingest", "accepted_domains"): {"items_pattern": "^@?[A-Za-z0-9.-]+$"},
-    ("crm-sink", "backend"): {"enum": ["postgres", "rest", "hubspot"]},
+    ("crm-sink", "backend"): {"enum": ["postgres", "rest", "hubspot", "tryton"]},
+    ("resolver", "contact_policy"): {"enum": ["senders", "never"]},
     ("scorer", "reload_interval_ms"): {"minimum": 100},
 }
 
