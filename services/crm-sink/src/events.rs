@@ -293,9 +293,21 @@ pub fn would_write(op: &str, message_id: &str, ids: &[(&str, Option<&str>)]) {
     tracing::info!(op, message_id, ids = %ids, "dry run: would write");
 }
 
-/// An excluded email (auto-reply, bounce, list mail) was not written.
-pub fn skipped(message_id: &str, status: &str) {
-    tracing::debug!(message_id, status, "excluded email not written to the CRM");
+/// An email was not written to the CRM, for `reason`: `excluded` (its lead status is an
+/// auto-reply, bounce or list mail) or `never-log` (a participant is on the list). Message id
+/// only: no address is logged.
+pub fn skipped(message_id: &str, reason: &str, status: &str) {
+    tracing::debug!(message_id, reason, status, "email not written to the CRM");
+}
+
+/// HubSpot object ids are numeric: a deal id that is not (a `deal-Q3_acme@` address) is not
+/// associated with the email, which HubSpot would refuse whole.
+pub fn deal_not_associated(message_id: &str, deal_id: &str) {
+    tracing::warn!(
+        message_id,
+        deal_id,
+        "not a HubSpot deal id (HubSpot ids are numeric): the email is not associated with it"
+    );
 }
 
 /// The message's result committed. Its first write counts as a unique message, with its

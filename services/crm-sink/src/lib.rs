@@ -241,11 +241,7 @@ impl CrmSink {
         reason: &str,
         out: &mut Outputs,
     ) -> Result<(), ProcessError> {
-        if reason == never_log::REASON {
-            never_log::never_logged(&lead.message_id);
-        } else {
-            events::skipped(&lead.message_id, &lead.status);
-        }
+        events::skipped(&lead.message_id, reason, &lead.status);
         self.pending
             .push(MessageOutcome::nothing_written(&lead.message_id, "skipped"));
         let result = CrmResult {

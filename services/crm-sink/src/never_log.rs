@@ -117,11 +117,6 @@ impl NeverLog {
     }
 }
 
-/// A lead was not written: a participant is on the never-log list. Message id only.
-pub fn never_logged(message_id: &str) {
-    tracing::debug!(message_id, reason = REASON, "email not written to the CRM");
-}
-
 #[cfg(test)]
 mod tests {
     use mailstream_runtime::records::{Address, ParsedEmail, ResolvedEmail};

@@ -29,6 +29,7 @@ use serde_json::{Value, json};
 use super::rest::{Answer, Call, HttpClient, encode_segment, require_id};
 use super::{CrmBackend, WritePlan, WriteReport, idempotency_key};
 use crate::error::Failure;
+use crate::events;
 
 /// HubSpot-defined association type ids (CRM v4 association types).
 pub const EMAIL_TO_CONTACT: u32 = 198;
@@ -154,11 +155,7 @@ impl CrmBackend for HubspotBackend {
         let deal_id = deal_id.filter(|id| {
             let numeric = is_object_id(id);
             if !numeric {
-                tracing::warn!(
-                    message_id = %plan.message_id,
-                    deal_id = %id,
-                    "not a HubSpot deal id (HubSpot ids are numeric): the email is not associated with it"
-                );
+                events::deal_not_associated(&plan.message_id, id);
             }
             numeric
         });
