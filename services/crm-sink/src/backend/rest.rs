@@ -80,7 +80,13 @@ pub struct HttpClient {
     base_url: String,
     token: Option<String>,
     retrier: Retrier,
+    /// How an answer that is not a success is classified ([`status_failure`] unless a CRM's
+    /// backend knows its own error shapes).
+    classify: Classify,
 }
+
+/// Classifies a failed answer: operation, status, body text, `Retry-After`.
+pub type Classify = fn(&str, u16, &str, Option<Duration>) -> Failure;
 
 impl HttpClient {
     pub fn new(base_url: String, token: Option<String>, retrier: Retrier) -> Result<Self, String> {
@@ -95,7 +101,13 @@ impl HttpClient {
             base_url: base_url.trim_end_matches('/').to_string(),
             token: token.filter(|t| !t.is_empty()),
             retrier,
+            classify: status_failure,
         })
+    }
+
+    /// The same client, classifying failed answers with `classify`.
+    pub fn classifying(self, classify: Classify) -> Self {
+        Self { classify, ..self }
     }
 
     /// Makes `call`, retrying as the policy allows. Returns the answer and the attempts made.
@@ -155,7 +167,7 @@ impl HttpClient {
                 body,
                 replayed: true,
             }),
-            _ => Err(status_failure(call.op, status, &text, retry_after)),
+            _ => Err((self.classify)(call.op, status, &text, retry_after)),
         }
     }
 }

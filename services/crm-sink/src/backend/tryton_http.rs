@@ -1,30 +1,26 @@
 //! Tryton's REST API on the wire, for the [`super::TrytonBackend`]: requests with the bearer
-//! key through the sink's [`Retrier`], search domains as Tryton takes them, and answers
+//! key through the sink's one [`HttpClient`] (and its [`Retrier`]), search domains as Tryton takes them, and answers
 //! classified as the table in `tryton.rs` says.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE;
-use mailstream_runtime::config::Secret;
 use reqwest::Method;
-use reqwest::header::RETRY_AFTER;
 use serde_json::Value;
 
 use super::TrytonServer;
 use crate::backend::WriteReport;
-use crate::backend::rest::{encode_segment, status_failure, transport_failure};
+use crate::backend::rest::{Call, HttpClient, encode_segment, status_failure};
 use crate::error::{Failure, FailureClass};
 use crate::events::redact;
-use crate::retry::{Retrier, parse_retry_after};
+use crate::retry::Retrier;
 
-/// A Tryton server's REST API: `<base_url>/<database>/rest/model/...`.
+/// A Tryton server's REST API: `<base_url>/<database>/rest/model/...`, through the sink's one
+/// HTTP client with Tryton's own classification of failed answers ([`classify`]).
 pub struct Api {
-    client: reqwest::Client,
-    /// `<base_url>/<database>/rest/model`.
-    models: String,
-    key: Secret,
-    retrier: Retrier,
+    /// Based at `<base_url>/<database>/rest/model`, with the key as bearer token.
+    http: HttpClient,
 }
 
 /// Escapes Tryton's `like` wildcards (`%`, `_`) and its escape character (`\`).
@@ -105,54 +101,18 @@ pub fn many2one(record: &Value, field: &str) -> Option<i64> {
 
 impl Api {
     pub fn new(server: TrytonServer, retrier: Retrier) -> Result<Self, Failure> {
-        let client = reqwest::Client::builder()
-            .timeout(retrier.request_timeout)
-            .connect_timeout(retrier.request_timeout)
-            .user_agent("mailstream-crm-sink")
-            .build()
-            .map_err(|e| Failure::Broken {
-                class: FailureClass::Connection,
-                reason: format!("building the HTTP client: {e}"),
-            })?;
         let models = format!(
             "{}/{}/rest/model",
             server.base_url.trim_end_matches('/'),
             encode_segment(&server.database)
         );
-        Ok(Self {
-            client,
-            models,
-            key: server.key,
-            retrier,
-        })
-    }
-
-    async fn attempt(
-        &self,
-        op: &str,
-        method: &Method,
-        url: &str,
-        body: Option<&Value>,
-    ) -> Result<Value, Failure> {
-        let mut request = self
-            .client
-            .request(method.clone(), url)
-            .bearer_auth(self.key.expose());
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = request.send().await.map_err(transport_failure)?;
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, SystemTime::now()));
-        let text = response.text().await.map_err(transport_failure)?;
-        match status {
-            200..=299 => Ok(serde_json::from_str(&text).unwrap_or(Value::Null)),
-            _ => Err(classify(op, status, &text, retry_after)),
-        }
+        let http = HttpClient::new(models, Some(server.key.expose().to_string()), retrier)
+            .map_err(|reason| Failure::Broken {
+                class: FailureClass::Connection,
+                reason,
+            })?
+            .classifying(classify);
+        Ok(Self { http })
     }
 
     /// One logical call (retried as the policy allows), its attempts counted in `report`.
@@ -163,13 +123,17 @@ impl Api {
         body: Option<&Value>,
         deadline: Instant,
     ) -> Result<Value, Failure> {
-        let url = format!("{}/{path}", self.models);
-        let (answer, n) = self
-            .retrier
-            .run(op, deadline, || self.attempt(op, &method, &url, body))
-            .await?;
+        let call = Call {
+            op,
+            method,
+            path: format!("/{path}"),
+            idempotency_key: None,
+            body,
+            accept_conflict: false,
+        };
+        let (answer, n) = self.http.call(&call, deadline).await?;
         report.attempts += n;
-        Ok(answer)
+        Ok(answer.body)
     }
 
     /// The records of `model` matching `domain`, with `fields`.
