@@ -129,8 +129,12 @@ async fn a_stalled_partition_turns_readiness_off_with_the_reason_and_recovers() 
     let env = TestEnv::new("stall");
     // The broker refuses every record written to bench.out as too old (INVALID_TIMESTAMP, a
     // failure a retry can fix: the clock or the setting may change), until the operator puts
-    // the setting back.
-    alter_topic(&env, OUT, &[("message.timestamp.before.max.ms", "1")]).await;
+    // the setting back: records wait 1.5 s in the producer (linger) and the topic takes none
+    // older than 0.5 s. The margin matters: the broker validates its own abort markers
+    // against the same setting, and a marker refused wedges the transactional id in
+    // PrepareAbort until the broker restarts (Kafka 4.3's coordinator never retries it), so
+    // the setting must stay far above a marker's age (a millisecond or so).
+    alter_topic(&env, OUT, &[("message.timestamp.before.max.ms", "500")]).await;
     produce(&env, &[("stuck", 10)]).await;
     let http = format!("127.0.0.1:{}", free_port());
     let mut child = env.spawn(
@@ -140,7 +144,8 @@ async fn a_stalled_partition_turns_readiness_off_with_the_reason_and_recovers() 
             ("MAILSTREAM_HTTP_ADDR", http.as_str()),
             ("MAILSTREAM_STALL_TIMEOUT_MS", "2000"),
             ("MAILSTREAM_RETRY_BACKOFF_MAX_MS", "1000"),
-            ("MAILSTREAM_RDKAFKA_MESSAGE_TIMEOUT_MS", "2000"),
+            ("MAILSTREAM_RDKAFKA_MESSAGE_TIMEOUT_MS", "3000"),
+            ("MAILSTREAM_RDKAFKA_LINGER_MS", "1500"),
         ],
     );
     let started = Instant::now();
