@@ -90,10 +90,6 @@ const MAX_UNCOMMITTED_CREATED: usize = 100_000;
 /// connects the backend (PostgreSQL: and applies the migrations). Nothing is connected in a dry
 /// run.
 pub async fn build(ctx: BuildContext, settings: CrmSinkSettings) -> Result<CrmSink, RuntimeError> {
-    let problems = settings.validate(&ctx.config);
-    if !problems.is_empty() {
-        return Err(RuntimeError::Config(problems));
-    }
     let never_log = settings.never_log().map_err(|entries| {
         RuntimeError::Config(
             entries

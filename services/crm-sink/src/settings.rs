@@ -37,8 +37,7 @@
 use std::time::Duration;
 
 use mailstream_runtime::RuntimeConfig;
-use mailstream_runtime::config::env_name;
-use mailstream_runtime::config::lenient;
+use mailstream_runtime::config::{Settings, env_name, key_label, lenient};
 use serde::Deserialize;
 
 use crate::backend::postgres_tls::{Connector, Target};
@@ -203,10 +202,7 @@ impl std::fmt::Debug for CrmSinkSettings {
 
 /// `key `crm-sink.<name>` (env MAILSTREAM_CRM_SINK_<NAME>)`.
 pub fn key(name: &str) -> String {
-    format!(
-        "key `{SECTION}.{name}` (env {})",
-        env_name(Some(SECTION), name)
-    )
+    key_label(SECTION, name)
 }
 
 impl CrmSinkSettings {
@@ -267,9 +263,11 @@ impl CrmSinkSettings {
             .saturating_sub(runtime.batch_max_ms)
             .saturating_sub(COMMIT_MARGIN_MS)
     }
+}
 
+impl Settings for CrmSinkSettings {
     /// Every problem, each naming its key, given the runtime's settings.
-    pub fn validate(&self, runtime: &RuntimeConfig) -> Vec<String> {
+    fn problems(&self, runtime: &RuntimeConfig) -> Vec<String> {
         let budget = Self::call_budget_ms(runtime);
         let mut errors = Vec::new();
         let mut bad = |name: &str, what: String| errors.push(format!("{}: {what}", key(name)));
@@ -408,4 +406,4 @@ impl CrmSinkSettings {
 
 #[cfg(test)]
 #[path = "settings_tests.rs"]
-mod tests;
+pub(crate) mod tests;

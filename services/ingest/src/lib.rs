@@ -55,11 +55,8 @@ pub const NAME: &str = "ingest";
 
 /// Runs SMTP and HTTP intake (and the health/metrics server) until SIGTERM/SIGINT.
 pub async fn serve(source: ConfigSource) -> Result<(), IngestError> {
-    let (config, settings) = mailstream_runtime::config::load::<IngestSettings>(NAME, &source)?;
-    let problems = settings.validate_serve();
-    if !problems.is_empty() {
-        return Err(IngestError::Config(problems));
-    }
+    let (config, config::ServeSettings(settings)) =
+        mailstream_runtime::config::load::<config::ServeSettings>(NAME, &source)?;
     let _telemetry = telemetry::init(&config, NAME)?;
     let metrics = Metrics::new();
     let ingest_metrics = events::IngestMetrics::register(&metrics.registry)?;

@@ -82,7 +82,8 @@ impl Publisher {
         codec.register_outputs().await?;
         let blobs = BlobStore::open(&settings.blob_url, &[]).map_err(|e| {
             IngestError::Config(vec![format!(
-                "key `ingest.blob_url` (env MAILSTREAM_INGEST_BLOB_URL): {e}"
+                "{}: {e}",
+                mailstream_runtime::config::key_label(crate::NAME, "blob_url")
             )])
         })?;
         let mut client = base_config(config);

@@ -30,8 +30,8 @@ pub mod settings;
 pub mod signals;
 
 use mailstream_runtime::blob::BlobStore;
+use mailstream_runtime::config::key_label;
 use mailstream_runtime::records::RawEmail;
-use mailstream_runtime::topology::Topology;
 use mailstream_runtime::{Incoming, Outputs, ProcessError, Processor, RuntimeError};
 
 pub use parse::{ParseContext, ParseFailure, Parsed, parse_message, parse_with_attachments};
@@ -50,14 +50,10 @@ pub struct Parser {
 }
 
 impl Parser {
-    /// Builds the processor from its settings (opens the blob store).
+    /// Builds the processor from its checked settings (opens the blob store).
     pub fn new(settings: ParserSettings) -> Result<Self, RuntimeError> {
-        let budget = Topology::embedded()?.record_budget(OUTPUT);
-        settings.check_limits(budget)?;
         let blobs = BlobStore::open(&settings.blob_url, &[]).map_err(|e| {
-            RuntimeError::Config(vec![format!(
-                "key `parser.blob_url` (env MAILSTREAM_PARSER_BLOB_URL): {e}"
-            )])
+            RuntimeError::Config(vec![format!("{}: {e}", key_label("parser", "blob_url"))])
         })?;
         Ok(Self {
             blobs,

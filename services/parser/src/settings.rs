@@ -7,7 +7,9 @@
 //! | `allowed_extensions` | see [`DEFAULT_ALLOWED_EXTENSIONS`] | the attachment allowlist: comma-separated file extensions that are not flagged `executable` |
 //! | `max_body_bytes` | `1048576` (1 MiB) | the longest text or HTML body kept in the record; a longer one is cut, flagged in `truncated` and stored whole in the blob store ([`crate::limits`]) |
 
-use mailstream_runtime::RuntimeError;
+use mailstream_runtime::RuntimeConfig;
+use mailstream_runtime::config::{Settings, key_label};
+use mailstream_runtime::topology::Topology;
 use serde::Deserialize;
 
 use crate::limits;
@@ -71,15 +73,25 @@ pub const DOWNSTREAM_ROOM_BYTES: usize = 512 * 1024;
 impl ParserSettings {
     /// Refuses a `max_body_bytes` whose largest record would not fit `budget` (the `parsed`
     /// topic's record budget) with room for the stages downstream.
-    pub fn check_limits(&self, budget: usize) -> Result<(), RuntimeError> {
+    pub fn limit_problems(&self, budget: usize) -> Vec<String> {
         let bound = limits::max_record_bytes(self.max_body_bytes);
         if self.max_body_bytes < 1024 || bound + DOWNSTREAM_ROOM_BYTES > budget {
-            return Err(RuntimeError::Config(vec![format!(
-                "key `parser.max_body_bytes` (env MAILSTREAM_PARSER_MAX_BODY_BYTES): must be at least 1024 and leave the largest record ({bound} bytes) {DOWNSTREAM_ROOM_BYTES} bytes under the `parsed` budget of {budget}; got {}",
+            return vec![format!(
+                "{}: must be at least 1024 and leave the largest record ({bound} bytes) {DOWNSTREAM_ROOM_BYTES} bytes under the `parsed` budget of {budget}; got {}",
+                key_label("parser", "max_body_bytes"),
                 self.max_body_bytes
-            )]));
+            )];
         }
-        Ok(())
+        Vec::new()
+    }
+}
+
+impl Settings for ParserSettings {
+    fn problems(&self, _runtime: &RuntimeConfig) -> Vec<String> {
+        match Topology::embedded() {
+            Ok(topology) => self.limit_problems(topology.record_budget(crate::OUTPUT)),
+            Err(e) => vec![e.to_string()],
+        }
     }
 }
 
@@ -119,13 +131,20 @@ mod tests {
     #[test]
     fn body_limits_that_would_pass_the_topic_cap_are_refused() {
         let budget = 8 * 1024 * 1024 - 64 * 1024;
-        assert!(ParserSettings::default().check_limits(budget).is_ok());
+        assert_eq!(
+            ParserSettings::default().limit_problems(budget),
+            Vec::<String>::new()
+        );
         let huge = ParserSettings {
             max_body_bytes: 4 * 1024 * 1024,
             ..ParserSettings::default()
         };
-        let err = huge.check_limits(budget).expect_err("too large");
-        assert!(err.to_string().contains("parser.max_body_bytes"), "{err}");
+        let problems = huge.limit_problems(budget);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("key `parser.max_body_bytes`"),
+            "{problems:?}"
+        );
     }
 
     #[test]

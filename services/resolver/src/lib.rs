@@ -29,7 +29,7 @@ use mailstream_runtime::records::{
 };
 use mailstream_runtime::{
     BuildContext, GlobalTable, Incoming, KeyedStore, Outputs, ProcessError, Processor,
-    RestoreContext, RuntimeError, StoreLimits, Topology,
+    RestoreContext, RuntimeError, StoreLimits,
 };
 
 pub use directory::{MemoryDirectory, TableDirectory, ThreadOverlay};
@@ -64,17 +64,12 @@ pub struct Resolver {
     metrics: ResolverMetrics,
 }
 
-/// Builds the resolver: validates its settings and loads the three tables to their ends.
+/// Builds the resolver from its checked settings and loads the three tables to their ends.
 pub async fn build(
     ctx: BuildContext,
     settings: ResolverSettings,
 ) -> Result<Resolver, RuntimeError> {
-    let problems = settings.problems();
-    if !problems.is_empty() {
-        return Err(RuntimeError::Config(problems));
-    }
     let resolution = Resolution::new(&settings).map_err(|e| RuntimeError::Config(vec![e]))?;
-    threads::check_copartitioned(&Topology::embedded()?)?;
     let naming = ctx.naming();
     let contacts =
         GlobalTable::start(&ctx.config, &naming, "contacts", ctx.shutdown.clone()).await?;

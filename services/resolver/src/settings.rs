@@ -16,9 +16,15 @@
 
 use serde::Deserialize;
 
-use mailstream_runtime::config::lenient;
+use mailstream_runtime::RuntimeConfig;
+use mailstream_runtime::config::{Settings, key_label, lenient};
+use mailstream_runtime::topology::Topology;
 
 use crate::deal::DealPattern;
+use crate::threads;
+
+/// The settings' section: file table `[resolver]`, environment `MAILSTREAM_RESOLVER_*`.
+pub const SECTION: &str = "resolver";
 
 /// The longest `threads_max_age_days` accepted (ten years): keeps the age in milliseconds far
 /// from overflowing.
@@ -86,52 +92,52 @@ impl ResolverSettings {
     pub fn threads_max_age_ms(&self) -> i64 {
         days_to_ms(self.threads_max_age_days)
     }
+}
 
-    /// Every problem with the settings, each naming its key.
-    pub fn problems(&self) -> Vec<String> {
+impl Settings for ResolverSettings {
+    fn problems(&self, _runtime: &RuntimeConfig) -> Vec<String> {
+        let key = |name: &str| key_label(SECTION, name);
         let mut problems = Vec::new();
         if let Err(e) = DealPattern::parse(&self.deal_pattern) {
-            problems.push(format!(
-                "key `resolver.deal_pattern` (env MAILSTREAM_RESOLVER_DEAL_PATTERN): {e}"
-            ));
+            problems.push(format!("{}: {e}", key("deal_pattern")));
         }
-        if self.dedupe_max_entries == 0 {
-            problems.push(
-                "key `resolver.dedupe_max_entries` (env MAILSTREAM_RESOLVER_DEDUPE_MAX_ENTRIES): must be at least 1"
-                    .into(),
-            );
-        }
-        if self.dedupe_max_age_hours == 0 {
-            problems.push(
-                "key `resolver.dedupe_max_age_hours` (env MAILSTREAM_RESOLVER_DEDUPE_MAX_AGE_HOURS): must be at least 1"
-                    .into(),
-            );
+        for (name, value) in [
+            ("dedupe_max_entries", self.dedupe_max_entries as u64),
+            ("dedupe_max_age_hours", self.dedupe_max_age_hours),
+            ("threads_max_entries", self.threads_max_entries as u64),
+        ] {
+            if value == 0 {
+                problems.push(format!("{}: must be at least 1", key(name)));
+            }
         }
         if self.threads_max_age_days == 0 || self.threads_max_age_days > MAX_THREADS_AGE_DAYS {
             problems.push(format!(
-                "key `resolver.threads_max_age_days` (env MAILSTREAM_RESOLVER_THREADS_MAX_AGE_DAYS): must be from 1 to {MAX_THREADS_AGE_DAYS}"
+                "{}: must be from 1 to {MAX_THREADS_AGE_DAYS}",
+                key("threads_max_age_days")
             ));
         }
-        if self.threads_max_entries == 0 {
-            problems.push(
-                "key `resolver.threads_max_entries` (env MAILSTREAM_RESOLVER_THREADS_MAX_ENTRIES): must be at least 1"
-                    .into(),
-            );
-        }
-        for domain in self.our_domains.iter().chain(&self.free_mail_domains) {
-            if domain.contains('@') || domain.contains(char::is_whitespace) {
-                problems.push(format!(
-                    "key `resolver.our_domains` / `resolver.free_mail_domains`: `{domain}` is not a domain"
-                ));
+        for (name, domains) in [
+            ("our_domains", &self.our_domains),
+            ("free_mail_domains", &self.free_mail_domains),
+        ] {
+            for domain in domains {
+                if domain.contains('@') || domain.contains(char::is_whitespace) {
+                    problems.push(format!("{}: `{domain}` is not a domain", key(name)));
+                }
             }
         }
         for part in &self.role_local_parts {
             let part = part.trim_end_matches('@');
             if part.is_empty() || part.contains('@') || part.contains(char::is_whitespace) {
                 problems.push(format!(
-                    "key `resolver.role_local_parts` (env MAILSTREAM_RESOLVER_ROLE_LOCAL_PARTS): `{part}` is not a local part (expected e.g. `info` or `info@`)"
+                    "{}: `{part}` is not a local part (expected e.g. `info` or `info@`)",
+                    key("role_local_parts")
                 ));
             }
+        }
+        match Topology::embedded() {
+            Ok(topology) => problems.extend(threads::copartition_problem(&topology)),
+            Err(e) => problems.push(e.to_string()),
         }
         problems
     }

@@ -41,6 +41,8 @@ pub use topology::{Naming, Topology};
 #[serde(deny_unknown_fields)]
 pub struct NoSettings {}
 
+impl config::Settings for NoSettings {}
+
 /// What a processor's constructor gets besides its own settings.
 #[derive(Clone)]
 pub struct BuildContext {
@@ -67,7 +69,7 @@ impl BuildContext {
 pub async fn serve<P, S, F, Fut>(source: ConfigSource, build: F) -> Result<(), RuntimeError>
 where
     P: Processor,
-    S: serde::de::DeserializeOwned,
+    S: config::Settings,
     F: FnOnce(BuildContext, S) -> Fut,
     Fut: std::future::Future<Output = Result<P, RuntimeError>>,
 {

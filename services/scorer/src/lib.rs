@@ -109,11 +109,10 @@ impl Scorer {
     }
 }
 
-/// Builds the scorer for `serve`: loads the rules (the file, else the built-in rules), registers
-/// the scorer's metrics and, with a rules file, starts watching it for changes.
+/// Builds the scorer for `serve` from its checked settings: loads the rules (the file, else the
+/// built-in rules), registers the scorer's metrics and, with a rules file, starts watching it
+/// for changes.
 pub async fn build(ctx: BuildContext, settings: ScorerSettings) -> Result<Scorer, RuntimeError> {
-    // Every problem of the settings and of the rules file is reported at once.
-    let mut problems = settings.problems();
     let (seen, loaded) = match &settings.rules_file {
         Some(path) => {
             let (seen, loaded) = reload::read(path);
@@ -121,16 +120,8 @@ pub async fn build(ctx: BuildContext, settings: ScorerSettings) -> Result<Scorer
         }
         None => (None, RuleSet::builtin()),
     };
-    let rules = match loaded {
-        Ok(rules) => Some(rules),
-        Err(more) => {
-            problems.extend(settings.rules_file_problems(more));
-            None
-        }
-    };
-    let Some(rules) = rules.filter(|_| problems.is_empty()) else {
-        return Err(RuntimeError::Config(problems));
-    };
+    // `config::load` checked the file; it may have changed since.
+    let rules = loaded.map_err(|more| RuntimeError::Config(settings.rules_file_problems(more)))?;
     let metrics = ScorerMetrics::register(&ctx.metrics.registry)
         .map_err(|e| RuntimeError::Processor(format!("registering the scorer's metrics: {e}")))?;
     events::rules_loaded(&metrics, settings.rules_file.as_deref(), &rules);
@@ -184,49 +175,6 @@ mod tests {
             shutdown: mailstream_runtime::Shutdown::new().1,
             metrics: Metrics::new(),
         }
-    }
-
-    #[tokio::test]
-    async fn a_bad_start_names_the_key_and_every_problem() {
-        let dir =
-            std::env::temp_dir().join(format!("mailstream-scorer-build-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let bad = dir.join("bad.yaml");
-        std::fs::write(
-            &bad,
-            "rules:\n  - {id: a, points: x, when: {subject: {contains_any: []}}}\n  - {id: b, points: 1, when: {body: {matches: '('}}}\n",
-        )
-        .expect("write");
-        let settings = ScorerSettings {
-            rules_file: Some(bad.clone()),
-            reload_interval_ms: 1,
-        };
-        let Err(RuntimeError::Config(problems)) = build(context(), settings).await else {
-            panic!("a configuration error");
-        };
-        assert_eq!(problems.len(), 4, "{problems:#?}");
-        assert!(problems[0].contains("scorer.reload_interval_ms"));
-        for p in &problems[1..] {
-            assert!(
-                p.starts_with(&format!(
-                    "key `scorer.rules_file` (env MAILSTREAM_SCORER_RULES_FILE): {}: rule `",
-                    bad.display()
-                )),
-                "{p}"
-            );
-        }
-        let missing = ScorerSettings {
-            rules_file: Some(dir.join("missing.toml")),
-            ..ScorerSettings::default()
-        };
-        let Err(RuntimeError::Config(problems)) = build(context(), missing).await else {
-            panic!("a configuration error");
-        };
-        assert!(
-            problems[0].contains("missing.toml: cannot read"),
-            "{problems:?}"
-        );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]

@@ -11,11 +11,14 @@
 
 use std::path::PathBuf;
 
-use mailstream_runtime::config::lenient;
+use mailstream_runtime::RuntimeConfig;
+use mailstream_runtime::config::{Settings, key_label, lenient};
 use serde::Deserialize;
 
-/// How the rules-file key is named in configuration errors.
-pub const RULES_FILE_KEY: &str = "key `scorer.rules_file` (env MAILSTREAM_SCORER_RULES_FILE)";
+use crate::reload;
+
+/// The settings' section: file table `[scorer]`, environment `MAILSTREAM_SCORER_*`.
+pub const SECTION: &str = "scorer";
 
 const MIN_RELOAD_INTERVAL_MS: u64 = 100;
 
@@ -44,19 +47,27 @@ fn default_reload_interval_ms() -> u64 {
     2000
 }
 
-impl ScorerSettings {
-    /// What serde cannot check, one line per problem (empty: fine).
-    pub fn problems(&self) -> Vec<String> {
+impl Settings for ScorerSettings {
+    /// The interval, and every problem of the rules file (read here; `build` reads it again).
+    fn problems(&self, _runtime: &RuntimeConfig) -> Vec<String> {
         let mut problems = Vec::new();
         if self.reload_interval_ms < MIN_RELOAD_INTERVAL_MS {
             problems.push(format!(
-                "key `scorer.reload_interval_ms` (env MAILSTREAM_SCORER_RELOAD_INTERVAL_MS): {} is below the minimum of {MIN_RELOAD_INTERVAL_MS}",
+                "{}: {} is below the minimum of {MIN_RELOAD_INTERVAL_MS}",
+                key_label(SECTION, "reload_interval_ms"),
                 self.reload_interval_ms
             ));
         }
+        if let Some(path) = &self.rules_file
+            && let Err(more) = reload::read(path).1
+        {
+            problems.extend(self.rules_file_problems(more));
+        }
         problems
     }
+}
 
+impl ScorerSettings {
     /// The problems of a rules file that cannot be used at start, each naming the key and the
     /// file.
     pub fn rules_file_problems(&self, problems: Vec<String>) -> Vec<String> {
@@ -67,7 +78,7 @@ impl ScorerSettings {
             .unwrap_or_else(|| "the built-in rules".into());
         problems
             .into_iter()
-            .map(|p| format!("{RULES_FILE_KEY}: {file}: {p}"))
+            .map(|p| format!("{}: {file}: {p}", key_label(SECTION, "rules_file")))
             .collect()
     }
 }
@@ -104,16 +115,50 @@ mod tests {
     }
 
     #[test]
-    fn a_too_short_interval_is_refused_with_its_key() {
-        let s = ScorerSettings {
-            reload_interval_ms: 0,
-            ..ScorerSettings::default()
+    fn a_bad_start_names_the_key_and_every_problem() {
+        let dir =
+            std::env::temp_dir().join(format!("mailstream-scorer-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let bad = dir.join("bad.yaml");
+        std::fs::write(
+            &bad,
+            "rules:\n  - {id: a, points: x, when: {subject: {contains_any: []}}}\n  - {id: b, points: 1, when: {body: {matches: '('}}}\n",
+        )
+        .expect("write");
+        let Err(mailstream_runtime::RuntimeError::Config(problems)) = load(
+            ConfigSource::default()
+                .with_env("MAILSTREAM_SCORER_RULES_FILE", bad.display().to_string())
+                .with_env("MAILSTREAM_SCORER_RELOAD_INTERVAL_MS", "1"),
+        ) else {
+            panic!("a configuration error");
         };
-        let problems = s.problems();
-        assert_eq!(problems.len(), 1);
+        assert_eq!(problems.len(), 4, "{problems:#?}");
+        assert_eq!(
+            problems[0],
+            "key `scorer.reload_interval_ms` (env MAILSTREAM_SCORER_RELOAD_INTERVAL_MS): 1 is below the minimum of 100"
+        );
+        for p in &problems[1..] {
+            assert!(
+                p.starts_with(&format!(
+                    "key `scorer.rules_file` (env MAILSTREAM_SCORER_RULES_FILE): {}: rule `",
+                    bad.display()
+                )),
+                "{p}"
+            );
+        }
+        let missing = dir.join("missing.toml");
+        let Err(mailstream_runtime::RuntimeError::Config(problems)) =
+            load(ConfigSource::default().with_env(
+                "MAILSTREAM_SCORER_RULES_FILE",
+                missing.display().to_string(),
+            ))
+        else {
+            panic!("a configuration error");
+        };
         assert!(
-            problems[0].contains("MAILSTREAM_SCORER_RELOAD_INTERVAL_MS"),
+            problems[0].contains("missing.toml: cannot read"),
             "{problems:?}"
         );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

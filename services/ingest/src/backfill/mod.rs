@@ -104,10 +104,6 @@ pub async fn run(
     format: Format,
 ) -> Result<Summary, IngestError> {
     let (config, settings) = mailstream_runtime::config::load::<IngestSettings>(NAME, &source)?;
-    let problems = settings.validate_common();
-    if !problems.is_empty() {
-        return Err(IngestError::Config(problems));
-    }
     let _telemetry = telemetry::init(&config, "backfill")?;
     let publisher = Publisher::connect(&config, &settings, IngestMetrics::detached()?).await?;
     let max = usize::try_from(settings.max_message_bytes).unwrap_or(usize::MAX);

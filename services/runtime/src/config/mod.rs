@@ -249,11 +249,32 @@ pub fn env_name(section: Option<&str>, key: &str) -> String {
     }
 }
 
+/// A processor's own settings: the file table `[section]` and the `MAILSTREAM_<SECTION>_<KEY>`
+/// variables, deserialized and then checked beside the runtime's in the one [`load`], so a
+/// bad configuration is reported whole, every problem naming its key.
+pub trait Settings: DeserializeOwned {
+    /// What types cannot say: ranges, combinations, files that must parse, agreement with the
+    /// runtime's settings or the topology. One line per problem, naming its key (see
+    /// [`key_label`]). Checks that need a connection belong to the processor's build.
+    fn problems(&self, _runtime: &RuntimeConfig) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// How a problem names a processor key: ``key `section.key` (env MAILSTREAM_SECTION_KEY)``.
+pub fn key_label(section: &str, key: &str) -> String {
+    format!(
+        "key `{section}.{key}` (env {})",
+        env_name(Some(section), key)
+    )
+}
+
 /// Loads and validates the runtime settings and the settings of processor `section`.
 ///
-/// `P` is the processor's own config struct (use `()` for none); its keys live in the file
-/// table `[section]` and in `MAILSTREAM_<SECTION>_<KEY>` variables.
-pub fn load<P: DeserializeOwned>(
+/// `P` is the processor's own config struct ([`crate::NoSettings`] for none); its keys live in
+/// the file table `[section]` and in `MAILSTREAM_<SECTION>_<KEY>` variables. Its
+/// [`Settings::problems`] are reported with every other problem.
+pub fn load<P: Settings>(
     section: &str,
     source: &ConfigSource,
 ) -> Result<(RuntimeConfig, P), RuntimeError> {
@@ -338,6 +359,9 @@ pub fn load<P: DeserializeOwned>(
         });
     let processor =
         deserialize_all::<P>(processor_table, Some(section), processor_env, &mut errors);
+    if let (Some(runtime), Some(processor)) = (&runtime, &processor) {
+        errors.extend(processor.problems(runtime));
+    }
     match (runtime, processor) {
         (Some(r), Some(p)) if errors.is_empty() => Ok((r, p)),
         _ => Err(RuntimeError::Config(errors)),
@@ -647,6 +671,18 @@ mod tests {
         enabled: bool,
     }
 
+    impl Settings for Demo {
+        fn problems(&self, _runtime: &RuntimeConfig) -> Vec<String> {
+            if self.inline_limit_bytes > 1000 {
+                return vec![format!(
+                    "{}: at most 1000",
+                    key_label("demo", "inline_limit_bytes")
+                )];
+            }
+            Vec::new()
+        }
+    }
+
     fn source(vars: &[(&str, &str)]) -> ConfigSource {
         vars.iter()
             .fold(ConfigSource::default(), |s, (k, v)| s.with_env(k, *v))
@@ -769,11 +805,14 @@ mod tests {
                 ("MAILSTREAM_BATCH_MAX_RECORDS", "0"),
                 ("MAILSTREAM_HTTP_ADDR", "nowhere"),
                 ("MAILSTREAM_RDKAFKA_ISOLATION_LEVEL", "read_uncommitted"),
+                ("MAILSTREAM_DEMO_INLINE_LIMIT_BYTES", "5000"),
             ]),
         )
         .expect_err("invalid config");
         let text = err.to_string();
+        // The processor's own checks are reported with the runtime's, not in a second round.
         for needle in [
+            "key `demo.inline_limit_bytes` (env MAILSTREAM_DEMO_INLINE_LIMIT_BYTES): at most 1000",
             "MAILSTREAM_BOOTSTRAP_SERVERS",
             "MAILSTREAM_SCHEMA_REGISTRY_URL",
             "MAILSTREAM_BATCH_MAX_RECORDS",
