@@ -180,6 +180,122 @@ async fn kill_nine_mid_stream_loses_and_duplicates_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_the_coordinator_timed_out_fences_its_producer_and_the_instance_goes_on() {
+    let env = TestEnv::new("fence");
+    let http = format!("127.0.0.1:{}", free_port());
+    // A 4 s transaction timeout; the broker aborts timed-out transactions in a sweep every
+    // 10 s (`transaction.abort.timed.out.transaction.cleanup.interval.ms`), so an instance
+    // frozen (SIGSTOP) for 20 s mid-batch finds its transaction aborted and its producer
+    // fenced when it thaws (and its 10 s consumer session expired: it rejoins the group), as
+    // a partition leader's death or a long stall does to an instance in production.
+    let settings = [
+        ("MAILSTREAM_HTTP_ADDR", http.as_str()),
+        ("MAILSTREAM_TRANSACTION_TIMEOUT_MS", "4000"),
+        ("MAILSTREAM_BATCH_MAX_MS", "200"),
+    ];
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let producer_env = env.clone();
+    let producing = tokio::spawn(async move {
+        let payload = producer_env.encode(IN, bench_record("fence", 300)).await;
+        let mut sent = 0usize;
+        while !*stop_rx.borrow_and_update() {
+            let chunk = (sent..sent + 50)
+                .map(|i| (format!("rec-{i:06}"), payload.clone()))
+                .collect();
+            producer_env.produce(IN, chunk).await;
+            sent += 50;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        sent
+    });
+    let consumer = env.consumer(&[OUT]);
+    let mut child = env.spawn("passthrough", "a", &settings);
+    let mut seen = collect(&consumer, 300, Duration::from_secs(60), Duration::ZERO).await;
+    assert!(seen.len() >= 300, "no output before the freeze");
+    let fenced = |metrics: &str| {
+        metric(
+            metrics,
+            "mailstream_transactions_total",
+            &[("outcome", "fenced")],
+        )
+    };
+    let pid = child.id().to_string();
+    // A freeze between two batches leaves no transaction to abort: try again (at most 3).
+    for attempt in 1..=3 {
+        let signal = |sig: &str| {
+            let status = std::process::Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .expect("kill");
+            assert!(status.success(), "kill {sig} {pid}");
+        };
+        signal("-STOP");
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        signal("-CONT");
+        let before = seen.len();
+        let started = std::time::Instant::now();
+        while seen.len() < before + 300 {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "no output within 60 s of thawing (attempt {attempt})"
+            );
+            assert!(
+                child.try_wait().expect("try_wait").is_none(),
+                "the instance exited after its producer was fenced"
+            );
+            seen.extend(
+                collect(
+                    &consumer,
+                    usize::MAX,
+                    Duration::from_millis(500),
+                    Duration::ZERO,
+                )
+                .await,
+            );
+        }
+        if fenced(&http_get(&format!("http://{http}/metrics")).await.1) >= 1.0 {
+            break;
+        }
+        assert!(
+            attempt < 3,
+            "three freezes and the producer was never fenced"
+        );
+    }
+    stop_tx.send(true).expect("stop producer");
+    let n = producing.await.expect("producer task");
+    let missing = n.saturating_sub(seen.len());
+    seen.extend(
+        collect(
+            &consumer,
+            missing,
+            Duration::from_secs(90),
+            Duration::from_secs(3),
+        )
+        .await,
+    );
+    let metrics = http_get(&format!("http://{http}/metrics")).await.1;
+    assert_eq!(fenced(&metrics), 1.0, "one fenced transaction");
+    assert_eq!(http_get(&format!("http://{http}/readyz")).await.0, 200);
+    let status = terminate(&mut child, Duration::from_secs(30));
+    assert!(status.success(), "graceful shutdown exits 0, got {status}");
+
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for record in &seen {
+        *counts.entry(record.key.clone().expect("key")).or_default() += 1;
+    }
+    let duplicates: Vec<_> = counts.iter().filter(|(_, c)| **c > 1).take(5).collect();
+    assert!(duplicates.is_empty(), "duplicates: {duplicates:?}");
+    let expected: BTreeSet<String> = (0..n).map(|i| format!("rec-{i:06}")).collect();
+    let arrived: BTreeSet<String> = counts.into_keys().collect();
+    let lost: Vec<_> = expected.difference(&arrived).take(5).collect();
+    assert!(
+        lost.is_empty(),
+        "lost ({} of {n} arrived): {lost:?}",
+        arrived.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_record_goes_to_the_dlq_with_headers_and_the_stream_goes_on() {
     let env = TestEnv::new("dlq");
     let first = env.encode(IN, bench_record("before", 10)).await;

@@ -90,6 +90,21 @@ impl RuntimeError {
             _ => false,
         }
     }
+
+    /// Whether the transactional producer was fenced: the coordinator ended its transaction
+    /// (it outlived `transaction.timeout.ms`, so the producer's epoch was bumped) or another
+    /// producer initialised the same transactional id. That producer can do nothing more; a
+    /// new one, initialised afresh, can.
+    pub fn is_fenced(&self) -> bool {
+        use rdkafka::types::RDKafkaErrorCode::{Fenced, InvalidProducerEpoch, ProducerFenced};
+        match self {
+            Self::Kafka { source, .. } => matches!(
+                source.rdkafka_error_code(),
+                Some(Fenced | ProducerFenced | InvalidProducerEpoch)
+            ),
+            _ => false,
+        }
+    }
 }
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::error::RuntimeError;
 use crate::metrics::{Metrics, RUNTIME_DEAD_LETTER_CLASSES, TRANSACTION_OUTCOMES};
 
 /// The processor is starting: every series it reports, but those of partitions (which follow
@@ -66,6 +67,20 @@ pub fn transaction_aborted(m: &Metrics, processor: &str, records: usize, reason:
         records,
         reason,
         "transaction aborted; the batch will be processed again"
+    );
+}
+
+/// The producer was fenced (`error`): the coordinator ended its transaction, which outlived
+/// `transaction.timeout.ms`, or another producer took its transactional id. A new producer
+/// replaces it and the batch is processed again.
+pub fn producer_fenced(m: &Metrics, processor: &str, error: &RuntimeError) {
+    m.transactions
+        .with_label_values(&[processor, "fenced"])
+        .inc();
+    tracing::warn!(
+        processor,
+        %error,
+        "producer fenced; replacing it and processing the batch again"
     );
 }
 

@@ -37,7 +37,7 @@ pub const RUNTIME_DEAD_LETTER_CLASSES: [&str; 6] = [
 ];
 
 /// Transaction outcomes (`transactions_total{outcome}`).
-pub const TRANSACTION_OUTCOMES: [&str; 2] = ["committed", "aborted"];
+pub const TRANSACTION_OUTCOMES: [&str; 3] = ["committed", "aborted", "fenced"];
 
 /// Every metric the runtime exposes on `/metrics`.
 #[derive(Clone)]
@@ -158,7 +158,7 @@ impl Metrics {
             transactions: counter(
                 &registry,
                 "transactions_total",
-                "Transactions by outcome.",
+                "Transactions by outcome: committed, aborted (the batch is processed again), fenced (the coordinator ended it; a new producer processes the batch again).",
                 &["processor", "outcome"],
             ),
             transient_retries: counter(

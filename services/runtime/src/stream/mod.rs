@@ -59,6 +59,12 @@ const ABORT_SETTLE: Duration = Duration::from_secs(5);
 /// A transactional call slower than this is reported ([`events::transaction_call_slow`]).
 const SLOW_TXN_CALL: Duration = Duration::from_secs(5);
 
+/// A fenced producer is replaced in-process at most once in this long; fenced again sooner,
+/// the process exits. A transaction that outlived its timeout (a partition leader dying
+/// mid-batch) fences its producer once; two live instances sharing one instance id fence
+/// each other over and over, which must end in a visible crash loop, not a silent one.
+const FENCE_RECOVERY_INTERVAL: Duration = Duration::from_secs(60);
+
 /// An output ready to send: logical topic, explicit partition, key, payload (None = tombstone).
 type EncodedOutput = (String, Option<i32>, Option<String>, Option<Vec<u8>>);
 
@@ -105,6 +111,13 @@ fn txn_failure(context: &str, error: KafkaError) -> BatchFailure {
     }
 }
 
+/// Initialises a new transactional producer: fences every earlier producer of its
+/// transactional id and waits for the coordinator to end their open transaction.
+fn init_transactions(producer: &ThreadedProducer<DeliveryContext>) -> Result<(), RuntimeError> {
+    tokio::task::block_in_place(|| producer.init_transactions(INIT_TRANSACTIONS_TIMEOUT))
+        .map_err(|e| RuntimeError::kafka("initialising transactions (fencing predecessors)", e))
+}
+
 /// Runs `processor` until `shutdown` fires or a fatal error occurs, counting into `metrics`.
 pub async fn run<P: Processor>(
     config: RuntimeConfig,
@@ -143,6 +156,10 @@ struct Stream<P: Processor> {
     budgets: BTreeMap<String, usize>,
     /// Partitions counted as stalled in the metrics, to clear once a batch commits.
     stalled: BTreeSet<i32>,
+    /// The largest record the producer may send (see [`kafka::producer_config`]).
+    max_record_bytes: usize,
+    /// When a fenced producer was last replaced ([`FENCE_RECOVERY_INTERVAL`]).
+    last_fence_recovery: Option<Instant>,
 }
 
 impl<P: Processor> Stream<P> {
@@ -202,17 +219,15 @@ impl<P: Processor> Stream<P> {
             known_rebalances: 0,
             budgets,
             stalled: BTreeSet::new(),
+            max_record_bytes,
+            last_fence_recovery: None,
         })
     }
 
     /// Registers schemas, fences predecessors, subscribes. Ready afterwards.
     async fn start(&mut self) -> Result<(), RuntimeError> {
         self.codec.register_outputs().await?;
-        let producer = &self.producer;
-        tokio::task::block_in_place(|| producer.init_transactions(INIT_TRANSACTIONS_TIMEOUT))
-            .map_err(|e| {
-                RuntimeError::kafka("initialising transactions (fencing predecessors)", e)
-            })?;
+        init_transactions(&self.producer)?;
         self.consumer
             .subscribe(&[&self.input_topic])
             .map_err(|e| RuntimeError::kafka(format!("subscribing to {}", self.input_topic), e))?;
@@ -253,7 +268,11 @@ impl<P: Processor> Stream<P> {
                     reason,
                     backoff: wait,
                 }) => {
-                    self.abort(&batch, &reason, &mut shutdown).await?;
+                    if let Err(error) = self.abort(&batch, &reason, &mut shutdown).await {
+                        self.replace_fenced_producer(&batch, error, &mut shutdown)
+                            .await?;
+                        continue;
+                    }
                     if wait {
                         let delay = backoff.next_delay();
                         events::transient_failure(&self.metrics, P::NAME, &reason, delay);
@@ -273,6 +292,10 @@ impl<P: Processor> Stream<P> {
                             _ = shutdown.wait() => {}
                         }
                     }
+                }
+                Err(BatchFailure::Fatal(error)) if error.is_fenced() => {
+                    self.replace_fenced_producer(&batch, error, &mut shutdown)
+                        .await?;
                 }
                 Err(BatchFailure::Fatal(error)) => {
                     // One try, so read_committed readers need not wait for the transaction to
@@ -883,7 +906,51 @@ impl<P: Processor> Stream<P> {
         }
         events::transaction_aborted(&self.metrics, P::NAME, batch.len(), reason);
         self.processor.on_abort();
+        self.rewind_batch(batch, &mut backoff, shutdown).await
+    }
 
+    /// Replaces a fenced producer (`error`, see [`RuntimeError::is_fenced`]) with a new one and
+    /// reads the batch again: the coordinator has aborted the batch's transaction already, and
+    /// the new producer's `init_transactions` fences anything the old one still had in
+    /// flight. Any other error, or a second fence within [`FENCE_RECOVERY_INTERVAL`], is
+    /// returned (the process exits).
+    async fn replace_fenced_producer(
+        &mut self,
+        batch: &Batch,
+        error: RuntimeError,
+        shutdown: &mut Shutdown,
+    ) -> Result<(), RuntimeError> {
+        let recent = self
+            .last_fence_recovery
+            .is_some_and(|at| at.elapsed() < FENCE_RECOVERY_INTERVAL);
+        if !error.is_fenced() || recent {
+            return Err(error);
+        }
+        self.last_fence_recovery = Some(Instant::now());
+        events::producer_fenced(&self.metrics, P::NAME, &error);
+        let producer: ThreadedProducer<DeliveryContext> =
+            kafka::producer_config(&self.config, &self.naming, P::NAME, self.max_record_bytes)
+                .create_with_context(DeliveryContext::default())
+                .map_err(|e| RuntimeError::kafka("re-creating the fenced producer", e))?;
+        init_transactions(&producer)?;
+        let fenced = std::mem::replace(&mut self.producer, producer);
+        // Dropping purges what the fenced producer still holds and waits up to 0.5 s.
+        tokio::task::block_in_place(|| drop(fenced));
+        self.processor.on_abort();
+        let mut backoff = Backoff::new(Duration::from_millis(self.config.retry_backoff_max_ms));
+        self.rewind_batch(batch, &mut backoff, shutdown).await
+    }
+
+    /// Rewinds every partition of `batch` this member still owns to its committed offset.
+    async fn rewind_batch(
+        &mut self,
+        batch: &Batch,
+        backoff: &mut Backoff,
+        shutdown: &mut Shutdown,
+    ) -> Result<(), RuntimeError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
         let assignment = self
             .consumer
             .assignment()
@@ -901,7 +968,7 @@ impl<P: Processor> Stream<P> {
             return Ok(());
         }
         while let Err(error) = self.rewind(&owned) {
-            self.wait_to_retry(error, &mut backoff, shutdown).await?;
+            self.wait_to_retry(error, backoff, shutdown).await?;
             if shutdown.is_triggered() {
                 return Ok(());
             }
