@@ -72,10 +72,6 @@ pub struct CrmSink {
     write_excluded: bool,
     never_log: NeverLog,
     metrics: SinkMetrics,
-    /// How long a record's calls may run after its transaction opened.
-    budget: Duration,
-    /// When the first record of the open transaction was taken up.
-    batch_started: Option<Instant>,
     /// Per-message outcomes of the open transaction, counted when it commits.
     pending: Vec<MessageOutcome>,
     /// Messages whose activity a write created and whose result has not committed yet (kept
@@ -129,12 +125,6 @@ pub async fn build(ctx: BuildContext, settings: CrmSinkSettings) -> Result<CrmSi
         write_excluded: settings.write_excluded,
         never_log,
         metrics,
-        budget: Duration::from_millis(
-            ctx.config
-                .transaction_timeout_ms
-                .saturating_sub(settings::COMMIT_MARGIN_MS),
-        ),
-        batch_started: None,
         pending: Vec::new(),
         created: HashSet::new(),
     })
@@ -280,8 +270,7 @@ impl Processor for CrmSink {
         record: Incoming<ScoredLead>,
         out: &mut Outputs,
     ) -> Result<(), ProcessError> {
-        let started = *self.batch_started.get_or_insert_with(Instant::now);
-        let deadline = started + self.budget;
+        let deadline = record.meta.deadline;
         let lead = record.value;
         if self.never_log.matches_lead(&lead) {
             return self.skip(&lead, never_log::REASON, out);
@@ -358,17 +347,15 @@ impl Processor for CrmSink {
         Ok(())
     }
 
-    async fn before_commit(&mut self) -> Result<(), ProcessError> {
+    async fn before_commit(&mut self, deadline: Instant) -> Result<(), ProcessError> {
         let Some(backend) = self.backend.as_mut() else {
             return Ok(());
         };
-        let deadline = self.batch_started.unwrap_or_else(Instant::now) + self.budget;
         let committed = backend.commit(deadline).await;
         committed.map_err(|failure| self.failed(failure))
     }
 
     fn on_commit(&mut self) {
-        self.batch_started = None;
         for mut outcome in std::mem::take(&mut self.pending) {
             outcome.first_write = self.created.remove(&outcome.message_id);
             events::message_committed(&self.metrics, &outcome);
@@ -376,7 +363,6 @@ impl Processor for CrmSink {
     }
 
     fn on_abort(&mut self) {
-        self.batch_started = None;
         self.pending.clear();
         if let Some(backend) = self.backend.as_mut() {
             backend.rollback();

@@ -29,7 +29,8 @@
 //!
 //! Retries in place end where the record's time inside its Kafka transaction ends: the runtime's
 //! `transaction_timeout_ms` less `batch_max_ms` (a record starts at most that long after its
-//! batch opened) and [`COMMIT_MARGIN_MS`] for the commit (7.9 s with the runtime's defaults).
+//! batch opened) and the runtime's commit margin (`RuntimeConfig::least_record_time`: 7.9 s
+//! with the runtime's defaults).
 //! What still fails then is handed back to the runtime (transient: the batch is aborted and
 //! retried after its backoff, never dead-lettered) instead of letting the broker time the
 //! transaction out. One request must fit in that time: start-up fails otherwise, naming both keys.
@@ -37,7 +38,7 @@
 use std::time::Duration;
 
 use mailstream_runtime::RuntimeConfig;
-use mailstream_runtime::config::{Settings, env_name, key_label, lenient};
+use mailstream_runtime::config::{COMMIT_MARGIN, Settings, env_name, key_label, lenient};
 use serde::Deserialize;
 
 use crate::backend::postgres_tls::{Connector, Target};
@@ -49,9 +50,6 @@ pub const SECTION: &str = "crm-sink";
 
 /// The default of the deprecated `backoff_base_ms` (any other value is warned about).
 pub const DEPRECATED_BACKOFF_BASE_MS: u64 = 100;
-
-/// Time kept free at the end of a Kafka transaction for sending offsets and committing.
-pub const COMMIT_MARGIN_MS: u64 = 2_000;
 
 /// The CRM the sink writes to (`backend`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -253,22 +251,12 @@ impl CrmSinkSettings {
     pub fn never_log(&self) -> Result<NeverLog, Vec<String>> {
         NeverLog::parse(&self.never_log)
     }
-
-    /// How long one record's CRM calls may run inside a Kafka transaction: the transaction
-    /// timeout, less the time the batch may already be open before the record starts
-    /// (`batch_max_ms`) and [`COMMIT_MARGIN_MS`] for the commit.
-    pub fn call_budget_ms(runtime: &RuntimeConfig) -> u64 {
-        runtime
-            .transaction_timeout_ms
-            .saturating_sub(runtime.batch_max_ms)
-            .saturating_sub(COMMIT_MARGIN_MS)
-    }
 }
 
 impl Settings for CrmSinkSettings {
     /// Every problem, each naming its key, given the runtime's settings.
     fn problems(&self, runtime: &RuntimeConfig) -> Vec<String> {
-        let budget = Self::call_budget_ms(runtime);
+        let budget = runtime.least_record_time().as_millis();
         let mut errors = Vec::new();
         let mut bad = |name: &str, what: String| errors.push(format!("{}: {what}", key(name)));
         match self.backend {
@@ -385,18 +373,19 @@ impl Settings for CrmSinkSettings {
                 bad("never_log", what);
             }
         }
-        if u128::from(self.request_timeout_ms) > u128::from(budget) {
+        if u128::from(self.request_timeout_ms) > budget {
             bad(
                 "request_timeout_ms",
                 format!(
                     "one request may take {} ms, more than the {budget} ms a record has inside a \
                      Kafka transaction (key `transaction_timeout_ms` (env {}) = {} less \
-                     batch_max_ms {} and {COMMIT_MARGIN_MS} ms for the commit): lower the request \
+                     batch_max_ms {} and {} ms for the commit): lower the request \
                      timeout or raise the transaction timeout",
                     self.request_timeout_ms,
                     env_name(None, "transaction_timeout_ms"),
                     runtime.transaction_timeout_ms,
                     runtime.batch_max_ms,
+                    COMMIT_MARGIN.as_millis(),
                 ),
             );
         }

@@ -6,6 +6,7 @@
 //! ([`crate::stream`]), so a processor file reads as its business logic.
 
 use std::future::Future;
+use std::time::Instant;
 
 use apache_avro::types::Value;
 use serde::Serialize;
@@ -68,6 +69,11 @@ pub struct RecordMeta {
     pub timestamp_ms: Option<i64>,
     /// Carried from the first topic to the last in the `mailstream.correlation_id` header.
     pub correlation_id: String,
+    /// When the work for this record must be done: its batch's transaction commits after, and
+    /// the coordinator aborts one older than `transaction_timeout_ms`
+    /// ([`crate::RuntimeConfig::transaction_work_time`] after the transaction began). Work
+    /// that cannot finish by then should fail as transient: the batch is retried.
+    pub deadline: Instant,
 }
 
 /// One consumed record, decoded.
@@ -211,7 +217,12 @@ pub trait Processor: Send + 'static {
     /// make durable what `process` held back, such as a database transaction spanning the
     /// batch. An error aborts the batch as one from `process` would: transient (and poison,
     /// which no single record owns here) retry the batch, fatal stops the processor.
-    fn before_commit(&mut self) -> impl Future<Output = Result<(), ProcessError>> + Send {
+    /// It must be done by `deadline`, the batch's [`RecordMeta::deadline`].
+    fn before_commit(
+        &mut self,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<(), ProcessError>> + Send {
+        let _ = deadline;
         async { Ok(()) }
     }
 

@@ -98,16 +98,15 @@ mod tests {
 
     #[test]
     fn keys_come_from_the_environment() {
+        // The built-in rules as a file: the rules file is read and checked at load.
+        let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/rules/default.yaml");
         let s = load(
             ConfigSource::default()
-                .with_env("MAILSTREAM_SCORER_RULES_FILE", "/etc/mailstream/rules.yaml")
+                .with_env("MAILSTREAM_SCORER_RULES_FILE", rules)
                 .with_env("MAILSTREAM_SCORER_RELOAD_INTERVAL_MS", "500"),
         )
         .expect("valid");
-        assert_eq!(
-            s.rules_file,
-            Some(PathBuf::from("/etc/mailstream/rules.yaml"))
-        );
+        assert_eq!(s.rules_file, Some(PathBuf::from(rules)));
         assert_eq!(s.reload_interval_ms, 500);
         let s = load(ConfigSource::default().with_env("MAILSTREAM_SCORER_RULES_FILE", ""))
             .expect("valid");

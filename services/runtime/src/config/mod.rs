@@ -22,6 +22,7 @@ mod secret;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -554,7 +555,24 @@ impl std::fmt::Debug for RuntimeConfig {
     }
 }
 
+/// Time kept free at the end of every transaction for sending its offsets and committing.
+pub const COMMIT_MARGIN: Duration = Duration::from_secs(2);
+
 impl RuntimeConfig {
+    /// How long after its transaction began a batch's work must be done (each record's
+    /// processing and the processor's `before_commit`), so the transaction commits before the
+    /// coordinator aborts it: the transaction timeout less [`COMMIT_MARGIN`].
+    pub fn transaction_work_time(&self) -> Duration {
+        Duration::from_millis(self.transaction_timeout_ms).saturating_sub(COMMIT_MARGIN)
+    }
+
+    /// The least time one record's processing is sure to have: [`Self::transaction_work_time`]
+    /// less `batch_max_ms`, as its batch may have been open that long when it is read.
+    pub fn least_record_time(&self) -> Duration {
+        self.transaction_work_time()
+            .saturating_sub(Duration::from_millis(self.batch_max_ms))
+    }
+
     fn validate(&self, errors: &mut Vec<String>) {
         let mut missing = |key: &str, value: &Option<String>, what: &str| {
             if value.as_deref().is_none_or(|v| v.trim().is_empty()) {
@@ -673,9 +691,9 @@ mod tests {
 
     impl Settings for Demo {
         fn problems(&self, _runtime: &RuntimeConfig) -> Vec<String> {
-            if self.inline_limit_bytes > 1000 {
+            if self.inline_limit_bytes > 4096 {
                 return vec![format!(
-                    "{}: at most 1000",
+                    "{}: at most 4096",
                     key_label("demo", "inline_limit_bytes")
                 )];
             }
@@ -812,7 +830,7 @@ mod tests {
         let text = err.to_string();
         // The processor's own checks are reported with the runtime's, not in a second round.
         for needle in [
-            "key `demo.inline_limit_bytes` (env MAILSTREAM_DEMO_INLINE_LIMIT_BYTES): at most 1000",
+            "key `demo.inline_limit_bytes` (env MAILSTREAM_DEMO_INLINE_LIMIT_BYTES): at most 4096",
             "MAILSTREAM_BOOTSTRAP_SERVERS",
             "MAILSTREAM_SCHEMA_REGISTRY_URL",
             "MAILSTREAM_BATCH_MAX_RECORDS",

@@ -160,6 +160,8 @@ struct Stream<P: Processor> {
     max_record_bytes: usize,
     /// When a fenced producer was last replaced ([`FENCE_RECOVERY_INTERVAL`]).
     last_fence_recovery: Option<Instant>,
+    /// When the open transaction's work must be done ([`RecordMeta::deadline`]).
+    work_deadline: Instant,
 }
 
 impl<P: Processor> Stream<P> {
@@ -221,6 +223,7 @@ impl<P: Processor> Stream<P> {
             stalled: BTreeSet::new(),
             max_record_bytes,
             last_fence_recovery: None,
+            work_deadline: Instant::now(),
         })
     }
 
@@ -377,6 +380,7 @@ impl<P: Processor> Stream<P> {
                 let producer = &self.producer;
                 tokio::task::block_in_place(|| producer.begin_transaction())
                     .map_err(|e| txn_failure("beginning a transaction", e))?;
+                self.work_deadline = Instant::now() + self.config.transaction_work_time();
                 deadline = Some(Instant::now() + max_age);
                 // Rebalance callbacks run inside recv(), before the message is returned, so
                 // this is the assignment the whole batch must still hold at commit.
@@ -665,6 +669,7 @@ impl<P: Processor> Stream<P> {
                 offset: record.offset,
                 timestamp_ms: record.timestamp_ms,
                 correlation_id: correlation_id.to_string(),
+                deadline: self.work_deadline,
             },
         };
         let mut out = Outputs::default();
@@ -779,7 +784,7 @@ impl<P: Processor> Stream<P> {
         let started = Instant::now();
         // What the processor made durable elsewhere must be durable before the offsets are:
         // a crash between the two replays the batch, which idempotent writes absorb.
-        match self.processor.before_commit().await {
+        match self.processor.before_commit(self.work_deadline).await {
             Ok(()) => {}
             Err(ProcessError::Fatal(reason)) => {
                 return Err(BatchFailure::Fatal(RuntimeError::Processor(reason)));
