@@ -552,15 +552,20 @@ async fn a_partition_leader_killed_mid_stream_loses_and_duplicates_nothing() {
         .await; // late duplicates
 
     let mut aborted = 0.0;
+    let mut fenced = 0.0;
     let mut retries = 0.0;
     for instance in &instances {
         let (_, metrics) = http_get(&format!("http://{}/metrics", instance.http)).await;
-        aborted += metric_if_served(
-            &metrics,
-            "mailstream_transactions_total",
-            &[("outcome", "aborted")],
-        )
-        .unwrap_or_default();
+        let transactions = |outcome| {
+            metric_if_served(
+                &metrics,
+                "mailstream_transactions_total",
+                &[("outcome", outcome)],
+            )
+            .unwrap_or_default()
+        };
+        aborted += transactions("aborted");
+        fenced += transactions("fenced");
         retries += metric_if_served(&metrics, "mailstream_transient_retries_total", &[])
             .unwrap_or_default();
     }
@@ -592,7 +597,7 @@ async fn a_partition_leader_killed_mid_stream_loses_and_duplicates_nothing() {
          output resumed after {:.1} s, recovered in {:.1} s (longest output gap {:.1} s, \
          slowest write {:.1} s), \
          restarted in {:.1} s, back in every ISR {:.1} s later, {moved} leaders moved back; \
-         {aborted} aborted transactions, {retries} transient retries; test took {:.0} s",
+         {aborted} aborted transactions, {fenced} fenced producers replaced, {retries} transient retries; test took {:.0} s",
         resumed.as_secs_f64(),
         recovery.as_secs_f64(),
         out.max_gap.as_secs_f64(),

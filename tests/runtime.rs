@@ -25,6 +25,58 @@ async fn produce_bench(env: &TestEnv, ids: std::ops::Range<usize>, size: usize) 
     env.produce(IN, records).await;
 }
 
+/// Feeds `bench.in` until stopped: `chunk` records (`rec-000000`, ...) every `every`.
+struct Feeder {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<usize>,
+}
+
+impl Feeder {
+    fn start(env: &TestEnv, size: usize, chunk: usize, every: Duration) -> Self {
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let env = env.clone();
+        let task = tokio::spawn(async move {
+            let payload = env.encode(IN, bench_record("feed", size)).await;
+            let mut sent = 0usize;
+            while !*stopped.borrow_and_update() {
+                let records = (sent..sent + chunk)
+                    .map(|i| (format!("rec-{i:06}"), payload.clone()))
+                    .collect();
+                env.produce(IN, records).await;
+                sent += chunk;
+                tokio::time::sleep(every).await;
+            }
+            sent
+        });
+        Self { stop, task }
+    }
+
+    /// Stops feeding; how many records were fed.
+    async fn stop(self) -> usize {
+        self.stop.send(true).expect("stop the feeder");
+        self.task.await.expect("feeder task")
+    }
+}
+
+/// Every one of the `n` fed records (`rec-000000`, ...) is in `seen` exactly once.
+fn assert_exactly_once(seen: &[mailstream_tests::Seen], n: usize, what: &str) {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for record in seen {
+        *counts.entry(record.key.clone().expect("key")).or_default() += 1;
+    }
+    let duplicates: Vec<_> = counts.iter().filter(|(_, c)| **c > 1).take(5).collect();
+    assert!(duplicates.is_empty(), "duplicates {what}: {duplicates:?}");
+    let expected: BTreeSet<String> = (0..n).map(|i| format!("rec-{i:06}")).collect();
+    let arrived: BTreeSet<String> = counts.into_keys().collect();
+    let lost: Vec<_> = expected.difference(&arrived).take(5).collect();
+    assert!(
+        lost.is_empty(),
+        "lost {what} ({} of {n} arrived): {lost:?}",
+        arrived.len()
+    );
+    assert_eq!(seen.len(), n, "exactly one output per input");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passthrough_moves_every_record_exactly_once() {
     let env = TestEnv::new("pt");
@@ -100,21 +152,7 @@ async fn kill_nine_mid_stream_loses_and_duplicates_nothing() {
         ("MAILSTREAM_RDKAFKA_HEARTBEAT_INTERVAL_MS", "1000"),
     ];
     // Input keeps arriving until the last kill, so every kill lands mid-stream.
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let producer_env = env.clone();
-    let producing = tokio::spawn(async move {
-        let payload = producer_env.encode(IN, bench_record("kill", 500)).await;
-        let mut sent = 0usize;
-        while !*stop_rx.borrow_and_update() {
-            let chunk = (sent..sent + 500)
-                .map(|i| (format!("rec-{i:06}"), payload.clone()))
-                .collect();
-            producer_env.produce(IN, chunk).await;
-            sent += 500;
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        sent
-    });
+    let feeder = Feeder::start(&env, 500, 500, Duration::from_millis(100));
 
     let consumer = env.consumer(&[OUT]);
     let mut seen = Vec::new();
@@ -144,8 +182,7 @@ async fn kill_nine_mid_stream_loses_and_duplicates_nothing() {
         child.wait().expect("reap");
         child = env.spawn("passthrough", "a", &small_batches);
     }
-    stop_tx.send(true).expect("stop producer");
-    let n = producing.await.expect("producer task");
+    let n = feeder.stop().await;
     let missing = n.saturating_sub(seen.len());
     seen.extend(
         collect(
@@ -158,25 +195,7 @@ async fn kill_nine_mid_stream_loses_and_duplicates_nothing() {
     );
     let status = terminate(&mut child, Duration::from_secs(30));
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
-
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for record in &seen {
-        *counts.entry(record.key.clone().expect("key")).or_default() += 1;
-    }
-    let duplicates: Vec<_> = counts.iter().filter(|(_, c)| **c > 1).take(5).collect();
-    assert!(
-        duplicates.is_empty(),
-        "duplicates after 5 kills: {duplicates:?}"
-    );
-    let expected: BTreeSet<String> = (0..n).map(|i| format!("rec-{i:06}")).collect();
-    let arrived: BTreeSet<String> = counts.into_keys().collect();
-    let lost: Vec<_> = expected.difference(&arrived).take(5).collect();
-    assert!(
-        lost.is_empty(),
-        "lost after 5 kills ({} of {n} arrived): {lost:?}",
-        arrived.len()
-    );
-    assert_eq!(seen.len(), n, "exactly one output per input");
+    assert_exactly_once(&seen, n, "after 5 kills");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,21 +212,7 @@ async fn a_transaction_the_coordinator_timed_out_fences_its_producer_and_the_ins
         ("MAILSTREAM_TRANSACTION_TIMEOUT_MS", "4000"),
         ("MAILSTREAM_BATCH_MAX_MS", "200"),
     ];
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let producer_env = env.clone();
-    let producing = tokio::spawn(async move {
-        let payload = producer_env.encode(IN, bench_record("fence", 300)).await;
-        let mut sent = 0usize;
-        while !*stop_rx.borrow_and_update() {
-            let chunk = (sent..sent + 50)
-                .map(|i| (format!("rec-{i:06}"), payload.clone()))
-                .collect();
-            producer_env.produce(IN, chunk).await;
-            sent += 50;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        sent
-    });
+    let feeder = Feeder::start(&env, 300, 50, Duration::from_millis(20));
     let consumer = env.consumer(&[OUT]);
     let mut child = env.spawn("passthrough", "a", &settings);
     let mut seen = collect(&consumer, 300, Duration::from_secs(60), Duration::ZERO).await;
@@ -261,8 +266,7 @@ async fn a_transaction_the_coordinator_timed_out_fences_its_producer_and_the_ins
             "three freezes and the producer was never fenced"
         );
     }
-    stop_tx.send(true).expect("stop producer");
-    let n = producing.await.expect("producer task");
+    let n = feeder.stop().await;
     let missing = n.saturating_sub(seen.len());
     seen.extend(
         collect(
@@ -278,21 +282,7 @@ async fn a_transaction_the_coordinator_timed_out_fences_its_producer_and_the_ins
     assert_eq!(http_get(&format!("http://{http}/readyz")).await.0, 200);
     let status = terminate(&mut child, Duration::from_secs(30));
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
-
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for record in &seen {
-        *counts.entry(record.key.clone().expect("key")).or_default() += 1;
-    }
-    let duplicates: Vec<_> = counts.iter().filter(|(_, c)| **c > 1).take(5).collect();
-    assert!(duplicates.is_empty(), "duplicates: {duplicates:?}");
-    let expected: BTreeSet<String> = (0..n).map(|i| format!("rec-{i:06}")).collect();
-    let arrived: BTreeSet<String> = counts.into_keys().collect();
-    let lost: Vec<_> = expected.difference(&arrived).take(5).collect();
-    assert!(
-        lost.is_empty(),
-        "lost ({} of {n} arrived): {lost:?}",
-        arrived.len()
-    );
+    assert_exactly_once(&seen, n, "after a fenced transaction");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
