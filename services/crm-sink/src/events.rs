@@ -23,6 +23,8 @@
 
 use std::time::Duration;
 
+use mailstream_runtime::RuntimeError;
+use mailstream_runtime::metrics::register;
 use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
@@ -54,23 +56,26 @@ pub struct SinkMetrics {
 }
 
 impl SinkMetrics {
-    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let latency = Histogram::with_opts(
-            HistogramOpts::new(
-                "crm_write_latency_seconds",
-                "Time from received_at to the durable CRM write of a message.",
-            )
-            .buckets(vec![
-                0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0,
-                300.0, 600.0, 1800.0, 3600.0,
-            ]),
+    pub fn new(registry: &Registry) -> Result<Self, RuntimeError> {
+        let latency = register(
+            registry,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "crm_write_latency_seconds",
+                    "Time from received_at to the durable CRM write of a message.",
+                )
+                .buckets(vec![
+                    0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 45.0, 60.0, 90.0, 120.0,
+                    180.0, 300.0, 600.0, 1800.0, 3600.0,
+                ]),
+            ),
         )?;
-        let counter = |name: &str, help: &str, label: &str| -> Result<_, prometheus::Error> {
-            let metric = IntCounterVec::new(Opts::new(name, help), &[label])?;
-            registry.register(Box::new(metric.clone()))?;
-            Ok(metric)
+        let counter = |name: &str, help: &str, label: &str| {
+            register(
+                registry,
+                IntCounterVec::new(Opts::new(name, help), &[label]),
+            )
         };
-        registry.register(Box::new(latency.clone()))?;
         let writes = counter(
             "crm_writes_total",
             "Messages whose CRM result committed, by outcome.",
@@ -91,16 +96,20 @@ impl SinkMetrics {
             "Attachments of written messages, by outcome: ok, failed.",
             "outcome",
         )?;
-        let activities = IntCounter::new(
-            "crm_activities_total",
-            "Email activities the CRM reported as newly created by our calls.",
+        let activities = register(
+            registry,
+            IntCounter::new(
+                "crm_activities_total",
+                "Email activities the CRM reported as newly created by our calls.",
+            ),
         )?;
-        registry.register(Box::new(activities.clone()))?;
-        let unique_messages = IntCounter::new(
-            "crm_unique_messages_total",
-            "Distinct messages written, counted once when their result commits.",
+        let unique_messages = register(
+            registry,
+            IntCounter::new(
+                "crm_unique_messages_total",
+                "Distinct messages written, counted once when their result commits.",
+            ),
         )?;
-        registry.register(Box::new(unique_messages.clone()))?;
         for class in ["4xx", "5xx", "timeout", "connection"] {
             failures.with_label_values(&[class]);
         }
@@ -113,14 +122,16 @@ impl SinkMetrics {
         for outcome in ["ok", "failed"] {
             attachments.with_label_values(&[outcome]);
         }
-        let blocked = IntGaugeVec::new(
-            Opts::new(
-                "crm_sink_blocked",
-                "1 while the sink makes no progress because of the CRM, by cause: unavailable, auth, tls.",
+        let blocked = register(
+            registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "crm_sink_blocked",
+                    "1 while the sink makes no progress because of the CRM, by cause: unavailable, auth, tls.",
+                ),
+                &["cause"],
             ),
-            &["cause"],
         )?;
-        registry.register(Box::new(blocked.clone()))?;
         for cause in BlockCause::ALL {
             blocked.with_label_values(&[cause.label()]).set(0);
         }

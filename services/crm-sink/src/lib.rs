@@ -94,8 +94,7 @@ pub async fn build(ctx: BuildContext, settings: CrmSinkSettings) -> Result<CrmSi
                 .collect(),
         )
     })?;
-    let metrics = SinkMetrics::new(&ctx.metrics.registry)
-        .map_err(|e| RuntimeError::Processor(format!("registering the CRM sink's metrics: {e}")))?;
+    let metrics = SinkMetrics::new(&ctx.metrics.registry)?;
     let retrier = Retrier {
         policy: settings.retry_policy(),
         limiter: Limiter::new(settings.rate(), settings.burst(), settings.max_concurrency),

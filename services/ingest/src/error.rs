@@ -33,8 +33,6 @@ pub enum IngestError {
     Tls(String),
     #[error("kafka: {0}")]
     Kafka(String),
-    #[error("metrics: {0}")]
-    Metrics(#[from] prometheus::Error),
 }
 
 impl IngestError {

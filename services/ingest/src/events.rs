@@ -21,6 +21,8 @@
 
 use std::time::Duration;
 
+use mailstream_runtime::RuntimeError;
+use mailstream_runtime::metrics::register;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 
 /// The reason slugs SMTP refusals are counted under.
@@ -71,28 +73,31 @@ pub struct IngestMetrics {
 
 impl IngestMetrics {
     /// Creates the metrics and registers them in `registry`.
-    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+    pub fn register(registry: &Registry) -> Result<Self, RuntimeError> {
         let counter = |name: &str, help: &str, labels: &[&str]| {
-            let metric = IntCounterVec::new(Opts::new(name, help), labels)?;
-            registry.register(Box::new(metric.clone()))?;
-            Ok::<_, prometheus::Error>(metric)
+            register(registry, IntCounterVec::new(Opts::new(name, help), labels))
         };
-        let durable_write = HistogramVec::new(
-            HistogramOpts::new(
-                "ingest_durable_write_seconds",
-                "Time from the start of an email's write to the broker's acknowledgement.",
-            )
-            .buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            ]),
-            &["channel"],
+        let durable_write = register(
+            registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "ingest_durable_write_seconds",
+                    "Time from the start of an email's write to the broker's acknowledgement.",
+                )
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    30.0,
+                ]),
+                &["channel"],
+            ),
         )?;
-        registry.register(Box::new(durable_write.clone()))?;
-        let inflight = IntGauge::new(
-            "ingest_inflight_bytes",
-            "Bytes of messages being received or written now (SMTP and HTTP).",
+        let inflight = register(
+            registry,
+            IntGauge::new(
+                "ingest_inflight_bytes",
+                "Bytes of messages being received or written now (SMTP and HTTP).",
+            ),
         )?;
-        registry.register(Box::new(inflight.clone()))?;
         Ok(Self {
             accepted: counter(
                 "ingest_accepted_total",
@@ -125,7 +130,7 @@ impl IngestMetrics {
     }
 
     /// Metrics in a private registry (for the backfill, which serves no `/metrics`).
-    pub fn detached() -> Result<Self, prometheus::Error> {
+    pub fn detached() -> Result<Self, RuntimeError> {
         Self::register(&Registry::new())
     }
 }

@@ -6,7 +6,7 @@
 //! [`Refusal`] reason.
 
 use mailstream_runtime::RuntimeError;
-use mailstream_runtime::metrics::Metrics;
+use mailstream_runtime::metrics::{Metrics, register};
 use prometheus::{IntCounter, IntCounterVec, Opts};
 
 use crate::policy::Refusal;
@@ -25,37 +25,34 @@ pub struct ResolverMetrics {
 
 impl ResolverMetrics {
     pub fn register(metrics: &Metrics) -> Result<Self, RuntimeError> {
-        let duplicates = IntCounter::new(
-            "resolver_duplicates_total",
-            "Deliveries collapsed into an earlier copy of the same message id.",
-        )
-        .map_err(|e| RuntimeError::Processor(e.to_string()))?;
-        let resolved = IntCounterVec::new(
-            Opts::new(
-                "resolver_resolved_total",
-                "Distinct emails resolved, by how the sender was identified (contact, account, new, unknown) and whether a deal was found.",
+        let registry = &metrics.registry;
+        let duplicates = register(
+            registry,
+            IntCounter::new(
+                "resolver_duplicates_total",
+                "Deliveries collapsed into an earlier copy of the same message id.",
             ),
-            &["sender", "deal"],
-        )
-        .map_err(|e| RuntimeError::Processor(e.to_string()))?;
-        let refused = IntCounterVec::new(
-            Opts::new(
-                "resolver_contacts_refused_total",
-                "Unknown senders not proposed as contacts, by reason (policy, bounce, bulk, automatic, role, free-mail).",
+        )?;
+        let resolved = register(
+            registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "resolver_resolved_total",
+                    "Distinct emails resolved, by how the sender was identified (contact, account, new, unknown) and whether a deal was found.",
+                ),
+                &["sender", "deal"],
             ),
-            &["reason"],
-        )
-        .map_err(|e| RuntimeError::Processor(e.to_string()))?;
-        for collector in [
-            Box::new(duplicates.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(resolved.clone()),
-            Box::new(refused.clone()),
-        ] {
-            metrics
-                .registry
-                .register(collector)
-                .map_err(|e| RuntimeError::Processor(format!("registering metrics: {e}")))?;
-        }
+        )?;
+        let refused = register(
+            registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "resolver_contacts_refused_total",
+                    "Unknown senders not proposed as contacts, by reason (policy, bounce, bulk, automatic, role, free-mail).",
+                ),
+                &["reason"],
+            ),
+        )?;
         for sender in SENDER_MATCHES {
             for deal in ["yes", "no"] {
                 resolved.with_label_values(&[sender, deal]);

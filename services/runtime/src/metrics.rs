@@ -18,10 +18,13 @@
 //! Processors that register metrics of their own on [`Metrics::registry`] follow the same
 //! rule for the label values they know in advance.
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
+
+use crate::error::RuntimeError;
 
 /// Dead-letter classes the runtime itself gives (`mailstream.error.class`): a record that does
 /// not decode, or does not map to the processor's input type, a processor that panicked, an
@@ -55,13 +58,31 @@ pub struct Metrics {
     pub partition_stalled_seconds: GaugeVec,
 }
 
-fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let metric = IntCounterVec::new(Opts::new(name, help), labels)
-        .expect("metric definitions are static and valid");
+/// Registers `metric`, as its constructor returned it, on `registry` and hands it back: the
+/// one way metrics are added, the runtime's and each processor's own
+/// (`metrics::register(registry, IntCounterVec::new(Opts::new(name, help), &["label"]))?`).
+/// The error names the metric's definition or its clash with one already registered.
+pub fn register<M>(registry: &Registry, metric: prometheus::Result<M>) -> Result<M, RuntimeError>
+where
+    M: Collector + Clone + 'static,
+{
+    let metric = metric.map_err(|e| RuntimeError::Processor(format!("defining a metric: {e}")))?;
     registry
         .register(Box::new(metric.clone()))
-        .expect("each metric is registered once");
-    metric
+        .map_err(|e| RuntimeError::Processor(format!("registering a metric: {e}")))?;
+    Ok(metric)
+}
+
+/// The runtime's own metrics are static definitions registered once on a fresh registry.
+fn runtime_metric<M: Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: prometheus::Result<M>,
+) -> M {
+    register(registry, metric).expect("the runtime's metric definitions are static and distinct")
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    runtime_metric(registry, IntCounterVec::new(Opts::new(name, help), labels))
 }
 
 fn histogram(
@@ -71,12 +92,10 @@ fn histogram(
     labels: &[&str],
     buckets: Vec<f64>,
 ) -> HistogramVec {
-    let metric = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
-        .expect("metric definitions are static and valid");
-    registry
-        .register(Box::new(metric.clone()))
-        .expect("each metric is registered once");
-    metric
+    runtime_metric(
+        registry,
+        HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels),
+    )
 }
 
 impl Metrics {
@@ -89,39 +108,36 @@ impl Metrics {
             0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1,
             0.125, 0.15, 0.2, 0.25, 0.35, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
         ];
-        let consumer_lag = IntGaugeVec::new(
-            Opts::new(
-                "consumer_lag",
-                "Records between the committed offset and the end of the partition.",
+        let consumer_lag = runtime_metric(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "consumer_lag",
+                    "Records between the committed offset and the end of the partition.",
+                ),
+                &["processor", "topic", "partition"],
             ),
-            &["processor", "topic", "partition"],
-        )
-        .expect("metric definitions are static and valid");
-        registry
-            .register(Box::new(consumer_lag.clone()))
-            .expect("each metric is registered once");
-        let consumer_lag_seconds = GaugeVec::new(
-            Opts::new(
-                "consumer_lag_seconds",
-                "Age of the oldest record of the partition not yet committed (by its Kafka timestamp; since the lag was first seen when none has been read yet); 0 when caught up.",
+        );
+        let consumer_lag_seconds = runtime_metric(
+            &registry,
+            GaugeVec::new(
+                Opts::new(
+                    "consumer_lag_seconds",
+                    "Age of the oldest record of the partition not yet committed (by its Kafka timestamp; since the lag was first seen when none has been read yet); 0 when caught up.",
+                ),
+                &["processor", "topic", "partition"],
             ),
-            &["processor", "topic", "partition"],
-        )
-        .expect("metric definitions are static and valid");
-        registry
-            .register(Box::new(consumer_lag_seconds.clone()))
-            .expect("each metric is registered once");
-        let partition_stalled_seconds = GaugeVec::new(
-            Opts::new(
-                "partition_stalled_seconds",
-                "How long batches of this input partition have failed without progress (0: flowing); the reason is in /readyz and the transient-failure log.",
+        );
+        let partition_stalled_seconds = runtime_metric(
+            &registry,
+            GaugeVec::new(
+                Opts::new(
+                    "partition_stalled_seconds",
+                    "How long batches of this input partition have failed without progress (0: flowing); the reason is in /readyz and the transient-failure log.",
+                ),
+                &["processor", "topic", "partition"],
             ),
-            &["processor", "topic", "partition"],
-        )
-        .expect("metric definitions are static and valid");
-        registry
-            .register(Box::new(partition_stalled_seconds.clone()))
-            .expect("each metric is registered once");
+        );
         Self {
             records_in: counter(
                 &registry,

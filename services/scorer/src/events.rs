@@ -15,6 +15,8 @@
 
 use std::path::Path;
 
+use mailstream_runtime::RuntimeError;
+use mailstream_runtime::metrics::register;
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 
 use crate::rules::RuleSet;
@@ -30,25 +32,31 @@ pub struct ScorerMetrics {
 
 impl ScorerMetrics {
     /// Creates the metrics and registers them on `registry`.
-    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let reloads = IntCounterVec::new(
-            Opts::new(
-                "scorer_rules_reloads_total",
-                "Changes of the rules file, by outcome: ok (now in force) or invalid (refused; the previous rules stay).",
+    pub fn register(registry: &Registry) -> Result<Self, RuntimeError> {
+        let reloads = register(
+            registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "scorer_rules_reloads_total",
+                    "Changes of the rules file, by outcome: ok (now in force) or invalid (refused; the previous rules stay).",
+                ),
+                &["outcome"],
             ),
-            &["outcome"],
         )?;
-        let valid = IntGauge::new(
-            "scorer_rules_valid",
-            "1 while the rules in force are the rules file's content; 0 after the file was refused.",
+        let valid = register(
+            registry,
+            IntGauge::new(
+                "scorer_rules_valid",
+                "1 while the rules in force are the rules file's content; 0 after the file was refused.",
+            ),
         )?;
-        let records = IntCounterVec::new(
-            Opts::new("scorer_records_total", "Emails scored, by status."),
-            &["status"],
+        let records = register(
+            registry,
+            IntCounterVec::new(
+                Opts::new("scorer_records_total", "Emails scored, by status."),
+                &["status"],
+            ),
         )?;
-        registry.register(Box::new(reloads.clone()))?;
-        registry.register(Box::new(valid.clone()))?;
-        registry.register(Box::new(records.clone()))?;
         // Every series exists from the start, so dashboards and alerts see zeros, not gaps.
         for outcome in ["ok", "invalid"] {
             reloads.with_label_values(&[outcome]);

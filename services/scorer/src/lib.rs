@@ -122,8 +122,7 @@ pub async fn build(ctx: BuildContext, settings: ScorerSettings) -> Result<Scorer
     };
     // `config::load` checked the file; it may have changed since.
     let rules = loaded.map_err(|more| RuntimeError::Config(settings.rules_file_problems(more)))?;
-    let metrics = ScorerMetrics::register(&ctx.metrics.registry)
-        .map_err(|e| RuntimeError::Processor(format!("registering the scorer's metrics: {e}")))?;
+    let metrics = ScorerMetrics::register(&ctx.metrics.registry)?;
     events::rules_loaded(&metrics, settings.rules_file.as_deref(), &rules);
     let handle = RulesHandle::new(rules);
     if let (Some(path), Some(seen)) = (settings.rules_file, seen) {
