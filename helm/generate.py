@@ -142,6 +142,13 @@ PROCESSOR = {
             "activationLagThreshold": integer("KEDA: lag above which the processor scales up from minReplicas.", 0),
             "pollingInterval": integer(None, 1),
             "cooldownPeriod": integer(None, 0),
+            "lagSeconds": obj(
+                {
+                    "prometheusAddress": string("Prometheus base URL KEDA queries; empty: no lag-seconds trigger."),
+                    "threshold": integer("Target age in seconds of the oldest uncommitted input record, per replica.", 1),
+                },
+                "KEDA: a second trigger on mailstream_consumer_lag_seconds (the worst partition of the processor's input).",
+            ),
         }
     ),
     "pdb": obj({"enabled": boolean(), "maxUnavailable": {"anyOf": [integer(minimum=1), string(pattern="^[0-9]+%$")]}}),
@@ -168,14 +175,16 @@ def processor(extra=None):
 # --- processor config keys, from the Rust settings structs ---------------------------------------
 # Each processor's `config` map becomes MAILSTREAM_<PROCESSOR>_<KEY> variables, and the runtime
 # ignores variables of keys it does not declare: a misspelt key would be lost silently. So the
-# schema allows exactly the keys of the processor's settings struct (typed from the Rust field
-# types, described from the module's key table), minus those the chart sets itself or that are
-# secrets. When a struct changes, `helm/generate.py --check` fails until this is re-run.
+# schema allows exactly the keys of the processor's settings struct, minus those the chart sets
+# itself or that are secrets. The keys, their types, bounds, enums and descriptions come from the
+# JSON Schema `schemars` derives from each struct (`helm/settings.schema.json`, which a test of
+# services/ctl keeps current); when a struct changes, that test and then
+# `helm/generate.py --check` fail until both are re-run.
 REPO = CHART.parent.parent
+SETTINGS_SCHEMA = REPO / "helm" / "settings.schema.json"
 SETTINGS = {
-    # processor: (source file, struct, keys the chart owns or that are secrets -> what to use)
+    # processor: (struct, keys the chart owns or that are secrets -> what to use)
     "ingest": (
-        "services/ingest/src/config.rs",
         "IngestSettings",
         {
             "smtp_addr": "smtp.enabled",
@@ -186,82 +195,56 @@ SETTINGS = {
             "hmac_secret": "hmacSecret (a Secret)",
         },
     ),
-    "parser": ("services/parser/src/settings.rs", "ParserSettings", {"blob_url": "blobStore"}),
-    "resolver": ("services/resolver/src/settings.rs", "ResolverSettings", {}),
-    "scorer": ("services/scorer/src/settings.rs", "ScorerSettings", {"rules_file": "rules"}),
+    "parser": ("ParserSettings", {"blob_url": "blobStore"}),
+    "resolver": ("ResolverSettings", {}),
+    "scorer": ("ScorerSettings", {"rules_file": "rules"}),
     "crm-sink": (
-        "services/crm-sink/src/settings.rs",
         "CrmSinkSettings",
         {"token": "tokenSecret (a Secret)", "database_url": "databaseUrlSecret (a Secret)"},
     ),
 }
-# Bounds the types alone do not give, checked at install rather than at the pod's start.
-CONFIG_BOUNDS = {
-    ("ingest", "inline_limit_bytes"): {"maximum": 4194304},
-    ("ingest", "accepted_domains"): {"items_pattern": "^@?[A-Za-z0-9.-]+$"},
-    ("crm-sink", "backend"): {"enum": ["postgres", "rest", "hubspot", "tryton"]},
-    ("resolver", "contact_policy"): {"enum": ["senders", "never"]},
-    ("scorer", "reload_interval_ms"): {"minimum": 100},
-}
 
 
-def rust_fields(source, struct):
-    """(name, type) of each `pub name: Type,` field of `pub struct <struct> { ... }`."""
-    text = (REPO / source).read_text()
-    match = re.search(r"pub struct " + struct + r" \{(.*?)\n\}", text, re.S)
-    if not match:
-        sys.exit(f"helm/generate.py: no `pub struct {struct}` in {source}")
-    return re.findall(r"^\s*pub (\w+): ([^\n]+?),\s*$", match.group(1), re.M)
-
-
-def rust_docs(source):
-    """Key -> meaning, from the module doc's `| `key` | default | meaning |` table."""
-    docs = {}
-    for line in (REPO / source).read_text().splitlines():
-        cells = [c.strip() for c in line.removeprefix("//!").split("|")]
-        if line.startswith("//! |") and len(cells) >= 5 and cells[1].startswith("`"):
-            for key in re.findall(r"`(\w+)`", cells[1]):
-                docs[key] = f"{cells[3]} (default: {cells[2]})"
-    return docs
-
-
-def field_schema(rust_type):
-    inner = re.fullmatch(r"Option<(.+)>", rust_type)
-    rust_type = inner.group(1) if inner else rust_type
-    if rust_type == "bool":
-        return {"type": "boolean"}
-    if rust_type in ("u8", "u16", "u32", "u64", "usize"):
-        return {"type": "integer", "minimum": 0}
-    if rust_type in ("i32", "i64"):
-        return {"type": "integer"}
-    if rust_type in ("f32", "f64"):
-        return {"type": "number"}
-    if rust_type == "Vec<String>":  # lenient::list: a list, or one comma-separated string
-        return {"anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "string"}]}
-    return {"type": ["string", "number", "boolean"]}  # String and the like: any scalar, as text
+def value_schema(prop, defs):
+    """A settings field's schema as the chart takes it: `$ref`s inlined, Rust's integer formats
+    dropped (not JSON Schema's), `null` (an unset Option) left out, and plain strings widened to
+    any scalar: a value reaches the processor as the text of an environment variable. Its
+    description and default are the struct's (doc comment, serde default)."""
+    prop = dict(prop)
+    ref = prop.pop("$ref", None)
+    if ref:
+        prop = {**defs[ref.rsplit("/", 1)[-1]], **prop}
+    prop.pop("format", None)
+    if prop.get("default", 0) is None:
+        del prop["default"]  # an unset Option: the key is simply left out
+    kind = prop.get("type")
+    if isinstance(kind, list):
+        kind = [k for k in kind if k != "null"]
+        prop["type"] = kind[0] if len(kind) == 1 else kind
+    if "enum" in prop:
+        prop["enum"] = [v for v in prop["enum"] if v is not None]
+    if prop.get("type") == "string" and not {"enum", "pattern", "writeOnly"} & prop.keys():
+        prop["type"] = ["string", "number", "boolean"]
+    prop.pop("writeOnly", None)
+    return prop
 
 
 def config_schema(processor):
-    source, struct, owned = SETTINGS[processor]
-    docs = rust_docs(source)
+    struct, owned = SETTINGS[processor]
+    schema = json.loads(SETTINGS_SCHEMA.read_text())[processor]
+    defs = schema.get("$defs", {})
     props = {}
-    for name, rust_type in rust_fields(source, struct):
+    for name, prop in schema["properties"].items():
         if name in owned:
             continue
-        prop = field_schema(rust_type)
-        bounds = dict(CONFIG_BOUNDS.get((processor, name), {}))
-        if "items_pattern" in bounds:
-            prop["anyOf"][0]["items"]["pattern"] = bounds.pop("items_pattern")
-        if "enum" in bounds:
-            prop = {"enum": bounds.pop("enum")}
-        prop.update(bounds)
-        if name in docs:
-            prop["description"] = docs[name]
+        prop = value_schema(prop, defs)
+        if "description" in prop:
+            prop["description"] = " ".join(prop["description"].split())
         props[name] = prop
     owned_text = "; ".join(f"{k} comes from {v}" for k, v in owned.items())
     return obj(
         props,
-        f"{processor}'s keys (MAILSTREAM_{processor.upper().replace('-', '_')}_<KEY>), from {struct} in {source}."
+        f"{processor}'s keys (MAILSTREAM_{processor.upper().replace('-', '_')}_<KEY>), from {struct}."
         + (f" Not here: {owned_text}." if owned else ""),
     )
 

@@ -39,6 +39,7 @@ use std::time::Duration;
 
 use mailstream_runtime::RuntimeConfig;
 use mailstream_runtime::config::{COMMIT_MARGIN, Settings, env_name, key_label, lenient};
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::backend::postgres_tls::{Connector, Target};
@@ -52,7 +53,7 @@ pub const SECTION: &str = "crm-sink";
 pub const DEPRECATED_BACKOFF_BASE_MS: u64 = 100;
 
 /// The CRM the sink writes to (`backend`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     #[default]
@@ -75,66 +76,102 @@ impl Backend {
 }
 
 /// Settings of `mailstream run crm-sink`.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CrmSinkSettings {
+    /// `postgres`, `rest`, `hubspot` or `tryton`.
     #[serde(default)]
     pub backend: Backend,
+    /// `postgres://user:pass@host:port/db`; never logged. `?sslmode=` `disable`, `prefer` (default:
+    /// TLS whenever the server offers it), `require`, `verify-ca` or `verify-full` (libpq's
+    /// meanings: `backend/postgres_tls.rs`); `sslrootcert=FILE` is `database_ca_file`;
+    /// `application_name` (default `mailstream-crm-sink`).
     #[serde(default, deserialize_with = "lenient::opt_string")]
     pub database_url: Option<String>,
+    /// PEM file of the CA(s) the PostgreSQL server's certificate must chain to (`verify-ca`,
+    /// `verify-full`, and `require` as in libpq); missing, unreadable or without a certificate
+    /// stops start-up.
     #[serde(default, deserialize_with = "lenient::opt_string")]
     pub database_ca_file: Option<String>,
+    /// PostgreSQL schema of the CRM tables (created, migrated at start).
     #[serde(default = "defaults::schema", deserialize_with = "lenient::string")]
     pub schema: String,
+    /// The CRM API's base URL (Tryton: the server's, e.g. `http://127.0.0.1:8000`).
     #[serde(default, deserialize_with = "lenient::opt_string")]
     pub base_url: Option<String>,
+    /// Bearer token of the CRM API (Tryton: a validated REST user-application key); never logged.
     #[serde(default, deserialize_with = "lenient::opt_string")]
     pub token: Option<String>,
+    /// REST: contact upsert (by email).
     #[serde(
         default = "defaults::contacts_path",
         deserialize_with = "lenient::string"
     )]
     pub contacts_path: String,
+    /// REST: deal upsert (by id).
     #[serde(default = "defaults::deals_path", deserialize_with = "lenient::string")]
     pub deals_path: String,
+    /// REST: email activity create.
     #[serde(
         default = "defaults::activities_path",
         deserialize_with = "lenient::string"
     )]
     pub activities_path: String,
+    /// REST: attachment create.
     #[serde(
         default = "defaults::attachments_path",
         deserialize_with = "lenient::string"
     )]
     pub attachments_path: String,
+    /// HubSpot: unique-value email property holding the message id.
     #[serde(
         default = "defaults::hubspot_property",
         deserialize_with = "lenient::string"
     )]
     pub hubspot_message_id_property: String,
+    /// Tryton: the database name, the first segment of its REST paths
+    /// (`/<database>/rest/model/...`).
     #[serde(default, deserialize_with = "lenient::opt_string")]
     pub tryton_database: Option<String>,
+    /// Attempts per CRM call in place, the first included; then the batch is retried by the runtime.
     #[serde(default = "defaults::max_attempts")]
     pub max_attempts: u32,
+    /// Deprecated and ignored (the runtime's backoff starts at 100 ms); still accepted so existing
+    /// configuration loads.
     #[serde(default = "defaults::backoff_base_ms")]
     pub backoff_base_ms: u64,
+    /// Ceiling of the backoff between attempts in place (the runtime's `Backoff`: full jitter,
+    /// doubling from 100 ms).
     #[serde(default = "defaults::backoff_max_ms")]
     pub backoff_max_ms: u64,
+    /// Longest `Retry-After` honoured: no call is made before it ends.
     #[serde(default = "defaults::retry_after_max_ms")]
     pub retry_after_max_ms: u64,
+    /// Per HTTP request; PostgreSQL statement and connect timeout.
     #[serde(default = "defaults::request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// Token-bucket rate of CRM calls.
     #[serde(default)]
     pub rate_limit_per_sec: Option<f64>,
+    /// Token-bucket size.
     #[serde(default)]
     pub rate_limit_burst: Option<u32>,
+    /// CRM calls in flight at once (attachments go in parallel).
     #[serde(default = "defaults::max_concurrency")]
     pub max_concurrency: u32,
+    /// Log the writes it would make, make none.
     #[serde(default)]
     pub dry_run: bool,
+    /// Also write excluded emails (auto-replies, bounces, list mail).
     #[serde(default)]
     pub write_excluded: bool,
+    /// Addresses (`ceo@board.example`, also with a `+tag`) and domains (`@lawfirm.example` or
+    /// `lawfirm.example`, subdomains included), comma separated, case-insensitive: an email with
+    /// **any participant** on the list (From, Sender, Reply-To, To, Cc, Bcc, envelope) is never
+    /// written, whatever `write_excluded` says; its crm-results record is `skipped` with reason
+    /// `never-log` (`never_log.rs`). List other people's addresses, never your own domains.
     #[serde(default, deserialize_with = "lenient::list")]
+    #[schemars(schema_with = "lenient::list_schema")]
     pub never_log: Vec<String>,
 }
 

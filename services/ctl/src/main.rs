@@ -12,6 +12,8 @@ mod run;
 mod scan;
 mod schemas_cmd;
 mod score_cmd;
+#[cfg(test)]
+mod settings_schema;
 mod tables_cmd;
 mod tail_cmd;
 mod topology_cmd;

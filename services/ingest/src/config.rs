@@ -31,38 +31,57 @@ use std::path::PathBuf;
 
 use mailstream_runtime::RuntimeConfig;
 use mailstream_runtime::config::{Settings, key_label};
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 /// Settings of `mailstream run ingest` and `mailstream backfill`.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IngestSettings {
+    /// SMTP listener; `""` turns SMTP off.
     #[serde(default = "defaults::smtp_addr", deserialize_with = "lenient::string")]
     pub smtp_addr: String,
+    /// HTTP intake listener (not the metrics `http_addr`); `""` turns it off.
     #[serde(default = "defaults::http_addr", deserialize_with = "lenient::string")]
     pub http_addr: String,
+    /// Recipient domains accepted (catch-all per domain); list or comma-separated string.
     #[serde(default, deserialize_with = "lenient::list")]
+    #[schemars(schema_with = "domain_list_schema")]
     pub accepted_domains: Vec<String>,
+    /// Largest message accepted (SMTP 552 5.3.4, HTTP 413).
     #[serde(default = "defaults::max_message_bytes")]
     pub max_message_bytes: u64,
+    /// Larger messages go to the blob store (claim check).
     #[serde(default = "defaults::inline_limit_bytes")]
+    #[schemars(range(max = MAX_INLINE_LIMIT))]
     pub inline_limit_bytes: u64,
+    /// Blob store for claim checks.
     #[serde(default = "defaults::blob_url", deserialize_with = "lenient::string")]
     pub blob_url: String,
+    /// Shared secret of the HTTP signatures; never logged.
     #[serde(default, deserialize_with = "lenient::secret")]
     pub hmac_secret: Option<Secret>,
+    /// How far a signed timestamp may be from now.
     #[serde(default = "defaults::replay_window_secs")]
     pub replay_window_secs: u64,
+    /// PEM certificate chain and key: enables STARTTLS (and HTTPS with `http_tls`).
     #[serde(default, deserialize_with = "lenient::opt_path")]
     pub tls_cert_path: Option<PathBuf>,
+    /// PEM certificate chain and key: enables STARTTLS (and HTTPS with `http_tls`).
     #[serde(default, deserialize_with = "lenient::opt_path")]
     pub tls_key_path: Option<PathBuf>,
+    /// Name in the SMTP greeting and EHLO reply.
     #[serde(default = "defaults::hostname", deserialize_with = "lenient::string")]
     pub hostname: String,
+    /// Recipients per email: SMTP RCPT TO per transaction (452 4.5.3), HTTP `X-Mailstream-Rcpt-To`
+    /// entries (400).
     #[serde(default = "defaults::max_recipients")]
     pub max_recipients: u32,
+    /// An SMTP session waiting this long for a command or data, or for the client to read a reply,
+    /// is closed.
     #[serde(default = "defaults::smtp_timeout_secs")]
     pub smtp_timeout_secs: u64,
+    /// How long in-flight sessions may finish after SIGTERM.
     #[serde(default = "defaults::shutdown_grace_secs")]
     pub shutdown_grace_secs: u64,
     /// Bytes of all messages in flight (being received or written), SMTP and HTTP together.
@@ -181,6 +200,17 @@ mod lenient {
 
 fn key(name: &str) -> String {
     key_label(crate::NAME, name)
+}
+
+/// The JSON Schema of `accepted_domains`: domain names (an `@` before one is allowed), as a
+/// list or one comma-separated string.
+fn domain_list_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "anyOf": [
+            { "type": "array", "items": { "type": "string", "pattern": "^@?[A-Za-z0-9.-]+$" } },
+            { "type": "string" }
+        ]
+    })
 }
 
 /// `mailstream backfill` checks what publishing needs ([`IngestSettings::validate_common`]).

@@ -10,6 +10,7 @@
 use mailstream_runtime::RuntimeConfig;
 use mailstream_runtime::config::{Settings, key_label};
 use mailstream_runtime::topology::Topology;
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::limits;
@@ -22,7 +23,7 @@ html,htm,xml,json,ics,vcf,eml,msg,png,jpg,jpeg,gif,webp,bmp,tif,tiff,heic,svg,mp
 mp4,mov,avi,webm,zip,gz,tgz,7z,rar,key,numbers,pages,p7s,asc,sig";
 
 /// The parser's settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ParserSettings {
     /// Blob store URL (`file:///path` or `s3://bucket/prefix`).

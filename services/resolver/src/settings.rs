@@ -14,6 +14,7 @@
 //! | `threads_max_entries` | 100000 | thread links kept per input partition; beyond it the oldest are tombstoned (a safety bound: the age should bound the table first) |
 //! | `audit_duplicates` | `true` | write each collapsed copy to the `duplicates` topic |
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use mailstream_runtime::RuntimeConfig;
@@ -31,7 +32,7 @@ pub const SECTION: &str = "resolver";
 const MAX_THREADS_AGE_DAYS: u64 = 3_650;
 
 /// Who becomes a contact (`contact_policy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ContactPolicy {
     /// An unknown sender is proposed as a new contact, unless a rule refuses it.
@@ -42,29 +43,52 @@ pub enum ContactPolicy {
 }
 
 /// The resolver's settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResolverSettings {
+    /// Comma-separated domains that are ours (ingest's accepted domains): To/Cc/Bcc addresses on
+    /// them count as recipients, next to the envelope's.
     #[serde(default, deserialize_with = "lenient::list")]
+    #[schemars(schema_with = "lenient::list_schema")]
     pub our_domains: Vec<String>,
+    /// Recipient pattern that routes an email to a deal: `{id}` is the deal id; text before `@`
+    /// matches the local part, a domain after `@` (optional) must match too.
     #[serde(default = "default_deal_pattern", deserialize_with = "lenient::string")]
     pub deal_pattern: String,
+    /// More free-mail or disposable domains, added to the built-in list; they never map to an
+    /// account.
     #[serde(default, deserialize_with = "lenient::list")]
+    #[schemars(schema_with = "lenient::list_schema")]
     pub free_mail_domains: Vec<String>,
+    /// Who becomes a contact: `senders` (an unknown sender is proposed as a new contact, unless a
+    /// rule below refuses it) or `never` (no proposal at all; known contacts still resolve).
+    /// Recipients are never proposed: the pipeline does not model them.
     #[serde(default)]
     pub contact_policy: ContactPolicy,
+    /// Propose senders on free-mail or disposable domains (`free_mail_domains`) as contacts;
+    /// `false` refuses them (reason `free-mail`).
     #[serde(default = "default_true")]
     pub contacts_from_free_mail: bool,
+    /// More role or robot local parts (`info`, `sales@`, ...), added to the built-in list
+    /// (`policy.rs`): a sender with one of them is never proposed (reason `role`).
     #[serde(default, deserialize_with = "lenient::list")]
+    #[schemars(schema_with = "lenient::list_schema")]
     pub role_local_parts: Vec<String>,
+    /// Message ids remembered per input partition.
     #[serde(default = "default_max_entries")]
     pub dedupe_max_entries: usize,
+    /// How long a message id is remembered (record time).
     #[serde(default = "default_max_age_hours")]
     pub dedupe_max_age_hours: u64,
+    /// How long a thread link is kept (record time): a reply whose parent was received longer ago
+    /// than this starts a new thread, and older links are tombstoned in the `threads` table.
     #[serde(default = "default_threads_max_age_days")]
     pub threads_max_age_days: u64,
+    /// Thread links kept per input partition; beyond it the oldest are tombstoned (a safety bound:
+    /// the age should bound the table first).
     #[serde(default = "default_threads_max_entries")]
     pub threads_max_entries: usize,
+    /// Write each collapsed copy to the `duplicates` topic.
     #[serde(default = "default_true")]
     pub audit_duplicates: bool,
 }

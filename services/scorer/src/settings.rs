@@ -13,6 +13,7 @@ use std::path::PathBuf;
 
 use mailstream_runtime::RuntimeConfig;
 use mailstream_runtime::config::{Settings, key_label, lenient};
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::reload;
@@ -23,7 +24,7 @@ pub const SECTION: &str = "scorer";
 const MIN_RELOAD_INTERVAL_MS: u64 = 100;
 
 /// The scorer's settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScorerSettings {
     /// The rules file; `None` (or empty) uses the built-in rules.
@@ -31,6 +32,7 @@ pub struct ScorerSettings {
     pub rules_file: Option<PathBuf>,
     /// Milliseconds between two checks of the rules file.
     #[serde(default = "default_reload_interval_ms")]
+    #[schemars(range(min = MIN_RELOAD_INTERVAL_MS))]
     pub reload_interval_ms: u64,
 }
 

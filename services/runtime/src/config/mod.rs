@@ -199,6 +199,14 @@ pub mod lenient {
             .map(PathBuf::from))
     }
 
+    /// The JSON Schema of a [`list`] field (`#[schemars(schema_with = "lenient::list_schema")]`):
+    /// a list of strings, or one comma-separated string.
+    pub fn list_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "anyOf": [{ "type": "array", "items": { "type": "string" } }, { "type": "string" }]
+        })
+    }
+
     /// A list, or one comma-separated string; items are trimmed and empty ones dropped.
     pub fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
         let items = match ListOrString::deserialize(d)? {
