@@ -47,9 +47,8 @@ pub enum DlqCommand {
     List {
         /// A dead-letter topic (`raw-email.dlq`, or its source `raw-email`); by default all.
         topic: Option<String>,
-        /// Print JSON instead of lines.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: crate::Output,
     },
     /// One dead letter: its headers and its value (decoded through the registry when Avro).
     Show {
@@ -58,9 +57,8 @@ pub enum DlqCommand {
         /// Where the dead letter is (see `dlq list`).
         #[arg(value_name = "PARTITION:OFFSET", value_parser = parse_position)]
         position: (i32, i64),
-        /// Print it as JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: crate::Output,
     },
     /// Re-inject dead letters into their source topic, exactly once (dry run unless --execute).
     Replay(ReplayArgs),
@@ -80,15 +78,11 @@ pub struct ReplayArgs {
     /// Every dead letter of the topic.
     #[arg(long)]
     all: bool,
-    /// Write them.
-    #[arg(long)]
-    execute: bool,
-    /// Only list what would be re-injected (the default).
-    #[arg(long, conflicts_with = "execute")]
-    dry_run: bool,
-    /// Print the outcome as JSON.
-    #[arg(long)]
-    json: bool,
+    /// `--execute` writes them.
+    #[command(flatten)]
+    apply: crate::Apply,
+    #[command(flatten)]
+    output: crate::Output,
 }
 
 pub async fn execute(command: DlqCommand, source: ConfigSource) -> anyhow::Result<ExitCode> {
@@ -96,20 +90,20 @@ pub async fn execute(command: DlqCommand, source: ConfigSource) -> anyhow::Resul
     let topology = Topology::embedded()?;
     let ctx = dlq_view::Context::new(config, topology)?;
     match command {
-        DlqCommand::List { topic, json } => {
+        DlqCommand::List { topic, output } => {
             let topics = match topic {
                 Some(t) => vec![dlq_view::dlq_topic(&ctx.topology, &t)?],
                 None => dlq_view::dlq_topics(&ctx.topology),
             };
-            dlq_view::list(&ctx, &topics, json).await
+            dlq_view::list(&ctx, &topics, output.json).await
         }
         DlqCommand::Show {
             topic,
             position,
-            json,
+            output,
         } => {
             let dlq = dlq_view::dlq_topic(&ctx.topology, &topic)?;
-            dlq_view::show(&ctx, &dlq, position, json).await
+            dlq_view::show(&ctx, &dlq, position, output.json).await
         }
         DlqCommand::Replay(args) => replay(&ctx, args).await,
     }
@@ -132,7 +126,7 @@ async fn replay(ctx: &dlq_view::Context, args: ReplayArgs) -> anyhow::Result<Exi
     let dlq = dlq_view::dlq_topic(&ctx.topology, &args.topic)?;
     let naming = Naming::new(ctx.config.topic_prefix.clone());
     // Fence earlier runs before reading their markers (see the module doc).
-    let producer = if args.execute {
+    let producer = if args.apply.execute {
         let producer: FutureProducer = kafka::base_config(&ctx.config)
             .set(
                 "transactional.id",
@@ -149,13 +143,13 @@ async fn replay(ctx: &dlq_view::Context, args: ReplayArgs) -> anyhow::Result<Exi
     } else {
         None
     };
-    let markers = ctx.markers(args.execute).await?;
+    let markers = ctx.markers(args.apply.execute).await?;
     let letters = ctx.letters(&dlq).await?;
     let chosen = choose(&letters, &dlq, &args)?;
     let mut outcomes = Vec::new();
     let mut to_write = Vec::new();
     for letter in chosen {
-        let (outcome, source) = decide(letter, &dlq, &markers, &ctx.topology, args.execute);
+        let (outcome, source) = decide(letter, &dlq, &markers, &ctx.topology, args.apply.execute);
         if let Some(topic) = source {
             to_write.push((letter, topic));
         }
@@ -183,7 +177,7 @@ async fn replay(ctx: &dlq_view::Context, args: ReplayArgs) -> anyhow::Result<Exi
             }
         }
     }
-    print_outcomes(&dlq, &outcomes, args.execute, args.json)?;
+    print_outcomes(&dlq, &outcomes, args.apply.execute, args.output.json)?;
     Ok(ExitCode::SUCCESS)
 }
 

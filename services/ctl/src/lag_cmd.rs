@@ -23,9 +23,8 @@ use crate::groups::{self, GroupClient, Member, PartitionOffsets};
 pub struct LagArgs {
     /// One processor (as in the topology); by default every processor with an input.
     processor: Option<String>,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    output: crate::Output,
 }
 
 /// One processor's lag.
@@ -83,7 +82,7 @@ pub fn execute(args: LagArgs, source: ConfigSource) -> anyhow::Result<ExitCode> 
             partitions,
         });
     }
-    if args.json {
+    if args.output.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&report).context("writing JSON")?

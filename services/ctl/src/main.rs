@@ -38,6 +38,26 @@ struct Cli {
     command: Command,
 }
 
+/// The `--json` flag of every command that prints a report.
+#[derive(clap::Args, Clone, Copy, Debug)]
+struct Output {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `--execute` and `--dry-run` of the commands that change something: a dry run (printing what
+/// would change) unless `--execute`.
+#[derive(clap::Args, Clone, Copy, Debug)]
+struct Apply {
+    /// Make the change.
+    #[arg(long)]
+    execute: bool,
+    /// Only print what would change (the default).
+    #[arg(long, conflicts_with = "execute")]
+    dry_run: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run one processor until SIGTERM/SIGINT.

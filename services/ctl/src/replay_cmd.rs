@@ -55,15 +55,12 @@ pub struct ReplayArgs {
     /// Only these partitions (comma-separated); by default all.
     #[arg(long, value_delimiter = ',')]
     partitions: Vec<i32>,
-    /// Apply the new offsets (the processor must be stopped).
-    #[arg(long)]
-    execute: bool,
-    /// Only print current → new offsets per partition (the default).
-    #[arg(long, conflicts_with = "execute")]
-    dry_run: bool,
-    /// Print the plan (and outcome) as JSON.
-    #[arg(long)]
-    json: bool,
+    /// `--execute` applies the new offsets (the processor must be stopped); a dry run prints
+    /// current → new offsets per partition.
+    #[command(flatten)]
+    apply: crate::Apply,
+    #[command(flatten)]
+    output: crate::Output,
 }
 
 /// Where to move each partition.
@@ -180,11 +177,11 @@ pub fn execute(args: ReplayArgs, source: ConfigSource) -> anyhow::Result<ExitCod
     let moves = plan(&offsets, &target);
     let members = client.members()?;
 
-    if args.execute && !members.is_empty() {
+    if args.apply.execute && !members.is_empty() {
         bail!("{}", refusal(&args.processor, &client.group, &members));
     }
     let mut executed = false;
-    if args.execute {
+    if args.apply.execute {
         let new: BTreeMap<i32, i64> = moves.iter().map(|m| (m.partition, m.new)).collect();
         if !new.is_empty() {
             client.commit(&topic, &new)?;
@@ -254,7 +251,7 @@ fn report(
     members: &[Member],
     executed: bool,
 ) -> anyhow::Result<()> {
-    if args.json {
+    if args.output.json {
         let out = serde_json::json!({
             "processor": args.processor,
             "group": group,
@@ -570,6 +567,6 @@ mod tests {
         let args =
             parse(&["parser", "--to-latest", "--partitions", "0,2", "--execute"]).expect("valid");
         assert_eq!(args.partitions, [0, 2]);
-        assert!(args.execute && args.to_latest);
+        assert!(args.apply.execute && args.to_latest);
     }
 }

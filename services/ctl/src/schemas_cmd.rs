@@ -33,15 +33,13 @@ pub enum SchemasCommand {
         /// Only these topics (logical names, repeatable); by default every topic with a schema.
         #[arg(long)]
         topic: Vec<String>,
-        /// Print JSON instead of lines.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: crate::Output,
     },
     /// Register every schema of this build under its subject (creates no topics).
     Register {
-        /// Print JSON instead of lines.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: crate::Output,
     },
 }
 
@@ -70,10 +68,12 @@ pub async fn execute(command: SchemasCommand, source: ConfigSource) -> anyhow::R
     let registry = RegistryClient::from_config(&config);
     let topology = Topology::embedded()?;
     match command {
-        SchemasCommand::Check { topic, json } => {
-            check(&registry, &topology, &naming, &topic, json).await
+        SchemasCommand::Check { topic, output } => {
+            check(&registry, &topology, &naming, &topic, output.json).await
         }
-        SchemasCommand::Register { json } => register(&registry, &topology, &naming, json).await,
+        SchemasCommand::Register { output } => {
+            register(&registry, &topology, &naming, output.json).await
+        }
     }
 }
 

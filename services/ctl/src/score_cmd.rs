@@ -32,9 +32,9 @@ pub struct ScoreArgs {
     /// Our domains (comma-separated): their To/Cc addresses count as recipients (deal routing).
     #[arg(long, value_delimiter = ',')]
     pub our_domains: Vec<String>,
-    /// Print each scored record as one JSON line (the `scored` topic's fields).
-    #[arg(long)]
-    pub json: bool,
+    /// `--json`: each scored record as one JSON line (the `scored` topic's fields).
+    #[command(flatten)]
+    pub output: crate::Output,
 }
 
 pub async fn execute(args: ScoreArgs) -> anyhow::Result<ExitCode> {
@@ -82,7 +82,7 @@ pub async fn execute(args: ScoreArgs) -> anyhow::Result<ExitCode> {
             }
         };
         let scored = scored_record(resolution.resolve(parsed, &directory), &rules);
-        if args.json {
+        if args.output.json {
             println!(
                 "{}",
                 serde_json::to_string(&scored).context("encoding JSON")?

@@ -27,13 +27,13 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum TopologyCommand {
     /// Validate topology/topology.yaml and every schema it names.
     Check {
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: crate::Output,
     },
     /// Create missing topics, register schemas, and report drift.
     Apply {
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: crate::Output,
     },
     /// Write topology/TOPOLOGY.md (Mermaid diagram, topic and processor tables) from
     /// topology/topology.yaml; with --check, fail if the committed file is stale.
@@ -52,8 +52,8 @@ pub enum TopologyCommand {
 
 pub async fn execute(command: TopologyCommand, source: ConfigSource) -> anyhow::Result<ExitCode> {
     match command {
-        TopologyCommand::Check { json } => check(json),
-        TopologyCommand::Apply { json } => apply(source, json).await,
+        TopologyCommand::Check { output } => check(output.json),
+        TopologyCommand::Apply { output } => apply(source, output.json).await,
         TopologyCommand::Docs { check, file, out } => {
             crate::topology_docs::execute(check, file, out)
         }
