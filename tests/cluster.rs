@@ -135,6 +135,35 @@ async fn lags(instances: &[Instance]) -> String {
     report.join("\n")
 }
 
+/// For a failure: every thread's stack of each instance still running (`gdb`, when the machine
+/// has it), written beside its log; an instance that stopped logging shows where it waits.
+fn stacks(instances: &[Instance]) -> String {
+    instances
+        .iter()
+        .map(|i| {
+            let path = i.log.with_extension("stacks.txt");
+            let dumped = Command::new("gdb")
+                .args([
+                    "-p",
+                    &i.child.id().to_string(),
+                    "-batch",
+                    "-ex",
+                    "thread apply all bt",
+                ])
+                .output();
+            match dumped {
+                Ok(out) if out.status.success() => match std::fs::write(&path, &out.stdout) {
+                    Ok(()) => format!("instance {}: thread stacks in {}", i.name, path.display()),
+                    Err(e) => format!("instance {}: writing {}: {e}", i.name, path.display()),
+                },
+                Ok(out) => format!("instance {}: gdb failed: {}", i.name, out.status),
+                Err(e) => format!("instance {}: no thread stacks (gdb: {e})", i.name),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// What each instance logged above INFO (not librdkafka's own connection noise), for a failure.
 fn warnings(instances: &[Instance]) -> String {
     instances
@@ -432,13 +461,14 @@ async fn a_partition_leader_killed_mid_stream_loses_and_duplicates_nothing() {
             panic!(
                 "not recovered {RECOVERY_BOUND:?} after the kill: {} records out, {} written, \
                  resumed after {resumed:?}; missing {missing:?}; bench.out partitions last \
-                 delivered: {}; bench.out stable offsets: {}; lag:\n{}\n{}",
+                 delivered: {}; bench.out stable offsets: {}; lag:\n{}\n{}\n{}",
                 out.records,
                 acked.load(Ordering::SeqCst),
                 out.partitions_report(),
                 tokio::task::block_in_place(|| stable_offsets(&env, &consumer)),
                 lags(&instances).await,
-                warnings(&instances)
+                warnings(&instances),
+                tokio::task::block_in_place(|| stacks(&instances))
             );
         }
         out.pump(&consumer, &mut instances, tick).await;
