@@ -253,3 +253,110 @@ fn parse_command_reads_mbox_and_stdin_and_fails_on_non_email() {
     assert_eq!(record.subject.as_deref(), Some("Devis société Müller"));
     assert_eq!(record.ingest_id, "stdin");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn card_numbers_ibans_and_configured_ids_are_masked_before_anything_is_written() {
+    let env = TestEnv::new("redact");
+    let blob_dir = std::env::temp_dir().join(format!("redact-blobs-{}", uuid::Uuid::new_v4()));
+    let blob_url = format!("file://{}", blob_dir.display());
+    let blobs = BlobStore::open(&blob_url, &[]).expect("blob store");
+    // The body is longer than the record keeps (1 KiB here): its whole text goes to the blob
+    // store, and must be masked there too.
+    let filler = "Some words about our requirements for the new fleet. ".repeat(40);
+    let raw = format!(
+        "From: Ann <ann@buyer.example>\r\nTo: sales@in.example.com\r\nSubject: Order, card 4111 1111 1111 1111\r\n\
+         Message-ID: <redact.1@buyer.example>\r\nDate: Mon, 1 Dec 2025 10:00:00 +0000\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\r\n\
+         Please charge 5500-0000-0000-0004 or wire to DE89 3704 0044 0532 0130 00.\r\n\
+         My employee id is EMP-123456.\r\n{filler}\r\nAgain: 4111111111111111\r\n"
+    );
+    let input = raw_email("in-redact", Some(raw.into_bytes()), None);
+    let value = input.into_avro().expect("to avro");
+    env.produce(
+        "raw-email",
+        vec![("in-redact".into(), env.encode("raw-email", value).await)],
+    )
+    .await;
+    let http = format!("127.0.0.1:{}", mailstream_tests::free_port());
+    let mut child = env.spawn(
+        "parser",
+        "a",
+        &[
+            ("MAILSTREAM_PARSER_BLOB_URL", blob_url.as_str()),
+            ("MAILSTREAM_PARSER_MAX_BODY_BYTES", "1024"),
+            ("MAILSTREAM_PARSER_REDACT_PATTERNS", r"\bEMP-\d{6}\b"),
+            ("MAILSTREAM_HTTP_ADDR", http.as_str()),
+        ],
+    );
+    let parsed = collect(
+        &env.consumer(&["parsed"]),
+        1,
+        Duration::from_secs(90),
+        Duration::from_secs(1),
+    )
+    .await;
+    assert_eq!(parsed.len(), 1, "one parsed record");
+    let metrics = mailstream_tests::http_get(&format!("http://{http}/metrics"))
+        .await
+        .1;
+    let status = terminate(&mut child, Duration::from_secs(30));
+    assert!(status.success(), "graceful shutdown exits 0, got {status}");
+
+    let value = decode(
+        env.registry(),
+        parsed[0].payload.as_deref().expect("payload"),
+    )
+    .await;
+    let record = ParsedEmail::from_avro(value).expect("a ParsedEmail");
+    assert_eq!(
+        record.subject.as_deref(),
+        Some("Order, card **** **** **** 1111")
+    );
+    let text = record.text.as_deref().expect("text");
+    assert!(
+        text.starts_with(
+            "Please charge ****-****-****-0004 or wire to DE** **** **** **** **30 00.\nMy employee id is **********."
+        ),
+        "{text}"
+    );
+    // The whole body, kept in the blob store because the record's copy was cut.
+    let cut = record
+        .truncated
+        .iter()
+        .find(|t| t.field == "text")
+        .expect("the text was cut");
+    let whole = blobs
+        .get(cut.blob_uri.as_deref().expect("stored whole"), None)
+        .await
+        .expect("the whole text");
+    let whole = String::from_utf8(whole).expect("utf-8");
+    assert!(whole.contains("Again: ************1111"), "{whole:?}");
+    for secret in [
+        "4111111111111111",
+        "4111 1111",
+        "5500-0000",
+        "3704 0044",
+        "EMP-123456",
+    ] {
+        assert!(
+            !whole.contains(secret) && !text.contains(secret),
+            "{secret} left"
+        );
+    }
+    // Counted by kind, per field masked (the reply-stripped text repeats the body's), never
+    // logged.
+    let count = |kind| {
+        mailstream_tests::pipeline::metric(
+            &metrics,
+            "mailstream_parser_redactions_total",
+            &[("kind", kind)],
+        )
+    };
+    assert!(count("card") >= 3.0, "{}", count("card"));
+    assert!(count("iban") >= 1.0 && count("pattern") >= 1.0);
+    assert!(
+        !metrics.contains("4111") && !metrics.contains("EMP-"),
+        "no value in metrics"
+    );
+    let _ = std::fs::remove_dir_all(&blob_dir);
+}

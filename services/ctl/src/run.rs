@@ -14,8 +14,8 @@ pub async fn run(processor: &str, source: ConfigSource) -> anyhow::Result<ExitCo
         "passthrough" => serve(source, |_, _: NoSettings| async { Ok(Passthrough) }).await?,
         "ingest" => mailstream_ingest::serve(source).await?,
         "parser" => {
-            serve(source, |_, settings: ParserSettings| async {
-                Parser::new(settings)
+            serve(source, |ctx, settings: ParserSettings| async move {
+                Parser::new(settings, &ctx.metrics.registry)
             })
             .await?
         }

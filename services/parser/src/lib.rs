@@ -16,7 +16,8 @@
 //! Modules: [`parse`] (the entry point), [`normalize`] (ids, addresses, headers), [`bodies`]
 //! (text, HTML, tracking pixels), [`reply`] (quotes and signatures), [`attachments`],
 //! [`signals`] (auth, auto-reply, bounce, list), [`bounce`] (delivery reports, classified),
-//! [`autoreply`] (automatic replies, classified), [`settings`].
+//! [`autoreply`] (automatic replies, classified), [`redact`] (card numbers, IBANs and configured
+//! patterns masked before the record is written), [`settings`].
 
 pub mod attachments;
 pub mod autoreply;
@@ -25,16 +26,22 @@ pub mod bounce;
 pub mod limits;
 pub mod normalize;
 pub mod parse;
+pub mod redact;
 pub mod reply;
 pub mod settings;
 pub mod signals;
 
+use std::sync::Arc;
+
 use mailstream_runtime::blob::BlobStore;
 use mailstream_runtime::config::key_label;
+use mailstream_runtime::metrics;
 use mailstream_runtime::records::RawEmail;
 use mailstream_runtime::{Incoming, Outputs, ProcessError, Processor, RuntimeError};
+use prometheus::{IntCounterVec, Opts, Registry};
 
 pub use parse::{ParseContext, ParseFailure, Parsed, parse_message, parse_with_attachments};
+pub use redact::Redactor;
 pub use settings::{AttachmentPolicy, ParserSettings};
 
 /// The topic the parser writes.
@@ -44,19 +51,42 @@ pub const OUTPUT: &str = "parsed";
 #[derive(Debug)]
 pub struct Parser {
     blobs: BlobStore,
+    redactor: Arc<Redactor>,
     store_attachments: bool,
     policy: AttachmentPolicy,
     max_body_bytes: usize,
 }
 
 impl Parser {
-    /// Builds the processor from its checked settings (opens the blob store).
-    pub fn new(settings: ParserSettings) -> Result<Self, RuntimeError> {
+    /// Builds the processor from its checked settings (opens the blob store) and registers its
+    /// metric on `registry`.
+    pub fn new(settings: ParserSettings, registry: &Registry) -> Result<Self, RuntimeError> {
+        let redactions = metrics::register(
+            registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "parser_redactions_total",
+                    "Values masked in parsed records before they are written, by kind: card, iban, pattern.",
+                ),
+                &["kind"],
+            ),
+        )?;
+        let redactor = Redactor::new(&settings.redact_patterns)
+            .map_err(|errors| {
+                RuntimeError::Config(
+                    errors
+                        .into_iter()
+                        .map(|e| format!("{}: {e}", key_label("parser", "redact_patterns")))
+                        .collect(),
+                )
+            })?
+            .counting(redactions);
         let blobs = BlobStore::open(&settings.blob_url, &[]).map_err(|e| {
             RuntimeError::Config(vec![format!("{}: {e}", key_label("parser", "blob_url"))])
         })?;
         Ok(Self {
             blobs,
+            redactor: Arc::new(redactor),
             store_attachments: settings.store_attachments,
             policy: AttachmentPolicy::from_list(&settings.allowed_extensions),
             max_body_bytes: settings.max_body_bytes,
@@ -100,6 +130,7 @@ impl Processor for Parser {
             envelope: email.envelope,
             policy: self.policy.clone(),
             max_body_bytes: self.max_body_bytes,
+            redactor: self.redactor.clone(),
         };
         let poison = |f: ParseFailure| ProcessError::poison(f.class, f.reason);
         let record = if self.store_attachments {

@@ -13,7 +13,7 @@
 //! Content-Type, Return-Path).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use mail_parser::decoders::charsets::map::charset_decoder;
 use mail_parser::{Message, MessageParser, MimeHeaders, PartType};
@@ -24,6 +24,7 @@ use crate::autoreply;
 use crate::bodies;
 use crate::limits::{self, CutBody};
 use crate::normalize;
+use crate::redact::Redactor;
 use crate::reply;
 use crate::settings::AttachmentPolicy;
 use crate::signals;
@@ -38,6 +39,9 @@ pub struct ParseContext {
     pub policy: AttachmentPolicy,
     /// The longest body kept in the record ([`crate::limits`]).
     pub max_body_bytes: usize,
+    /// What is masked before the record is written ([`crate::redact`]); by default cards and
+    /// IBANs, uncounted.
+    pub redactor: Arc<Redactor>,
 }
 
 impl Default for ParseContext {
@@ -48,6 +52,7 @@ impl Default for ParseContext {
             envelope: Envelope::default(),
             policy: AttachmentPolicy::default(),
             max_body_bytes: limits::DEFAULT_MAX_BODY_BYTES,
+            redactor: Arc::default(),
         }
     }
 }
@@ -239,6 +244,8 @@ fn build(raw: &[u8], ctx: &ParseContext, keep_bytes: bool) -> Result<Parsed, Par
         warnings,
         truncated: Vec::new(),
     };
+    // Before the bodies are cut: the whole bodies kept in the blob store are masked too.
+    ctx.redactor.record(&mut record);
     let cut_bodies = limits::bound(&mut record, ctx.max_body_bytes);
     let mut attachment_bytes: Vec<Vec<u8>> = extracted.into_iter().map(|e| e.bytes).collect();
     attachment_bytes.truncate(record.attachments.len());

@@ -6,14 +6,16 @@
 //! | `store_attachments` | `true` | write each attachment's bytes to the blob store and put its URI in the record |
 //! | `allowed_extensions` | see [`DEFAULT_ALLOWED_EXTENSIONS`] | the attachment allowlist: comma-separated file extensions that are not flagged `executable` |
 //! | `max_body_bytes` | `1048576` (1 MiB) | the longest text or HTML body kept in the record; a longer one is cut, flagged in `truncated` and stored whole in the blob store ([`crate::limits`]) |
+//! | `redact_patterns` | (none) | regular expressions (national ids, account numbers) whose matches are masked in the record, beside payment card numbers and IBANs, which always are ([`crate::redact`]); a list, or one string with a pattern per line |
 
 use mailstream_runtime::RuntimeConfig;
-use mailstream_runtime::config::{Settings, key_label};
+use mailstream_runtime::config::{Settings, key_label, lenient};
 use mailstream_runtime::topology::Topology;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::limits;
+use crate::redact::Redactor;
 
 /// Extensions of documents, media and archives that the attachment policy lets through. An
 /// attachment is flagged `executable` unless its extension is on this list *and* its content is
@@ -38,6 +40,11 @@ pub struct ParserSettings {
     /// The longest text or HTML body kept in the record (bytes).
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// Regular expressions whose matches are masked in the record, beside payment card numbers
+    /// and IBANs, which always are; a list, or one string with a pattern per line.
+    #[serde(default, deserialize_with = "lenient::lines")]
+    #[schemars(schema_with = "lenient::list_schema")]
+    pub redact_patterns: Vec<String>,
 }
 
 impl Default for ParserSettings {
@@ -47,6 +54,7 @@ impl Default for ParserSettings {
             store_attachments: true,
             allowed_extensions: default_allowed_extensions(),
             max_body_bytes: default_max_body_bytes(),
+            redact_patterns: Vec::new(),
         }
     }
 }
@@ -89,10 +97,15 @@ impl ParserSettings {
 
 impl Settings for ParserSettings {
     fn problems(&self, _runtime: &RuntimeConfig) -> Vec<String> {
-        match Topology::embedded() {
+        let mut problems = match Topology::embedded() {
             Ok(topology) => self.limit_problems(topology.record_budget(crate::OUTPUT)),
             Err(e) => vec![e.to_string()],
+        };
+        if let Err(errors) = Redactor::new(&self.redact_patterns) {
+            let key = key_label("parser", "redact_patterns");
+            problems.extend(errors.into_iter().map(|e| format!("{key}: {e}")));
         }
+        problems
     }
 }
 

@@ -199,8 +199,8 @@ pub mod lenient {
             .map(PathBuf::from))
     }
 
-    /// The JSON Schema of a [`list`] field (`#[schemars(schema_with = "lenient::list_schema")]`):
-    /// a list of strings, or one comma-separated string.
+    /// The JSON Schema of a [`list`] or [`lines`] field
+    /// (`#[schemars(schema_with = "lenient::list_schema")]`): a list of strings, or one string.
     pub fn list_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
             "anyOf": [{ "type": "array", "items": { "type": "string" } }, { "type": "string" }]
@@ -209,9 +209,22 @@ pub mod lenient {
 
     /// A list, or one comma-separated string; items are trimmed and empty ones dropped.
     pub fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        split_list(d, ',')
+    }
+
+    /// A list, or one string of lines (for items that may hold commas, such as regular
+    /// expressions); items are trimmed and empty ones dropped. Its schema is [`list_schema`].
+    pub fn lines<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        split_list(d, '\n')
+    }
+
+    fn split_list<'de, D: Deserializer<'de>>(
+        d: D,
+        separator: char,
+    ) -> Result<Vec<String>, D::Error> {
         let items = match ListOrString::deserialize(d)? {
             ListOrString::List(items) => items,
-            ListOrString::One(s) => s.split(',').map(str::to_string).collect(),
+            ListOrString::One(s) => s.split(separator).map(str::to_string).collect(),
         };
         Ok(items
             .into_iter()
