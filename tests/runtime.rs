@@ -51,10 +51,19 @@ impl Feeder {
         Self { stop, task }
     }
 
-    /// Stops feeding; how many records were fed.
-    async fn stop(self) -> usize {
+    /// Stops feeding and collects into `seen` what is still to come out, for up to `within`;
+    /// how many records were fed.
+    async fn stop_and_drain(
+        self,
+        consumer: &rdkafka::consumer::StreamConsumer,
+        seen: &mut Vec<mailstream_tests::Seen>,
+        within: Duration,
+    ) -> usize {
         self.stop.send(true).expect("stop the feeder");
-        self.task.await.expect("feeder task")
+        let fed = self.task.await.expect("feeder task");
+        let missing = fed.saturating_sub(seen.len());
+        seen.extend(collect(consumer, missing, within, Duration::from_secs(3)).await);
+        fed
     }
 }
 
@@ -182,17 +191,9 @@ async fn kill_nine_mid_stream_loses_and_duplicates_nothing() {
         child.wait().expect("reap");
         child = env.spawn("passthrough", "a", &small_batches);
     }
-    let n = feeder.stop().await;
-    let missing = n.saturating_sub(seen.len());
-    seen.extend(
-        collect(
-            &consumer,
-            missing,
-            Duration::from_secs(120),
-            Duration::from_secs(5),
-        )
-        .await,
-    );
+    let n = feeder
+        .stop_and_drain(&consumer, &mut seen, Duration::from_secs(120))
+        .await;
     let status = terminate(&mut child, Duration::from_secs(30));
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
     assert_exactly_once(&seen, n, "after 5 kills");
@@ -267,17 +268,9 @@ async fn a_transaction_the_coordinator_timed_out_fences_its_producer_and_the_ins
             "three freezes and the producer was never fenced"
         );
     }
-    let n = feeder.stop().await;
-    let missing = n.saturating_sub(seen.len());
-    seen.extend(
-        collect(
-            &consumer,
-            missing,
-            Duration::from_secs(90),
-            Duration::from_secs(3),
-        )
-        .await,
-    );
+    let n = feeder
+        .stop_and_drain(&consumer, &mut seen, Duration::from_secs(90))
+        .await;
     let metrics = http_get(&format!("http://{http}/metrics")).await.1;
     assert_eq!(fenced(&metrics), 1.0, "one fenced transaction");
     assert_eq!(http_get(&format!("http://{http}/readyz")).await.0, 200);
