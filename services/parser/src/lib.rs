@@ -71,15 +71,9 @@ impl Parser {
                 &["kind"],
             ),
         )?;
-        let redactor = Redactor::new(&settings.redact_patterns)
-            .map_err(|errors| {
-                RuntimeError::Config(
-                    errors
-                        .into_iter()
-                        .map(|e| format!("{}: {e}", key_label("parser", "redact_patterns")))
-                        .collect(),
-                )
-            })?
+        let redactor = settings
+            .redactor()
+            .map_err(RuntimeError::Config)?
             .counting(redactions);
         let blobs = BlobStore::open(&settings.blob_url, &[]).map_err(|e| {
             RuntimeError::Config(vec![format!("{}: {e}", key_label("parser", "blob_url"))])

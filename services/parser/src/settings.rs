@@ -80,6 +80,14 @@ fn default_allowed_extensions() -> String {
 pub const DOWNSTREAM_ROOM_BYTES: usize = 512 * 1024;
 
 impl ParserSettings {
+    /// The redactor of `redact_patterns`, or each bad pattern's problem, naming the key.
+    pub fn redactor(&self) -> Result<Redactor, Vec<String>> {
+        Redactor::new(&self.redact_patterns).map_err(|errors| {
+            let key = key_label("parser", "redact_patterns");
+            errors.into_iter().map(|e| format!("{key}: {e}")).collect()
+        })
+    }
+
     /// Refuses a `max_body_bytes` whose largest record would not fit `budget` (the `parsed`
     /// topic's record budget) with room for the stages downstream.
     pub fn limit_problems(&self, budget: usize) -> Vec<String> {
@@ -101,9 +109,8 @@ impl Settings for ParserSettings {
             Ok(topology) => self.limit_problems(topology.record_budget(crate::OUTPUT)),
             Err(e) => vec![e.to_string()],
         };
-        if let Err(errors) = Redactor::new(&self.redact_patterns) {
-            let key = key_label("parser", "redact_patterns");
-            problems.extend(errors.into_iter().map(|e| format!("{key}: {e}")));
+        if let Err(errors) = self.redactor() {
+            problems.extend(errors);
         }
         problems
     }

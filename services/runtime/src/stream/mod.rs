@@ -111,6 +111,17 @@ fn txn_failure(context: &str, error: KafkaError) -> BatchFailure {
     }
 }
 
+/// The transactional producer of processor `P`'s outputs (not yet initialised).
+fn new_producer<P: Processor>(
+    config: &RuntimeConfig,
+    naming: &Naming,
+    max_record_bytes: usize,
+) -> Result<ThreadedProducer<DeliveryContext>, RuntimeError> {
+    kafka::producer_config(config, naming, P::NAME, max_record_bytes)
+        .create_with_context(DeliveryContext::default())
+        .map_err(|e| RuntimeError::kafka("creating the transactional producer", e))
+}
+
 /// Initialises a new transactional producer: fences every earlier producer of its
 /// transactional id and waits for the coordinator to end their open transaction.
 fn init_transactions(producer: &ThreadedProducer<DeliveryContext>) -> Result<(), RuntimeError> {
@@ -195,10 +206,7 @@ impl<P: Processor> Stream<P> {
             kafka::consumer_config(&config, &naming, P::NAME)
                 .create_with_context(context)
                 .map_err(|e| RuntimeError::kafka("creating the consumer", e))?;
-        let producer: ThreadedProducer<DeliveryContext> =
-            kafka::producer_config(&config, &naming, P::NAME, max_record_bytes)
-                .create_with_context(DeliveryContext::default())
-                .map_err(|e| RuntimeError::kafka("creating the transactional producer", e))?;
+        let producer = new_producer::<P>(&config, &naming, max_record_bytes)?;
         let codec = AvroCodec::new(
             registry_settings(&config)?,
             topology,
@@ -933,10 +941,7 @@ impl<P: Processor> Stream<P> {
         }
         self.last_fence_recovery = Some(Instant::now());
         events::producer_fenced(&self.metrics, P::NAME, &error);
-        let producer: ThreadedProducer<DeliveryContext> =
-            kafka::producer_config(&self.config, &self.naming, P::NAME, self.max_record_bytes)
-                .create_with_context(DeliveryContext::default())
-                .map_err(|e| RuntimeError::kafka("re-creating the fenced producer", e))?;
+        let producer = new_producer::<P>(&self.config, &self.naming, self.max_record_bytes)?;
         init_transactions(&producer)?;
         let fenced = std::mem::replace(&mut self.producer, producer);
         // Dropping purges what the fenced producer still holds and waits up to 0.5 s.
