@@ -57,6 +57,13 @@ pub enum RuntimeError {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    /// A blocking call into librdkafka (`call`) did not return within `waited`, its own timeout
+    /// plus a margin: the client it was made on is abandoned and replaced.
+    #[error("kafka: {call} did not return within {waited:?}")]
+    Hung {
+        call: String,
+        waited: std::time::Duration,
+    },
     #[error("schema registry: {0}")]
     Registry(String),
     #[error("processor: {0}")]
@@ -104,6 +111,12 @@ impl RuntimeError {
             ),
             _ => false,
         }
+    }
+
+    /// Whether the transactional producer can do nothing more and a new one, initialised
+    /// afresh, must take its place: it was fenced, or one of its calls hung.
+    pub fn needs_new_producer(&self) -> bool {
+        self.is_fenced() || matches!(self, Self::Hung { .. })
     }
 }
 

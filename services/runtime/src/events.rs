@@ -70,17 +70,20 @@ pub fn transaction_aborted(m: &Metrics, processor: &str, records: usize, reason:
     );
 }
 
-/// The producer was fenced (`error`): the coordinator ended its transaction, which outlived
-/// `transaction.timeout.ms`, or another producer took its transactional id. A new producer
-/// replaces it and the batch is processed again.
-pub fn producer_fenced(m: &Metrics, processor: &str, error: &RuntimeError) {
+/// The producer can do nothing more (`error`): it was fenced (the coordinator ended its
+/// transaction, which outlived `transaction.timeout.ms`, or another producer took its
+/// transactional id), or one of its calls hung. A new producer replaces it and the batch is
+/// processed again.
+pub fn producer_replaced(m: &Metrics, processor: &str, error: &RuntimeError) {
+    let outcome = if error.is_fenced() { "fenced" } else { "hung" };
     m.transactions
-        .with_label_values(&[processor, "fenced"])
+        .with_label_values(&[processor, outcome])
         .inc();
     tracing::warn!(
         processor,
+        outcome,
         %error,
-        "producer fenced; replacing it and processing the batch again"
+        "producer {outcome}; replacing it and processing the batch again"
     );
 }
 

@@ -15,6 +15,7 @@
 //!    own, and dead-lettered if refused again).
 
 mod batch;
+mod producer;
 mod record;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,9 +25,9 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedHeaders;
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::Instrument;
@@ -34,6 +35,7 @@ use tracing::Instrument;
 pub use batch::{Backoff, Batch};
 pub use record::ConsumedRecord;
 
+use self::producer::{Replacements, TxnProducer, init_transactions, new_producer};
 use crate::avro::{self, AvroCodec, registry_settings};
 use crate::config::RuntimeConfig;
 use crate::dlq::DeadLetter;
@@ -41,7 +43,7 @@ use crate::error::{ProcessError, RuntimeError};
 use crate::events;
 use crate::headers::{self, TraceContext};
 use crate::health::{self, Health};
-use crate::kafka::{self, DeliveryContext, Rejection, Source, StreamContext};
+use crate::kafka::{self, Rejection, Source, StreamContext};
 use crate::metrics::Metrics;
 use crate::processor::{AvroRecord, Incoming, Outputs, Processor, RecordMeta};
 use crate::shutdown::Shutdown;
@@ -49,21 +51,8 @@ use crate::state::RestoreContext;
 use crate::telemetry;
 use crate::topology::{DLQ_SUFFIX, Naming, Topology};
 
-/// Timeout of `init_transactions`, which waits for the coordinator to end a predecessor's
-/// open transaction.
-const INIT_TRANSACTIONS_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// How long an abort waits for the records already sent to be acknowledged.
 const ABORT_SETTLE: Duration = Duration::from_secs(5);
-
-/// A transactional call slower than this is reported ([`events::transaction_call_slow`]).
-const SLOW_TXN_CALL: Duration = Duration::from_secs(5);
-
-/// A fenced producer is replaced in-process at most once in this long; fenced again sooner,
-/// the process exits. A transaction that outlived its timeout (a partition leader dying
-/// mid-batch) fences its producer once; two live instances sharing one instance id fence
-/// each other over and over, which must end in a visible crash loop, not a silent one.
-const FENCE_RECOVERY_INTERVAL: Duration = Duration::from_secs(60);
 
 /// An output ready to send: logical topic, explicit partition, key, payload (None = tombstone).
 type EncodedOutput = (String, Option<i32>, Option<String>, Option<Vec<u8>>);
@@ -95,38 +84,25 @@ impl From<RuntimeError> for BatchFailure {
     }
 }
 
-/// Classifies an error of a transactional producer call.
-fn txn_failure(context: &str, error: KafkaError) -> BatchFailure {
-    let fatal = match &error {
-        KafkaError::Transaction(e) => e.is_fatal(),
+/// Classifies an error of a transactional producer call: a fatal transactional error, or a
+/// call that hung, ends the producer; anything else aborts and retries the batch.
+fn txn_failure(error: RuntimeError) -> BatchFailure {
+    let retry = match &error {
+        RuntimeError::Kafka {
+            source: KafkaError::Transaction(e),
+            ..
+        } => !e.is_fatal(),
+        RuntimeError::Kafka { .. } => true,
         _ => false,
     };
-    if fatal {
-        BatchFailure::Fatal(RuntimeError::kafka(context, error))
-    } else {
+    if retry {
         BatchFailure::Retry {
-            reason: format!("{context}: {error}"),
+            reason: error.to_string(),
             backoff: true,
         }
+    } else {
+        BatchFailure::Fatal(error)
     }
-}
-
-/// The transactional producer of processor `P`'s outputs (not yet initialised).
-fn new_producer<P: Processor>(
-    config: &RuntimeConfig,
-    naming: &Naming,
-    max_record_bytes: usize,
-) -> Result<ThreadedProducer<DeliveryContext>, RuntimeError> {
-    kafka::producer_config(config, naming, P::NAME, max_record_bytes)
-        .create_with_context(DeliveryContext::default())
-        .map_err(|e| RuntimeError::kafka("creating the transactional producer", e))
-}
-
-/// Initialises a new transactional producer: fences every earlier producer of its
-/// transactional id and waits for the coordinator to end their open transaction.
-fn init_transactions(producer: &ThreadedProducer<DeliveryContext>) -> Result<(), RuntimeError> {
-    tokio::task::block_in_place(|| producer.init_transactions(INIT_TRANSACTIONS_TIMEOUT))
-        .map_err(|e| RuntimeError::kafka("initialising transactions (fencing predecessors)", e))
 }
 
 /// Runs `processor` until `shutdown` fires or a fatal error occurs, counting into `metrics`.
@@ -155,7 +131,7 @@ struct Stream<P: Processor> {
     input_topic: String,
     dlq_topic: String,
     consumer: StreamConsumer<StreamContext>,
-    producer: ThreadedProducer<DeliveryContext>,
+    producer: Arc<TxnProducer>,
     codec: AvroCodec,
     metrics: Metrics,
     health: Arc<Health>,
@@ -169,8 +145,8 @@ struct Stream<P: Processor> {
     stalled: BTreeSet<i32>,
     /// The largest record the producer may send (see [`kafka::producer_config`]).
     max_record_bytes: usize,
-    /// When a fenced producer was last replaced ([`FENCE_RECOVERY_INTERVAL`]).
-    last_fence_recovery: Option<Instant>,
+    /// Producers replaced in-process, and whether another may be.
+    replacements: Replacements,
     /// When the open transaction's work must be done ([`RecordMeta::deadline`]).
     work_deadline: Instant,
 }
@@ -206,7 +182,7 @@ impl<P: Processor> Stream<P> {
             kafka::consumer_config(&config, &naming, P::NAME)
                 .create_with_context(context)
                 .map_err(|e| RuntimeError::kafka("creating the consumer", e))?;
-        let producer = new_producer::<P>(&config, &naming, max_record_bytes)?;
+        let producer = new_producer(&config, &naming, P::NAME, max_record_bytes)?;
         let codec = AvroCodec::new(
             registry_settings(&config)?,
             topology,
@@ -230,7 +206,7 @@ impl<P: Processor> Stream<P> {
             budgets,
             stalled: BTreeSet::new(),
             max_record_bytes,
-            last_fence_recovery: None,
+            replacements: Replacements::default(),
             work_deadline: Instant::now(),
         })
     }
@@ -238,7 +214,7 @@ impl<P: Processor> Stream<P> {
     /// Registers schemas, fences predecessors, subscribes. Ready afterwards.
     async fn start(&mut self) -> Result<(), RuntimeError> {
         self.codec.register_outputs().await?;
-        init_transactions(&self.producer)?;
+        init_transactions(&self.producer, P::NAME).await?;
         self.consumer
             .subscribe(&[&self.input_topic])
             .map_err(|e| RuntimeError::kafka(format!("subscribing to {}", self.input_topic), e))?;
@@ -280,8 +256,7 @@ impl<P: Processor> Stream<P> {
                     backoff: wait,
                 }) => {
                     if let Err(error) = self.abort(&batch, &reason, &mut shutdown).await {
-                        self.replace_fenced_producer(&batch, error, &mut shutdown)
-                            .await?;
+                        self.replace_producer(&batch, error, &mut shutdown).await?;
                         continue;
                     }
                     if wait {
@@ -304,19 +279,15 @@ impl<P: Processor> Stream<P> {
                         }
                     }
                 }
-                Err(BatchFailure::Fatal(error)) if error.is_fenced() => {
-                    self.replace_fenced_producer(&batch, error, &mut shutdown)
-                        .await?;
+                Err(BatchFailure::Fatal(error)) if error.needs_new_producer() => {
+                    self.replace_producer(&batch, error, &mut shutdown).await?;
                 }
                 Err(BatchFailure::Fatal(error)) => {
                     // One try, so read_committed readers need not wait for the transaction to
                     // time out; the process exits and its restart reads from the committed
                     // offsets (and fences this transaction if the abort failed).
                     if !batch.is_empty() {
-                        let timeout = self.txn_call_timeout();
-                        if let Err(abort) =
-                            self.txn_call("abort", |producer| producer.abort_transaction(timeout))
-                        {
+                        if let Err(abort) = self.abort_call().await {
                             tracing::warn!(processor = P::NAME, %abort, "could not abort before exiting");
                         }
                     }
@@ -387,7 +358,7 @@ impl<P: Processor> Stream<P> {
             if batch.is_empty() {
                 let producer = &self.producer;
                 tokio::task::block_in_place(|| producer.begin_transaction())
-                    .map_err(|e| txn_failure("beginning a transaction", e))?;
+                    .map_err(|e| txn_failure(RuntimeError::kafka("beginning a transaction", e)))?;
                 self.work_deadline = Instant::now() + self.config.transaction_work_time();
                 deadline = Some(Instant::now() + max_age);
                 // Rebalance callbacks run inside recv(), before the message is returned, so
@@ -766,7 +737,10 @@ impl<P: Processor> Stream<P> {
                     return Err(BatchFailure::reread(reason));
                 }
                 Err((error, _)) => {
-                    return Err(txn_failure(&format!("producing to {topic}"), error));
+                    return Err(txn_failure(RuntimeError::kafka(
+                        format!("producing to {topic}"),
+                        error,
+                    )));
                 }
             }
         }
@@ -812,15 +786,24 @@ impl<P: Processor> Stream<P> {
                 reason: "the consumer has no group metadata yet".into(),
                 backoff: true,
             })?;
-        let timeout = self.txn_call_timeout();
-        self.txn_call("send offsets", |producer| {
-            producer.send_offsets_to_transaction(&offsets, &metadata, timeout)
-        })
-        .map_err(|e| txn_failure("sending offsets to the transaction", e))?;
+        self.txn_call(
+            "send offsets",
+            "sending offsets to the transaction",
+            move |producer, timeout| {
+                producer.send_offsets_to_transaction(&offsets, &metadata, timeout)
+            },
+        )
+        .await
+        .map_err(txn_failure)?;
         let offsets_sent = started.elapsed();
-        self.await_deliveries(timeout).await?;
-        self.txn_call("commit", |producer| producer.commit_transaction(timeout))
-            .map_err(|e| txn_failure("committing the transaction", e))?;
+        self.await_deliveries(self.txn_call_timeout()).await?;
+        self.txn_call(
+            "commit",
+            "committing the transaction",
+            |producer, timeout| producer.commit_transaction(timeout),
+        )
+        .await
+        .map_err(txn_failure)?;
         events::transaction_committed(
             &self.metrics,
             P::NAME,
@@ -839,19 +822,31 @@ impl<P: Processor> Stream<P> {
         Duration::from_millis(self.config.transaction_timeout_ms)
     }
 
-    /// Runs a blocking transactional call of the producer, reporting it when it is slow.
-    fn txn_call<T>(
+    /// Runs a blocking transactional call of the producer, bounded even where librdkafka
+    /// does not bound it (see [`producer::call`]).
+    async fn txn_call<T: Send + 'static>(
         &self,
-        call: &'static str,
-        f: impl FnOnce(&ThreadedProducer<DeliveryContext>) -> KafkaResult<T>,
-    ) -> KafkaResult<T> {
-        let started = Instant::now();
-        let result = tokio::task::block_in_place(|| f(&self.producer));
-        let elapsed = started.elapsed();
-        if elapsed > SLOW_TXN_CALL {
-            events::transaction_call_slow(P::NAME, call, elapsed, result.is_ok());
-        }
-        result
+        name: &'static str,
+        context: &str,
+        f: impl FnOnce(&TxnProducer, Duration) -> rdkafka::error::KafkaResult<T> + Send + 'static,
+    ) -> Result<T, RuntimeError> {
+        producer::call(
+            &self.producer,
+            P::NAME,
+            name,
+            context,
+            self.txn_call_timeout(),
+            f,
+        )
+        .await
+    }
+
+    /// Aborts the open transaction, once.
+    async fn abort_call(&self) -> Result<(), RuntimeError> {
+        self.txn_call("abort", "aborting the transaction", |producer, timeout| {
+            producer.abort_transaction(timeout)
+        })
+        .await
     }
 
     /// Waits until every record of the transaction is acknowledged, checking every millisecond.
@@ -905,11 +900,7 @@ impl<P: Processor> Stream<P> {
             );
         }
         loop {
-            let timeout = self.txn_call_timeout();
-            match self
-                .txn_call("abort", |producer| producer.abort_transaction(timeout))
-                .map_err(|e| RuntimeError::kafka("aborting the transaction", e))
-            {
+            match self.abort_call().await {
                 Ok(()) => break,
                 Err(error) => self.wait_to_retry(error, &mut backoff, shutdown).await?,
             }
@@ -922,30 +913,25 @@ impl<P: Processor> Stream<P> {
         self.rewind_batch(batch, &mut backoff, shutdown).await
     }
 
-    /// Replaces a fenced producer (`error`, see [`RuntimeError::is_fenced`]) with a new one and
-    /// reads the batch again: the coordinator has aborted the batch's transaction already, and
-    /// the new producer's `init_transactions` fences anything the old one still had in
-    /// flight. Any other error, or a second fence within [`FENCE_RECOVERY_INTERVAL`], is
-    /// returned (the process exits).
-    async fn replace_fenced_producer(
+    /// Replaces a producer that was fenced or hung (`error`, see
+    /// [`RuntimeError::needs_new_producer`]) with a new one and reads the batch again: the
+    /// new producer's `init_transactions` fences the old one and waits for the coordinator to
+    /// end the batch's transaction. Any other error, or one that [`Replacements`] refuses
+    /// (too soon after the last, too many still hung), is returned (the process exits).
+    async fn replace_producer(
         &mut self,
         batch: &Batch,
         error: RuntimeError,
         shutdown: &mut Shutdown,
     ) -> Result<(), RuntimeError> {
-        let recent = self
-            .last_fence_recovery
-            .is_some_and(|at| at.elapsed() < FENCE_RECOVERY_INTERVAL);
-        if !error.is_fenced() || recent {
+        if !self.replacements.allowed(&error) {
             return Err(error);
         }
-        self.last_fence_recovery = Some(Instant::now());
-        events::producer_fenced(&self.metrics, P::NAME, &error);
-        let producer = new_producer::<P>(&self.config, &self.naming, self.max_record_bytes)?;
-        init_transactions(&producer)?;
-        let fenced = std::mem::replace(&mut self.producer, producer);
-        // Dropping purges what the fenced producer still holds and waits up to 0.5 s.
-        tokio::task::block_in_place(|| drop(fenced));
+        events::producer_replaced(&self.metrics, P::NAME, &error);
+        let producer = new_producer(&self.config, &self.naming, P::NAME, self.max_record_bytes)?;
+        init_transactions(&producer, P::NAME).await?;
+        let old = std::mem::replace(&mut self.producer, producer);
+        self.replacements.retire(old);
         self.processor.on_abort();
         let mut backoff = Backoff::new(Duration::from_millis(self.config.retry_backoff_max_ms));
         self.rewind_batch(batch, &mut backoff, shutdown).await
