@@ -286,10 +286,10 @@ impl<P: Processor> Stream<P> {
                     // One try, so read_committed readers need not wait for the transaction to
                     // time out; the process exits and its restart reads from the committed
                     // offsets (and fences this transaction if the abort failed).
-                    if !batch.is_empty() {
-                        if let Err(abort) = self.abort_call().await {
-                            tracing::warn!(processor = P::NAME, %abort, "could not abort before exiting");
-                        }
+                    if !batch.is_empty()
+                        && let Err(abort) = self.abort_call().await
+                    {
+                        tracing::warn!(processor = P::NAME, %abort, "could not abort before exiting");
                     }
                     return Err(error);
                 }
