@@ -6,7 +6,8 @@
 #   MAILSTREAM_CACHE   installs kept across runs     (default $HOME/.cache/mailstream)
 #   MAILSTREAM_STATE   runtime data, logs, pid files (default $HOME/.local/state/mailstream)
 #   MAILSTREAM_KAFKA_PORT 9092, MAILSTREAM_KAFKA_CONTROLLER_PORT 9093,
-#   MAILSTREAM_REGISTRY_PORT 8081, MAILSTREAM_PG_PORT 5433, MAILSTREAM_TRYTON_PORT 8000
+#   MAILSTREAM_REGISTRY_PORT 8081, MAILSTREAM_PG_PORT 5433, MAILSTREAM_TRYTON_PORT 8000,
+#   MAILSTREAM_CLAMD_PORT 3310
 #   MAILSTREAM_CLUSTER_KAFKA_PORT 19092, MAILSTREAM_CLUSTER_CONTROLLER_PORT 19192 (the
 #     three-broker cluster of `dev/up --cluster`: node N listens on these + N - 1)
 #   MAILSTREAM_REGISTRY_VERSION   AxonOps schema-registry module version (default v0.2.1)
@@ -24,6 +25,7 @@ MAILSTREAM_KAFKA_CONTROLLER_PORT=${MAILSTREAM_KAFKA_CONTROLLER_PORT:-9093}
 MAILSTREAM_REGISTRY_PORT=${MAILSTREAM_REGISTRY_PORT:-8081}
 MAILSTREAM_PG_PORT=${MAILSTREAM_PG_PORT:-5433}
 MAILSTREAM_TRYTON_PORT=${MAILSTREAM_TRYTON_PORT:-8000}
+MAILSTREAM_CLAMD_PORT=${MAILSTREAM_CLAMD_PORT:-3310}
 MAILSTREAM_REGISTRY_VERSION=${MAILSTREAM_REGISTRY_VERSION:-v0.2.1}
 MAILSTREAM_CLUSTER_KAFKA_PORT=${MAILSTREAM_CLUSTER_KAFKA_PORT:-19092}
 MAILSTREAM_CLUSTER_CONTROLLER_PORT=${MAILSTREAM_CLUSTER_CONTROLLER_PORT:-19192}
@@ -111,12 +113,36 @@ write_tryton_config() {
   mv -f "$3.tmp" "$3"
 }
 
+# --- ClamAV (clamd, the virus scanner; Debian's clamav-daemon package) ---------------------------
+# clamd on 127.0.0.1:PORT (its TCP protocol: zPING, zINSTREAM, ...) with ONE database,
+# dev/clamav/test.ndb: a single body signature, Eicar-Test-Signature, matching the 68-byte EICAR
+# anti-virus test string at offset 0 (in hex: no file in the repo holds the string itself).
+# clamd reports it as "Eicar-Test-Signature.UNOFFICIAL" (ClamAV appends .UNOFFICIAL to every
+# name from a database that is not a signed official one; no setting turns that off). It loads
+# in well under a second, ~19 MB resident. A test double: production runs freshclam, which keeps
+# ClamAV's official signed databases (main, daily, bytecode; clamd then needs far more memory:
+# size it by ClamAV's own guidance) up to date; freshclam cannot reach its mirrors here, so dev/
+# never runs it. dev/up copies test.ndb into CLAMAV_DB_DIR and writes CLAMAV_CONFIG
+# (write_clamav_config in dev/up) on every start.
+CLAMAV_TEST_DB="$DEV_DIR/clamav/test.ndb"
+CLAMAV_DIR="$MAILSTREAM_STATE/clamav"
+CLAMAV_DB_DIR="$CLAMAV_DIR/db"
+CLAMAV_CONFIG="$CLAMAV_DIR/clamd.conf"
+CLAMD_ADDRESS="tcp://$HOST:$MAILSTREAM_CLAMD_PORT"
+
+# Print clamd's path (on PATH, else Debian's /usr/sbin/clamd, which a non-root PATH often lacks);
+# returns 1 if it is not installed.
+clamd_bin() {
+  command -v clamd 2>/dev/null && return 0
+  [[ -x /usr/sbin/clamd ]] && echo /usr/sbin/clamd
+}
+
 # --- runtime layout ----------------------------------------------------------------------------
 LOG_DIR="$MAILSTREAM_STATE/logs"
 PID_DIR="$MAILSTREAM_STATE/pids"
 ENV_FILE="$MAILSTREAM_STATE/env"
 
-COMPONENTS=(kafka registry postgres tryton)
+COMPONENTS=(kafka registry postgres tryton clamav)
 
 # --- logging -----------------------------------------------------------------------------------
 log() { printf '[dev %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -171,6 +197,7 @@ pid_marker() {
     registry) echo "$REGISTRY_BIN" ;;
     postgres) echo "$PG_DATA" ;;
     tryton) echo "$TRYTON_CONFIG" ;;
+    clamav) echo "$CLAMAV_CONFIG" ;;
     cluster-*) cluster_config "$(cluster_node_of "$1")" ;;
   esac
 }
@@ -296,6 +323,7 @@ component_address() {
     registry) echo "$REGISTRY_URL" ;;
     postgres) echo "$DATABASE_URL" ;;
     tryton) echo "$TRYTON_URL/$TRYTON_DB/rest" ;;
+    clamav) echo "$CLAMD_ADDRESS" ;;
     cluster-*)
       local n; n=$(cluster_node_of "$1")
       echo "$HOST:$(cluster_port "$n") (node $n, controller $HOST:$(cluster_controller_port "$n"))"
@@ -309,6 +337,7 @@ component_port() {
     registry) echo "$MAILSTREAM_REGISTRY_PORT" ;;
     postgres) echo "$MAILSTREAM_PG_PORT" ;;
     tryton) echo "$MAILSTREAM_TRYTON_PORT" ;;
+    clamav) echo "$MAILSTREAM_CLAMD_PORT" ;;
     cluster-*) cluster_port "$(cluster_node_of "$1")" ;;
   esac
 }
