@@ -50,6 +50,7 @@ fn hostile(t: i64) -> Vec<(&'static str, ScoredLead)> {
         content_id: None,
         blob_uri: None,
         executable: false,
+        malware: None,
     });
     let mut deal = lead(
         &format!("deal-{}@client.test", random(12)),

@@ -54,6 +54,7 @@ fn pdf(name: &str, size: i64) -> Attachment {
         content_id: None,
         blob_uri: None,
         executable: false,
+        malware: None,
     }
 }
 

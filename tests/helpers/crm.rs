@@ -530,6 +530,7 @@ pub fn with_attachment(mut l: ScoredLead, name: Option<&str>, sha256: &str) -> S
         content_id: None,
         blob_uri: Some(format!("file:///blobs/{sha256}")),
         executable: false,
+        malware: None,
     });
     l
 }

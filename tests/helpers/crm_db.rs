@@ -86,11 +86,30 @@ pub fn schema_of(env: &TestEnv) -> String {
     env.prefix.trim_end_matches('-').replace('-', "_")
 }
 
-/// Starts parser, resolver, scorer and crm-sink (PostgreSQL, `schema`) as instance `a`.
+/// Starts parser (scanning with the local clamd), resolver, scorer and crm-sink (PostgreSQL,
+/// `schema`) as instance `a`.
 pub fn spawn_stream_processors(env: &TestEnv, blob_url: &str, schema: &str) -> Vec<Child> {
+    let clamd = clamd_address();
+    spawn_stream_processors_with(
+        env,
+        blob_url,
+        schema,
+        &[("MAILSTREAM_PARSER_CLAMD_ADDRESS", clamd.as_str())],
+    )
+}
+
+/// [`spawn_stream_processors`] with `parser_vars` set for the parser (its clamd among them).
+pub fn spawn_stream_processors_with(
+    env: &TestEnv,
+    blob_url: &str,
+    schema: &str,
+    parser_vars: &[(&str, &str)],
+) -> Vec<Child> {
     let db = database_url();
+    let mut parser = vec![("MAILSTREAM_PARSER_BLOB_URL", blob_url)];
+    parser.extend_from_slice(parser_vars);
     vec![
-        env.spawn("parser", "a", &[("MAILSTREAM_PARSER_BLOB_URL", blob_url)]),
+        env.spawn("parser", "a", &parser),
         env.spawn(
             "resolver",
             "a",
@@ -106,6 +125,11 @@ pub fn spawn_stream_processors(env: &TestEnv, blob_url: &str, schema: &str) -> V
             ],
         ),
     ]
+}
+
+/// The local clamd (`dev/up` exports it as `MAILSTREAM_CLAMD_ADDRESS`), else its default.
+pub fn clamd_address() -> String {
+    std::env::var("MAILSTREAM_CLAMD_ADDRESS").unwrap_or_else(|_| "tcp://127.0.0.1:3310".into())
 }
 
 /// The CA of the local PostgreSQL's TLS certificate (`dev/up` exports it as

@@ -124,6 +124,7 @@ fn describe(
             content_id,
             blob_uri: None,
             executable,
+            malware: None,
         },
         bytes: if keep_bytes {
             bytes.to_vec()

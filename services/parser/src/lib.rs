@@ -17,7 +17,8 @@
 //! (text, HTML, tracking pixels), [`reply`] (quotes and signatures), [`attachments`],
 //! [`signals`] (auth, auto-reply, bounce, list), [`bounce`] (delivery reports, classified),
 //! [`autoreply`] (automatic replies, classified), [`redact`] (card numbers, IBANs and configured
-//! patterns masked before the record is written), [`settings`].
+//! patterns masked before the record is written), [`scan`] (attachments scanned by ClamAV's
+//! clamd before they are stored), [`settings`].
 
 pub mod attachments;
 pub mod autoreply;
@@ -28,6 +29,7 @@ pub mod normalize;
 pub mod parse;
 pub mod redact;
 pub mod reply;
+pub mod scan;
 pub mod settings;
 pub mod signals;
 
@@ -36,9 +38,10 @@ use std::sync::Arc;
 use mailstream_runtime::blob::BlobStore;
 use mailstream_runtime::config::key_label;
 use mailstream_runtime::metrics;
-use mailstream_runtime::records::RawEmail;
+use mailstream_runtime::records::{ParsedEmail, RawEmail};
 use mailstream_runtime::{Incoming, Outputs, ProcessError, Processor, RuntimeError};
 use prometheus::{IntCounterVec, Opts, Registry};
+use scan::{Scanner, Verdict};
 
 pub use parse::{ParseContext, ParseFailure, Parsed, parse_message, parse_with_attachments};
 pub use redact::Redactor;
@@ -52,6 +55,9 @@ pub const OUTPUT: &str = "parsed";
 pub struct Parser {
     blobs: BlobStore,
     redactor: Arc<Redactor>,
+    scanner: Option<Scanner>,
+    /// `parser_attachment_scans_total{verdict}`.
+    scans: IntCounterVec,
     store_attachments: bool,
     policy: AttachmentPolicy,
     max_body_bytes: usize,
@@ -75,12 +81,27 @@ impl Parser {
             .redactor()
             .map_err(RuntimeError::Config)?
             .counting(redactions);
+        let scans = metrics::register(
+            registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "parser_attachment_scans_total",
+                    "Attachments scanned by clamd, by verdict: clean, infected (not stored), too-large (not stored: over clamd's StreamMaxLength).",
+                ),
+                &["verdict"],
+            ),
+        )?;
+        let scanner = settings
+            .scanner()
+            .map_err(|problem| RuntimeError::Config(vec![problem]))?;
         let blobs = BlobStore::open(&settings.blob_url, &[]).map_err(|e| {
             RuntimeError::Config(vec![format!("{}: {e}", key_label("parser", "blob_url"))])
         })?;
         Ok(Self {
             blobs,
             redactor: Arc::new(redactor),
+            scanner,
+            scans,
             store_attachments: settings.store_attachments,
             policy: AttachmentPolicy::from_list(&settings.allowed_extensions),
             max_body_bytes: settings.max_body_bytes,
@@ -107,6 +128,42 @@ impl Parser {
     }
 }
 
+impl Parser {
+    /// Whether attachment `index` of `record` may be stored: clean, or scanning is off. An
+    /// infected one is named in the record (`malware`), one too large to scan in its warnings.
+    async fn scanned_clean(
+        &self,
+        record: &mut ParsedEmail,
+        index: usize,
+        bytes: &[u8],
+    ) -> Result<bool, ProcessError> {
+        let Some(scanner) = &self.scanner else {
+            return Ok(true);
+        };
+        let verdict = scanner.scan(bytes).await?;
+        self.scans.with_label_values(&[verdict.label()]).inc();
+        let attachment = &mut record.attachments[index];
+        match verdict {
+            Verdict::Clean => return Ok(true),
+            Verdict::Infected(signature) => {
+                tracing::warn!(
+                    message_id = %record.message_id,
+                    sha256 = %attachment.sha256,
+                    %signature,
+                    "malware in an attachment; it is not stored"
+                );
+                attachment.malware = Some(signature);
+            }
+            Verdict::TooLarge => record.warnings.push(format!(
+                "attachment {} ({} bytes) not scanned: larger than clamd's StreamMaxLength; not stored",
+                index + 1,
+                attachment.size
+            )),
+        }
+        Ok(false)
+    }
+}
+
 impl Processor for Parser {
     type Input = RawEmail;
     const NAME: &'static str = "parser";
@@ -127,19 +184,24 @@ impl Processor for Parser {
             redactor: self.redactor.clone(),
         };
         let poison = |f: ParseFailure| ProcessError::poison(f.class, f.reason);
-        let record = if self.store_attachments {
+        let record = if self.store_attachments || self.scanner.is_some() {
             let Parsed {
                 mut record,
                 attachment_bytes,
                 cut_bodies,
             } = parse_with_attachments(&raw, &ctx).map_err(poison)?;
             drop(raw);
-            for (attachment, bytes) in record.attachments.iter_mut().zip(attachment_bytes) {
-                let (uri, _) = self.blobs.put(bytes).await?;
-                attachment.blob_uri = Some(uri);
+            for (index, bytes) in attachment_bytes.into_iter().enumerate() {
+                if !self.scanned_clean(&mut record, index, &bytes).await? {
+                    continue;
+                }
+                if self.store_attachments {
+                    let (uri, _) = self.blobs.put(bytes).await?;
+                    record.attachments[index].blob_uri = Some(uri);
+                }
             }
             // A body cut to the record's limits is kept whole beside the attachments.
-            for cut in cut_bodies {
+            for cut in cut_bodies.into_iter().filter(|_| self.store_attachments) {
                 let (uri, _) = self.blobs.put(cut.whole.into_bytes()).await?;
                 if let Some(entry) = record.truncated.get_mut(cut.entry) {
                     entry.blob_uri = Some(uri);

@@ -6,6 +6,8 @@
 //! | `store_attachments` | `true` | write each attachment's bytes to the blob store and put its URI in the record |
 //! | `allowed_extensions` | see [`DEFAULT_ALLOWED_EXTENSIONS`] | the attachment allowlist: comma-separated file extensions that are not flagged `executable` |
 //! | `max_body_bytes` | `1048576` (1 MiB) | the longest text or HTML body kept in the record; a longer one is cut, flagged in `truncated` and stored whole in the blob store ([`crate::limits`]) |
+//! | `clamd_address` | (none: no scanning) | ClamAV's clamd, `tcp://HOST:PORT` or `unix:///PATH`: every attachment is scanned before it is stored; an infected one is not stored and the record names the signature ([`crate::scan`]) |
+//! | `clamd_timeout_ms` | `30000` | the longest one attachment's scan may take before it counts as clamd being unavailable (the batch is retried) |
 //! | `redact_patterns` | (none) | regular expressions (national ids, account numbers) whose matches are masked in the record, beside payment card numbers and IBANs, which always are ([`crate::redact`]); a list, or one string with a pattern per line |
 
 use mailstream_runtime::RuntimeConfig;
@@ -14,8 +16,11 @@ use mailstream_runtime::topology::Topology;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use std::time::Duration;
+
 use crate::limits;
 use crate::redact::Redactor;
+use crate::scan::Scanner;
 
 /// Extensions of documents, media and archives that the attachment policy lets through. An
 /// attachment is flagged `executable` unless its extension is on this list *and* its content is
@@ -45,6 +50,15 @@ pub struct ParserSettings {
     #[serde(default, deserialize_with = "lenient::lines")]
     #[schemars(schema_with = "lenient::list_schema")]
     pub redact_patterns: Vec<String>,
+    /// ClamAV's clamd (`tcp://HOST:PORT` or `unix:///PATH`): every attachment is scanned before
+    /// it is stored. Unset: no scanning.
+    #[serde(default)]
+    pub clamd_address: Option<String>,
+    /// The longest one attachment's scan may take (milliseconds) before clamd counts as
+    /// unavailable and the batch is retried.
+    #[serde(default = "default_clamd_timeout_ms")]
+    #[schemars(range(min = 100, max = 600000))]
+    pub clamd_timeout_ms: u64,
 }
 
 impl Default for ParserSettings {
@@ -55,12 +69,18 @@ impl Default for ParserSettings {
             allowed_extensions: default_allowed_extensions(),
             max_body_bytes: default_max_body_bytes(),
             redact_patterns: Vec::new(),
+            clamd_address: None,
+            clamd_timeout_ms: default_clamd_timeout_ms(),
         }
     }
 }
 
 fn default_max_body_bytes() -> usize {
     crate::limits::DEFAULT_MAX_BODY_BYTES
+}
+
+fn default_clamd_timeout_ms() -> u64 {
+    30_000
 }
 
 fn default_blob_url() -> String {
@@ -88,6 +108,17 @@ impl ParserSettings {
         })
     }
 
+    /// The scanner of `clamd_address` (None: scanning is off), or the key's problem.
+    pub fn scanner(&self) -> Result<Option<Scanner>, String> {
+        let timeout = Duration::from_millis(self.clamd_timeout_ms);
+        let Some(address) = self.clamd_address.as_deref().filter(|a| !a.is_empty()) else {
+            return Ok(None);
+        };
+        Scanner::new(address, timeout)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", key_label("parser", "clamd_address")))
+    }
+
     /// Refuses a `max_body_bytes` whose largest record would not fit `budget` (the `parsed`
     /// topic's record budget) with room for the stages downstream.
     pub fn limit_problems(&self, budget: usize) -> Vec<String> {
@@ -111,6 +142,16 @@ impl Settings for ParserSettings {
         };
         if let Err(errors) = self.redactor() {
             problems.extend(errors);
+        }
+        if let Err(problem) = self.scanner() {
+            problems.push(problem);
+        }
+        if !(100..=600_000).contains(&self.clamd_timeout_ms) {
+            problems.push(format!(
+                "{}: must be between 100 and 600000; got {}",
+                key_label("parser", "clamd_timeout_ms"),
+                self.clamd_timeout_ms
+            ));
         }
         problems
     }

@@ -7,7 +7,8 @@
 //! contact id, else the sender's email). Auto-replies, delivery reports and list mail are excluded
 //! from scoring: tagged (`auto-reply`, `list`, `bounce` for a failed delivery, `delayed`,
 //! `challenge`, `complaint`), given status `excluded`, and still written to `scored`, so nothing
-//! is lost.
+//! is lost. Context tags do not exclude: `free-mail`, `malware` (clamd found malware in an
+//! attachment, which was not stored), `new-contact`, `target-account`.
 //!
 //! `leads` is last-write-wins in the order the scorer writes: the emails of one lead are spread
 //! over the partitions of `resolved` (keyed by message id), so an older email of a lead can be

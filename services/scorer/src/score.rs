@@ -83,10 +83,15 @@ fn exclusion_tags(email: &ResolvedEmail) -> Vec<String> {
     .collect()
 }
 
-/// Context for the analyst, whether or not the email is scored.
+/// Context for the analyst, whether or not the email is scored. `malware`: clamd found
+/// malware in an attachment (which was not stored; the attachment names the signature).
 fn context_tags(email: &ResolvedEmail) -> Vec<String> {
     [
         (email.free_mail, "free-mail"),
+        (
+            email.email.attachments.iter().any(|a| a.malware.is_some()),
+            "malware",
+        ),
         (email.new_contact.is_some(), "new-contact"),
         (
             email.account.as_ref().is_some_and(|a| a.target_account),
@@ -248,6 +253,7 @@ mod tests {
             content_id: None,
             blob_uri: None,
             executable: false,
+            malware: None,
         }
     }
 
@@ -338,6 +344,7 @@ mod tests {
         );
         let renamed_exe = Attachment {
             executable: true,
+            malware: None,
             ..pdf("invoice.pdf", 10)
         };
         e.email.attachments = vec![renamed_exe, pdf("big.pdf", 5 * 1024 * 1024)];

@@ -233,7 +233,9 @@ impl WritePlan {
             _ => None,
         };
         let mut attachments: Vec<AttachmentPlan> = Vec::new();
-        for a in &email.attachments {
+        // An attachment clamd found malware in was not stored and is not linked; the lead's
+        // `malware` tag and the scored record name it.
+        for a in email.attachments.iter().filter(|a| a.malware.is_none()) {
             let filename = a.filename.clone().unwrap_or_default();
             if attachments
                 .iter()

@@ -20,6 +20,7 @@ fn attachment(name: Option<&str>, sha: &str) -> Attachment {
         content_id: None,
         blob_uri: Some(format!("file:///b/{sha}")),
         executable: false,
+        malware: None,
     }
 }
 

@@ -40,6 +40,9 @@ pub struct Attachment {
     pub blob_uri: Option<String>,
     /// Flagged by the attachment policy (executables, scripts).
     pub executable: bool,
+    /// The signature clamd found: the bytes were not stored (null when clean or not scanned).
+    #[serde(default)]
+    pub malware: Option<String>,
 }
 
 /// Authentication results (`pass`, `fail`, `softfail`, `none`, ...), lower-case.
@@ -268,6 +271,7 @@ mod tests {
                 content_id: Some("cid1".into()),
                 blob_uri: Some("file:///tmp/b/ab".into()),
                 executable: true,
+                malware: Some("Eicar-Test-Signature".into()),
             }],
             auth: AuthResults {
                 spf: Some("pass".into()),
