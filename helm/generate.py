@@ -319,6 +319,7 @@ def values_schema():
                 }
             ),
             "topicPrefix": string("Prefix of topics, groups and transactional ids.", pattern="^[A-Za-z0-9._-]*$", maxLength=100),
+            "erasure": obj({"keySecret": SECRET_NAME, "keyKey": SECRET_KEY}),
             "runtime": {"$ref": "#/$defs/runtime"},
             "blobStore": obj(
                 {

@@ -5,24 +5,17 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mailstream_tests::crm_db::{psql, sample_emails, samples, snapshot, spawn_stream_processors};
 use mailstream_tests::mail::temp_dir;
-use mailstream_tests::{Seen, TestEnv, bench_record, collect, now_ms, output, terminate};
+use mailstream_tests::{
+    Seen, TestEnv, bench_record, collect, ctl, now_ms, output, replay_when_stopped, terminate,
+};
 use rdkafka::producer::FutureRecord;
 use serde_json::Value as Json;
 
 /// Runs `mailstream ARGS` in the test's namespace: (exit code, stdout, stderr).
-fn ctl(env: &TestEnv, args: &[&str]) -> (i32, String, String) {
-    let out = output(env.mailstream(args));
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// Runs a command that must succeed and print JSON.
 fn ctl_json(env: &TestEnv, args: &[&str]) -> Json {
     let (code, out, err) = ctl(env, args);
@@ -44,23 +37,6 @@ fn committed(env: &TestEnv, processor: &str) -> BTreeMap<i64, Option<i64>> {
             )
         })
         .collect()
-}
-
-/// Runs `replay ... --execute` until the group's members have left (they leave on SIGTERM, but
-/// the broker may still list them for a moment).
-fn replay_when_stopped(env: &TestEnv, args: &[&str]) -> String {
-    let started = Instant::now();
-    loop {
-        let (code, out, err) = ctl(env, args);
-        if code == 0 {
-            return out;
-        }
-        assert!(
-            err.contains("live member") && started.elapsed() < Duration::from_secs(60),
-            "{args:?}: {err}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

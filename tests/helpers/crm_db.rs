@@ -95,36 +95,46 @@ pub fn spawn_stream_processors(env: &TestEnv, blob_url: &str, schema: &str) -> V
         blob_url,
         schema,
         &[("MAILSTREAM_PARSER_CLAMD_ADDRESS", clamd.as_str())],
+        &[],
     )
 }
 
-/// [`spawn_stream_processors`] with `parser_vars` set for the parser (its clamd among them).
+/// [`spawn_stream_processors`] with `parser_vars` set for the parser (its clamd among them)
+/// and `common` for every processor.
 pub fn spawn_stream_processors_with(
     env: &TestEnv,
     blob_url: &str,
     schema: &str,
     parser_vars: &[(&str, &str)],
+    common: &[(&str, &str)],
 ) -> Vec<Child> {
     let db = database_url();
-    let mut parser = vec![("MAILSTREAM_PARSER_BLOB_URL", blob_url)];
+    let mut parser = joined(common, &[("MAILSTREAM_PARSER_BLOB_URL", blob_url)]);
     parser.extend_from_slice(parser_vars);
+    let sink = [
+        ("MAILSTREAM_CRM_SINK_SCHEMA", schema),
+        ("MAILSTREAM_CRM_SINK_DATABASE_URL", db.as_str()),
+    ];
     vec![
         env.spawn("parser", "a", &parser),
         env.spawn(
             "resolver",
             "a",
-            &[("MAILSTREAM_RESOLVER_OUR_DOMAINS", SAMPLE_DOMAIN)],
+            &joined(
+                common,
+                &[("MAILSTREAM_RESOLVER_OUR_DOMAINS", SAMPLE_DOMAIN)],
+            ),
         ),
-        env.spawn("scorer", "a", &[]),
-        env.spawn(
-            "crm-sink",
-            "a",
-            &[
-                ("MAILSTREAM_CRM_SINK_DATABASE_URL", db.as_str()),
-                ("MAILSTREAM_CRM_SINK_SCHEMA", schema),
-            ],
-        ),
+        env.spawn("scorer", "a", common),
+        env.spawn("crm-sink", "a", &joined(common, &sink)),
     ]
+}
+
+fn joined<'a>(
+    common: &[(&'a str, &'a str)],
+    own: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    common.iter().chain(own).copied().collect()
 }
 
 /// The local clamd (`dev/up` exports it as `MAILSTREAM_CLAMD_ADDRESS`), else its default.

@@ -500,3 +500,30 @@ pub fn proc_memory(pid: u32, field: &str) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map(|kib| kib * 1024)
 }
+
+/// Runs `mailstream ARGS` in `env`: exit code, stdout, stderr.
+pub fn ctl(env: &TestEnv, args: &[&str]) -> (i32, String, String) {
+    let out = output(env.mailstream(args));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `replay ... --execute` until the group's members have left (they leave on SIGTERM, but
+/// the broker may still list them for a moment).
+pub fn replay_when_stopped(env: &TestEnv, args: &[&str]) -> String {
+    let started = Instant::now();
+    loop {
+        let (code, out, err) = ctl(env, args);
+        if code == 0 {
+            return out;
+        }
+        assert!(
+            err.contains("live member") && started.elapsed() < Duration::from_secs(60),
+            "{args:?}: {err}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}

@@ -272,7 +272,8 @@ MAILSTREAM_RDKAFKA_SSL_KEY_LOCATION: "/etc/mailstream/kafka-client/tls.key"
 {{- end }}
 
 {{/*
-Secrets by reference, as EnvVar list items: the Kafka SASL credentials and the registry's. The
+Secrets by reference, as EnvVar list items: the Kafka SASL credentials, the registry's and the
+erasure key. The
 values only name existing Secrets and their keys; the kubelet reads them, Helm never does.
 */}}
 {{- define "mailstream.secretEnv" -}}
@@ -299,6 +300,13 @@ values only name existing Secrets and their keys; the kubelet reads them, Helm n
     secretKeyRef:
       name: {{ . | quote }}
       key: {{ $.Values.schemaRegistry.passwordKey | quote }}
+{{- end }}
+{{- with .Values.erasure.keySecret }}
+- name: MAILSTREAM_ERASURE_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ . | quote }}
+      key: {{ $.Values.erasure.keyKey | quote }}
 {{- end }}
 {{- end }}
 

@@ -16,6 +16,7 @@
 //! | written, something changed | `written` | committed |
 //! | a replay, everything was there | `unchanged` | committed |
 //! | a participant on the `never_log` list ([`never_log`]) | `skipped`, reason `never-log` | committed |
+//! | a participant erased (`mailstream erase`) after the email was received: a replay of their mail ([`mailstream_runtime::erasure`]) | `skipped`, reason `erased` | committed |
 //! | excluded email (auto-reply, bounce, list) and `write_excluded` off | `skipped`, reason `excluded` | committed |
 //! | `dry_run` | `dry-run` (the writes are logged, none made) | committed |
 //! | CRM rejected it (non-retriable 4xx, a constraint) | none | dead-lettered, class `crm-rejected` |
@@ -44,11 +45,13 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use mailstream_runtime::config::Secret;
+use mailstream_runtime::erasure::Erasures;
 use mailstream_runtime::records::{Contact, CrmResult, ScoredLead};
 use mailstream_runtime::{BuildContext, Incoming, Outputs, ProcessError, Processor, RuntimeError};
 
 use backend::hubspot::HubspotBackend;
 use backend::postgres::PostgresBackend;
+pub use backend::postgres_erase::ErasedRows;
 use backend::postgres_tls::Connector;
 use backend::rest::{Endpoints, HttpClient, RestBackend};
 use backend::tryton::{TrytonBackend, TrytonServer};
@@ -63,6 +66,8 @@ pub use settings::{Backend, CrmSinkSettings};
 pub const RESULTS: &str = "crm-results";
 /// The contacts table topic (compacted, keyed by lower-cased email).
 pub const CONTACTS: &str = "contacts";
+/// The crm-results reason of a lead whose email an erased person took part in.
+pub const ERASED: &str = "erased";
 
 /// The CRM sink processor.
 pub struct CrmSink {
@@ -71,6 +76,8 @@ pub struct CrmSink {
     backend_name: &'static str,
     write_excluded: bool,
     never_log: NeverLog,
+    /// People erased (`mailstream erase`); none without an `erasure_key`.
+    erasures: Option<Erasures>,
     metrics: SinkMetrics,
     /// Per-message outcomes of the open transaction, counted when it commits.
     pending: Vec<MessageOutcome>,
@@ -95,6 +102,7 @@ pub async fn build(ctx: BuildContext, settings: CrmSinkSettings) -> Result<CrmSi
         )
     })?;
     let metrics = SinkMetrics::new(&ctx.metrics.registry)?;
+    let erasures = Erasures::start(&ctx.config, &ctx.naming(), ctx.shutdown.clone()).await?;
     let retrier = Retrier {
         policy: settings.retry_policy(),
         limiter: Limiter::new(settings.rate(), settings.burst(), settings.max_concurrency),
@@ -123,6 +131,7 @@ pub async fn build(ctx: BuildContext, settings: CrmSinkSettings) -> Result<CrmSi
         backend_name,
         write_excluded: settings.write_excluded,
         never_log,
+        erasures,
         metrics,
         pending: Vec::new(),
         created: HashSet::new(),
@@ -191,6 +200,37 @@ async fn connect(settings: &CrmSinkSettings, retrier: Retrier) -> Result<AnyBack
             AnyBackend::Postgres(Box::new(backend))
         }
     })
+}
+
+/// Deletes the CRM rows of the person with `addresses` (lower-cased) whose emails are
+/// `message_ids` (`mailstream erase`); a dry run (`execute` false) deletes and rolls back, so
+/// the counts are exact. `None`: the configured backend cannot erase here (the HTTP CRMs'
+/// records are deleted in the CRM itself).
+pub async fn erase(
+    settings: &CrmSinkSettings,
+    addresses: &[String],
+    message_ids: &[String],
+    execute: bool,
+) -> Result<Option<ErasedRows>, String> {
+    if settings.backend != Backend::Postgres {
+        return Ok(None);
+    }
+    let setting = |(name, what): (&str, String)| format!("{}: {what}", settings::key(name));
+    let target = settings.postgres_target().map_err(setting)?;
+    let tls = Connector::new(&target).map_err(setting)?;
+    // An erasure touches a person's rows only; a longer bound than a write's suits it.
+    let timeout = settings.request_timeout().max(Duration::from_secs(30));
+    backend::postgres_erase::erase(
+        &target,
+        &tls,
+        &settings.schema,
+        timeout,
+        addresses,
+        message_ids,
+        execute,
+    )
+    .await
+    .map(Some)
 }
 
 fn now_ms() -> i64 {
@@ -273,6 +313,13 @@ impl Processor for CrmSink {
         let lead = record.value;
         if self.never_log.matches_lead(&lead) {
             return self.skip(&lead, never_log::REASON, out);
+        }
+        if self
+            .erasures
+            .as_ref()
+            .is_some_and(|e| e.erased(&lead.resolved.email))
+        {
+            return self.skip(&lead, ERASED, out);
         }
         if lead.status == "excluded" && !self.write_excluded {
             return self.skip(&lead, "excluded", out);

@@ -94,26 +94,16 @@ impl NeverLog {
         if self.is_empty() {
             return false;
         }
-        let email = &lead.resolved.email;
-        let headers = [&email.from, &email.sender]
+        let resolved = [&lead.sender_email, &lead.resolved.sender_email]
             .into_iter()
             .flatten()
-            .chain(&email.reply_to)
-            .chain(&email.to)
-            .chain(&email.cc)
-            .chain(&email.bcc)
-            .map(|a| a.email.as_str());
-        let others = [
-            &lead.sender_email,
-            &lead.resolved.sender_email,
-            &email.envelope_mail_from,
-        ]
-        .into_iter()
-        .flatten()
-        .map(String::as_str)
-        .chain(email.envelope_rcpt_to.iter().map(String::as_str))
-        .chain(lead.resolved.recipients.iter().map(String::as_str));
-        headers.chain(others).any(|a| self.matches(a))
+            .map(String::as_str)
+            .chain(lead.resolved.recipients.iter().map(String::as_str));
+        lead.resolved
+            .email
+            .participants()
+            .chain(resolved)
+            .any(|a| self.matches(a))
     }
 }
 

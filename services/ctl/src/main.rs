@@ -3,6 +3,7 @@
 
 mod dlq_cmd;
 mod dlq_view;
+mod erase_cmd;
 mod groups;
 mod lag_cmd;
 mod parse_cmd;
@@ -91,6 +92,9 @@ enum Command {
         #[command(subcommand)]
         command: dlq_cmd::DlqCommand,
     },
+    /// Erase a person (right to be forgotten): tombstones, blobs, CRM rows, and a record that
+    /// keeps them out of replays (dry run unless --execute).
+    Erase(erase_cmd::EraseArgs),
     /// Lag of each processor's consumer group per partition (committed, end, lag).
     Lag(lag_cmd::LagArgs),
     /// The build's schemas against the registry (compatibility check, registration).
@@ -140,6 +144,7 @@ async fn main() -> ExitCode {
         Command::Tables { command } => tables_cmd::execute(command, source).await,
         Command::Replay(args) => tokio::task::block_in_place(|| replay_cmd::execute(args, source)),
         Command::Dlq { command } => dlq_cmd::execute(command, source).await,
+        Command::Erase(args) => erase_cmd::execute(args, source).await,
         Command::Lag(args) => tokio::task::block_in_place(|| lag_cmd::execute(args, source)),
         Command::Schemas { command } => schemas_cmd::execute(command, source).await,
     };

@@ -19,6 +19,7 @@ pub const SENDER_MATCHES: [&str; 4] = ["contact", "account", "new", "unknown"];
 #[derive(Clone)]
 pub struct ResolverMetrics {
     duplicates: IntCounter,
+    erased: IntCounter,
     resolved: IntCounterVec,
     refused: IntCounterVec,
 }
@@ -31,6 +32,13 @@ impl ResolverMetrics {
             IntCounter::new(
                 "resolver_duplicates_total",
                 "Deliveries collapsed into an earlier copy of the same message id.",
+            ),
+        )?;
+        let erased = register(
+            registry,
+            IntCounter::new(
+                "resolver_erased_total",
+                "Emails dropped because a participant was erased (mailstream erase) after they were received: a replay of an erased person's mail.",
             ),
         )?;
         let resolved = register(
@@ -63,6 +71,7 @@ impl ResolverMetrics {
         }
         Ok(Self {
             duplicates,
+            erased,
             resolved,
             refused,
         })
@@ -73,6 +82,12 @@ impl ResolverMetrics {
 pub fn duplicate_collapsed(m: &ResolverMetrics, message_id: &str, copies: i32) {
     m.duplicates.inc();
     tracing::debug!(message_id, copies, "duplicate collapsed");
+}
+
+/// An email of an erased person was dropped (nothing written for it).
+pub fn erased_dropped(m: &ResolverMetrics, message_id: &str) {
+    m.erased.inc();
+    tracing::debug!(message_id, "email of an erased person dropped");
 }
 
 /// A distinct email was resolved.

@@ -8,6 +8,9 @@
 //!   `accounts` tables, deal addresses, thread links from the `threads` table, which the
 //!   resolver itself maintains (one link per email, keyed by message_id), bounded by age and
 //!   count with tombstones ([`threads`]). Who may become a contact: [`policy`].
+//! - **Erasure**: an email any participant of which `mailstream erase` removed after it was
+//!   received (a replay of their mail) is dropped before anything is written for it
+//!   ([`mailstream_runtime::erasure`]; `resolver_erased_total`).
 //!
 //! The business rules live in [`identity::Resolution`], a pure function shared with the
 //! offline `mailstream score`; this file only wires state and tables around it.
@@ -24,6 +27,7 @@ pub mod threads;
 
 use std::sync::Arc;
 
+use mailstream_runtime::erasure::Erasures;
 use mailstream_runtime::records::{
     Account, Contact, DedupeEntry, Duplicate, ParsedEmail, ThreadLink,
 };
@@ -54,6 +58,8 @@ pub struct Resolver {
     contacts: Arc<GlobalTable<Contact>>,
     accounts: Arc<GlobalTable<Account>>,
     threads: Arc<GlobalTable<ThreadLink>>,
+    /// People erased (`mailstream erase`); none without an `erasure_key`.
+    erasures: Option<Erasures>,
     /// The links of this instance's partitions, which it writes and tombstones.
     links: ThreadLinks,
     overlay: ThreadOverlay,
@@ -76,6 +82,7 @@ pub async fn build(
     let accounts =
         GlobalTable::start(&ctx.config, &naming, "accounts", ctx.shutdown.clone()).await?;
     let threads = GlobalTable::start(&ctx.config, &naming, THREADS, ctx.shutdown.clone()).await?;
+    let erasures = Erasures::start(&ctx.config, &naming, ctx.shutdown.clone()).await?;
     let limits = StoreLimits {
         max_entries: settings.dedupe_max_entries,
         max_age_ms: i64::try_from(settings.dedupe_max_age_hours.saturating_mul(3_600_000))
@@ -87,6 +94,7 @@ pub async fn build(
         contacts,
         accounts,
         threads,
+        erasures,
         links: ThreadLinks::new(&settings),
         overlay: ThreadOverlay::new(OVERLAY_CAPACITY),
         record_marks: (0, 0, 0),
@@ -139,6 +147,11 @@ impl Processor for Resolver {
         let partition = record.meta.partition;
         let email = record.value;
         self.record_marks = (self.seen.mark(), self.links.mark(), self.overlay.mark());
+        // An erased person's email (a replay of it): nothing about it is written.
+        if self.erasures.as_ref().is_some_and(|e| e.erased(&email)) {
+            events::erased_dropped(&self.metrics, &email.message_id);
+            return Ok(());
+        }
         if let Some(kept) = self.seen.get(partition, &email.message_id).cloned() {
             return self.collapse(partition, &email, kept, out);
         }

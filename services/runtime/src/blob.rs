@@ -90,8 +90,8 @@ impl BlobStore {
         Ok((self.uri(&sha), sha))
     }
 
-    /// Reads the blob at `uri` (one this store wrote) and checks its SHA-256 when given.
-    pub async fn get(&self, uri: &str, sha256: Option<&str>) -> Result<Vec<u8>, ProcessError> {
+    /// The path in the store of `uri` (one this store wrote).
+    fn path_of(&self, uri: &str) -> Result<object_store::path::Path, ProcessError> {
         let name = uri
             .strip_prefix(self.base.as_str().trim_end_matches('/'))
             .map(|rest| rest.trim_start_matches('/'))
@@ -102,7 +102,27 @@ impl BlobStore {
                     format!("blob {uri} is not in this store ({})", self.base),
                 )
             })?;
-        let path = self.root.clone().join(name);
+        Ok(self.root.clone().join(name))
+    }
+
+    /// Deletes the blob at `uri`; `false` when there was none.
+    pub async fn delete(&self, uri: &str) -> Result<bool, ProcessError> {
+        let path = self.path_of(uri)?;
+        match self.store.head(&path).await {
+            Err(object_store::Error::NotFound { .. }) => return Ok(false),
+            Err(e) => return Err(ProcessError::transient(format!("finding blob {uri}: {e}"))),
+            Ok(_) => {}
+        }
+        self.store
+            .delete(&path)
+            .await
+            .map_err(|e| ProcessError::transient(format!("deleting blob {uri}: {e}")))?;
+        Ok(true)
+    }
+
+    /// Reads the blob at `uri` (one this store wrote) and checks its SHA-256 when given.
+    pub async fn get(&self, uri: &str, sha256: Option<&str>) -> Result<Vec<u8>, ProcessError> {
+        let path = self.path_of(uri)?;
         let bytes = match self.store.get(&path).await {
             Ok(result) => result
                 .bytes()
@@ -159,5 +179,8 @@ mod tests {
         assert!(
             matches!(missing, Err(ProcessError::Poison { ref class, .. }) if class == "blob-missing")
         );
+        assert!(store.delete(&uri).await.expect("delete"), "it was there");
+        assert!(!store.delete(&uri).await.expect("delete again"), "gone");
+        assert!(store.get(&uri, None).await.is_err());
     }
 }

@@ -12,6 +12,7 @@ pub mod blob;
 pub mod catalog;
 pub mod config;
 pub mod dlq;
+pub mod erasure;
 pub mod error;
 pub mod events;
 pub mod headers;

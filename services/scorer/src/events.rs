@@ -17,7 +17,7 @@ use std::path::Path;
 
 use mailstream_runtime::RuntimeError;
 use mailstream_runtime::metrics::register;
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use crate::rules::RuleSet;
 use crate::score::Status;
@@ -28,6 +28,7 @@ pub struct ScorerMetrics {
     reloads: IntCounterVec,
     valid: IntGauge,
     records: IntCounterVec,
+    erased: IntCounter,
 }
 
 impl ScorerMetrics {
@@ -57,6 +58,13 @@ impl ScorerMetrics {
                 &["status"],
             ),
         )?;
+        let erased = register(
+            registry,
+            IntCounter::new(
+                "scorer_erased_total",
+                "Emails not scored because a participant was erased (mailstream erase) after they were received: a replay of an erased person's mail.",
+            ),
+        )?;
         // Every series exists from the start, so dashboards and alerts see zeros, not gaps.
         for outcome in ["ok", "invalid"] {
             reloads.with_label_values(&[outcome]);
@@ -73,6 +81,7 @@ impl ScorerMetrics {
             reloads,
             valid,
             records,
+            erased,
         })
     }
 
@@ -86,6 +95,12 @@ impl ScorerMetrics {
 }
 
 /// The rules in force at start: from `file`, or the built-in defaults.
+/// An email of an erased person was dropped (no `scored` record, no `leads` row).
+pub fn erased_dropped(m: &ScorerMetrics, message_id: &str) {
+    m.erased.inc();
+    tracing::debug!(message_id, "email of an erased person dropped");
+}
+
 pub fn rules_loaded(m: &ScorerMetrics, file: Option<&Path>, rules: &RuleSet) {
     m.valid.set(1);
     let source = file.map_or_else(

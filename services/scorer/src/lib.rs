@@ -10,6 +10,10 @@
 //! is lost. Context tags do not exclude: `free-mail`, `malware` (clamd found malware in an
 //! attachment, which was not stored), `new-contact`, `target-account`.
 //!
+//! An email any participant of which `mailstream erase` removed after it was received (a replay
+//! of their mail) is dropped: no `scored` record, no `leads` row
+//! ([`mailstream_runtime::erasure`]; `scorer_erased_total`).
+//!
 //! `leads` is last-write-wins in the order the scorer writes: the emails of one lead are spread
 //! over the partitions of `resolved` (keyed by message id), so an older email of a lead can be
 //! written after a newer one (several instances, a replay); a consumer that needs the newest
@@ -83,6 +87,7 @@ pub mod validate;
 
 use std::time::Duration;
 
+use mailstream_runtime::erasure::Erasures;
 use mailstream_runtime::records::ResolvedEmail;
 use mailstream_runtime::{BuildContext, Incoming, Outputs, ProcessError, Processor, RuntimeError};
 
@@ -102,12 +107,8 @@ pub const LEADS: &str = "leads";
 pub struct Scorer {
     rules: RulesHandle,
     metrics: ScorerMetrics,
-}
-
-impl Scorer {
-    pub fn new(rules: RulesHandle, metrics: ScorerMetrics) -> Self {
-        Self { rules, metrics }
-    }
+    /// People erased (`mailstream erase`); none without an `erasure_key`.
+    erasures: Option<Erasures>,
 }
 
 /// Builds the scorer for `serve` from its checked settings: loads the rules (the file, else the
@@ -132,7 +133,12 @@ pub async fn build(ctx: BuildContext, settings: ScorerSettings) -> Result<Scorer
             ctx.shutdown.clone(),
         );
     }
-    Ok(Scorer::new(handle, metrics))
+    let erasures = Erasures::start(&ctx.config, &ctx.naming(), ctx.shutdown.clone()).await?;
+    Ok(Scorer {
+        rules: handle,
+        metrics,
+        erasures,
+    })
 }
 
 impl Processor for Scorer {
@@ -144,6 +150,13 @@ impl Processor for Scorer {
         record: Incoming<ResolvedEmail>,
         out: &mut Outputs,
     ) -> Result<(), ProcessError> {
+        // A replay of an erased person's email: their lead must not come back.
+        if let Some(erasures) = &self.erasures
+            && erasures.erased(&record.value.email)
+        {
+            events::erased_dropped(&self.metrics, &record.value.message_id);
+            return Ok(());
+        }
         // One version of the rules for the whole record, even if a reload lands meanwhile.
         let rules = self.rules.current();
         let scored = scored_record(record.value, &rules);

@@ -99,6 +99,36 @@ struct Connection {
     shared: Shared,
 }
 
+/// A session in `schema` of `target`, statements bounded by `timeout`; `autocommit`: with
+/// asynchronous commits (the shared rows' connection).
+pub(super) async fn session(
+    target: &Target,
+    tls: &Connector,
+    schema: &str,
+    timeout: Duration,
+    autocommit: bool,
+) -> Result<Client, tokio_postgres::Error> {
+    let mut config = target.config()?;
+    config.connect_timeout(timeout);
+    let client = match tls {
+        Connector::Plain => drive(config.connect(NoTls).await?),
+        Connector::Tls(tls) => drive(config.connect(tls.clone()).await?),
+    };
+    client
+        .batch_execute(&format!(
+            "SET search_path TO {}; SET statement_timeout = {}{}",
+            migrate::quoted(schema),
+            timeout.as_millis(),
+            if autocommit {
+                "; SET synchronous_commit = off"
+            } else {
+                ""
+            }
+        ))
+        .await?;
+    Ok(client)
+}
+
 impl Connection {
     fn is_closed(&self) -> bool {
         self.client.is_closed() || self.shared_client.is_closed()
@@ -211,25 +241,14 @@ impl PostgresBackend {
 
     /// A session in the CRM's schema; `autocommit`: the shared rows' (asynchronous commits).
     async fn open(&self, autocommit: bool) -> Result<Client, tokio_postgres::Error> {
-        let mut config = self.target.config()?;
-        config.connect_timeout(self.timeout);
-        let client = match &self.tls {
-            Connector::Plain => drive(config.connect(NoTls).await?),
-            Connector::Tls(tls) => drive(config.connect(tls.clone()).await?),
-        };
-        client
-            .batch_execute(&format!(
-                "SET search_path TO {}; SET statement_timeout = {}{}",
-                migrate::quoted(&self.schema),
-                self.timeout.as_millis(),
-                if autocommit {
-                    "; SET synchronous_commit = off"
-                } else {
-                    ""
-                }
-            ))
-            .await?;
-        Ok(client)
+        session(
+            &self.target,
+            &self.tls,
+            &self.schema,
+            self.timeout,
+            autocommit,
+        )
+        .await
     }
 
     /// Connects if there is no usable connection (a new connection holds no transaction).

@@ -64,6 +64,11 @@ pub struct RuntimeConfig {
     /// share a cluster.
     #[serde(default, deserialize_with = "lenient::string")]
     pub topic_prefix: String,
+    /// The key of the keyed hash that names an erased person in the `erasures` table
+    /// (`mailstream erase`, [`crate::erasure`]): one secret shared by every processor and the
+    /// CLI. Unset: nobody can be erased, and no processor drops anyone.
+    #[serde(default, deserialize_with = "opt_secret")]
+    pub erasure_key: Option<Secret>,
     /// Stable identity of this instance (pod name). It names the transactional id, so a
     /// restarted instance fences its predecessor and aborts its open transaction at once.
     #[serde(default, deserialize_with = "lenient::opt_string")]
@@ -528,6 +533,7 @@ impl std::fmt::Debug for RuntimeConfig {
             schema_registry_username,
             schema_registry_password,
             topic_prefix,
+            erasure_key,
             instance_id,
             static_membership,
             batch_max_records,
@@ -559,6 +565,7 @@ impl std::fmt::Debug for RuntimeConfig {
             .field("schema_registry_username", schema_registry_username)
             .field("schema_registry_password", schema_registry_password)
             .field("topic_prefix", topic_prefix)
+            .field("erasure_key", erasure_key)
             .field("instance_id", instance_id)
             .field("static_membership", static_membership)
             .field("batch_max_records", batch_max_records)

@@ -229,6 +229,31 @@ pub struct ParsedEmail {
     pub truncated: Vec<Truncation>,
 }
 
+impl ParsedEmail {
+    /// Every address that took part in the email: From, Sender, Reply-To, To, Cc, Bcc and the
+    /// envelope's sender and recipients, as written (not de-duplicated).
+    pub fn participants(&self) -> impl Iterator<Item = &str> {
+        [&self.from, &self.sender]
+            .into_iter()
+            .flatten()
+            .chain(&self.reply_to)
+            .chain(&self.to)
+            .chain(&self.cc)
+            .chain(&self.bcc)
+            .map(|a| a.email.as_str())
+            .chain(self.envelope_mail_from.as_deref())
+            .chain(self.envelope_rcpt_to.iter().map(String::as_str))
+    }
+
+    /// The blobs this email's record points to: stored attachments and whole bodies.
+    pub fn blob_uris(&self) -> impl Iterator<Item = &str> {
+        self.attachments
+            .iter()
+            .filter_map(|a| a.blob_uri.as_deref())
+            .chain(self.truncated.iter().filter_map(|t| t.blob_uri.as_deref()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,7 @@
 //! The compacted tables and state the resolver and the CRM sink share: `Contact` (schema
 //! `contacts.avsc`), `Account` (`accounts.avsc`), `ThreadLink` (`threads.avsc`), the resolver's
-//! seen-set entry `DedupeEntry` (`dedupe-entry.avsc`) and its audit record `Duplicate`
-//! (`duplicate.avsc`).
+//! seen-set entry `DedupeEntry` (`dedupe-entry.avsc`), its audit record `Duplicate`
+//! (`duplicate.avsc`), and `Erasure` (`erasure.avsc`), a person `mailstream erase` removed.
 
 use serde::{Deserialize, Serialize};
 
@@ -57,6 +57,17 @@ pub struct Duplicate {
     pub seen_at: i64,
 }
 
+/// A person erased, keyed by `subject` (a keyed hash of their address, never the address).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Erasure {
+    pub subject: String,
+    pub erased_at: i64,
+    pub messages: i32,
+    pub crm_rows: i32,
+    pub blobs: i32,
+    pub tombstones: i32,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,5 +118,14 @@ mod tests {
             through_schema("duplicate.avsc", duplicate.clone()),
             duplicate
         );
+        let erasure = Erasure {
+            subject: "ab".repeat(32),
+            erased_at: 6,
+            messages: 2,
+            crm_rows: 5,
+            blobs: 1,
+            tombstones: 4,
+        };
+        assert_eq!(through_schema("erasure.avsc", erasure.clone()), erasure);
     }
 }
