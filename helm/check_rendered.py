@@ -101,6 +101,7 @@ def main():
     # --- hardening, resources, probes ---------------------------------------------------------------
     workloads = [(d, d["spec"]["template"]["spec"]) for d in by_kind.get("Deployment", [])]
     workloads += [(j, j["spec"]["template"]["spec"]) for j in by_kind.get("Job", [])]
+    workloads += [(c, c["spec"]["jobTemplate"]["spec"]["template"]["spec"]) for c in by_kind.get("CronJob", [])]
     for obj, pod in workloads:
         where = f"{obj['kind']} {obj['metadata']['name']}"
         psc = pod.get("securityContext") or {}

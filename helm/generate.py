@@ -320,6 +320,20 @@ def values_schema():
             ),
             "topicPrefix": string("Prefix of topics, groups and transactional ids.", pattern="^[A-Za-z0-9._-]*$", maxLength=100),
             "erasure": obj({"keySecret": SECRET_NAME, "keyKey": SECRET_KEY}),
+            "retention": obj(
+                {
+                    "enabled": {"type": "boolean"},
+                    "schedule": string("Cron schedule of the retention CronJob.", minLength=9),
+                    "olderThanDays": {"type": "integer", "minimum": 1, "description": "Leads received longer ago are deleted."},
+                    "statuses": {
+                        "type": "array",
+                        "items": {"enum": ["qualified", "review", "nurture", "excluded"]},
+                        "minItems": 1,
+                        "uniqueItems": True,
+                    },
+                    "resources": {"type": "object"},
+                }
+            ),
             "runtime": {"$ref": "#/$defs/runtime"},
             "blobStore": obj(
                 {

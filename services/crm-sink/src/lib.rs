@@ -51,8 +51,8 @@ use mailstream_runtime::{BuildContext, Incoming, Outputs, ProcessError, Processo
 
 use backend::hubspot::HubspotBackend;
 use backend::postgres::PostgresBackend;
-pub use backend::postgres_erase::ErasedRows;
-use backend::postgres_tls::Connector;
+pub use backend::postgres_purge::{DeletedRows, Expired};
+use backend::postgres_tls::{Connector, Target};
 use backend::rest::{Endpoints, HttpClient, RestBackend};
 use backend::tryton::{TrytonBackend, TrytonServer};
 use backend::{AnyBackend, CrmBackend, WritePlan};
@@ -211,16 +211,11 @@ pub async fn erase(
     addresses: &[String],
     message_ids: &[String],
     execute: bool,
-) -> Result<Option<ErasedRows>, String> {
-    if settings.backend != Backend::Postgres {
+) -> Result<Option<DeletedRows>, String> {
+    let Some((target, tls, timeout)) = admin_session(settings)? else {
         return Ok(None);
-    }
-    let setting = |(name, what): (&str, String)| format!("{}: {what}", settings::key(name));
-    let target = settings.postgres_target().map_err(setting)?;
-    let tls = Connector::new(&target).map_err(setting)?;
-    // An erasure touches a person's rows only; a longer bound than a write's suits it.
-    let timeout = settings.request_timeout().max(Duration::from_secs(30));
-    backend::postgres_erase::erase(
+    };
+    let erased = backend::postgres_purge::erase(
         &target,
         &tls,
         &settings.schema,
@@ -228,9 +223,47 @@ pub async fn erase(
         addresses,
         message_ids,
         execute,
-    )
-    .await
-    .map(Some)
+    );
+    erased.await.map(Some)
+}
+
+/// Deletes the CRM rows of every message whose lead has one of `statuses` and was received
+/// before `before` (`mailstream retention run`), like [`erase`]: exact counts in a dry run,
+/// `None` for a backend that cannot.
+pub async fn expire(
+    settings: &CrmSinkSettings,
+    statuses: &[String],
+    before: chrono::DateTime<chrono::Utc>,
+    execute: bool,
+) -> Result<Option<Expired>, String> {
+    let Some((target, tls, timeout)) = admin_session(settings)? else {
+        return Ok(None);
+    };
+    let expired = backend::postgres_purge::expire(
+        &target,
+        &tls,
+        &settings.schema,
+        timeout,
+        statuses,
+        before,
+        execute,
+    );
+    expired.await.map(Some)
+}
+
+/// Where an operator command deletes rows: the PostgreSQL target, its TLS and a statement
+/// bound longer than a write's (a purge touches many rows); `None` for the other backends.
+fn admin_session(
+    settings: &CrmSinkSettings,
+) -> Result<Option<(Target, Connector, Duration)>, String> {
+    if settings.backend != Backend::Postgres {
+        return Ok(None);
+    }
+    let setting = |(name, what): (&str, String)| format!("{}: {what}", settings::key(name));
+    let target = settings.postgres_target().map_err(setting)?;
+    let tls = Connector::new(&target).map_err(setting)?;
+    let timeout = settings.request_timeout().max(Duration::from_secs(30));
+    Ok(Some((target, tls, timeout)))
 }
 
 fn now_ms() -> i64 {

@@ -30,7 +30,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use clap::Args;
-use mailstream_crm_sink::{CrmSinkSettings, ErasedRows};
+use mailstream_crm_sink::{CrmSinkSettings, DeletedRows};
 use mailstream_parser::ParserSettings;
 use mailstream_runtime::avro::{AvroCodec, registry_settings};
 use mailstream_runtime::blob::BlobStore;
@@ -70,7 +70,7 @@ struct Report {
     /// Blobs of the person's emails kept because another email points to them too.
     blobs_shared: usize,
     /// CRM rows by table; `None` when the backend cannot erase (`crm_note` says why).
-    crm: Option<ErasedRows>,
+    crm: Option<DeletedRows>,
     crm_note: Option<String>,
     /// Immutable topics still holding copies, and when retention deletes the last.
     copies: Vec<Copies>,

@@ -9,6 +9,7 @@ mod lag_cmd;
 mod parse_cmd;
 mod registry;
 mod replay_cmd;
+mod retention_cmd;
 mod run;
 mod scan;
 mod schemas_cmd;
@@ -95,6 +96,11 @@ enum Command {
     /// Erase a person (right to be forgotten): tombstones, blobs, CRM rows, and a record that
     /// keeps them out of replays (dry run unless --execute).
     Erase(erase_cmd::EraseArgs),
+    /// Retention: delete old unqualified leads from the CRM (dry run unless --execute).
+    Retention {
+        #[command(subcommand)]
+        command: retention_cmd::RetentionCommand,
+    },
     /// Lag of each processor's consumer group per partition (committed, end, lag).
     Lag(lag_cmd::LagArgs),
     /// The build's schemas against the registry (compatibility check, registration).
@@ -145,6 +151,7 @@ async fn main() -> ExitCode {
         Command::Replay(args) => tokio::task::block_in_place(|| replay_cmd::execute(args, source)),
         Command::Dlq { command } => dlq_cmd::execute(command, source).await,
         Command::Erase(args) => erase_cmd::execute(args, source).await,
+        Command::Retention { command } => retention_cmd::execute(command, source).await,
         Command::Lag(args) => tokio::task::block_in_place(|| lag_cmd::execute(args, source)),
         Command::Schemas { command } => schemas_cmd::execute(command, source).await,
     };

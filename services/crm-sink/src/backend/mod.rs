@@ -18,7 +18,7 @@ pub mod migrate;
 #[cfg(test)]
 mod plan_tests;
 pub mod postgres;
-pub mod postgres_erase;
+pub mod postgres_purge;
 mod postgres_sql;
 pub mod postgres_tls;
 pub mod rest;
