@@ -191,6 +191,7 @@ SETTINGS = {
             "http_addr": "http.enabled",
             "tls_cert_path": "smtp.tlsSecret",
             "tls_key_path": "smtp.tlsSecret",
+            "http_client_ca_path": "http.clientCaSecret",
             "blob_url": "blobStore",
             "hmac_secret": "hmacSecret (a Secret)",
         },
@@ -254,7 +255,12 @@ def values_schema():
         {
             "config": config_schema("ingest"),
             "smtp": obj({"enabled": boolean("SMTP intake on container port 2525."), "tlsSecret": SECRET_NAME}),
-            "http": obj({"enabled": boolean("HMAC-signed HTTP intake on container port 8025.")}),
+            "http": obj(
+                {
+                    "enabled": boolean("HMAC-signed HTTP intake on container port 8025."),
+                    "clientCaSecret": SECRET_NAME,
+                }
+            ),
             "hmacSecret": SECRET_REF,
             "service": obj(
                 {

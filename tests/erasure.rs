@@ -7,7 +7,6 @@
 //! every processor is replayed from the earliest offset and nothing of her comes back.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine;
@@ -15,7 +14,7 @@ use mailstream_runtime::records::{CrmResult, Erasure};
 use mailstream_tests::crm_db::{
     SAMPLE_DOMAIN, clamd_address, database_url, psql, schema_of, spawn_stream_processors_with,
 };
-use mailstream_tests::mail::{smtplib, start, temp_dir};
+use mailstream_tests::mail::{any_file_contains, smtplib, start, temp_dir};
 use mailstream_tests::{Seen, TestEnv, collect, decode_as, replay_when_stopped, terminate};
 
 const ERIN: &str = "erin@erase-me.example";
@@ -45,22 +44,6 @@ fn message(id: &str, from: &str, cc: Option<&str>, attachments: &[(&str, &str)])
          --b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nWhat does the fleet plan cost?\r\n\
          {parts}--b1--\r\n"
     )
-}
-
-/// Whether any file under `dir` holds `needle`.
-fn any_file_contains(dir: &Path, needle: &str) -> bool {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return false;
-    };
-    entries.flatten().any(|entry| {
-        let path = entry.path();
-        if path.is_dir() {
-            any_file_contains(&path, needle)
-        } else {
-            std::fs::read(&path)
-                .is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
-        }
-    })
 }
 
 /// Rows of every CRM table in `schema` whose JSON mentions `text`, as `table: count` lines.
@@ -179,7 +162,7 @@ async fn an_erased_person_is_gone_from_the_crm_tables_and_blobs_and_stays_gone_a
     assert_eq!(dry["messages"], 2, "{dry}");
     assert!(crm_rows_mentioning(&schema, ERIN).contains("contacts: 1"));
     assert!(
-        any_file_contains(&blobs, PRIVATE),
+        any_file_contains(&blobs, PRIVATE.as_bytes()),
         "a dry run deletes no blob"
     );
 
@@ -225,10 +208,13 @@ async fn an_erased_person_is_gone_from_the_crm_tables_and_blobs_and_stays_gone_a
         "contacts: 0, email_activities: 0, attachments: 0, leads: 0, follow_ups: 0"
     );
     assert!(
-        !any_file_contains(&blobs, PRIVATE),
+        !any_file_contains(&blobs, PRIVATE.as_bytes()),
         "her private attachment is gone"
     );
-    assert!(any_file_contains(&blobs, SHARED), "the shared one stays");
+    assert!(
+        any_file_contains(&blobs, SHARED.as_bytes()),
+        "the shared one stays"
+    );
     let franks_activity =
         format!("SELECT count(*) FROM {schema}.email_activities WHERE message_id = '{franks}'");
     assert_eq!(psql(&franks_activity), "1", "Frank's own email stays");

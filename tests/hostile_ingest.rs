@@ -674,3 +674,164 @@ async fn the_http_intake_serves_tls_with_the_smtp_certificate() {
     let status = terminate(&mut ingest.child, Duration::from_secs(40));
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
 }
+
+/// A CA, and a client certificate it signed (`openssl`), in `dir`: (ca, client cert, client key).
+fn client_ca_and_cert(dir: &std::path::Path) -> (String, String, String) {
+    let path = |name: &str| dir.join(name).display().to_string();
+    let (ca, ca_key, csr, cert, key, ext) = (
+        path("ca.pem"),
+        path("ca.key"),
+        path("client.csr"),
+        path("client.pem"),
+        path("client.key"),
+        path("client.ext"),
+    );
+    std::fs::write(
+        &ext,
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
+    )
+    .expect("write the extensions");
+    for args in [
+        vec![
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=intake-clients",
+            "-keyout",
+            &ca_key,
+            "-out",
+            &ca,
+        ],
+        vec![
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=relay",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+        ],
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &ext,
+            "-out",
+            &cert,
+        ],
+    ] {
+        let (code, out) = run(Command::new("openssl").args(&args));
+        assert_eq!(code, 0, "openssl {args:?}: {out}");
+    }
+    (ca, cert, key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_https_intake_requires_a_client_certificate_and_an_allowed_address() {
+    let env = TestEnv::new("hostile-mtls");
+    let dir = temp_dir("hostile-mtls");
+    let (server_cert, server_key) = self_signed_cert(&dir, "127.0.0.1");
+    let (server_cert, server_key) = (
+        server_cert.display().to_string(),
+        server_key.display().to_string(),
+    );
+    let (ca, cert_file, key_file) = client_ca_and_cert(&dir);
+    // Behind one proxy: the client is the last X-Forwarded-For entry; only 10.0.0.0/8 may call.
+    let mut ingest = start(
+        &env,
+        &dir.join("blobs"),
+        &[
+            ("MAILSTREAM_INGEST_TLS_CERT_PATH", server_cert.as_str()),
+            ("MAILSTREAM_INGEST_TLS_KEY_PATH", server_key.as_str()),
+            ("MAILSTREAM_INGEST_HTTP_TLS", "true"),
+            ("MAILSTREAM_INGEST_HTTP_CLIENT_CA_PATH", ca.as_str()),
+            (
+                "MAILSTREAM_INGEST_HTTP_ALLOWED_NETWORKS",
+                "10.0.0.0/8, 192.0.2.7",
+            ),
+            ("MAILSTREAM_INGEST_HTTP_TRUSTED_PROXY_HOPS", "1"),
+        ],
+    )
+    .await;
+    let body = message("over mutual tls", 1_000);
+    let file = dir.join("m.eml");
+    std::fs::write(&file, &body).expect("write");
+    let rcpt = "deals@in.example.com";
+    let post = |client_cert: bool, forwarded: Option<&str>| {
+        let ts = now_secs().to_string();
+        let sig = sign_v2(&ts, Some(rcpt), None, &body);
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--insecure", "-w", "\n%{http_code}", "-X", "POST"])
+            .arg(format!("https://127.0.0.1:{}/v1/messages", ingest.http))
+            .args(["-H", "Content-Type: message/rfc822"])
+            .args(["-H", &format!("X-Mailstream-Timestamp: {ts}")])
+            .args(["-H", &format!("X-Mailstream-Signature: {sig}")])
+            .args(["-H", &format!("X-Mailstream-Rcpt-To: {rcpt}")]);
+        if client_cert {
+            cmd.args(["--cert", cert_file.as_str(), "--key", key_file.as_str()]);
+        }
+        if let Some(chain) = forwarded {
+            cmd.args(["-H", &format!("X-Forwarded-For: {chain}")]);
+        }
+        cmd.arg("--data-binary").arg(format!("@{}", file.display()));
+        run(&mut cmd)
+    };
+
+    let (code, out) = post(false, Some("10.1.2.3"));
+    assert_ne!(code, 0, "no client certificate: the handshake fails: {out}");
+    let (code, out) = post(true, Some("203.0.113.5"));
+    assert_eq!(code, 0, "curl: {out}");
+    assert!(
+        out.contains("forbidden-address") && out.trim_end().ends_with("403"),
+        "{out}"
+    );
+    let (code, out) = post(true, None);
+    assert_eq!(code, 0, "curl: {out}");
+    assert!(
+        out.contains("fewer than the 1 trusted proxy hop") && out.trim_end().ends_with("403"),
+        "not through the proxy: {out}"
+    );
+    let (code, out) = post(true, Some("198.51.100.1, 10.1.2.3"));
+    assert_eq!(code, 0, "curl: {out}");
+    assert!(
+        out.trim_end().ends_with("202"),
+        "a client certificate from an allowed address: {out}"
+    );
+
+    let emails = raw_emails(&env, 1).await;
+    assert_eq!(emails.len(), 1, "only the allowed request was taken");
+    assert_eq!(
+        emails[0].envelope.remote_addr.as_deref(),
+        Some("10.1.2.3"),
+        "the client behind the proxy"
+    );
+    let (_, metrics) = http_get(&format!("http://{}/metrics", ingest.metrics)).await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "mailstream_ingest_refused_total",
+            &[("channel", "http"), ("reason", "forbidden-address")]
+        ),
+        2.0
+    );
+    let status = terminate(&mut ingest.child, Duration::from_secs(40));
+    assert!(status.success(), "graceful shutdown exits 0, got {status}");
+}

@@ -23,6 +23,9 @@ shared settings, runtime keys, what the chart derives, the processor's config ke
 {{- $_ := set $cfg (printf "%sTLS_CERT_PATH" $p.envPrefix) "/etc/mailstream/smtp-tls/tls.crt" -}}
 {{- $_ := set $cfg (printf "%sTLS_KEY_PATH" $p.envPrefix) "/etc/mailstream/smtp-tls/tls.key" -}}
 {{- end -}}
+{{- if and $s.http.enabled $s.http.clientCaSecret -}}
+{{- $_ := set $cfg (printf "%sHTTP_CLIENT_CA_PATH" $p.envPrefix) "/etc/mailstream/http-client-ca/ca.crt" -}}
+{{- end -}}
 {{- end -}}
 {{- if and (eq $p.name "scorer") (or $s.rules.inline $s.rules.configMap) -}}
 {{- $_ := set $cfg (printf "%sRULES_FILE" $p.envPrefix) (printf "/etc/mailstream/scorer-rules/%s" (ternary "rules.yaml" $s.rules.key (not $s.rules.configMap))) -}}

@@ -24,6 +24,9 @@
 //! | `http_body_timeout_secs` | 120 | time to receive a request's whole body (408) |
 //! | `http_max_connections` | 512 | HTTP connections served at once; more are answered 503 and closed |
 //! | `http_tls` | false | serve the HTTP intake over TLS with `tls_cert_path` and `tls_key_path` |
+//! | `http_client_ca_path` | none | PEM CA bundle: the HTTPS intake requires a client certificate it signed (mutual TLS); needs `http_tls` |
+//! | `http_allowed_networks` | (any) | networks (`10.0.0.0/8`, `2001:db8::/32`) and addresses the HTTP intake accepts requests from; others get 403 `forbidden-address`; list or comma-separated string |
+//! | `http_trusted_proxy_hops` | 0 | proxies in front of the intake that append to `X-Forwarded-For`: the client address is read that many hops from the right of the chain (0: the connection's peer) |
 //! | `shutdown_grace_secs` | 30 | how long in-flight sessions may finish after SIGTERM |
 
 use std::net::SocketAddr;
@@ -106,6 +109,18 @@ pub struct IngestSettings {
     /// HTTPS on the intake, with `tls_cert_path` and `tls_key_path`.
     #[serde(default)]
     pub http_tls: bool,
+    /// PEM CA bundle: the HTTPS intake requires a client certificate it signed (mutual TLS).
+    #[serde(default, deserialize_with = "lenient::opt_path")]
+    pub http_client_ca_path: Option<PathBuf>,
+    /// Networks and addresses the HTTP intake accepts requests from (empty: any); list or
+    /// comma-separated string.
+    #[serde(default, deserialize_with = "lenient::list")]
+    pub http_allowed_networks: Vec<String>,
+    /// Proxies in front of the intake appending to `X-Forwarded-For`: the client address is
+    /// read this many hops from the right of the chain (0: the connection's peer).
+    #[serde(default)]
+    #[schemars(range(max = 10))]
+    pub http_trusted_proxy_hops: u32,
 }
 
 impl std::fmt::Debug for IngestSettings {
@@ -120,6 +135,9 @@ impl std::fmt::Debug for IngestSettings {
             .field("hmac_secret", &self.hmac_secret)
             .field("tls", &self.tls_cert_path.is_some())
             .field("http_tls", &self.http_tls)
+            .field("http_client_ca_path", &self.http_client_ca_path)
+            .field("http_allowed_networks", &self.http_allowed_networks)
+            .field("http_trusted_proxy_hops", &self.http_trusted_proxy_hops)
             .field("max_inflight_bytes", &self.max_inflight_bytes)
             .field("spool_threshold_bytes", &self.spool_threshold_bytes)
             .field("spool_dir", &self.spool_dir)
@@ -236,6 +254,11 @@ impl IngestSettings {
     /// Whether SMTP intake is on (`smtp_addr` not empty).
     pub fn smtp_enabled(&self) -> bool {
         !self.smtp_addr.trim().is_empty()
+    }
+
+    /// The HTTP intake's allowlist and proxy depth, or each bad network entry.
+    pub fn allowlist(&self) -> Result<crate::http::Allowlist, Vec<String>> {
+        crate::http::Allowlist::new(&self.http_allowed_networks, self.http_trusted_proxy_hops)
     }
 
     /// Whether HTTP intake is on (`http_addr` not empty).
@@ -399,6 +422,24 @@ impl IngestSettings {
                 "{}: no directory at {}",
                 key("spool_dir"),
                 self.spool_dir.display()
+            ));
+        }
+        if self.http_client_ca_path.is_some() && !self.http_tls {
+            errors.push(format!(
+                "{} is set but {} is not: client certificates need HTTPS",
+                key("http_client_ca_path"),
+                key("http_tls")
+            ));
+        }
+        if let Err(problems) = self.allowlist() {
+            let key = key("http_allowed_networks");
+            errors.extend(problems.into_iter().map(|p| format!("{key}: {p}")));
+        }
+        if self.http_trusted_proxy_hops > 10 {
+            errors.push(format!(
+                "{}: at most 10, got {}",
+                key("http_trusted_proxy_hops"),
+                self.http_trusted_proxy_hops
             ));
         }
         if self.http_tls && self.http_enabled() && self.tls_cert_path.is_none() {

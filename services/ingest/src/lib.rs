@@ -96,9 +96,14 @@ pub async fn serve(source: ConfigSource) -> Result<(), IngestError> {
             max_recipients: settings.max_recipients as usize,
             body_timeout: Duration::from_secs(settings.http_body_timeout_secs),
             spooler: spooler.clone(),
+            allowlist: settings.allowlist().map_err(IngestError::Config)?,
         });
         let tls = match (&settings.tls_cert_path, &settings.tls_key_path) {
-            (Some(cert), Some(key)) if settings.http_tls => Some(tls::acceptor(cert, key)?),
+            (Some(cert), Some(key)) if settings.http_tls => Some(tls::acceptor(
+                cert,
+                key,
+                settings.http_client_ca_path.as_deref(),
+            )?),
             _ => None,
         };
         let options = http::Listener {

@@ -27,6 +27,9 @@ use crate::events;
 use crate::publisher::Intake;
 use crate::spool::{Spool, SpoolError};
 
+/// The header proxies append the address they received a request from to.
+const FORWARDED_FOR_HEADER: &str = "x-forwarded-for";
+
 /// Seconds a client is asked to wait after a 503.
 const RETRY_AFTER_SECS: &str = "5";
 
@@ -115,6 +118,23 @@ async fn handle(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, Refusal> {
+    let client = ctx
+        .allowlist
+        .client(
+            peer.ip(),
+            headers
+                .get_all(FORWARDED_FOR_HEADER)
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+        )
+        .and_then(|client| {
+            if ctx.allowlist.allows(client) {
+                Ok(client)
+            } else {
+                Err(format!("{client} is not on the allowed networks"))
+            }
+        })
+        .map_err(|why| Refusal::new(StatusCode::FORBIDDEN, "forbidden-address", why))?;
     let content_type = header_str(headers, header::CONTENT_TYPE.as_str()).unwrap_or("");
     let mime = content_type.split(';').next().unwrap_or("").trim();
     if !mime.eq_ignore_ascii_case("message/rfc822") {
@@ -211,7 +231,12 @@ async fn handle(
         envelope: Envelope {
             mail_from: from_header.filter(|s| !s.is_empty()).map(str::to_string),
             rcpt_to,
-            remote_addr: Some(peer.to_string()),
+            // The client behind the proxies, else the peer with its port.
+            remote_addr: Some(if client == peer.ip() {
+                peer.to_string()
+            } else {
+                client.to_string()
+            }),
             helo: None,
         },
         raw,

@@ -20,11 +20,15 @@
 //!   a file), every byte counted against `max_inflight_bytes`, shared with SMTP (503 with
 //!   `Retry-After` when exceeded); the message is read into memory only once its signature
 //!   is good, for the durable write.
-//! - optional TLS (`http_tls`) with the SMTP certificate (`tls_cert_path`, `tls_key_path`).
+//! - optional TLS (`http_tls`) with the SMTP certificate (`tls_cert_path`, `tls_key_path`),
+//!   and mutual TLS: a client certificate signed by a CA of `http_client_ca_path` required;
+//! - optional allowlist of client networks (`http_allowed_networks`), the client address read
+//!   from `X-Forwarded-For` behind `http_trusted_proxy_hops` proxies ([`allow`]).
 //!
 //! | status | when |
 //! |---|---|
 //! | 202 `{"ingest_id", "sha256", "size"}` | the email is durably in `raw-email` |
+//! | 403 `forbidden-address` | the client is not on `http_allowed_networks`, or did not come through the trusted proxies |
 //! | 401 `missing-signature` / `bad-signature` / `bad-timestamp` / `stale-timestamp` | authentication failed |
 //! | 400 `bad-envelope` / `too-many-recipients` / `empty-body` / `aborted` | an envelope header repeated or not UTF-8; over `max_recipients`; no message; the body ended early |
 //! | 408 `body-timeout` | the body took longer than `http_body_timeout_secs` |
@@ -36,8 +40,11 @@
 //! Connections refused over the limit and cut for a header timeout are counted in
 //! `ingest_refused_total{channel="http"}` as `too-many-connections` and `header-timeout`.
 
+mod allow;
 mod intake;
 pub mod signature;
+
+pub use allow::Allowlist;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -82,6 +89,8 @@ pub(crate) struct HttpContext {
     pub max_recipients: usize,
     pub body_timeout: Duration,
     pub spooler: Spooler,
+    /// Who may call (`http_allowed_networks`, `http_trusted_proxy_hops`).
+    pub allowlist: Allowlist,
 }
 
 /// How connections are served.

@@ -49,7 +49,7 @@ impl SmtpContext {
         spooler: Spooler,
     ) -> Result<Self, IngestError> {
         let tls = match (&settings.tls_cert_path, &settings.tls_key_path) {
-            (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
+            (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key, None)?),
             _ => None,
         };
         Ok(Self {
