@@ -201,7 +201,11 @@ SETTINGS = {
     "scorer": ("ScorerSettings", {"rules_file": "rules"}),
     "crm-sink": (
         "CrmSinkSettings",
-        {"token": "tokenSecret (a Secret)", "database_url": "databaseUrlSecret (a Secret)"},
+        {
+            "token": "tokenSecret (a Secret)",
+            "database_url": "databaseUrlSecret (a Secret)",
+            "database_ca_file": "databaseCaSecret (a Secret)",
+        },
     ),
 }
 
@@ -399,7 +403,12 @@ def values_schema():
                         }
                     ),
                     "crm-sink": processor(
-                        {"config": config_schema("crm-sink"), "tokenSecret": SECRET_REF, "databaseUrlSecret": SECRET_REF}
+                        {
+                            "config": config_schema("crm-sink"),
+                            "tokenSecret": SECRET_REF,
+                            "databaseUrlSecret": SECRET_REF,
+                            "databaseCaSecret": SECRET_NAME,
+                        }
                     ),
                 },
                 "propertyNames": {"pattern": "^[a-z][a-z0-9-]*$"},

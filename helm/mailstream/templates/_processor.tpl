@@ -27,6 +27,9 @@ shared settings, runtime keys, what the chart derives, the processor's config ke
 {{- $_ := set $cfg (printf "%sHTTP_CLIENT_CA_PATH" $p.envPrefix) "/etc/mailstream/http-client-ca/ca.crt" -}}
 {{- end -}}
 {{- end -}}
+{{- if and (eq $p.name "crm-sink") $s.databaseCaSecret -}}
+{{- $_ := set $cfg (printf "%sDATABASE_CA_FILE" $p.envPrefix) "/etc/mailstream/database-ca/ca.crt" -}}
+{{- end -}}
 {{- if and (eq $p.name "scorer") (or $s.rules.inline $s.rules.configMap) -}}
 {{- $_ := set $cfg (printf "%sRULES_FILE" $p.envPrefix) (printf "/etc/mailstream/scorer-rules/%s" (ternary "rules.yaml" $s.rules.key (not $s.rules.configMap))) -}}
 {{- end -}}
