@@ -6,6 +6,7 @@
 #   MAILSTREAM_CACHE   installs kept across runs     (default $HOME/.cache/mailstream)
 #   MAILSTREAM_STATE   runtime data, logs, pid files (default $HOME/.local/state/mailstream)
 #   MAILSTREAM_KAFKA_PORT 9092, MAILSTREAM_KAFKA_CONTROLLER_PORT 9093,
+#   MAILSTREAM_KAFKA_SASL_PORT 9094 (the same broker's SASL_SSL listener),
 #   MAILSTREAM_REGISTRY_PORT 8081, MAILSTREAM_PG_PORT 5433, MAILSTREAM_TRYTON_PORT 8000,
 #   MAILSTREAM_CLAMD_PORT 3310
 #   MAILSTREAM_CLUSTER_KAFKA_PORT 19092, MAILSTREAM_CLUSTER_CONTROLLER_PORT 19192 (the
@@ -22,6 +23,7 @@ MAILSTREAM_CACHE=${MAILSTREAM_CACHE:-$HOME/.cache/mailstream}
 MAILSTREAM_STATE=${MAILSTREAM_STATE:-$HOME/.local/state/mailstream}
 MAILSTREAM_KAFKA_PORT=${MAILSTREAM_KAFKA_PORT:-9092}
 MAILSTREAM_KAFKA_CONTROLLER_PORT=${MAILSTREAM_KAFKA_CONTROLLER_PORT:-9093}
+MAILSTREAM_KAFKA_SASL_PORT=${MAILSTREAM_KAFKA_SASL_PORT:-9094}
 MAILSTREAM_REGISTRY_PORT=${MAILSTREAM_REGISTRY_PORT:-8081}
 MAILSTREAM_PG_PORT=${MAILSTREAM_PG_PORT:-5433}
 MAILSTREAM_TRYTON_PORT=${MAILSTREAM_TRYTON_PORT:-8000}
@@ -43,6 +45,13 @@ KAFKA_DIR="$MAILSTREAM_STATE/kafka"
 KAFKA_DATA="$KAFKA_DIR/data"
 KAFKA_CONFIG="$KAFKA_DIR/server.properties"
 KAFKA_BOOTSTRAP="$HOST:$MAILSTREAM_KAFKA_PORT"
+# The same broker's SASL_SSL listener: TLS with a dev CA (KAFKA_TLS_DIR/ca.crt) and SCRAM-SHA-512
+# for user KAFKA_SASL_USER, whose password dev/up makes once (KAFKA_SASL_PASSWORD_FILE) and
+# registers with the broker (kafka-configs), so clients can be tested as they run in production.
+KAFKA_SASL_BOOTSTRAP="$HOST:$MAILSTREAM_KAFKA_SASL_PORT"
+KAFKA_TLS_DIR="$KAFKA_DIR/tls"
+KAFKA_SASL_USER=mailstream
+KAFKA_SASL_PASSWORD_FILE="$KAFKA_DIR/sasl.password"
 
 # --- Three-broker cluster (dev/up --cluster) --------------------------------------------------
 # An additional stack next to the single broker: three combined broker+controller KRaft nodes

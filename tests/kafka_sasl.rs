@@ -1,0 +1,160 @@
+//! Kafka as production secures it: the dev broker's SASL_SSL listener (`dev/up`: TLS with a
+//! dev CA, SCRAM-SHA-512), the password from a file as a Kubernetes Secret is mounted. An
+//! operator command writes through it; a processor with a wrong password never becomes ready
+//! and says why. A processor with the right password is an open defect (issue 17): its stream
+//! clients are refused by the broker (`invalid credentials`) where the CLI's clients, ingest's
+//! producer and `mailstream tail` authenticate with the same settings.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use mailstream_tests::{
+    TestEnv, bench_id, bench_record, collect, decode, free_port, http_get, log_dir, terminate,
+};
+
+/// The SASL_SSL listener's settings from `dev/up`'s env file, as a processor takes them.
+fn sasl_settings(password_file: Option<&str>) -> Vec<(String, String)> {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!("{name} is not set: run dev/up and source ~/.local/state/mailstream/env")
+        })
+    };
+    let mut settings = vec![
+        (
+            "MAILSTREAM_BOOTSTRAP_SERVERS",
+            var("MAILSTREAM_KAFKA_SASL_BOOTSTRAP"),
+        ),
+        ("MAILSTREAM_RDKAFKA_SECURITY_PROTOCOL", "SASL_SSL".into()),
+        ("MAILSTREAM_RDKAFKA_SASL_MECHANISM", "SCRAM-SHA-512".into()),
+        (
+            "MAILSTREAM_RDKAFKA_SASL_USERNAME",
+            var("MAILSTREAM_KAFKA_SASL_USERNAME"),
+        ),
+        (
+            "MAILSTREAM_RDKAFKA_SSL_CA_LOCATION",
+            var("MAILSTREAM_KAFKA_CA_FILE"),
+        ),
+    ];
+    settings.push(match password_file {
+        Some(file) => ("MAILSTREAM_RDKAFKA_SASL_PASSWORD_FILE", file.to_string()),
+        None => (
+            "MAILSTREAM_RDKAFKA_SASL_PASSWORD_FILE",
+            var("MAILSTREAM_KAFKA_SASL_PASSWORD_FILE"),
+        ),
+    });
+    settings
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_command_writes_through_the_sasl_ssl_listener() {
+    let env = TestEnv::new("sasl-cli");
+    let samples =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dev/samples/contacts.csv");
+    let mut cmd = env.mailstream(&["tables", "load", samples.to_str().expect("utf-8 path")]);
+    for (k, v) in sasl_settings(None) {
+        cmd.env(k, v);
+    }
+    let out = mailstream_tests::output(cmd);
+    assert!(
+        out.status.success(),
+        "tables load over SASL_SSL: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Read back over the PLAINTEXT listener of the same broker.
+    let rows = collect(
+        &env.consumer(&["contacts"]),
+        2,
+        Duration::from_secs(30),
+        Duration::from_secs(1),
+    )
+    .await;
+    assert_eq!(rows.len(), 2, "the sample's two contacts arrived");
+}
+
+/// Open defect (issue 17): the stream's consumer and transactional producer are refused by the
+/// broker (`SASL authentication error: ... invalid credentials with SASL mechanism
+/// SCRAM-SHA-512`) with the very settings the CLI and ingest authenticate with; the cause is not
+/// found yet (the clients' configuration dumps show the same SASL and TLS keys).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "open defect (issue 17): stream clients fail SCRAM authentication that the CLI's pass"]
+async fn a_processor_on_a_sasl_ssl_listener_processes_every_record_once() {
+    // Topics are created over the PLAINTEXT listener of the same broker; the processor uses
+    // only the SASL_SSL one.
+    let env = TestEnv::new("sasl");
+    let count = 300;
+    let mut records = Vec::with_capacity(count);
+    for n in 0..count {
+        let id = format!("sasl-{n:04}");
+        records.push((
+            id.clone(),
+            env.encode("bench.in", bench_record(&id, 256)).await,
+        ));
+    }
+    env.produce("bench.in", records).await;
+
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut vars = sasl_settings(None);
+    vars.push(("MAILSTREAM_HTTP_ADDR".into(), http.clone()));
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut child = env.spawn("passthrough", "a", &vars);
+    let out = collect(
+        &env.consumer(&["bench.out"]),
+        count,
+        Duration::from_secs(90),
+        Duration::from_secs(2),
+    )
+    .await;
+    let (ready, _) = http_get(&format!("http://{http}/readyz")).await;
+    let status = terminate(&mut child, Duration::from_secs(30));
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for record in &out {
+        let value = decode(env.registry(), record.payload.as_deref().expect("payload")).await;
+        *seen.entry(bench_id(&value)).or_default() += 1;
+    }
+    assert_eq!(seen.len(), count, "every record came through");
+    assert!(seen.values().all(|n| *n == 1), "none twice");
+    assert_eq!(ready, 200, "ready while connected over SASL_SSL");
+    assert!(status.success(), "graceful shutdown exits 0, got {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_sasl_password_keeps_the_processor_unready_and_says_why() {
+    let env = TestEnv::new("sasl-wrong");
+    let dir = std::env::temp_dir().join(format!("sasl-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let wrong = dir.join("password");
+    std::fs::write(&wrong, "not-the-password\n").expect("write");
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut vars = sasl_settings(Some(wrong.to_str().expect("utf-8 path")));
+    vars.push(("MAILSTREAM_HTTP_ADDR".into(), http.clone()));
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut child = env.spawn("passthrough", "a", &vars);
+    let log = log_dir().join(format!("{}passthrough-a.log", env.prefix));
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("invalid credentials") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no authentication error logged in 30 s:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (status, body) = http_get(&format!("http://{http}/readyz")).await;
+    assert_eq!(
+        status, 503,
+        "never ready without the right credentials: {body}"
+    );
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !text.contains("not-the-password"),
+        "the password is never logged"
+    );
+    terminate(&mut child, Duration::from_secs(40));
+    let _ = std::fs::remove_dir_all(&dir);
+}
