@@ -26,12 +26,19 @@ use crate::topology::Naming;
 /// Properties common to every client, then the user's pass-through properties.
 pub fn base_config(config: &RuntimeConfig) -> ClientConfig {
     let mut client = ClientConfig::new();
+    apply_base(&mut client, config);
+    client
+}
+
+/// Sets the shared settings ([`base_config`]) on `client`, over its defaults. Not through
+/// `ClientConfig::config_map`, which replaces secret values (`sasl.password`, ...) with a
+/// placeholder: copied from there, every SASL client would send that as its password.
+fn apply_base(client: &mut ClientConfig, config: &RuntimeConfig) {
     client.set("bootstrap.servers", config.bootstrap_servers());
     client.set("client.id", format!("mailstream-{}", config.instance_id()));
     for (key, value) in &config.kafka {
         client.set(key, value);
     }
-    client
 }
 
 /// The consumer of a processor's input.
@@ -56,9 +63,7 @@ pub fn consumer_config(config: &RuntimeConfig, naming: &Naming, processor: &str)
     // this much (default 1 s): a processor that drains its queue faster than that would sit
     // idle for most of the second. Measured: ~0.7 s stalls per 16 MB in the pass-through.
     client.set("fetch.queue.backoff.ms", "10");
-    for (k, v) in base_config(config).config_map() {
-        client.set(k, v);
-    }
+    apply_base(&mut client, config);
     // Managed: exactly-once depends on these.
     client.set("group.id", naming.group(processor));
     if config.static_membership {
@@ -110,9 +115,7 @@ pub fn producer_config(
         "transaction.timeout.ms",
         config.transaction_timeout_ms.to_string(),
     );
-    for (k, v) in base_config(config).config_map() {
-        client.set(k, v);
-    }
+    apply_base(&mut client, config);
     client.set(
         "transactional.id",
         naming.transactional_id(processor, &config.instance_id()),
@@ -477,6 +480,32 @@ impl ProducerContext for DeliveryContext {
 mod tests {
     use super::Waiting;
     use rdkafka::statistics::Partition;
+
+    #[test]
+    fn every_client_gets_the_secret_values_themselves() {
+        let source = crate::ConfigSource::default()
+            .with_env("MAILSTREAM_BOOTSTRAP_SERVERS", "127.0.0.1:9094")
+            .with_env("MAILSTREAM_SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081")
+            .with_env("MAILSTREAM_RDKAFKA_SASL_PASSWORD", "s3cret-007")
+            .with_env("MAILSTREAM_RDKAFKA_SSL_KEY_PASSWORD", "k3y-pass");
+        let (config, _) =
+            crate::config::load::<crate::NoSettings>("passthrough", &source).expect("config");
+        let naming = crate::Naming::new("t-");
+        for (name, client) in [
+            (
+                "consumer",
+                super::consumer_config(&config, &naming, "passthrough"),
+            ),
+            (
+                "producer",
+                super::producer_config(&config, &naming, "passthrough", 1 << 20),
+            ),
+            ("reader", super::reader_config(&config, "t-reader")),
+        ] {
+            assert_eq!(client.get("sasl.password"), Some("s3cret-007"), "{name}");
+            assert_eq!(client.get("ssl.key.password"), Some("k3y-pass"), "{name}");
+        }
+    }
 
     fn stats(lo: i64, ls: i64, committed: i64) -> Partition {
         Partition {
