@@ -38,7 +38,7 @@ use std::sync::Arc;
 use mailstream_runtime::blob::BlobStore;
 use mailstream_runtime::config::key_label;
 use mailstream_runtime::metrics;
-use mailstream_runtime::records::{ParsedEmail, RawEmail};
+use mailstream_runtime::records::{Attachment, RawEmail};
 use mailstream_runtime::{Incoming, Outputs, ProcessError, Processor, RuntimeError};
 use prometheus::{IntCounterVec, Opts, Registry};
 use scan::{Scanner, Verdict};
@@ -129,12 +129,14 @@ impl Parser {
 }
 
 impl Parser {
-    /// Whether attachment `index` of `record` may be stored: clean, or scanning is off. An
-    /// infected one is named in the record (`malware`), one too large to scan in its warnings.
+    /// Whether `attachment` (number `index` of `email`) may be stored: clean, or scanning is
+    /// off. An infected one is named (`malware`), one too large to scan in `warnings`.
     async fn scanned_clean(
         &self,
-        record: &mut ParsedEmail,
+        email: &str,
         index: usize,
+        attachment: &mut Attachment,
+        warnings: &mut Vec<String>,
         bytes: &[u8],
     ) -> Result<bool, ProcessError> {
         let Some(scanner) = &self.scanner else {
@@ -142,19 +144,18 @@ impl Parser {
         };
         let verdict = scanner.scan(bytes).await?;
         self.scans.with_label_values(&[verdict.label()]).inc();
-        let attachment = &mut record.attachments[index];
         match verdict {
             Verdict::Clean => return Ok(true),
             Verdict::Infected(signature) => {
                 tracing::warn!(
-                    message_id = %record.message_id,
+                    message_id = email,
                     sha256 = %attachment.sha256,
                     %signature,
                     "malware in an attachment; it is not stored"
                 );
                 attachment.malware = Some(signature);
             }
-            Verdict::TooLarge => record.warnings.push(format!(
+            Verdict::TooLarge => warnings.push(format!(
                 "attachment {} ({} bytes) not scanned: larger than clamd's StreamMaxLength; not stored",
                 index + 1,
                 attachment.size
@@ -191,13 +192,16 @@ impl Processor for Parser {
                 cut_bodies,
             } = parse_with_attachments(&raw, &ctx).map_err(poison)?;
             drop(raw);
-            for (index, bytes) in attachment_bytes.into_iter().enumerate() {
-                if !self.scanned_clean(&mut record, index, &bytes).await? {
-                    continue;
-                }
-                if self.store_attachments {
+            let attachments = record.attachments.iter_mut().zip(attachment_bytes);
+            for (index, (attachment, bytes)) in attachments.enumerate() {
+                let (id, warnings) = (&record.message_id, &mut record.warnings);
+                if self
+                    .scanned_clean(id, index, attachment, warnings, &bytes)
+                    .await?
+                    && self.store_attachments
+                {
                     let (uri, _) = self.blobs.put(bytes).await?;
-                    record.attachments[index].blob_uri = Some(uri);
+                    attachment.blob_uri = Some(uri);
                 }
             }
             // A body cut to the record's limits is kept whole beside the attachments.
