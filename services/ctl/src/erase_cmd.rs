@@ -115,11 +115,15 @@ pub async fn execute(args: EraseArgs, source: ConfigSource) -> anyhow::Result<Ex
     let execute = args.apply.execute;
     let topology = Topology::embedded()?;
     let naming = Naming::new(config.topic_prefix.clone());
-    let reader = Reader::new(&config)?;
+    let mut topics = Topics {
+        reader: Reader::new(&config)?,
+        naming: &naming,
+        read: HashMap::new(),
+    };
     let decoder = AvroCodec::decoder(registry_settings(&config)?);
     let blobs = BlobStore::open(&parser.blob_url, &[]).map_err(anyhow::Error::msg)?;
 
-    let found = find(&reader, &decoder, &naming, &addresses).await?;
+    let found = find(&mut topics, &decoder, &addresses).await?;
     let mut report = Report {
         executed: execute,
         subjects: addresses.iter().map(|a| key.subject(a)).collect(),
@@ -127,37 +131,21 @@ pub async fn execute(args: EraseArgs, source: ConfigSource) -> anyhow::Result<Ex
         ..Report::default()
     };
     let erased_at = now_ms();
-    let producer = if execute {
-        let producer: FutureProducer = kafka::base_config(&config)
-            .set("enable.idempotence", "true")
-            .create()
-            .context("creating the producer")?;
+    let writer = if execute {
+        let writer = Writer::new(&config, &topology, &naming).await?;
         // First, so the processors drop the person's emails while the rest is removed.
-        record(
-            &config, &topology, &naming, &producer, &report, erased_at, false,
-        )
-        .await?;
-        Some(producer)
+        writer.record(&report, erased_at, false).await?;
+        Some(writer)
     } else {
         None
     };
 
-    let tombstones = keys_to_tombstone(&reader, &decoder, &naming, &addresses, &found).await?;
+    let tombstones = keys_to_tombstone(&mut topics, &decoder, &addresses, &found).await?;
     for (topic, keys) in &tombstones {
         report.tombstones.insert(topic.clone(), keys.len());
-        if let Some(producer) = &producer {
-            let physical = naming.topic(topic);
+        if let Some(writer) = &writer {
             for (partition, key) in keys {
-                producer
-                    .send(
-                        FutureRecord::<String, [u8]>::to(&physical)
-                            .key(key)
-                            .partition(*partition),
-                        Duration::from_secs(30),
-                    )
-                    .await
-                    .map_err(|(e, _)| e)
-                    .with_context(|| format!("writing a tombstone to {physical}"))?;
+                writer.tombstone(topic, *partition, key).await?;
             }
         }
     }
@@ -189,23 +177,35 @@ pub async fn execute(args: EraseArgs, source: ConfigSource) -> anyhow::Result<Ex
         ));
     }
 
-    report.copies = copies(&reader, &topology, &naming, &found).await?;
-    if let Some(producer) = &producer {
-        record(
-            &config, &topology, &naming, producer, &report, erased_at, true,
-        )
-        .await?;
+    report.copies = copies(&mut topics, &topology, &found).await?;
+    if let Some(writer) = &writer {
+        writer.record(&report, erased_at, true).await?;
     }
     print(&report, args.output.json)?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Every record of `logical`, from its start to its current end (none if it does not exist).
-async fn read_all(reader: &Reader, naming: &Naming, logical: &str) -> anyhow::Result<Vec<Scanned>> {
-    let physical = naming.topic(logical);
-    match reader.ranges(&physical)? {
-        Some(ranges) => reader.read(&physical, &ranges, None).await,
-        None => Ok(Vec::new()),
+/// The deployment's topics, each read once per run: `parsed` and `raw-email` are searched for
+/// the person's emails and then counted again for the report.
+struct Topics<'a> {
+    reader: Reader,
+    naming: &'a Naming,
+    read: HashMap<String, Vec<Scanned>>,
+}
+
+impl Topics<'_> {
+    /// Every record of `logical`, from its start to its end when first asked for (none if the
+    /// topic does not exist).
+    async fn all(&mut self, logical: &str) -> anyhow::Result<&[Scanned]> {
+        if !self.read.contains_key(logical) {
+            let physical = self.naming.topic(logical);
+            let records = match self.reader.ranges(&physical)? {
+                Some(ranges) => self.reader.read(&physical, &ranges, None).await?,
+                None => Vec::new(),
+            };
+            self.read.insert(logical.to_string(), records);
+        }
+        Ok(self.read.get(logical).map_or(&[], Vec::as_slice))
     }
 }
 
@@ -224,15 +224,14 @@ fn key_of(record: &Scanned) -> Option<String> {
 
 /// The person's emails in `parsed`, and the claim checks of their `raw-email` records.
 async fn find(
-    reader: &Reader,
+    topics: &mut Topics<'_>,
     decoder: &AvroCodec,
-    naming: &Naming,
     addresses: &[String],
 ) -> anyhow::Result<Found> {
     let mut found = Found::default();
     let mut others = HashSet::new();
-    for record in read_all(reader, naming, "parsed").await? {
-        let Some(email) = decode::<ParsedEmail>(decoder, &record).await else {
+    for record in topics.all("parsed").await? {
+        let Some(email) = decode::<ParsedEmail>(decoder, record).await else {
             continue;
         };
         let theirs = email
@@ -246,11 +245,11 @@ async fn find(
             others.extend(email.blob_uris().map(String::from));
         }
     }
-    for record in read_all(reader, naming, "raw-email").await? {
-        if !key_of(&record).is_some_and(|k| found.ingest_ids.contains(&k)) {
+    for record in topics.all("raw-email").await? {
+        if !key_of(record).is_some_and(|k| found.ingest_ids.contains(&k)) {
             continue;
         }
-        if let Some(uri) = decode::<RawEmail>(decoder, &record)
+        if let Some(uri) = decode::<RawEmail>(decoder, record)
             .await
             .and_then(|raw| raw.blob_uri)
         {
@@ -268,9 +267,8 @@ async fn find(
 
 /// The keys to tombstone, per compacted topic, with the partition each was found in.
 async fn keys_to_tombstone(
-    reader: &Reader,
+    topics: &mut Topics<'_>,
     decoder: &AvroCodec,
-    naming: &Naming,
     addresses: &[String],
     found: &Found,
 ) -> anyhow::Result<BTreeMap<String, Vec<(i32, String)>>> {
@@ -278,29 +276,29 @@ async fn keys_to_tombstone(
     // Contacts by address; their ids key their leads too.
     let mut lead_keys: HashSet<String> = addresses.iter().cloned().collect();
     let mut latest: HashMap<String, (i32, bool)> = HashMap::new();
-    for record in read_all(reader, naming, "contacts").await? {
-        let Some(key) = key_of(&record).filter(|k| addresses.contains(k)) else {
+    for record in topics.all("contacts").await? {
+        let Some(key) = key_of(record).filter(|k| addresses.contains(k)) else {
             continue;
         };
-        if let Some(contact) = decode::<Contact>(decoder, &record).await {
+        if let Some(contact) = decode::<Contact>(decoder, record).await {
             lead_keys.insert(contact.contact_id);
         }
         latest.insert(key, (record.partition, record.payload.is_some()));
     }
     keys.insert("contacts".into(), live(latest));
-    let mut tombstone = |topic: &str, records: Vec<Scanned>, wanted: &dyn Fn(&str) -> bool| {
+    let mut tombstone = |topic: &str, records: &[Scanned], wanted: &dyn Fn(&str) -> bool| {
         let mut latest: HashMap<String, (i32, bool)> = HashMap::new();
         for record in records {
-            if let Some(key) = key_of(&record).filter(|k| wanted(k)) {
+            if let Some(key) = key_of(record).filter(|k| wanted(k)) {
                 latest.insert(key, (record.partition, record.payload.is_some()));
             }
         }
         keys.insert(topic.to_string(), live(latest));
     };
-    let leads = read_all(reader, naming, "leads").await?;
+    let leads = topics.all("leads").await?;
     tombstone("leads", leads, &|k| lead_keys.contains(k));
     for topic in ["threads", "resolver.dedupe"] {
-        let records = read_all(reader, naming, topic).await?;
+        let records = topics.all(topic).await?;
         tombstone(topic, records, &|k| found.message_ids.contains(k));
     }
     Ok(keys)
@@ -319,9 +317,8 @@ fn live(latest: HashMap<String, (i32, bool)>) -> Vec<(i32, String)> {
 
 /// The copies left in topics that only retention deletes (streams, audits, dead letters).
 async fn copies(
-    reader: &Reader,
+    topics: &mut Topics<'_>,
     topology: &Topology,
-    naming: &Naming,
     found: &Found,
 ) -> anyhow::Result<Vec<Copies>> {
     let mut copies = Vec::new();
@@ -336,8 +333,8 @@ async fn copies(
         }
         let mut records = 0;
         let mut newest: Option<i64> = None;
-        for record in read_all(reader, naming, &topic.name).await? {
-            let theirs = key_of(&record)
+        for record in topics.all(&topic.name).await? {
+            let theirs = key_of(record)
                 .is_some_and(|k| found.message_ids.contains(&k) || found.ingest_ids.contains(&k));
             if theirs {
                 records += 1;
@@ -363,51 +360,88 @@ async fn copies(
     Ok(copies)
 }
 
-/// Writes the person's `erasures` rows (one per address); the counts once `counted`.
-async fn record(
-    config: &RuntimeConfig,
-    topology: &Topology,
-    naming: &Naming,
-    producer: &FutureProducer,
-    report: &Report,
-    erased_at: i64,
-    counted: bool,
-) -> anyhow::Result<()> {
-    let counts = counted.then_some(report);
-    let codec = AvroCodec::new(
-        registry_settings(config)?,
-        topology,
-        naming,
-        &[TABLE.to_string()],
-    )?;
-    codec.register_outputs().await?;
-    let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
-    let physical = naming.topic(TABLE);
-    for subject in &report.subjects {
-        let erasure = Erasure {
-            subject: subject.clone(),
-            erased_at,
-            messages: count(report.messages),
-            crm_rows: counts
-                .and_then(|r| r.crm)
-                .map_or(0, |c| i32::try_from(c.total()).unwrap_or(i32::MAX)),
-            blobs: counts.map_or(0, |r| count(r.blobs_deleted)),
-            tombstones: counts.map_or(0, |r| count(r.tombstones.values().sum())),
-        };
-        let payload = codec
-            .encode(TABLE, &erasure)
-            .await
-            .map_err(|e| anyhow::anyhow!("encoding the erasure: {e}"))?;
-        producer
-            .send(
-                FutureRecord::to(&physical).key(subject).payload(&payload),
-                Duration::from_secs(30),
+/// What `--execute` writes to Kafka: tombstones, and the person's `erasures` rows.
+struct Writer<'a> {
+    producer: FutureProducer,
+    codec: AvroCodec,
+    naming: &'a Naming,
+}
+
+impl<'a> Writer<'a> {
+    async fn new(
+        config: &RuntimeConfig,
+        topology: &Topology,
+        naming: &'a Naming,
+    ) -> anyhow::Result<Self> {
+        let producer = kafka::base_config(config)
+            .set("enable.idempotence", "true")
+            .create()
+            .context("creating the producer")?;
+        let codec = AvroCodec::new(
+            registry_settings(config)?,
+            topology,
+            naming,
+            &[TABLE.to_string()],
+        )?;
+        codec.register_outputs().await?;
+        Ok(Self {
+            producer,
+            codec,
+            naming,
+        })
+    }
+
+    /// Writes a tombstone for `key` to `partition` of the logical `topic`.
+    async fn tombstone(&self, topic: &str, partition: i32, key: &str) -> anyhow::Result<()> {
+        let physical = self.naming.topic(topic);
+        self.send(
+            FutureRecord::<str, [u8]>::to(&physical)
+                .key(key)
+                .partition(partition),
+        )
+        .await
+        .with_context(|| format!("writing a tombstone to {physical}"))
+    }
+
+    /// Writes the person's `erasures` rows (one per address); the counts once `counted`.
+    async fn record(&self, report: &Report, erased_at: i64, counted: bool) -> anyhow::Result<()> {
+        let counts = counted.then_some(report);
+        let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+        let physical = self.naming.topic(TABLE);
+        for subject in &report.subjects {
+            let erasure = Erasure {
+                subject: subject.clone(),
+                erased_at,
+                messages: count(report.messages),
+                crm_rows: counts
+                    .and_then(|r| r.crm)
+                    .map_or(0, |c| i32::try_from(c.total()).unwrap_or(i32::MAX)),
+                blobs: counts.map_or(0, |r| count(r.blobs_deleted)),
+                tombstones: counts.map_or(0, |r| count(r.tombstones.values().sum())),
+            };
+            let payload = self
+                .codec
+                .encode(TABLE, &erasure)
+                .await
+                .map_err(|e| anyhow::anyhow!("encoding the erasure: {e}"))?;
+            self.send(
+                FutureRecord::to(&physical)
+                    .key(subject.as_str())
+                    .payload(&payload),
             )
             .await
-            .map_err(|(e, _)| e)
             .with_context(|| format!("writing to {physical}"))?;
+        }
+        Ok(())
     }
-    Ok(())
+
+    async fn send(&self, record: FutureRecord<'_, str, [u8]>) -> anyhow::Result<()> {
+        self.producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| e.into())
+    }
 }
 
 fn print(report: &Report, json: bool) -> anyhow::Result<()> {
