@@ -582,6 +582,7 @@ async fn a_partition_leader_killed_mid_stream_loses_and_duplicates_nothing() {
     let mut aborted = 0.0;
     let mut fenced = 0.0;
     let mut hung = 0.0;
+    let mut fatal = 0.0;
     let mut retries = 0.0;
     for instance in &instances {
         let (_, metrics) = http_get(&format!("http://{}/metrics", instance.http)).await;
@@ -596,6 +597,7 @@ async fn a_partition_leader_killed_mid_stream_loses_and_duplicates_nothing() {
         aborted += transactions("aborted");
         fenced += transactions("fenced");
         hung += transactions("hung");
+        fatal += transactions("fatal");
         retries += metric_if_served(&metrics, "mailstream_transient_retries_total", &[])
             .unwrap_or_default();
     }
@@ -627,7 +629,7 @@ async fn a_partition_leader_killed_mid_stream_loses_and_duplicates_nothing() {
          output resumed after {:.1} s, recovered in {:.1} s (longest output gap {:.1} s, \
          slowest write {:.1} s), \
          restarted in {:.1} s, back in every ISR {:.1} s later, {moved} leaders moved back; \
-         {aborted} aborted transactions, {fenced} fenced and {hung} hung producers replaced, {retries} transient retries; test took {:.0} s",
+         {aborted} aborted transactions, {fenced} fenced, {fatal} failed and {hung} hung producers replaced, {retries} transient retries; test took {:.0} s",
         resumed.as_secs_f64(),
         recovery.as_secs_f64(),
         out.max_gap.as_secs_f64(),

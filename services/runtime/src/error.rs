@@ -113,10 +113,27 @@ impl RuntimeError {
         }
     }
 
+    /// Whether librdkafka raised a fatal error on the producer (for example
+    /// INVALID_TXN_STATE when an abort races a request a broker outage cut short): the
+    /// instance is unusable from then on, and librdkafka's documented remedy is a new one.
+    pub fn is_fatal_to_producer(&self) -> bool {
+        match self {
+            Self::Kafka { source, .. } => match source {
+                rdkafka::error::KafkaError::Transaction(e) => e.is_fatal(),
+                other => matches!(
+                    other.rdkafka_error_code(),
+                    Some(rdkafka::types::RDKafkaErrorCode::Fatal)
+                ),
+            },
+            _ => false,
+        }
+    }
+
     /// Whether the transactional producer can do nothing more and a new one, initialised
-    /// afresh, must take its place: it was fenced, or one of its calls hung.
+    /// afresh, must take its place: it was fenced, raised a fatal error, or one of its calls
+    /// hung.
     pub fn needs_new_producer(&self) -> bool {
-        self.is_fenced() || matches!(self, Self::Hung { .. })
+        self.is_fenced() || self.is_fatal_to_producer() || matches!(self, Self::Hung { .. })
     }
 }
 

@@ -72,10 +72,16 @@ pub fn transaction_aborted(m: &Metrics, processor: &str, records: usize, reason:
 
 /// The producer can do nothing more (`error`): it was fenced (the coordinator ended its
 /// transaction, which outlived `transaction.timeout.ms`, or another producer took its
-/// transactional id), or one of its calls hung. A new producer replaces it and the batch is
-/// processed again.
+/// transactional id), librdkafka raised a fatal error on it, or one of its calls hung. A new
+/// producer replaces it and the batch is processed again.
 pub fn producer_replaced(m: &Metrics, processor: &str, error: &RuntimeError) {
-    let outcome = if error.is_fenced() { "fenced" } else { "hung" };
+    let outcome = if error.is_fenced() {
+        "fenced"
+    } else if error.is_fatal_to_producer() {
+        "fatal"
+    } else {
+        "hung"
+    };
     m.transactions
         .with_label_values(&[processor, outcome])
         .inc();

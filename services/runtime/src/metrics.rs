@@ -40,7 +40,7 @@ pub const RUNTIME_DEAD_LETTER_CLASSES: [&str; 6] = [
 ];
 
 /// Transaction outcomes (`transactions_total{outcome}`).
-pub const TRANSACTION_OUTCOMES: [&str; 4] = ["committed", "aborted", "fenced", "hung"];
+pub const TRANSACTION_OUTCOMES: [&str; 5] = ["committed", "aborted", "fenced", "fatal", "hung"];
 
 /// Every metric the runtime exposes on `/metrics`.
 #[derive(Clone)]
@@ -174,7 +174,7 @@ impl Metrics {
             transactions: counter(
                 &registry,
                 "transactions_total",
-                "Transactions by outcome: committed; aborted (the batch is processed again); fenced (the coordinator ended it) or hung (a producer call never returned), where a new producer processes the batch again.",
+                "Transactions by outcome: committed; aborted (the batch is processed again); fenced (the coordinator ended it), fatal (librdkafka declared the producer unusable) or hung (a producer call never returned), where a new producer processes the batch again.",
                 &["processor", "outcome"],
             ),
             transient_retries: counter(
