@@ -7,8 +7,9 @@
 #   MAILSTREAM_STATE   runtime data, logs, pid files (default $HOME/.local/state/mailstream)
 #   MAILSTREAM_KAFKA_PORT 9092, MAILSTREAM_KAFKA_CONTROLLER_PORT 9093,
 #   MAILSTREAM_KAFKA_SASL_PORT 9094 (the same broker's SASL_SSL listener),
-#   MAILSTREAM_REGISTRY_PORT 8081, MAILSTREAM_PG_PORT 5433, MAILSTREAM_TRYTON_PORT 8000,
-#   MAILSTREAM_CLAMD_PORT 3310
+#   MAILSTREAM_REGISTRY_PORT 8081, MAILSTREAM_REGISTRY_SECURE_PORT 8082 (a second registry
+#   process over the same schemas: HTTPS and basic auth), MAILSTREAM_PG_PORT 5433,
+#   MAILSTREAM_TRYTON_PORT 8000, MAILSTREAM_CLAMD_PORT 3310
 #   MAILSTREAM_CLUSTER_KAFKA_PORT 19092, MAILSTREAM_CLUSTER_CONTROLLER_PORT 19192 (the
 #     three-broker cluster of `dev/up --cluster`: node N listens on these + N - 1)
 #   MAILSTREAM_REGISTRY_VERSION   AxonOps schema-registry module version (default v0.2.1)
@@ -25,6 +26,7 @@ MAILSTREAM_KAFKA_PORT=${MAILSTREAM_KAFKA_PORT:-9092}
 MAILSTREAM_KAFKA_CONTROLLER_PORT=${MAILSTREAM_KAFKA_CONTROLLER_PORT:-9093}
 MAILSTREAM_KAFKA_SASL_PORT=${MAILSTREAM_KAFKA_SASL_PORT:-9094}
 MAILSTREAM_REGISTRY_PORT=${MAILSTREAM_REGISTRY_PORT:-8081}
+MAILSTREAM_REGISTRY_SECURE_PORT=${MAILSTREAM_REGISTRY_SECURE_PORT:-8082}
 MAILSTREAM_PG_PORT=${MAILSTREAM_PG_PORT:-5433}
 MAILSTREAM_TRYTON_PORT=${MAILSTREAM_TRYTON_PORT:-8000}
 MAILSTREAM_CLAMD_PORT=${MAILSTREAM_CLAMD_PORT:-3310}
@@ -82,6 +84,15 @@ REGISTRY_MODULE=github.com/axonops/axonops-schema-registry
 REGISTRY_PKG="$REGISTRY_MODULE/cmd/schema-registry"
 REGISTRY_BIN="$MAILSTREAM_CACHE/bin/schema-registry"
 REGISTRY_URL="http://$HOST:$MAILSTREAM_REGISTRY_PORT"
+# registry-secure: the same binary and schema database (AxonOps registry instances are
+# stateless over their storage), served as production secures it: TLS with a dev CA and HTTP
+# basic auth for user mailstream (the registry's bootstrap admin, password made once).
+REGISTRY_SECURE_DIR="$MAILSTREAM_STATE/registry-secure"
+REGISTRY_SECURE_CONFIG="$REGISTRY_SECURE_DIR/config.yaml"
+REGISTRY_SECURE_TLS_DIR="$REGISTRY_SECURE_DIR/tls"
+REGISTRY_SECURE_USER=mailstream
+REGISTRY_SECURE_PASSWORD_FILE="$REGISTRY_SECURE_DIR/password"
+REGISTRY_SECURE_URL="https://$HOST:$MAILSTREAM_REGISTRY_SECURE_PORT"
 
 # --- PostgreSQL --------------------------------------------------------------------------------
 PG_DIR="$MAILSTREAM_STATE/postgres"
@@ -151,7 +162,7 @@ LOG_DIR="$MAILSTREAM_STATE/logs"
 PID_DIR="$MAILSTREAM_STATE/pids"
 ENV_FILE="$MAILSTREAM_STATE/env"
 
-COMPONENTS=(kafka registry postgres tryton clamav)
+COMPONENTS=(kafka registry registry-secure postgres tryton clamav)
 
 # --- logging -----------------------------------------------------------------------------------
 log() { printf '[dev %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -204,6 +215,7 @@ pid_marker() {
   case $1 in
     kafka) echo "$KAFKA_CONFIG" ;;
     registry) echo "$REGISTRY_BIN" ;;
+    registry-secure) echo "$REGISTRY_SECURE_CONFIG" ;;
     postgres) echo "$PG_DATA" ;;
     tryton) echo "$TRYTON_CONFIG" ;;
     clamav) echo "$CLAMAV_CONFIG" ;;
@@ -330,6 +342,7 @@ component_address() {
   case $1 in
     kafka) echo "$KAFKA_BOOTSTRAP (controller $HOST:$MAILSTREAM_KAFKA_CONTROLLER_PORT)" ;;
     registry) echo "$REGISTRY_URL" ;;
+    registry-secure) echo "$REGISTRY_SECURE_URL (basic auth: $REGISTRY_SECURE_USER)" ;;
     postgres) echo "$DATABASE_URL" ;;
     tryton) echo "$TRYTON_URL/$TRYTON_DB/rest" ;;
     clamav) echo "$CLAMD_ADDRESS" ;;
@@ -344,6 +357,7 @@ component_port() {
   case $1 in
     kafka) echo "$MAILSTREAM_KAFKA_PORT" ;;
     registry) echo "$MAILSTREAM_REGISTRY_PORT" ;;
+    registry-secure) echo "$MAILSTREAM_REGISTRY_SECURE_PORT" ;;
     postgres) echo "$MAILSTREAM_PG_PORT" ;;
     tryton) echo "$MAILSTREAM_TRYTON_PORT" ;;
     clamav) echo "$MAILSTREAM_CLAMD_PORT" ;;
@@ -378,11 +392,11 @@ print_status() {
       fi
       down=$((down + 1))
     fi
-    printf '%-9s %-8s pid %-7s %s%s\n' "$name" "$state" "$pid" "$(component_address "$name")" \
+    printf '%-15s %-8s pid %-7s %s%s\n' "$name" "$state" "$pid" "$(component_address "$name")" \
       "${note:+  [$note]}"
   done
   if ! cluster_enabled; then
-    printf '%-9s %-8s %s\n' cluster off "three-broker cluster not started (dev/up --cluster)"
+    printf '%-15s %-8s %s\n' cluster off "three-broker cluster not started (dev/up --cluster)"
   fi
   return "$down"
 }

@@ -326,6 +326,8 @@ def values_schema():
                     "existingSecret": SECRET_NAME,
                     "usernameKey": SECRET_KEY,
                     "passwordKey": SECRET_KEY,
+                    "caSecret": SECRET_NAME,
+                    "caKey": SECRET_KEY,
                 }
             ),
             "topicPrefix": string("Prefix of topics, groups and transactional ids.", pattern="^[A-Za-z0-9._-]*$", maxLength=100),

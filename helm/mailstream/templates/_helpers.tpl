@@ -242,6 +242,9 @@ mailstream.secretEnv.
 {{- define "mailstream.commonConfig" -}}
 MAILSTREAM_BOOTSTRAP_SERVERS: {{ .Values.kafka.bootstrapServers | quote }}
 MAILSTREAM_SCHEMA_REGISTRY_URL: {{ .Values.schemaRegistry.url | quote }}
+{{- if .Values.schemaRegistry.caSecret }}
+MAILSTREAM_SCHEMA_REGISTRY_CA_FILE: "/etc/mailstream/registry-ca/{{ .Values.schemaRegistry.caKey }}"
+{{- end }}
 MAILSTREAM_TOPIC_PREFIX: {{ .Values.topicPrefix | quote }}
 {{- /* JSON lines for the log pipeline; the runtime's default is text for terminals. */}}
 MAILSTREAM_LOG_FORMAT: "json"
@@ -311,10 +314,17 @@ values only name existing Secrets and their keys; the kubelet reads them, Helm n
 {{- end }}
 
 {{/*
-Volumes for the Kafka TLS material (CA bundle, client certificate), if any. Readable by the
-owner and the pod's fsGroup only (0440), the group the containers run in.
+Volumes for the TLS material of the clients every process has: Kafka's (CA bundle, client
+certificate) and the schema registry's CA, if any. Readable by the owner and the pod's fsGroup
+only (0440), the group the containers run in.
 */}}
-{{- define "mailstream.kafkaVolumes" -}}
+{{- define "mailstream.clientVolumes" -}}
+{{- with .Values.schemaRegistry.caSecret }}
+- name: registry-ca
+  secret:
+    secretName: {{ . | quote }}
+    defaultMode: 0440
+{{- end }}
 {{- if include "mailstream.kafkaTls" . }}
 {{- with .Values.kafka.tls.caSecret }}
 - name: kafka-ca
@@ -331,7 +341,12 @@ owner and the pod's fsGroup only (0440), the group the containers run in.
 {{- end }}
 {{- end }}
 
-{{- define "mailstream.kafkaVolumeMounts" -}}
+{{- define "mailstream.clientVolumeMounts" -}}
+{{- if .Values.schemaRegistry.caSecret }}
+- name: registry-ca
+  mountPath: /etc/mailstream/registry-ca
+  readOnly: true
+{{- end }}
 {{- if include "mailstream.kafkaTls" . }}
 {{- if .Values.kafka.tls.caSecret }}
 - name: kafka-ca

@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use apache_avro::types::Value;
-use schema_registry_converter::async_impl::easy_avro::{EasyAvroDecoder, EasyAvroEncoder};
+use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::{
@@ -29,8 +29,8 @@ use crate::topology::{Naming, Topology};
 
 /// Decoder for one input topic and encoders for a set of output topics.
 pub struct AvroCodec {
-    decoder: EasyAvroDecoder,
-    encoder: EasyAvroEncoder,
+    decoder: AvroDecoder,
+    encoder: AvroEncoder,
     /// Logical output topic → how to write it.
     outputs: HashMap<String, Output>,
 }
@@ -55,8 +55,20 @@ pub fn registry_settings(config: &RuntimeConfig) -> Result<SrSettings, RuntimeEr
             config.schema_registry_password.as_ref().map(|s| s.expose()),
         );
     }
+    let mut client = reqwest::Client::builder();
+    if let Some(file) = &config.schema_registry_ca_file {
+        let unusable = |e: &dyn std::fmt::Display| {
+            RuntimeError::Config(vec![format!(
+                "key `schema_registry_ca_file`: {}: {e}",
+                file.display()
+            )])
+        };
+        let pem = std::fs::read(file).map_err(|e| unusable(&e))?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| unusable(&e))?;
+        client = client.tls_certs_merge(certificates);
+    }
     builder
-        .build()
+        .build_with(client)
         .map_err(|e| RuntimeError::Registry(e.to_string()))
 }
 
@@ -94,8 +106,8 @@ impl AvroCodec {
             );
         }
         Ok(Self {
-            decoder: EasyAvroDecoder::new(settings.clone()),
-            encoder: EasyAvroEncoder::new(settings),
+            decoder: AvroDecoder::new(settings.clone()),
+            encoder: AvroEncoder::new(settings),
             outputs: strategies,
         })
     }
@@ -103,8 +115,8 @@ impl AvroCodec {
     /// A codec that only decodes (table readers, changelog restore).
     pub fn decoder(settings: SrSettings) -> Self {
         Self {
-            decoder: EasyAvroDecoder::new(settings.clone()),
-            encoder: EasyAvroEncoder::new(settings),
+            decoder: AvroDecoder::new(settings.clone()),
+            encoder: AvroEncoder::new(settings),
             outputs: HashMap::new(),
         }
     }
@@ -130,12 +142,13 @@ impl AvroCodec {
         Ok(())
     }
 
-    /// Decodes a Confluent-framed payload. A registry outage is transient; bytes that are not
-    /// a valid Avro payload for their schema are poison.
+    /// Decodes a Confluent-framed payload. A registry that is down or refuses the request is
+    /// transient ([`Self::classify`]); bytes that are not a valid Avro payload for their schema,
+    /// or name a schema id the registry does not have, are poison.
     pub async fn decode(&self, payload: Option<&[u8]>) -> Result<Value, ProcessError> {
         match self.decoder.decode(payload).await {
             Ok(result) => Ok(result.value),
-            Err(e) => Err(classify(e, "avro-decode")),
+            Err(e) => Err(self.classify(e, "avro-decode")),
         }
     }
 
@@ -148,6 +161,25 @@ impl AvroCodec {
     ) -> Result<Vec<u8>, ProcessError> {
         let (id, writer) = self.output(topic).await?;
         frame(id, writer, record)
+    }
+
+    /// What a failed registry call means for the record. schema_registry_converter calls only
+    /// transport failures and 502/503 retriable; but a registry answering 401/403 (credentials
+    /// rotated), 429 or any 5xx will answer again once it is fixed, and a record must never be
+    /// dead-lettered for it: every answer but 404 (a schema id, or subject, it does not have)
+    /// is transient. The converter caches a non-retriable error for good, so the caches are
+    /// emptied of errors for the retry to ask again.
+    fn classify(&self, error: SRCError, class: &str) -> ProcessError {
+        let refused = registry_status(&error).is_some_and(|status| status != 404);
+        if error.retriable || refused {
+            if refused {
+                self.decoder.remove_errors_from_cache();
+                self.encoder.remove_errors_from_cache();
+            }
+            ProcessError::transient(format!("schema registry: {error}"))
+        } else {
+            ProcessError::poison(class, error)
+        }
     }
 
     /// The registry id and compiled schema of output `topic` (the id is asked for once).
@@ -166,12 +198,12 @@ impl AvroCodec {
         let subject = output
             .strategy
             .get_subject()
-            .map_err(|e| classify(e, "avro-encode"))?;
+            .map_err(|e| self.classify(e, "avro-encode"))?;
         let registered = self
             .encoder
             .get_schema_and_id(&subject, output.strategy.clone())
             .await
-            .map_err(|e| classify(e, "avro-encode"))?;
+            .map_err(|e| self.classify(e, "avro-encode"))?;
         Ok((*output.id.get_or_init(|| registered.id), output.writer))
     }
 }
@@ -191,10 +223,82 @@ pub(crate) fn frame(
     Ok(payload)
 }
 
-fn classify(error: SRCError, class: &str) -> ProcessError {
-    if error.retriable {
-        ProcessError::transient(format!("schema registry: {error}"))
-    } else {
-        ProcessError::poison(class, error)
+/// The HTTP status a registry answered with, from the error schema_registry_converter makes of
+/// an unsuccessful answer ("... failed with status 401 Unauthorized"); `None` for any other
+/// error (unreachable registry, bytes that do not decode).
+fn registry_status(error: &SRCError) -> Option<u16> {
+    let (_, rest) = error.error.split_once("failed with status ")?;
+    rest.get(..3)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU16, Ordering};
+
+    use axum::extract::State;
+    use axum::http::StatusCode;
+    use axum::routing::get;
+
+    use super::*;
+
+    /// A registry that answers `GET /schemas/ids/1` with the status in `status` (200: a schema).
+    async fn registry(status: Arc<AtomicU16>) -> String {
+        async fn schema(State(status): State<Arc<AtomicU16>>) -> (StatusCode, String) {
+            let code = StatusCode::from_u16(status.load(Ordering::SeqCst))
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let body = if code.is_success() {
+                r#"{"schema":"{\"type\":\"record\",\"name\":\"beat\",\"fields\":[{\"name\":\"n\",\"type\":\"long\"}]}"}"#
+            } else {
+                r#"{"error_code":40100,"message":"refused"}"#
+            };
+            (code, body.into())
+        }
+        let app = axum::Router::new()
+            .route("/schemas/ids/1", get(schema))
+            .with_state(status);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_registry_refusing_a_request_is_transient_and_asked_again() {
+        let status = Arc::new(AtomicU16::new(401));
+        let url = registry(status.clone()).await;
+        let codec = AvroCodec::decoder(SrSettings::new(url));
+        // magic byte, schema id 1, then the long 3 (zig-zag: 6)
+        let payload = [0u8, 0, 0, 0, 1, 6];
+        for refused in [401, 403, 429, 500, 504] {
+            status.store(refused, Ordering::SeqCst);
+            let error = codec.decode(Some(&payload)).await.expect_err("refused");
+            assert!(
+                matches!(error, ProcessError::Transient(_)),
+                "{refused}: {error:?}"
+            );
+        }
+        status.store(200, Ordering::SeqCst);
+        let value = codec
+            .decode(Some(&payload))
+            .await
+            .expect("asked again, not answered from the converter's error cache");
+        assert_eq!(value, Value::Record(vec![("n".into(), Value::Long(3))]));
+    }
+
+    #[tokio::test]
+    async fn a_schema_id_the_registry_does_not_have_is_poison() {
+        let url = registry(Arc::new(AtomicU16::new(404))).await;
+        let codec = AvroCodec::decoder(SrSettings::new(url));
+        let error = codec
+            .decode(Some(&[0u8, 0, 0, 0, 1, 6]))
+            .await
+            .expect_err("unknown id");
+        assert!(
+            matches!(&error, ProcessError::Poison { class, .. } if class == "avro-decode"),
+            "{error:?}"
+        );
     }
 }

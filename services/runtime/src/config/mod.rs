@@ -60,6 +60,10 @@ pub struct RuntimeConfig {
     pub schema_registry_username: Option<String>,
     #[serde(default, deserialize_with = "opt_secret")]
     pub schema_registry_password: Option<Secret>,
+    /// A PEM file of the CA certificate(s) an `https://` registry's certificate is signed by,
+    /// trusted besides the system roots (a registry behind a private CA).
+    #[serde(default, deserialize_with = "lenient::opt_path")]
+    pub schema_registry_ca_file: Option<PathBuf>,
     /// Prepended to every topic, consumer group and transactional id, so two deployments can
     /// share a cluster.
     #[serde(default, deserialize_with = "lenient::string")]
@@ -532,6 +536,7 @@ impl std::fmt::Debug for RuntimeConfig {
             schema_registry_url,
             schema_registry_username,
             schema_registry_password,
+            schema_registry_ca_file,
             topic_prefix,
             erasure_key,
             instance_id,
@@ -564,6 +569,7 @@ impl std::fmt::Debug for RuntimeConfig {
             .field("schema_registry_url", schema_registry_url)
             .field("schema_registry_username", schema_registry_username)
             .field("schema_registry_password", schema_registry_password)
+            .field("schema_registry_ca_file", schema_registry_ca_file)
             .field("topic_prefix", topic_prefix)
             .field("erasure_key", erasure_key)
             .field("instance_id", instance_id)
@@ -630,6 +636,23 @@ impl RuntimeConfig {
                 "schema_registry_url",
                 format!("expected an http:// or https:// URL, got `{url}`"),
             );
+        }
+        if let Some(file) = &self.schema_registry_ca_file {
+            match std::fs::read(file).map(|pem| reqwest::Certificate::from_pem_bundle(&pem)) {
+                Err(e) => bad(
+                    "schema_registry_ca_file",
+                    format!("cannot read {}: {e}", file.display()),
+                ),
+                Ok(Err(e)) => bad(
+                    "schema_registry_ca_file",
+                    format!("{} holds no PEM certificate: {e}", file.display()),
+                ),
+                Ok(Ok(certificates)) if certificates.is_empty() => bad(
+                    "schema_registry_ca_file",
+                    format!("{} holds no PEM certificate", file.display()),
+                ),
+                Ok(Ok(_)) => {}
+            }
         }
         if self.batch_max_records == 0 {
             bad("batch_max_records", "must be at least 1".into());
