@@ -194,6 +194,9 @@ SETTINGS = {
             "http_client_ca_path": "http.clientCaSecret",
             "blob_url": "blobStore",
             "hmac_secret": "hmacSecret (a Secret)",
+            "mailgun_signing_key": "mailgunSigningKeySecret (a Secret)",
+            "sendgrid_password": "sendgridPasswordSecret (a Secret)",
+            "postmark_password": "postmarkPasswordSecret (a Secret)",
         },
     ),
     "parser": ("ParserSettings", {"blob_url": "blobStore"}),
@@ -266,6 +269,9 @@ def values_schema():
                 }
             ),
             "hmacSecret": SECRET_REF,
+            "mailgunSigningKeySecret": SECRET_REF,
+            "sendgridPasswordSecret": SECRET_REF,
+            "postmarkPasswordSecret": SECRET_REF,
             "service": obj(
                 {
                     "type": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]},

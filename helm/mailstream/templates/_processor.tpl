@@ -59,11 +59,15 @@ the instance id. Secrets never pass through Helm: only their names and keys are 
       fieldPath: metadata.name
 {{- include "mailstream.secretEnv" $root }}
 {{- if and (eq $p.name "ingest") $s.http.enabled }}
-- name: {{ printf "%sHMAC_SECRET" $p.envPrefix }}
+{{- range $var, $ref := dict "HMAC_SECRET" $s.hmacSecret "MAILGUN_SIGNING_KEY" $s.mailgunSigningKeySecret "SENDGRID_PASSWORD" $s.sendgridPasswordSecret "POSTMARK_PASSWORD" $s.postmarkPasswordSecret }}
+{{- if and $ref $ref.name }}
+- name: {{ printf "%s%s" $p.envPrefix $var }}
   valueFrom:
     secretKeyRef:
-      name: {{ $s.hmacSecret.name | quote }}
-      key: {{ $s.hmacSecret.key | quote }}
+      name: {{ $ref.name | quote }}
+      key: {{ $ref.key | quote }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- if and (eq $p.name "crm-sink") $s.tokenSecret.name }}
 - name: {{ printf "%sTOKEN" $p.envPrefix }}

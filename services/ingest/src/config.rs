@@ -28,6 +28,12 @@
 //! | `http_allowed_networks` | (any) | networks (`10.0.0.0/8`, `2001:db8::/32`) and addresses the HTTP intake accepts requests from; others get 403 `forbidden-address`; list or comma-separated string |
 //! | `http_trusted_proxy_hops` | 0 | proxies in front of the intake that append to `X-Forwarded-For`: the client address is read that many hops from the right of the chain (0: the connection's peer) |
 //! | `shutdown_grace_secs` | 30 | how long in-flight sessions may finish after SIGTERM |
+//! | `mailgun_signing_key` | none | Mailgun's HTTP webhook signing key: serves `POST /v1/providers/mailgun` (raw-MIME `forward()` routes); never logged |
+//! | `sendgrid_username`, `sendgrid_password` | none | basic auth of SendGrid Inbound Parse's webhook URL: serves `POST /v1/providers/sendgrid`; the password is never logged |
+//! | `postmark_username`, `postmark_password` | none | basic auth of Postmark's inbound webhook URL: serves `POST /v1/providers/postmark`; the password is never logged |
+//!
+//! Every key can also be read from a file named by `MAILSTREAM_INGEST_<KEY>_FILE` (a mounted
+//! Secret), the secrets above included. The HTTP intake needs `hmac_secret` or a provider.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -121,6 +127,24 @@ pub struct IngestSettings {
     #[serde(default)]
     #[schemars(range(max = 10))]
     pub http_trusted_proxy_hops: u32,
+    /// Mailgun's HTTP webhook signing key: serves `POST /v1/providers/mailgun` (a route's
+    /// raw-MIME `forward()`); never logged.
+    #[serde(default, deserialize_with = "lenient::secret")]
+    pub mailgun_signing_key: Option<Secret>,
+    /// User name of the basic auth in SendGrid Inbound Parse's webhook URL.
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub sendgrid_username: String,
+    /// Password of the basic auth in SendGrid Inbound Parse's webhook URL: with the user name,
+    /// serves `POST /v1/providers/sendgrid`; never logged.
+    #[serde(default, deserialize_with = "lenient::secret")]
+    pub sendgrid_password: Option<Secret>,
+    /// User name of the basic auth in Postmark's inbound webhook URL.
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub postmark_username: String,
+    /// Password of the basic auth in Postmark's inbound webhook URL: with the user name,
+    /// serves `POST /v1/providers/postmark`; never logged.
+    #[serde(default, deserialize_with = "lenient::secret")]
+    pub postmark_password: Option<Secret>,
 }
 
 impl std::fmt::Debug for IngestSettings {
@@ -141,6 +165,11 @@ impl std::fmt::Debug for IngestSettings {
             .field("max_inflight_bytes", &self.max_inflight_bytes)
             .field("spool_threshold_bytes", &self.spool_threshold_bytes)
             .field("spool_dir", &self.spool_dir)
+            .field("mailgun_signing_key", &self.mailgun_signing_key)
+            .field("sendgrid_username", &self.sendgrid_username)
+            .field("sendgrid_password", &self.sendgrid_password)
+            .field("postmark_username", &self.postmark_username)
+            .field("postmark_password", &self.postmark_password)
             .finish_non_exhaustive()
     }
 }
@@ -347,13 +376,20 @@ impl IngestSettings {
                 errors.push(format!("{}: must be at least 1", key("smtp_timeout_secs")));
             }
         }
-        if self.http_enabled() && self.hmac_secret.is_none() {
+        let providers = crate::http::providers::Providers::from_settings(self);
+        if self.http_enabled() && self.hmac_secret.is_none() && providers.channels().is_empty() {
             errors.push(format!(
-                "{} is required for HTTP intake (or set {} to \"\" to turn HTTP intake off)",
+                "{} (or a provider webhook: {}, {} + {}, {} + {}) is required for HTTP intake (or set {} to \"\" to turn HTTP intake off)",
                 key("hmac_secret"),
+                key("mailgun_signing_key"),
+                key("sendgrid_username"),
+                key("sendgrid_password"),
+                key("postmark_username"),
+                key("postmark_password"),
                 key("http_addr")
             ));
         }
+        errors.extend(crate::http::providers::problems(self));
         if let Some(secret) = &self.hmac_secret
             && secret.expose().len() < 16
         {

@@ -39,8 +39,9 @@ pub const SMTP_REFUSALS: [&str; 10] = [
     "idle-timeout",
 ];
 
-/// The reason slugs HTTP refusals are counted under.
-pub const HTTP_REFUSALS: [&str; 17] = [
+/// The reason slugs HTTP refusals are counted under (the provider webhooks' too, under their
+/// own channel: `mailgun`, `sendgrid`, `postmark`).
+pub const HTTP_REFUSALS: [&str; 21] = [
     "bad-envelope",
     "unsupported-media-type",
     "missing-signature",
@@ -58,6 +59,10 @@ pub const HTTP_REFUSALS: [&str; 17] = [
     "write-failed",
     "too-many-connections",
     "header-timeout",
+    "bad-auth",
+    "replayed-token",
+    "replay-cache-full",
+    "bad-payload",
 ];
 
 /// The ingest metrics, registered once in a registry.
@@ -135,11 +140,11 @@ impl IngestMetrics {
     }
 }
 
-/// `channel` (`smtp` or `http`) is served: its series exist from now on, at zero.
+/// `channel` (`smtp`, `http` or a provider webhook) is served: its series exist from now on, at zero.
 pub fn series_initialised(m: &IngestMetrics, channel: &str) {
     let refusals: &[&str] = match channel {
         "smtp" => &SMTP_REFUSALS,
-        "http" => &HTTP_REFUSALS,
+        "http" | "mailgun" | "sendgrid" | "postmark" => &HTTP_REFUSALS,
         _ => &[],
     };
     m.accepted.with_label_values(&[channel]);

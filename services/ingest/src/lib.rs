@@ -7,7 +7,8 @@
 //!   answered 250 only after the broker acknowledged the record (idempotent producer,
 //!   `acks=all`).
 //! - [`http`]: `POST /v1/messages`, HMAC-SHA256 signed (the envelope headers too), with a
-//!   replay window; 202 after the durable write.
+//!   replay window; 202 after the durable write. On the same listener, the inbound webhooks
+//!   of Mailgun, SendGrid and Postmark ([`http::providers`]).
 //!
 //! Hostile and oversized input is bounded: message bytes being received live in a [`spool`]
 //! (memory up to `spool_threshold_bytes`, then an anonymous file) and count against one
@@ -85,12 +86,17 @@ pub async fn serve(source: ConfigSource) -> Result<(), IngestError> {
         events::listening("smtp", &local_addr(&listener)?);
         tasks.spawn(smtp::serve(listener, ctx, shutdown.clone(), grace));
     }
+    let providers = http::providers::Providers::from_settings(&settings);
     if settings.http_enabled()
-        && let Some(secret) = settings.hmac_secret.clone()
+        && (settings.hmac_secret.is_some() || !providers.channels().is_empty())
     {
+        for channel in providers.channels() {
+            events::series_initialised(publisher.metrics(), channel);
+        }
         let ctx = Arc::new(http::HttpContext {
             publisher: publisher.clone(),
-            secret,
+            secret: settings.hmac_secret.clone(),
+            providers,
             replay_window_secs: settings.replay_window_secs,
             max_message_bytes: usize::try_from(settings.max_message_bytes).unwrap_or(usize::MAX),
             max_recipients: settings.max_recipients as usize,

@@ -6,7 +6,7 @@
 //! envelope syntax, recipient count, declared length), and the body is never held in memory
 //! beyond the spool threshold until its signature is known good.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -34,6 +34,7 @@ const FORWARDED_FOR_HEADER: &str = "x-forwarded-for";
 const RETRY_AFTER_SECS: &str = "5";
 
 /// A refusal: status, slug and message, as JSON.
+#[derive(Debug)]
 pub(super) struct Refusal {
     status: StatusCode,
     error: &'static str,
@@ -41,7 +42,7 @@ pub(super) struct Refusal {
 }
 
 impl Refusal {
-    fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
+    pub(super) fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             error,
@@ -67,12 +68,22 @@ pub(super) async fn ingest(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match handle(&ctx, peer, &headers, body).await {
+    let result = handle(&ctx, peer, &headers, body).await;
+    respond(&ctx, CHANNEL, result)
+}
+
+/// The response to a request of `channel`: a refusal is counted and logged once, here.
+pub(super) fn respond(
+    ctx: &HttpContext,
+    channel: &str,
+    result: Result<Response, Refusal>,
+) -> Response {
+    match result {
         Ok(response) => response,
         Err(refusal) => {
             events::refused(
                 ctx.publisher.metrics(),
-                CHANNEL,
+                channel,
                 refusal.error,
                 &refusal.message,
             );
@@ -81,7 +92,7 @@ pub(super) async fn ingest(
     }
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(super) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -108,7 +119,7 @@ fn envelope_header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a 
     Ok(Some(text))
 }
 
-fn unauthorized(error: &'static str, message: impl Into<String>) -> Refusal {
+pub(super) fn unauthorized(error: &'static str, message: impl Into<String>) -> Refusal {
     Refusal::new(StatusCode::UNAUTHORIZED, error, message)
 }
 
@@ -118,23 +129,7 @@ async fn handle(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, Refusal> {
-    let client = ctx
-        .allowlist
-        .client(
-            peer.ip(),
-            headers
-                .get_all(FORWARDED_FOR_HEADER)
-                .iter()
-                .filter_map(|v| v.to_str().ok()),
-        )
-        .and_then(|client| {
-            if ctx.allowlist.allows(client) {
-                Ok(client)
-            } else {
-                Err(format!("{client} is not on the allowed networks"))
-            }
-        })
-        .map_err(|why| Refusal::new(StatusCode::FORBIDDEN, "forbidden-address", why))?;
+    let client = client(ctx, peer, headers)?;
     let content_type = header_str(headers, header::CONTENT_TYPE.as_str()).unwrap_or("");
     let mime = content_type.split(';').next().unwrap_or("").trim();
     if !mime.eq_ignore_ascii_case("message/rfc822") {
@@ -195,26 +190,24 @@ async fn handle(
         rcpt_to: rcpt_header.map(str::as_bytes),
         mail_from: from_header.map(str::as_bytes),
     };
-    let Some(mut verifier) = Verifier::new(&ctx.secret, timestamp, envelope, signature) else {
+    let Some(secret) = &ctx.secret else {
+        return Err(unauthorized(
+            "missing-signature",
+            "this intake has no hmac_secret: /v1/messages is off",
+        ));
+    };
+    let Some(mut verifier) = Verifier::new(secret, timestamp, envelope, signature) else {
         return Err(bad_signature());
     };
     let declared =
         header_str(headers, header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > ctx.max_message_bytes as u64) {
-        return Err(too_large(ctx));
+        return Err(too_large(ctx.max_message_bytes));
     }
-    let spool = tokio::time::timeout(ctx.body_timeout, receive(ctx, body, &mut verifier))
-        .await
-        .map_err(|_| {
-            Refusal::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "body-timeout",
-                format!(
-                    "the body did not arrive within {} s",
-                    ctx.body_timeout.as_secs()
-                ),
-            )
-        })??;
+    let spool = receive(ctx, body, ctx.max_message_bytes, |chunk| {
+        verifier.update(chunk)
+    })
+    .await?;
     if verifier.verify().is_none() {
         return Err(bad_signature());
     }
@@ -231,26 +224,65 @@ async fn handle(
         envelope: Envelope {
             mail_from: from_header.filter(|s| !s.is_empty()).map(str::to_string),
             rcpt_to,
-            // The client behind the proxies, else the peer with its port.
-            remote_addr: Some(if client == peer.ip() {
-                peer.to_string()
-            } else {
-                client.to_string()
-            }),
+            remote_addr: Some(remote_addr(client, peer)),
             helo: None,
         },
         raw,
         origin: None,
         ingest_id: None,
     };
-    match ctx.publisher.publish(intake, CHANNEL).await {
+    publish(ctx, intake, CHANNEL).await
+}
+
+/// The client behind the trusted proxies, refused (403) when not on the allowed networks.
+pub(super) fn client(
+    ctx: &HttpContext,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Result<IpAddr, Refusal> {
+    ctx.allowlist
+        .client(
+            peer.ip(),
+            headers
+                .get_all(FORWARDED_FOR_HEADER)
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+        )
+        .and_then(|client| {
+            if ctx.allowlist.allows(client) {
+                Ok(client)
+            } else {
+                Err(format!("{client} is not on the allowed networks"))
+            }
+        })
+        .map_err(|why| Refusal::new(StatusCode::FORBIDDEN, "forbidden-address", why))
+}
+
+/// The envelope's remote address of an HTTP request: the client behind the proxies, else the
+/// peer with its port.
+pub(super) fn remote_addr(client: IpAddr, peer: SocketAddr) -> String {
+    if client == peer.ip() {
+        peer.to_string()
+    } else {
+        client.to_string()
+    }
+}
+
+/// The durable write every HTTP route ends in: 202 with the ingest id once the email is in
+/// `raw-email`, 503 (retry) on a transient failure, 422 when it can never be stored.
+pub(super) async fn publish(
+    ctx: &HttpContext,
+    intake: Intake,
+    channel: &str,
+) -> Result<Response, Refusal> {
+    match ctx.publisher.publish(intake, channel).await {
         Ok(p) => Ok((
             StatusCode::ACCEPTED,
             axum::Json(json!({"ingest_id": p.ingest_id, "sha256": p.sha256, "size": p.size})),
         )
             .into_response()),
         Err(PublishError::Transient(e)) => {
-            events::write_failed(ctx.publisher.metrics(), CHANNEL, &e);
+            events::write_failed(ctx.publisher.metrics(), channel, &e);
             Ok(Refusal::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -266,8 +298,35 @@ async fn handle(
     }
 }
 
-/// Streams the body through the MAC into a spool, within `max_message_bytes` and the budget.
-async fn receive(ctx: &HttpContext, body: Body, verifier: &mut Verifier) -> Result<Spool, Refusal> {
+/// Receives a request body within `http_body_timeout_secs` (408) into a spool (memory up to
+/// `spool_threshold_bytes`, then a file; every byte counted against the in-flight budget,
+/// 503 past it), at most `limit` bytes (413), showing each chunk to `observe` (a MAC).
+pub(super) async fn receive(
+    ctx: &HttpContext,
+    body: Body,
+    limit: usize,
+    observe: impl FnMut(&[u8]),
+) -> Result<Spool, Refusal> {
+    tokio::time::timeout(ctx.body_timeout, receive_all(ctx, body, limit, observe))
+        .await
+        .map_err(|_| {
+            Refusal::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body-timeout",
+                format!(
+                    "the body did not arrive within {} s",
+                    ctx.body_timeout.as_secs()
+                ),
+            )
+        })?
+}
+
+async fn receive_all(
+    ctx: &HttpContext,
+    body: Body,
+    limit: usize,
+    mut observe: impl FnMut(&[u8]),
+) -> Result<Spool, Refusal> {
     let mut spool = ctx.spooler.spool();
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
@@ -278,11 +337,11 @@ async fn receive(ctx: &HttpContext, body: Body, verifier: &mut Verifier) -> Resu
                 format!("the body ended early: {e}"),
             )
         })?;
-        if spool.len() + chunk.len() > ctx.max_message_bytes {
-            return Err(too_large(ctx));
+        if spool.len() + chunk.len() > limit {
+            return Err(too_large(limit));
         }
         spool.push(&chunk).await.map_err(spool_refusal)?;
-        verifier.update(&chunk);
+        observe(&chunk);
     }
     Ok(spool)
 }
@@ -294,15 +353,16 @@ fn bad_signature() -> Refusal {
     )
 }
 
-fn too_large(ctx: &HttpContext) -> Refusal {
+/// 413: the body (or the message it carries) is over `limit` bytes.
+pub(super) fn too_large(limit: usize) -> Refusal {
     Refusal::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "too-large",
-        format!("the message is over {} bytes", ctx.max_message_bytes),
+        format!("the message is over {limit} bytes"),
     )
 }
 
-fn spool_refusal(e: SpoolError) -> Refusal {
+pub(super) fn spool_refusal(e: SpoolError) -> Refusal {
     match e {
         SpoolError::OverBudget => Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -317,7 +377,7 @@ fn spool_refusal(e: SpoolError) -> Refusal {
     }
 }
 
-fn now_secs() -> i64 {
+pub(super) fn now_secs() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))

@@ -39,9 +39,15 @@
 //!
 //! Connections refused over the limit and cut for a header timeout are counted in
 //! `ingest_refused_total{channel="http"}` as `too-many-connections` and `header-timeout`.
+//!
+//! `/v1/messages` is served when `hmac_secret` is set. The same listener serves the inbound
+//! webhooks of email providers (`/v1/providers/{mailgun,sendgrid,postmark}`, each when its
+//! settings enable it: [`providers`]), within the same bounds and through the same durable
+//! write. A plain raw-MIME POST (a Cloudflare Email Worker, say) is `/v1/messages` itself.
 
 mod allow;
 mod intake;
+pub mod providers;
 pub mod signature;
 
 pub use allow::Allowlist;
@@ -83,7 +89,10 @@ Connection: close\r\nContent-Type: application/json\r\nContent-Length: 73\r\n\r\
 /// Shared state of the request handler.
 pub(crate) struct HttpContext {
     pub publisher: Arc<Publisher>,
-    pub secret: Secret,
+    /// `hmac_secret`: `/v1/messages` is served only with it.
+    pub secret: Option<Secret>,
+    /// The provider webhooks the settings enable.
+    pub providers: providers::Providers,
     pub replay_window_secs: u64,
     pub max_message_bytes: usize,
     pub max_recipients: usize,
@@ -103,9 +112,11 @@ pub(crate) struct Listener {
 
 /// The intake router; it expects `ConnectInfo<SocketAddr>` in the request extensions.
 fn router(ctx: Arc<HttpContext>) -> Router {
-    Router::new()
-        .route("/v1/messages", post(intake::ingest))
-        .with_state(ctx)
+    let mut router = Router::new();
+    if ctx.secret.is_some() {
+        router = router.route("/v1/messages", post(intake::ingest));
+    }
+    providers::routes(router, &ctx.providers).with_state(ctx)
 }
 
 /// Serves the intake on `listener` until `shutdown`, then lets open requests finish within

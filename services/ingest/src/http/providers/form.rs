@@ -1,0 +1,144 @@
+//! `multipart/form-data` bodies (RFC 7578) of the providers that post forms (Mailgun, SendGrid),
+//! read with `multer` (the parser behind axum's `Multipart`) from the bytes the intake already
+//! received and bounded. Only the fields a route asks for are kept; one of them sent twice is
+//! refused, so no field can be smuggled past the one that was checked.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, header};
+
+use super::bad_payload;
+use crate::http::intake::{Refusal, header_str};
+
+/// The wanted fields of a form, by name, as sent (bytes).
+pub(super) struct Form {
+    fields: BTreeMap<&'static str, Bytes>,
+}
+
+impl Form {
+    /// Reads the fields named in `wanted` from `body`, a form with the boundary of the
+    /// request's `Content-Type`; other fields (attachments of a parsed post, say) are skipped.
+    pub async fn read(
+        headers: &HeaderMap,
+        body: Vec<u8>,
+        wanted: &[&'static str],
+    ) -> Result<Self, Refusal> {
+        let content_type = header_str(headers, header::CONTENT_TYPE.as_str()).unwrap_or("");
+        let boundary = multer::parse_boundary(content_type)
+            .map_err(|e| bad_payload(format!("multipart/form-data without a boundary: {e}")))?;
+        let stream = futures::stream::once(async move { Ok::<_, Infallible>(Bytes::from(body)) });
+        let mut multipart = multer::Multipart::new(stream, boundary);
+        let mut fields = BTreeMap::new();
+        while let Some(field) = multipart
+            .next_field()
+            .await
+            .map_err(|e| bad_payload(format!("malformed multipart/form-data: {e}")))?
+        {
+            let Some(name) = field
+                .name()
+                .and_then(|n| wanted.iter().copied().find(|w| *w == n))
+            else {
+                continue;
+            };
+            let value = field
+                .bytes()
+                .await
+                .map_err(|e| bad_payload(format!("malformed form field `{name}`: {e}")))?;
+            if fields.insert(name, value).is_some() {
+                return Err(bad_payload(format!(
+                    "form field `{name}` sent more than once"
+                )));
+            }
+        }
+        Ok(Self { fields })
+    }
+
+    /// A field's bytes, if sent.
+    pub fn bytes(&self, name: &str) -> Option<&Bytes> {
+        self.fields.get(name)
+    }
+
+    /// A field as text (UTF-8, trimmed), if sent; not UTF-8 is a 400.
+    pub fn text(&self, name: &str) -> Result<Option<&str>, Refusal> {
+        self.fields
+            .get(name)
+            .map(|b| {
+                std::str::from_utf8(b)
+                    .map(str::trim)
+                    .map_err(|_| bad_payload(format!("form field `{name}` is not UTF-8")))
+            })
+            .transpose()
+    }
+
+    /// A field that must be there.
+    pub fn required(&self, name: &str) -> Result<&str, Refusal> {
+        self.text(name)?
+            .ok_or_else(|| bad_payload(format!("form field `{name}` is missing")))
+    }
+
+    /// Whether a field was sent.
+    pub fn has(&self, name: &str) -> bool {
+        self.fields.contains_key(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn headers() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("multipart/form-data; boundary=XyZ"),
+        );
+        h
+    }
+
+    fn body(fields: &[(&str, &str)]) -> Vec<u8> {
+        let mut b = String::new();
+        for (name, value) in fields {
+            b.push_str(&format!(
+                "--XyZ\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            ));
+        }
+        b.push_str("--XyZ--\r\n");
+        b.into_bytes()
+    }
+
+    #[tokio::test]
+    async fn keeps_the_wanted_fields_exactly_and_refuses_repeats() {
+        let raw = "Subject: hi\r\n\r\nbody\r\n";
+        let form = Form::read(
+            &headers(),
+            body(&[("token", "t1"), ("other", "x"), ("body-mime", raw)]),
+            &["token", "body-mime"],
+        )
+        .await
+        .expect("form");
+        assert_eq!(form.required("token").expect("token"), "t1");
+        assert_eq!(
+            form.bytes("body-mime").map(|b| &b[..]),
+            Some(raw.as_bytes())
+        );
+        assert!(!form.has("other"));
+        assert!(form.required("signature").is_err());
+
+        let twice = Form::read(
+            &headers(),
+            body(&[("token", "t1"), ("token", "t2")]),
+            &["token"],
+        )
+        .await;
+        assert!(twice.is_err());
+        assert!(
+            Form::read(&HeaderMap::new(), body(&[]), &["token"])
+                .await
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,283 @@
+//! `POST /v1/providers/postmark`: Postmark's inbound webhook, a JSON document
+//! (`application/json`). Postmark signs nothing, so the webhook URL carries HTTP basic auth
+//! (`https://USER:PASSWORD@host/v1/providers/postmark`), checked before the body is read.
+//!
+//! The message: `RawEmail`, byte for byte, when the inbound stream has "Include raw email
+//! content in JSON payload" on (recommended: the only faithful form). Otherwise it is rebuilt
+//! with `mail-builder` ([`rebuild`]) from the parsed fields: `FromFull`, `ToFull`, `CcFull`,
+//! `ReplyTo`, `Subject`, `Date`, `Headers[]` (all but the ones above and the MIME structure,
+//! in order), `TextBody`, `HtmlBody`, `Attachments[]` (base64 `Content`, `ContentType`,
+//! `Name`, inline when `ContentID` is set). A rebuilt message has new MIME boundaries and
+//! encodings; its Message-ID is the `Message-ID` header Postmark reports, else one made from
+//! Postmark's `MessageID` (`<postmark-{MessageID}@mailstream.invalid>`), the same on every
+//! retry, so the resolver still dedupes.
+//!
+//! The envelope: recipients `OriginalRecipient` (the address Postmark received the mail for),
+//! else every `ToFull`, `CcFull` and `BccFull` address; the sender the `Return-Path` header
+//! (`<>`: the null sender), else `FromFull.Email` (Postmark does not report MAIL FROM).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use mail_builder::MessageBuilder;
+use mail_builder::headers::address::Address;
+use mail_builder::headers::raw::Raw;
+use serde::Deserialize;
+
+use super::{Delivered, bad_payload, challenge, publish, receive_body, refused_auth};
+use crate::http::HttpContext;
+use crate::http::intake::{Refusal, respond};
+
+const CHANNEL: &str = "postmark";
+
+/// Headers the rebuilt message sets from the structured fields (or that describe the MIME
+/// structure `mail-builder` writes), not copied from `Headers[]`.
+const STRUCTURAL: [&str; 10] = [
+    "from",
+    "to",
+    "cc",
+    "bcc",
+    "reply-to",
+    "subject",
+    "date",
+    "mime-version",
+    "content-type",
+    "content-transfer-encoding",
+];
+
+/// Postmark's inbound JSON (the fields used; others are ignored).
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct Inbound {
+    from: String,
+    from_full: Option<Contact>,
+    to_full: Vec<Contact>,
+    cc_full: Vec<Contact>,
+    bcc_full: Vec<Contact>,
+    original_recipient: String,
+    reply_to: String,
+    subject: String,
+    #[serde(rename = "MessageID")]
+    message_id: String,
+    date: String,
+    text_body: String,
+    html_body: String,
+    headers: Vec<Header>,
+    attachments: Vec<Attachment>,
+    raw_email: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct Contact {
+    email: String,
+    name: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct Header {
+    name: String,
+    value: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct Attachment {
+    name: String,
+    content: String,
+    content_type: String,
+    #[serde(rename = "ContentID")]
+    content_id: String,
+}
+
+pub(super) async fn receive(
+    State(ctx): State<Arc<HttpContext>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = handle(&ctx, peer, &headers, body).await;
+    challenge(respond(&ctx, CHANNEL, result))
+}
+
+async fn handle(
+    ctx: &HttpContext,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, Refusal> {
+    let Some(auth) = &ctx.providers.postmark else {
+        return Err(refused_auth("bad-auth", "Postmark intake is off"));
+    };
+    crate::http::intake::client(ctx, peer, headers)?;
+    auth.check(headers)?;
+    let received = receive_body(ctx, peer, headers, body, "application/json").await?;
+    let inbound: Inbound = serde_json::from_slice(&received.body)
+        .map_err(|e| bad_payload(format!("not Postmark's inbound JSON: {e}")))?;
+    drop(received.body);
+    if inbound.message_id.trim().is_empty() {
+        return Err(bad_payload(
+            "not Postmark's inbound JSON: `MessageID` is missing",
+        ));
+    }
+    let (mail_from, rcpt_to) = envelope(&inbound);
+    let raw = match &inbound.raw_email {
+        Some(raw) if !raw.is_empty() => raw.as_bytes().to_vec(),
+        _ => rebuild(&inbound)?,
+    };
+    let delivered = Delivered {
+        provider: CHANNEL,
+        raw,
+        mail_from,
+        rcpt_to,
+        remote_addr: received.remote_addr,
+    };
+    publish(ctx, delivered, received.held).await
+}
+
+/// The envelope's sender and recipients (see the module's documentation).
+fn envelope(inbound: &Inbound) -> (Option<String>, Vec<String>) {
+    let return_path = inbound
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("return-path"))
+        .map(|h| {
+            h.value
+                .trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .trim()
+        });
+    let from = inbound
+        .from_full
+        .as_ref()
+        .map(|c| c.email.as_str())
+        .unwrap_or(inbound.from.as_str())
+        .trim();
+    let mail_from = match return_path {
+        Some(path) => (!path.is_empty()).then(|| path.to_string()),
+        None => (!from.is_empty()).then(|| from.to_string()),
+    };
+    let rcpt_to = if inbound.original_recipient.trim().is_empty() {
+        inbound
+            .to_full
+            .iter()
+            .chain(&inbound.cc_full)
+            .chain(&inbound.bcc_full)
+            .map(|c| c.email.trim().to_string())
+            .filter(|e| !e.is_empty())
+            .collect()
+    } else {
+        vec![inbound.original_recipient.trim().to_string()]
+    };
+    (mail_from, rcpt_to)
+}
+
+fn address(contact: &Contact) -> Address<'_> {
+    let name = Some(contact.name.trim()).filter(|n| !n.is_empty());
+    Address::new_address(name, contact.email.trim())
+}
+
+fn addresses(contacts: &[Contact]) -> Option<Address<'_>> {
+    let list: Vec<Address<'_>> = contacts
+        .iter()
+        .filter(|c| !c.email.trim().is_empty())
+        .map(address)
+        .collect();
+    (!list.is_empty()).then(|| Address::new_list(list))
+}
+
+/// A header value on one line: a CR or LF from the payload cannot start a header of its own.
+fn one_line(value: &str) -> String {
+    value.replace(['\r', '\n'], " ").trim().to_string()
+}
+
+/// The message rebuilt from Postmark's parsed fields with `mail-builder`.
+fn rebuild(inbound: &Inbound) -> Result<Vec<u8>, Refusal> {
+    let mut message = MessageBuilder::new();
+    match &inbound.from_full {
+        Some(from) if !from.email.trim().is_empty() => message = message.from(address(from)),
+        _ if !inbound.from.trim().is_empty() => {
+            message = message.header("From", Raw::new(one_line(&inbound.from)));
+        }
+        _ => {}
+    }
+    if let Some(to) = addresses(&inbound.to_full) {
+        message = message.to(to);
+    }
+    if let Some(cc) = addresses(&inbound.cc_full) {
+        message = message.cc(cc);
+    }
+    if !inbound.reply_to.trim().is_empty() {
+        message = message.header("Reply-To", Raw::new(one_line(&inbound.reply_to)));
+    }
+    message = message.subject(inbound.subject.as_str());
+    if !inbound.date.trim().is_empty() {
+        message = message.header("Date", Raw::new(one_line(&inbound.date)));
+    }
+    let mut has_message_id = false;
+    for header in &inbound.headers {
+        let name = header.name.trim();
+        let token = !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+        if !token || STRUCTURAL.iter().any(|s| name.eq_ignore_ascii_case(s)) {
+            continue;
+        }
+        // mail-builder recognises its own spelling: it then adds no Message-ID of its own.
+        let name = if name.eq_ignore_ascii_case("message-id") {
+            has_message_id = true;
+            "Message-ID".to_string()
+        } else {
+            name.to_string()
+        };
+        message = message.header(name, Raw::new(one_line(&header.value)));
+    }
+    if !has_message_id && !inbound.message_id.trim().is_empty() {
+        let id = format!(
+            "postmark-{}@mailstream.invalid",
+            one_line(&inbound.message_id)
+        );
+        message = message.message_id(id);
+    }
+    if !inbound.text_body.is_empty() || inbound.html_body.is_empty() {
+        message = message.text_body(inbound.text_body.as_str());
+    }
+    if !inbound.html_body.is_empty() {
+        message = message.html_body(inbound.html_body.as_str());
+    }
+    for attachment in &inbound.attachments {
+        let bytes = STANDARD.decode(attachment.content.trim()).map_err(|e| {
+            bad_payload(format!(
+                "attachment `{}`: Content is not base64: {e}",
+                attachment.name
+            ))
+        })?;
+        let content_type = match attachment.content_type.trim() {
+            "" => "application/octet-stream".to_string(),
+            other => one_line(other),
+        };
+        let cid = attachment
+            .content_id
+            .trim()
+            .trim_start_matches('<')
+            .trim_end_matches('>');
+        message = if cid.is_empty() {
+            message.attachment(content_type, one_line(&attachment.name), bytes)
+        } else {
+            message.inline(content_type, one_line(cid), bytes)
+        };
+    }
+    message
+        .write_to_vec()
+        .map_err(|e| bad_payload(format!("the message cannot be rebuilt: {e}")))
+}
+
+#[cfg(test)]
+#[path = "postmark_tests.rs"]
+mod tests;

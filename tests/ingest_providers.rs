@@ -1,0 +1,381 @@
+//! The provider webhooks of the HTTP intake against the real stack: `mailstream run ingest`
+//! with Mailgun, SendGrid and Postmark enabled, posted to by `curl` the way each provider posts
+//! (Mailgun's raw-MIME `forward()` form, SendGrid's raw Inbound Parse form with basic auth in
+//! the URL, Postmark's inbound JSON), every record read back from `raw-email`. Each valid post
+//! lands exactly one record with the provider's envelope and the exact message; forged,
+//! stale, replayed and unauthenticated posts are answered 401 with a reason and write nothing
+//! (the reads wait 3 s past the expected records).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, Mac};
+use mailstream_runtime::records::{IngestSource, RawEmail};
+use mailstream_tests::mail::{Ingest, message, now_secs, raw_emails, run, start, temp_dir};
+use mailstream_tests::{TestEnv, terminate};
+use sha2::Sha256;
+
+const MAILGUN_KEY: &str = "key-mailgun-test-0123456789abcdef";
+const SENDGRID_PASSWORD: &str = "sendgrid-pass-0123456789";
+const POSTMARK_PASSWORD: &str = "postmark-pass-0123456789";
+
+/// An ingest with every provider on; the Mailgun key and a password come from files, as
+/// Kubernetes mounts Secrets.
+async fn ingest(env: &TestEnv, name: &str) -> (Ingest, std::path::PathBuf) {
+    let dir = temp_dir(name);
+    let key_file = dir.join("mailgun-key");
+    std::fs::write(&key_file, format!("{MAILGUN_KEY}\n")).expect("write");
+    let password_file = dir.join("postmark-password");
+    std::fs::write(&password_file, POSTMARK_PASSWORD).expect("write");
+    let ingest = start(
+        env,
+        &dir.join("blobs"),
+        &[
+            ("MAILSTREAM_INGEST_MAX_MESSAGE_BYTES", "65536"),
+            (
+                "MAILSTREAM_INGEST_MAILGUN_SIGNING_KEY_FILE",
+                key_file.to_str().expect("path"),
+            ),
+            ("MAILSTREAM_INGEST_SENDGRID_USERNAME", "sendgrid"),
+            ("MAILSTREAM_INGEST_SENDGRID_PASSWORD", SENDGRID_PASSWORD),
+            ("MAILSTREAM_INGEST_POSTMARK_USERNAME", "postmark"),
+            (
+                "MAILSTREAM_INGEST_POSTMARK_PASSWORD_FILE",
+                password_file.to_str().expect("path"),
+            ),
+        ],
+    )
+    .await;
+    (ingest, dir)
+}
+
+/// `curl -X POST` with `args`; returns (status, response headers, body).
+fn post(url: &str, args: &[&str], dir: &Path) -> (u16, String, String) {
+    let head = dir.join(format!("head-{}", uuid::Uuid::new_v4()));
+    let (code, out) = run(Command::new("curl")
+        .args(["-sS", "-w", "\n%{http_code}", "-X", "POST", "-D"])
+        .arg(&head)
+        .args(args)
+        .arg(url));
+    assert_eq!(code, 0, "curl failed: {out}");
+    let (body, status) = out.trim_end().rsplit_once('\n').expect("status line");
+    let headers = std::fs::read_to_string(&head).unwrap_or_default();
+    (status.parse().expect("status"), headers, body.to_string())
+}
+
+/// Mailgun's signature: hex HMAC-SHA256 of timestamp + token with the signing key.
+fn mailgun_signature(timestamp: &str, token: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(MAILGUN_KEY.as_bytes()).expect("key");
+    mac.update(timestamp.as_bytes());
+    mac.update(token.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// A Mailgun raw-MIME forward: the fields its documentation lists, the message from `file`.
+fn mailgun_post(port: u16, file: &Path, ts: &str, token: &str, sig: &str) -> (u16, String) {
+    let fields = [
+        "recipient=deals+mg@in.example.com".to_string(),
+        "sender=alice@sender.test".to_string(),
+        "from=Alice <alice@sender.test>".to_string(),
+        "subject=via mailgun".to_string(),
+        format!("body-mime=<{}", file.display()),
+        format!("timestamp={ts}"),
+        format!("token={token}"),
+        format!("signature={sig}"),
+    ];
+    let mut args = Vec::new();
+    for field in &fields {
+        args.extend(["-F", field.as_str()]);
+    }
+    let dir = file.parent().expect("dir");
+    let url = format!("http://127.0.0.1:{port}/v1/providers/mailgun");
+    let (status, _, body) = post(&url, &args, dir);
+    (status, body)
+}
+
+fn only(records: Vec<(mailstream_tests::Seen, RawEmail)>, want: usize) -> Vec<RawEmail> {
+    assert_eq!(
+        records.len(),
+        want,
+        "exactly the accepted posts are written"
+    );
+    records.into_iter().map(|(_, e)| e).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mailgun_forwards_land_once_and_forged_stale_or_replayed_ones_do_not() {
+    let env = TestEnv::new("ing-mailgun");
+    let (mut ingest, dir) = ingest(&env, "mailgun").await;
+    let msg = message("via mailgun", 3_000);
+    let file = dir.join("m.eml");
+    std::fs::write(&file, &msg).expect("write");
+    let ts = now_secs().to_string();
+    let token = format!("{:0>50}", uuid::Uuid::new_v4().simple());
+
+    let (status, body) = mailgun_post(
+        ingest.http,
+        &file,
+        &ts,
+        &token,
+        &mailgun_signature(&ts, &token),
+    );
+    assert_eq!(status, 202, "{body}");
+
+    // The same request again: its token was used.
+    let (status, body) = mailgun_post(
+        ingest.http,
+        &file,
+        &ts,
+        &token,
+        &mailgun_signature(&ts, &token),
+    );
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("replayed-token"), "{body}");
+
+    let fresh = format!("{:0>50}", uuid::Uuid::new_v4().simple());
+    let (status, body) = mailgun_post(ingest.http, &file, &ts, &fresh, &"0".repeat(64));
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("bad-signature"), "{body}");
+
+    let stale = (now_secs() - 3_600).to_string();
+    let (status, body) = mailgun_post(
+        ingest.http,
+        &file,
+        &stale,
+        &fresh,
+        &mailgun_signature(&stale, &fresh),
+    );
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body.contains("stale-timestamp") && body.contains("replay window"),
+        "{body}"
+    );
+
+    let records = only(raw_emails(&env, 1).await, 1);
+    let email = &records[0];
+    assert_eq!(email.source, IngestSource::Http);
+    assert_eq!(email.origin.as_deref(), Some("provider:mailgun"));
+    assert_eq!(
+        email.envelope.mail_from.as_deref(),
+        Some("alice@sender.test")
+    );
+    assert_eq!(email.envelope.rcpt_to, ["deals+mg@in.example.com"]);
+    assert!(
+        email
+            .envelope
+            .remote_addr
+            .as_deref()
+            .is_some_and(|a| a.starts_with("127.0.0.1:")),
+        "the webhook's caller: {:?}",
+        email.envelope.remote_addr
+    );
+    assert_eq!(email.raw.as_deref(), Some(msg.as_slice()), "exact bytes");
+    let status = terminate(&mut ingest.child, Duration::from_secs(40));
+    assert!(status.success(), "graceful shutdown exits 0, got {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sendgrid_raw_posts_with_basic_auth_land_and_others_are_refused() {
+    let env = TestEnv::new("ing-sendgrid");
+    let (mut ingest, dir) = ingest(&env, "sendgrid").await;
+    let msg = message("via sendgrid", 3_000);
+    let file = dir.join("m.eml");
+    std::fs::write(&file, &msg).expect("write");
+    let email_field = format!("email=<{}", file.display());
+    // The fields of SendGrid's raw mode, as its documentation lists them.
+    let form = [
+        "-F",
+        "to=Deals <deals+sg@in.example.com>",
+        "-F",
+        "from=Bob <bob@sender.test>",
+        "-F",
+        "subject=via sendgrid",
+        "-F",
+        "sender_ip=203.0.113.7",
+        "-F",
+        "spam_score=0.1",
+        "-F",
+        "dkim={@sender.test : pass}",
+        "-F",
+        "SPF=pass",
+        "-F",
+        r#"envelope={"to":["deals+sg@in.example.com","ops@example.org"],"from":"bounce-bob@sender.test"}"#,
+        "-F",
+        r#"charsets={"to":"UTF-8","subject":"UTF-8","from":"UTF-8"}"#,
+        "-F",
+        &email_field,
+    ];
+    let port = ingest.http;
+    let url = |creds: &str| format!("http://{creds}127.0.0.1:{port}/v1/providers/sendgrid");
+
+    let (status, _, body) = post(&url(&format!("sendgrid:{SENDGRID_PASSWORD}@")), &form, &dir);
+    assert_eq!(status, 202, "{body}");
+
+    for creds in [
+        "sendgrid:wrong-password-0123@",
+        "other:sendgrid-pass-0123456789@",
+        "",
+    ] {
+        let (status, headers, body) = post(&url(creds), &form, &dir);
+        assert_eq!(status, 401, "{creds}: {body}");
+        assert!(body.contains("bad-auth"), "{body}");
+        assert!(
+            headers
+                .to_ascii_lowercase()
+                .contains("www-authenticate: basic"),
+            "{headers}"
+        );
+    }
+
+    // The default parsed mode: no `email` field; refused with the setting to change.
+    let parsed = [
+        "-F",
+        "headers=Subject: x",
+        "-F",
+        "text=hello",
+        "-F",
+        r#"envelope={"to":["a@in.example.com"],"from":"b@sender.test"}"#,
+    ];
+    let (status, _, body) = post(
+        &url(&format!("sendgrid:{SENDGRID_PASSWORD}@")),
+        &parsed,
+        &dir,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("bad-payload") && body.contains("raw, full MIME"),
+        "{body}"
+    );
+
+    let records = only(raw_emails(&env, 1).await, 1);
+    let email = &records[0];
+    assert_eq!(email.origin.as_deref(), Some("provider:sendgrid"));
+    assert_eq!(
+        email.envelope.mail_from.as_deref(),
+        Some("bounce-bob@sender.test")
+    );
+    assert_eq!(
+        email.envelope.rcpt_to,
+        ["deals+sg@in.example.com", "ops@example.org"]
+    );
+    assert_eq!(email.envelope.remote_addr.as_deref(), Some("203.0.113.7"));
+    assert_eq!(email.raw.as_deref(), Some(msg.as_slice()), "exact bytes");
+    let status = terminate(&mut ingest.child, Duration::from_secs(40));
+    assert!(status.success(), "graceful shutdown exits 0, got {status}");
+}
+
+/// A binary attachment (so it is base64 in the rebuilt message too).
+const ATTACHMENT: &[u8] = b"%PDF-1.4\n\x00\x01\x02\xff quote: 42 seats";
+
+/// A Postmark inbound document shaped like the example of Postmark's documentation.
+fn postmark_json(raw: Option<&[u8]>, subject: &str) -> String {
+    let mut doc = serde_json::json!({
+        "FromName": "Carol",
+        "MessageStream": "inbound",
+        "From": "carol@sender.test",
+        "FromFull": {"Email": "carol@sender.test", "Name": "Carol", "MailboxHash": ""},
+        "To": "deals+pm@in.example.com",
+        "ToFull": [{"Email": "deals+pm@in.example.com", "Name": "Deals", "MailboxHash": "pm"}],
+        "Cc": "", "CcFull": [], "Bcc": "", "BccFull": [],
+        "OriginalRecipient": "deals+pm@in.example.com",
+        "ReplyTo": "",
+        "Subject": subject,
+        "MessageID": uuid::Uuid::new_v4().to_string(),
+        "Date": "Thu, 5 Apr 2012 16:59:01 +0200",
+        "MailboxHash": "pm",
+        "TextBody": "Hello from Postmark.",
+        "HtmlBody": "",
+        "StrippedTextReply": "",
+        "Tag": "",
+        "Headers": [
+            {"Name": "X-Spam-Status", "Value": "No"},
+            {"Name": "Return-Path", "Value": "<bounce-carol@sender.test>"}
+        ],
+        "Attachments": [
+            {"Name": "quote.pdf", "Content": STANDARD.encode(ATTACHMENT), "ContentType": "application/pdf", "ContentLength": ATTACHMENT.len()}
+        ]
+    });
+    if let Some(raw) = raw {
+        doc["RawEmail"] = String::from_utf8_lossy(raw).into_owned().into();
+    }
+    doc.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postmark_json_lands_as_the_raw_email_or_rebuilt_and_bad_auth_is_refused() {
+    let env = TestEnv::new("ing-postmark");
+    let (mut ingest, dir) = ingest(&env, "postmark").await;
+    let msg = message("via postmark", 3_000);
+    let url = |creds: &str| {
+        format!(
+            "http://{creds}127.0.0.1:{}/v1/providers/postmark",
+            ingest.http
+        )
+    };
+    let good = url(&format!("postmark:{POSTMARK_PASSWORD}@"));
+    let send = |url: &str, json: String| {
+        let file = dir.join(format!("{}.json", uuid::Uuid::new_v4()));
+        std::fs::write(&file, json).expect("write");
+        let data = format!("@{}", file.display());
+        let args = [
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            data.as_str(),
+        ];
+        post(url, &args, &dir)
+    };
+
+    let (status, _, body) = send(&good, postmark_json(Some(&msg), "via postmark"));
+    assert_eq!(status, 202, "{body}");
+    let (status, _, body) = send(&good, postmark_json(None, "rebuilt by mailstream"));
+    assert_eq!(status, 202, "{body}");
+
+    let (status, headers, body) = send(
+        &url("postmark:not-the-password-0123@"),
+        postmark_json(Some(&msg), "forged"),
+    );
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("bad-auth"), "{body}");
+    assert!(
+        headers.to_ascii_lowercase().contains("www-authenticate"),
+        "{headers}"
+    );
+    let (status, _, body) = send(&good, "{\"Subject\": ".to_string());
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("bad-payload"), "{body}");
+
+    let records = only(raw_emails(&env, 2).await, 2);
+    for email in &records {
+        assert_eq!(email.origin.as_deref(), Some("provider:postmark"));
+        assert_eq!(email.envelope.rcpt_to, ["deals+pm@in.example.com"]);
+        assert_eq!(
+            email.envelope.mail_from.as_deref(),
+            Some("bounce-carol@sender.test")
+        );
+    }
+    let (raw, rebuilt): (Vec<&RawEmail>, Vec<&RawEmail>) = records
+        .iter()
+        .partition(|e| e.raw.as_deref() == Some(msg.as_slice()));
+    assert_eq!(raw.len(), 1, "RawEmail is kept byte for byte");
+    let text = String::from_utf8_lossy(rebuilt[0].raw.as_deref().expect("inline"));
+    for needle in [
+        "Subject: rebuilt by mailstream",
+        "<carol@sender.test>",
+        "Date: Thu, 5 Apr 2012 16:59:01 +0200",
+        "X-Spam-Status: No",
+        "Hello from Postmark.",
+        "quote.pdf",
+        &STANDARD.encode(ATTACHMENT),
+    ] {
+        assert!(
+            text.contains(needle),
+            "`{needle}` missing from the rebuilt message:\n{text}"
+        );
+    }
+    let status = terminate(&mut ingest.child, Duration::from_secs(40));
+    assert!(status.success(), "graceful shutdown exits 0, got {status}");
+}
