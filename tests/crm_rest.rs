@@ -4,6 +4,11 @@
 //! 429s across keys, and 400 for poison activities and for an attachment. Every non-poison
 //! message is accepted exactly once per operation, the DLQ holds exactly the poison records,
 //! crm-results one result per message, and neither the token nor an address is logged.
+//!
+//! Erasure: `mailstream erase` deletes one person's contact and the activities of their emails
+//! (with their attachments) by the ids the CRM gave them; its dry run makes lookups only and
+//! reports the same counts; a second erase meets 404s and counts them as already gone; another
+//! person's contact and activity stay.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -11,10 +16,11 @@ use std::time::Duration;
 use mailstream_runtime::blob::sha256_hex;
 use mailstream_runtime::records::CrmResult;
 use mailstream_tests::crm::{
-    Burst, Call, FakeCrm, Fault, crm_results, known_sender, produce_leads, reply_lead, sink_log,
-    spawn_sink, with_attachment,
+    Burst, Call, FakeCrm, Fault, crm_results, erase, known_sender, produce_leads, produce_parsed,
+    reply_lead, sink_log, spawn_sink, with_attachment,
 };
 use mailstream_tests::{TestEnv, collect, free_port, now_ms, terminate};
+use serde_json::json;
 
 const TOKEN: &str = "test-token-s3cret";
 
@@ -241,4 +247,86 @@ async fn rest_backend_rides_out_faults_without_losing_or_duplicating() {
             "no addresses in the logs: {address}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erase_deletes_a_persons_contact_and_activities_in_the_rest_crm_and_nothing_else() {
+    let env = TestEnv::new("crmresterase");
+    let crm = FakeCrm::start(TOKEN).await.expect("stand-in");
+    let (erin, frank) = ("erin.rest@erase.test", "frank.rest@keep.test");
+    let t = now_ms() - 1_000;
+    let leads = vec![
+        with_attachment(
+            reply_lead("rest-erase-1@client.test", erin, t),
+            Some("cv.pdf"),
+            &sha256_hex(b"cv"),
+        ),
+        reply_lead("rest-erase-2@client.test", erin, t + 1),
+        with_attachment(
+            reply_lead("rest-keep-1@client.test", frank, t),
+            Some("q.pdf"),
+            &sha256_hex(b"q"),
+        ),
+    ];
+    let settings = [
+        ("MAILSTREAM_CRM_SINK_BACKEND", "rest"),
+        ("MAILSTREAM_CRM_SINK_BASE_URL", crm.base_url.as_str()),
+        ("MAILSTREAM_CRM_SINK_TOKEN", TOKEN),
+    ];
+    let mut run = spawn_sink(&env, "a", free_port(), &settings);
+    produce_leads(&env, &leads).await;
+    let results = crm_results(&env, leads.len(), Duration::from_secs(90)).await;
+    terminate(&mut run, Duration::from_secs(30));
+    assert_eq!(results.len(), 3, "{results:?}");
+    produce_parsed(&env, &leads).await;
+    let before = crm.rows();
+    assert_eq!(before.contacts.len(), 2, "{before:?}");
+    assert_eq!(before.activities.len(), 3, "{before:?}");
+    assert_eq!(before.attachments, 2, "{before:?}");
+
+    let dry = erase(&env, erin, false, &settings);
+    assert_eq!(dry["messages"], 2, "{dry}");
+    let want = json!({"backend": "rest", "activities": 2, "contacts": 1});
+    assert_eq!(dry["crm"], want, "{dry}");
+    assert_eq!(crm.rows(), before, "a dry run deletes nothing");
+    assert!(
+        crm.erase_calls()
+            .keys()
+            .all(|call| call.starts_with("GET ")),
+        "{:?}",
+        crm.erase_calls()
+    );
+
+    let done = erase(&env, erin, true, &settings);
+    assert_eq!(
+        done["crm"], dry["crm"],
+        "the dry run said what --execute did"
+    );
+    let after = crm.rows();
+    let contacts: Vec<&str> = after.contacts.keys().map(String::as_str).collect();
+    assert_eq!(contacts, [frank], "only Frank's contact stays");
+    assert_eq!(after.contacts[frank], before.contacts[frank]);
+    let activities: Vec<&str> = after.activities.keys().map(String::as_str).collect();
+    assert_eq!(
+        activities,
+        ["rest-keep-1@client.test"],
+        "only Frank's activity stays"
+    );
+    assert_eq!(
+        after.attachments, 1,
+        "her attachment went with her activity"
+    );
+
+    let again = erase(&env, erin, true, &settings);
+    assert_eq!(
+        again["crm"],
+        json!({"backend": "rest", "activities": 0, "contacts": 0}),
+        "already gone: {again}"
+    );
+    let calls = crm.erase_calls();
+    assert_eq!(calls.get("DELETE activities 204"), Some(&2), "{calls:?}");
+    assert_eq!(calls.get("DELETE contacts 204"), Some(&1), "{calls:?}");
+    assert_eq!(calls.get("DELETE activities 404"), Some(&2), "{calls:?}");
+    assert_eq!(calls.get("DELETE contacts 404"), Some(&1), "{calls:?}");
+    assert_eq!(crm.rows(), after, "the second erase changed nothing");
 }

@@ -15,13 +15,23 @@
 //! An outage: the sink reaches Tryton through a proxy the test cuts (connections dropped and
 //! refused). The sink blocks (`crm_sink_blocked{cause="unavailable"}`), dead-letters nothing,
 //! and writes the email once Tryton is reachable again.
+//!
+//! Erasure: two people's emails written to Tryton, then `mailstream erase` of one of them. Its
+//! dry run changes no record (their `write_date`s stay) and reports what `--execute` then
+//! deletes: her party with its contact mechanism, the notes of every email she took part in
+//! (one from Frank she was in Cc of included), the opportunity only her emails are on; the
+//! opportunity Frank's email is on too stays, without her as party or her subject. Frank's
+//! party, mechanism and notes stay as they were; a second erase finds nothing.
 
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE;
-use mailstream_runtime::records::{CrmResult, ScoredLead};
-use mailstream_tests::crm::{Cut, crm_results, produce_leads, scored_lead, spawn_sink};
+use mailstream_runtime::records::{Address, CrmResult, ScoredLead};
+use mailstream_tests::crm::{
+    Cut, crm_results, erase, produce_leads, produce_leads_in_order, produce_parsed, scored_lead,
+    spawn_sink,
+};
 use mailstream_tests::pipeline::metric;
 use mailstream_tests::{Seen, TestEnv, collect, free_port, http_get, now_ms, terminate};
 use serde_json::{Value, json};
@@ -397,4 +407,136 @@ async fn a_tryton_outage_blocks_the_sink_and_dead_letters_nothing() {
         )
         .await;
     assert_eq!(parties.len(), 1, "written once: {parties:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn erase_deletes_a_persons_party_notes_and_own_opportunities_in_tryton() {
+    let _alone = ONE_SINK_AT_A_TIME.lock().await;
+    let tryton = Tryton::get();
+    let env = TestEnv::new("crmtrytonerase");
+    let tag = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let (erin, frank) = (
+        format!("erin-{tag}@client.test"),
+        format!("frank-{tag}@client.test"),
+    );
+    let (own_deal, shared_deal) = (format!("deal-e-{tag}"), format!("deal-s-{tag}"));
+    let id = |n: &str| format!("{n}-{tag}@c");
+    let t = now_ms();
+    let mut cc_erin = scored_lead(&id("f3"), &frank, "acct-2", None, t + 5);
+    cc_erin.resolved.email.cc = vec![Address {
+        email: erin.clone(),
+        name: None,
+    }];
+    // In this order (one partition): Erin's email makes the shared deal's opportunity with her
+    // as its party; Frank's on the same deal finds it.
+    let leads = [
+        scored_lead(&id("e1"), &erin, "acct-1", Some(&own_deal), t),
+        scored_lead(&id("e2"), &erin, "acct-1", None, t + 1),
+        scored_lead(&id("e3"), &erin, "acct-1", Some(&shared_deal), t + 2),
+        scored_lead(&id("f1"), &frank, "acct-2", Some(&shared_deal), t + 3),
+        scored_lead(&id("f2"), &frank, "acct-2", None, t + 4),
+        cc_erin,
+    ];
+    let settings = sink_settings(&tryton, &tryton.url);
+    let mut run = spawn_sink(&env, "a", free_port(), &settings);
+    produce_leads_in_order(&env, &leads).await;
+    let results = crm_results(&env, leads.len(), Duration::from_secs(90)).await;
+    terminate(&mut run, Duration::from_secs(30));
+    assert!(
+        results.len() == leads.len() && results.iter().all(|r| r.outcome == "written"),
+        "{results:?}"
+    );
+    produce_parsed(&env, &leads).await;
+    let result = |n: &str| by_id(&results, &id(n))[0].clone();
+    let (e1, e3, f1) = (result("e1"), result("e3"), result("f1"));
+    assert_eq!(
+        e3.deal_id, f1.deal_id,
+        "one opportunity for the shared deal"
+    );
+
+    let before = tryton.snapshot(&tag).await;
+    let dry = erase(&env, &erin, false, &settings);
+    assert_eq!(
+        dry["messages"], 4,
+        "hers and the one she was in Cc of: {dry}"
+    );
+    let want = json!({"backend": "tryton", "notes": 4, "opportunities": 1, "parties": 1,
+        "contact_mechanisms": 1, "detached": {"opportunities": 1}});
+    assert_eq!(dry["crm"], want, "{dry}");
+    assert_eq!(
+        tryton.snapshot(&tag).await,
+        before,
+        "a dry run changes nothing"
+    );
+
+    let done = erase(&env, &erin, true, &settings);
+    assert_eq!(
+        done["crm"], dry["crm"],
+        "the dry run said what --execute did"
+    );
+    let after = tryton.snapshot(&tag).await;
+    let [mechanisms, opportunities, parties, notes] = &after[..] else {
+        panic!("four lists: {after:?}");
+    };
+    let values: Vec<&str> = mechanisms
+        .iter()
+        .filter_map(|m| m["value"].as_str())
+        .collect();
+    assert_eq!(
+        values,
+        [frank.as_str()],
+        "only Frank's contact mechanism stays"
+    );
+    let erins_party = e1.contact_id.clone().unwrap_or_default();
+    let party = tryton
+        .search(
+            "party.party",
+            json!([["id", "=", erins_party.parse::<i64>().unwrap_or(-1)]]),
+            &["id"],
+        )
+        .await;
+    assert!(party.is_empty(), "her party is gone: {party:?}");
+    assert_eq!(
+        parties,
+        &before[2][1..].to_vec(),
+        "Frank's party as it was: {before:?}"
+    );
+    assert_eq!(
+        opportunities.len(),
+        1,
+        "the shared deal's only: {opportunities:?}"
+    );
+    let shared = &opportunities[0];
+    assert_eq!(Some(shared["id"].to_string()), f1.deal_id);
+    assert_eq!(shared["reference"], shared_deal.as_str());
+    assert!(
+        shared["party"].is_null() && shared["description"].is_null(),
+        "without her as party or her subject: {shared}"
+    );
+    let mut kept: Vec<&str> = notes
+        .iter()
+        .filter_map(|n| n["message"].as_str()?.lines().next())
+        .collect();
+    kept.sort();
+    let want = [
+        format!("mailstream email {}", id("f1")),
+        format!("mailstream email {}", id("f2")),
+    ];
+    assert_eq!(kept, want, "Frank's own notes stay");
+    assert!(
+        notes
+            .iter()
+            .all(|n| !n["message"].as_str().unwrap_or_default().contains(&erin)),
+        "no note names her: {notes:?}"
+    );
+
+    let again = erase(&env, &erin, true, &settings);
+    let none = json!({"backend": "tryton", "notes": 0, "opportunities": 0, "parties": 0,
+        "contact_mechanisms": 0});
+    assert_eq!(again["crm"], none, "nothing of hers is left: {again}");
+    assert_eq!(
+        tryton.snapshot(&tag).await,
+        after,
+        "the second erase changed nothing"
+    );
 }

@@ -11,7 +11,9 @@
 //! applied once. What it holds (contacts, deals, activities, attachments, and how often each
 //! key was applied) is its "rows" ([`FakeCrm::rows`]), for a test to compare before and after
 //! a replay. Paths: `POST /contacts` (upsert by email: `{"id", "created"}`), `/deals`,
-//! `/activities`, `/activities/{id}/attachments`, with a bearer token.
+//! `/activities`, `/activities/{id}/attachments`, with a bearer token. An erase's calls:
+//! `GET` and `DELETE` of `/contacts/{id}` and `/activities/{id}` (the latter with its
+//! attachments), 404 when there is no such resource ([`FakeCrm::erase_calls`] counts them).
 //!
 //! Outages on demand: [`FakeCrm::refuse_credentials`] answers 401 to every call (a revoked
 //! token), and [`Cut`] is a TCP proxy that drops every connection and refuses new ones (put it
@@ -27,7 +29,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use mailstream_runtime::AvroRecord;
 use mailstream_runtime::records::{
@@ -113,6 +115,10 @@ struct Crm {
     /// When each call per idempotency key was made, faults included.
     calls: BTreeMap<String, Vec<Instant>>,
     script: Option<Script>,
+    /// Activity id → its message id and attachments written to it.
+    activity_index: BTreeMap<String, (String, u64)>,
+    /// Erase calls (`GET`/`DELETE` of a contact or an activity) by method, kind and answer.
+    erase_calls: BTreeMap<String, u64>,
 }
 
 /// A running stand-in, served on 127.0.0.1 from this process.
@@ -168,7 +174,10 @@ fn apply(crm: &mut Crm, op: &str, key: &str, body: &Value) -> (u16, Value, bool)
         }
         "activity" => {
             *crm.rows.activities.entry(text("message_id")).or_default() += 1;
-            (201, json!({"id": format!("act-{n}")}))
+            let id = format!("act-{n}");
+            let entry = (text("message_id"), 0);
+            crm.activity_index.insert(id.clone(), entry);
+            (201, json!({"id": id}))
         }
         _ => {
             crm.rows.attachments += 1;
@@ -276,8 +285,58 @@ fn admit(crm: &mut Crm, op: &str, key: &str, authorization: &str, body: &Value) 
     Verdict::Write(Pace::default())
 }
 
+/// An erase's `GET` or `DELETE` of `/contacts/{id}` or `/activities/{id}`: 200 or 204 when
+/// the resource is there (a delete takes an activity's attachments with it), 404 when not.
+fn erase_call(
+    crm: &mut Crm,
+    method: &Method,
+    kind: &str,
+    id: &str,
+    authorization: &str,
+) -> Response {
+    if crm.refuse_credentials || authorization != format!("Bearer {}", crm.token) {
+        return answer(401, json!({"error": "unauthorized"}), &[]);
+    }
+    let found = match kind {
+        "contacts" => crm
+            .rows
+            .contacts
+            .iter()
+            .find(|(_, v)| *v == id)
+            .map(|(k, _)| k.clone()),
+        _ => crm.activity_index.contains_key(id).then(|| id.to_string()),
+    };
+    let status = match (&found, method) {
+        (None, _) => 404,
+        (Some(_), &Method::GET) => 200,
+        (Some(key), _) => {
+            if kind == "contacts" {
+                crm.rows.contacts.remove(key);
+            } else if let Some((message_id, attachments)) = crm.activity_index.remove(key) {
+                crm.rows.attachments -= attachments;
+                if let Some(n) = crm.rows.activities.get_mut(&message_id) {
+                    *n -= 1;
+                    if *n == 0 {
+                        crm.rows.activities.remove(&message_id);
+                    }
+                }
+            }
+            204
+        }
+    };
+    *crm.erase_calls
+        .entry(format!("{method} {kind} {status}"))
+        .or_default() += 1;
+    match status {
+        404 => answer(404, json!({"error": "not found"}), &[]),
+        204 => StatusCode::NO_CONTENT.into_response(),
+        _ => answer(200, json!({"id": id}), &[]),
+    }
+}
+
 async fn handle(
     State(state): State<Arc<Mutex<Crm>>>,
+    method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
@@ -290,6 +349,16 @@ async fn handle(
             .to_string()
     };
     let path = uri.path();
+    if method == Method::GET || method == Method::DELETE {
+        let resource = path.trim_start_matches('/').split_once('/');
+        return match resource {
+            Some((kind @ ("contacts" | "activities"), id)) if !id.contains('/') => {
+                let auth = header("authorization");
+                erase_call(&mut lock(&state), &method, kind, id, &auth)
+            }
+            _ => answer(404, json!({"error": "no such endpoint"}), &[]),
+        };
+    }
     let op = match path {
         "/contacts" => "contact",
         "/deals" => "deal",
@@ -308,6 +377,13 @@ async fn handle(
         tokio::time::sleep(pace.before).await;
     }
     let (status, body, replayed) = apply(&mut lock(&state), op, &key, &body);
+    if op == "attachment" && !replayed {
+        let activity = path.trim_start_matches("/activities/");
+        let activity = activity.trim_end_matches("/attachments");
+        if let Some((_, n)) = lock(&state).activity_index.get_mut(activity) {
+            *n += 1;
+        }
+    }
     if !pace.after.is_zero() {
         tokio::time::sleep(pace.after).await;
     }
@@ -347,6 +423,11 @@ impl FakeCrm {
     /// Faults answered so far, by kind (`429`, `503`, `400`, `401`; a script's by its names).
     pub fn faults(&self) -> BTreeMap<&'static str, u64> {
         lock(&self.state).faults.clone()
+    }
+
+    /// An erase's calls so far, as `<METHOD> <contacts|activities> <status>` → how many.
+    pub fn erase_calls(&self) -> BTreeMap<String, u64> {
+        lock(&self.state).erase_calls.clone()
     }
 
     pub fn requests(&self) -> u64 {
@@ -622,4 +703,53 @@ pub async fn sink_metric_until(port: u16, name: &str, labels: &[(&str, &str)], w
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The erasure key the erase helpers run `mailstream erase` with.
+pub const ERASURE_KEY: &str = "crm-erase-test-key-0123456789";
+
+/// Produces the `parsed` record of each of `leads`: where `mailstream erase` finds the emails a
+/// person took part in (a test that writes to the sink through `scored` only has none). Their
+/// attachments name no blob: these tests have no blob store, only a CRM.
+pub async fn produce_parsed(env: &TestEnv, leads: &[ScoredLead]) {
+    let mut records = Vec::new();
+    for l in leads {
+        let mut email = l.resolved.email.clone();
+        for attachment in &mut email.attachments {
+            attachment.blob_uri = None;
+        }
+        let value = email.into_avro().expect("to avro");
+        records.push((l.message_id.clone(), env.encode("parsed", value).await));
+    }
+    env.produce("parsed", records).await;
+}
+
+/// Runs `mailstream erase --email ADDRESS --json` (with `--execute` when `execute`) against the
+/// sink's `settings` (`MAILSTREAM_CRM_SINK_*`); asserts it succeeded and that its report names
+/// nobody, and returns the report.
+pub fn erase(env: &TestEnv, address: &str, execute: bool, settings: &[(&str, &str)]) -> Value {
+    let blobs = crate::mail::temp_dir("crm-erase-blobs");
+    let mut args = vec!["erase", "--email", address, "--json"];
+    if execute {
+        args.push("--execute");
+    }
+    let mut cmd = env.mailstream(&args);
+    cmd.env("MAILSTREAM_ERASURE_KEY", ERASURE_KEY).env(
+        "MAILSTREAM_PARSER_BLOB_URL",
+        format!("file://{}", blobs.display()),
+    );
+    for (name, value) in settings {
+        cmd.env(name, value);
+    }
+    let out = crate::output(cmd);
+    let _ = std::fs::remove_dir_all(&blobs);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "erase failed: {stderr}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let local = address.split('@').next().unwrap_or(address);
+    assert!(
+        !text.to_lowercase().contains(&local.to_lowercase()),
+        "the report names nobody: {text}"
+    );
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("a JSON report ({e}): {text}"))
 }

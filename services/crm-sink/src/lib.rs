@@ -49,6 +49,7 @@ use mailstream_runtime::erasure::Erasures;
 use mailstream_runtime::records::{Contact, CrmResult, ScoredLead};
 use mailstream_runtime::{BuildContext, Incoming, Outputs, ProcessError, Processor, RuntimeError};
 
+pub use backend::erase::{CrmErased, Person};
 use backend::hubspot::HubspotBackend;
 use backend::postgres::PostgresBackend;
 pub use backend::postgres_purge::{DeletedRows, Expired};
@@ -202,34 +203,54 @@ async fn connect(settings: &CrmSinkSettings, retrier: Retrier) -> Result<AnyBack
     })
 }
 
-/// Deletes the CRM rows of the person with `addresses` (lower-cased) whose emails are
-/// `message_ids` (`mailstream erase`); a dry run (`execute` false) deletes and rolls back, so
-/// the counts are exact. `None`: the configured backend cannot erase here (the HTTP CRMs'
-/// records are deleted in the CRM itself).
+/// Deletes what the sink wrote for `person` in the configured CRM (`mailstream erase`), by the
+/// backend's own erase beside it ([`backend::erase`]): PostgreSQL's rows in one transaction,
+/// the HTTP CRMs' records through their APIs with the sink's retries and rate limit. A dry run
+/// (`execute` false) changes nothing and reports exactly what `--execute` deletes (PostgreSQL
+/// deletes and rolls back; the HTTP CRMs look up only).
 pub async fn erase(
     settings: &CrmSinkSettings,
-    addresses: &[String],
-    message_ids: &[String],
+    person: &Person,
     execute: bool,
-) -> Result<Option<DeletedRows>, String> {
-    let Some((target, tls, timeout)) = admin_session(settings)? else {
-        return Ok(None);
+) -> Result<CrmErased, String> {
+    if let Some((target, tls, timeout)) = admin_session(settings)? {
+        let erased = backend::postgres_purge::erase(
+            &target,
+            &tls,
+            &settings.schema,
+            timeout,
+            &person.addresses,
+            &person.message_ids,
+            execute,
+        );
+        return erased.await.map(CrmErased::from);
+    }
+    let (_trigger, shutdown) = mailstream_runtime::Shutdown::new();
+    let metrics = SinkMetrics::new(&prometheus::Registry::new()).map_err(|e| e.to_string())?;
+    let retrier = Retrier {
+        policy: settings.retry_policy(),
+        limiter: Limiter::new(settings.rate(), settings.burst(), settings.max_concurrency),
+        request_timeout: settings.request_timeout(),
+        metrics,
+        shutdown,
     };
-    let erased = backend::postgres_purge::erase(
-        &target,
-        &tls,
-        &settings.schema,
-        timeout,
-        addresses,
-        message_ids,
-        execute,
-    );
-    erased.await.map(Some)
+    let name = settings.backend.name();
+    let failed = |e: Failure| format!("{name} CRM: {}", e.reason());
+    let deadline = backend::erase::http_deadline();
+    match connect(settings, retrier)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        AnyBackend::Rest(b) => b.erase(person, execute, deadline).await.map_err(failed),
+        AnyBackend::Hubspot(b) => b.erase(person, execute, deadline).await.map_err(failed),
+        AnyBackend::Tryton(b) => b.erase(person, execute, deadline).await.map_err(failed),
+        AnyBackend::Postgres(_) => Err("PostgreSQL erases through its admin session".into()),
+    }
 }
 
 /// Deletes the CRM rows of every message whose lead has one of `statuses` and was received
-/// before `before` (`mailstream retention run`), like [`erase`]: exact counts in a dry run,
-/// `None` for a backend that cannot.
+/// before `before` (`mailstream retention run`), in one transaction like [`erase`]'s: exact
+/// counts in a dry run, `None` for a backend other than PostgreSQL.
 pub async fn expire(
     settings: &CrmSinkSettings,
     statuses: &[String],

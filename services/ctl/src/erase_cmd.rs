@@ -13,8 +13,12 @@
 //! 4. **Deletes their blobs**: stored attachments, whole bodies and claim-checked raw
 //!    messages, except a blob another person's email points to as well (blobs are stored by
 //!    content).
-//! 5. **Deletes their CRM rows** (PostgreSQL backend: contact, activities with attachments,
-//!    leads, follow-ups; in one transaction, rolled back in a dry run).
+//! 5. **Deletes what the CRM sink wrote for them** in the configured backend
+//!    (`mailstream_crm_sink::erase`): PostgreSQL's contact, activities with attachments, leads
+//!    and follow-ups (in one transaction, rolled back in a dry run); the REST CRM's activities
+//!    and contacts (by the ids of `crm-results` and the `contacts` table); HubSpot's email
+//!    engagements (archived) and contacts (GDPR delete); Tryton's notes, the opportunities
+//!    only they are on, and their parties. A dry run of an HTTP CRM looks up only.
 //! 6. **Reports** what was removed and, for each immutable topic still holding a copy (streams,
 //!    audits, dead letters), how many and when retention deletes the last one.
 //!
@@ -30,7 +34,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use clap::Args;
-use mailstream_crm_sink::{CrmSinkSettings, DeletedRows};
+use mailstream_crm_sink::{CrmErased, CrmSinkSettings};
 use mailstream_parser::ParserSettings;
 use mailstream_runtime::avro::{AvroCodec, registry_settings};
 use mailstream_runtime::blob::BlobStore;
@@ -44,6 +48,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
 
 use crate::scan::{Reader, Scanned};
+
+#[path = "erase_crm.rs"]
+mod crm;
 
 #[derive(Args)]
 pub struct EraseArgs {
@@ -69,9 +76,8 @@ struct Report {
     blobs_deleted: usize,
     /// Blobs of the person's emails kept because another email points to them too.
     blobs_shared: usize,
-    /// CRM rows by table; `None` when the backend cannot erase (`crm_note` says why).
-    crm: Option<DeletedRows>,
-    crm_note: Option<String>,
+    /// CRM records deleted, by kind, with the backend's name.
+    crm: CrmErased,
     /// Immutable topics still holding copies, and when retention deletes the last.
     copies: Vec<Copies>,
 }
@@ -166,16 +172,11 @@ pub async fn execute(args: EraseArgs, source: ConfigSource) -> anyhow::Result<Ex
         }
     }
 
-    let message_ids: Vec<String> = found.message_ids.iter().cloned().collect();
-    report.crm = mailstream_crm_sink::erase(&sink, &addresses, &message_ids, execute)
+    let backend = sink.backend.name();
+    let person = crm::person(&mut topics, &decoder, &addresses, &found, backend).await?;
+    report.crm = mailstream_crm_sink::erase(&sink, &person, execute)
         .await
         .map_err(anyhow::Error::msg)?;
-    if report.crm.is_none() {
-        report.crm_note = Some(format!(
-            "the {} backend's records are not deleted by mailstream: delete the person in the CRM",
-            sink.backend.name()
-        ));
-    }
 
     report.copies = copies(&mut topics, &topology, &found).await?;
     if let Some(writer) = &writer {
@@ -413,9 +414,7 @@ impl<'a> Writer<'a> {
                 subject: subject.clone(),
                 erased_at,
                 messages: count(report.messages),
-                crm_rows: counts
-                    .and_then(|r| r.crm)
-                    .map_or(0, |c| i32::try_from(c.total()).unwrap_or(i32::MAX)),
+                crm_rows: counts.map_or(0, |r| i32::try_from(r.crm.total()).unwrap_or(i32::MAX)),
                 blobs: counts.map_or(0, |r| count(r.blobs_deleted)),
                 tombstones: counts.map_or(0, |r| count(r.tombstones.values().sum())),
             };
@@ -462,19 +461,7 @@ fn print(report: &Report, json: bool) -> anyhow::Result<()> {
         "blobs: {} {verb}deleted, {} kept (other emails point to them too)",
         report.blobs_deleted, report.blobs_shared
     );
-    match (&report.crm, &report.crm_note) {
-        (Some(rows), _) => println!(
-            "CRM: {} row(s) {verb}deleted (contacts {}, activities {}, attachments {}, leads {}, follow-ups {})",
-            rows.total(),
-            rows.contacts,
-            rows.activities,
-            rows.attachments,
-            rows.leads,
-            rows.follow_ups
-        ),
-        (None, Some(note)) => println!("CRM: {note}"),
-        (None, None) => {}
-    }
+    println!("{}", crm::line(&report.crm, verb));
     for copy in &report.copies {
         let until = copy
             .expires_by

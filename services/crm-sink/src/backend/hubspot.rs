@@ -140,6 +140,7 @@ impl HubspotBackend {
             idempotency_key: None,
             body: None,
             accept_conflict: false,
+            accept_missing: false,
         };
         self.http.call(&call, deadline).await
     }
@@ -173,6 +174,7 @@ impl CrmBackend for HubspotBackend {
                 idempotency_key: Some(idempotency_key(&plan.message_id, "contact")),
                 body: Some(&body),
                 accept_conflict: false,
+                accept_missing: false,
             };
             let (answer, n) = self.http.call(&call, deadline).await?;
             report.attempts += n;
@@ -195,6 +197,7 @@ impl CrmBackend for HubspotBackend {
             idempotency_key: Some(idempotency_key(&plan.message_id, "activity")),
             body: Some(&body),
             accept_conflict: true,
+            accept_missing: false,
         };
         let (mut answer, n) = self.http.call(&call, deadline).await?;
         report.attempts += n;

@@ -11,8 +11,13 @@
 //! | generic REST CRM | [`rest`] | `Idempotency-Key: <message_id>:<operation>` on every write |
 //! | HubSpot CRM v3 | [`hubspot`] | upsert by email; a unique message-id property on emails |
 //! | Tryton 8.x (REST API) | [`tryton`] | search before create: parties by email, opportunities by reference, notes by a message-id line |
+//!
+//! Each backend also deletes what it wrote for a person (`mailstream erase`, [`erase`]):
+//! `postgres_purge`, `rest_erase`, `hubspot_erase` and `tryton_erase` beside the backends.
 
+pub mod erase;
 pub mod hubspot;
+mod hubspot_erase;
 pub mod keys;
 pub mod migrate;
 #[cfg(test)]
@@ -22,6 +27,7 @@ pub mod postgres_purge;
 mod postgres_sql;
 pub mod postgres_tls;
 pub mod rest;
+mod rest_erase;
 pub mod tryton;
 
 use std::future::Future;

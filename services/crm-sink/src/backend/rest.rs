@@ -8,6 +8,7 @@
 //! |---|---|
 //! | 2xx | success; `Idempotent-Replayed: true` marks the server's replay of an earlier call |
 //! | 409 with an `id` (where the call accepts conflicts) | success: the object is already there (a 409 without one is rejected) |
+//! | 404 (where the call accepts it: an erase's lookups and deletes) | answered: the object is not there |
 //! | 408, 425, 429, 5xx (but 501, 505), timeouts, connection failures (refused, reset) | `Retry`: retried in place (honouring `Retry-After`, or on a 429 without it HubSpot's `X-HubSpot-RateLimit-Interval-Milliseconds`), then an outage: the batch is retried by the runtime, nothing dead-lettered |
 //! | 401, 403 | `Auth`: the token (`token`) is refused; the sink is blocked until it is fixed, nothing dead-lettered |
 //! | other 4xx (400, 413, 414, 422, 431: a field or key the CRM will not take), 501, 505 | `Poison`: dead-lettered at once (`crm-rejected`); for an attachment, a follow-up |
@@ -49,6 +50,9 @@ pub struct Call<'a> {
     pub body: Option<&'a Value>,
     /// A 409 answer means "already there" for this call (returned, not an error).
     pub accept_conflict: bool,
+    /// A 404 answer means "not there" for this call (a lookup, or a delete of something already
+    /// gone): returned with its status, not an error.
+    pub accept_missing: bool,
 }
 
 /// A successful answer.
@@ -167,6 +171,11 @@ impl HttpClient {
                 body,
                 replayed: true,
             }),
+            404 if call.accept_missing => Ok(Answer {
+                status,
+                body,
+                replayed: false,
+            }),
             _ => Err((self.classify)(call.op, status, &text, retry_after)),
         }
     }
@@ -257,6 +266,7 @@ fn post<'a>(op: &'a str, path: &str, message_id: &str, key: &str, body: &'a Valu
         idempotency_key: Some(idempotency_key(message_id, key)),
         body: Some(body),
         accept_conflict: true,
+        accept_missing: false,
     }
 }
 

@@ -36,6 +36,9 @@
 //! that every model used exists: a wrong URL, database, key or a module not activated stops
 //! start-up, so a 500 at run time is the record's doing.
 //!
+//! Erasure (`mailstream erase`): the person's parties, the notes of their emails and the
+//! opportunities only they are on are deleted (`tryton_erase.rs`).
+//!
 //! Effectively once: a replay, or a retry after a timeout whose write went through, finds what
 //! the first attempt made. Tryton has no unique key on contact values: two sink instances
 //! meeting the same new sender at the same instant (two messages in different partitions)
@@ -53,6 +56,8 @@ use crate::error::{Failure, FailureClass};
 use crate::retry::Retrier;
 use http::{Api, like_literal, many2one, record_id};
 
+#[path = "tryton_erase.rs"]
+mod erase;
 #[path = "tryton_http.rs"]
 mod http;
 

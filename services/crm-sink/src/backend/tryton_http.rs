@@ -130,10 +130,56 @@ impl Api {
             idempotency_key: None,
             body,
             accept_conflict: false,
+            accept_missing: false,
         };
         let (answer, n) = self.http.call(&call, deadline).await?;
         report.attempts += n;
         Ok(answer.body)
+    }
+
+    /// Deletes the record at `path` (`<model>/<id>`): `true` when Tryton deleted it (204),
+    /// `false` when it was already gone (404). The delete marks `report` changed.
+    pub async fn delete(
+        &self,
+        report: &mut WriteReport,
+        op: &str,
+        path: &str,
+        deadline: Instant,
+    ) -> Result<bool, Failure> {
+        let call = Call {
+            op,
+            method: Method::DELETE,
+            path: format!("/{path}"),
+            idempotency_key: None,
+            body: None,
+            accept_conflict: false,
+            accept_missing: true,
+        };
+        let (answer, n) = self.http.call(&call, deadline).await?;
+        report.attempts += n;
+        report.changed = true;
+        Ok(answer.status != 404)
+    }
+
+    /// Runs the model's button or RPC method `action` on the record at `path` (`POST
+    /// <model>/<id>/<action>` with an empty JSON object: no arguments).
+    pub async fn action(
+        &self,
+        report: &mut WriteReport,
+        op: &str,
+        path: &str,
+        deadline: Instant,
+    ) -> Result<(), Failure> {
+        let method = (op, Method::POST, path);
+        self.call(
+            report,
+            method,
+            Some(&Value::Object(Default::default())),
+            deadline,
+        )
+        .await?;
+        report.changed = true;
+        Ok(())
     }
 
     /// The records of `model` matching `domain`, with `fields`.
