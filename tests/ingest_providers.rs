@@ -91,7 +91,8 @@ fn mailgun_post(port: u16, file: &Path, ts: &str, token: &str, sig: &str) -> (u1
         args.extend(["-F", field.as_str()]);
     }
     let dir = file.parent().expect("dir");
-    let url = format!("http://127.0.0.1:{port}/v1/providers/mailgun");
+    // The URL of a raw-MIME forward() ends in `mime`.
+    let url = format!("http://127.0.0.1:{port}/v1/providers/mailgun/mime");
     let (status, _, body) = post(&url, &args, dir);
     (status, body)
 }

@@ -1,7 +1,9 @@
-//! `multipart/form-data` bodies (RFC 7578) of the providers that post forms (Mailgun, SendGrid),
-//! read with `multer` (the parser behind axum's `Multipart`) from the bytes the intake already
-//! received and bounded. Only the fields a route asks for are kept; one of them sent twice is
-//! refused, so no field can be smuggled past the one that was checked.
+//! Form bodies of the providers that post forms (Mailgun, SendGrid), read from the bytes the
+//! intake already received and bounded: `multipart/form-data` (RFC 7578) with `multer` (the
+//! parser behind axum's `Multipart`), and `application/x-www-form-urlencoded` (Mailgun posts
+//! it when a message has no attachments) with `form_urlencoded`. Only the fields a route asks
+//! for are kept; one of them sent twice is refused, so no field can be smuggled past the one
+//! that was checked.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -12,20 +14,27 @@ use axum::http::{HeaderMap, header};
 use super::bad_payload;
 use crate::http::intake::{Refusal, header_str};
 
+/// The media type of a URL-encoded form.
+pub(super) const URLENCODED: &str = "application/x-www-form-urlencoded";
+
 /// The wanted fields of a form, by name, as sent (bytes).
 pub(super) struct Form {
     fields: BTreeMap<&'static str, Bytes>,
 }
 
 impl Form {
-    /// Reads the fields named in `wanted` from `body`, a form with the boundary of the
-    /// request's `Content-Type`; other fields (attachments of a parsed post, say) are skipped.
+    /// Reads the fields named in `wanted` from `body`, a form of the request's `Content-Type`;
+    /// other fields (attachments of a parsed post, say) are skipped.
     pub async fn read(
         headers: &HeaderMap,
         body: Vec<u8>,
         wanted: &[&'static str],
     ) -> Result<Self, Refusal> {
         let content_type = header_str(headers, header::CONTENT_TYPE.as_str()).unwrap_or("");
+        let mime = content_type.split(';').next().unwrap_or("").trim();
+        if mime.eq_ignore_ascii_case(URLENCODED) {
+            return Self::urlencoded(&body, wanted);
+        }
         let boundary = multer::parse_boundary(content_type)
             .map_err(|e| bad_payload(format!("multipart/form-data without a boundary: {e}")))?;
         let stream = futures::stream::once(async move { Ok::<_, Infallible>(Bytes::from(body)) });
@@ -46,6 +55,22 @@ impl Form {
                 .bytes()
                 .await
                 .map_err(|e| bad_payload(format!("malformed form field `{name}`: {e}")))?;
+            if fields.insert(name, value).is_some() {
+                return Err(bad_payload(format!(
+                    "form field `{name}` sent more than once"
+                )));
+            }
+        }
+        Ok(Self { fields })
+    }
+
+    fn urlencoded(body: &[u8], wanted: &[&'static str]) -> Result<Self, Refusal> {
+        let mut fields = BTreeMap::new();
+        for (name, value) in form_urlencoded::parse(body) {
+            let Some(name) = wanted.iter().copied().find(|w| *w == name) else {
+                continue;
+            };
+            let value = Bytes::from(value.into_owned().into_bytes());
             if fields.insert(name, value).is_some() {
                 return Err(bad_payload(format!(
                     "form field `{name}` sent more than once"
@@ -140,5 +165,25 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    #[tokio::test]
+    async fn url_encoded_forms_are_read_too() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        let body = b"token=t%2B1&body-mime=Subject%3A+hi%0D%0A%0D%0Ab%C3%A9&x=y".to_vec();
+        let form = Form::read(&h, body, &["token", "body-mime"])
+            .await
+            .expect("form");
+        assert_eq!(form.required("token").expect("token"), "t+1");
+        assert_eq!(
+            form.bytes("body-mime").map(|b| &b[..]),
+            Some("Subject: hi\r\n\r\nbé".as_bytes())
+        );
+        let twice = Form::read(&h, b"token=a&token=b".to_vec(), &["token"]).await;
+        assert!(twice.is_err());
     }
 }

@@ -1,7 +1,7 @@
 //! `POST /v1/providers/mailgun`: Mailgun Routes with a `forward()` action to a URL ending in
 //! `mime` (Mailgun then posts the raw MIME message, field `body-mime`, as it was received).
 //!
-//! Fields used (`multipart/form-data`): `body-mime` (the message, kept byte for byte),
+//! Fields used (`multipart/form-data`, or `application/x-www-form-urlencoded`): `body-mime` (the message, kept byte for byte),
 //! `recipient` (RCPT TO; comma separated when several), `sender` (MAIL FROM; empty for the
 //! null sender), `timestamp`, `token`, `signature`.
 //!
@@ -138,7 +138,14 @@ async fn handle(
     let Some(mailgun) = &ctx.providers.mailgun else {
         return Err(refused_auth("bad-signature", "Mailgun intake is off"));
     };
-    let received = receive_body(ctx, peer, headers, body, "multipart/form-data").await?;
+    let received = receive_body(
+        ctx,
+        peer,
+        headers,
+        body,
+        &["multipart/form-data", super::form::URLENCODED],
+    )
+    .await?;
     let form = Form::read(
         headers,
         received.body,

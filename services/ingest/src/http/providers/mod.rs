@@ -4,7 +4,7 @@
 //!
 //! | route | provider | authentication | enabled by |
 //! |---|---|---|---|
-//! | `POST /v1/providers/mailgun` | Mailgun Routes, `forward()` to a URL ending in `mime` (raw MIME, `body-mime`) | HMAC-SHA256 of `timestamp` + `token` with the webhook signing key, a replay window, each token once | `mailgun_signing_key` |
+//! | `POST /v1/providers/mailgun/mime` (or `/v1/providers/mailgun`) | Mailgun Routes, `forward()` to a URL ending in `mime` (raw MIME, `body-mime`) | HMAC-SHA256 of `timestamp` + `token` with the webhook signing key, a replay window, each token once | `mailgun_signing_key` |
 //! | `POST /v1/providers/sendgrid` | SendGrid Inbound Parse with "POST the raw, full MIME message" (`email`) | HTTP basic auth in the webhook URL | `sendgrid_username` + `sendgrid_password` |
 //! | `POST /v1/providers/postmark` | Postmark inbound webhook (JSON; `RawEmail` when "include raw email content" is on, else rebuilt) | HTTP basic auth in the webhook URL | `postmark_username` + `postmark_password` |
 //!
@@ -148,7 +148,10 @@ pub(super) fn routes(
 ) -> Router<Arc<HttpContext>> {
     let mut router = router;
     if providers.mailgun.is_some() {
-        router = router.route("/v1/providers/mailgun", post(mailgun::receive));
+        // Mailgun posts raw MIME only to a URL ending in `mime`.
+        router = router
+            .route("/v1/providers/mailgun", post(mailgun::receive))
+            .route("/v1/providers/mailgun/mime", post(mailgun::receive));
     }
     if providers.sendgrid.is_some() {
         router = router.route("/v1/providers/sendgrid", post(sendgrid::receive));
@@ -174,16 +177,17 @@ pub(super) struct Received {
     pub held: Reservation,
 }
 
-/// Checks the client against the allowlist, then receives the body (`content_type` required).
+/// Checks the client against the allowlist, then receives the body (one of `content_types`
+/// required).
 pub(super) async fn receive_body(
     ctx: &HttpContext,
     peer: SocketAddr,
     headers: &HeaderMap,
     body: Body,
-    content_type: &str,
+    content_types: &[&str],
 ) -> Result<Received, Refusal> {
     let client = intake::client(ctx, peer, headers)?;
-    require_content_type(headers, content_type)?;
+    require_content_type(headers, content_types)?;
     let spool = intake::receive(ctx, body, request_limit(ctx), |_| {}).await?;
     let (body, held) = spool.into_bytes().await.map_err(intake::spool_refusal)?;
     Ok(Received {
@@ -193,17 +197,20 @@ pub(super) async fn receive_body(
     })
 }
 
-/// 415 unless the request's media type is `want`.
-fn require_content_type(headers: &HeaderMap, want: &str) -> Result<(), Refusal> {
+/// 415 unless the request's media type is one of `want`.
+fn require_content_type(headers: &HeaderMap, want: &[&str]) -> Result<(), Refusal> {
     let content_type = intake::header_str(headers, header::CONTENT_TYPE.as_str()).unwrap_or("");
     let mime = content_type.split(';').next().unwrap_or("").trim();
-    if mime.eq_ignore_ascii_case(want) {
+    if want.iter().any(|w| mime.eq_ignore_ascii_case(w)) {
         Ok(())
     } else {
         Err(Refusal::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported-media-type",
-            format!("Content-Type must be {want}, got `{content_type}`"),
+            format!(
+                "Content-Type must be {}, got `{content_type}`",
+                want.join(" or ")
+            ),
         ))
     }
 }

@@ -118,7 +118,7 @@ async fn handle(
     };
     crate::http::intake::client(ctx, peer, headers)?;
     auth.check(headers)?;
-    let received = receive_body(ctx, peer, headers, body, "application/json").await?;
+    let received = receive_body(ctx, peer, headers, body, &["application/json"]).await?;
     let inbound: Inbound = serde_json::from_slice(&received.body)
         .map_err(|e| bad_payload(format!("not Postmark's inbound JSON: {e}")))?;
     drop(received.body);

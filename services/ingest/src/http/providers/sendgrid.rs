@@ -57,7 +57,7 @@ async fn handle(
     // The network check comes first (403), then the credentials, then the body.
     crate::http::intake::client(ctx, peer, headers)?;
     auth.check(headers)?;
-    let received = receive_body(ctx, peer, headers, body, "multipart/form-data").await?;
+    let received = receive_body(ctx, peer, headers, body, &["multipart/form-data"]).await?;
     let form = Form::read(
         headers,
         received.body,
