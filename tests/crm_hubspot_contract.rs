@@ -15,13 +15,20 @@
 //!   dead-lettered; 409 to a batch upsert (HubSpot's answer to duplicate inputs in one batch)
 //!   is the record's fault: dead-lettered as `crm-rejected`, not retried.
 //! - No request of the backend violates HubSpot's contract.
+//! - Erasure: `mailstream erase` archives the email engagements of one person's messages (one
+//!   from another sender she was in Cc of included), found by the message-id property, and
+//!   GDPR-deletes her contact by email (`PublicGdprDeleteInput`); its dry run looks up only and
+//!   reports the same counts; the other person's contact and email stay; no address is
+//!   blocklisted (a GDPR delete of an address HubSpot does not know would block it).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mailstream_runtime::records::{ContactMatch, CrmResult, ScoredLead};
-use mailstream_tests::crm::{crm_results, produce_leads, reply_lead, scored_lead, spawn_sink};
+use mailstream_runtime::records::{Address, ContactMatch, CrmResult, ScoredLead};
+use mailstream_tests::crm::{
+    crm_results, erase, produce_leads, produce_parsed, reply_lead, scored_lead, spawn_sink,
+};
 use mailstream_tests::{TestEnv, collect, free_port, http_get, log_dir, now_ms, terminate};
 use serde_json::{Value, json};
 
@@ -138,7 +145,8 @@ fn by_id(results: &[CrmResult], message_id: &str) -> Vec<CrmResult> {
 
 /// The stand-in itself, checked with HubSpot's own client: its API classes' calls (contacts and
 /// companies upserted, an email created and read back, v4 associations) succeed and their
-/// answers deserialize; eleven kinds of body HubSpot refuses are refused and recorded.
+/// answers deserialize, an email archived and a contact GDPR-deleted included; sixteen kinds of
+/// request HubSpot refuses are refused and recorded.
 #[test]
 fn the_stand_in_answers_hubspots_own_client() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -362,5 +370,98 @@ async fn hubspot_backend_requests_meet_hubspots_published_contract() {
     assert_eq!(
         state["faults"]["409-batch-duplicate"], 1,
         "the 409 was not retried, and no batch the backend sent held duplicates"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erase_archives_a_persons_emails_and_gdpr_deletes_her_contact_in_hubspot() {
+    let env = TestEnv::new("crmhscerase");
+    let hs = HubspotContract::start().await;
+    let (erin, frank) = ("erin.hs@erase.test", "frank.hs@keep.test");
+    let t = now_ms() - 60_000;
+    let mut cc_erin = scored_lead("hse-f2@keep.test", frank, "acct-2", None, t + 3);
+    cc_erin.resolved.email.cc = vec![Address {
+        email: erin.into(),
+        name: None,
+    }];
+    let leads = vec![
+        scored_lead("hse-e1@erase.test", erin, "acct-1", None, t),
+        reply_lead("hse-e2@erase.test", erin, t + 1),
+        scored_lead("hse-f1@keep.test", frank, "acct-2", None, t + 2),
+        cc_erin,
+    ];
+    let settings = [
+        ("MAILSTREAM_CRM_SINK_BACKEND", "hubspot"),
+        ("MAILSTREAM_CRM_SINK_BASE_URL", hs.base_url.as_str()),
+        ("MAILSTREAM_CRM_SINK_TOKEN", TOKEN),
+    ];
+    let mut run = spawn_sink(&env, "a", free_port(), &settings);
+    produce_leads(&env, &leads).await;
+    let seen = crm_results(&env, leads.len(), Duration::from_secs(120)).await;
+    terminate(&mut run, Duration::from_secs(30));
+    assert!(
+        seen.len() == leads.len() && seen.iter().all(|r| r.outcome == "written"),
+        "{seen:?}"
+    );
+    produce_parsed(&env, &leads).await;
+    let before = hs.state().await;
+    assert_eq!(objects(&before, "emails", PROPERTY).len(), 4, "{before}");
+    let erins = objects(&before, "contacts", "email")
+        .into_iter()
+        .find(|(email, _)| *email == erin)
+        .map(|(_, c)| c["id"].as_str().unwrap_or_default().to_string())
+        .expect("her contact");
+
+    let dry = erase(&env, erin, false, &settings);
+    assert_eq!(dry["messages"], 3, "{dry}");
+    let want = json!({"backend": "hubspot", "emails": 3, "contacts": 1});
+    assert_eq!(dry["crm"], want, "{dry}");
+    let unchanged = hs.state().await;
+    assert_eq!(
+        unchanged["objects"], before["objects"],
+        "a dry run changes nothing"
+    );
+    assert_eq!(unchanged["associations"], before["associations"]);
+
+    let done = erase(&env, erin, true, &settings);
+    assert_eq!(
+        done["crm"], dry["crm"],
+        "the dry run said what --execute did"
+    );
+    let after = hs.state().await;
+    assert_eq!(after["violations"], json!([]), "within HubSpot's contract");
+    let contacts: Vec<&str> = objects(&after, "contacts", "email")
+        .into_iter()
+        .map(|(email, _)| email)
+        .collect();
+    assert_eq!(contacts, [frank], "only Frank's contact stays");
+    assert_eq!(after["gdpr_deleted"], json!([erins]));
+    let emails: Vec<&str> = objects(&after, "emails", PROPERTY)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(emails, ["hse-f1@keep.test"], "only Frank's own email stays");
+    let archived = after["archived"]["emails"].as_array().expect("archived");
+    assert_eq!(archived.len(), 3, "{archived:?}");
+    let associations = after["associations"].as_array().expect("associations");
+    assert!(
+        associations.iter().all(|a| a["to_id"] != erins.as_str()),
+        "nothing is associated with her: {associations:?}"
+    );
+    assert_eq!(
+        after["requests"]["POST /crm/v3/objects/contacts/gdpr-delete"],
+        1
+    );
+    assert_eq!(after["requests"]["DELETE /crm/v3/objects/emails/{id}"], 3);
+
+    let again = erase(&env, erin, true, &settings);
+    let none = json!({"backend": "hubspot", "emails": 0, "contacts": 0});
+    assert_eq!(again["crm"], none, "nothing of hers is left: {again}");
+    let last = hs.state().await;
+    assert_eq!(last["blocklist"], json!([]), "no address was blocklisted");
+    assert_eq!(last["objects"], after["objects"]);
+    assert_eq!(
+        last["requests"]["POST /crm/v3/objects/contacts/gdpr-delete"],
+        1
     );
 }

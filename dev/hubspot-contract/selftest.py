@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Checks the stand-in against HubSpot's own client: the official API classes' calls succeed
-and their answers deserialize, and bodies HubSpot refuses are refused and recorded.
+and their answers deserialize (an email archived and a contact GDPR-deleted by email included),
+and bodies HubSpot refuses are refused and recorded.
 
     dev/hubspot-contract/run --selftest
 """
@@ -31,6 +32,18 @@ def post(base, path, body):
     request = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST",
                                      headers={"Authorization": f"Bearer {TOKEN}",
                                               "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request) as response:
+            return response.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def delete(base, path, body=None):
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(base + path, data=body, method="DELETE", headers=headers)
     try:
         with urllib.request.urlopen(request) as response:
             return response.status
@@ -109,8 +122,37 @@ def main():
         assert status == 400 and len(portal.violations) == before + 1, (why, status)
     duplicate = {"inputs": [{"idProperty": "email", "id": "a@b.io", "properties": {}}] * 2}
     assert post(base, "/crm/v3/objects/contacts/batch/upsert", duplicate) == 409
+
+    # An erasure, by HubSpot's client: the email archived, the contact GDPR-deleted by email.
+    emails.BasicApi(client(emails, base)).archive(email.id)
+    assert email.id not in portal.objects["emails"], portal.objects["emails"]
+    assert [e["id"] for e in portal.archived["emails"]] == [email.id], portal.archived
+    contacts.BasicApi(client(contacts, base)).purge(contacts.PublicGdprDeleteInput(
+        object_id="sam@acme.io", id_property="email"))
+    assert contact.id not in portal.objects["contacts"] and portal.gdpr_deleted == [contact.id]
+    assert not [a for a in portal.associations if contact.id in (a[1], a[3])], portal.associations
+    assert portal.blocklist == [], portal.blocklist
+    contacts.BasicApi(client(contacts, base)).purge(contacts.PublicGdprDeleteInput(
+        object_id="nobody@acme.io", id_property="email"))
+    assert portal.blocklist == ["nobody@acme.io"], "an unknown email is blocklisted"
+    gdpr = "/crm/v3/objects/contacts/gdpr-delete"
+    erasures_refused = {
+        "no objectId": {"idProperty": "email"},
+        "an unknown key": {"objectId": "kim@acme.io", "idProperty": "email", "email": "kim@acme.io"},
+        "an idProperty that is not unique": {"objectId": "Kim", "idProperty": "firstname"},
+        "an objectId as a number": {"objectId": 1001},
+    }
+    for why, body in erasures_refused.items():
+        before = len(portal.violations)
+        status = post(base, gdpr, body)
+        assert status == 400 and len(portal.violations) == before + 1, (why, status)
+    violations = len(portal.violations)
+    assert delete(base, f"/crm/v3/objects/emails/{email.id}") == 404, "already archived"
+    assert delete(base, f"/crm/v3/objects/emails/{email.id}", b"{}") == 400, "a body"
+    assert len(portal.violations) == violations + 1
     httpd.shutdown()
-    print(f"selftest ok: HubSpot's client accepted, {len(refused)} bad bodies refused")
+    refused = len(refused) + len(erasures_refused) + 1
+    print(f"selftest ok: HubSpot's client accepted, {refused} bad bodies refused")
 
 
 if __name__ == "__main__":

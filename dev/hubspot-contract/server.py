@@ -18,9 +18,14 @@ HubSpot endpoints (objects: contacts, companies, deals, emails; by name or type 
   PUT  /crm/v4/objects/{from}/{id}/associations/default/{to}/{toId}
   PUT  /crm/v4/objects/{from}/{id}/associations/{to}/{toId}   (body: a list of AssociationSpec)
   POST /crm/v4/associations/{from}/{to}/batch/create
+  DELETE /crm/v3/objects/{object}/{id}          (archive: 204; 404 when there is no such object)
+  POST /crm/v3/objects/contacts/gdpr-delete     (`PublicGdprDeleteInput`: the contact and its
+                                                 associations deleted for good, 204; an email
+                                                 no contact has is blocklisted, as HubSpot does)
 
 Control endpoints for tests (not HubSpot's):
-  GET  /_contract/state    violations, objects, associations, faults answered, requests
+  GET  /_contract/state    violations, objects, associations, faults answered, requests,
+                           archived objects, GDPR-deleted contacts, blocklisted emails
   POST /_contract/faults   {"rate_limit": N, "rate_limit_ms": T, "conflict": N}: the next N
                            calls, and every call for T ms from the next one on, answer 429 with the
                            TEN_SECONDLY_ROLLING policy body (no Retry-After, as HubSpot); the
@@ -66,6 +71,9 @@ class Portal:
         self.answered = {"429": 0, "409-batch-duplicate": 0, "409-unique": 0}
         self.requests = {}
         self.next_id = 1000
+        self.archived = {name: [] for name in MODULES}
+        self.gdpr_deleted = []
+        self.blocklist = []
 
     def check_properties(self, name, properties):
         invalid = []
@@ -109,6 +117,13 @@ class Portal:
                 raise Violation(f"association type {type_id} does not join {from_name} to {to_name}")
             self.associations.add((from_name, from_id, to_name, to_id, category, type_id))
 
+    def remove(self, name, object_id):
+        """Takes the object out of the portal with every association it is in."""
+        obj = self.objects[name].pop(object_id)
+        self.associations = {a for a in self.associations
+                             if (a[0], a[1]) != (name, object_id) and (a[2], a[3]) != (name, object_id)}
+        return obj
+
     def target_of(self, name, type_id):
         for (source, target), ids in ASSOCIATION_TYPES.items():
             if source == name and type_id in ids:
@@ -118,6 +133,8 @@ class Portal:
     def state(self):
         return {
             "violations": self.violations, "faults": self.answered, "requests": self.requests,
+            "archived": self.archived, "gdpr_deleted": self.gdpr_deleted,
+            "blocklist": self.blocklist,
             "objects": {name: list(objs.values()) for name, objs in self.objects.items()},
             "associations": [dict(zip(("from_type", "from_id", "to_type", "to_id", "category",
                                         "type_id"), a)) for a in sorted(self.associations)],
@@ -203,11 +220,44 @@ def read(portal, name, object_id, query):
     return 200, obj
 
 
+def archive(portal, name, object_id, body):
+    if body is not None:
+        raise Violation("an archive takes no body")
+    if object_id not in portal.objects[name]:
+        return 404, hubspot_error("Object not found. objectId are usually numeric.", "OBJECT_NOT_FOUND")
+    obj = portal.remove(name, object_id)
+    portal.archived[name].append(dict(obj, archived=True, archivedAt=now()))
+    return 204, None
+
+
+def gdpr_delete(portal, body):
+    validate(MODULES["contacts"], "PublicGdprDeleteInput", body)
+    prop, object_id = body.get("idProperty"), body["objectId"]
+    if prop is None:
+        obj = portal.objects["contacts"].get(object_id)
+    elif prop in portal.unique["contacts"]:
+        obj = portal.find("contacts", prop, object_id)
+    else:
+        raise Violation(f"idProperty `{prop}` is not a unique property of contacts")
+    if obj is None:
+        if prop == "email":
+            portal.blocklist.append(object_id)
+            return 204, None
+        return 404, hubspot_error("Object not found. objectId are usually numeric.", "OBJECT_NOT_FOUND")
+    portal.remove("contacts", obj["id"])
+    portal.gdpr_deleted.append(obj["id"])
+    return 204, None
+
+
 def route(portal, method, path, query, body):
     parts = [unquote(p) for p in path.strip("/").split("/")]
     if parts[:3] == ["crm", "v3", "objects"] and len(parts) >= 4:
         name = object_name(parts[3])
         rest = parts[4:]
+        if method == "POST" and name == "contacts" and rest == ["gdpr-delete"]:
+            return gdpr_delete(portal, body)
+        if method == "DELETE" and len(rest) == 1:
+            return archive(portal, name, rest[0], body)
         if method == "POST" and rest == ["batch", "upsert"]:
             return upsert(portal, name, body)
         if method == "POST" and not rest:
@@ -274,7 +324,7 @@ class Handler(BaseHTTPRequestHandler):
         sys.stderr.write("%s %s\n" % (self.log_date_time_string(), fmt % args))
 
     def answer(self, status, body, headers=()):
-        data = json.dumps(body).encode()
+        data = b"" if status == 204 else json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json;charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
@@ -291,6 +341,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_PUT(self):
         self.handle_any("PUT")
+
+    def do_DELETE(self):
+        self.handle_any("DELETE")
 
     def handle_any(self, method):
         url = urlsplit(self.path)
