@@ -138,5 +138,24 @@ fn explain(label: &str, s: &ScoredLead) -> String {
             hit.points, hit.rule_id, hit.evidence
         ));
     }
+    if let Some(routing) = &s.routing {
+        text.push_str(&format!(
+            "  routing  intent {}{}; language {}; country {}; team {} (route {}); owner {}\n",
+            routing.intent,
+            routing
+                .intent_rule
+                .as_ref()
+                .map(|rule| format!(
+                    " ({rule}: {})",
+                    routing.intent_evidence.as_deref().unwrap_or_default()
+                ))
+                .unwrap_or_default(),
+            or_none(&routing.language),
+            or_none(&routing.country),
+            or_none(&routing.team),
+            or_none(&routing.route),
+            or_none(&routing.owner),
+        ));
+    }
     text
 }

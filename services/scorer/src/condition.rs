@@ -11,6 +11,7 @@ use std::cell::OnceCell;
 use mailstream_runtime::records::{Attachment, ResolvedEmail};
 use regex::{Regex, RegexBuilder};
 
+use crate::language;
 use crate::links::{self, Link};
 
 /// At most this many items (attachments, links) are named in one piece of evidence.
@@ -35,6 +36,12 @@ pub enum Condition {
     FreeMail(bool),
     KnownContact(bool),
     Links(LinksMatch),
+    /// The body's language is one of these ISO codes ([`crate::language`]).
+    Language(Vec<String>),
+    /// The sender domain's country is one of these.
+    Country(Vec<String>),
+    /// The intent decided by the `intents` rules is one of these ([`crate::routing`]).
+    Intent(Vec<String>),
     Any(Vec<Condition>),
     All(Vec<Condition>),
     Not(Box<Condition>),
@@ -99,6 +106,9 @@ pub enum LinksMatch {
 pub struct Candidate<'a> {
     pub email: &'a ResolvedEmail,
     links: OnceCell<Vec<Link>>,
+    language: OnceCell<Option<String>>,
+    /// Set once the `intents` rules decided it; `None` while they run.
+    intent: Option<String>,
 }
 
 impl<'a> Candidate<'a> {
@@ -106,7 +116,29 @@ impl<'a> Candidate<'a> {
         Self {
             email,
             links: OnceCell::new(),
+            language: OnceCell::new(),
+            intent: None,
         }
+    }
+
+    /// The body's language, detected once ([`language::detect`]).
+    pub fn language(&self) -> Option<&str> {
+        self.language
+            .get_or_init(|| self.body().and_then(language::detect))
+            .as_deref()
+    }
+
+    /// The sender domain's country ([`language::country_of`]).
+    pub fn country(&self) -> Option<String> {
+        self.email
+            .sender_domain
+            .as_deref()
+            .and_then(language::country_of)
+    }
+
+    /// Records the intent the `intents` rules decided, for later conditions to test.
+    pub fn set_intent(&mut self, intent: &str) {
+        self.intent = Some(intent.to_string());
     }
 
     /// The text a `body` condition looks at: the reply without quotes and signature, else the
@@ -338,6 +370,9 @@ impl Condition {
             Condition::FreeMail(_) => "free_mail".into(),
             Condition::KnownContact(_) => "known_contact".into(),
             Condition::Links(_) => "links".into(),
+            Condition::Language(_) => "language".into(),
+            Condition::Country(_) => "country".into(),
+            Condition::Intent(_) => "intent".into(),
             Condition::Any(_) => "any".into(),
             Condition::All(_) => "all".into(),
             Condition::Not(inner) => format!("not {}", inner.describe()),
@@ -421,6 +456,19 @@ impl Condition {
                         .join(" ")
                 })
             }
+            Condition::Language(codes) => candidate
+                .language()
+                .filter(|l| codes.iter().any(|c| c == l))
+                .map(|l| format!("language {l}")),
+            Condition::Country(codes) => candidate
+                .country()
+                .filter(|c| codes.contains(c))
+                .map(|c| format!("country {c}")),
+            Condition::Intent(intents) => candidate
+                .intent
+                .as_deref()
+                .filter(|i| intents.iter().any(|want| want == i))
+                .map(|i| format!("intent {i}")),
             Condition::TargetAccount(want) => {
                 let account = resolved.account.as_ref().filter(|a| a.target_account);
                 match (want, account) {

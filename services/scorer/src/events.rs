@@ -9,6 +9,7 @@
 //! | `mailstream_scorer_rules_reloads_total{outcome="ok"\|"invalid"}` | changes of the rules file picked up, or refused |
 //! | `mailstream_scorer_rules_valid` | 1 while the rules file on disk is in force, 0 after it was refused (the previous rules are in force) |
 //! | `mailstream_scorer_records_total{status}` | emails scored, by status (`qualified`, `review`, `nurture`, `excluded`) |
+//! | `mailstream_scorer_routed_total{intent,team}` | scored emails by intent and team (`none`: no routing, or no route and no default team); labels are the rules file's own names |
 //!
 //! No event carries email content: never an address, a subject or a body (logs are PII-free).
 //! Problems in a rules file are about the file, which operators write.
@@ -17,6 +18,7 @@ use std::path::Path;
 
 use mailstream_runtime::RuntimeError;
 use mailstream_runtime::metrics::register;
+use mailstream_runtime::records::Routing;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use crate::rules::RuleSet;
@@ -28,6 +30,7 @@ pub struct ScorerMetrics {
     reloads: IntCounterVec,
     valid: IntGauge,
     records: IntCounterVec,
+    routed: IntCounterVec,
     erased: IntCounter,
 }
 
@@ -58,6 +61,16 @@ impl ScorerMetrics {
                 &["status"],
             ),
         )?;
+        let routed = register(
+            registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "scorer_routed_total",
+                    "Scored (not excluded) emails by intent and team; team none: no routing or no route matched and no default team.",
+                ),
+                &["intent", "team"],
+            ),
+        )?;
         let erased = register(
             registry,
             IntCounter::new(
@@ -81,6 +94,7 @@ impl ScorerMetrics {
             reloads,
             valid,
             records,
+            routed,
             erased,
         })
     }
@@ -142,8 +156,19 @@ pub fn rules_refused(m: &ScorerMetrics, file: &Path, in_force: &str, problems: &
     );
 }
 
-/// One email was scored (debug only: there is one per record).
-pub fn record_scored(m: &ScorerMetrics, status: &str, score: i32, rules_version: &str) {
+/// One email was scored (debug only: there is one per record); `routing` is its intent and
+/// team (none for an excluded email).
+pub fn record_scored(
+    m: &ScorerMetrics,
+    status: &str,
+    score: i32,
+    rules_version: &str,
+    routing: Option<&Routing>,
+) {
     m.records.with_label_values(&[status]).inc();
+    if let Some(routing) = routing {
+        let team = routing.team.as_deref().unwrap_or("none");
+        m.routed.with_label_values(&[&routing.intent, team]).inc();
+    }
     tracing::debug!(status, score, rules_version, "email scored");
 }

@@ -63,6 +63,8 @@
 //! | `auth` | `{spf: pass, dkim: pass, dmarc: pass}`: each listed result is as given |
 //! | `target_account`, `free_mail`, `known_contact` | `true` or `false` |
 //! | `links` | `{suspicious: true\|false}` ([`links`]: IP, punycode, shortener, user info, text showing another domain) or `{hosts: [domains]}` |
+//! | `language`, `country` | `{in: [de, fr]}`: the body's language, the sender domain's ccTLD ([`language`]) |
+//! | `intent` | `{in: [support]}`: the intent the file's `intents` decided ([`routing`]) |
 //! | `any`, `all` | a list of conditions: one of them / all of them |
 //! | `not` | a condition that must not hold |
 //!
@@ -71,15 +73,23 @@
 //! change is refused and the rules in force stay ([`reload`]), visible on
 //! `mailstream_scorer_rules_valid` ([`events`]).
 //!
+//! Besides `rules`, a file may hold `intents` (what an email is about: sales, support, billing,
+//! ...) and `routing` (teams, routes and owners): [`routing`]. Every scored (not excluded)
+//! record carries `routing`: language, country, intent with its rule and evidence, team,
+//! route and owner, all functions of the email and the rules.
+//!
 //! Modules: [`rules`] (the file model, loading, parsing), [`validate`] (what a rule says,
 //! checked and compiled), [`condition`] (compiled conditions and their evidence), [`links`]
-//! (suspicious links), [`score`](mod@score) (the pure scoring), [`reload`] (hot reload), [`events`] (metrics
-//! and logs), [`settings`].
+//! (suspicious links), [`language`] (language and country), [`routing`] (intents, teams,
+//! owners), [`score`](mod@score) (the pure scoring), [`reload`] (hot reload), [`events`]
+//! (metrics and logs), [`settings`].
 
 pub mod condition;
 pub mod events;
+pub mod language;
 pub mod links;
 pub mod reload;
+pub mod routing;
 pub mod rules;
 pub mod score;
 pub mod settings;
@@ -160,7 +170,13 @@ impl Processor for Scorer {
         // One version of the rules for the whole record, even if a reload lands meanwhile.
         let rules = self.rules.current();
         let scored = scored_record(record.value, &rules);
-        events::record_scored(&self.metrics, &scored.status, scored.score, &rules.version);
+        events::record_scored(
+            &self.metrics,
+            &scored.status,
+            scored.score,
+            &rules.version,
+            scored.routing.as_ref(),
+        );
         let lead = lead_of(&scored);
         out.send(SCORED, scored.message_id.clone(), scored);
         if let Some(lead) = lead {

@@ -20,6 +20,10 @@ use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 
 use crate::condition::Condition;
+use crate::routing::{
+    IntentRule, IntentSpec, Router, RoutingSpec, compile_intents, compile_routing, parse_intents,
+    parse_routing,
+};
 use crate::validate::{Checker, DUPLICATE_ID, check_id, compile_condition, rule_label};
 
 /// The rules used when no rules file is configured (also the documented example).
@@ -57,6 +61,13 @@ pub struct RulesFile {
     pub nurture_below: i32,
     /// The rules, in the order their hits appear in a breakdown.
     pub rules: Vec<RuleSpec>,
+    /// Intent rules, in order: the first that matches names the email's intent
+    /// ([`crate::routing`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub intents: Vec<IntentSpec>,
+    /// Teams, owners and the routes to them ([`crate::routing`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<RoutingSpec>,
 }
 
 /// One rule: `points` when the condition `when` holds.
@@ -88,6 +99,9 @@ pub enum ConditionSpec {
     FreeMail(bool),
     KnownContact(bool),
     Links(LinksSpec),
+    Language(InSpec),
+    Country(InSpec),
+    Intent(InSpec),
     Any(Vec<ConditionSpec>),
     All(Vec<ConditionSpec>),
     Not(Box<ConditionSpec>),
@@ -107,10 +121,21 @@ const CONDITION_KEYS: &[&str] = &[
     "free_mail",
     "known_contact",
     "links",
+    "language",
+    "country",
+    "intent",
     "any",
     "all",
     "not",
 ];
+
+/// A test on a derived value: it is one of `in` (`language`, `country`, `intent`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InSpec {
+    #[serde(rename = "in")]
+    pub within: Vec<String>,
+}
 
 /// A test on text: `contains_any` (whole words, case-insensitive) or `matches` (a regex).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -222,6 +247,9 @@ pub struct RuleSet {
     pub qualified_at: i32,
     pub nurture_below: i32,
     pub rules: Vec<Rule>,
+    pub intents: Vec<IntentRule>,
+    /// `None`: the file has no `routing`, leads get no team.
+    pub router: Option<Router>,
     /// First 12 hex digits of the SHA-256 of the canonical rules.
     pub version: String,
 }
@@ -311,6 +339,11 @@ impl RulesFile {
                 });
             }
         }
+        let intents = compile_intents(&self.intents, &mut problems);
+        let router = self
+            .routing
+            .as_ref()
+            .and_then(|spec| compile_routing(spec, &mut problems));
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -318,6 +351,8 @@ impl RulesFile {
             qualified_at: self.qualified_at,
             nurture_below: self.nurture_below,
             rules,
+            intents,
+            router,
             version: version_of(&self.canonical()),
         })
     }
@@ -331,6 +366,15 @@ fn version_of(canonical: &str) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// The keys of a rules file.
+const TOP_KEYS: &[&str] = &[
+    "qualified_at",
+    "nurture_below",
+    "rules",
+    "intents",
+    "routing",
+];
 
 /// Parses `text` into a file, reporting every problem: syntax, unknown or badly typed keys at
 /// the top and in each rule (the rule named by its id), malformed conditions. Returns the rules
@@ -347,14 +391,15 @@ fn parse(text: &str, format: Format) -> (Option<RulesFile>, Vec<String>) {
         _ => {
             return (
                 None,
-                vec!["the file must be a table (qualified_at, nurture_below, rules)".into()],
+                vec![format!("the file must be a table ({})", TOP_KEYS.join(", "))],
             );
         }
     };
     for key in top.keys() {
-        if !["qualified_at", "nurture_below", "rules"].contains(&key.as_str()) {
+        if !TOP_KEYS.contains(&key.as_str()) {
             problems.push(format!(
-                "unknown key `{key}` (known: qualified_at, nurture_below, rules)"
+                "unknown key `{key}` (known: {})",
+                TOP_KEYS.join(", ")
             ));
         }
     }
@@ -400,10 +445,19 @@ fn parse(text: &str, format: Format) -> (Option<RulesFile>, Vec<String>) {
             rules.push(rule);
         }
     }
+    let intents = top
+        .remove("intents")
+        .map(|v| parse_intents(v, &mut problems))
+        .unwrap_or_default();
+    let routing = top
+        .remove("routing")
+        .and_then(|v| parse_routing(v, &mut problems));
     let file = RulesFile {
         qualified_at,
         nurture_below,
         rules,
+        intents,
+        routing,
     };
     (Some(file), problems)
 }
@@ -481,7 +535,7 @@ fn parse_rule(item: Json, index: usize, problems: &mut Vec<String>) -> Option<Ru
 }
 
 /// Removes and returns `key` of a rule, reporting it when missing.
-fn take(
+pub(crate) fn take(
     map: &mut serde_json::Map<String, Json>,
     key: &str,
     what: &str,
@@ -496,7 +550,11 @@ fn take(
 
 /// Parses one condition: a table with exactly one known key. Combinators are parsed item by
 /// item and each leaf on its own, so every malformed condition in a tree is reported.
-fn parse_condition(value: Json, key: &str, check: &mut Checker<'_>) -> Option<ConditionSpec> {
+pub(crate) fn parse_condition(
+    value: Json,
+    key: &str,
+    check: &mut Checker<'_>,
+) -> Option<ConditionSpec> {
     let Json::Object(map) = value else {
         check.bad(
             key,

@@ -11,9 +11,10 @@
 //! delivery only, `delayed`, `challenge` or `complaint` for the other reports), and are still
 //! written to `scored` (never dropped), but not to `leads`.
 
-use mailstream_runtime::records::{Lead, ResolvedEmail, RuleHit, ScoredLead};
+use mailstream_runtime::records::{Lead, ResolvedEmail, Routing, RuleHit, ScoredLead};
 
 use crate::condition::Candidate;
+use crate::routing::intent_of;
 use crate::rules::RuleSet;
 
 /// Where a score puts a lead.
@@ -43,6 +44,8 @@ pub struct Scoring {
     pub status: Status,
     pub tags: Vec<String>,
     pub breakdown: Vec<RuleHit>,
+    /// Intent, language and team; `None` for an excluded email.
+    pub routing: Option<Routing>,
 }
 
 impl RuleSet {
@@ -115,9 +118,13 @@ pub fn score(email: &ResolvedEmail, rules: &RuleSet) -> Scoring {
             status: Status::Excluded,
             tags,
             breakdown: Vec::new(),
+            routing: None,
         };
     }
-    let candidate = Candidate::new(email);
+    let mut candidate = Candidate::new(email);
+    // The intent first: the scoring rules and the routes may test it.
+    let intent = intent_of(&rules.intents, &candidate);
+    candidate.set_intent(&intent.intent);
     let breakdown: Vec<RuleHit> = rules
         .rules
         .iter()
@@ -132,12 +139,42 @@ pub fn score(email: &ResolvedEmail, rules: &RuleSet) -> Scoring {
     let score = breakdown
         .iter()
         .fold(0i32, |sum, hit| sum.saturating_add(hit.points));
+    let assignment = rules
+        .router
+        .as_ref()
+        .map(|router| router.assign(&candidate, &sticky_key(email)))
+        .unwrap_or_default();
+    let routing = Routing {
+        language: candidate.language().map(str::to_string),
+        country: candidate.country(),
+        intent: intent.intent,
+        intent_rule: intent.rule,
+        intent_evidence: intent.evidence,
+        team: assignment.team,
+        route: assignment.route,
+        owner: assignment.owner,
+    };
     Scoring {
         score,
         status: rules.status_of(score),
         tags,
         breakdown,
+        routing: Some(routing),
     }
+}
+
+/// What keeps a lead with its owner: the account, else the lead key.
+fn sticky_key(email: &ResolvedEmail) -> String {
+    account_of(email).unwrap_or_else(|| lead_key(email))
+}
+
+/// The email's account: the one resolved, else the known contact's.
+fn account_of(email: &ResolvedEmail) -> Option<String> {
+    email
+        .account
+        .as_ref()
+        .map(|a| a.account_id.clone())
+        .or_else(|| email.contact.as_ref().and_then(|c| c.account_id.clone()))
 }
 
 /// Who the lead is: the contact id when the sender is a known contact, else the sender's email
@@ -158,6 +195,7 @@ pub fn scored_record(resolved: ResolvedEmail, rules: &RuleSet) -> ScoredLead {
         status,
         tags,
         breakdown,
+        routing,
     } = score(&resolved, rules);
     ScoredLead {
         message_id: resolved.message_id.clone(),
@@ -167,11 +205,7 @@ pub fn scored_record(resolved: ResolvedEmail, rules: &RuleSet) -> ScoredLead {
         sender_domain: resolved.sender_domain.clone(),
         subject: resolved.email.subject.clone(),
         contact_id: resolved.contact.as_ref().map(|c| c.contact_id.clone()),
-        account_id: resolved
-            .account
-            .as_ref()
-            .map(|a| a.account_id.clone())
-            .or_else(|| resolved.contact.as_ref().and_then(|c| c.account_id.clone())),
+        account_id: account_of(&resolved),
         deal_id: resolved.deal_id.clone(),
         thread_id: resolved.thread_id.clone(),
         score,
@@ -179,6 +213,7 @@ pub fn scored_record(resolved: ResolvedEmail, rules: &RuleSet) -> ScoredLead {
         tags,
         breakdown,
         rules_version: rules.version.clone(),
+        routing,
         resolved,
     }
 }

@@ -12,8 +12,8 @@ use crate::condition::{
     AttachmentMatch, AuthCheck, Condition, DomainMatch, HeaderTest, LinksMatch, TextMatch, Words,
 };
 use crate::rules::{
-    AUTH_RESULTS, AttachmentSpec, AuthSpec, ConditionSpec, DomainSpec, HeaderSpec, LinksSpec,
-    TextSpec,
+    AUTH_RESULTS, AttachmentSpec, AuthSpec, ConditionSpec, DomainSpec, HeaderSpec, InSpec,
+    LinksSpec, TextSpec,
 };
 
 pub(crate) const DUPLICATE_ID: &str = "is used by more than one rule; ids must be unique";
@@ -83,6 +83,15 @@ pub(crate) fn compile_condition(
         ConditionSpec::Links(l) => {
             compile_links(l, &format!("{key}.links"), check).map(Condition::Links)
         }
+        ConditionSpec::Language(spec) => {
+            code_list(spec, &format!("{key}.language"), 2..=3, check).map(Condition::Language)
+        }
+        ConditionSpec::Country(spec) => {
+            code_list(spec, &format!("{key}.country"), 2..=2, check).map(Condition::Country)
+        }
+        ConditionSpec::Intent(spec) => {
+            code_list(spec, &format!("{key}.intent"), 1..=64, check).map(Condition::Intent)
+        }
         ConditionSpec::Any(list) => {
             compile_list(list, &format!("{key}.any"), check).map(Condition::Any)
         }
@@ -92,6 +101,49 @@ pub(crate) fn compile_condition(
         ConditionSpec::Not(inner) => compile_condition(inner, &format!("{key}.not"), check)
             .map(|c| Condition::Not(Box::new(c))),
     }
+}
+
+/// Lower-cased codes of `spec.in` (`language`: ISO 639 codes, `country`: two letters,
+/// `intent`: names), each `lengths` long and made of letters (intents: also digits, `-`, `_`).
+fn code_list(
+    spec: &InSpec,
+    key: &str,
+    lengths: std::ops::RangeInclusive<usize>,
+    check: &mut Checker<'_>,
+) -> Option<Vec<String>> {
+    let key = format!("{key}.in");
+    if spec.within.is_empty() {
+        check.bad(&key, "needs at least one value");
+        return None;
+    }
+    let mut codes = Vec::with_capacity(spec.within.len());
+    for item in &spec.within {
+        let code = item.trim().to_ascii_lowercase();
+        let letters_only = *lengths.end() <= 3;
+        let fits = lengths.contains(&code.len())
+            && code.bytes().all(|b| {
+                b.is_ascii_lowercase()
+                    || (!letters_only && (b.is_ascii_digit() || matches!(b, b'-' | b'_')))
+            });
+        if fits {
+            codes.push(code);
+        } else {
+            check.bad(
+                &key,
+                format!(
+                    "`{item}` is not a valid value here ({}-{} {})",
+                    lengths.start(),
+                    lengths.end(),
+                    if letters_only {
+                        "letters"
+                    } else {
+                        "lower-case letters, digits, '-' or '_'"
+                    }
+                ),
+            );
+        }
+    }
+    (codes.len() == spec.within.len()).then_some(codes)
 }
 
 fn compile_list(

@@ -10,12 +10,12 @@ mod tables;
 
 pub use crm::CrmResult;
 pub use parsed::{
-    Address, Attachment, AuthResults, AutoReply, Bounce, BounceRecipient, Disposition, Header,
+    Address, Attachment, AuthResults, AutoReply, Bounce, BounceRecipient, Disposition, Header, ReplyStripping,
     ListInfo, ParsedEmail, Truncation, is_failure_class,
 };
 pub use raw_email::{Envelope, IngestSource, RawEmail};
 pub use resolved::{AccountMatch, ContactMatch, NewContactProposal, ResolvedEmail};
-pub use scored::{Lead, RuleHit, ScoredLead};
+pub use scored::{Lead, Routing, RuleHit, ScoredLead};
 pub use tables::{Account, Contact, DedupeEntry, Duplicate, Erasure, ThreadLink};
 
 #[cfg(test)]

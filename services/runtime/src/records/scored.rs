@@ -33,7 +33,26 @@ pub struct ScoredLead {
     pub tags: Vec<String>,
     pub breakdown: Vec<RuleHit>,
     pub rules_version: String,
+    /// Intent, language, team and owner; `None` for an excluded email.
+    pub routing: Option<Routing>,
     pub resolved: ResolvedEmail,
+}
+
+/// What a lead is about and who works it (the rules file's `intents` and `routing`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Routing {
+    /// ISO 639-1 code of the body's language, when it can be told reliably.
+    pub language: Option<String>,
+    /// Two-letter country of the sender's domain (its country-code TLD).
+    pub country: Option<String>,
+    /// The first matching intent rule's intent, else `other`.
+    pub intent: String,
+    pub intent_rule: Option<String>,
+    pub intent_evidence: Option<String>,
+    pub team: Option<String>,
+    /// The route that chose the team, or `default`.
+    pub route: Option<String>,
+    pub owner: Option<String>,
 }
 
 /// The latest lead state per lead key.
@@ -73,6 +92,16 @@ mod tests {
             tags: vec!["target-account".into()],
             breakdown: vec![hit.clone()],
             rules_version: "0123456789ab".into(),
+            routing: Some(Routing {
+                language: Some("de".into()),
+                country: Some("de".into()),
+                intent: "sales".into(),
+                intent_rule: Some("sales-words".into()),
+                intent_evidence: Some("subject mentions \"pricing\"".into()),
+                team: Some("dach".into()),
+                route: Some("german".into()),
+                owner: Some("anna@example.com".into()),
+            }),
             resolved: crate::records::resolved::tests::sample(),
             ..ScoredLead::default()
         };
