@@ -10,7 +10,7 @@ mod tables;
 
 pub use crm::CrmResult;
 pub use parsed::{
-    Address, Attachment, AuthResults, AutoReply, Bounce, BounceRecipient, Disposition, Header, ReplyStripping,
+    Address, Attachment, AuthResults, AutoReply, Bounce, BounceRecipient, Disposition, Header,
     ListInfo, ParsedEmail, Truncation, is_failure_class,
 };
 pub use raw_email::{Envelope, IngestSource, RawEmail};
