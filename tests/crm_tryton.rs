@@ -21,7 +21,9 @@
 //! deletes: her party with its contact mechanism, the notes of every email she took part in
 //! (one from Frank she was in Cc of included), the opportunity only her emails are on; the
 //! opportunity Frank's email is on too stays, without her as party or her subject. Frank's
-//! party, mechanism and notes stay as they were; a second erase finds nothing.
+//! party, mechanism and notes stay as they were; a second erase finds nothing. An opportunity
+//! past the lead stage with her as party and Frank's email on it cannot lose her (Tryton changes
+//! a lead's party only): the erase stops naming it, before anything in Tryton changes.
 
 use std::time::{Duration, Instant};
 
@@ -29,8 +31,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE;
 use mailstream_runtime::records::{Address, CrmResult, ScoredLead};
 use mailstream_tests::crm::{
-    Cut, crm_results, erase, produce_leads, produce_leads_in_order, produce_parsed, scored_lead,
-    spawn_sink,
+    Cut, crm_results, erase, erase_output, produce_leads, produce_leads_in_order, produce_parsed,
+    scored_lead, spawn_sink,
 };
 use mailstream_tests::pipeline::metric;
 use mailstream_tests::{Seen, TestEnv, collect, free_port, http_get, now_ms, terminate};
@@ -88,6 +90,23 @@ impl Tryton {
         let mut records: Vec<Value> = response.json().await.expect("a JSON list");
         records.sort_by_key(|r| r["id"].as_i64());
         records
+    }
+
+    /// `method` on `<model path>` (`sale.opportunity/5`, `sale.opportunity/5/opportunity`) with
+    /// `body`; asserts a success.
+    async fn call(&self, method: reqwest::Method, path: &str, body: Value) {
+        let url = format!("{}/{}/rest/model/{path}", self.url, self.database);
+        let response = self
+            .http
+            .request(method, &url)
+            .bearer_auth(&self.key)
+            .json(&body)
+            .send()
+            .await
+            .expect("Tryton answers");
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        assert!(status.is_success(), "{url}: {status} {text}");
     }
 
     /// Everything the test's records made (ids, values, `write_date`s): what a replay must
@@ -539,4 +558,62 @@ async fn erase_deletes_a_persons_party_notes_and_own_opportunities_in_tryton() {
         after,
         "the second erase changed nothing"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn erase_stops_before_changing_tryton_when_a_shared_opportunity_is_past_the_lead_stage() {
+    let _alone = ONE_SINK_AT_A_TIME.lock().await;
+    let tryton = Tryton::get();
+    let env = TestEnv::new("crmtrytonerasestop");
+    let tag = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let (erin, frank) = (
+        format!("erin-{tag}@client.test"),
+        format!("frank-{tag}@client.test"),
+    );
+    let deal = format!("deal-w-{tag}");
+    let t = now_ms();
+    let leads = [
+        scored_lead(&format!("e1-{tag}@c"), &erin, "acct-1", Some(&deal), t),
+        scored_lead(&format!("f1-{tag}@c"), &frank, "acct-2", Some(&deal), t + 1),
+    ];
+    let settings = sink_settings(&tryton, &tryton.url);
+    let mut run = spawn_sink(&env, "a", free_port(), &settings);
+    produce_leads_in_order(&env, &leads).await;
+    let results = crm_results(&env, leads.len(), Duration::from_secs(90)).await;
+    terminate(&mut run, Duration::from_secs(30));
+    assert_eq!(results.len(), 2, "{results:?}");
+    produce_parsed(&env, &leads).await;
+    // Someone works the deal: an employee on it, and on to the opportunity stage.
+    let opportunity = by_id(&results, &leads[0].message_id)[0]
+        .deal_id
+        .clone()
+        .unwrap_or_default();
+    let employees = tryton.search("company.employee", json!([]), &["id"]).await;
+    let employee = employees
+        .first()
+        .map(|e| e["id"].clone())
+        .expect("an employee");
+    let path = format!("sale.opportunity/{opportunity}");
+    let put = reqwest::Method::PUT;
+    tryton.call(put, &path, json!({"employee": employee})).await;
+    let stage = format!("{path}/opportunity");
+    tryton.call(reqwest::Method::POST, &stage, json!({})).await;
+
+    let before = tryton.snapshot(&tag).await;
+    assert_eq!(before[1][0]["state"], "opportunity", "{before:?}");
+    for execute in [false, true] {
+        let out = erase_output(&env, &erin, execute, &settings);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "the erase must stop: {stderr}");
+        assert!(
+            stderr.contains(&format!("opportunity {opportunity} (opportunity)"))
+                && stderr.contains("Party › Erase"),
+            "it names the opportunity and the way out: {stderr}"
+        );
+        assert_eq!(
+            tryton.snapshot(&tag).await,
+            before,
+            "nothing in Tryton changed (execute: {execute})"
+        );
+    }
 }

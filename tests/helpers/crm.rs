@@ -725,9 +725,13 @@ pub async fn produce_parsed(env: &TestEnv, leads: &[ScoredLead]) {
 }
 
 /// Runs `mailstream erase --email ADDRESS --json` (with `--execute` when `execute`) against the
-/// sink's `settings` (`MAILSTREAM_CRM_SINK_*`); asserts it succeeded and that its report names
-/// nobody, and returns the report.
-pub fn erase(env: &TestEnv, address: &str, execute: bool, settings: &[(&str, &str)]) -> Value {
+/// sink's `settings` (`MAILSTREAM_CRM_SINK_*`), whatever its outcome.
+pub fn erase_output(
+    env: &TestEnv,
+    address: &str,
+    execute: bool,
+    settings: &[(&str, &str)],
+) -> std::process::Output {
     let blobs = crate::mail::temp_dir("crm-erase-blobs");
     let mut args = vec!["erase", "--email", address, "--json"];
     if execute {
@@ -743,6 +747,13 @@ pub fn erase(env: &TestEnv, address: &str, execute: bool, settings: &[(&str, &st
     }
     let out = crate::output(cmd);
     let _ = std::fs::remove_dir_all(&blobs);
+    out
+}
+
+/// [`erase_output`], asserting that the command succeeded and that its report names nobody;
+/// the report.
+pub fn erase(env: &TestEnv, address: &str, execute: bool, settings: &[(&str, &str)]) -> Value {
+    let out = erase_output(env, address, execute, settings);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "erase failed: {stderr}");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
