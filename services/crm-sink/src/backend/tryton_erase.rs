@@ -8,12 +8,14 @@
 //! - their **notes**: the notes recording their emails (first line [`NOTE_MARKER`] and one of
 //!   their message ids, wherever the note hangs), and every note on their parties;
 //! - **opportunities**: those with one of their parties as party, or one of their notes. One is
-//!   *only theirs*, and deleted, when its party is theirs or none and every note on it is theirs
-//!   (a deal only their emails were written to). Any other is another person's or the
-//!   company's: it is kept, and loses them as its party and, when it was made from one of their
-//!   emails, its description (the email's subject). Tryton lets a party be changed on a lead
-//!   only: a kept opportunity past that state with them as party stops the erase, before
-//!   anything is changed, naming it (Tryton's own Party › Erase wizard anonymises such a party).
+//!   *only theirs*, and deleted, when its party is theirs or none, every note on it is theirs
+//!   (a deal only their emails were written to) and Tryton can delete it (a lead, an
+//!   opportunity, cancelled or draft: not won, lost or converted, which are the company's
+//!   history). Any other is kept, and loses them as its party and, while it is a lead or an
+//!   opportunity, the description made from one of their emails (its subject). Tryton lets a
+//!   party be changed on a lead only: a kept opportunity past that state with them as party
+//!   stops the erase, before anything is changed, naming it (Tryton's own Party › Erase wizard
+//!   anonymises such a party).
 //!
 //! Deleted, in this order: the kept opportunities detached; the opportunities only theirs
 //! (cancelled first from `lead` or `opportunity`: Tryton deletes only cancelled ones), with the
@@ -37,8 +39,12 @@ use crate::error::{Failure, FailureClass};
 const IDS_PER_SEARCH: usize = 20;
 /// Values per `in` clause (in the URL).
 const VALUES_PER_SEARCH: usize = 200;
-/// Opportunity states Tryton cancels (it deletes cancelled ones only).
+/// Opportunity states Tryton cancels (it deletes cancelled and draft ones only).
 const CANCELLABLE: [&str; 2] = ["lead", "opportunity"];
+/// Opportunity states Tryton deletes (after cancelling the cancellable ones).
+const DELETABLE: [&str; 4] = ["lead", "opportunity", "cancelled", "draft"];
+/// Opportunity states whose description Tryton lets us change (the others are read-only).
+const EDITABLE: [&str; 2] = ["lead", "opportunity"];
 
 /// An opportunity the erase deletes or changes.
 #[derive(Debug)]
@@ -258,7 +264,8 @@ impl TrytonBackend {
             let notes = notes_on.remove(&id).unwrap_or_default();
             let state = opportunity.get("state").and_then(Value::as_str);
             let state = state.unwrap_or_default().to_string();
-            if (theirs || party.is_none()) && notes.is_subset(&found.notes) {
+            let deletable = DELETABLE.contains(&state.as_str());
+            if (theirs || party.is_none()) && notes.is_subset(&found.notes) && deletable {
                 found.delete.insert(id, Opportunity { state, notes });
                 continue;
             }
@@ -269,13 +276,14 @@ impl TrytonBackend {
                     return Err(Failure::Poison {
                         class: FailureClass::Client,
                         reason: format!(
-                            "opportunity {id} ({state}) has the person as its party and other people's emails: Tryton changes the party of a lead only (anonymise the party with Tryton's Party › Erase, then run the erase again)"
+                            "opportunity {id} ({state}) has the person as its party and stays (other people's emails are on it, or it is won, lost or converted), but Tryton changes the party of a lead only: anonymise the party with Tryton's Party › Erase, then run the erase again"
                         ),
                     });
                 }
                 change.insert("party".into(), Value::Null);
             }
-            if description.is_some_and(|d| subjects.contains(d)) {
+            let editable = EDITABLE.contains(&state.as_str());
+            if editable && description.is_some_and(|d| subjects.contains(d)) {
                 change.insert("description".into(), Value::Null);
             }
             if !change.is_empty() {
