@@ -192,6 +192,7 @@ SETTINGS = {
             "tls_cert_path": "smtp.tlsSecret",
             "tls_key_path": "smtp.tlsSecret",
             "http_client_ca_path": "http.clientCaSecret",
+            "ses_certificate_path": "http.sesCertificateSecret",
             "blob_url": "blobStore",
             "hmac_secret": "hmacSecret (a Secret)",
             "mailgun_signing_key": "mailgunSigningKeySecret (a Secret)",
@@ -266,6 +267,7 @@ def values_schema():
                 {
                     "enabled": boolean("HMAC-signed HTTP intake on container port 8025."),
                     "clientCaSecret": SECRET_NAME,
+                    "sesCertificateSecret": SECRET_NAME,
                 }
             ),
             "hmacSecret": SECRET_REF,

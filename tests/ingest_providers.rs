@@ -1,7 +1,8 @@
 //! The provider webhooks of the HTTP intake against the real stack: `mailstream run ingest`
-//! with Mailgun, SendGrid and Postmark enabled, posted to by `curl` the way each provider posts
-//! (Mailgun's raw-MIME `forward()` form, SendGrid's raw Inbound Parse form with basic auth in
-//! the URL, Postmark's inbound JSON), every record read back from `raw-email`. Each valid post
+//! with Mailgun, SendGrid, Postmark and SES enabled, posted to by `curl` the way each provider
+//! posts (Mailgun's raw-MIME `forward()` form, SendGrid's raw Inbound Parse form with basic auth
+//! in the URL, Postmark's inbound JSON, SNS deliveries of SES receipt notifications signed by
+//! a test certificate with `openssl`), every record read back from `raw-email`. Each valid post
 //! lands exactly one record with the provider's envelope and the exact message; forged,
 //! stale, replayed and unauthenticated posts are answered 401 with a reason and write nothing
 //! (the reads wait 3 s past the expected records).
@@ -14,18 +15,25 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 use mailstream_runtime::records::{IngestSource, RawEmail};
-use mailstream_tests::mail::{Ingest, message, now_secs, raw_emails, run, start, temp_dir};
+use mailstream_tests::mail::{
+    Ingest, message, now_secs, raw_emails, run, self_signed_cert, start, temp_dir,
+};
 use mailstream_tests::{TestEnv, terminate};
 use sha2::Sha256;
 
 const MAILGUN_KEY: &str = "key-mailgun-test-0123456789abcdef";
 const SENDGRID_PASSWORD: &str = "sendgrid-pass-0123456789";
 const POSTMARK_PASSWORD: &str = "postmark-pass-0123456789";
+const SES_TOPIC: &str = "arn:aws:sns:us-east-1:012345678912:mailstream-inbound";
 
 /// An ingest with every provider on; the Mailgun key and a password come from files, as
-/// Kubernetes mounts Secrets.
+/// Kubernetes mounts Secrets. SES: the "SNS certificate" is a self-signed one in `dir` (its
+/// key signs the test's deliveries), the "bucket" the directory `dir/bucket`.
 async fn ingest(env: &TestEnv, name: &str) -> (Ingest, std::path::PathBuf) {
     let dir = temp_dir(name);
+    let (cert, _) = self_signed_cert(&dir, "sns.us-east-1.amazonaws.com");
+    let bucket = format!("file://{}", dir.join("bucket").display());
+    std::fs::create_dir_all(dir.join("bucket")).expect("bucket");
     let key_file = dir.join("mailgun-key");
     std::fs::write(&key_file, format!("{MAILGUN_KEY}\n")).expect("write");
     let password_file = dir.join("postmark-password");
@@ -46,6 +54,12 @@ async fn ingest(env: &TestEnv, name: &str) -> (Ingest, std::path::PathBuf) {
                 "MAILSTREAM_INGEST_POSTMARK_PASSWORD_FILE",
                 password_file.to_str().expect("path"),
             ),
+            ("MAILSTREAM_INGEST_SES_TOPIC_ARN", SES_TOPIC),
+            (
+                "MAILSTREAM_INGEST_SES_CERTIFICATE_PATH",
+                cert.to_str().expect("path"),
+            ),
+            ("MAILSTREAM_INGEST_SES_BUCKET_URL", bucket.as_str()),
         ],
     )
     .await;
@@ -377,6 +391,189 @@ async fn postmark_json_lands_as_the_raw_email_or_rebuilt_and_bad_auth_is_refused
             "`{needle}` missing from the rebuilt message:\n{text}"
         );
     }
+    let status = terminate(&mut ingest.child, Duration::from_secs(40));
+    assert!(status.success(), "graceful shutdown exits 0, got {status}");
+}
+
+/// An SNS delivery signed as SNS signs (SignatureVersion 2: SHA-256 over the documented
+/// string to sign) with the key in `dir` (`key.pem`).
+fn sns(dir: &Path, kind: &str, topic: &str, message: &str, timestamp: &str) -> serde_json::Value {
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut doc = serde_json::json!({
+        "Type": kind,
+        "MessageId": id,
+        "TopicArn": topic,
+        "Message": message,
+        "Timestamp": timestamp,
+        "SignatureVersion": "2",
+        "SigningCertURL": "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-test.pem",
+    });
+    let mut text = format!("Message\n{message}\nMessageId\n{id}\n");
+    if kind == "SubscriptionConfirmation" {
+        let url = "https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&Token=tok";
+        doc["SubscribeURL"] = url.into();
+        doc["Token"] = "tok".into();
+        text.push_str(&format!(
+            "SubscribeURL\n{url}\nTimestamp\n{timestamp}\nToken\ntok\n"
+        ));
+    } else {
+        text.push_str(&format!("Timestamp\n{timestamp}\n"));
+    }
+    text.push_str(&format!("TopicArn\n{topic}\nType\n{kind}\n"));
+    doc["Signature"] = sign_rsa(dir, &text).into();
+    doc
+}
+
+fn sign_rsa(dir: &Path, text: &str) -> String {
+    let input = dir.join(format!("sts-{}", uuid::Uuid::new_v4()));
+    let output = input.with_extension("sig");
+    std::fs::write(&input, text).expect("write");
+    let (code, out) = run(Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(&output)
+        .arg(&input));
+    assert_eq!(code, 0, "openssl: {out}");
+    STANDARD.encode(std::fs::read(&output).expect("signature"))
+}
+
+/// SES's receipt notification (the shape of SES's documented example) for `action`.
+fn ses_notification(action: serde_json::Value, content: Option<&[u8]>) -> String {
+    let mut doc = serde_json::json!({
+        "notificationType": "Received",
+        "mail": {
+            "timestamp": "2026-01-01T00:00:00.000Z",
+            "source": "dave@sender.test",
+            "messageId": "o3vrnil0e2ic28trm7dfhrc2v0clambda4nbp0g1",
+            "destination": ["deals+ses@in.example.com", "someone@elsewhere.test"],
+            "headersTruncated": false
+        },
+        "receipt": {
+            "timestamp": "2026-01-01T00:00:00.000Z",
+            "processingTimeMillis": 222,
+            "recipients": ["deals+ses@in.example.com"],
+            "spamVerdict": {"status": "PASS"},
+            "virusVerdict": {"status": "PASS"},
+            "spfVerdict": {"status": "PASS"},
+            "dkimVerdict": {"status": "PASS"},
+            "dmarcVerdict": {"status": "PASS"},
+            "action": action
+        }
+    });
+    if let Some(content) = content {
+        doc["content"] = STANDARD.encode(content).into();
+    }
+    doc.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ses_notifications_verified_by_the_sns_certificate_land_from_sns_and_s3() {
+    let env = TestEnv::new("ing-ses");
+    let (mut ingest, dir) = ingest(&env, "ses").await;
+    let url = format!("http://127.0.0.1:{}/v1/providers/ses", ingest.http);
+    let send = |doc: &serde_json::Value| {
+        let file = dir.join(format!("{}.json", uuid::Uuid::new_v4()));
+        std::fs::write(&file, doc.to_string()).expect("write");
+        let data = format!("@{}", file.display());
+        // SNS posts its JSON as text/plain.
+        let args = [
+            "-H",
+            "Content-Type: text/plain; charset=UTF-8",
+            "--data-binary",
+            data.as_str(),
+        ];
+        let (status, _, body) = post(&url, &args, &dir);
+        (status, body)
+    };
+    let now = || chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+
+    let confirm = sns(
+        &dir,
+        "SubscriptionConfirmation",
+        SES_TOPIC,
+        "You have chosen to subscribe",
+        &now(),
+    );
+    let (status, body) = send(&confirm);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("subscription-pending"), "{body}");
+
+    // The SNS action: the message inside the notification, base64.
+    let small = message("via ses sns", 2_000);
+    let sns_action =
+        serde_json::json!({"type": "SNS", "topicArn": SES_TOPIC, "encoding": "BASE64"});
+    let delivery = sns(
+        &dir,
+        "Notification",
+        SES_TOPIC,
+        &ses_notification(sns_action, Some(&small)),
+        &now(),
+    );
+    let (status, body) = send(&delivery);
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = send(&delivery);
+    assert_eq!(status, 401, "the same MessageId again: {body}");
+    assert!(body.contains("replayed-token"), "{body}");
+
+    // The S3 action: the message in the bucket, named by the notification.
+    let stored = message("via ses s3", 5_000);
+    std::fs::create_dir_all(dir.join("bucket/inbound")).expect("dir");
+    std::fs::write(
+        dir.join("bucket/inbound/o3vrnil0e2ic28trm7dfhrc2v0clambda4nbp0g1"),
+        &stored,
+    )
+    .expect("object");
+    let s3_action = serde_json::json!({
+        "type": "S3", "topicArn": SES_TOPIC, "bucketName": "amzn-s3-demo-bucket",
+        "objectKey": "inbound/o3vrnil0e2ic28trm7dfhrc2v0clambda4nbp0g1"
+    });
+    let s3_notification = ses_notification(s3_action, None);
+    let (status, body) = send(&sns(
+        &dir,
+        "Notification",
+        SES_TOPIC,
+        &s3_notification,
+        &now(),
+    ));
+    assert_eq!(status, 202, "{body}");
+
+    // Refused: a changed message, another topic, an old timestamp.
+    let mut forged = sns(&dir, "Notification", SES_TOPIC, &s3_notification, &now());
+    forged["Message"] = s3_notification.replace("deals+ses@", "ceo@").into();
+    let (status, body) = send(&forged);
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("bad-signature"), "{body}");
+    let other = "arn:aws:sns:us-east-1:999999999999:someone-else";
+    let (status, body) = send(&sns(&dir, "Notification", other, &s3_notification, &now()));
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("wrong-topic"), "{body}");
+    let old = (chrono::Utc::now() - chrono::Duration::hours(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let (status, body) = send(&sns(
+        &dir,
+        "Notification",
+        SES_TOPIC,
+        &s3_notification,
+        &old,
+    ));
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("stale-timestamp"), "{body}");
+
+    let records = only(raw_emails(&env, 2).await, 2);
+    for email in &records {
+        assert_eq!(email.origin.as_deref(), Some("provider:ses"));
+        assert_eq!(
+            email.envelope.mail_from.as_deref(),
+            Some("dave@sender.test")
+        );
+        assert_eq!(email.envelope.rcpt_to, ["deals+ses@in.example.com"]);
+    }
+    let mut raws: Vec<&[u8]> = records.iter().filter_map(|e| e.raw.as_deref()).collect();
+    raws.sort();
+    let mut want = [small.as_slice(), stored.as_slice()];
+    want.sort();
+    assert_eq!(raws, want, "both messages, byte for byte");
     let status = terminate(&mut ingest.child, Duration::from_secs(40));
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
 }

@@ -26,6 +26,9 @@ shared settings, runtime keys, what the chart derives, the processor's config ke
 {{- if and $s.http.enabled $s.http.clientCaSecret -}}
 {{- $_ := set $cfg (printf "%sHTTP_CLIENT_CA_PATH" $p.envPrefix) "/etc/mailstream/http-client-ca/ca.crt" -}}
 {{- end -}}
+{{- if and $s.http.enabled $s.http.sesCertificateSecret -}}
+{{- $_ := set $cfg (printf "%sSES_CERTIFICATE_PATH" $p.envPrefix) "/etc/mailstream/ses-certificate/sns.pem" -}}
+{{- end -}}
 {{- end -}}
 {{- if and (eq $p.name "crm-sink") $s.databaseCaSecret -}}
 {{- $_ := set $cfg (printf "%sDATABASE_CA_FILE" $p.envPrefix) "/etc/mailstream/database-ca/ca.crt" -}}

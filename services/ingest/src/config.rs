@@ -31,6 +31,9 @@
 //! | `mailgun_signing_key` | none | Mailgun's HTTP webhook signing key: serves `POST /v1/providers/mailgun` (raw-MIME `forward()` routes); never logged |
 //! | `sendgrid_username`, `sendgrid_password` | none | basic auth of SendGrid Inbound Parse's webhook URL: serves `POST /v1/providers/sendgrid`; the password is never logged |
 //! | `postmark_username`, `postmark_password` | none | basic auth of Postmark's inbound webhook URL: serves `POST /v1/providers/postmark`; the password is never logged |
+//! | `ses_topic_arn` | none | the SNS topic of SES receipt rules: serves `POST /v1/providers/ses` (its deliveries from other topics are refused) |
+//! | `ses_certificate_path` | none | PEM file of the SNS signing certificate (the `SigningCertURL`'s, fetched once by the operator): required with `ses_topic_arn` |
+//! | `ses_bucket_url` | `s3://{bucketName}` | where the objects of SES's S3 action are read (`s3://bucket/prefix`, `file:///dir`), with the usual `AWS_*` settings |
 //!
 //! Every key can also be read from a file named by `MAILSTREAM_INGEST_<KEY>_FILE` (a mounted
 //! Secret), the secrets above included. The HTTP intake needs `hmac_secret` or a provider.
@@ -145,6 +148,17 @@ pub struct IngestSettings {
     /// serves `POST /v1/providers/postmark`; never logged.
     #[serde(default, deserialize_with = "lenient::secret")]
     pub postmark_password: Option<Secret>,
+    /// The SNS topic of SES receipt rules: serves `POST /v1/providers/ses`.
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub ses_topic_arn: String,
+    /// PEM file of the SNS signing certificate (from the `SigningCertURL`, fetched once):
+    /// required with `ses_topic_arn`.
+    #[serde(default, deserialize_with = "lenient::opt_path")]
+    pub ses_certificate_path: Option<PathBuf>,
+    /// Where the objects of SES's S3 action are read (`s3://bucket/prefix`, `file:///dir`);
+    /// empty: `s3://{bucketName}` of the notification.
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub ses_bucket_url: String,
 }
 
 impl std::fmt::Debug for IngestSettings {
@@ -170,6 +184,9 @@ impl std::fmt::Debug for IngestSettings {
             .field("sendgrid_password", &self.sendgrid_password)
             .field("postmark_username", &self.postmark_username)
             .field("postmark_password", &self.postmark_password)
+            .field("ses_topic_arn", &self.ses_topic_arn)
+            .field("ses_certificate_path", &self.ses_certificate_path)
+            .field("ses_bucket_url", &self.ses_bucket_url)
             .finish_non_exhaustive()
     }
 }
@@ -379,13 +396,14 @@ impl IngestSettings {
         let providers = crate::http::providers::Providers::from_settings(self);
         if self.http_enabled() && self.hmac_secret.is_none() && providers.channels().is_empty() {
             errors.push(format!(
-                "{} (or a provider webhook: {}, {} + {}, {} + {}) is required for HTTP intake (or set {} to \"\" to turn HTTP intake off)",
+                "{} (or a provider webhook: {}, {} + {}, {} + {}, {}) is required for HTTP intake (or set {} to \"\" to turn HTTP intake off)",
                 key("hmac_secret"),
                 key("mailgun_signing_key"),
                 key("sendgrid_username"),
                 key("sendgrid_password"),
                 key("postmark_username"),
                 key("postmark_password"),
+                key("ses_topic_arn"),
                 key("http_addr")
             ));
         }

@@ -41,7 +41,7 @@ pub const SMTP_REFUSALS: [&str; 10] = [
 
 /// The reason slugs HTTP refusals are counted under (the provider webhooks' too, under their
 /// own channel: `mailgun`, `sendgrid`, `postmark`).
-pub const HTTP_REFUSALS: [&str; 21] = [
+pub const HTTP_REFUSALS: [&str; 23] = [
     "bad-envelope",
     "unsupported-media-type",
     "missing-signature",
@@ -63,6 +63,8 @@ pub const HTTP_REFUSALS: [&str; 21] = [
     "replayed-token",
     "replay-cache-full",
     "bad-payload",
+    "wrong-topic",
+    "object-unavailable",
 ];
 
 /// The ingest metrics, registered once in a registry.
@@ -144,7 +146,7 @@ impl IngestMetrics {
 pub fn series_initialised(m: &IngestMetrics, channel: &str) {
     let refusals: &[&str] = match channel {
         "smtp" => &SMTP_REFUSALS,
-        "http" | "mailgun" | "sendgrid" | "postmark" => &HTTP_REFUSALS,
+        "http" | "mailgun" | "sendgrid" | "postmark" | "ses" => &HTTP_REFUSALS,
         _ => &[],
     };
     m.accepted.with_label_values(&[channel]);
@@ -224,6 +226,18 @@ pub fn write_failed(m: &IngestMetrics, channel: &str, error: &str) {
         channel,
         error,
         "durable write failed; the sender will retry"
+    );
+}
+
+/// A provider asked for a subscription to be confirmed (an SNS `SubscriptionConfirmation`):
+/// the operator opens `url` once (ingest makes no outbound call). Logged at warn level, since
+/// nothing arrives until it is done.
+pub fn subscription_pending(channel: &str, topic: &str, url: &str) {
+    tracing::warn!(
+        channel,
+        topic,
+        subscribe_url = url,
+        "subscription to confirm: open SubscribeURL once"
     );
 }
 

@@ -13,7 +13,6 @@
 //! is accepted once ([`Tokens`]). A write that fails forgets its token, so Mailgun's retry is
 //! not refused as a replay.
 
-use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -25,17 +24,13 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::form::Form;
+use super::replay::{MAX_SEEN, Seen, Tokens};
 use super::{Delivered, publish, receive_body, refused_auth, split_addresses};
 use crate::config::Secret;
 use crate::http::HttpContext;
 use crate::http::intake::{self, Refusal, respond};
 
 const CHANNEL: &str = "mailgun";
-
-/// Tokens remembered at most at once: past it, new requests are answered 503 (Mailgun
-/// retries) until older tokens leave the window, so memory stays bounded and no token is
-/// forgotten while it could still be replayed.
-pub const MAX_TOKENS: usize = 100_000;
 
 /// Mailgun's signing key and the tokens seen within the replay window.
 pub struct Mailgun {
@@ -47,7 +42,7 @@ impl Mailgun {
     pub fn new(key: Secret) -> Self {
         Self {
             key,
-            tokens: Mutex::new(Tokens::new(MAX_TOKENS)),
+            tokens: Mutex::new(Tokens::new(MAX_SEEN)),
         }
     }
 
@@ -62,60 +57,6 @@ impl Mailgun {
         mac.update(timestamp.as_bytes());
         mac.update(token.as_bytes());
         mac.verify_slice(&expected).is_ok()
-    }
-}
-
-/// Why a token was not taken.
-#[derive(Debug, PartialEq, Eq)]
-enum Seen {
-    Replayed,
-    Full,
-}
-
-/// Tokens accepted within the replay window, each with the time it leaves it. Bounded: at
-/// most `cap` entries; expired ones are dropped first (they are in time order).
-struct Tokens {
-    seen: HashSet<String>,
-    expiry: VecDeque<(i64, String)>,
-    cap: usize,
-}
-
-impl Tokens {
-    fn new(cap: usize) -> Self {
-        Self {
-            seen: HashSet::new(),
-            expiry: VecDeque::new(),
-            cap,
-        }
-    }
-
-    /// Takes `token` until `expires` (unix seconds), unless it was taken or there is no room.
-    fn take(&mut self, token: &str, now: i64, expires: i64) -> Result<(), Seen> {
-        while let Some((at, _)) = self.expiry.front() {
-            if *at >= now {
-                break;
-            }
-            if let Some((_, old)) = self.expiry.pop_front() {
-                self.seen.remove(&old);
-            }
-        }
-        if self.seen.contains(token) {
-            return Err(Seen::Replayed);
-        }
-        if self.seen.len() >= self.cap {
-            return Err(Seen::Full);
-        }
-        self.seen.insert(token.to_string());
-        // Expiry times arrive nearly in order; keep the queue sorted so the front is oldest.
-        let at = self.expiry.partition_point(|(t, _)| *t <= expires);
-        self.expiry.insert(at, (expires, token.to_string()));
-        Ok(())
-    }
-
-    fn forget(&mut self, token: &str) {
-        if self.seen.remove(token) {
-            self.expiry.retain(|(_, t)| t != token);
-        }
     }
 }
 
@@ -235,12 +176,8 @@ async fn handle(
     response
 }
 
-/// The token set; a poisoned lock (a panic while holding it) still holds a valid set.
 fn lock(mailgun: &Mailgun) -> std::sync::MutexGuard<'_, Tokens> {
-    mailgun
-        .tokens
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    super::replay::lock(&mailgun.tokens)
 }
 
 #[cfg(test)]
@@ -256,27 +193,5 @@ mod tests {
         assert!(m.signed("1700000000", "tok", &sig));
         assert!(!m.signed("1700000001", "tok", &sig));
         assert!(!m.signed("1700000000", "tok", "zz"));
-    }
-
-    #[test]
-    fn tokens_are_taken_once_within_their_window_and_bounded() {
-        let mut t = Tokens::new(2);
-        assert_eq!(t.take("a", 100, 400), Ok(()));
-        assert_eq!(t.take("a", 101, 401), Err(Seen::Replayed));
-        assert_eq!(t.take("b", 102, 402), Ok(()));
-        assert_eq!(
-            t.take("c", 103, 403),
-            Err(Seen::Full),
-            "full of live tokens"
-        );
-        // Once `a` left its window it is forgotten (its timestamp is stale by then anyway).
-        assert_eq!(t.take("c", 401, 701), Ok(()));
-        assert_eq!(t.seen.len(), 2);
-        t.forget("c");
-        assert_eq!(
-            t.take("c", 402, 702),
-            Ok(()),
-            "a failed write's token is usable again"
-        );
     }
 }

@@ -7,6 +7,7 @@
 //! | `POST /v1/providers/mailgun/mime` (or `/v1/providers/mailgun`) | Mailgun Routes, `forward()` to a URL ending in `mime` (raw MIME, `body-mime`) | HMAC-SHA256 of `timestamp` + `token` with the webhook signing key, a replay window, each token once | `mailgun_signing_key` |
 //! | `POST /v1/providers/sendgrid` | SendGrid Inbound Parse with "POST the raw, full MIME message" (`email`) | HTTP basic auth in the webhook URL | `sendgrid_username` + `sendgrid_password` |
 //! | `POST /v1/providers/postmark` | Postmark inbound webhook (JSON; `RawEmail` when "include raw email content" is on, else rebuilt) | HTTP basic auth in the webhook URL | `postmark_username` + `postmark_password` |
+//! | `POST /v1/providers/ses` | Amazon SES receipt rules (S3 or SNS action) through an SNS HTTPS subscription | the SNS signature (SHA-256) with the configured certificate, the topic, a replay window, each `MessageId` once | `ses_topic_arn` + `ses_certificate_path` |
 //!
 //! A route exists only when its provider is enabled (404 otherwise). Every route checks the
 //! client against `http_allowed_networks` first (403), then its authentication before anything
@@ -21,12 +22,19 @@
 //! address the provider's SMTP client when reported (SendGrid's `sender_ip`), else the
 //! webhook's caller as for `/v1/messages`; `origin` names the provider (`provider:mailgun`).
 //! Metrics and logs use the provider's name as the channel.
+//!
+//! Mailgun's and SNS's authentication is inside the body, so their bodies are received
+//! (spooled, counted against the in-flight budget, within [`request_limit`]) and parsed before
+//! they are verified; SendGrid's and Postmark's credentials are checked before the body is read.
 
 mod basic_auth;
 mod form;
 mod mailgun;
 mod postmark;
+mod replay;
 mod sendgrid;
+mod ses;
+mod sns;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,6 +48,7 @@ use mailstream_runtime::records::{Envelope, IngestSource};
 
 pub use basic_auth::BasicAuth;
 pub use mailgun::Mailgun;
+pub use ses::Ses;
 
 use super::HttpContext;
 use super::intake::{self, Refusal};
@@ -53,10 +62,11 @@ pub struct Providers {
     pub mailgun: Option<Mailgun>,
     pub sendgrid: Option<BasicAuth>,
     pub postmark: Option<BasicAuth>,
+    pub ses: Option<Ses>,
 }
 
 /// The channel names (metrics label, logs) of the providers.
-pub const CHANNELS: [&str; 3] = ["mailgun", "sendgrid", "postmark"];
+pub const CHANNELS: [&str; 4] = ["mailgun", "sendgrid", "postmark", "ses"];
 
 impl Providers {
     /// The providers `settings` enable (check [`problems`] first).
@@ -71,6 +81,7 @@ impl Providers {
             mailgun: settings.mailgun_signing_key.clone().map(Mailgun::new),
             sendgrid: basic(&settings.sendgrid_username, &settings.sendgrid_password),
             postmark: basic(&settings.postmark_username, &settings.postmark_password),
+            ses: ses(settings).and_then(Result::ok),
         }
     }
 
@@ -80,6 +91,7 @@ impl Providers {
             self.mailgun.is_some(),
             self.sendgrid.is_some(),
             self.postmark.is_some(),
+            self.ses.is_some(),
         ];
         CHANNELS
             .into_iter()
@@ -89,8 +101,26 @@ impl Providers {
     }
 }
 
+/// SES when `ses_topic_arn` is set: its certificate loaded, or why not.
+fn ses(settings: &IngestSettings) -> Option<Result<Ses, String>> {
+    let topic = settings.ses_topic_arn.trim();
+    if topic.is_empty() {
+        return None;
+    }
+    let key = |name: &str| mailstream_runtime::config::key_label(crate::NAME, name);
+    Some(match &settings.ses_certificate_path {
+        None => Err(format!(
+            "{} is set but {} is not: the SNS signing certificate (PEM) is needed to verify deliveries",
+            key("ses_topic_arn"),
+            key("ses_certificate_path")
+        )),
+        Some(path) => Ses::new(topic, path, &settings.ses_bucket_url)
+            .map_err(|e| format!("{}: {e}", key("ses_certificate_path"))),
+    })
+}
+
 /// The problems of the provider settings (part of `validate_serve`): a password without its
-/// user name or the reverse, and secrets shorter than 16 bytes.
+/// user name or the reverse, secrets shorter than 16 bytes, SES without a usable certificate.
 pub fn problems(settings: &IngestSettings) -> Vec<String> {
     let key = |name: &str| mailstream_runtime::config::key_label(crate::NAME, name);
     let mut errors = Vec::new();
@@ -138,6 +168,9 @@ pub fn problems(settings: &IngestSettings) -> Vec<String> {
             key("mailgun_signing_key")
         ));
     }
+    if let Some(Err(problem)) = ses(settings) {
+        errors.push(problem);
+    }
     errors
 }
 
@@ -158,6 +191,9 @@ pub(super) fn routes(
     }
     if providers.postmark.is_some() {
         router = router.route("/v1/providers/postmark", post(postmark::receive));
+    }
+    if providers.ses.is_some() {
+        router = router.route("/v1/providers/ses", post(ses::receive));
     }
     router
 }
