@@ -7,6 +7,8 @@
 //! - A message the database rejects is dead-lettered and the rest of its batch committed.
 //! - A database outage stalls the sink and loses nothing.
 //! - Dry run: results say `dry-run`, and the database is not touched.
+//! - Bounces, opt-outs and departures change the contacts they name; leads keep the scorer's
+//!   routing; a replay changes neither.
 //! - Throughput (ignored: a measurement, not a check).
 
 use std::collections::HashMap;
@@ -14,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use mailstream_runtime::AvroRecord;
 use mailstream_runtime::blob::sha256_hex;
-use mailstream_runtime::records::{Contact, CrmResult, RuleHit, ScoredLead};
+use mailstream_runtime::records::{
+    Address, AutoReply, Bounce, BounceRecipient, Contact, CrmResult, Routing, RuleHit, ScoredLead,
+};
 use mailstream_tests::crm::{
     Cut, crm_results, known_sender, produce_leads, produce_leads_in_order, reply_lead, sink_log,
     sink_metric, sink_metric_until, spawn_sink, with_attachment,
@@ -320,6 +324,186 @@ async fn postgres_writes_each_message_once_and_a_replay_changes_no_row() {
     assert_eq!((unchanged, activities, unique), (7.0, 0.0, 0.0));
     let log = sink_log(&env, "a");
     assert!(!log.contains("sam@client.test") && !log.contains("kim@client.test"));
+}
+
+/// What emails say about contacts lands on the contacts (a hard bounce marks the address as
+/// bouncing, a soft one and a delay change nothing; an unsubscribe request and a complaint opt
+/// the contact out; a left-the-company answer makes the contact inactive and names the
+/// replacement), whether or not the email itself is written; the scorer's routing lands on
+/// the lead; a replay changes no row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contacts_learn_from_bounces_opt_outs_and_departures_and_leads_keep_their_routing() {
+    let env = TestEnv::new("crmsig");
+    let schema = schema_of(&env);
+    let url = database_url();
+    let settings = [
+        ("MAILSTREAM_CRM_SINK_DATABASE_URL", url.as_str()),
+        ("MAILSTREAM_CRM_SINK_SCHEMA", schema.as_str()),
+    ];
+    let t = now_ms() - 10_000;
+    // First the people, as leads: the sink creates their contacts.
+    let mut kim = reply_lead("sig-1@client.test", "kim@client.test", t);
+    kim.routing = Some(Routing {
+        language: Some("de".into()),
+        country: Some("de".into()),
+        intent: "sales".into(),
+        intent_rule: Some("buying-signal".into()),
+        intent_evidence: Some("subject mentions \"angebot\"".into()),
+        team: Some("dach".into()),
+        route: Some("german".into()),
+        owner: Some("anna@in.example.com".into()),
+    });
+    let people = [
+        kim,
+        reply_lead("sig-2@client.test", "sam@client.test", t + 1),
+        reply_lead("sig-3@client.test", "lee@client.test", t + 2),
+        reply_lead("sig-4@client.test", "ada@client.test", t + 3),
+    ];
+    // Then what mail says about them: all excluded, none written as an email.
+    let excluded = |id: &str, sender: &str, at: i64| {
+        let mut l = reply_lead(id, sender, at);
+        (l.score, l.status, l.routing) = (0, "excluded".into(), None);
+        l
+    };
+    let recipient = |address: &str, class: &str| BounceRecipient {
+        address: address.into(),
+        class: class.into(),
+        reason: Some(
+            if class == Bounce::HARD {
+                "user-unknown"
+            } else {
+                "mailbox-full"
+            }
+            .into(),
+        ),
+        ..BounceRecipient::default()
+    };
+    let mut bounce = excluded("sig-5@client.test", "mailer-daemon@mx.client.test", t + 4);
+    bounce.resolved.email.bounce = Some(Bounce {
+        class: Bounce::HARD.into(),
+        recipients: vec![
+            recipient("kim@client.test", Bounce::HARD),
+            recipient("sam@client.test", Bounce::SOFT),
+            recipient("ada@client.test", Bounce::DELAYED),
+        ],
+        ..Bounce::default()
+    });
+    let answer = |id: &str, sender: &str, at: i64, class: &str, replacement: Option<&str>| {
+        let mut l = excluded(id, sender, at);
+        l.resolved.email.auto_reply = Some(AutoReply {
+            class: class.into(),
+            replacement: replacement.map(|r| Address {
+                email: r.into(),
+                name: None,
+            }),
+            ..AutoReply::default()
+        });
+        l
+    };
+    let signals = [
+        bounce,
+        answer(
+            "sig-6@client.test",
+            "sam@client.test",
+            t + 5,
+            AutoReply::UNSUBSCRIBE,
+            None,
+        ),
+        answer(
+            "sig-7@client.test",
+            "lee@client.test",
+            t + 6,
+            AutoReply::LEFT_COMPANY,
+            Some("max@client.test"),
+        ),
+        answer(
+            "sig-8@client.test",
+            "ada@client.test",
+            t + 7,
+            AutoReply::OUT_OF_OFFICE,
+            None,
+        ),
+    ];
+
+    let port = free_port();
+    let mut run = spawn_sink(&env, "a", port, &settings);
+    produce_leads(&env, &people).await;
+    assert_eq!(results(&env, people.len()).await.len(), people.len());
+    produce_leads(&env, &signals).await;
+    let all = results(&env, people.len() + signals.len()).await;
+    assert_eq!(
+        count(&all, "skipped"),
+        signals.len(),
+        "the signals' emails are not written"
+    );
+    let changed = |signal: &'static str| async move {
+        sink_metric(
+            port,
+            "mailstream_crm_contact_signals_total",
+            &[("signal", signal)],
+        )
+        .await
+    };
+    let counted = (
+        changed("bouncing").await,
+        changed("opted-out").await,
+        changed("left").await,
+    );
+    terminate(&mut run, Duration::from_secs(30));
+    assert_eq!(
+        counted,
+        (1.0, 1.0, 1.0),
+        "one contact changed by each signal"
+    );
+
+    let contacts = psql_rows(&format!(
+        "SELECT email, coalesce(email_status, '-'), coalesce(bounce_reason, '-'), \
+         coalesce(opt_out_reason, '-'), active, coalesce(replacement_email, '-') \
+         FROM {schema}.contacts ORDER BY email"
+    ));
+    assert_eq!(
+        contacts,
+        [
+            ["ada@client.test", "-", "-", "-", "t", "-"],
+            ["kim@client.test", "bouncing", "user-unknown", "-", "t", "-"],
+            ["lee@client.test", "-", "-", "-", "f", "max@client.test"],
+            ["sam@client.test", "-", "-", "unsubscribe", "t", "-"],
+        ],
+        "a soft bounce, a delay and an out-of-office change nothing"
+    );
+    let routed = psql_rows(&format!(
+        "SELECT intent, language, team, owner FROM {schema}.leads WHERE message_id = 'sig-1@client.test'"
+    ));
+    assert_eq!(routed, [["sales", "de", "dach", "anna@in.example.com"]]);
+
+    let before = snapshot(&schema);
+    env.reset_to_earliest("crm-sink");
+    let port = free_port();
+    let mut replay = spawn_sink(&env, "a", port, &settings);
+    let again = results(&env, 2 * (people.len() + signals.len())).await;
+    assert_eq!(again.len(), 2 * (people.len() + signals.len()));
+    let replayed = (
+        sink_metric(
+            port,
+            "mailstream_crm_contact_signals_total",
+            &[("signal", "bouncing")],
+        )
+        .await,
+        sink_metric(
+            port,
+            "mailstream_crm_contact_signals_total",
+            &[("signal", "opted-out")],
+        )
+        .await,
+    );
+    terminate(&mut replay, Duration::from_secs(30));
+    assert_eq!(replayed, (0.0, 0.0), "a replay changes no contact");
+    let after = snapshot(&schema);
+    for table in TABLES {
+        assert_eq!(before[*table], after[*table], "{table}: no row rewritten");
+    }
+    let log = sink_log(&env, "a");
+    assert!(!log.contains("kim@client.test") && !log.contains("lee@client.test"));
 }
 
 /// PostgreSQL writes a whole batch in one database transaction, and any failed statement aborts

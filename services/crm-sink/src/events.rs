@@ -11,6 +11,7 @@
 //! | `crm_contact_coverage_total{known}` | emails whose sender was already a known contact |
 //! | `crm_attachments_total{outcome}` | attachment success (ok, failed) |
 //! | `crm_activities_total`, `crm_unique_messages_total` | duplication = activities / unique messages (stays 1.0) |
+//! | `crm_contact_signals_total{signal}` | contacts changed by what an email said: `bouncing` (a hard bounce), `opted-out` (unsubscribe, complaint), `left` (left the company) |
 //! | `crm_sink_blocked{cause}` | 1 while the sink makes no progress because of the CRM: `unavailable` (down, failing, asking us to wait), `auth` (credentials refused: fix the setting the ERROR log names) or `tls` (PostgreSQL's TLS handshake refused: fix `database_ca_file` or the `sslmode` of `database_url`, as the ERROR log says) |
 //!
 //! Activities and failures count when they happen (a duplicate created by a retry is a duplicate
@@ -52,6 +53,7 @@ pub struct SinkMetrics {
     attachments: IntCounterVec,
     activities: IntCounter,
     unique_messages: IntCounter,
+    signals: IntCounterVec,
     blocked: IntGaugeVec,
 }
 
@@ -110,6 +112,14 @@ impl SinkMetrics {
                 "Distinct messages written, counted once when their result commits.",
             ),
         )?;
+        let signals = counter(
+            "crm_contact_signals_total",
+            "Contacts changed by what an email said about them, by signal: bouncing, opted-out, left.",
+            "signal",
+        )?;
+        for signal in crate::backend::signals::SIGNALS {
+            signals.with_label_values(&[signal]);
+        }
         for class in ["4xx", "5xx", "timeout", "connection"] {
             failures.with_label_values(&[class]);
         }
@@ -143,6 +153,7 @@ impl SinkMetrics {
             attachments,
             activities,
             unique_messages,
+            signals,
             blocked,
         })
     }
@@ -425,5 +436,16 @@ mod tests {
             "Key [email] exists"
         );
         assert_eq!(redact("a b c d", 3), "a b...");
+    }
+}
+
+/// What email `message_id` said about contacts changed them (`changed`: the signals that did;
+/// repeats of a replay change nothing and are not counted).
+pub fn contact_signals(m: &SinkMetrics, message_id: &str, changed: &[&'static str]) {
+    for signal in changed {
+        m.signals.with_label_values(&[signal]).inc();
+    }
+    if !changed.is_empty() {
+        tracing::info!(message_id, signals = ?changed, "contacts updated from the email's signals");
     }
 }

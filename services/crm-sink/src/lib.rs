@@ -55,6 +55,7 @@ use backend::postgres::PostgresBackend;
 pub use backend::postgres_purge::{DeletedRows, Expired};
 use backend::postgres_tls::{Connector, Target};
 use backend::rest::{Endpoints, HttpClient, RestBackend};
+use backend::signals::Signals;
 use backend::tryton::{TrytonBackend, TrytonServer};
 use backend::{AnyBackend, CrmBackend, WritePlan};
 use error::Failure;
@@ -374,6 +375,17 @@ impl Processor for CrmSink {
             .is_some_and(|e| e.erased(&lead.resolved.email))
         {
             return self.skip(&lead, ERASED, out);
+        }
+        // What the email says about contacts (a hard bounce, an opt-out, a departure) is
+        // recorded whether or not the email itself is written.
+        let signals = Signals::of(&lead);
+        if !signals.is_empty()
+            && let Some(backend) = self.backend.as_mut()
+        {
+            match backend.record_signals(&signals, deadline).await {
+                Ok(changed) => events::contact_signals(&self.metrics, &lead.message_id, &changed),
+                Err(failure) => return Err(self.failed(failure)),
+            }
         }
         if lead.status == "excluded" && !self.write_excluded {
             return self.skip(&lead, "excluded", out);

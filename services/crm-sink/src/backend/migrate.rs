@@ -23,6 +23,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0003_keys_of_any_length",
         include_str!("../../migrations/0003_keys_of_any_length.sql"),
     ),
+    (
+        4,
+        "0004_contact_signals_and_routing",
+        include_str!("../../migrations/0004_contact_signals_and_routing.sql"),
+    ),
 ];
 
 /// The double-quoted identifier of `schema` (validated by the settings as `[a-z_][a-z0-9_]*`).

@@ -28,6 +28,7 @@ mod postgres_sql;
 pub mod postgres_tls;
 pub mod rest;
 mod rest_erase;
+pub mod signals;
 pub mod tryton;
 
 use std::future::Future;
@@ -160,6 +161,11 @@ pub struct LeadPlan {
     /// `[{"rule_id", "points", "evidence"}]`.
     pub breakdown: Value,
     pub rules_version: String,
+    /// The scorer's routing: intent, language, team, owner (`None`: not routed).
+    pub intent: Option<String>,
+    pub language: Option<String>,
+    pub team: Option<String>,
+    pub owner: Option<String>,
 }
 
 /// Named ids of one operation, as a dry run logs them.
@@ -300,6 +306,10 @@ impl WritePlan {
                 status: lead.status.clone(),
                 breakdown,
                 rules_version: lead.rules_version.clone(),
+                intent: lead.routing.as_ref().map(|r| r.intent.clone()),
+                language: lead.routing.as_ref().and_then(|r| r.language.clone()),
+                team: lead.routing.as_ref().and_then(|r| r.team.clone()),
+                owner: lead.routing.as_ref().and_then(|r| r.owner.clone()),
             }),
             contact,
         }
@@ -396,6 +406,18 @@ pub trait CrmBackend: Send + 'static {
 
     /// The Kafka transaction aborted: drop the writes held back since the last commit.
     fn rollback(&mut self) {}
+
+    /// Records what an email says about contacts (a hard bounce, an opt-out, a departure:
+    /// [`signals`]) and returns the names of the signals that changed a contact. Idempotent:
+    /// the same signals again change nothing. A backend without these fields records nothing.
+    fn record_signals(
+        &mut self,
+        signals: &signals::Signals,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<Vec<&'static str>, Failure>> + Send {
+        let _ = (signals, deadline);
+        async { Ok(Vec::new()) }
+    }
 }
 
 /// The backend chosen by the `backend` setting.
@@ -440,6 +462,19 @@ impl CrmBackend for AnyBackend {
             Self::Rest(b) => b.rollback(),
             Self::Hubspot(b) => b.rollback(),
             Self::Tryton(b) => b.rollback(),
+        }
+    }
+
+    async fn record_signals(
+        &mut self,
+        signals: &signals::Signals,
+        deadline: Instant,
+    ) -> Result<Vec<&'static str>, Failure> {
+        match self {
+            Self::Postgres(b) => b.record_signals(signals, deadline).await,
+            Self::Rest(b) => b.record_signals(signals, deadline).await,
+            Self::Hubspot(b) => b.record_signals(signals, deadline).await,
+            Self::Tryton(b) => b.record_signals(signals, deadline).await,
         }
     }
 }

@@ -62,10 +62,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use super::postgres_sql::{
-    ACCOUNT, ACCOUNT_ID_ONLY, ACTIVITY, ATTACHMENT, CONTACT_INSERT, CONTACT_SET, DEAL, FOLLOW_UP,
-    LEAD, classify, safe_error,
+    ACCOUNT, ACCOUNT_ID_ONLY, ACTIVITY, ATTACHMENT, CONTACT_BOUNCING, CONTACT_INSERT, CONTACT_LEFT,
+    CONTACT_OPTED_OUT, CONTACT_SET, DEAL, FOLLOW_UP, LEAD, classify, safe_error,
 };
 use super::postgres_tls::{Connector, Target};
+use super::signals::{ContactSignal, Signals};
 use super::{CrmBackend, WritePlan, WriteReport, migrate};
 use crate::error::{Failure, FailureClass, tls_remedy};
 use crate::events;
@@ -79,6 +80,9 @@ struct Shared {
     contact_by_email: Statement,
     contact_lookup: Statement,
     deal: Statement,
+    bouncing: Statement,
+    opted_out: Statement,
+    left: Statement,
 }
 
 /// The statements of the rows keyed by message, prepared on the batch's connection.
@@ -333,6 +337,9 @@ async fn prepare_shared(client: &Client) -> Result<Shared, tokio_postgres::Error
             .prepare("SELECT contact_id, created_by_message_id FROM contacts WHERE email = $1 OR contact_id = $2 ORDER BY (email = $1) DESC LIMIT 1")
             .await?,
         deal: client.prepare(DEAL).await?,
+        bouncing: client.prepare(CONTACT_BOUNCING).await?,
+        opted_out: client.prepare(CONTACT_OPTED_OUT).await?,
+        left: client.prepare(CONTACT_LEFT).await?,
     })
 }
 
@@ -454,6 +461,68 @@ impl CrmBackend for PostgresBackend {
         self.batch.open = false;
         self.batch.written = 0;
     }
+
+    async fn record_signals(
+        &mut self,
+        signals: &Signals,
+        deadline: Instant,
+    ) -> Result<Vec<&'static str>, Failure> {
+        self.connect().await?;
+        let retrier = self.retrier.clone();
+        let Some(connection) = self.connection.as_ref() else {
+            return Err(Failure::outage(
+                FailureClass::Connection,
+                "no PostgreSQL connection",
+            ));
+        };
+        let written = retrier
+            .run("postgres-contact-signals", deadline, || {
+                write_signals(connection, signals)
+            })
+            .await;
+        match written {
+            Ok((changed, _attempts)) => Ok(changed),
+            Err(failure) => {
+                if matches!(failure, Failure::Outage { .. }) {
+                    self.drop_connection();
+                }
+                Err(failure)
+            }
+        }
+    }
+}
+
+/// The contact rows `signals` change, one guarded autocommitted statement each (like the other
+/// rows messages share: no contact row stays locked for a batch). Returns the signals that
+/// changed a contact.
+async fn write_signals(c: &Connection, signals: &Signals) -> Result<Vec<&'static str>, Failure> {
+    let p = &c.shared;
+    let at = signals.at;
+    let mut changed = Vec::new();
+    for signal in &signals.list {
+        let rows = match signal {
+            ContactSignal::Bouncing { email, reason } => {
+                c.shared_client
+                    .query(&p.bouncing, &[email, reason, &at])
+                    .await
+            }
+            ContactSignal::OptedOut { email, reason } => {
+                c.shared_client
+                    .query(&p.opted_out, &[email, &at, reason])
+                    .await
+            }
+            ContactSignal::Left { email, replacement } => {
+                c.shared_client
+                    .query(&p.left, &[email, replacement, &at])
+                    .await
+            }
+        }
+        .map_err(|e| classify(&e))?;
+        if !rows.is_empty() {
+            changed.push(signal.name());
+        }
+    }
+    Ok(changed)
 }
 
 /// The transaction flags an attempt reads and changes (the retrier's attempts cannot borrow
@@ -724,6 +793,10 @@ async fn write_own(
                     &l.breakdown,
                     &l.rules_version,
                     &plan.source_offset,
+                    &l.intent,
+                    &l.language,
+                    &l.team,
+                    &l.owner,
                 ],
             )
             .await

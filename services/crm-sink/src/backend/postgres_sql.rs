@@ -107,20 +107,38 @@ pub const FOLLOW_UP: &str =
  ON CONFLICT (crm_key(message_id), kind, part) DO NOTHING RETURNING id";
 
 pub const LEAD: &str = "INSERT INTO leads AS t (message_id, sender_email, sender_name, subject, received_at, lead_key,
-   contact_id, account_id, deal_id, score, status, breakdown, rules_version, source_offset)
- VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+   contact_id, account_id, deal_id, score, status, breakdown, rules_version, source_offset,
+   intent, language, team, owner)
+ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
  ON CONFLICT (crm_key(message_id), crm_key(sender_email)) DO UPDATE SET sender_name = EXCLUDED.sender_name,
    subject = EXCLUDED.subject, received_at = EXCLUDED.received_at, lead_key = EXCLUDED.lead_key,
    contact_id = EXCLUDED.contact_id, account_id = EXCLUDED.account_id, deal_id = EXCLUDED.deal_id,
    score = EXCLUDED.score, status = EXCLUDED.status, breakdown = EXCLUDED.breakdown,
-   rules_version = EXCLUDED.rules_version, source_offset = EXCLUDED.source_offset
+   rules_version = EXCLUDED.rules_version, source_offset = EXCLUDED.source_offset,
+   intent = EXCLUDED.intent, language = EXCLUDED.language, team = EXCLUDED.team, owner = EXCLUDED.owner
  WHERE EXCLUDED.source_offset > t.source_offset
    AND (EXCLUDED.sender_name, EXCLUDED.subject, EXCLUDED.received_at, EXCLUDED.lead_key, EXCLUDED.contact_id,
         EXCLUDED.account_id, EXCLUDED.deal_id, EXCLUDED.score, EXCLUDED.status, EXCLUDED.breakdown,
-        EXCLUDED.rules_version)
+        EXCLUDED.rules_version, EXCLUDED.intent, EXCLUDED.language, EXCLUDED.team, EXCLUDED.owner)
        IS DISTINCT FROM (t.sender_name, t.subject, t.received_at, t.lead_key, t.contact_id, t.account_id,
-        t.deal_id, t.score, t.status, t.breakdown, t.rules_version)
+        t.deal_id, t.score, t.status, t.breakdown, t.rules_version, t.intent, t.language, t.team, t.owner)
  RETURNING id";
+
+/// A hard bounce of contact `$1`: bouncing, with the reason of the latest one (`$3` its time).
+pub const CONTACT_BOUNCING: &str =
+    "UPDATE contacts SET email_status = 'bouncing', bounce_reason = $2,
+   bounced_at = $3, updated_at = GREATEST(updated_at, $3)
+ WHERE email = $1 AND (bounced_at IS NULL OR bounced_at < $3) RETURNING contact_id";
+
+/// Contact `$1` opted out (`$3`: unsubscribe or complaint) at `$2`; the first opt-out stays.
+pub const CONTACT_OPTED_OUT: &str = "UPDATE contacts SET opted_out_at = $2, opt_out_reason = $3,
+   updated_at = GREATEST(updated_at, $2)
+ WHERE email = $1 AND opted_out_at IS NULL RETURNING contact_id";
+
+/// Contact `$1` left the company at `$3`; `$2` is who to write to instead, when named.
+pub const CONTACT_LEFT: &str = "UPDATE contacts SET active = false, inactive_since = $3,
+   replacement_email = $2, updated_at = GREATEST(updated_at, $3)
+ WHERE email = $1 AND active RETURNING contact_id";
 
 /// An error's text without values from the rows (DETAIL lines name them): SQLSTATE, message,
 /// table and constraint.

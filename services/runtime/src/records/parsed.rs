@@ -87,6 +87,12 @@ impl Default for AutoReply {
 impl AutoReply {
     /// The class of an automatic answer that is none of the others (the schema's default).
     pub const GENERIC: &'static str = "auto-reply";
+    /// Away, with a return date when stated.
+    pub const OUT_OF_OFFICE: &'static str = "out-of-office";
+    /// Left the company or the mailbox is no longer read: the contact is inactive.
+    pub const LEFT_COMPANY: &'static str = "left-company";
+    /// A request to be written to no more: the contact opts out.
+    pub const UNSUBSCRIBE: &'static str = "unsubscribe";
 }
 
 /// A delivery report: a failure (`hard`, `soft`, `undetermined`), a delay warning, a
