@@ -67,14 +67,14 @@ pub fn detect(message: &Message<'_>, ctx: &Context<'_>) -> Option<AutoReply> {
 
     let (class, (evidence, language)) =
         if let Some(found) = (!is_list).then(|| find(&UNSUBSCRIBE_PHRASES)).flatten() {
-            ("unsubscribe", found)
+            (AutoReply::UNSUBSCRIBE, found)
         } else if let Some(found) = (header.is_some() || automatic_subject)
             .then(|| find(&LEFT_COMPANY_PHRASES))
             .flatten()
         {
-            ("left-company", found)
+            (AutoReply::LEFT_COMPANY, found)
         } else if let Some(found) = find(&OUT_OF_OFFICE_PHRASES) {
-            ("out-of-office", found)
+            (AutoReply::OUT_OF_OFFICE, found)
         } else {
             let (name, value) = header?;
             return Some(AutoReply {
@@ -84,7 +84,7 @@ pub fn detect(message: &Message<'_>, ctx: &Context<'_>) -> Option<AutoReply> {
             });
         };
     let kind = match &header {
-        Some((name, value)) if class != "out-of-office" => kind_of(name, value),
+        Some((name, value)) if class != AutoReply::OUT_OF_OFFICE => kind_of(name, value),
         _ => class.to_string(),
     };
     let evidence = match &header {
@@ -96,7 +96,7 @@ pub fn detect(message: &Message<'_>, ctx: &Context<'_>) -> Option<AutoReply> {
         kind,
         evidence,
         class: class.into(),
-        return_date: (class == "out-of-office")
+        return_date: (class == AutoReply::OUT_OF_OFFICE)
             .then(|| {
                 let sent = ctx
                     .sent_ms
@@ -105,7 +105,7 @@ pub fn detect(message: &Message<'_>, ctx: &Context<'_>) -> Option<AutoReply> {
                 dates::return_date(&full_head, sent, language == "en")
             })
             .flatten(),
-        replacement: (class == "left-company")
+        replacement: (class == AutoReply::LEFT_COMPANY)
             .then(|| replacement(head, ctx.from))
             .flatten(),
         language: Some(language.to_string()),
