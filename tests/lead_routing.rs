@@ -1,0 +1,156 @@
+//! Who works a lead, end to end on the real stack (issue 19): a rules file with intents and
+//! routing, emails over SMTP through ingest, parser, resolver, scorer and crm-sink into
+//! PostgreSQL. A German email about a quote reaches the DACH team's active owner (by its
+//! language: the sender's domain is a .com), an English support request the default team; the
+//! `scored` records explain both (intent rule and evidence, language, route).
+
+use std::time::Duration;
+
+use mailstream_runtime::records::ScoredLead;
+use mailstream_tests::crm_db::{SAMPLE_DOMAIN, psql_rows, spawn_stream_processors_with};
+use mailstream_tests::mail::{smtplib, start, temp_dir};
+use mailstream_tests::{TestEnv, collect, decode_as, terminate};
+
+const RULES: &str = r#"
+rules:
+  - id: asks-for-an-offer
+    points: 30
+    when: {subject: {contains_any: [angebot, quote, pricing]}}
+intents:
+  - id: support-request
+    intent: support
+    when: {any: [{subject: {contains_any: [error, "not working"]}}, {body: {contains_any: [error, "not working"]}}]}
+  - id: buying-signal
+    intent: sales
+    when: {subject: {contains_any: [angebot, quote, pricing]}}
+routing:
+  teams:
+    dach: {owners: [anna@in.mailstream.test, ben@in.mailstream.test], inactive: [ben@in.mailstream.test]}
+    world: {owners: [carla@in.mailstream.test]}
+  routes:
+    - id: german
+      team: dach
+      when: {any: [{language: {in: [de]}}, {country: {in: [de, at, ch]}}]}
+  default_team: world
+"#;
+
+fn message(from: &str, id: &str, subject: &str, body: &str) -> String {
+    format!(
+        "From: {from}\r\nTo: sales@{SAMPLE_DOMAIN}\r\nSubject: {subject}\r\nMessage-ID: <{id}>\r\n\
+         Date: Mon, 07 Dec 2026 09:00:00 +0100\r\nMIME-Version: 1.0\r\n\
+         Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{body}\r\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_german_quote_request_reaches_the_dach_owner_and_support_the_default_team() {
+    let env = TestEnv::new("routing");
+    let schema = format!("routing_{}", &env.prefix[10..18]);
+    let dir = temp_dir("routing");
+    let rules = dir.join("rules.yaml");
+    std::fs::write(&rules, RULES).expect("write rules");
+    let blobs = temp_dir("routing-blobs");
+    let blob_url = format!("file://{}", blobs.display());
+    let mut ingest = start(
+        &env,
+        &blobs,
+        &[("MAILSTREAM_INGEST_ACCEPTED_DOMAINS", SAMPLE_DOMAIN)],
+    )
+    .await;
+    let rules_path = rules.to_str().expect("utf-8 path").to_string();
+    let mut pipeline = spawn_stream_processors_with(
+        &env,
+        &blob_url,
+        &schema,
+        &[],
+        &[("MAILSTREAM_SCORER_RULES_FILE", rules_path.as_str())],
+    );
+    let emails = [
+        (
+            "kai@kunde-gmbh.com",
+            message(
+                "Kai Berger <kai@kunde-gmbh.com>",
+                "route-de@kunde-gmbh.com",
+                "Angebot für 25 Lizenzen",
+                "Guten Tag, wir möchten Ihre Software in unserem Vertriebsteam einsetzen und \
+                 bitten um ein Angebot für fünfundzwanzig Lizenzen mit jährlicher Abrechnung.",
+            ),
+        ),
+        (
+            "li@shop.example",
+            message(
+                "Li Wong <li@shop.example>",
+                "route-en@shop.example",
+                "Export not working",
+                "Hello, since yesterday the export is not working and shows an error for every \
+                 order we try to download. Could you please have a look at it for us?",
+            ),
+        ),
+    ];
+    for (sender, text) in &emails {
+        let file = dir.join(format!("{sender}.eml"));
+        std::fs::write(&file, text).expect("write email");
+        let rcpt = format!("sales@{SAMPLE_DOMAIN}");
+        let sent = smtplib(ingest.smtp, &file, sender, "client.test", &[rcpt.as_str()]);
+        assert!(sent.contains("SENT"), "{sender}: {sent}");
+    }
+    let results = collect(
+        &env.consumer(&["crm-results"]),
+        emails.len(),
+        Duration::from_secs(120),
+        Duration::ZERO,
+    )
+    .await;
+    assert_eq!(results.len(), emails.len(), "both emails reached the CRM");
+    let scored = collect(
+        &env.consumer(&["scored"]),
+        emails.len(),
+        Duration::from_secs(10),
+        Duration::ZERO,
+    )
+    .await;
+    let scored: Vec<ScoredLead> = decode_as(env.registry(), &scored, |s: &ScoredLead| {
+        s.message_id.as_str()
+    })
+    .await;
+    for child in &mut pipeline {
+        terminate(child, Duration::from_secs(30));
+    }
+    terminate(&mut ingest.child, Duration::from_secs(30));
+
+    let german = scored
+        .iter()
+        .find(|s| s.message_id == "route-de@kunde-gmbh.com")
+        .and_then(|s| s.routing.clone())
+        .expect("the German email was routed");
+    assert_eq!(
+        (german.language.as_deref(), german.country.as_deref()),
+        (Some("de"), None),
+        "told by its language: a .com says nothing of a country"
+    );
+    assert_eq!(german.intent_rule.as_deref(), Some("buying-signal"));
+    assert_eq!(german.route.as_deref(), Some("german"));
+    let leads = psql_rows(&format!(
+        "SELECT message_id, intent, language, team, owner FROM {schema}.leads ORDER BY message_id"
+    ));
+    assert_eq!(
+        leads,
+        [
+            [
+                "route-de@kunde-gmbh.com",
+                "sales",
+                "de",
+                "dach",
+                "anna@in.mailstream.test",
+            ],
+            [
+                "route-en@shop.example",
+                "support",
+                "en",
+                "world",
+                "carla@in.mailstream.test",
+            ],
+        ],
+        "ben is inactive: anna works every DACH account"
+    );
+}
