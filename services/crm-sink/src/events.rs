@@ -362,6 +362,17 @@ pub fn message_committed(m: &SinkMetrics, outcome: &MessageOutcome) {
     }
 }
 
+/// What email `message_id` said about contacts changed them (`changed`: the signals that did;
+/// repeats of a replay change nothing and are not counted).
+pub fn contact_signals(m: &SinkMetrics, message_id: &str, changed: &[&'static str]) {
+    for signal in changed {
+        m.signals.with_label_values(&[signal]).inc();
+    }
+    if !changed.is_empty() {
+        tracing::info!(message_id, signals = ?changed, "contacts updated from the email's signals");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -436,16 +447,5 @@ mod tests {
             "Key [email] exists"
         );
         assert_eq!(redact("a b c d", 3), "a b...");
-    }
-}
-
-/// What email `message_id` said about contacts changed them (`changed`: the signals that did;
-/// repeats of a replay change nothing and are not counted).
-pub fn contact_signals(m: &SinkMetrics, message_id: &str, changed: &[&'static str]) {
-    for signal in changed {
-        m.signals.with_label_values(&[signal]).inc();
-    }
-    if !changed.is_empty() {
-        tracing::info!(message_id, signals = ?changed, "contacts updated from the email's signals");
     }
 }

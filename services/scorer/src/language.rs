@@ -3,7 +3,9 @@
 //!
 //! - **Language**: whatlang's trigram detector on the reply text (quotes and signature removed,
 //!   else the whole text), at most [`SAMPLE_CHARS`] characters of it; reported only when
-//!   whatlang calls its guess reliable. Codes are ISO 639-1 (`de`), else ISO 639-3 for a
+//!   whatlang calls its guess reliable. It costs 0.1–0.3 ms of CPU per email (measured on this
+//!   2-core machine), as much as the rest of scoring, so it runs only when the rules file tests
+//!   the language somewhere ([`crate::rules::RuleSet::detect_language`]). Codes are ISO 639-1 (`de`), else ISO 639-3 for a
 //!   language without a two-letter code (isolang maps them).
 //! - **Country**: the sender domain's country-code TLD (`acme.de` → `de`; `uk` → `gb`), except
 //!   the ccTLDs sold as generic names ([`GENERIC_CCTLDS`]: `.io`, `.co`, `.ai`, ...), which say
@@ -12,7 +14,7 @@
 //! Both are pure functions of the email, so a replay routes the same way.
 
 /// Characters of the body the detector reads: enough for a confident guess, bounded cost.
-pub const SAMPLE_CHARS: usize = 2_000;
+pub const SAMPLE_CHARS: usize = 1_000;
 
 /// Country-code TLDs mostly bought as generic names.
 pub const GENERIC_CCTLDS: &[&str] = &[

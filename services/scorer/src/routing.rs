@@ -417,11 +417,30 @@ fn check_slug(value: &str, key: &str, check: &mut Checker<'_>) {
 }
 
 fn uses_intent(spec: &ConditionSpec) -> bool {
+    uses(spec, &|leaf| matches!(leaf, ConditionSpec::Intent(_)))
+}
+
+/// Whether some condition of the file tests the body's language: only then is it detected
+/// (about 0.1 ms of CPU per email) and reported in `scored.routing.language`.
+pub(crate) fn uses_language(file: &crate::rules::RulesFile) -> bool {
+    let language = |leaf: &ConditionSpec| matches!(leaf, ConditionSpec::Language(_));
+    file.rules.iter().any(|r| uses(&r.when, &language))
+        || file.intents.iter().any(|i| uses(&i.when, &language))
+        || file
+            .routing
+            .iter()
+            .flat_map(|r| &r.routes)
+            .any(|r| uses(&r.when, &language))
+}
+
+/// Whether `leaf` holds for a leaf of the condition tree `spec`.
+fn uses(spec: &ConditionSpec, leaf: &dyn Fn(&ConditionSpec) -> bool) -> bool {
     match spec {
-        ConditionSpec::Intent(_) => true,
-        ConditionSpec::Any(items) | ConditionSpec::All(items) => items.iter().any(uses_intent),
-        ConditionSpec::Not(inner) => uses_intent(inner),
-        _ => false,
+        ConditionSpec::Any(items) | ConditionSpec::All(items) => {
+            items.iter().any(|item| uses(item, leaf))
+        }
+        ConditionSpec::Not(inner) => uses(inner, leaf),
+        other => leaf(other),
     }
 }
 

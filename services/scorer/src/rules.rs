@@ -250,6 +250,8 @@ pub struct RuleSet {
     pub intents: Vec<IntentRule>,
     /// `None`: the file has no `routing`, leads get no team.
     pub router: Option<Router>,
+    /// Some condition tests the language, so it is detected for every scored email.
+    pub detect_language: bool,
     /// First 12 hex digits of the SHA-256 of the canonical rules.
     pub version: String,
 }
@@ -353,6 +355,7 @@ impl RulesFile {
             rules,
             intents,
             router,
+            detect_language: crate::routing::uses_language(self),
             version: version_of(&self.canonical()),
         })
     }

@@ -145,7 +145,10 @@ pub fn score(email: &ResolvedEmail, rules: &RuleSet) -> Scoring {
         .map(|router| router.assign(&candidate, &sticky_key(email)))
         .unwrap_or_default();
     let routing = Routing {
-        language: candidate.language().map(str::to_string),
+        language: rules
+            .detect_language
+            .then(|| candidate.language().map(str::to_string))
+            .flatten(),
         country: candidate.country(),
         intent: intent.intent,
         intent_rule: intent.rule,

@@ -207,9 +207,19 @@ fn rules_without_intents_or_routing_keep_their_version() {
         "the canonical form (and so the version) of a file without the new keys is as before"
     );
     let rules = RuleSet::from_text(plain, Format::Yaml).expect("valid");
-    let scored = scored_record(email("m", "a@b.com", "demo", "Hello there"), &rules);
+    assert!(!rules.detect_language, "no rule tests the language");
+    let scored = scored_record(
+        email(
+            "m",
+            "a@b.com",
+            "demo",
+            "Hello there, we would like to see a demo of your product for our whole team.",
+        ),
+        &rules,
+    );
     let routing = scored.routing.expect("scored emails carry routing");
     assert_eq!((routing.intent.as_str(), routing.team), (OTHER, None));
+    assert_eq!(routing.language, None, "not detected when nothing tests it");
 }
 
 #[test]
