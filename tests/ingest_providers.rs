@@ -193,7 +193,7 @@ async fn mailgun_forwards_land_once_and_forged_stale_or_replayed_ones_do_not() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sendgrid_raw_posts_with_basic_auth_land_and_others_are_refused() {
+async fn sendgrid_raw_and_parsed_posts_with_basic_auth_land_and_others_are_refused() {
     let env = TestEnv::new("ing-sendgrid");
     let (mut ingest, dir) = ingest(&env, "sendgrid").await;
     let msg = message("via sendgrid", 3_000);
@@ -245,39 +245,83 @@ async fn sendgrid_raw_posts_with_basic_auth_land_and_others_are_refused() {
         );
     }
 
-    // The default parsed mode: no `email` field; refused with the setting to change.
+    // The default parsed mode: the header block, the bodies and the files, rebuilt.
+    let header_block = dir.join("headers.txt");
+    std::fs::write(
+        &header_block,
+        "Received: from mx.sender.test by mx.sendgrid.net;\n Mon, 7 Dec 2026 02:00:00 +0000\n\
+         From: Bob <bob@sender.test>\nTo: deals+sg@in.example.com\n\
+         Subject: via sendgrid parsed\nMessage-ID: <parsed-1@sender.test>\n\
+         Date: Mon, 7 Dec 2026 02:00:00 +0000\nMIME-Version: 1.0\n\
+         Content-Type: multipart/mixed; boundary=\"old\"\n",
+    )
+    .expect("write");
+    let pdf = dir.join("quote.pdf");
+    std::fs::write(&pdf, ATTACHMENT).expect("write");
+    let headers_field = format!("headers=<{}", header_block.display());
+    let file_field = format!("attachment1=@{};type=application/pdf", pdf.display());
     let parsed = [
         "-F",
-        "headers=Subject: x",
+        &headers_field,
         "-F",
-        "text=hello",
+        "text=Hello from the parsed mode.",
+        "-F",
+        "attachments=1",
+        "-F",
+        r#"attachment-info={"attachment1":{"filename":"quote.pdf","name":"quote.pdf","type":"application/pdf"}}"#,
+        "-F",
+        &file_field,
+        "-F",
+        r#"charsets={"headers":"UTF-8","text":"UTF-8"}"#,
+        "-F",
+        r#"envelope={"to":["deals+sg@in.example.com"],"from":"bounce-bob@sender.test"}"#,
+    ];
+    let good = url(&format!("sendgrid:{SENDGRID_PASSWORD}@"));
+    let (status, _, body) = post(&good, &parsed, &dir);
+    assert_eq!(status, 202, "{body}");
+    // Neither mode: 400.
+    let neither = [
         "-F",
         r#"envelope={"to":["a@in.example.com"],"from":"b@sender.test"}"#,
     ];
-    let (status, _, body) = post(
-        &url(&format!("sendgrid:{SENDGRID_PASSWORD}@")),
-        &parsed,
-        &dir,
-    );
+    let (status, _, body) = post(&good, &neither, &dir);
     assert_eq!(status, 400, "{body}");
-    assert!(
-        body.contains("bad-payload") && body.contains("raw, full MIME"),
-        "{body}"
-    );
+    assert!(body.contains("bad-payload"), "{body}");
 
-    let records = only(raw_emails(&env, 1).await, 1);
-    let email = &records[0];
-    assert_eq!(email.origin.as_deref(), Some("provider:sendgrid"));
-    assert_eq!(
-        email.envelope.mail_from.as_deref(),
-        Some("bounce-bob@sender.test")
-    );
+    let records = only(raw_emails(&env, 2).await, 2);
+    for email in &records {
+        assert_eq!(email.origin.as_deref(), Some("provider:sendgrid"));
+        assert_eq!(
+            email.envelope.mail_from.as_deref(),
+            Some("bounce-bob@sender.test")
+        );
+    }
+    let (raw, rebuilt): (Vec<&RawEmail>, Vec<&RawEmail>) = records
+        .iter()
+        .partition(|e| e.raw.as_deref() == Some(msg.as_slice()));
+    assert_eq!(raw.len(), 1, "the raw mode's `email`, byte for byte");
+    let email = raw[0];
     assert_eq!(
         email.envelope.rcpt_to,
         ["deals+sg@in.example.com", "ops@example.org"]
     );
     assert_eq!(email.envelope.remote_addr.as_deref(), Some("203.0.113.7"));
-    assert_eq!(email.raw.as_deref(), Some(msg.as_slice()), "exact bytes");
+    let text = String::from_utf8_lossy(rebuilt[0].raw.as_deref().expect("inline"));
+    for needle in [
+        "Received: from mx.sender.test by mx.sendgrid.net;",
+        "Subject: via sendgrid parsed",
+        "Message-ID: <parsed-1@sender.test>",
+        "Date: Mon, 7 Dec 2026 02:00:00 +0000",
+        "Hello from the parsed mode.",
+        "quote.pdf",
+        &STANDARD.encode(ATTACHMENT),
+    ] {
+        assert!(text.contains(needle), "`{needle}` missing from:\n{text}");
+    }
+    assert!(
+        !text.contains("boundary=\"old\""),
+        "the old MIME structure is not kept"
+    );
     let status = terminate(&mut ingest.child, Duration::from_secs(40));
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
 }

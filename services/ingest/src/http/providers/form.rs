@@ -17,9 +17,27 @@ use crate::http::intake::{Refusal, header_str};
 /// The media type of a URL-encoded form.
 pub(super) const URLENCODED: &str = "application/x-www-form-urlencoded";
 
+/// In the wanted names: keep the numbered file fields `attachment1`, `attachment2`, ... (with
+/// their file name and content type), as SendGrid's parsed mode posts them.
+pub(super) const ATTACHMENTS: &str = "attachment<N>";
+
+/// A file field: its bytes and what its part header says.
+pub(super) struct FilePart {
+    pub bytes: Bytes,
+    pub file_name: Option<String>,
+    pub content_type: Option<String>,
+}
+
 /// The wanted fields of a form, by name, as sent (bytes).
 pub(super) struct Form {
     fields: BTreeMap<&'static str, Bytes>,
+    files: BTreeMap<String, FilePart>,
+}
+
+/// `attachment` followed by digits.
+fn is_attachment(name: &str) -> bool {
+    name.strip_prefix("attachment")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 impl Form {
@@ -40,11 +58,33 @@ impl Form {
         let stream = futures::stream::once(async move { Ok::<_, Infallible>(Bytes::from(body)) });
         let mut multipart = multer::Multipart::new(stream, boundary);
         let mut fields = BTreeMap::new();
+        let mut files = BTreeMap::new();
+        let keep_files = wanted.contains(&ATTACHMENTS);
         while let Some(field) = multipart
             .next_field()
             .await
             .map_err(|e| bad_payload(format!("malformed multipart/form-data: {e}")))?
         {
+            if keep_files && let Some(name) = field.name().filter(|n| is_attachment(n)) {
+                let name = name.to_string();
+                let file_name = field.file_name().map(str::to_string);
+                let content_type = field.content_type().map(ToString::to_string);
+                let bytes = field
+                    .bytes()
+                    .await
+                    .map_err(|e| bad_payload(format!("malformed form field `{name}`: {e}")))?;
+                let part = FilePart {
+                    bytes,
+                    file_name,
+                    content_type,
+                };
+                if files.insert(name.clone(), part).is_some() {
+                    return Err(bad_payload(format!(
+                        "form field `{name}` sent more than once"
+                    )));
+                }
+                continue;
+            }
             let Some(name) = field
                 .name()
                 .and_then(|n| wanted.iter().copied().find(|w| *w == n))
@@ -61,7 +101,7 @@ impl Form {
                 )));
             }
         }
-        Ok(Self { fields })
+        Ok(Self { fields, files })
     }
 
     fn urlencoded(body: &[u8], wanted: &[&'static str]) -> Result<Self, Refusal> {
@@ -77,7 +117,15 @@ impl Form {
                 )));
             }
         }
-        Ok(Self { fields })
+        Ok(Self {
+            fields,
+            files: BTreeMap::new(),
+        })
+    }
+
+    /// A file field (`attachment<N>`), if sent and asked for with [`ATTACHMENTS`].
+    pub fn file(&self, name: &str) -> Option<&FilePart> {
+        self.files.get(name)
     }
 
     /// A field's bytes, if sent.

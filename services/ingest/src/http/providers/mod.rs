@@ -5,7 +5,7 @@
 //! | route | provider | authentication | enabled by |
 //! |---|---|---|---|
 //! | `POST /v1/providers/mailgun/mime` (or `/v1/providers/mailgun`) | Mailgun Routes, `forward()` to a URL ending in `mime` (raw MIME, `body-mime`) | HMAC-SHA256 of `timestamp` + `token` with the webhook signing key, a replay window, each token once | `mailgun_signing_key` |
-//! | `POST /v1/providers/sendgrid` | SendGrid Inbound Parse with "POST the raw, full MIME message" (`email`) | HTTP basic auth in the webhook URL | `sendgrid_username` + `sendgrid_password` |
+//! | `POST /v1/providers/sendgrid` | SendGrid Inbound Parse: "POST the raw, full MIME message" (`email`), or the parsed mode, rebuilt | HTTP basic auth in the webhook URL | `sendgrid_username` + `sendgrid_password` |
 //! | `POST /v1/providers/postmark` | Postmark inbound webhook (JSON; `RawEmail` when "include raw email content" is on, else rebuilt) | HTTP basic auth in the webhook URL | `postmark_username` + `postmark_password` |
 //! | `POST /v1/providers/ses` | Amazon SES receipt rules (S3 or SNS action) through an SNS HTTPS subscription | the SNS signature (SHA-256) with the configured certificate, the topic, a replay window, each `MessageId` once | `ses_topic_arn` + `ses_certificate_path` |
 //!
@@ -31,6 +31,7 @@ mod basic_auth;
 mod form;
 mod mailgun;
 mod postmark;
+mod rebuilt;
 mod replay;
 mod sendgrid;
 mod ses;

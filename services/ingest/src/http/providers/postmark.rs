@@ -4,7 +4,7 @@
 //!
 //! The message: `RawEmail`, byte for byte, when the inbound stream has "Include raw email
 //! content in JSON payload" on (recommended: the only faithful form). Otherwise it is rebuilt
-//! with `mail-builder` ([`rebuild`]) from the parsed fields: `FromFull`, `ToFull`, `CcFull`,
+//! with `mail-builder` ([`rebuild`], [`super::rebuilt`]) from the parsed fields: `FromFull`, `ToFull`, `CcFull`,
 //! `ReplyTo`, `Subject`, `Date`, `Headers[]` (all but the ones above and the MIME structure,
 //! in order), `TextBody`, `HtmlBody`, `Attachments[]` (base64 `Content`, `ContentType`,
 //! `Name`, inline when `ContentID` is set). A rebuilt message has new MIME boundaries and
@@ -25,31 +25,19 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use mail_builder::MessageBuilder;
 use mail_builder::headers::address::Address;
-use mail_builder::headers::raw::Raw;
 use serde::Deserialize;
 
+use super::rebuilt::{Part, Rebuilt, one_line};
 use super::{Delivered, bad_payload, challenge, publish, receive_body, refused_auth};
 use crate::http::HttpContext;
 use crate::http::intake::{Refusal, respond};
 
 const CHANNEL: &str = "postmark";
 
-/// Headers the rebuilt message sets from the structured fields (or that describe the MIME
-/// structure `mail-builder` writes), not copied from `Headers[]`.
-const STRUCTURAL: [&str; 10] = [
-    "from",
-    "to",
-    "cc",
-    "bcc",
-    "reply-to",
-    "subject",
-    "date",
-    "mime-version",
-    "content-type",
-    "content-transfer-encoding",
-];
+/// Headers the rebuilt message sets from the structured fields, not copied from `Headers[]`
+/// (Bcc is envelope only).
+const STRUCTURED: [&str; 7] = ["from", "to", "cc", "bcc", "reply-to", "subject", "date"];
 
 /// Postmark's inbound JSON (the fields used; others are ignored).
 #[derive(Deserialize, Default)]
@@ -180,13 +168,15 @@ fn envelope(inbound: &Inbound) -> (Option<String>, Vec<String>) {
     (mail_from, rcpt_to)
 }
 
-fn address(contact: &Contact) -> Address<'_> {
-    let name = Some(contact.name.trim()).filter(|n| !n.is_empty());
-    Address::new_address(name, contact.email.trim())
+fn address(contact: &Contact) -> Address<'static> {
+    let name = Some(contact.name.trim())
+        .filter(|n| !n.is_empty())
+        .map(str::to_string);
+    Address::new_address(name, contact.email.trim().to_string())
 }
 
-fn addresses(contacts: &[Contact]) -> Option<Address<'_>> {
-    let list: Vec<Address<'_>> = contacts
+fn addresses(contacts: &[Contact]) -> Option<Address<'static>> {
+    let list: Vec<Address<'static>> = contacts
         .iter()
         .filter(|c| !c.email.trim().is_empty())
         .map(address)
@@ -194,63 +184,41 @@ fn addresses(contacts: &[Contact]) -> Option<Address<'_>> {
     (!list.is_empty()).then(|| Address::new_list(list))
 }
 
-/// A header value on one line: a CR or LF from the payload cannot start a header of its own.
-fn one_line(value: &str) -> String {
-    value.replace(['\r', '\n'], " ").trim().to_string()
-}
-
-/// The message rebuilt from Postmark's parsed fields with `mail-builder`.
+/// The message rebuilt from Postmark's parsed fields ([`super::rebuilt`]).
 fn rebuild(inbound: &Inbound) -> Result<Vec<u8>, Refusal> {
-    let mut message = MessageBuilder::new();
+    let mut message = Rebuilt::new();
     match &inbound.from_full {
-        Some(from) if !from.email.trim().is_empty() => message = message.from(address(from)),
-        _ if !inbound.from.trim().is_empty() => {
-            message = message.header("From", Raw::new(one_line(&inbound.from)));
+        Some(from) if !from.email.trim().is_empty() => {
+            let from = address(from);
+            message.with(|m| m.from(from));
         }
-        _ => {}
+        _ => message.header("From", &inbound.from, &[]),
     }
     if let Some(to) = addresses(&inbound.to_full) {
-        message = message.to(to);
+        message.with(|m| m.to(to));
     }
     if let Some(cc) = addresses(&inbound.cc_full) {
-        message = message.cc(cc);
+        message.with(|m| m.cc(cc));
     }
     if !inbound.reply_to.trim().is_empty() {
-        message = message.header("Reply-To", Raw::new(one_line(&inbound.reply_to)));
+        message.header("Reply-To", &inbound.reply_to, &[]);
     }
-    message = message.subject(inbound.subject.as_str());
+    let subject = inbound.subject.clone();
+    message.with(|m| m.subject(subject));
     if !inbound.date.trim().is_empty() {
-        message = message.header("Date", Raw::new(one_line(&inbound.date)));
+        message.header("Date", &inbound.date, &[]);
     }
-    let mut has_message_id = false;
     for header in &inbound.headers {
-        let name = header.name.trim();
-        let token = !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
-        if !token || STRUCTURAL.iter().any(|s| name.eq_ignore_ascii_case(s)) {
-            continue;
-        }
-        // mail-builder recognises its own spelling: it then adds no Message-ID of its own.
-        let name = if name.eq_ignore_ascii_case("message-id") {
-            has_message_id = true;
-            "Message-ID".to_string()
-        } else {
-            name.to_string()
-        };
-        message = message.header(name, Raw::new(one_line(&header.value)));
+        message.header(&header.name, &header.value, &STRUCTURED);
     }
-    if !has_message_id && !inbound.message_id.trim().is_empty() {
+    if !message.has_message_id && !inbound.message_id.trim().is_empty() {
         let id = format!(
             "postmark-{}@mailstream.invalid",
             one_line(&inbound.message_id)
         );
-        message = message.message_id(id);
+        message.with(|m| m.message_id(id));
     }
-    if !inbound.text_body.is_empty() || inbound.html_body.is_empty() {
-        message = message.text_body(inbound.text_body.as_str());
-    }
-    if !inbound.html_body.is_empty() {
-        message = message.html_body(inbound.html_body.as_str());
-    }
+    let mut parts = Vec::with_capacity(inbound.attachments.len());
     for attachment in &inbound.attachments {
         let bytes = STANDARD.decode(attachment.content.trim()).map_err(|e| {
             bad_payload(format!(
@@ -258,24 +226,14 @@ fn rebuild(inbound: &Inbound) -> Result<Vec<u8>, Refusal> {
                 attachment.name
             ))
         })?;
-        let content_type = match attachment.content_type.trim() {
-            "" => "application/octet-stream".to_string(),
-            other => one_line(other),
-        };
-        let cid = attachment
-            .content_id
-            .trim()
-            .trim_start_matches('<')
-            .trim_end_matches('>');
-        message = if cid.is_empty() {
-            message.attachment(content_type, one_line(&attachment.name), bytes)
-        } else {
-            message.inline(content_type, one_line(cid), bytes)
-        };
+        parts.push(Part {
+            file_name: attachment.name.clone(),
+            content_type: attachment.content_type.clone(),
+            content_id: attachment.content_id.clone(),
+            bytes,
+        });
     }
-    message
-        .write_to_vec()
-        .map_err(|e| bad_payload(format!("the message cannot be rebuilt: {e}")))
+    message.finish(inbound.text_body.clone(), inbound.html_body.clone(), parts)
 }
 
 #[cfg(test)]
