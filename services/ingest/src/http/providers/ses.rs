@@ -28,8 +28,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use serde::Deserialize;
 use object_store::ObjectStoreExt;
+use serde::Deserialize;
 use serde_json::json;
 
 use super::replay::{self, MAX_SEEN, Seen, Tokens};
