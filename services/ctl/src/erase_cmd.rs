@@ -127,7 +127,8 @@ pub async fn execute(args: EraseArgs, source: ConfigSource) -> anyhow::Result<Ex
         read: HashMap::new(),
     };
     let decoder = AvroCodec::decoder(registry_settings(&config)?);
-    let blobs = BlobStore::open(&parser.blob_url, &[]).map_err(anyhow::Error::msg)?;
+    let blobs =
+        BlobStore::open(&parser.blob_url, &config.blob_options()).map_err(anyhow::Error::msg)?;
 
     let found = find(&mut topics, &decoder, &addresses).await?;
     let mut report = Report {

@@ -15,7 +15,7 @@ pub async fn run(processor: &str, source: ConfigSource) -> anyhow::Result<ExitCo
         "ingest" => mailstream_ingest::serve(source).await?,
         "parser" => {
             serve(source, |ctx, settings: ParserSettings| async move {
-                Parser::new(settings, &ctx.metrics.registry)
+                Parser::new(settings, &ctx.config.blob_options(), &ctx.metrics.registry)
             })
             .await?
         }

@@ -80,7 +80,7 @@ impl Publisher {
             &[RAW_EMAIL.to_string()],
         )?;
         codec.register_outputs().await?;
-        let blobs = BlobStore::open(&settings.blob_url, &[]).map_err(|e| {
+        let blobs = BlobStore::open(&settings.blob_url, &config.blob_options()).map_err(|e| {
             IngestError::Config(vec![format!(
                 "{}: {e}",
                 mailstream_runtime::config::key_label(crate::NAME, "blob_url")

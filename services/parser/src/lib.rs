@@ -64,9 +64,13 @@ pub struct Parser {
 }
 
 impl Parser {
-    /// Builds the processor from its checked settings (opens the blob store) and registers its
-    /// metric on `registry`.
-    pub fn new(settings: ParserSettings, registry: &Registry) -> Result<Self, RuntimeError> {
+    /// Builds the processor from its checked settings (opens the blob store, with the runtime's
+    /// `blob_store` options) and registers its metric on `registry`.
+    pub fn new(
+        settings: ParserSettings,
+        blob_options: &[(String, String)],
+        registry: &Registry,
+    ) -> Result<Self, RuntimeError> {
         let redactions = metrics::register(
             registry,
             IntCounterVec::new(
@@ -94,7 +98,7 @@ impl Parser {
         let scanner = settings
             .scanner()
             .map_err(|problem| RuntimeError::Config(vec![problem]))?;
-        let blobs = BlobStore::open(&settings.blob_url, &[]).map_err(|e| {
+        let blobs = BlobStore::open(&settings.blob_url, blob_options).map_err(|e| {
             RuntimeError::Config(vec![format!("{}: {e}", key_label("parser", "blob_url"))])
         })?;
         Ok(Self {

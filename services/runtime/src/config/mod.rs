@@ -122,6 +122,12 @@ pub struct RuntimeConfig {
     /// Extra librdkafka properties passed through to every client.
     #[serde(default)]
     pub kafka: BTreeMap<String, String>,
+    /// Options of an `s3://` blob store, by object_store's names (`aws_endpoint`,
+    /// `aws_region`, `aws_access_key_id`, `aws_secret_access_key`, `aws_allow_http`, ...): the
+    /// `[blob_store]` table, or `MAILSTREAM_BLOB_STORE_<OPTION>` (`_FILE` for a value in a
+    /// file). Unknown options stop start-up; secret ones are never printed.
+    #[serde(default)]
+    pub blob_store: BTreeMap<String, String>,
 }
 
 mod defaults {
@@ -267,6 +273,7 @@ impl ConfigSource {
 
 const ENV_PREFIX: &str = "MAILSTREAM_";
 const RDKAFKA_ENV_PREFIX: &str = "MAILSTREAM_RDKAFKA_";
+const BLOB_STORE_ENV_PREFIX: &str = "MAILSTREAM_BLOB_STORE_";
 
 /// The environment variable that sets `key` of `section` (`None` for runtime keys).
 pub fn env_name(section: Option<&str>, key: &str) -> String {
@@ -377,6 +384,27 @@ pub fn load<P: Settings>(
             };
             let prop = prop.to_ascii_lowercase().replace('_', ".");
             kafka.insert(prop, toml::Value::String(value));
+        }
+    }
+    let blob_store = root
+        .entry("blob_store")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if let toml::Value::Table(blob_store) = blob_store {
+        for (name, value) in &source.env {
+            let Some(option) = name.strip_prefix(BLOB_STORE_ENV_PREFIX) else {
+                continue;
+            };
+            let (option, value) = match option.strip_suffix("_FILE") {
+                Some(option) => match read_secret_file(value) {
+                    Ok(text) => (option, text),
+                    Err(e) => {
+                        errors.push(format!("{name}: cannot read `{value}`: {e}"));
+                        continue;
+                    }
+                },
+                None => (option, value.clone()),
+            };
+            blob_store.insert(option.to_ascii_lowercase(), toml::Value::String(value));
         }
     }
 
@@ -552,18 +580,22 @@ impl std::fmt::Debug for RuntimeConfig {
             log_level,
             otlp_endpoint,
             kafka,
+            blob_store,
         } = self;
-        let kafka: BTreeMap<&str, &str> = kafka
-            .iter()
-            .map(|(k, v)| {
-                let shown = if is_secret_property(k) {
-                    "<redacted>"
-                } else {
-                    v.as_str()
-                };
-                (k.as_str(), shown)
-            })
-            .collect();
+        let shown = |map: &BTreeMap<String, String>| -> BTreeMap<String, String> {
+            map.iter()
+                .map(|(k, v)| {
+                    let shown = if is_secret_property(k) || k.contains("token") {
+                        "<redacted>"
+                    } else {
+                        v.as_str()
+                    };
+                    (k.clone(), shown.to_string())
+                })
+                .collect()
+        };
+        let kafka = shown(kafka);
+        let blob_store = shown(blob_store);
         f.debug_struct("RuntimeConfig")
             .field("bootstrap_servers", bootstrap_servers)
             .field("schema_registry_url", schema_registry_url)
@@ -585,6 +617,7 @@ impl std::fmt::Debug for RuntimeConfig {
             .field("log_level", log_level)
             .field("otlp_endpoint", otlp_endpoint)
             .field("kafka", &kafka)
+            .field("blob_store", &blob_store)
             .finish()
     }
 }
@@ -608,6 +641,19 @@ impl RuntimeConfig {
     }
 
     fn validate(&self, errors: &mut Vec<String>) {
+        for option in self.blob_store.keys() {
+            if option
+                .parse::<object_store::aws::AmazonS3ConfigKey>()
+                .is_err()
+            {
+                errors.push(format!(
+                    "key `blob_store.{option}` (env {BLOB_STORE_ENV_PREFIX}{}): not an S3 option \
+                     of the blob store (e.g. aws_endpoint, aws_region, aws_access_key_id, \
+                     aws_secret_access_key, aws_allow_http)",
+                    option.to_ascii_uppercase()
+                ));
+            }
+        }
         let mut missing = |key: &str, value: &Option<String>, what: &str| {
             if value.as_deref().is_none_or(|v| v.trim().is_empty()) {
                 errors.push(format!(
@@ -715,6 +761,14 @@ impl RuntimeConfig {
 
     pub fn schema_registry_url(&self) -> &str {
         self.schema_registry_url.as_deref().unwrap_or_default()
+    }
+
+    /// The blob store's options (`blob_store`), as [`crate::blob::BlobStore::open`] takes them.
+    pub fn blob_options(&self) -> Vec<(String, String)> {
+        self.blob_store
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     /// The instance id, or a random one when neither config nor `HOSTNAME` gives it.
@@ -931,5 +985,44 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("batch_max_recods"), "{text}");
         assert!(text.contains("demo.inline_limit"), "{text}");
+    }
+
+    #[test]
+    fn blob_store_options_come_from_env_and_files_and_unknown_ones_are_refused() {
+        let dir = std::env::temp_dir().join(format!("mailstream-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "s3cr3t-value\n").expect("write");
+        let secret = secret.to_str().expect("utf-8 path").to_string();
+        let base = [
+            ("MAILSTREAM_BOOTSTRAP_SERVERS", "k:9092"),
+            ("MAILSTREAM_SCHEMA_REGISTRY_URL", "http://r:8081"),
+            ("MAILSTREAM_BLOB_STORE_AWS_ENDPOINT", "http://127.0.0.1:9000"),
+            ("MAILSTREAM_BLOB_STORE_AWS_ALLOW_HTTP", "true"),
+            (
+                "MAILSTREAM_BLOB_STORE_AWS_SECRET_ACCESS_KEY_FILE",
+                secret.as_str(),
+            ),
+        ];
+        let (config, _) = load::<Demo>("demo", &source(&base)).expect("valid");
+        assert_eq!(
+            config.blob_options(),
+            [
+                ("aws_allow_http".to_string(), "true".to_string()),
+                ("aws_endpoint".into(), "http://127.0.0.1:9000".into()),
+                ("aws_secret_access_key".into(), "s3cr3t-value".into()),
+            ]
+        );
+        assert!(
+            !format!("{config:?}").contains("s3cr3t-value"),
+            "the secret is never printed"
+        );
+        let mut wrong = base.to_vec();
+        wrong.push(("MAILSTREAM_BLOB_STORE_AWS_ENDPOINTT", "http://x"));
+        let err = load::<Demo>("demo", &source(&wrong)).expect_err("unknown option");
+        assert!(
+            err.to_string().contains("MAILSTREAM_BLOB_STORE_AWS_ENDPOINTT"),
+            "{err}"
+        );
     }
 }
