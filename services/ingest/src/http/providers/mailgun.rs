@@ -85,6 +85,7 @@ async fn handle(
         headers,
         body,
         &["multipart/form-data", super::form::URLENCODED],
+        super::request_limit(ctx),
     )
     .await?;
     let form = Form::read(

@@ -17,10 +17,11 @@
 //!
 //! Bounds: the request body is received like the intake's (the body timeout, the spool, the
 //! in-flight budget), at most [`request_limit`] bytes (the message limit plus what base64 and
-//! form fields add); the message it carries must fit `max_message_bytes` (413). The envelope:
-//! recipients and sender as the provider reports them (at most `max_recipients`), the remote
-//! address the provider's SMTP client when reported (SendGrid's `sender_ip`), else the
-//! webhook's caller as for `/v1/messages`; `origin` names the provider (`provider:mailgun`).
+//! form fields add; an SNS delivery at most 1 MiB: SNS messages are at most 256 KiB); the
+//! message it carries must fit `max_message_bytes` (413). The envelope: recipients and sender
+//! as the provider reports them (at most `max_recipients`), the remote address the provider's
+//! SMTP client when reported (SendGrid's `sender_ip`), else the webhook's caller as for
+//! `/v1/messages`; `origin` names the provider (`provider:mailgun`).
 //! Metrics and logs use the provider's name as the channel.
 //!
 //! Mailgun's and SNS's authentication is inside the body, so their bodies are received
@@ -215,17 +216,19 @@ pub(super) struct Received {
 }
 
 /// Checks the client against the allowlist, then receives the body (one of `content_types`
-/// required).
+/// required), at most `limit` bytes ([`request_limit`], or less where the provider's own
+/// limit is smaller).
 pub(super) async fn receive_body(
     ctx: &HttpContext,
     peer: SocketAddr,
     headers: &HeaderMap,
     body: Body,
     content_types: &[&str],
+    limit: usize,
 ) -> Result<Received, Refusal> {
     let client = intake::client(ctx, peer, headers)?;
     require_content_type(headers, content_types)?;
-    let spool = intake::receive(ctx, body, request_limit(ctx), |_| {}).await?;
+    let spool = intake::receive(ctx, body, limit, |_| {}).await?;
     let (body, held) = spool.into_bytes().await.map_err(intake::spool_refusal)?;
     Ok(Received {
         remote_addr: intake::remote_addr(client, peer),

@@ -29,7 +29,9 @@ use mail_builder::headers::address::Address;
 use serde::Deserialize;
 
 use super::rebuilt::{Part, Rebuilt, one_line};
-use super::{Delivered, bad_payload, challenge, publish, receive_body, refused_auth};
+use super::{
+    Delivered, bad_payload, challenge, publish, receive_body, refused_auth, request_limit,
+};
 use crate::http::HttpContext;
 use crate::http::intake::{Refusal, respond};
 
@@ -106,7 +108,15 @@ async fn handle(
     };
     crate::http::intake::client(ctx, peer, headers)?;
     auth.check(headers)?;
-    let received = receive_body(ctx, peer, headers, body, &["application/json"]).await?;
+    let received = receive_body(
+        ctx,
+        peer,
+        headers,
+        body,
+        &["application/json"],
+        request_limit(ctx),
+    )
+    .await?;
     let inbound: Inbound = serde_json::from_slice(&received.body)
         .map_err(|e| bad_payload(format!("not Postmark's inbound JSON: {e}")))?;
     drop(received.body);

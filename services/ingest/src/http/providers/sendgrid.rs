@@ -26,7 +26,9 @@ use serde::Deserialize;
 
 use super::form::{ATTACHMENTS, Form};
 use super::rebuilt::{Part, Rebuilt};
-use super::{Delivered, bad_payload, challenge, publish, receive_body, refused_auth};
+use super::{
+    Delivered, bad_payload, challenge, publish, receive_body, refused_auth, request_limit,
+};
 use crate::http::HttpContext;
 use crate::http::intake::{Refusal, respond};
 
@@ -63,7 +65,15 @@ async fn handle(
     // The network check comes first (403), then the credentials, then the body.
     crate::http::intake::client(ctx, peer, headers)?;
     auth.check(headers)?;
-    let received = receive_body(ctx, peer, headers, body, &["multipart/form-data"]).await?;
+    let received = receive_body(
+        ctx,
+        peer,
+        headers,
+        body,
+        &["multipart/form-data"],
+        request_limit(ctx),
+    )
+    .await?;
     let form = Form::read(
         headers,
         received.body,

@@ -41,6 +41,10 @@ use crate::http::intake::{self, Refusal, respond};
 
 const CHANNEL: &str = "ses";
 
+/// The most bytes an SNS delivery may have: SNS messages are at most 256 KiB, JSON-escaped
+/// once more inside the delivery; an unauthenticated body is never larger than this.
+const SNS_BODY_LIMIT: usize = 1024 * 1024;
+
 /// The topic, its signing certificate, where S3 objects are read, and the message ids seen.
 pub struct Ses {
     topic_arn: String,
@@ -129,7 +133,7 @@ async fn handle(
     };
     // SNS posts JSON as text/plain.
     let types = ["text/plain", "application/json"];
-    let received = receive_body(ctx, peer, headers, body, &types).await?;
+    let received = receive_body(ctx, peer, headers, body, &types, SNS_BODY_LIMIT).await?;
     let sns: SnsMessage = serde_json::from_slice(&received.body)
         .map_err(|e| bad_payload(format!("not an SNS message: {e}")))?;
     if sns.topic_arn != ses.topic_arn {
