@@ -58,6 +58,8 @@ pub struct Parser {
     scanner: Option<Scanner>,
     /// `parser_attachment_scans_total{verdict}`.
     scans: IntCounterVec,
+    /// `parser_reply_stripping_total{status}`.
+    reply_stripping: IntCounterVec,
     store_attachments: bool,
     policy: AttachmentPolicy,
     max_body_bytes: usize,
@@ -95,6 +97,16 @@ impl Parser {
                 &["verdict"],
             ),
         )?;
+        let reply_stripping = metrics::register(
+            registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "parser_reply_stripping_total",
+                    "Emails with a text body by how reply stripping went: stripped (quoted history removed), nothing_quoted, unsure (quote-like lines left in place, or text and HTML disagree).",
+                ),
+                &["status"],
+            ),
+        )?;
         let scanner = settings
             .scanner()
             .map_err(|problem| RuntimeError::Config(vec![problem]))?;
@@ -106,6 +118,7 @@ impl Parser {
             redactor: Arc::new(redactor),
             scanner,
             scans,
+            reply_stripping,
             store_attachments: settings.store_attachments,
             policy: AttachmentPolicy::from_list(&settings.allowed_extensions),
             max_body_bytes: settings.max_body_bytes,
@@ -219,6 +232,11 @@ impl Processor for Parser {
         } else {
             parse_message(&raw, &ctx).map_err(poison)?
         };
+        if let Some(status) = record.reply_stripping {
+            self.reply_stripping
+                .with_label_values(&[status.as_str()])
+                .inc();
+        }
         out.send(OUTPUT, record.message_id.clone(), record);
         Ok(())
     }

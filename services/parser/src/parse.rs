@@ -187,7 +187,9 @@ fn build(raw: &[u8], ctx: &ParseContext, keep_bytes: bool) -> Result<Parsed, Par
 
     structure_warnings(&message, &mut warnings);
     let (text, html) = bodies::bodies(&message);
-    let split = text.as_deref().map(reply::split);
+    let split = text
+        .as_deref()
+        .map(|t| reply::split_with_html(t, html.as_deref()));
     let extracted: Vec<Extracted> =
         attachments::extract(&message, &ctx.policy, keep_bytes, &mut warnings);
 
@@ -237,6 +239,7 @@ fn build(raw: &[u8], ctx: &ParseContext, keep_bytes: bool) -> Result<Parsed, Par
         subject,
         from,
         stripped_text: split.as_ref().map(|s| s.stripped.clone()),
+        reply_stripping: split.as_ref().map(|s| s.status),
         signature: split.and_then(|s| s.signature),
         text,
         html,

@@ -11,7 +11,7 @@ mod tables;
 pub use crm::CrmResult;
 pub use parsed::{
     Address, Attachment, AuthResults, AutoReply, Bounce, BounceRecipient, Disposition, Header,
-    ListInfo, ParsedEmail, Truncation, is_failure_class,
+    ListInfo, ParsedEmail, ReplyStripping, Truncation, is_failure_class,
 };
 pub use raw_email::{Envelope, IngestSource, RawEmail};
 pub use resolved::{AccountMatch, ContactMatch, NewContactProposal, ResolvedEmail};

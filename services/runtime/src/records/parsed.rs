@@ -185,6 +185,32 @@ pub struct Header {
     pub value: String,
 }
 
+/// What reply stripping made of the text body: whether `stripped_text` is the new content
+/// alone, so a failed strip is visible rather than silent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ReplyStripping {
+    /// Quoted history was found and removed.
+    #[serde(rename = "stripped")]
+    Stripped,
+    /// No quote was found, and nothing that looks like one.
+    #[serde(rename = "nothing_quoted")]
+    NothingQuoted,
+    /// Quote-like lines were left in place, or the text and the HTML disagree on the cut.
+    #[serde(rename = "unsure")]
+    Unsure,
+}
+
+impl ReplyStripping {
+    /// The Avro symbol, also the metric label and what `mailstream parse` prints.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stripped => "stripped",
+            Self::NothingQuoted => "nothing_quoted",
+            Self::Unsure => "unsure",
+        }
+    }
+}
+
 /// A field the parser cut to its size limits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Truncation {
@@ -224,6 +250,10 @@ pub struct ParsedEmail {
     pub html: Option<String>,
     pub stripped_text: Option<String>,
     pub signature: Option<String>,
+    /// How sure the split into `stripped_text` and `signature` is (null in records written
+    /// before the field existed, and when there is no text).
+    #[serde(default)]
+    pub reply_stripping: Option<ReplyStripping>,
     pub attachments: Vec<Attachment>,
     pub auth: AuthResults,
     pub auto_reply: Option<AutoReply>,
@@ -292,6 +322,7 @@ mod tests {
             html: Some("<p>hi</p>".into()),
             stripped_text: Some("hi".into()),
             signature: Some("-- \nAnn".into()),
+            reply_stripping: Some(ReplyStripping::Stripped),
             attachments: vec![Attachment {
                 filename: Some("a.pdf".into()),
                 content_type: "application/pdf".into(),
