@@ -62,6 +62,9 @@ pub static ATTRIBUTION_START: LazyLock<Regex> = LazyLock::new(|| {
 pub static DATE_FIRST: LazyLock<Regex> =
     LazyLock::new(|| re(r"^\s*(?:\d|\p{L}{1,4}\.?,?\s+\d|\p{L}{5,12},\s+\d)"));
 
+/// A time of day (`09:00`, `18.30`): what an attribution without a verb must carry.
+pub static TIME: LazyLock<Regex> = LazyLock::new(|| re(r"\d{1,2}[:.]\d{2}"));
+
 /// An address and a colon ending the joined lines (`Ann <ann@x.com>:`, Gmail's attribution in
 /// locales without a verb).
 pub static ADDRESS_COLON: LazyLock<Regex> =

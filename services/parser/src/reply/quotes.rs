@@ -6,20 +6,20 @@
 //!    `Subject:`, `Cc:`, in any locale). Rule lines, blank lines and labels right above it
 //!    (`====`, `Message du : ...`) go with it.
 //! 2. An **attribution** (one to three lines ending with a locale's verb, `... wrote:`, or with
-//!    an address and a colon after a date, `30.09.2017, "Ann" <a@x.com>:`) is dropped when `>`
+//!    an address and a colon after a date and time, `30.09.2017, 18.30, "Ann" <a@x.com>:`) is dropped when `>`
 //!    quoted lines follow it (bottom-posting and interleaved replies keep the unquoted lines
 //!    after the quote), and cuts everything when what follows is not `>`-prefixed (HTML mail
 //!    converted to text). Without a start word (`On`, `Am`, `Le`, ...), a date or an address it
 //!    counts only right above a `>` quote.
 //! 3. `>`-quoted lines are dropped, and so is an unquoted line that continues a long quoted
-//!    line without a blank line between (a quote the sender's client wrapped).
+//!    line mid-sentence without a blank line between (a quote the sender's client wrapped).
 //!
 //! Lines that look like a marker but were not cut (a lone `From: ...` label, a `... wrote:`
 //! that did not qualify) are counted, so the caller can call the result unsure.
 
 use super::patterns::{
     ADDRESS_COLON, ATTRIBUTION_END, ATTRIBUTION_START, ATTRIBUTION_VERB, BANNER, DATE_FIRST, FROM,
-    LABELS, is_rule, may_be_label_or_banner, may_end_attribution,
+    LABELS, TIME, is_rule, may_be_label_or_banner, may_end_attribution,
 };
 
 /// What the quote scan found.
@@ -111,13 +111,18 @@ pub fn scan(lines: &[&str]) -> Quotes {
     q
 }
 
-/// An unquoted line right below a long quoted line: the rest of a quoted line that a client
-/// wrapped without repeating the `>`.
+/// An unquoted line right below a long quoted line that goes on mid-sentence (lower case
+/// first): the rest of a quoted line that a client wrapped without repeating the `>`. An
+/// answer written right below a quote starts a sentence and is kept.
 fn is_lazy_continuation(lines: &[&str], i: usize) -> bool {
     i > 0
-        && !is_blank(lines[i])
         && is_quoted(lines[i - 1])
         && lines[i - 1].trim_end().chars().count() >= 60
+        && lines[i]
+            .trim_start()
+            .chars()
+            .next()
+            .is_some_and(char::is_lowercase)
 }
 
 /// Whether the line at `i` opens a banner or a header block.
@@ -192,6 +197,8 @@ fn attribution_ending_at(lines: &[&str], end: usize, suffix: &str) -> Option<usi
     let verb_last = ATTRIBUTION_END.is_match(joined);
     let qualifies = (verb_last && (starts || dated || addressed || above_quote))
         || (addressed && ATTRIBUTION_VERB.is_match(joined))
-        || (dated && (starts || DATE_FIRST.is_match(joined)) && ADDRESS_COLON.is_match(joined));
+        || (TIME.is_match(joined)
+            && (starts || DATE_FIRST.is_match(joined))
+            && ADDRESS_COLON.is_match(joined));
     qualifies.then_some(start)
 }

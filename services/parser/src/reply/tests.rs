@@ -59,3 +59,45 @@ fn html_and_text_disagreeing_is_unsure() {
         ReplyStripping::Stripped
     );
 }
+
+#[test]
+fn an_answer_right_below_a_quote_is_kept() {
+    let s = split(
+        "On Mon, 8 Jan 2024, Ann <a@x.com> wrote:\n> Could you send the pricing for the enterprise plan and the onboarding?\nSure, attached.\n",
+    );
+    assert_eq!(s.stripped, "Sure, attached.");
+}
+
+#[test]
+fn a_line_ending_with_an_address_is_no_attribution_without_a_time() {
+    let text = "Hi,\n\n3 licences for ann@example.com:\nthe first for sales.";
+    let s = split(text);
+    assert_eq!(
+        s.stripped,
+        "Hi,\n\n3 licences for ann@example.com:\nthe first for sales."
+    );
+}
+
+#[test]
+fn localized_closings_start_the_signature() {
+    for (body, closing) in [
+        (
+            "Passt.\n\nMit freundlichen Grüßen\nAnn Lee\nAcme GmbH",
+            "Mit freundlichen Grüßen",
+        ),
+        ("D'accord.\n\nCordialement,\nAnn Lee", "Cordialement,"),
+        ("Ok.\n\nС уважением,\nАнна", "С уважением,"),
+        (
+            "了解です。\n\nよろしくお願いします\n田中",
+            "よろしくお願いします",
+        ),
+    ] {
+        let s = split(body);
+        assert!(
+            s.signature
+                .as_deref()
+                .is_some_and(|sig| sig.starts_with(closing)),
+            "{body:?}: {s:?}"
+        );
+    }
+}
