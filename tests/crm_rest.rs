@@ -9,6 +9,11 @@
 //! (with their attachments) by the ids the CRM gave them; its dry run makes lookups only and
 //! reports the same counts; a second erase meets 404s and counts them as already gone; another
 //! person's contact and activity stay.
+//!
+//! Retention: `mailstream retention run` finds the REST CRM's old unqualified messages in
+//! `crm-results` joined with `scored` and deletes their activities (with their attachments) by
+//! the CRM's ids; its dry run makes lookups only and reports what `--execute` then deletes; an
+//! old qualified, a recent unqualified lead and every contact stay; a second run finds nothing.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -17,7 +22,7 @@ use mailstream_runtime::blob::sha256_hex;
 use mailstream_runtime::records::CrmResult;
 use mailstream_tests::crm::{
     Burst, Call, FakeCrm, Fault, crm_results, erase, known_sender, produce_leads, produce_parsed,
-    reply_lead, sink_log, spawn_sink, with_attachment,
+    reply_lead, retention, sink_log, spawn_sink, with_attachment,
 };
 use mailstream_tests::{TestEnv, collect, free_port, now_ms, terminate};
 use serde_json::json;
@@ -329,4 +334,104 @@ async fn erase_deletes_a_persons_contact_and_activities_in_the_rest_crm_and_noth
     assert_eq!(calls.get("DELETE activities 404"), Some(&2), "{calls:?}");
     assert_eq!(calls.get("DELETE contacts 404"), Some(&1), "{calls:?}");
     assert_eq!(crm.rows(), after, "the second erase changed nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_old_unqualified_activities_from_the_rest_crm_once() {
+    const DAY_MS: i64 = 86_400_000;
+    let env = TestEnv::new("crmrestretain");
+    let crm = FakeCrm::start(TOKEN).await.expect("stand-in");
+    let old = now_ms() - 25 * DAY_MS;
+    let lead = |id: &str, sender: &str, at: i64, status: &str| {
+        let mut l = reply_lead(id, sender, at);
+        l.status = status.into();
+        l
+    };
+    let leads = vec![
+        with_attachment(
+            lead("rest-ret-1@client.test", "ann@old.test", old, "nurture"),
+            Some("quote.pdf"),
+            &sha256_hex(b"quote"),
+        ),
+        lead(
+            "rest-ret-2@client.test",
+            "bob@old.test",
+            old + 1,
+            "excluded",
+        ),
+        lead(
+            "rest-ret-3@client.test",
+            "cat@old.test",
+            old + 2,
+            "qualified",
+        ),
+        lead(
+            "rest-ret-4@client.test",
+            "ann@old.test",
+            now_ms(),
+            "nurture",
+        ),
+    ];
+    let settings = [
+        ("MAILSTREAM_CRM_SINK_BACKEND", "rest"),
+        ("MAILSTREAM_CRM_SINK_BASE_URL", crm.base_url.as_str()),
+        ("MAILSTREAM_CRM_SINK_TOKEN", TOKEN),
+        ("MAILSTREAM_CRM_SINK_WRITE_EXCLUDED", "true"),
+    ];
+    let mut run = spawn_sink(&env, "a", free_port(), &settings);
+    produce_leads(&env, &leads).await;
+    let results = crm_results(&env, leads.len(), Duration::from_secs(90)).await;
+    terminate(&mut run, Duration::from_secs(30));
+    assert!(
+        results.len() == 4 && results.iter().all(|r| r.outcome == "written"),
+        "{results:?}"
+    );
+    let before = crm.rows();
+    assert_eq!(before.activities.len(), 4, "{before:?}");
+    assert_eq!(before.attachments, 1, "{before:?}");
+    let blobs = mailstream_tests::mail::temp_dir("crm-rest-retain-blobs");
+    let blob_url = format!("file://{}", blobs.display());
+
+    let dry = retention(&env, 20, false, &settings, &blob_url);
+    let want = json!({"messages": 2, "rows": {"backend": "rest", "activities": 2},
+        "unreferenced_blobs": []});
+    assert_eq!(dry["expired"], want, "{dry}");
+    assert_eq!(dry["unknown_status"], 0, "{dry}");
+    assert_eq!(crm.rows(), before, "a dry run deletes nothing");
+    assert!(
+        crm.erase_calls()
+            .keys()
+            .all(|call| call.starts_with("GET activities")),
+        "{:?}",
+        crm.erase_calls()
+    );
+
+    let done = retention(&env, 20, true, &settings, &blob_url);
+    assert_eq!(
+        done["expired"], dry["expired"],
+        "the dry run said what --execute did"
+    );
+    let after = crm.rows();
+    let activities: Vec<&str> = after.activities.keys().map(String::as_str).collect();
+    assert_eq!(
+        activities,
+        ["rest-ret-3@client.test", "rest-ret-4@client.test"],
+        "the old qualified and the recent lead stay"
+    );
+    assert_eq!(
+        after.attachments, 0,
+        "its attachment went with the activity"
+    );
+    assert_eq!(after.contacts, before.contacts, "contacts stay");
+    assert_eq!(after.deals, before.deals);
+
+    let again = retention(&env, 20, true, &settings, &blob_url);
+    let none = json!({"messages": 0, "rows": {"backend": "rest", "activities": 0},
+        "unreferenced_blobs": []});
+    assert_eq!(again["expired"], none, "idempotent: {again}");
+    let calls = crm.erase_calls();
+    assert_eq!(calls.get("DELETE activities 204"), Some(&2), "{calls:?}");
+    assert_eq!(calls.get("DELETE activities 404"), Some(&2), "{calls:?}");
+    assert_eq!(crm.rows(), after, "the second run changed nothing");
+    let _ = std::fs::remove_dir_all(&blobs);
 }

@@ -24,15 +24,23 @@
 //! party, mechanism and notes stay as they were; a second erase finds nothing. An opportunity
 //! past the lead stage with her as party and Frank's email on it cannot lose her (Tryton changes
 //! a lead's party only): the erase stops naming it, before anything in Tryton changes.
+//!
+//! Retention: old (100 days) and recent emails, nurture and qualified, written to Tryton, their
+//! attachments in a real blob store. `mailstream retention run --older-than-days 30` finds the
+//! old nurture notes by searching Tryton; its dry run changes no record and reports what
+//! `--execute` then deletes: those notes, the lead-stage opportunity only they are on, the blob
+//! only they pointed to. The opportunity a recent qualified email is on, the qualified and
+//! recent notes, the parties and the shared blob stay; a second run finds nothing.
 
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE;
+use mailstream_runtime::blob::BlobStore;
 use mailstream_runtime::records::{Address, CrmResult, ScoredLead};
 use mailstream_tests::crm::{
     Cut, crm_results, erase, erase_output, produce_leads, produce_leads_in_order, produce_parsed,
-    scored_lead, spawn_sink,
+    retention, scored_lead, spawn_sink, with_attachment,
 };
 use mailstream_tests::pipeline::metric;
 use mailstream_tests::{Seen, TestEnv, collect, free_port, http_get, now_ms, terminate};
@@ -616,4 +624,135 @@ async fn erase_stops_before_changing_tryton_when_a_shared_opportunity_is_past_th
             "nothing in Tryton changed (execute: {execute})"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_deletes_old_unqualified_notes_and_their_own_lead_opportunities_in_tryton() {
+    const DAY_MS: i64 = 86_400_000;
+    let _alone = ONE_SINK_AT_A_TIME.lock().await;
+    let tryton = Tryton::get();
+    let env = TestEnv::new("crmtrytonretain");
+    let tag = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let settings = sink_settings(&tryton, &tryton.url);
+    let dir = mailstream_tests::mail::temp_dir("tryton-retain-blobs");
+    let blob_url = format!("file://{}", dir.display());
+    let blobs = BlobStore::open(&blob_url, &[]).expect("blob store");
+    let (own_uri, own_sha) = blobs.put(b"old quote".to_vec()).await.expect("put");
+    let (shared_uri, shared_sha) = blobs.put(b"brochure".to_vec()).await.expect("put");
+    // The Tryton server outlives test runs: what an earlier run left old and unqualified
+    // would be counted too, so it goes first.
+    retention(&env, 30, true, &settings, &blob_url);
+
+    let (ann, bob) = (
+        format!("ann-{tag}@client.test"),
+        format!("bob-{tag}@client.test"),
+    );
+    let (own_deal, shared_deal) = (format!("deal-o-{tag}"), format!("deal-s-{tag}"));
+    let id = |n: &str| format!("{n}-{tag}@c");
+    let (old, now) = (now_ms() - 100 * DAY_MS, now_ms());
+    let lead = |n: &str, sender: &str, deal: Option<&str>, at: i64, status: &str| {
+        let mut l = scored_lead(&id(n), sender, "acct-1", deal, at);
+        l.status = status.into();
+        l
+    };
+    let attach = |l: ScoredLead, sha: &str, uri: &str| {
+        let mut l = with_attachment(l, Some("file.pdf"), sha);
+        if let Some(a) = l.resolved.email.attachments.last_mut() {
+            a.blob_uri = Some(uri.to_string());
+        }
+        l
+    };
+    let leads = [
+        attach(
+            lead("o1", &ann, Some(&own_deal), old, "nurture"),
+            &own_sha,
+            &own_uri,
+        ),
+        lead("o2", &ann, None, old + 1, "nurture"),
+        attach(
+            lead("o3", &bob, Some(&shared_deal), old + 2, "nurture"),
+            &shared_sha,
+            &shared_uri,
+        ),
+        attach(
+            lead("q1", &bob, Some(&shared_deal), now, "qualified"),
+            &shared_sha,
+            &shared_uri,
+        ),
+        lead("q2", &ann, None, old + 3, "qualified"),
+        lead("r1", &ann, None, now + 1, "nurture"),
+    ];
+    let mut run = spawn_sink(&env, "a", free_port(), &settings);
+    produce_leads_in_order(&env, &leads).await;
+    let results = crm_results(&env, leads.len(), Duration::from_secs(90)).await;
+    terminate(&mut run, Duration::from_secs(30));
+    assert!(
+        results.len() == leads.len() && results.iter().all(|r| r.outcome == "written"),
+        "{results:?}"
+    );
+    let before = tryton.snapshot(&tag).await;
+    assert_eq!(before[1].len(), 2, "two opportunities: {before:?}");
+
+    let dry = retention(&env, 30, false, &settings, &blob_url);
+    let want = json!({"messages": 3, "rows": {"backend": "tryton", "notes": 3, "opportunities": 1},
+        "unreferenced_blobs": [own_uri]});
+    assert_eq!(dry["expired"], want, "{dry}");
+    assert_eq!(dry["blobs_deleted"], 1, "{dry}");
+    assert_eq!(
+        tryton.snapshot(&tag).await,
+        before,
+        "a dry run changes nothing"
+    );
+    assert!(blobs.get(&own_uri, None).await.is_ok());
+
+    let done = retention(&env, 30, true, &settings, &blob_url);
+    assert_eq!(
+        done["expired"], dry["expired"],
+        "the dry run said what --execute did"
+    );
+    assert_eq!(done["blobs_deleted"], 1, "{done}");
+    let after = tryton.snapshot(&tag).await;
+    let [mechanisms, opportunities, parties, notes] = &after[..] else {
+        panic!("four lists: {after:?}");
+    };
+    assert_eq!(mechanisms, &before[0], "contacts stay");
+    assert_eq!(parties, &before[2], "parties stay");
+    let references: Vec<&str> = opportunities
+        .iter()
+        .filter_map(|o| o["reference"].as_str())
+        .collect();
+    assert_eq!(
+        references,
+        [shared_deal.as_str()],
+        "the opportunity a kept email is on stays"
+    );
+    let mut kept: Vec<&str> = notes
+        .iter()
+        .filter_map(|n| n["message"].as_str()?.lines().next())
+        .collect();
+    kept.sort();
+    let want: Vec<String> = ["q1", "q2", "r1"]
+        .iter()
+        .map(|n| format!("mailstream email {}", id(n)))
+        .collect();
+    assert_eq!(kept, want, "the qualified and the recent notes stay");
+    assert!(
+        blobs.get(&own_uri, None).await.is_err(),
+        "its own blob is gone"
+    );
+    assert!(
+        blobs.get(&shared_uri, None).await.is_ok(),
+        "the blob a kept email points to stays"
+    );
+
+    let again = retention(&env, 30, true, &settings, &blob_url);
+    let none = json!({"messages": 0, "rows": {"backend": "tryton", "notes": 0, "opportunities": 0},
+        "unreferenced_blobs": []});
+    assert_eq!(again["expired"], none, "idempotent: {again}");
+    assert_eq!(
+        tryton.snapshot(&tag).await,
+        after,
+        "the second run changed nothing"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

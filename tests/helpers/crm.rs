@@ -764,3 +764,30 @@ pub fn erase(env: &TestEnv, address: &str, execute: bool, settings: &[(&str, &st
     );
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("a JSON report ({e}): {text}"))
 }
+
+/// Runs `mailstream retention run --older-than-days DAYS --json` (with `--execute` when
+/// `execute`) against the sink's `settings` (`MAILSTREAM_CRM_SINK_*`) and the blob store at
+/// `blob_url`, asserting that it succeeded; the report.
+pub fn retention(
+    env: &TestEnv,
+    days: u32,
+    execute: bool,
+    settings: &[(&str, &str)],
+    blob_url: &str,
+) -> Value {
+    let days = days.to_string();
+    let mut args = vec!["retention", "run", "--older-than-days", &days, "--json"];
+    if execute {
+        args.push("--execute");
+    }
+    let mut cmd = env.mailstream(&args);
+    cmd.env("MAILSTREAM_PARSER_BLOB_URL", blob_url);
+    for (name, value) in settings {
+        cmd.env(name, value);
+    }
+    let out = crate::output(cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "retention failed: {stderr}");
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("a JSON report ({e}): {stderr}"))
+}

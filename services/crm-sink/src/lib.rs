@@ -49,10 +49,10 @@ use mailstream_runtime::erasure::Erasures;
 use mailstream_runtime::records::{Contact, CrmResult, ScoredLead};
 use mailstream_runtime::{BuildContext, Incoming, Outputs, ProcessError, Processor, RuntimeError};
 
-pub use backend::erase::{CrmErased, Person};
+pub use backend::erase::{CrmErased, Expired, Person};
 use backend::hubspot::HubspotBackend;
 use backend::postgres::PostgresBackend;
-pub use backend::postgres_purge::{DeletedRows, Expired};
+pub use backend::postgres_purge::DeletedRows;
 use backend::postgres_tls::{Connector, Target};
 use backend::rest::{Endpoints, HttpClient, RestBackend};
 use backend::signals::Signals;
@@ -226,7 +226,83 @@ pub async fn erase(
         );
         return erased.await.map(CrmErased::from);
     }
-    let (_trigger, shutdown) = mailstream_runtime::Shutdown::new();
+    let (_trigger, backend) = operator_backend(settings).await?;
+    let name = settings.backend.name();
+    let failed = |e: Failure| format!("{name} CRM: {}", e.reason());
+    let deadline = backend::erase::http_deadline();
+    match backend {
+        AnyBackend::Rest(b) => b.erase(person, execute, deadline).await.map_err(failed),
+        AnyBackend::Hubspot(b) => b.erase(person, execute, deadline).await.map_err(failed),
+        AnyBackend::Tryton(b) => b.erase(person, execute, deadline).await.map_err(failed),
+        AnyBackend::Postgres(_) => Err("PostgreSQL erases through its admin session".into()),
+    }
+}
+
+/// Deletes what the sink wrote for every message whose lead has one of `statuses` and was
+/// received before `before` (`mailstream retention run`); contacts stay. A dry run changes
+/// nothing and counts exactly what `--execute` deletes; a second run finds nothing.
+///
+/// PostgreSQL finds them in its `leads` table and deletes their rows in one transaction like
+/// [`erase`]'s; Tryton searches its own notes ([`backend::tryton`]'s `tryton_expire.rs`): both
+/// find every such message themselves. The REST CRM and HubSpot cannot be searched so: `listed` names the
+/// messages (one [`Person`] each, with its message id and activity id only), as the command
+/// found them in `crm-results` and `scored`, and each goes by the backend's erase of exactly
+/// that message (the REST CRM's activity, HubSpot's email engagement).
+pub async fn expire(
+    settings: &CrmSinkSettings,
+    statuses: &[String],
+    before: chrono::DateTime<chrono::Utc>,
+    listed: &[Person],
+    execute: bool,
+) -> Result<Expired, String> {
+    if let Some((target, tls, timeout)) = admin_session(settings)? {
+        let expired = backend::postgres_purge::expire(
+            &target,
+            &tls,
+            &settings.schema,
+            timeout,
+            statuses,
+            before,
+            execute,
+        );
+        return expired.await;
+    }
+    let (_trigger, backend) = operator_backend(settings).await?;
+    let name = settings.backend.name();
+    let failed = |e: Failure| format!("{name} CRM: {}", e.reason());
+    let deadline = backend::erase::http_deadline();
+    let kind = match &backend {
+        AnyBackend::Tryton(b) => {
+            let expired = b.expire(statuses, before, execute, deadline).await;
+            return expired.map_err(failed);
+        }
+        AnyBackend::Hubspot(_) => "emails",
+        _ => "activities",
+    };
+    let mut expired = Expired {
+        rows: CrmErased::new(name, &[kind]),
+        ..Expired::default()
+    };
+    for message in listed {
+        let erased = match &backend {
+            AnyBackend::Rest(b) => b.erase(message, execute, deadline).await,
+            AnyBackend::Hubspot(b) => b.erase(message, execute, deadline).await,
+            _ => return Err(format!("{name} CRM: expires by its own search")),
+        };
+        let erased = erased.map_err(failed)?;
+        let message_id = message.message_ids.first().map_or("", String::as_str);
+        expired.add(message_id, &erased);
+    }
+    Ok(expired)
+}
+
+/// The configured HTTP CRM, connected for an operator command (erase, retention) with the
+/// sink's retries and rate limit, and the trigger that keeps its shutdown signal quiet while
+/// held.
+async fn operator_backend(
+    settings: &CrmSinkSettings,
+) -> Result<(mailstream_runtime::shutdown::ShutdownTrigger, AnyBackend), String> {
+    let (trigger, shutdown) = mailstream_runtime::Shutdown::new();
     let metrics = SinkMetrics::new(&prometheus::Registry::new()).map_err(|e| e.to_string())?;
     let retrier = Retrier {
         policy: settings.retry_policy(),
@@ -235,42 +311,8 @@ pub async fn erase(
         metrics,
         shutdown,
     };
-    let name = settings.backend.name();
-    let failed = |e: Failure| format!("{name} CRM: {}", e.reason());
-    let deadline = backend::erase::http_deadline();
-    match connect(settings, retrier)
-        .await
-        .map_err(|e| e.to_string())?
-    {
-        AnyBackend::Rest(b) => b.erase(person, execute, deadline).await.map_err(failed),
-        AnyBackend::Hubspot(b) => b.erase(person, execute, deadline).await.map_err(failed),
-        AnyBackend::Tryton(b) => b.erase(person, execute, deadline).await.map_err(failed),
-        AnyBackend::Postgres(_) => Err("PostgreSQL erases through its admin session".into()),
-    }
-}
-
-/// Deletes the CRM rows of every message whose lead has one of `statuses` and was received
-/// before `before` (`mailstream retention run`), in one transaction like [`erase`]'s: exact
-/// counts in a dry run, `None` for a backend other than PostgreSQL.
-pub async fn expire(
-    settings: &CrmSinkSettings,
-    statuses: &[String],
-    before: chrono::DateTime<chrono::Utc>,
-    execute: bool,
-) -> Result<Option<Expired>, String> {
-    let Some((target, tls, timeout)) = admin_session(settings)? else {
-        return Ok(None);
-    };
-    let expired = backend::postgres_purge::expire(
-        &target,
-        &tls,
-        &settings.schema,
-        timeout,
-        statuses,
-        before,
-        execute,
-    );
-    expired.await.map(Some)
+    let backend = connect(settings, retrier).await;
+    Ok((trigger, backend.map_err(|e| e.to_string())?))
 }
 
 /// Where an operator command deletes rows: the PostgreSQL target, its TLS and a statement

@@ -52,23 +52,16 @@ pub(super) async fn person(
 /// The report's CRM line: what the backend deleted (or would), by kind, and what it kept but
 /// detached from the person.
 pub(super) fn line(crm: &CrmErased, verb: &str) -> String {
-    let kinds = |counts: &std::collections::BTreeMap<&str, u64>| {
-        counts
-            .iter()
-            .map(|(kind, n)| format!("{} {n}", kind.replace('_', " ")))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     let mut line = format!(
         "CRM ({}): {} record(s) {verb}deleted ({})",
         crm.backend,
         crm.total(),
-        kinds(&crm.deleted)
+        crm.deleted_kinds()
     );
     if !crm.detached.is_empty() {
         line.push_str(&format!(
             "; kept, the person {verb}removed from them: {}",
-            kinds(&crm.detached)
+            crm.detached_kinds()
         ));
     }
     line

@@ -12,6 +12,12 @@
 //!
 //! A dry run makes the same lookups and no change, so its counts are what `--execute` deletes
 //! while nobody else changes the CRM in between.
+//!
+//! Retention (`mailstream retention run`) reports in the same shape ([`Expired`]) and deletes
+//! through the same calls: an old unqualified message is, to the REST CRM and HubSpot, a
+//! [`Person`] with only that message's id and activity id (no address, no contact: contacts
+//! stay), so its activity or email goes exactly as an erase's would; Tryton searches its notes
+//! itself (`tryton_expire.rs`).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -69,6 +75,16 @@ impl CrmErased {
         self.deleted.values().sum()
     }
 
+    /// The deleted records by kind, for a report line: `activities 2, follow ups 0`.
+    pub fn deleted_kinds(&self) -> String {
+        kinds(&self.deleted)
+    }
+
+    /// The detached records by kind, as [`Self::deleted_kinds`].
+    pub fn detached_kinds(&self) -> String {
+        kinds(&self.detached)
+    }
+
     /// Counts `n` more deleted records of `kind`.
     pub fn add(&mut self, kind: &'static str, n: u64) {
         *self.deleted.entry(kind).or_default() += n;
@@ -88,6 +104,42 @@ impl From<DeletedRows> for CrmErased {
             backend: "postgres",
             deleted: deleted.into_iter().collect(),
             detached: BTreeMap::new(),
+        }
+    }
+}
+
+fn kinds(counts: &BTreeMap<&'static str, u64>) -> String {
+    counts
+        .iter()
+        .map(|(kind, n)| format!("{} {n}", kind.replace('_', " ")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What retention removed (or, in a dry run, would): the expired messages the CRM still held,
+/// their records by the backend's kinds, and the blob URIs of their attachments no remaining
+/// attachment points to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Expired {
+    /// Messages whose records were found (and deleted): none on a second run.
+    pub messages: usize,
+    pub rows: CrmErased,
+    pub unreferenced_blobs: Vec<String>,
+    /// The ids of those messages (for the command to find their blobs; not reported).
+    #[serde(skip)]
+    pub message_ids: Vec<String>,
+}
+
+impl Expired {
+    /// Adds one message's records (`erased`), when the CRM held any.
+    pub fn add(&mut self, message_id: &str, erased: &CrmErased) {
+        if erased.total() == 0 {
+            return;
+        }
+        self.messages += 1;
+        self.message_ids.push(message_id.to_string());
+        for (kind, n) in erased.deleted.iter().filter(|(_, n)| **n > 0) {
+            self.rows.add(kind, *n);
         }
     }
 }

@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_postgres::Client;
 
+use super::erase::{CrmErased, Expired};
 use super::migrate;
 use super::postgres::session;
 use super::postgres_sql::safe_error;
@@ -56,15 +57,6 @@ pub async fn erase(
     Ok(deleted.0)
 }
 
-/// What retention removed (or would): the expired messages, their rows, and the blob URIs of
-/// their attachments that no remaining attachment points to.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Expired {
-    pub messages: usize,
-    pub rows: DeletedRows,
-    pub unreferenced_blobs: Vec<String>,
-}
-
 /// Deletes the rows of every message whose lead has one of `statuses` and was received before
 /// `before`; commits only when `execute`.
 pub async fn expire(
@@ -77,7 +69,10 @@ pub async fn expire(
     execute: bool,
 ) -> Result<Expired, String> {
     let Some(client) = open(target, tls, schema, timeout).await? else {
-        return Ok(Expired::default());
+        return Ok(Expired {
+            rows: CrmErased::from(DeletedRows::default()),
+            ..Expired::default()
+        });
     };
     client.batch_execute("BEGIN").await.map_err(failed)?;
     let expired = async {
@@ -108,8 +103,9 @@ pub async fn expire(
         unreferenced.dedup();
         Ok(Expired {
             messages: message_ids.len(),
-            rows,
+            rows: CrmErased::from(rows),
             unreferenced_blobs: unreferenced,
+            message_ids,
         })
     }
     .await;

@@ -35,6 +35,9 @@ use crate::backend::WriteReport;
 use crate::backend::erase::{CrmErased, Person};
 use crate::error::{Failure, FailureClass};
 
+#[path = "tryton_expire.rs"]
+mod expire;
+
 /// Message ids per note search (a `like` clause each, in the URL).
 const IDS_PER_SEARCH: usize = 20;
 /// Values per `in` clause (in the URL).
