@@ -9,7 +9,7 @@
 #   MAILSTREAM_KAFKA_SASL_PORT 9094 (the same broker's SASL_SSL listener),
 #   MAILSTREAM_REGISTRY_PORT 8081, MAILSTREAM_REGISTRY_SECURE_PORT 8082 (a second registry
 #   process over the same schemas: HTTPS and basic auth), MAILSTREAM_PG_PORT 5433,
-#   MAILSTREAM_TRYTON_PORT 8000, MAILSTREAM_CLAMD_PORT 3310
+#   MAILSTREAM_TRYTON_PORT 8000, MAILSTREAM_CLAMD_PORT 3310, MAILSTREAM_MINIO_PORT 9000
 #   MAILSTREAM_CLUSTER_KAFKA_PORT 19092, MAILSTREAM_CLUSTER_CONTROLLER_PORT 19192 (the
 #     three-broker cluster of `dev/up --cluster`: node N listens on these + N - 1)
 #   MAILSTREAM_REGISTRY_VERSION   AxonOps schema-registry module version (default v0.2.1)
@@ -30,6 +30,9 @@ MAILSTREAM_REGISTRY_SECURE_PORT=${MAILSTREAM_REGISTRY_SECURE_PORT:-8082}
 MAILSTREAM_PG_PORT=${MAILSTREAM_PG_PORT:-5433}
 MAILSTREAM_TRYTON_PORT=${MAILSTREAM_TRYTON_PORT:-8000}
 MAILSTREAM_CLAMD_PORT=${MAILSTREAM_CLAMD_PORT:-3310}
+MAILSTREAM_MINIO_PORT=${MAILSTREAM_MINIO_PORT:-9000}
+# MinIO has no Go-version tags: this is the pseudo-version of its commit 7aac2a2c5b7c (2026-02-12).
+MAILSTREAM_MINIO_VERSION=${MAILSTREAM_MINIO_VERSION:-v0.0.0-20260212201848-7aac2a2c5b7c}
 MAILSTREAM_REGISTRY_VERSION=${MAILSTREAM_REGISTRY_VERSION:-v0.2.1}
 MAILSTREAM_CLUSTER_KAFKA_PORT=${MAILSTREAM_CLUSTER_KAFKA_PORT:-19092}
 MAILSTREAM_CLUSTER_CONTROLLER_PORT=${MAILSTREAM_CLUSTER_CONTROLLER_PORT:-19192}
@@ -93,6 +96,16 @@ REGISTRY_SECURE_TLS_DIR="$REGISTRY_SECURE_DIR/tls"
 REGISTRY_SECURE_USER=mailstream
 REGISTRY_SECURE_PASSWORD_FILE="$REGISTRY_SECURE_DIR/password"
 REGISTRY_SECURE_URL="https://$HOST:$MAILSTREAM_REGISTRY_SECURE_PORT"
+
+# --- MinIO (S3-compatible blob store) --------------------------------------------------------
+MINIO_MODULE=github.com/minio/minio
+MINIO_BIN="$MAILSTREAM_CACHE/bin/minio"
+MINIO_DIR="$MAILSTREAM_STATE/minio"
+MINIO_DATA="$MINIO_DIR/data"
+MINIO_USER=mailstream
+MINIO_PASSWORD_FILE="$MINIO_DIR/password"
+MINIO_BUCKET=mailstream
+MINIO_URL="http://$HOST:$MAILSTREAM_MINIO_PORT"
 
 # --- PostgreSQL --------------------------------------------------------------------------------
 PG_DIR="$MAILSTREAM_STATE/postgres"
@@ -162,7 +175,7 @@ LOG_DIR="$MAILSTREAM_STATE/logs"
 PID_DIR="$MAILSTREAM_STATE/pids"
 ENV_FILE="$MAILSTREAM_STATE/env"
 
-COMPONENTS=(kafka registry registry-secure postgres tryton clamav)
+COMPONENTS=(kafka registry registry-secure postgres tryton clamav minio)
 
 # --- logging -----------------------------------------------------------------------------------
 log() { printf '[dev %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -216,6 +229,7 @@ pid_marker() {
     kafka) echo "$KAFKA_CONFIG" ;;
     registry) echo "$REGISTRY_BIN" ;;
     registry-secure) echo "$REGISTRY_SECURE_CONFIG" ;;
+    minio) echo "$MINIO_DATA" ;;
     postgres) echo "$PG_DATA" ;;
     tryton) echo "$TRYTON_CONFIG" ;;
     clamav) echo "$CLAMAV_CONFIG" ;;
@@ -343,6 +357,7 @@ component_address() {
     kafka) echo "$KAFKA_BOOTSTRAP (controller $HOST:$MAILSTREAM_KAFKA_CONTROLLER_PORT)" ;;
     registry) echo "$REGISTRY_URL" ;;
     registry-secure) echo "$REGISTRY_SECURE_URL (basic auth: $REGISTRY_SECURE_USER)" ;;
+    minio) echo "$MINIO_URL (S3, bucket $MINIO_BUCKET, user $MINIO_USER)" ;;
     postgres) echo "$DATABASE_URL" ;;
     tryton) echo "$TRYTON_URL/$TRYTON_DB/rest" ;;
     clamav) echo "$CLAMD_ADDRESS" ;;
@@ -358,6 +373,7 @@ component_port() {
     kafka) echo "$MAILSTREAM_KAFKA_PORT" ;;
     registry) echo "$MAILSTREAM_REGISTRY_PORT" ;;
     registry-secure) echo "$MAILSTREAM_REGISTRY_SECURE_PORT" ;;
+    minio) echo "$MAILSTREAM_MINIO_PORT" ;;
     postgres) echo "$MAILSTREAM_PG_PORT" ;;
     tryton) echo "$MAILSTREAM_TRYTON_PORT" ;;
     clamav) echo "$MAILSTREAM_CLAMD_PORT" ;;

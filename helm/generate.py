@@ -361,6 +361,15 @@ def values_schema():
                         "s3://bucket/prefix, or file:///var/lib/mailstream/... on existingClaim.", pattern="^$|^(s3|file)://\\S+$"
                     ),
                     "existingClaim": string(pattern=DNS_NAME),
+                    "options": {
+                        "type": "object",
+                        "description": "S3 options by object_store's names (not secrets).",
+                        "propertyNames": {"pattern": "^[a-z][a-z0-9_]*$"},
+                        "additionalProperties": SCALAR,
+                    },
+                    "credentialsSecret": SECRET_NAME,
+                    "accessKeyIdKey": SECRET_KEY,
+                    "secretAccessKeyKey": SECRET_KEY,
                 }
             ),
             "topics": obj(

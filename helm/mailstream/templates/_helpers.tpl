@@ -261,6 +261,9 @@ MAILSTREAM_RDKAFKA_SSL_CERTIFICATE_LOCATION: "/etc/mailstream/kafka-client/tls.c
 MAILSTREAM_RDKAFKA_SSL_KEY_LOCATION: "/etc/mailstream/kafka-client/tls.key"
 {{- end }}
 {{- end }}
+{{- range $option, $v := .Values.blobStore.options }}
+{{ printf "MAILSTREAM_BLOB_STORE_%s" ($option | upper) }}: {{ include "mailstream.envValue" $v | quote }}
+{{- end }}
 {{- /* The runtime maps MAILSTREAM_RDKAFKA_A_B back to the property a.b. */}}
 {{- range $prop, $v := .Values.kafka.properties }}
 {{ printf "MAILSTREAM_RDKAFKA_%s" ($prop | upper | replace "." "_") }}: {{ include "mailstream.envValue" $v | quote }}
@@ -275,7 +278,7 @@ MAILSTREAM_RDKAFKA_SSL_KEY_LOCATION: "/etc/mailstream/kafka-client/tls.key"
 {{- end }}
 
 {{/*
-Secrets by reference, as EnvVar list items: the Kafka SASL credentials, the registry's and the
+Secrets by reference, as EnvVar list items: the Kafka SASL credentials, the registry's, the S3 blob store's and the
 erasure key. The
 values only name existing Secrets and their keys; the kubelet reads them, Helm never does.
 */}}
@@ -303,6 +306,18 @@ values only name existing Secrets and their keys; the kubelet reads them, Helm n
     secretKeyRef:
       name: {{ . | quote }}
       key: {{ $.Values.schemaRegistry.passwordKey | quote }}
+{{- end }}
+{{- with .Values.blobStore.credentialsSecret }}
+- name: MAILSTREAM_BLOB_STORE_AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ . | quote }}
+      key: {{ $.Values.blobStore.accessKeyIdKey | quote }}
+- name: MAILSTREAM_BLOB_STORE_AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ . | quote }}
+      key: {{ $.Values.blobStore.secretAccessKeyKey | quote }}
 {{- end }}
 {{- with .Values.erasure.keySecret }}
 - name: MAILSTREAM_ERASURE_KEY
