@@ -20,14 +20,21 @@
 //!   GDPR-deletes her contact by email (`PublicGdprDeleteInput`); its dry run looks up only and
 //!   reports the same counts; the other person's contact and email stay; no address is
 //!   blocklisted (a GDPR delete of an address HubSpot does not know would block it).
+//! - Retention: `mailstream retention run` finds the old unqualified messages in `crm-results`
+//!   joined with `scored` and archives their email engagements (found by the message-id
+//!   property) and the blob only they pointed to; its dry run looks up only and reports what
+//!   `--execute` then does; contacts, the old qualified and the recent email and the shared
+//!   blob stay; a second run finds nothing.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use mailstream_runtime::blob::BlobStore;
 use mailstream_runtime::records::{Address, ContactMatch, CrmResult, ScoredLead};
 use mailstream_tests::crm::{
-    crm_results, erase, produce_leads, produce_parsed, reply_lead, scored_lead, spawn_sink,
+    crm_results, erase, produce_leads, produce_parsed, reply_lead, retention, scored_lead,
+    spawn_sink, with_attachment,
 };
 use mailstream_tests::{TestEnv, collect, free_port, http_get, log_dir, now_ms, terminate};
 use serde_json::{Value, json};
@@ -464,4 +471,129 @@ async fn erase_archives_a_persons_emails_and_gdpr_deletes_her_contact_in_hubspot
         last["requests"]["POST /crm/v3/objects/contacts/gdpr-delete"],
         1
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_archives_old_unqualified_emails_in_hubspot_once() {
+    const DAY_MS: i64 = 86_400_000;
+    let env = TestEnv::new("crmhscretain");
+    let hs = HubspotContract::start().await;
+    let dir = mailstream_tests::mail::temp_dir("hubspot-retain-blobs");
+    let blob_url = format!("file://{}", dir.display());
+    let blobs = BlobStore::open(&blob_url, &[]).expect("blob store");
+    let (own_uri, own_sha) = blobs.put(b"old quote".to_vec()).await.expect("put");
+    let (shared_uri, shared_sha) = blobs.put(b"brochure".to_vec()).await.expect("put");
+    let old = now_ms() - 25 * DAY_MS;
+    let lead = |id: &str, sender: &str, at: i64, status: &str, blob: Option<(&str, &str)>| {
+        let mut l = reply_lead(id, sender, at);
+        l.status = status.into();
+        if let Some((sha, uri)) = blob {
+            l = with_attachment(l, Some("file.pdf"), sha);
+            if let Some(a) = l.resolved.email.attachments.last_mut() {
+                a.blob_uri = Some(uri.to_string());
+            }
+        }
+        l
+    };
+    let leads = vec![
+        lead(
+            "hsr-1@old.test",
+            "ann.hs@old.test",
+            old,
+            "nurture",
+            Some((&own_sha, &own_uri)),
+        ),
+        lead(
+            "hsr-2@old.test",
+            "bob.hs@old.test",
+            old + 1,
+            "nurture",
+            Some((&shared_sha, &shared_uri)),
+        ),
+        lead(
+            "hsr-3@old.test",
+            "cat.hs@old.test",
+            old + 2,
+            "qualified",
+            Some((&shared_sha, &shared_uri)),
+        ),
+        lead(
+            "hsr-4@new.test",
+            "ann.hs@old.test",
+            now_ms(),
+            "nurture",
+            None,
+        ),
+    ];
+    let settings = [
+        ("MAILSTREAM_CRM_SINK_BACKEND", "hubspot"),
+        ("MAILSTREAM_CRM_SINK_BASE_URL", hs.base_url.as_str()),
+        ("MAILSTREAM_CRM_SINK_TOKEN", TOKEN),
+    ];
+    let mut run = spawn_sink(&env, "a", free_port(), &settings);
+    produce_leads(&env, &leads).await;
+    let seen = crm_results(&env, leads.len(), Duration::from_secs(120)).await;
+    terminate(&mut run, Duration::from_secs(30));
+    assert!(
+        seen.len() == leads.len() && seen.iter().all(|r| r.outcome == "written"),
+        "{seen:?}"
+    );
+    let before = hs.state().await;
+    assert_eq!(objects(&before, "emails", PROPERTY).len(), 4, "{before}");
+
+    let dry = retention(&env, 20, false, &settings, &blob_url);
+    let want = json!({"messages": 2, "rows": {"backend": "hubspot", "emails": 2},
+        "unreferenced_blobs": [own_uri]});
+    assert_eq!(dry["expired"], want, "{dry}");
+    assert_eq!(dry["blobs_deleted"], 1, "{dry}");
+    let unchanged = hs.state().await;
+    assert_eq!(
+        unchanged["objects"], before["objects"],
+        "a dry run changes nothing"
+    );
+    assert!(blobs.get(&own_uri, None).await.is_ok());
+
+    let done = retention(&env, 20, true, &settings, &blob_url);
+    assert_eq!(
+        done["expired"], dry["expired"],
+        "the dry run said what --execute did"
+    );
+    assert_eq!(done["blobs_deleted"], 1, "{done}");
+    let after = hs.state().await;
+    assert_eq!(after["violations"], json!([]), "within HubSpot's contract");
+    let mut emails: Vec<&str> = objects(&after, "emails", PROPERTY)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    emails.sort();
+    assert_eq!(
+        emails,
+        ["hsr-3@old.test", "hsr-4@new.test"],
+        "the old qualified and the recent email stay"
+    );
+    assert_eq!(
+        after["objects"]["contacts"], before["objects"]["contacts"],
+        "contacts stay"
+    );
+    assert_eq!(after["requests"]["DELETE /crm/v3/objects/emails/{id}"], 2);
+    assert!(
+        blobs.get(&own_uri, None).await.is_err(),
+        "its own blob is gone"
+    );
+    assert!(
+        blobs.get(&shared_uri, None).await.is_ok(),
+        "the blob the qualified email points to stays"
+    );
+
+    let again = retention(&env, 20, true, &settings, &blob_url);
+    let none = json!({"messages": 0, "rows": {"backend": "hubspot", "emails": 0},
+        "unreferenced_blobs": []});
+    assert_eq!(again["expired"], none, "idempotent: {again}");
+    let last = hs.state().await;
+    assert_eq!(
+        last["objects"], after["objects"],
+        "the second run changed nothing"
+    );
+    assert_eq!(last["requests"]["DELETE /crm/v3/objects/emails/{id}"], 2);
+    let _ = std::fs::remove_dir_all(&dir);
 }
