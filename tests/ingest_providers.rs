@@ -169,7 +169,46 @@ async fn mailgun_forwards_land_once_and_forged_stale_or_replayed_ones_do_not() {
         "{body}"
     );
 
-    let records = only(raw_emails(&env, 1).await, 1);
+    // A message over max_message_bytes (64 KiB here) is cut off while it streams in.
+    let big = dir.join("big.eml");
+    std::fs::write(&big, message("too big", 100_000)).expect("write");
+    let huge = format!("{:0>50}", uuid::Uuid::new_v4().simple());
+    let (status, body) = mailgun_post(
+        ingest.http,
+        &big,
+        &ts,
+        &huge,
+        &mailgun_signature(&ts, &huge),
+    );
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("too-large"), "{body}");
+
+    // The same forward URL-encoded (a form without files), with its own token.
+    let other = format!("{:0>50}", uuid::Uuid::new_v4().simple());
+    let encoded_msg = message("via mailgun, url-encoded", 1_000);
+    let encoded_file = dir.join("encoded.eml");
+    std::fs::write(&encoded_file, &encoded_msg).expect("write");
+    let mut args = Vec::new();
+    let fields = [
+        "recipient=deals+mg@in.example.com".to_string(),
+        "sender=alice@sender.test".to_string(),
+        format!("body-mime@{}", encoded_file.display()),
+        format!("timestamp={ts}"),
+        format!("token={other}"),
+        format!("signature={}", mailgun_signature(&ts, &other)),
+    ];
+    for field in &fields {
+        args.extend(["--data-urlencode", field.as_str()]);
+    }
+    let url = format!("http://127.0.0.1:{}/v1/providers/mailgun/mime", ingest.http);
+    let (status, _, body) = post(&url, &args, &dir);
+    assert_eq!(status, 202, "{body}");
+
+    let records = only(raw_emails(&env, 2).await, 2);
+    let (encoded, records): (Vec<RawEmail>, Vec<RawEmail>) = records
+        .into_iter()
+        .partition(|e| e.raw.as_deref() == Some(encoded_msg.as_slice()));
+    assert_eq!(encoded.len(), 1, "the URL-encoded message, byte for byte");
     let email = &records[0];
     assert_eq!(email.source, IngestSource::Http);
     assert_eq!(email.origin.as_deref(), Some("provider:mailgun"));

@@ -309,16 +309,19 @@ pub(super) async fn receive(
 ) -> Result<Spool, Refusal> {
     tokio::time::timeout(ctx.body_timeout, receive_all(ctx, body, limit, observe))
         .await
-        .map_err(|_| {
-            Refusal::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "body-timeout",
-                format!(
-                    "the body did not arrive within {} s",
-                    ctx.body_timeout.as_secs()
-                ),
-            )
-        })?
+        .map_err(|_| body_timeout(ctx))?
+}
+
+/// 408: the body did not arrive within `http_body_timeout_secs`.
+pub(super) fn body_timeout(ctx: &HttpContext) -> Refusal {
+    Refusal::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "body-timeout",
+        format!(
+            "the body did not arrive within {} s",
+            ctx.body_timeout.as_secs()
+        ),
+    )
 }
 
 async fn receive_all(

@@ -12,7 +12,12 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, header};
 
 use super::bad_payload;
-use crate::http::intake::{Refusal, header_str};
+use crate::http::HttpContext;
+use crate::http::intake::{self, Refusal, header_str};
+use crate::spool::Spool;
+
+/// The most bytes a streamed form keeps in memory per field ([`Form::stream`]).
+const FIELD_LIMIT: u64 = 64 * 1024;
 
 /// The media type of a URL-encoded form.
 pub(super) const URLENCODED: &str = "application/x-www-form-urlencoded";
@@ -123,6 +128,81 @@ impl Form {
         })
     }
 
+    /// Streams a `multipart/form-data` request body, unverified: the field `spooled` goes into a
+    /// spool (memory up to `spool_threshold_bytes`, then a file; counted against the in-flight
+    /// budget; at most `max_message_bytes`), the other `wanted` fields into memory (at most
+    /// 64 KiB each), the rest is read past and dropped; the whole body at most `limit` bytes
+    /// (413) and within `http_body_timeout_secs` (408). So a body whose signature is in its
+    /// own fields is never held in memory before it is checked.
+    pub async fn stream(
+        ctx: &HttpContext,
+        headers: &HeaderMap,
+        body: axum::body::Body,
+        wanted: &[&'static str],
+        spooled: &'static str,
+        limit: usize,
+    ) -> Result<(Self, Option<Spool>), Refusal> {
+        let content_type = header_str(headers, header::CONTENT_TYPE.as_str()).unwrap_or("");
+        let boundary = multer::parse_boundary(content_type)
+            .map_err(|e| bad_payload(format!("multipart/form-data without a boundary: {e}")))?;
+        let sizes = multer::SizeLimit::new()
+            .whole_stream(limit as u64)
+            .per_field(FIELD_LIMIT)
+            .for_field(spooled, ctx.max_message_bytes as u64);
+        let constraints = multer::Constraints::new().size_limit(sizes);
+        let mut multipart =
+            multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
+        let read = async {
+            let mut fields = BTreeMap::new();
+            let mut spool: Option<Spool> = None;
+            while let Some(mut field) = multipart
+                .next_field()
+                .await
+                .map_err(|e| malformed(ctx, limit, e))?
+            {
+                let name = field
+                    .name()
+                    .and_then(|n| wanted.iter().copied().find(|w| *w == n));
+                let Some(name) = name else {
+                    while field
+                        .chunk()
+                        .await
+                        .map_err(|e| malformed(ctx, limit, e))?
+                        .is_some()
+                    {}
+                    continue;
+                };
+                if fields.contains_key(name) || (name == spooled && spool.is_some()) {
+                    return Err(bad_payload(format!(
+                        "form field `{name}` sent more than once"
+                    )));
+                }
+                if name == spooled {
+                    let mut into = ctx.spooler.spool();
+                    while let Some(chunk) =
+                        field.chunk().await.map_err(|e| malformed(ctx, limit, e))?
+                    {
+                        into.push(&chunk).await.map_err(intake::spool_refusal)?;
+                    }
+                    spool = Some(into);
+                } else {
+                    let value = field.bytes().await.map_err(|e| malformed(ctx, limit, e))?;
+                    fields.insert(name, value);
+                }
+            }
+            Ok((
+                Self {
+                    fields,
+                    files: BTreeMap::new(),
+                },
+                spool,
+            ))
+        };
+        tokio::time::timeout(ctx.body_timeout, read)
+            .await
+            .map_err(|_| intake::body_timeout(ctx))?
+    }
+
     /// A file field (`attachment<N>`), if sent and asked for with [`ATTACHMENTS`].
     pub fn file(&self, name: &str) -> Option<&FilePart> {
         self.files.get(name)
@@ -154,6 +234,15 @@ impl Form {
     /// Whether a field was sent.
     pub fn has(&self, name: &str) -> bool {
         self.fields.contains_key(name)
+    }
+}
+
+/// A streamed form's error: 413 past a size limit, else 400.
+fn malformed(ctx: &HttpContext, limit: usize, e: multer::Error) -> Refusal {
+    match e {
+        multer::Error::StreamSizeExceeded { .. } => intake::too_large(limit),
+        multer::Error::FieldSizeExceeded { .. } => intake::too_large(ctx.max_message_bytes),
+        e => bad_payload(format!("malformed multipart/form-data: {e}")),
     }
 }
 

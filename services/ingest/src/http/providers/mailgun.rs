@@ -11,7 +11,8 @@
 //! cover the message, so two more checks keep a captured request from being used again:
 //! `timestamp` must be within `replay_window_secs` of the server's clock, and each `token`
 //! is accepted once ([`Tokens`]). A write that fails forgets its token, so Mailgun's retry is
-//! not refused as a replay.
+//! not refused as a replay. A multipart body is streamed ([`Form::stream`]): `body-mime` goes
+//! to a spool, so an unsigned message is never held in memory.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -60,6 +61,22 @@ impl Mailgun {
     }
 }
 
+/// The form fields used.
+const FIELDS: [&str; 6] = [
+    "body-mime",
+    "recipient",
+    "sender",
+    "timestamp",
+    "token",
+    "signature",
+];
+
+fn is_urlencoded(headers: &HeaderMap) -> bool {
+    intake::header_str(headers, axum::http::header::CONTENT_TYPE.as_str())
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case(super::form::URLENCODED))
+}
+
 pub(super) async fn receive(
     State(ctx): State<Arc<HttpContext>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -79,28 +96,20 @@ async fn handle(
     let Some(mailgun) = &ctx.providers.mailgun else {
         return Err(refused_auth("bad-signature", "Mailgun intake is off"));
     };
-    let received = receive_body(
-        ctx,
-        peer,
-        headers,
-        body,
-        &["multipart/form-data", super::form::URLENCODED],
-        super::request_limit(ctx),
-    )
-    .await?;
-    let form = Form::read(
-        headers,
-        received.body,
-        &[
-            "body-mime",
-            "recipient",
-            "sender",
-            "timestamp",
-            "token",
-            "signature",
-        ],
-    )
-    .await?;
+    let client = intake::client(ctx, peer, headers)?;
+    let limit = super::request_limit(ctx);
+    // A multipart body is streamed: the message is spooled, never in memory before the
+    // signature (in the same form) is checked. A URL-encoded one is read whole.
+    let (form, spool, held) = if is_urlencoded(headers) {
+        let types = [super::form::URLENCODED];
+        let received = receive_body(ctx, peer, headers, body, &types, limit).await?;
+        let form = Form::read(headers, received.body, &FIELDS).await?;
+        (form, None, Some(received.held))
+    } else {
+        super::require_content_type(headers, &["multipart/form-data"])?;
+        let (form, spool) = Form::stream(ctx, headers, body, &FIELDS, "body-mime", limit).await?;
+        (form, spool, None)
+    };
     let (Some(timestamp), Some(token), Some(signature)) = (
         form.text("timestamp")?,
         form.text("token")?,
@@ -134,20 +143,24 @@ async fn handle(
             ),
         ));
     }
-    let Some(raw) = form.bytes("body-mime") else {
-        return Err(super::bad_payload(
-            "form field `body-mime` is missing: the route's forward() URL must end in `mime`",
-        ));
+    let (raw, held) = match (spool, held, form.bytes("body-mime")) {
+        (Some(spool), _, _) => spool.into_bytes().await.map_err(intake::spool_refusal)?,
+        (None, Some(held), Some(raw)) => (raw.to_vec(), held),
+        _ => {
+            return Err(super::bad_payload(
+                "form field `body-mime` is missing: the route's forward() URL must end in `mime`",
+            ));
+        }
     };
     let delivered = Delivered {
         provider: CHANNEL,
-        raw: raw.to_vec(),
+        raw,
         mail_from: form
             .text("sender")?
             .filter(|s| !s.is_empty())
             .map(str::to_string),
         rcpt_to: split_addresses(form.required("recipient")?),
-        remote_addr: received.remote_addr,
+        remote_addr: intake::remote_addr(client, peer),
     };
     let window = i64::try_from(ctx.replay_window_secs).unwrap_or(i64::MAX);
     let taken = lock(mailgun).take(token, now, ts.saturating_add(window));
@@ -167,7 +180,7 @@ async fn handle(
             ));
         }
     }
-    let response = publish(ctx, delivered, received.held).await;
+    let response = publish(ctx, delivered, held).await;
     let stored = response
         .as_ref()
         .is_ok_and(|r| r.status() == StatusCode::ACCEPTED);
