@@ -24,9 +24,10 @@
 //! `/v1/messages`; `origin` names the provider (`provider:mailgun`).
 //! Metrics and logs use the provider's name as the channel.
 //!
-//! Mailgun's and SNS's authentication is inside the body, so their bodies are received
-//! (spooled, counted against the in-flight budget, within [`request_limit`]) and parsed before
-//! they are verified; SendGrid's and Postmark's credentials are checked before the body is read.
+//! SendGrid's and Postmark's credentials are checked before the body is read. Mailgun's and
+//! SNS's authentication is inside the body: a Mailgun multipart post is streamed, its message
+//! spooled until the signature is checked (a URL-encoded one is read whole, within
+//! [`request_limit`]); an SNS delivery is at most 1 MiB.
 
 mod basic_auth;
 mod form;
