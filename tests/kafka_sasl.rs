@@ -6,11 +6,10 @@
 //! rust-rdkafka's "[sanitized for safety]" placeholder as their SASL password: the runtime
 //! copied the shared settings through `ClientConfig::config_map`, which masks secrets.)
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use mailstream_tests::{
-    TestEnv, bench_id, bench_record, collect, decode, free_port, http_get, log_dir, terminate,
+    TestEnv, collect, free_port, http_get, log_dir, passthrough_exactly_once, terminate,
 };
 
 /// The SASL_SSL listener's settings from `dev/up`'s env file, as a processor takes them.
@@ -80,38 +79,7 @@ async fn a_processor_on_a_sasl_ssl_listener_processes_every_record_once() {
     // Topics are created over the PLAINTEXT listener of the same broker; the processor uses
     // only the SASL_SSL one.
     let env = TestEnv::new("sasl");
-    let count = 300;
-    let mut records = Vec::with_capacity(count);
-    for n in 0..count {
-        let id = format!("sasl-{n:04}");
-        records.push((
-            id.clone(),
-            env.encode("bench.in", bench_record(&id, 256)).await,
-        ));
-    }
-    env.produce("bench.in", records).await;
-
-    let http = format!("127.0.0.1:{}", free_port());
-    let mut vars = sasl_settings(None);
-    vars.push(("MAILSTREAM_HTTP_ADDR".into(), http.clone()));
-    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let mut child = env.spawn("passthrough", "a", &vars);
-    let out = collect(
-        &env.consumer(&["bench.out"]),
-        count,
-        Duration::from_secs(90),
-        Duration::from_secs(2),
-    )
-    .await;
-    let (ready, _) = http_get(&format!("http://{http}/readyz")).await;
-    let status = terminate(&mut child, Duration::from_secs(30));
-    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-    for record in &out {
-        let value = decode(env.registry(), record.payload.as_deref().expect("payload")).await;
-        *seen.entry(bench_id(&value)).or_default() += 1;
-    }
-    assert_eq!(seen.len(), count, "every record came through");
-    assert!(seen.values().all(|n| *n == 1), "none twice");
+    let (ready, status) = passthrough_exactly_once(&env, 300, &sasl_settings(None)).await;
     assert_eq!(ready, 200, "ready while connected over SASL_SSL");
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
 }

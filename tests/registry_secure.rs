@@ -4,12 +4,9 @@
 //! processes every record exactly once; with a wrong password it refuses to start, says the
 //! registry refused it (401) and never prints the password.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use mailstream_tests::{
-    TestEnv, bench_id, bench_record, collect, decode, free_port, http_get, log_dir, terminate,
-};
+use mailstream_tests::{TestEnv, collect, log_dir, passthrough_exactly_once, terminate};
 
 /// The secure registry's settings from `dev/up`'s env file, as a processor takes them.
 fn registry_settings(password_file: &str) -> Vec<(String, String)> {
@@ -47,38 +44,8 @@ fn password_file() -> String {
 async fn a_processor_on_an_https_registry_with_basic_auth_processes_every_record_once() {
     // Records are written with the plain registry's ids: both serve one schema database.
     let env = TestEnv::new("registry-secure");
-    let count = 200;
-    let mut records = Vec::with_capacity(count);
-    for n in 0..count {
-        let id = format!("sr-{n:04}");
-        records.push((
-            id.clone(),
-            env.encode("bench.in", bench_record(&id, 256)).await,
-        ));
-    }
-    env.produce("bench.in", records).await;
-
-    let http = format!("127.0.0.1:{}", free_port());
-    let mut vars = registry_settings(&password_file());
-    vars.push(("MAILSTREAM_HTTP_ADDR".into(), http.clone()));
-    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let mut child = env.spawn("passthrough", "a", &vars);
-    let out = collect(
-        &env.consumer(&["bench.out"]),
-        count,
-        Duration::from_secs(90),
-        Duration::from_secs(2),
-    )
-    .await;
-    let (ready, _) = http_get(&format!("http://{http}/readyz")).await;
-    let status = terminate(&mut child, Duration::from_secs(30));
-    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-    for record in &out {
-        let value = decode(env.registry(), record.payload.as_deref().expect("payload")).await;
-        *seen.entry(bench_id(&value)).or_default() += 1;
-    }
-    assert_eq!(seen.len(), count, "every record came through");
-    assert!(seen.values().all(|n| *n == 1), "none twice");
+    let (ready, status) =
+        passthrough_exactly_once(&env, 200, &registry_settings(&password_file())).await;
     assert_eq!(ready, 200, "ready while using the secured registry");
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
     let dlq = collect(

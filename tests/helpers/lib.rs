@@ -314,6 +314,46 @@ pub fn bench_record(id: &str, size: usize) -> Value {
     ])
 }
 
+/// Writes `count` bench records to `bench.in`, runs instance `a` of the pass-through with
+/// `vars` until every one came out of `bench.out`, and checks each came out exactly once.
+/// Returns `/readyz`'s status while it ran and the exit status of its graceful stop.
+pub async fn passthrough_exactly_once(
+    env: &TestEnv,
+    count: usize,
+    vars: &[(String, String)],
+) -> (u16, std::process::ExitStatus) {
+    let mut records = Vec::with_capacity(count);
+    for n in 0..count {
+        let id = format!("pt-{n:04}");
+        records.push((
+            id.clone(),
+            env.encode("bench.in", bench_record(&id, 256)).await,
+        ));
+    }
+    env.produce("bench.in", records).await;
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut all: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    all.push(("MAILSTREAM_HTTP_ADDR", http.as_str()));
+    let mut child = env.spawn("passthrough", "a", &all);
+    let out = collect(
+        &env.consumer(&["bench.out"]),
+        count,
+        Duration::from_secs(90),
+        Duration::from_secs(2),
+    )
+    .await;
+    let (ready, _) = http_get(&format!("http://{http}/readyz")).await;
+    let status = terminate(&mut child, Duration::from_secs(30));
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for record in &out {
+        let value = decode(env.registry(), record.payload.as_deref().expect("payload")).await;
+        *seen.entry(bench_id(&value)).or_default() += 1;
+    }
+    assert_eq!(seen.len(), count, "every record came through");
+    assert!(seen.values().all(|n| *n == 1), "none twice");
+    (ready, status)
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -291,6 +291,15 @@ impl PostgresBackend {
     }
 
     /// Forgets the connection after an outage; the batch is aborted and read again.
+    /// The open connection, connecting first when there is none (for calls that need nothing
+    /// else of `self` while they use it).
+    async fn connected(&mut self) -> Result<&Connection, Failure> {
+        self.connect().await?;
+        self.connection.as_ref().ok_or_else(|| {
+            Failure::outage(FailureClass::Connection, "no PostgreSQL connection")
+        })
+    }
+
     fn drop_connection(&mut self) {
         self.connection = None;
         self.batch.open = false;
@@ -467,14 +476,8 @@ impl CrmBackend for PostgresBackend {
         signals: &Signals,
         deadline: Instant,
     ) -> Result<Vec<&'static str>, Failure> {
-        self.connect().await?;
         let retrier = self.retrier.clone();
-        let Some(connection) = self.connection.as_ref() else {
-            return Err(Failure::outage(
-                FailureClass::Connection,
-                "no PostgreSQL connection",
-            ));
-        };
+        let connection = self.connected().await?;
         let written = retrier
             .run("postgres-contact-signals", deadline, || {
                 write_signals(connection, signals)

@@ -363,50 +363,19 @@ pub fn load<P: Settings>(
         &source.env,
         &mut errors,
     );
-    let kafka = root
-        .entry("kafka")
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-    if let toml::Value::Table(kafka) = kafka {
-        for (name, value) in &source.env {
-            let Some(prop) = name.strip_prefix(RDKAFKA_ENV_PREFIX) else {
-                continue;
-            };
-            // `..._SASL_PASSWORD_FILE`: the property's value is in that file (a mounted Secret).
-            let (prop, value) = match prop.strip_suffix("_FILE") {
-                Some(prop) => match read_secret_file(value) {
-                    Ok(text) => (prop, text),
-                    Err(e) => {
-                        errors.push(format!("{name}: cannot read `{value}`: {e}"));
-                        continue;
-                    }
-                },
-                None => (prop, value.clone()),
-            };
-            let prop = prop.to_ascii_lowercase().replace('_', ".");
-            kafka.insert(prop, toml::Value::String(value));
-        }
-    }
-    let blob_store = root
-        .entry("blob_store")
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-    if let toml::Value::Table(blob_store) = blob_store {
-        for (name, value) in &source.env {
-            let Some(option) = name.strip_prefix(BLOB_STORE_ENV_PREFIX) else {
-                continue;
-            };
-            let (option, value) = match option.strip_suffix("_FILE") {
-                Some(option) => match read_secret_file(value) {
-                    Ok(text) => (option, text),
-                    Err(e) => {
-                        errors.push(format!("{name}: cannot read `{value}`: {e}"));
-                        continue;
-                    }
-                },
-                None => (option, value.clone()),
-            };
-            blob_store.insert(option.to_ascii_lowercase(), toml::Value::String(value));
-        }
-    }
+    // librdkafka properties: MAILSTREAM_RDKAFKA_SASL_PASSWORD is `sasl.password`.
+    env_table(&mut root, "kafka", RDKAFKA_ENV_PREFIX, source, &mut errors, |p| {
+        p.to_ascii_lowercase().replace('_', ".")
+    });
+    // object_store options: MAILSTREAM_BLOB_STORE_AWS_REGION is `aws_region`.
+    env_table(
+        &mut root,
+        "blob_store",
+        BLOB_STORE_ENV_PREFIX,
+        source,
+        &mut errors,
+        str::to_ascii_lowercase,
+    );
 
     let runtime =
         deserialize_all::<RuntimeConfig>(root, None, runtime_env, &mut errors).map(|mut config| {
@@ -424,6 +393,41 @@ pub fn load<P: Settings>(
     match (runtime, processor) {
         (Some(r), Some(p)) if errors.is_empty() => Ok((r, p)),
         _ => Err(RuntimeError::Config(errors)),
+    }
+}
+
+/// Puts every `<prefix><NAME>` variable into the file's table `table` under `key_of(NAME)`,
+/// over the file's value; `<prefix><NAME>_FILE` names a file holding the value (a mounted
+/// Secret). For the pass-through maps (`kafka`, `blob_store`), whose keys are not known here.
+fn env_table(
+    root: &mut toml::Table,
+    table: &str,
+    prefix: &str,
+    source: &ConfigSource,
+    errors: &mut Vec<String>,
+    key_of: impl Fn(&str) -> String,
+) {
+    let entry = root
+        .entry(table)
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let toml::Value::Table(entries) = entry else {
+        return;
+    };
+    for (name, value) in &source.env {
+        let Some(key) = name.strip_prefix(prefix) else {
+            continue;
+        };
+        let (key, value) = match key.strip_suffix("_FILE") {
+            Some(key) => match read_secret_file(value) {
+                Ok(text) => (key, text),
+                Err(e) => {
+                    errors.push(format!("{name}: cannot read `{value}`: {e}"));
+                    continue;
+                }
+            },
+            None => (key, value.clone()),
+        };
+        entries.insert(key_of(key), toml::Value::String(value));
     }
 }
 
