@@ -181,26 +181,42 @@ async fn list(
     if !from_topics {
         return Ok(listed);
     }
-    let backend = sink.backend.name();
+    let results = read::<CrmResult>(&reader, &naming, &decoder, "crm-results").await?;
+    let (messages, unknown_status) = select(&sink.backend, results, &status, statuses, before);
+    listed.messages = messages;
+    listed.unknown_status = unknown_status;
+    Ok(listed)
+}
+
+/// The old unqualified messages `backend` wrote, by joining its latest result of each message
+/// (`written_at` is the email's `received_at`) with the message's `status` in `scored`: one
+/// [`Person`] each (message id, activity id), and how many old ones have no status any more.
+fn select(
+    backend: &Backend,
+    results: Vec<CrmResult>,
+    status: &HashMap<String, String>,
+    statuses: &[String],
+    before: DateTime<Utc>,
+) -> (Vec<Person>, usize) {
     // The latest result of each message (a replay writes it again).
     let mut latest = HashMap::new();
-    for result in read::<CrmResult>(&reader, &naming, &decoder, "crm-results").await? {
-        if result.backend == backend {
-            latest.insert(result.message_id.clone(), result);
-        }
+    for result in results.into_iter().filter(|r| r.backend == backend.name()) {
+        latest.insert(result.message_id.clone(), result);
     }
     let cut_off = before.timestamp_millis();
     let mut old: Vec<CrmResult> = latest
         .into_values()
         .filter(|r| matches!(r.outcome.as_str(), "written" | "unchanged"))
         .filter(|r| r.written_at < cut_off)
-        .filter(|r| sink.backend != Backend::Rest || r.activity_id.is_some())
+        .filter(|r| *backend != Backend::Rest || r.activity_id.is_some())
         .collect();
     old.sort_by(|a, b| a.message_id.cmp(&b.message_id));
+    let mut messages = Vec::new();
+    let mut unknown_status = 0;
     for result in old {
         match status.get(&result.message_id) {
-            None => listed.unknown_status += 1,
-            Some(s) if statuses.contains(s) => listed.messages.push(Person {
+            None => unknown_status += 1,
+            Some(s) if statuses.contains(s) => messages.push(Person {
                 message_ids: vec![result.message_id],
                 activity_ids: result.activity_id.into_iter().collect(),
                 ..Person::default()
@@ -208,7 +224,7 @@ async fn list(
             Some(_) => {}
         }
     }
-    Ok(listed)
+    (messages, unknown_status)
 }
 
 /// Every decodable record of the topic `logical`, in partition and offset order.
@@ -278,5 +294,48 @@ mod tests {
         ]);
         assert_eq!(unshared_blobs(&blobs, &["old".into()]), ["own"]);
         assert!(unshared_blobs(&blobs, &[]).is_empty());
+    }
+
+    #[test]
+    fn old_unqualified_results_of_the_backend_are_selected_and_unknown_statuses_counted() {
+        let before = Utc::now();
+        let old = before.timestamp_millis() - 1;
+        let result = |id: &str, backend: &str, outcome: &str, at: i64| CrmResult {
+            message_id: id.into(),
+            backend: backend.into(),
+            outcome: outcome.into(),
+            activity_id: Some(format!("a-{id}")),
+            written_at: at,
+            ..CrmResult::default()
+        };
+        let results = vec![
+            result("m1", "rest", "written", old),
+            result("m1", "rest", "unchanged", old),
+            result("m2", "rest", "written", old),
+            result("m3", "rest", "skipped", old),
+            result("m4", "rest", "written", before.timestamp_millis()),
+            result("m5", "hubspot", "written", old),
+            result("m6", "rest", "written", old),
+        ];
+        let status = HashMap::from([
+            ("m1".to_string(), "nurture".to_string()),
+            ("m2".to_string(), "qualified".to_string()),
+            ("m3".to_string(), "nurture".to_string()),
+            ("m4".to_string(), "nurture".to_string()),
+            ("m5".to_string(), "nurture".to_string()),
+        ]);
+        let statuses = ["nurture".to_string(), "excluded".to_string()];
+        let (messages, unknown) = select(&Backend::Rest, results, &status, &statuses, before);
+        let want = Person {
+            message_ids: vec!["m1".into()],
+            activity_ids: vec!["a-m1".into()],
+            ..Person::default()
+        };
+        assert_eq!(
+            messages,
+            [want],
+            "old, unqualified, written by this backend"
+        );
+        assert_eq!(unknown, 1, "m6 has no scored record");
     }
 }
