@@ -788,6 +788,5 @@ pub fn retention(
     let out = crate::output(cmd);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "retention failed: {stderr}");
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("a JSON report ({e}): {stderr}"))
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("a JSON report ({e}): {stderr}"))
 }
