@@ -33,7 +33,7 @@
 //! | `postmark_username`, `postmark_password` | none | basic auth of Postmark's inbound webhook URL: serves `POST /v1/providers/postmark`; the password is never logged |
 //! | `ses_topic_arn` | none | the SNS topic of SES receipt rules: serves `POST /v1/providers/ses` (its deliveries from other topics are refused) |
 //! | `ses_certificate_path` | none | PEM file of the SNS signing certificate (the `SigningCertURL`'s, fetched once by the operator): required with `ses_topic_arn` |
-//! | `ses_bucket_url` | `s3://{bucketName}` | where the objects of SES's S3 action are read (`s3://bucket/prefix`, `file:///dir`), with the usual `AWS_*` settings |
+//! | `ses_bucket_url` | `s3://{bucketName}` | where the objects of SES's S3 action are read (`s3://bucket/prefix`, `file:///dir`), with the runtime's `blob_store` options (endpoint, region, credentials) |
 //!
 //! Every key can also be read from a file named by `MAILSTREAM_INGEST_<KEY>_FILE` (a mounted
 //! Secret), the secrets above included. The HTTP intake needs `hmac_secret` or a provider.
@@ -393,7 +393,7 @@ impl IngestSettings {
                 errors.push(format!("{}: must be at least 1", key("smtp_timeout_secs")));
             }
         }
-        let providers = crate::http::providers::Providers::from_settings(self);
+        let providers = crate::http::providers::Providers::from_settings(self, &[]);
         if self.http_enabled() && self.hmac_secret.is_none() && providers.channels().is_empty() {
             errors.push(format!(
                 "{} (or a provider webhook: {}, {} + {}, {} + {}, {}) is required for HTTP intake (or set {} to \"\" to turn HTTP intake off)",

@@ -86,7 +86,7 @@ pub async fn serve(source: ConfigSource) -> Result<(), IngestError> {
         events::listening("smtp", &local_addr(&listener)?);
         tasks.spawn(smtp::serve(listener, ctx, shutdown.clone(), grace));
     }
-    let providers = http::providers::Providers::from_settings(&settings);
+    let providers = http::providers::Providers::from_settings(&settings, &config.blob_options());
     if settings.http_enabled()
         && (settings.hmac_secret.is_some() || !providers.channels().is_empty())
     {

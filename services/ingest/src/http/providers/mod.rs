@@ -72,8 +72,9 @@ pub struct Providers {
 pub const CHANNELS: [&str; 4] = ["mailgun", "sendgrid", "postmark", "ses"];
 
 impl Providers {
-    /// The providers `settings` enable (check [`problems`] first).
-    pub fn from_settings(settings: &IngestSettings) -> Self {
+    /// The providers `settings` enable (check [`problems`] first); SES reads its bucket with
+    /// `store_options` (the runtime's `blob_store` options).
+    pub fn from_settings(settings: &IngestSettings, store_options: &[(String, String)]) -> Self {
         let basic = |user: &str, password: &Option<crate::config::Secret>| {
             password
                 .clone()
@@ -84,7 +85,7 @@ impl Providers {
             mailgun: settings.mailgun_signing_key.clone().map(Mailgun::new),
             sendgrid: basic(&settings.sendgrid_username, &settings.sendgrid_password),
             postmark: basic(&settings.postmark_username, &settings.postmark_password),
-            ses: ses(settings).and_then(Result::ok),
+            ses: ses(settings, store_options).and_then(Result::ok),
         }
     }
 
@@ -105,7 +106,10 @@ impl Providers {
 }
 
 /// SES when `ses_topic_arn` is set: its certificate loaded, or why not.
-fn ses(settings: &IngestSettings) -> Option<Result<Ses, String>> {
+fn ses(
+    settings: &IngestSettings,
+    store_options: &[(String, String)],
+) -> Option<Result<Ses, String>> {
     let topic = settings.ses_topic_arn.trim();
     if topic.is_empty() {
         return None;
@@ -117,7 +121,7 @@ fn ses(settings: &IngestSettings) -> Option<Result<Ses, String>> {
             key("ses_topic_arn"),
             key("ses_certificate_path")
         )),
-        Some(path) => Ses::new(topic, path, &settings.ses_bucket_url)
+        Some(path) => Ses::new(topic, path, &settings.ses_bucket_url, store_options)
             .map_err(|e| format!("{}: {e}", key("ses_certificate_path"))),
     })
 }
@@ -171,7 +175,7 @@ pub fn problems(settings: &IngestSettings) -> Vec<String> {
             key("mailgun_signing_key")
         ));
     }
-    if let Some(Err(problem)) = ses(settings) {
+    if let Some(Err(problem)) = ses(settings, &[]) {
         errors.push(problem);
     }
     errors
@@ -377,7 +381,7 @@ mod tests {
             Some("key-mailgun-0123456789abcdef")
         );
         assert_eq!(
-            Providers::from_settings(&s).channels(),
+            Providers::from_settings(&s, &[]).channels(),
             ["mailgun", "sendgrid"]
         );
         let debug = format!("{s:?}");

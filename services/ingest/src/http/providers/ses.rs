@@ -1,7 +1,7 @@
 //! `POST /v1/providers/ses`: Amazon SES receiving, through an SNS topic subscribed with this
 //! URL (HTTPS). A receipt rule either stores the message in S3 and notifies the topic (action
 //! `S3`: the notification names `bucketName` and `objectKey`; the object is read with
-//! `object_store` from `s3://{bucketName}` with the usual `AWS_*` settings, or from
+//! `object_store` from `s3://{bucketName}` with the runtime's `blob_store` options, or from
 //! `ses_bucket_url` when set) or publishes it to the topic itself (action `SNS`, messages up to
 //! 150 KB: `content`, `BASE64` or `UTF8`). Either way the record holds the message as SES
 //! received it.
@@ -50,15 +50,19 @@ pub struct Ses {
     topic_arn: String,
     cert: SigningCert,
     bucket_url: Option<String>,
+    /// The runtime's `blob_store` options (endpoint, region, credentials) for the bucket.
+    store_options: Vec<(String, String)>,
     seen: Mutex<Tokens>,
 }
 
 impl Ses {
     /// From the settings; the certificate file must hold an X.509 certificate.
+    /// `store_options` are the runtime's `blob_store` options, used to read the bucket.
     pub fn new(
         topic_arn: &str,
         certificate: &std::path::Path,
         bucket_url: &str,
+        store_options: &[(String, String)],
     ) -> Result<Self, String> {
         Ok(Self {
             topic_arn: topic_arn.trim().to_string(),
@@ -66,6 +70,7 @@ impl Ses {
             bucket_url: Some(bucket_url.trim())
                 .filter(|u| !u.is_empty())
                 .map(str::to_string),
+            store_options: store_options.to_vec(),
             seen: Mutex::new(Tokens::new(MAX_SEEN)),
         })
     }
@@ -272,7 +277,7 @@ async fn fetch(ctx: &HttpContext, ses: &Ses, bucket: &str, key: &str) -> Result<
         .unwrap_or_else(|| format!("s3://{bucket}"));
     let url =
         url::Url::parse(&base).map_err(|e| unavailable(format!("object store `{base}`: {e}")))?;
-    let (store, root) = object_store::parse_url(&url)
+    let (store, root) = object_store::parse_url_opts(&url, ses.store_options.iter().cloned())
         .map_err(|e| unavailable(format!("object store `{base}`: {e}")))?;
     let full = if root.as_ref().is_empty() {
         key.to_string()
