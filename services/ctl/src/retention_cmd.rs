@@ -135,7 +135,8 @@ pub async fn execute(command: RetentionCommand, source: ConfigSource) -> anyhow:
     if matches!(sink.backend, Backend::Tryton | Backend::Hubspot) {
         expired.unreferenced_blobs = unshared_blobs(&listed.blobs, &expired.message_ids);
     }
-    let blobs = BlobStore::open(&parser.blob_url, &[]).map_err(anyhow::Error::msg)?;
+    let blobs =
+        BlobStore::open(&parser.blob_url, &runtime.blob_options()).map_err(anyhow::Error::msg)?;
     let mut blobs_deleted = 0;
     for uri in &expired.unreferenced_blobs {
         // A dry run counts the blobs that would go; --execute those it deleted.
