@@ -38,7 +38,9 @@ pub fn split<'a>(lines: &[&'a str]) -> (Vec<&'a str>, Option<Vec<&'a str>>) {
 /// A mobile or client footer: a short line (links aside) without a comma.
 fn is_footer(line: &str) -> bool {
     let t = line.trim();
-    if t.is_empty() || t.len() > 120 || !FOOTER.is_match(t) {
+    // Longer than a footer can be (60 characters, links aside): most prose, without a regex.
+    let too_long = t.len() > 60 && !t.contains('<') && (t.is_ascii() || t.chars().count() > 60);
+    if t.is_empty() || t.len() > 120 || too_long || !FOOTER.is_match(t) {
         return false;
     }
     let without_links: String = {
