@@ -295,9 +295,9 @@ impl PostgresBackend {
     /// else of `self` while they use it).
     async fn connected(&mut self) -> Result<&Connection, Failure> {
         self.connect().await?;
-        self.connection.as_ref().ok_or_else(|| {
-            Failure::outage(FailureClass::Connection, "no PostgreSQL connection")
-        })
+        self.connection
+            .as_ref()
+            .ok_or_else(|| Failure::outage(FailureClass::Connection, "no PostgreSQL connection"))
     }
 
     fn drop_connection(&mut self) {
