@@ -18,8 +18,8 @@ pub const SAMPLE_CHARS: usize = 1_000;
 
 /// Country-code TLDs mostly bought as generic names.
 pub const GENERIC_CCTLDS: &[&str] = &[
-    "ac", "ai", "am", "bz", "cc", "co", "fm", "gg", "io", "ly", "me", "nu", "sh", "so", "to",
-    "tv", "vc", "ws",
+    "ac", "ai", "am", "bz", "cc", "co", "fm", "gg", "io", "ly", "me", "nu", "sh", "so", "to", "tv",
+    "vc", "ws",
 ];
 
 /// The language of `text`, when it can be told reliably.
@@ -89,7 +89,13 @@ mod tests {
         assert_eq!(country_of("acme.de").as_deref(), Some("de"));
         assert_eq!(country_of("shop.co.uk").as_deref(), Some("gb"));
         assert_eq!(country_of("ACME.FR.").as_deref(), Some("fr"));
-        for generic in ["startup.io", "acme.com", "acme.co", "eu-agency.eu", "x.museum"] {
+        for generic in [
+            "startup.io",
+            "acme.com",
+            "acme.co",
+            "eu-agency.eu",
+            "x.museum",
+        ] {
             assert_eq!(country_of(generic), None, "{generic}");
         }
     }

@@ -357,7 +357,10 @@ pub(crate) fn compile_routing(spec: &RoutingSpec, problems: &mut Vec<String>) ->
             check.bad("owners", "needs at least one owner, none blank");
         }
         for gone in team.inactive.iter().filter(|o| !team.owners.contains(o)) {
-            check.bad("inactive", format!("`{gone}` is not one of the team's owners"));
+            check.bad(
+                "inactive",
+                format!("`{gone}` is not one of the team's owners"),
+            );
         }
         let active: Vec<String> = team
             .owners
@@ -378,7 +381,10 @@ pub(crate) fn compile_routing(spec: &RoutingSpec, problems: &mut Vec<String>) ->
             check.bad("id", DUPLICATE_ID);
         }
         if !spec.teams.contains_key(&route.team) {
-            check.bad("team", format!("`{}` is not one of routing.teams", route.team));
+            check.bad(
+                "team",
+                format!("`{}` is not one of routing.teams", route.team),
+            );
         }
         if let Some(condition) = compile_condition(&route.when, "when", &mut check) {
             routes.push(Route {

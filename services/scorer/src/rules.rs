@@ -394,7 +394,10 @@ fn parse(text: &str, format: Format) -> (Option<RulesFile>, Vec<String>) {
         _ => {
             return (
                 None,
-                vec![format!("the file must be a table ({})", TOP_KEYS.join(", "))],
+                vec![format!(
+                    "the file must be a table ({})",
+                    TOP_KEYS.join(", ")
+                )],
             );
         }
     };

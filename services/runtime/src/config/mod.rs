@@ -364,9 +364,14 @@ pub fn load<P: Settings>(
         &mut errors,
     );
     // librdkafka properties: MAILSTREAM_RDKAFKA_SASL_PASSWORD is `sasl.password`.
-    env_table(&mut root, "kafka", RDKAFKA_ENV_PREFIX, source, &mut errors, |p| {
-        p.to_ascii_lowercase().replace('_', ".")
-    });
+    env_table(
+        &mut root,
+        "kafka",
+        RDKAFKA_ENV_PREFIX,
+        source,
+        &mut errors,
+        |p| p.to_ascii_lowercase().replace('_', "."),
+    );
     // object_store options: MAILSTREAM_BLOB_STORE_AWS_REGION is `aws_region`.
     env_table(
         &mut root,
@@ -1001,7 +1006,10 @@ mod tests {
         let base = [
             ("MAILSTREAM_BOOTSTRAP_SERVERS", "k:9092"),
             ("MAILSTREAM_SCHEMA_REGISTRY_URL", "http://r:8081"),
-            ("MAILSTREAM_BLOB_STORE_AWS_ENDPOINT", "http://127.0.0.1:9000"),
+            (
+                "MAILSTREAM_BLOB_STORE_AWS_ENDPOINT",
+                "http://127.0.0.1:9000",
+            ),
             ("MAILSTREAM_BLOB_STORE_AWS_ALLOW_HTTP", "true"),
             (
                 "MAILSTREAM_BLOB_STORE_AWS_SECRET_ACCESS_KEY_FILE",
@@ -1025,7 +1033,8 @@ mod tests {
         wrong.push(("MAILSTREAM_BLOB_STORE_AWS_ENDPOINTT", "http://x"));
         let err = load::<Demo>("demo", &source(&wrong)).expect_err("unknown option");
         assert!(
-            err.to_string().contains("MAILSTREAM_BLOB_STORE_AWS_ENDPOINTT"),
+            err.to_string()
+                .contains("MAILSTREAM_BLOB_STORE_AWS_ENDPOINTT"),
             "{err}"
         );
     }

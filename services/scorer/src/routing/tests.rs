@@ -152,10 +152,7 @@ fn an_account_keeps_its_owner_and_an_owner_leaving_moves_only_their_accounts() {
         }
     }
     for (owner, count) in counts {
-        assert!(
-            (800..1_200).contains(&count),
-            "{owner} got {count} of 3000"
-        );
+        assert!((800..1_200).contains(&count), "{owner} got {count} of 3000");
     }
 }
 
@@ -226,9 +223,17 @@ fn rules_without_intents_or_routing_keep_their_version() {
 fn the_default_rules_tell_intents_in_several_languages() {
     let rules = RuleSet::builtin().expect("valid");
     for (subject, body, intent) in [
-        ("Rechnung 2024-118", "Bitte senden Sie uns eine Kopie.", "billing"),
+        (
+            "Rechnung 2024-118",
+            "Bitte senden Sie uns eine Kopie.",
+            "billing",
+        ),
         ("Export", "Der Export funktioniert nicht mehr.", "support"),
-        ("Demande de devis", "Bonjour, merci de nous envoyer une offre.", "sales"),
+        (
+            "Demande de devis",
+            "Bonjour, merci de nous envoyer une offre.",
+            "sales",
+        ),
         ("Hola", "¿Cuál es el precio para diez usuarios?", "sales"),
         ("Lunch?", "Are you free on Friday?", OTHER),
     ] {
