@@ -245,22 +245,9 @@ impl TrytonBackend {
         for opportunity in candidates {
             by_id.insert(record_id(&opportunity, op.0)?, opportunity);
         }
-        let resources: Vec<Value> = by_id
-            .keys()
-            .map(|id| json!(format!("sale.opportunity,{id}")))
-            .collect();
-        let op = ("erase-note-search", "ir.note", &["resource"][..]);
-        let mut notes_on: BTreeMap<i64, BTreeSet<i64>> = BTreeMap::new();
-        for note in self
-            .search_in(calls, op, "resource", &resources, deadline)
-            .await?
-        {
-            let on = note.get("resource").and_then(Value::as_str);
-            if let Some(id) = on.and_then(|r| r.strip_prefix("sale.opportunity,")?.parse().ok()) {
-                let note = record_id(&note, op.0)?;
-                notes_on.entry(id).or_default().insert(note);
-            }
-        }
+        let mut notes_on = self
+            .notes_on_opportunities(calls, "erase-note-search", by_id.keys().copied(), deadline)
+            .await?;
         for (id, opportunity) in by_id {
             let party = many2one(&opportunity, "party");
             let theirs = party.is_some_and(|p| found.parties.contains_key(&p));
@@ -294,6 +281,34 @@ impl TrytonBackend {
             }
         }
         Ok(())
+    }
+
+    /// The notes on each of the opportunities `ids` (opportunity id → note ids); `op` names
+    /// the search in the report and the logs.
+    async fn notes_on_opportunities(
+        &self,
+        calls: &mut WriteReport,
+        op: &str,
+        ids: impl IntoIterator<Item = i64>,
+        deadline: Instant,
+    ) -> Result<BTreeMap<i64, BTreeSet<i64>>, Failure> {
+        let resources: Vec<Value> = ids
+            .into_iter()
+            .map(|id| json!(format!("sale.opportunity,{id}")))
+            .collect();
+        let op = (op, "ir.note", &["resource"][..]);
+        let mut notes_on: BTreeMap<i64, BTreeSet<i64>> = BTreeMap::new();
+        for note in self
+            .search_in(calls, op, "resource", &resources, deadline)
+            .await?
+        {
+            let on = note.get("resource").and_then(Value::as_str);
+            if let Some(id) = on.and_then(|r| r.strip_prefix("sale.opportunity,")?.parse().ok()) {
+                let note = record_id(&note, op.0)?;
+                notes_on.entry(id).or_default().insert(note);
+            }
+        }
+        Ok(notes_on)
     }
 
     /// The records of `model` whose `field` is one of `values`, read with `fields`, searched

@@ -169,24 +169,9 @@ impl TrytonBackend {
             .filter(|o| o.get("state").and_then(Value::as_str) == Some(EXPIRABLE))
             .map(|o| record_id(o, op.0))
             .collect::<Result<_, _>>()?;
-        let resources: Vec<Value> = leads
-            .iter()
-            .map(|id| json!(format!("sale.opportunity,{id}")))
-            .collect();
-        let op = ("retention-note-search", "ir.note", &["resource"][..]);
-        let mut notes_on: BTreeMap<i64, BTreeSet<i64>> = BTreeMap::new();
-        for note in self
-            .search_in(calls, op, "resource", &resources, deadline)
-            .await?
-        {
-            let on = note.get("resource").and_then(Value::as_str);
-            if let Some(id) = on.and_then(|r| r.strip_prefix("sale.opportunity,")?.parse().ok()) {
-                notes_on
-                    .entry(id)
-                    .or_default()
-                    .insert(record_id(&note, op.0)?);
-            }
-        }
+        let notes_on = self
+            .notes_on_opportunities(calls, "retention-note-search", leads, deadline)
+            .await?;
         Ok(notes_on
             .into_iter()
             .filter(|(_, notes)| notes.is_subset(expired))
