@@ -123,6 +123,24 @@ pub(super) fn unauthorized(error: &'static str, message: impl Into<String>) -> R
     Refusal::new(StatusCode::UNAUTHORIZED, error, message)
 }
 
+/// Refuses a request signed at `ts` (unix seconds) further from the server's clock than the
+/// replay window (401 `stale-timestamp`): the intake's and the providers' one check. Returns
+/// the server's clock it compared with.
+pub(super) fn fresh(ctx: &HttpContext, ts: i64) -> Result<i64, Refusal> {
+    let now = now_secs();
+    let age = now.abs_diff(ts);
+    if age > ctx.replay_window_secs {
+        return Err(unauthorized(
+            "stale-timestamp",
+            format!(
+                "timestamp is {age} s away from the server's clock; the replay window is {} s",
+                ctx.replay_window_secs
+            ),
+        ));
+    }
+    Ok(now)
+}
+
 async fn handle(
     ctx: &HttpContext,
     peer: SocketAddr,
@@ -154,16 +172,7 @@ async fn handle(
             "X-Mailstream-Timestamp must be unix seconds",
         ));
     };
-    let age = now_secs().abs_diff(ts);
-    if age > ctx.replay_window_secs {
-        return Err(unauthorized(
-            "stale-timestamp",
-            format!(
-                "timestamp is {age} s away from the server's clock; the replay window is {} s",
-                ctx.replay_window_secs
-            ),
-        ));
-    }
+    fresh(ctx, ts)?;
     let rcpt_header = envelope_header(headers, RCPT_TO_HEADER)?;
     let from_header = envelope_header(headers, MAIL_FROM_HEADER)?;
     let rcpt_to: Vec<String> = rcpt_header

@@ -132,17 +132,7 @@ async fn handle(
             "timestamp must be unix seconds",
         ));
     };
-    let now = intake::now_secs();
-    let age = now.abs_diff(ts);
-    if age > ctx.replay_window_secs {
-        return Err(refused_auth(
-            "stale-timestamp",
-            format!(
-                "timestamp is {age} s away from the server's clock; the replay window is {} s",
-                ctx.replay_window_secs
-            ),
-        ));
-    }
+    let now = intake::fresh(ctx, ts)?;
     let (raw, held) = match (spool, held, form.bytes("body-mime")) {
         (Some(spool), _, _) => spool.into_bytes().await.map_err(intake::spool_refusal)?,
         (None, Some(held), Some(raw)) => (raw.to_vec(), held),

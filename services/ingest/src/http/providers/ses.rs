@@ -153,17 +153,7 @@ async fn handle(
     let ts = chrono::DateTime::parse_from_rfc3339(&sns.timestamp)
         .map_err(|_| refused_auth("bad-timestamp", "Timestamp is not ISO 8601"))?
         .timestamp();
-    let now = intake::now_secs();
-    let age = now.abs_diff(ts);
-    if age > ctx.replay_window_secs {
-        return Err(refused_auth(
-            "stale-timestamp",
-            format!(
-                "Timestamp is {age} s away from the server's clock; the replay window is {} s",
-                ctx.replay_window_secs
-            ),
-        ));
-    }
+    let now = intake::fresh(ctx, ts)?;
     match sns.kind.as_str() {
         "SubscriptionConfirmation" => {
             let url = sns.subscribe_url.as_deref().unwrap_or_default();
