@@ -303,11 +303,15 @@ port_owner() {
 }
 
 # wait_for COMPONENT TIMEOUT_S PID CMD... — run CMD every 0.5 s until it succeeds. Fails (exit 1)
-# with a message naming the component and its log file, with the log's tail, if TIMEOUT_S pass
-# or if PID (when non-empty) dies first.
+# with a message naming the component and its log file, with the log's tail, if PID (when
+# non-empty) dies first, or if TIMEOUT_S pass without the component writing to its log. A
+# component still logging is still starting (a broker recovering thousands of partitions after
+# an unclean stop takes minutes): each write to its log moves the deadline, up to
+# MAILSTREAM_START_MAX_WAIT seconds (900) in all.
 wait_for() {
   local name=$1 timeout=$2 pid=$3; shift 3
-  local logf deadline
+  local logf deadline started=$SECONDS size last_size=-1
+  local max_wait=${MAILSTREAM_START_MAX_WAIT:-900}
   logf=$(log_file "$name")
   deadline=$((SECONDS + timeout))
   while :; do
@@ -316,9 +320,17 @@ wait_for() {
       show_log_tail "$logf"
       die "$name exited while starting (pid $pid); see its log: $logf"
     fi
-    if ((SECONDS >= deadline)); then
+    size=$(stat -c %s "$logf" 2>/dev/null || echo 0)
+    if ((size != last_size)); then
+      last_size=$size
+      deadline=$((SECONDS + timeout))
+    fi
+    if ((SECONDS >= deadline || SECONDS - started >= max_wait)); then
       show_log_tail "$logf"
-      die "$name not ready after ${timeout}s; see its log: $logf"
+      if ((SECONDS - started >= max_wait)); then
+        die "$name not ready after $((SECONDS - started))s (the most dev/up waits, MAILSTREAM_START_MAX_WAIT); see its log: $logf"
+      fi
+      die "$name not ready: nothing logged for ${timeout}s; see its log: $logf"
     fi
     sleep 0.5
   done
