@@ -92,6 +92,7 @@ RUNTIME = obj(
         "batch_max_records": integer("A transaction commits after this many records ...", 1),
         "batch_max_bytes": integer("... or once its input records add up to this many bytes ...", 1),
         "batch_max_ms": integer("... or this many milliseconds after its first record.", 1),
+        "batch_idle_ms": integer("... or once no record has arrived for this many milliseconds; 0 turns it off.", 0),
         "transaction_timeout_ms": integer("Broker-side timeout of an open transaction; must exceed twice batch_max_ms.", 1),
         "retry_backoff_max_ms": integer("Upper bound of the backoff between retries of a transient failure.", 0),
         "stall_timeout_ms": integer("/readyz turns not-ready once batches have failed this long without progress; 0 turns the check off.", 0),

@@ -94,6 +94,12 @@ pub struct RuntimeConfig {
     /// ... or this many milliseconds after its first record, whichever comes first.
     #[serde(default = "defaults::batch_max_ms")]
     pub batch_max_ms: u64,
+    /// An open batch also commits once no record has arrived for this many milliseconds: the
+    /// input is drained for now, so a quiet pipeline commits what it has instead of lingering
+    /// `batch_max_ms` at every hop; under a backlog records never pause and batches fill as
+    /// before. 0 (or a value not under `batch_max_ms`) turns it off.
+    #[serde(default = "defaults::batch_idle_ms")]
+    pub batch_idle_ms: u64,
     /// Broker-side timeout of an open transaction (`transaction.timeout.ms`), and the longest a
     /// transactional call waits. 10 s, Kafka Streams' exactly-once default: a transaction left
     /// open by a stuck or dead instance holds back every `read_committed` reader of the
@@ -142,6 +148,9 @@ mod defaults {
     }
     pub fn batch_max_ms() -> u64 {
         100
+    }
+    pub fn batch_idle_ms() -> u64 {
+        10
     }
     pub fn transaction_timeout_ms() -> u64 {
         10_000
@@ -581,6 +590,7 @@ impl std::fmt::Debug for RuntimeConfig {
             batch_max_records,
             batch_max_bytes,
             batch_max_ms,
+            batch_idle_ms,
             transaction_timeout_ms,
             retry_backoff_max_ms,
             stall_timeout_ms,
@@ -618,6 +628,7 @@ impl std::fmt::Debug for RuntimeConfig {
             .field("batch_max_records", batch_max_records)
             .field("batch_max_bytes", batch_max_bytes)
             .field("batch_max_ms", batch_max_ms)
+            .field("batch_idle_ms", batch_idle_ms)
             .field("transaction_timeout_ms", transaction_timeout_ms)
             .field("retry_backoff_max_ms", retry_backoff_max_ms)
             .field("stall_timeout_ms", stall_timeout_ms)
@@ -853,6 +864,7 @@ mod tests {
                 ("MAILSTREAM_DEMO_SECRET", "12345678901234567890"),
                 ("MAILSTREAM_DEMO_ENABLED", "true"),
                 ("MAILSTREAM_BATCH_MAX_MS", " 250"),
+                ("MAILSTREAM_BATCH_IDLE_MS", "0"),
             ]),
         )
         .expect("valid config");
@@ -868,6 +880,7 @@ mod tests {
         assert_eq!(rt.topic_prefix, "1e3");
         assert!(demo.enabled);
         assert_eq!(rt.batch_max_ms, 250);
+        assert_eq!(rt.batch_idle_ms, 0, "idle commits turned off");
     }
 
     #[test]

@@ -307,6 +307,9 @@ impl<P: Processor> Stream<P> {
         let max_records = self.config.batch_max_records as usize;
         let max_bytes = self.config.batch_max_bytes;
         let max_age = Duration::from_millis(self.config.batch_max_ms);
+        // An open batch whose input pauses this long commits: the input is drained for now.
+        let idle = Some(Duration::from_millis(self.config.batch_idle_ms))
+            .filter(|idle| !idle.is_zero() && *idle < max_age);
         let mut deadline: Option<Instant> = None;
         loop {
             self.health.beat();
@@ -320,6 +323,10 @@ impl<P: Processor> Stream<P> {
             {
                 return Ok(());
             }
+            let (wait, idle_close) = match idle {
+                Some(idle) if deadline.is_some() && idle < wait => (idle, true),
+                _ => (wait, false),
+            };
             let received = tokio::select! {
                 biased;
                 _ = shutdown.wait() => return Ok(()),
@@ -331,6 +338,7 @@ impl<P: Processor> Stream<P> {
                     self.progressed();
                     continue;
                 }
+                Err(_) if idle_close => return Ok(()),
                 Err(_) => continue,
                 Ok(Err(error)) => {
                     tracing::warn!(processor = P::NAME, %error, "consumer error");
