@@ -6,6 +6,7 @@ mod dlq_view;
 mod erase_cmd;
 mod groups;
 mod lag_cmd;
+mod notify_cmd;
 mod parse_cmd;
 mod registry;
 mod replay_cmd;
@@ -103,6 +104,11 @@ enum Command {
     },
     /// Lag of each processor's consumer group per partition (committed, end, lag).
     Lag(lag_cmd::LagArgs),
+    /// Hot-lead notifications: `notify test` sends a sample to each configured channel.
+    Notify {
+        #[command(subcommand)]
+        command: notify_cmd::NotifyCommand,
+    },
     /// The build's schemas against the registry (compatibility check, registration).
     Schemas {
         #[command(subcommand)]
@@ -154,6 +160,7 @@ async fn main() -> ExitCode {
         Command::Retention { command } => retention_cmd::execute(command, source).await,
         Command::Lag(args) => tokio::task::block_in_place(|| lag_cmd::execute(args, source)),
         Command::Schemas { command } => schemas_cmd::execute(command, source).await,
+        Command::Notify { command } => notify_cmd::execute(command, source).await,
     };
     match result {
         Ok(code) => code,

@@ -27,8 +27,9 @@ pub async fn run(processor: &str, source: ConfigSource) -> anyhow::Result<ExitCo
             })
             .await?
         }
+        "notifier" => serve(source, mailstream_notifier::build).await?,
         other => bail!(
-            "unknown processor `{other}`; this build runs: ingest, parser, resolver, scorer, crm-sink, passthrough (see `mailstream topology check`)"
+            "unknown processor `{other}`; this build runs: ingest, parser, resolver, scorer, crm-sink, notifier, passthrough (see `mailstream topology check`)"
         ),
     }
     Ok(ExitCode::SUCCESS)

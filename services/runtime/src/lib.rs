@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod processor;
 pub mod records;
 pub mod shutdown;
+pub mod signing;
 pub mod state;
 pub mod stream;
 pub mod table;
