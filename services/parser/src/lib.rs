@@ -16,7 +16,8 @@
 //! Modules: [`parse`] (the entry point), [`normalize`] (ids, addresses, headers), [`bodies`]
 //! (text, HTML, tracking pixels), [`reply`] (quotes and signatures), [`attachments`],
 //! [`signals`] (auth, auto-reply, bounce, list), [`bounce`] (delivery reports, classified),
-//! [`autoreply`] (automatic replies, classified), [`redact`] (card numbers, IBANs and configured
+//! [`autoreply`] (automatic replies, classified), [`forward`] (a forwarded message's original
+//! sender, date, subject and body), [`redact`] (card numbers, IBANs and configured
 //! patterns masked before the record is written), [`scan`] (attachments scanned by ClamAV's
 //! clamd before they are stored), [`settings`].
 
@@ -24,6 +25,7 @@ pub mod attachments;
 pub mod autoreply;
 pub mod bodies;
 pub mod bounce;
+pub mod forward;
 pub mod limits;
 pub mod normalize;
 pub mod parse;

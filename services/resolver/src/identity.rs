@@ -2,7 +2,9 @@
 //! [`Directory`] (the contacts, accounts and threads tables), shared by the resolver processor
 //! and the offline `mailstream score` command, so both resolve an email the same way.
 //!
-//! - **Sender**: From, else Sender, else the envelope MAIL FROM, lower-cased.
+//! - **Sender**: the person a website form's notification names, else the original sender of a
+//!   forwarded message (the forwarder stays in `email.from` and `email.forwarded`), else From,
+//!   else Sender, else the envelope MAIL FROM, lower-cased ([`ParsedEmail::lead_sender`]).
 //! - **Contact**: exact email match in `contacts`; then the same address without a `+tag`.
 //! - **Account**: the contact's account; else the sender's domain in `accounts`, unless the
 //!   domain is free-mail or disposable. An unknown sender becomes a new-contact proposal
@@ -124,7 +126,7 @@ impl Resolution {
         let new_contact = match (&contact, &sender_email) {
             (None, Some(address)) if refusal.is_none() => Some(NewContactProposal {
                 email: address.clone(),
-                name: email.from.as_ref().and_then(|f| f.name.clone()),
+                name: email.lead_sender().and_then(|f| f.name.clone()),
                 domain: sender_domain.clone(),
                 account_id: account.as_ref().map(|a| a.account_id.clone()),
             }),
@@ -196,9 +198,7 @@ pub fn thread_link(resolved: &ResolvedEmail) -> ThreadLink {
 
 fn sender_of(email: &ParsedEmail) -> Option<String> {
     email
-        .from
-        .as_ref()
-        .or(email.sender.as_ref())
+        .lead_sender()
         .map(|a| a.email.clone())
         .or_else(|| email.envelope_mail_from.clone())
         .map(|a| a.trim().to_ascii_lowercase())

@@ -198,7 +198,7 @@ impl WritePlan {
         let resolved = &lead.resolved;
         let email = &resolved.email;
         let sender_email = lead.sender_email.as_ref().map(|e| e.trim().to_lowercase());
-        let sender_name = email.from.as_ref().and_then(|a| a.name.clone());
+        let sender_name = email.lead_sender().and_then(|a| a.name.clone());
         let account_id = lead.account_id.as_deref().map(fit_id);
         let account = lead.account_id.as_ref().map(|id| {
             let account_id = fit_id(id);

@@ -223,3 +223,42 @@ fn a_refused_sender_is_not_proposed_and_says_why_but_a_known_one_still_resolves(
         "a known contact is no refusal"
     );
 }
+
+#[test]
+fn a_forwarded_email_resolves_to_its_original_sender_and_a_form_to_its_person() {
+    use mailstream_runtime::records::{FormLead, Forwarded};
+    // A colleague forwards a known contact's email: the contact, not the colleague.
+    let mut forwarded = email("bob@in.example.com");
+    forwarded.forwarded = Some(Forwarded {
+        from: Some(Address {
+            email: "Ali@Acme.io".into(),
+            name: Some("Ali Gupta".into()),
+        }),
+        forwarder: forwarded.from.clone(),
+        format: Forwarded::INLINE.into(),
+        depth: 1,
+        ..Forwarded::default()
+    });
+    let r = resolution().resolve(forwarded, &directory());
+    assert_eq!(r.sender_email.as_deref(), Some("ali@acme.io"));
+    assert_eq!(r.contact.map(|c| c.contact_id).as_deref(), Some("c-ali"));
+    let kept = r.email.forwarded.and_then(|f| f.forwarder);
+    assert_eq!(kept.map(|a| a.email).as_deref(), Some("bob@in.example.com"));
+    // A form notification from a robot: its person is proposed, with the form's name.
+    let mut form = email("noreply@acme.io");
+    form.form = Some(FormLead {
+        provider: "contact-form-7".into(),
+        person: Some(Address {
+            email: "kim@newco.example".into(),
+            name: Some("Kim Lee".into()),
+        }),
+        ..FormLead::default()
+    });
+    let r = resolution().resolve(form, &directory());
+    assert_eq!(r.sender_email.as_deref(), Some("kim@newco.example"));
+    let proposal = r.new_contact.expect("the form's person is proposed");
+    assert_eq!(
+        (proposal.email.as_str(), proposal.name.as_deref()),
+        ("kim@newco.example", Some("Kim Lee"))
+    );
+}

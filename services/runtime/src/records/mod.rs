@@ -10,8 +10,8 @@ mod tables;
 
 pub use crm::CrmResult;
 pub use parsed::{
-    Address, Attachment, AuthResults, AutoReply, Bounce, BounceRecipient, Disposition, Header,
-    ListInfo, ParsedEmail, ReplyStripping, Truncation, is_failure_class,
+    Address, Attachment, AuthResults, AutoReply, Bounce, BounceRecipient, Disposition, FormLead,
+    Forwarded, Header, ListInfo, ParsedEmail, ReplyStripping, Truncation, is_failure_class,
 };
 pub use raw_email::{Envelope, IngestSource, RawEmail};
 pub use resolved::{AccountMatch, ContactMatch, NewContactProposal, ResolvedEmail};

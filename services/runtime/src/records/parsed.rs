@@ -222,6 +222,45 @@ pub struct Truncation {
     pub blob_uri: Option<String>,
 }
 
+/// The message an email forwards: its sender is the lead, the email's From the forwarder.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Forwarded {
+    /// The original sender (null when the forward names no address).
+    pub from: Option<Address>,
+    /// The original date in milliseconds since the epoch, when it could be read.
+    pub date: Option<i64>,
+    /// The original date as the forward wrote it.
+    pub date_text: Option<String>,
+    pub subject: Option<String>,
+    /// The original message's new content (its own quotes and signature removed).
+    pub body: Option<String>,
+    /// Who forwarded it (the email's From).
+    pub forwarder: Option<Address>,
+    /// `inline` or `attached` (message/rfc822).
+    pub format: String,
+    /// How many forwards deep the original was found (1: forwarded once).
+    pub depth: i32,
+}
+
+impl Forwarded {
+    pub const INLINE: &'static str = "inline";
+    pub const ATTACHED: &'static str = "attached";
+}
+
+/// A website form's notification: the person who filled the form in is the lead.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct FormLead {
+    /// `contact-form-7`, `gravity-forms`, `hubspot`, `typeform`, ... or `generic`.
+    pub provider: String,
+    /// The form's email field (else Reply-To) and name.
+    pub person: Option<Address>,
+    pub phone: Option<String>,
+    pub company: Option<String>,
+    pub message: Option<String>,
+    /// Every label and value the notification lists, in order.
+    pub fields: Vec<Header>,
+}
+
 /// A normalized email: what the parser made of one raw-email record.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ParsedEmail {
@@ -263,6 +302,12 @@ pub struct ParsedEmail {
     pub warnings: Vec<String>,
     /// What was cut to keep the record bounded (empty for almost every email).
     pub truncated: Vec<Truncation>,
+    /// The message this email forwards, when it forwards one.
+    #[serde(default)]
+    pub forwarded: Option<Forwarded>,
+    /// The website form notification this email is, when it is one.
+    #[serde(default)]
+    pub form: Option<FormLead>,
 }
 
 impl ParsedEmail {
@@ -279,6 +324,18 @@ impl ParsedEmail {
             .map(|a| a.email.as_str())
             .chain(self.envelope_mail_from.as_deref())
             .chain(self.envelope_rcpt_to.iter().map(String::as_str))
+    }
+
+    /// Who the email is from as a lead: the person a form notification names, else the
+    /// original sender of a forwarded message, else From, else Sender. The forwarder and the
+    /// form's robot stay in `from`.
+    pub fn lead_sender(&self) -> Option<&Address> {
+        self.form
+            .as_ref()
+            .and_then(|f| f.person.as_ref())
+            .or_else(|| self.forwarded.as_ref().and_then(|f| f.from.as_ref()))
+            .or(self.from.as_ref())
+            .or(self.sender.as_ref())
     }
 
     /// The blobs this email's record points to: stored attachments and whole bodies.
@@ -379,9 +436,35 @@ mod tests {
                 original_size: 2_000_000,
                 blob_uri: Some("file:///tmp/b/cd".into()),
             }],
+            forwarded: Some(Forwarded {
+                from: Some(address("dana@prospect.example", Some("Dana"))),
+                date: Some(1_699_000_000_000),
+                date_text: Some("Mon, Dec 7, 2026 at 9:00 AM".into()),
+                subject: Some("Demo".into()),
+                body: Some("Could we see a demo?".into()),
+                forwarder: Some(address("a@example.com", Some("Ann"))),
+                format: Forwarded::ATTACHED.into(),
+                depth: 2,
+            }),
+            form: Some(FormLead {
+                provider: "contact-form-7".into(),
+                person: Some(address("li@shop.example", Some("Li"))),
+                phone: Some("+49 30 1234567".into()),
+                company: Some("Shop".into()),
+                message: Some("Pricing?".into()),
+                fields: vec![Header {
+                    name: "Your Name".into(),
+                    value: "Li".into(),
+                }],
+            }),
         };
         assert_eq!(through_schema("parsed.avsc", email.clone()), email);
         let empty = ParsedEmail::default();
         assert_eq!(through_schema("parsed.avsc", empty.clone()), empty);
+        assert_eq!(
+            email.lead_sender().map(|a| a.email.as_str()),
+            Some("li@shop.example"),
+            "the form's person first"
+        );
     }
 }

@@ -1,0 +1,158 @@
+//! Forwards and form notifications change who the lead is (issue 16), end to end on the real
+//! stack: emails over SMTP through ingest, parser, resolver, scorer and crm-sink into
+//! PostgreSQL. A colleague's inline (Gmail) forward and an Outlook forward as attachment
+//! (message/rfc822) make the original sender the CRM contact and the lead, not the colleague;
+//! the `parsed` records name the forwarder.
+
+use std::time::Duration;
+
+use mailstream_runtime::records::{Forwarded, ParsedEmail};
+use mailstream_tests::crm_db::{SAMPLE_DOMAIN, psql_rows, spawn_stream_processors};
+use mailstream_tests::mail::{smtplib, start, temp_dir};
+use mailstream_tests::{TestEnv, collect, decode_as, terminate};
+
+/// Bob, a colleague, forwards Dana's demo request inline (Gmail).
+fn gmail_forward() -> String {
+    format!(
+        "From: Bob Seller <bob@{SAMPLE_DOMAIN}>\r\nTo: crm@{SAMPLE_DOMAIN}\r\nSubject: Fwd: Demo request\r\n\
+         Message-ID: <fwd-inline@{SAMPLE_DOMAIN}>\r\nDate: Tue, 08 Dec 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\n\
+         Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\
+         FYI, a hot one.\r\n\r\n---------- Forwarded message ---------\r\n\
+         From: Dana Prospect <dana@prospect-forward.example>\r\nDate: Mon, Dec 7, 2026 at 9:00 AM\r\n\
+         Subject: Demo request\r\nTo: Bob Seller <bob@{SAMPLE_DOMAIN}>\r\n\r\n\
+         Hello, we would like a demo of your product for 40 seats.\r\n\r\nThanks,\r\nDana\r\n"
+    )
+}
+
+/// Carla forwards Kai's quote request as an attachment (Outlook).
+fn attached_forward() -> String {
+    format!(
+        "From: Carla Seller <carla@{SAMPLE_DOMAIN}>\r\nTo: crm@{SAMPLE_DOMAIN}\r\nSubject: FW: Angebot\r\n\
+         Message-ID: <fwd-attached@{SAMPLE_DOMAIN}>\r\nDate: Tue, 08 Dec 2026 10:05:00 +0000\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"fwd\"\r\n\r\n--fwd\r\nContent-Type: text/plain\r\n\r\nBitte übernehmen.\r\n\
+         --fwd\r\nContent-Type: message/rfc822\r\nContent-Disposition: attachment; filename=\"Angebot.eml\"\r\n\r\n\
+         From: Kai Berger <kai@kunde-forward.example>\r\nTo: carla@{SAMPLE_DOMAIN}\r\nSubject: Angebot\r\n\
+         Date: Mon, 07 Dec 2026 09:30:00 +0100\r\nMessage-ID: <angebot@kunde-forward.example>\r\n\r\n\
+         Wir bitten um ein Angebot für 25 Lizenzen.\r\n--fwd--\r\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_email_makes_its_original_sender_the_contact() {
+    let env = TestEnv::new("forwards");
+    let schema = format!("forwards_{}", &env.prefix[11..19]);
+    let dir = temp_dir("forwards");
+    let blobs = temp_dir("forwards-blobs");
+    let blob_url = format!("file://{}", blobs.display());
+    let mut ingest = start(
+        &env,
+        &blobs,
+        &[("MAILSTREAM_INGEST_ACCEPTED_DOMAINS", SAMPLE_DOMAIN)],
+    )
+    .await;
+    let mut pipeline = spawn_stream_processors(&env, &blob_url, &schema);
+    let emails = [
+        (format!("bob@{SAMPLE_DOMAIN}"), gmail_forward()),
+        (format!("carla@{SAMPLE_DOMAIN}"), attached_forward()),
+    ];
+    for (i, (sender, text)) in emails.iter().enumerate() {
+        let file = dir.join(format!("{i}.eml"));
+        std::fs::write(&file, text).expect("write email");
+        let rcpt = format!("crm@{SAMPLE_DOMAIN}");
+        let sent = smtplib(ingest.smtp, &file, sender, "client.test", &[rcpt.as_str()]);
+        assert!(sent.contains("SENT"), "{sender}: {sent}");
+    }
+    let results = collect(
+        &env.consumer(&["crm-results"]),
+        emails.len(),
+        Duration::from_secs(120),
+        Duration::ZERO,
+    )
+    .await;
+    assert_eq!(results.len(), emails.len(), "both emails reached the CRM");
+    let parsed = collect(
+        &env.consumer(&["parsed"]),
+        emails.len(),
+        Duration::from_secs(10),
+        Duration::ZERO,
+    )
+    .await;
+    let mut parsed: Vec<ParsedEmail> = decode_as(env.registry(), &parsed, |p: &ParsedEmail| {
+        p.message_id.as_str()
+    })
+    .await;
+    parsed.sort_by(|a, b| a.message_id.cmp(&b.message_id));
+    for child in &mut pipeline {
+        terminate(child, Duration::from_secs(30));
+    }
+    terminate(&mut ingest.child, Duration::from_secs(30));
+
+    let forwards: Vec<(String, String, String, i32)> = parsed
+        .iter()
+        .map(|p| {
+            let f = p.forwarded.clone().expect("a forward");
+            let email = |a: Option<mailstream_runtime::records::Address>| {
+                a.map(|a| a.email).unwrap_or_default()
+            };
+            (email(f.from), email(f.forwarder), f.format, f.depth)
+        })
+        .collect();
+    assert_eq!(
+        forwards,
+        [
+            (
+                "kai@kunde-forward.example".to_string(),
+                format!("carla@{SAMPLE_DOMAIN}"),
+                Forwarded::ATTACHED.to_string(),
+                1
+            ),
+            (
+                "dana@prospect-forward.example".to_string(),
+                format!("bob@{SAMPLE_DOMAIN}"),
+                Forwarded::INLINE.to_string(),
+                1
+            ),
+        ],
+        "sorted by message id: fwd-attached, fwd-inline"
+    );
+    let contacts = psql_rows(&format!(
+        "SELECT email, coalesce(name, '') FROM {schema}.contacts ORDER BY email"
+    ));
+    assert_eq!(
+        contacts,
+        [
+            ["dana@prospect-forward.example", "Dana Prospect"],
+            ["kai@kunde-forward.example", "Kai Berger"],
+        ],
+        "the original senders are the contacts; the colleagues are not"
+    );
+    let activities = psql_rows(&format!(
+        "SELECT a.message_id, a.sender_email, c.email FROM {schema}.email_activities a \
+         JOIN {schema}.contacts c USING (contact_id) ORDER BY a.message_id"
+    ));
+    assert_eq!(
+        activities,
+        [
+            [
+                format!("fwd-attached@{SAMPLE_DOMAIN}"),
+                "kai@kunde-forward.example".to_string(),
+                "kai@kunde-forward.example".to_string(),
+            ],
+            [
+                format!("fwd-inline@{SAMPLE_DOMAIN}"),
+                "dana@prospect-forward.example".to_string(),
+                "dana@prospect-forward.example".to_string(),
+            ],
+        ]
+    );
+    let leads = psql_rows(&format!(
+        "SELECT sender_email, coalesce(sender_name, '') FROM {schema}.leads ORDER BY sender_email"
+    ));
+    assert_eq!(
+        leads,
+        [
+            ["dana@prospect-forward.example", "Dana Prospect"],
+            ["kai@kunde-forward.example", "Kai Berger"],
+        ]
+    );
+}
