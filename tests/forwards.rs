@@ -2,7 +2,9 @@
 //! stack: emails over SMTP through ingest, parser, resolver, scorer and crm-sink into
 //! PostgreSQL. A colleague's inline (Gmail) forward and an Outlook forward as attachment
 //! (message/rfc822) make the original sender the CRM contact and the lead, not the colleague;
-//! the `parsed` records name the forwarder.
+//! the `parsed` records name the forwarder. A WordPress Contact Form 7 notification from
+//! `wordpress@` makes the person in its fields the contact and the lead, with the form's
+//! phone, company and message in `parsed.form`.
 
 use std::time::Duration;
 
@@ -37,8 +39,21 @@ fn attached_forward() -> String {
     )
 }
 
+/// A WordPress site's Contact Form 7 notification: Li filled the form in.
+fn form_notification() -> String {
+    format!(
+        "From: WordPress <wordpress@acme-site.example>\r\nReply-To: Li Wong <li@shop-form.example>\r\n\
+         To: sales@{SAMPLE_DOMAIN}\r\nSubject: Acme \"Contact us\"\r\nMessage-ID: <form-cf7@acme-site.example>\r\n\
+         Date: Tue, 08 Dec 2026 10:10:00 +0000\r\nMIME-Version: 1.0\r\nX-Mailer: PHPMailer 6.9.1\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\r\n\
+         Your Name: Li Wong\r\nYour Email: li@shop-form.example\r\nPhone: +44 20 7946 0958\r\nCompany: Shop Ltd\r\n\
+         Your Message:\r\nWhat does the team plan cost for 30 seats?\r\n\r\n--\r\n\
+         This e-mail was sent from a contact form on Acme (https://acme-site.example)\r\n"
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_forwarded_email_makes_its_original_sender_the_contact() {
+async fn forwards_and_form_notifications_make_the_right_person_the_contact() {
     let env = TestEnv::new("forwards");
     let schema = format!("forwards_{}", &env.prefix[11..19]);
     let dir = temp_dir("forwards");
@@ -54,6 +69,10 @@ async fn a_forwarded_email_makes_its_original_sender_the_contact() {
     let emails = [
         (format!("bob@{SAMPLE_DOMAIN}"), gmail_forward()),
         (format!("carla@{SAMPLE_DOMAIN}"), attached_forward()),
+        (
+            "wordpress@acme-site.example".to_string(),
+            form_notification(),
+        ),
     ];
     for (i, (sender, text)) in emails.iter().enumerate() {
         let file = dir.join(format!("{i}.eml"));
@@ -69,7 +88,7 @@ async fn a_forwarded_email_makes_its_original_sender_the_contact() {
         Duration::ZERO,
     )
     .await;
-    assert_eq!(results.len(), emails.len(), "both emails reached the CRM");
+    assert_eq!(results.len(), emails.len(), "every email reached the CRM");
     let parsed = collect(
         &env.consumer(&["parsed"]),
         emails.len(),
@@ -87,8 +106,32 @@ async fn a_forwarded_email_makes_its_original_sender_the_contact() {
     }
     terminate(&mut ingest.child, Duration::from_secs(30));
 
+    let form = parsed[0]
+        .form
+        .clone()
+        .expect("the notification is a form lead");
+    let person = form.person.clone().expect("a person");
+    assert_eq!(
+        (
+            form.provider.as_str(),
+            person.email.as_str(),
+            person.name.as_deref(),
+            form.phone.as_deref(),
+            form.company.as_deref(),
+            form.message.as_deref(),
+        ),
+        (
+            "contact-form-7",
+            "li@shop-form.example",
+            Some("Li Wong"),
+            Some("+44 20 7946 0958"),
+            Some("Shop Ltd"),
+            Some("What does the team plan cost for 30 seats?"),
+        )
+    );
     let forwards: Vec<(String, String, String, i32)> = parsed
         .iter()
+        .filter(|p| p.form.is_none())
         .map(|p| {
             let f = p.forwarded.clone().expect("a forward");
             let email = |a: Option<mailstream_runtime::records::Address>| {
@@ -113,7 +156,7 @@ async fn a_forwarded_email_makes_its_original_sender_the_contact() {
                 1
             ),
         ],
-        "sorted by message id: fwd-attached, fwd-inline"
+        "sorted by message id: form-cf7, fwd-attached, fwd-inline"
     );
     let contacts = psql_rows(&format!(
         "SELECT email, coalesce(name, '') FROM {schema}.contacts ORDER BY email"
@@ -123,8 +166,9 @@ async fn a_forwarded_email_makes_its_original_sender_the_contact() {
         [
             ["dana@prospect-forward.example", "Dana Prospect"],
             ["kai@kunde-forward.example", "Kai Berger"],
+            ["li@shop-form.example", "Li Wong"],
         ],
-        "the original senders are the contacts; the colleagues are not"
+        "the original senders and the form's person are the contacts; the colleagues and the site are not"
     );
     let activities = psql_rows(&format!(
         "SELECT a.message_id, a.sender_email, c.email FROM {schema}.email_activities a \
@@ -133,6 +177,11 @@ async fn a_forwarded_email_makes_its_original_sender_the_contact() {
     assert_eq!(
         activities,
         [
+            [
+                "form-cf7@acme-site.example".to_string(),
+                "li@shop-form.example".to_string(),
+                "li@shop-form.example".to_string(),
+            ],
             [
                 format!("fwd-attached@{SAMPLE_DOMAIN}"),
                 "kai@kunde-forward.example".to_string(),
@@ -153,6 +202,7 @@ async fn a_forwarded_email_makes_its_original_sender_the_contact() {
         [
             ["dana@prospect-forward.example", "Dana Prospect"],
             ["kai@kunde-forward.example", "Kai Berger"],
+            ["li@shop-form.example", "Li Wong"],
         ]
     );
 }

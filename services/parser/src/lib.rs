@@ -17,7 +17,7 @@
 //! (text, HTML, tracking pixels), [`reply`] (quotes and signatures), [`attachments`],
 //! [`signals`] (auth, auto-reply, bounce, list), [`bounce`] (delivery reports, classified),
 //! [`autoreply`] (automatic replies, classified), [`forward`] (a forwarded message's original
-//! sender, date, subject and body), [`redact`] (card numbers, IBANs and configured
+//! sender, date, subject and body), [`form`] (a website form notification's person and fields), [`redact`] (card numbers, IBANs and configured
 //! patterns masked before the record is written), [`scan`] (attachments scanned by ClamAV's
 //! clamd before they are stored), [`settings`].
 
@@ -25,6 +25,7 @@ pub mod attachments;
 pub mod autoreply;
 pub mod bodies;
 pub mod bounce;
+pub mod form;
 pub mod forward;
 pub mod limits;
 pub mod normalize;

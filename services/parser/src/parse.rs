@@ -22,6 +22,7 @@ use mailstream_runtime::records::{Envelope, ParsedEmail};
 use crate::attachments::{self, Extracted};
 use crate::autoreply;
 use crate::bodies;
+use crate::form;
 use crate::forward;
 use crate::limits::{self, CutBody};
 use crate::normalize;
@@ -254,6 +255,7 @@ fn build(raw: &[u8], ctx: &ParseContext, keep_bytes: bool) -> Result<Parsed, Par
     ctx.redactor.record(&mut record);
     // Who the lead is, when it is not From: a forward's original sender, a form's person.
     forward::detect(&message, &mut record, &ctx.redactor);
+    form::detect(&mut record, &ctx.redactor);
     let cut_bodies = limits::bound(&mut record, ctx.max_body_bytes);
     let mut attachment_bytes: Vec<Vec<u8>> = extracted.into_iter().map(|e| e.bytes).collect();
     attachment_bytes.truncate(record.attachments.len());

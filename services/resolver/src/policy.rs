@@ -8,7 +8,7 @@
 //! | `policy` | `contact_policy = never` |
 //! | `bounce` | the email is a delivery report (bounce, delay, challenge, complaint) |
 //! | `bulk` | list or bulk mail: a `List-Id`, or `Precedence: bulk`, `list` or `junk` |
-//! | `automatic` | an automatic message (RFC 3834 `Auto-Submitted`, out-of-office, left the company, ...) |
+//! | `automatic` | an automatic message (RFC 3834 `Auto-Submitted`, out-of-office, left the company, ...), unless it is a website form's notification (its person is the sender) |
 //! | `role` | the sender's local part (without a `+tag`) is a role or a robot: [`ROLE_LOCAL_PARTS`] and `role_local_parts` |
 //! | `free-mail` | `contacts_from_free_mail = false` and the sender's domain is free-mail or disposable |
 //!
@@ -132,7 +132,11 @@ impl ContactRules {
             (self.policy == ContactPolicy::Never, Refusal::Policy),
             (email.bounce.is_some(), Refusal::Bounce),
             (email.list.as_ref().is_some_and(is_bulk), Refusal::Bulk),
-            (email.auto_reply.is_some(), Refusal::Automatic),
+            // A form notification is sent by a robot; the person it names wrote the form.
+            (
+                email.auto_reply.is_some() && email.form.is_none(),
+                Refusal::Automatic,
+            ),
             (self.roles.contains(base), Refusal::Role),
             (free_mail && !self.free_mail, Refusal::FreeMail),
         ]
@@ -235,6 +239,15 @@ mod tests {
         assert_eq!(
             refusal(&default, &automatic, "dana@acme.io"),
             Some("automatic")
+        );
+        let form = ParsedEmail {
+            form: Some(mailstream_runtime::records::FormLead::default()),
+            ..automatic.clone()
+        };
+        assert_eq!(
+            refusal(&default, &form, "dana@acme.io"),
+            None,
+            "a form notification's person filled the form in"
         );
         assert_eq!(
             refusal(&default, &ParsedEmail::default(), "dana@gmail.com"),
