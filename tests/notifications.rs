@@ -11,13 +11,14 @@
 //!   commits; the notifier is killed then, and its restart reads the same records again and
 //!   sends only the ones not yet accepted (`already-sent` on its /metrics);
 //! - an operator replay of its input (`mailstream replay notifier --to-earliest`): nothing is
-//!   sent again.
+//!   sent again;
+//! - rebalances: a second instance joins while leads flow, then the first leaves.
 //!
 //! Leads below the qualified status never notify; `mailstream notify test` reaches a channel
 //! and fails, naming the key, on one that refuses it.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -55,11 +56,21 @@ struct Receiver {
     /// Accept this many more requests, then answer `outage`.
     budget: Arc<AtomicUsize>,
     outage: Arc<AtomicU16>,
+    /// How long each answer takes, in ms.
+    delay_ms: Arc<AtomicU64>,
 }
 
 impl Receiver {
     fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
         self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits the answer's delay.
+    async fn pause(&self) {
+        let delay = self.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
     }
 
     /// The outage status to answer now, if any (and spends one accepted request otherwise).
@@ -236,6 +247,7 @@ fn percent_decode(s: &str) -> String {
 }
 
 async fn slack(State(r): State<Receiver>, body: Bytes) -> (StatusCode, &'static str) {
+    r.pause().await;
     let Ok(message) = serde_json::from_slice::<Value>(&body) else {
         r.seen().problems.push("slack: body is not JSON".into());
         return (StatusCode::BAD_REQUEST, "invalid_payload");
@@ -258,6 +270,7 @@ async fn webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, &'static str) {
+    r.pause().await;
     let header = |name: &str| {
         headers
             .get(name)
@@ -311,6 +324,7 @@ async fn start_receiver() -> (Receiver, u16) {
         seen: Arc::default(),
         budget: Arc::new(AtomicUsize::new(0)),
         outage: Arc::new(AtomicU16::new(0)),
+        delay_ms: Arc::new(AtomicU64::new(0)),
     };
     let app = Router::new()
         .route("/services/T0/B0/slack", post(slack))
@@ -384,12 +398,11 @@ fn settings(port: u16) -> Vec<(String, String)> {
     .collect()
 }
 
-fn spawn_notifier(
-    env: &TestEnv,
-    port: u16,
-    http: u16,
-    extra: &[(&str, &str)],
-) -> std::process::Child {
+fn spawn_notifier(env: &TestEnv, port: u16, http: u16) -> std::process::Child {
+    spawn_instance(env, "n1", port, http)
+}
+
+fn spawn_instance(env: &TestEnv, instance: &str, port: u16, http: u16) -> std::process::Child {
     let owned = settings(port);
     let addr = format!("127.0.0.1:{http}");
     let mut vars: Vec<(&str, &str)> = owned
@@ -397,8 +410,7 @@ fn spawn_notifier(
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     vars.push(("MAILSTREAM_HTTP_ADDR", &addr));
-    vars.extend_from_slice(extra);
-    env.spawn("notifier", "n1", &vars)
+    env.spawn("notifier", instance, &vars)
 }
 
 /// Waits until `done` holds of what the receiver saw, or panics after `timeout`.
@@ -465,7 +477,7 @@ async fn one_notification_per_qualified_lead_through_kill_and_replay() {
     receiver.budget.store(5, Ordering::SeqCst);
     receiver.outage.store(503, Ordering::SeqCst);
     let http = free_port();
-    let mut notifier = spawn_notifier(&env, port, http, &[]);
+    let mut notifier = spawn_notifier(&env, port, http);
     until(
         &receiver,
         Duration::from_secs(60),
@@ -486,7 +498,7 @@ async fn one_notification_per_qualified_lead_through_kill_and_replay() {
     // Back up; the restart reads the same uncommitted batch and sends only what is missing.
     receiver.outage.store(0, Ordering::SeqCst);
     let http = free_port();
-    let mut notifier = spawn_notifier(&env, port, http, &[]);
+    let mut notifier = spawn_notifier(&env, port, http);
     until(
         &receiver,
         Duration::from_secs(60),
@@ -533,7 +545,7 @@ async fn one_notification_per_qualified_lead_through_kill_and_replay() {
     terminate(&mut notifier, Duration::from_secs(20));
     replay_when_stopped(&env, &["replay", "notifier", "--to-earliest", "--execute"]);
     let http = free_port();
-    let mut notifier = spawn_notifier(&env, port, http, &[]);
+    let mut notifier = spawn_notifier(&env, port, http);
     let started = Instant::now();
     loop {
         let again = notifier_metric(http, "already-sent", "slack").await;
@@ -551,6 +563,55 @@ async fn one_notification_per_qualified_lead_through_kill_and_replay() {
     assert_eq!(notifier_metric(http, "sent", "webhook").await, 0.0);
     check("after a replay");
     terminate(&mut notifier, Duration::from_secs(20));
+}
+
+/// Two instances share the partitions while leads flow (one joins, then the first leaves):
+/// every partition that moves is read again from its committed offsets by its new owner, which
+/// finds the sends of the old one recorded and repeats none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_notification_per_lead_through_rebalances() {
+    let env = TestEnv::new("notifyscale");
+    let (receiver, port) = start_receiver().await;
+    receiver.delay_ms.store(60, Ordering::SeqCst);
+    const HOT: usize = 40;
+    let at = now_ms();
+    let leads: Vec<ScoredLead> = (0..HOT).map(|i| qualified(i, at)).collect();
+    mailstream_tests::crm::produce_leads(&env, &leads).await;
+    let sent = |s: &Seen| s.slack.values().sum::<usize>() + s.webhook.values().sum::<usize>();
+    let mut first = spawn_instance(&env, "a", port, free_port());
+    until(&receiver, Duration::from_secs(60), "the first sends", |s| {
+        sent(s) >= 10
+    })
+    .await;
+    let mut second = spawn_instance(&env, "b", port, free_port());
+    until(
+        &receiver,
+        Duration::from_secs(90),
+        "sends after the join",
+        |s| sent(s) >= 40,
+    )
+    .await;
+    terminate(&mut first, Duration::from_secs(30));
+    until(
+        &receiver,
+        Duration::from_secs(120),
+        "every lead on both channels",
+        |s| s.slack.len() == HOT && s.webhook.len() == HOT,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    {
+        let seen = receiver.seen();
+        assert!(seen.problems.is_empty(), "{:?}", seen.problems);
+        let twice: Vec<_> = seen
+            .slack
+            .iter()
+            .chain(&seen.webhook)
+            .filter(|(_, n)| **n != 1)
+            .collect();
+        assert!(twice.is_empty(), "sent more than once: {twice:?}");
+    }
+    terminate(&mut second, Duration::from_secs(30));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
