@@ -15,7 +15,8 @@
 //!   recorded, so the new owner finds every earlier send.
 //! - A record that could not be written is kept and written again before the batch commits
 //!   ([`Ledger::flush`], from `before_commit`): the input offsets never move past a send whose
-//!   record is not durable.
+//!   record is not durable. If its partition is revoked first (Kafka unreachable for the whole
+//!   batch), the record is dropped with the partition and the new owner sends that one again.
 //! - The topic keeps records at least as long as `scored` keeps the events (checked at
 //!   start-up), so every event a replay can reach still has its record.
 //!
