@@ -23,9 +23,12 @@ pub mod migrate;
 #[cfg(test)]
 mod plan_tests;
 pub mod postgres;
+#[cfg(test)]
+mod postgres_bench;
 pub mod postgres_purge;
 mod postgres_sql;
 pub mod postgres_tls;
+mod postgres_write;
 pub mod rest;
 mod rest_erase;
 pub mod signals;

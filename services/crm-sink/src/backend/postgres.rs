@@ -20,6 +20,13 @@
 //! input offsets are committed only after the rows are durable. A crash in between replays the
 //! batch, which the idempotent statements absorb. One COMMIT (one WAL flush) per batch.
 //!
+//! A message's statements on each connection are sent together, pipelined
+//! (`postgres_write.rs`): one round trip for its shared rows, then one for its own (the
+//! activity, every attachment in one multi-row statement, every follow-up in one, the lead),
+//! plus a BEGIN and a COMMIT per batch. The runtime hands the sink one record at a time and
+//! wants its result (the CRM's ids, written or unchanged) before the next, so a message's
+//! round trips cannot be merged with the next message's.
+//!
 //! Any error aborts a PostgreSQL transaction, so a message whose own rows fail takes the
 //! batch's earlier messages with it. When it is the first of its transaction, it is retried in
 //! place (deadlock, serialization failure) or dead-lettered (a constraint) as before. When
@@ -59,40 +66,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_postgres::{Client, NoTls, Row, Statement};
+use tokio_postgres::{Client, NoTls};
 
-use super::postgres_sql::{
-    ACCOUNT, ACCOUNT_ID_ONLY, ACTIVITY, ATTACHMENT, CONTACT_BOUNCING, CONTACT_INSERT, CONTACT_LEFT,
-    CONTACT_OPTED_OUT, CONTACT_SET, DEAL, FOLLOW_UP, LEAD, classify, safe_error,
-};
+use super::postgres_sql::{classify, safe_error};
 use super::postgres_tls::{Connector, Target};
-use super::signals::{ContactSignal, Signals};
+use super::postgres_write::{
+    Own, Shared, prepare_own, prepare_shared, write_own, write_shared, write_signals,
+};
+use super::signals::Signals;
 use super::{CrmBackend, WritePlan, WriteReport, migrate};
 use crate::error::{Failure, FailureClass, tls_remedy};
 use crate::events;
 use crate::retry::Retrier;
-
-/// The statements of the shared rows, prepared on the autocommit connection.
-struct Shared {
-    account: Statement,
-    account_id_only: Statement,
-    contact_by_id: Statement,
-    contact_by_email: Statement,
-    contact_lookup: Statement,
-    deal: Statement,
-    bouncing: Statement,
-    opted_out: Statement,
-    left: Statement,
-}
-
-/// The statements of the rows keyed by message, prepared on the batch's connection.
-struct Own {
-    activity: Statement,
-    activity_lookup: Statement,
-    attachment: Statement,
-    follow_up: Statement,
-    lead: Statement,
-}
 
 struct Connection {
     /// Holds the batch's transaction.
@@ -330,40 +315,6 @@ fn start_error(e: &tokio_postgres::Error) -> String {
     }
 }
 
-async fn prepare_shared(client: &Client) -> Result<Shared, tokio_postgres::Error> {
-    Ok(Shared {
-        account: client.prepare(ACCOUNT).await?,
-        account_id_only: client.prepare(ACCOUNT_ID_ONLY).await?,
-        contact_by_id: client
-            .prepare(&format!("{CONTACT_INSERT} ON CONFLICT (contact_id) {CONTACT_SET}"))
-            .await?,
-        contact_by_email: client
-            .prepare(&format!(
-                "{CONTACT_INSERT} ON CONFLICT (crm_key(email)) {CONTACT_SET}"
-            ))
-            .await?,
-        contact_lookup: client
-            .prepare("SELECT contact_id, created_by_message_id FROM contacts WHERE email = $1 OR contact_id = $2 ORDER BY (email = $1) DESC LIMIT 1")
-            .await?,
-        deal: client.prepare(DEAL).await?,
-        bouncing: client.prepare(CONTACT_BOUNCING).await?,
-        opted_out: client.prepare(CONTACT_OPTED_OUT).await?,
-        left: client.prepare(CONTACT_LEFT).await?,
-    })
-}
-
-async fn prepare_own(client: &Client) -> Result<Own, tokio_postgres::Error> {
-    Ok(Own {
-        activity: client.prepare(ACTIVITY).await?,
-        activity_lookup: client
-            .prepare("SELECT activity_id FROM email_activities WHERE message_id = $1")
-            .await?,
-        attachment: client.prepare(ATTACHMENT).await?,
-        follow_up: client.prepare(FOLLOW_UP).await?,
-        lead: client.prepare(LEAD).await?,
-    })
-}
-
 impl CrmBackend for PostgresBackend {
     fn name(&self) -> &'static str {
         "postgres"
@@ -386,7 +337,7 @@ impl CrmBackend for PostgresBackend {
         };
         let shared = retrier
             .run("postgres-shared-rows", deadline, || {
-                write_shared(connection, plan)
+                write_shared(&connection.shared_client, &connection.shared, plan)
             })
             .await;
         let (shared, shared_attempts) = match shared {
@@ -480,7 +431,7 @@ impl CrmBackend for PostgresBackend {
         let connection = self.connected().await?;
         let written = retrier
             .run("postgres-contact-signals", deadline, || {
-                write_signals(connection, signals)
+                write_signals(&connection.shared_client, &connection.shared, signals)
             })
             .await;
         match written {
@@ -493,39 +444,6 @@ impl CrmBackend for PostgresBackend {
             }
         }
     }
-}
-
-/// The contact rows `signals` change, one guarded autocommitted statement each (like the other
-/// rows messages share: no contact row stays locked for a batch). Returns the signals that
-/// changed a contact.
-async fn write_signals(c: &Connection, signals: &Signals) -> Result<Vec<&'static str>, Failure> {
-    let p = &c.shared;
-    let at = signals.at;
-    let mut changed = Vec::new();
-    for signal in &signals.list {
-        let rows = match signal {
-            ContactSignal::Bouncing { email, reason } => {
-                c.shared_client
-                    .query(&p.bouncing, &[email, reason, &at])
-                    .await
-            }
-            ContactSignal::OptedOut { email, reason } => {
-                c.shared_client
-                    .query(&p.opted_out, &[email, &at, reason])
-                    .await
-            }
-            ContactSignal::Left { email, replacement } => {
-                c.shared_client
-                    .query(&p.left, &[email, replacement, &at])
-                    .await
-            }
-        }
-        .map_err(|e| classify(&e))?;
-        if !rows.is_empty() {
-            changed.push(signal.name());
-        }
-    }
-    Ok(changed)
 }
 
 /// The transaction flags an attempt reads and changes (the retrier's attempts cannot borrow
@@ -604,7 +522,7 @@ async fn write_in_batch(
     others: bool,
 ) -> Result<WriteReport, Failure> {
     ensure_open(c, tx).await?;
-    match write_own(c, plan, shared.clone()).await {
+    match write_own(&c.client, &c.own, plan, shared.clone()).await {
         Ok(report) => Ok(report),
         Err(failure) => {
             abandon(c, tx).await;
@@ -617,203 +535,4 @@ async fn write_in_batch(
             })
         }
     }
-}
-
-/// The rows messages share (account, contact, deal), one autocommitted statement each, in that
-/// order. Returns the report with their ids.
-async fn write_shared(c: &Connection, plan: &WritePlan) -> Result<WriteReport, Failure> {
-    let db = |e: tokio_postgres::Error| classify(&e);
-    let p = &c.shared;
-    let client = &c.shared_client;
-    let at = plan.received_at;
-    let mut report = WriteReport::default();
-    if let Some(a) = &plan.account {
-        let rows = match a.target_account {
-            // The resolver's account match: its values are current as of this email.
-            Some(target) => {
-                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
-                    &a.account_id,
-                    &a.name,
-                    &a.domain,
-                    &target,
-                    &at,
-                    &plan.message_id,
-                ];
-                client.query(&p.account, &params).await
-            }
-            None => {
-                client
-                    .query(&p.account_id_only, &[&a.account_id, &at])
-                    .await
-            }
-        }
-        .map_err(db)?;
-        report.changed |= !rows.is_empty();
-        report.account_id = Some(a.account_id.clone());
-    }
-    if let Some(k) = &plan.contact {
-        let created_by = k.create.then_some(plan.message_id.as_str());
-        let statement = if k.create {
-            &p.contact_by_email
-        } else {
-            &p.contact_by_id
-        };
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
-            &k.contact_id,
-            &k.email,
-            &k.name,
-            &k.account_id,
-            &created_by,
-            &at,
-        ];
-        let mut rows = client.query(statement, &params).await.map_err(db)?;
-        report.changed |= !rows.is_empty();
-        if rows.is_empty() {
-            rows = client
-                .query(&p.contact_lookup, &[&k.email, &k.contact_id])
-                .await
-                .map_err(db)?;
-        }
-        let row = first(&rows, "contacts")?;
-        let created_by: Option<String> = row.get(1);
-        report.contact_id = Some(row.get(0));
-        report.contact_created = created_by.as_deref() == Some(plan.message_id.as_str());
-    }
-    if let Some(d) = &plan.deal {
-        let rows = client
-            .query(
-                &p.deal,
-                &[&d.deal_id, &d.account_id, &d.source, &plan.message_id, &at],
-            )
-            .await
-            .map_err(db)?;
-        report.changed |= !rows.is_empty();
-        report.deal_id = Some(d.deal_id.clone());
-    }
-    Ok(report)
-}
-
-/// The message's own rows (activity, attachments or their follow-ups, lead) inside the batch's
-/// transaction, on top of `report` from [`write_shared`].
-async fn write_own(
-    c: &Connection,
-    plan: &WritePlan,
-    mut report: WriteReport,
-) -> Result<WriteReport, Failure> {
-    let db = |e: tokio_postgres::Error| classify(&e);
-    let p = &c.own;
-    let at = plan.received_at;
-    let a = &plan.activity;
-    let mut rows = c
-        .client
-        .query(
-            &p.activity,
-            &[
-                &plan.message_id,
-                &at,
-                &a.subject,
-                &a.sender_email,
-                &a.recipients,
-                &a.text,
-                &a.thread_id,
-                &a.thread_parent,
-                &report.contact_id,
-                &report.account_id,
-                &report.deal_id,
-                &a.auth,
-                &a.tags,
-                &plan.source_offset,
-            ],
-        )
-        .await
-        .map_err(db)?;
-    if let Some(row) = rows.first() {
-        report.changed = true;
-        report.activity_created = row.get::<_, bool>(1);
-    } else {
-        rows = c
-            .client
-            .query(&p.activity_lookup, &[&plan.message_id])
-            .await
-            .map_err(db)?;
-    }
-    let activity_id: i64 = first(&rows, "email_activities")?.get(0);
-    report.activity_id = Some(activity_id.to_string());
-    for part in &plan.attachments {
-        // Checked here rather than caught: a failed statement would abort the batch's whole
-        // transaction, and a savepoint per attachment would pile up subtransactions in it.
-        if let Some(reason) = part.problem() {
-            let rows = c
-                .client
-                .query(&p.follow_up, &[&plan.message_id, &part.part, &reason])
-                .await
-                .map_err(db)?;
-            report.changed |= !rows.is_empty();
-            report.attachments_failed += 1;
-            report
-                .follow_ups
-                .push(format!("attachment {}: {reason}", part.part));
-            continue;
-        }
-        let rows = c
-            .client
-            .query(
-                &p.attachment,
-                &[
-                    &plan.message_id,
-                    &part.filename,
-                    &part.content_type,
-                    &part.size,
-                    &part.sha256,
-                    &part.blob_uri,
-                    &part.inline,
-                    &plan.source_offset,
-                    &activity_id,
-                ],
-            )
-            .await
-            .map_err(db)?;
-        report.changed |= !rows.is_empty();
-        report.attachments_written += 1;
-    }
-    if let Some(l) = &plan.lead {
-        let rows = c
-            .client
-            .query(
-                &p.lead,
-                &[
-                    &plan.message_id,
-                    &l.sender_email,
-                    &l.sender_name,
-                    &l.subject,
-                    &at,
-                    &l.lead_key,
-                    &report.contact_id,
-                    &report.account_id,
-                    &report.deal_id,
-                    &l.score,
-                    &l.status,
-                    &l.breakdown,
-                    &l.rules_version,
-                    &plan.source_offset,
-                    &l.intent,
-                    &l.language,
-                    &l.team,
-                    &l.owner,
-                ],
-            )
-            .await
-            .map_err(db)?;
-        report.changed |= !rows.is_empty();
-    }
-    Ok(report)
-}
-
-fn first<'a>(rows: &'a [Row], table: &str) -> Result<&'a Row, Failure> {
-    rows.first().ok_or_else(|| {
-        Failure::outage(
-            FailureClass::Server,
-            format!("{table}: the upserted row is not there"),
-        )
-    })
 }

@@ -40,6 +40,8 @@
 //! Class 42 is never the record's fault: every value travels as a typed parameter, so only our
 //! SQL (or a schema changed under it) can be wrong.
 
+use std::sync::LazyLock;
+
 use tokio_postgres::error::SqlState;
 
 use super::postgres_tls::{error_chain, is_tls_fault};
@@ -68,6 +70,33 @@ pub const CONTACT_SET: &str = "DO UPDATE SET name = COALESCE(t.name, EXCLUDED.na
 pub const CONTACT_INSERT: &str = "INSERT INTO contacts AS t (contact_id, email, name, account_id, created_by_message_id, created_at, updated_at)
  VALUES ($1, $2, $3, $4, $5, $6, $6)";
 
+/// A contact upserted by its id (a contact the resolver knows): its id, `created_by_message_id`
+/// and whether the statement changed it; when it changed nothing, the row read in the same
+/// statement (by email first, as [`CONTACT_LOOKUP`]).
+pub static CONTACT_BY_ID: LazyLock<String> =
+    LazyLock::new(|| contact_upsert("ON CONFLICT (contact_id)"));
+
+/// A contact created for an unknown sender, upserted by its address; answers as
+/// [`CONTACT_BY_ID`].
+pub static CONTACT_BY_EMAIL: LazyLock<String> =
+    LazyLock::new(|| contact_upsert("ON CONFLICT (crm_key(email))"));
+
+fn contact_upsert(conflict: &str) -> String {
+    format!(
+        "WITH up AS ({CONTACT_INSERT} {conflict} {CONTACT_SET})
+ SELECT contact_id, created_by_message_id, true FROM up
+ UNION ALL
+ (SELECT contact_id, created_by_message_id, false FROM contacts
+   WHERE NOT EXISTS (SELECT 1 FROM up) AND (email = $2 OR contact_id = $1)
+   ORDER BY (email = $2) DESC LIMIT 1)"
+    )
+}
+
+/// The contact of address `$1` or id `$2`, read on its own (a statement of
+/// [`CONTACT_BY_ID`]'s that found neither: the row was committed after its snapshot).
+pub const CONTACT_LOOKUP: &str = "SELECT contact_id, created_by_message_id, false FROM contacts
+ WHERE email = $1 OR contact_id = $2 ORDER BY (email = $1) DESC LIMIT 1";
+
 pub const DEAL: &str = "INSERT INTO deals AS t (deal_id, account_id, source, first_message_id, created_at, updated_at)
  VALUES ($1, $2, $3, $4, $5, $5)
  ON CONFLICT (deal_id) DO UPDATE SET account_id = EXCLUDED.account_id, updated_at = EXCLUDED.updated_at
@@ -90,10 +119,31 @@ pub const ACTIVITY: &str = "INSERT INTO email_activities AS t (message_id, recei
         t.thread_parent, t.contact_id, t.account_id, t.deal_id, t.auth, t.tags)
  RETURNING activity_id, (xmax = 0) AS inserted";
 
-pub const ATTACHMENT: &str =
+/// The activity upserted ([`ACTIVITY`]): its id, whether it was inserted and whether the
+/// statement changed it; when it changed nothing, the row as it was (read in the same
+/// statement).
+pub static OWN_ACTIVITY: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH up AS ({ACTIVITY})
+ SELECT activity_id, inserted, true FROM up
+ UNION ALL
+ SELECT activity_id, false, false FROM email_activities
+  WHERE NOT EXISTS (SELECT 1 FROM up) AND message_id = $1"
+    )
+});
+
+/// Every stored attachment of message `$1` (at offset `$2`) upserted in one statement: the
+/// columns come as arrays (`$3`..`$8`: filename, content type, size, sha256,
+/// storage URL, inline), the activity is the message's (written by the statement before, in the
+/// same transaction). One row returned per attachment changed.
+pub const ATTACHMENTS: &str =
     "INSERT INTO attachments AS t (message_id, filename, content_type, size, sha256,
    storage_url, inline, source_offset, activity_id)
- VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+ SELECT $1, a.filename, a.content_type, a.size, a.sha256, a.storage_url, a.inline, $2,
+   (SELECT activity_id FROM email_activities WHERE message_id = $1)
+ FROM unnest($3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::boolean[])
+   WITH ORDINALITY AS a(filename, content_type, size, sha256, storage_url, inline, n)
+ ORDER BY a.n
  ON CONFLICT (crm_key(message_id), sha256, crm_key(filename)) DO UPDATE SET content_type = EXCLUDED.content_type,
    size = EXCLUDED.size, storage_url = EXCLUDED.storage_url, inline = EXCLUDED.inline,
    source_offset = EXCLUDED.source_offset
@@ -102,8 +152,11 @@ pub const ATTACHMENT: &str =
        IS DISTINCT FROM (t.content_type, t.size, t.storage_url, t.inline)
  RETURNING id";
 
-pub const FOLLOW_UP: &str =
-    "INSERT INTO follow_ups (message_id, kind, part, reason) VALUES ($1, 'attachment', $2, $3)
+/// Every follow-up of message `$1` in one statement (parts `$2`, reasons `$3`): the first for
+/// its (message, part) is kept.
+pub const FOLLOW_UPS: &str = "INSERT INTO follow_ups (message_id, kind, part, reason)
+ SELECT $1, 'attachment', f.part, f.reason
+ FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS f(part, reason, n) ORDER BY f.n
  ON CONFLICT (crm_key(message_id), kind, part) DO NOTHING RETURNING id";
 
 pub const LEAD: &str = "INSERT INTO leads AS t (message_id, sender_email, sender_name, subject, received_at, lead_key,
