@@ -76,8 +76,7 @@ use crate::publisher::Publisher;
 use crate::spool::Spooler;
 
 const CHANNEL: &str = "http";
-pub const TIMESTAMP_HEADER: &str = "x-mailstream-timestamp";
-pub const SIGNATURE_HEADER: &str = "x-mailstream-signature";
+pub use mailstream_runtime::signing::{SIGNATURE_HEADER, TIMESTAMP_HEADER};
 pub const RCPT_TO_HEADER: &str = "x-mailstream-rcpt-to";
 pub const MAIL_FROM_HEADER: &str = "x-mailstream-mail-from";
 

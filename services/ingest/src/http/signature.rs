@@ -12,15 +12,14 @@
 //!   envelope header is sent, so a v1 signature can never vouch for a recipient.
 //!
 //! The two payloads cannot be confused: a v1 payload starts with the digits of a timestamp,
-//! a v2 payload with `v2`. Both MACs are computed while the body streams in; the comparison is
-//! constant-time (`verify_slice`).
+//! a v2 payload with `v2`. The v2 payload is built by [`mailstream_runtime::signing`], the
+//! scheme the notifier signs its webhooks with. Both MACs are computed while the body streams
+//! in; the comparison is constant-time (`verify_slice`).
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use hmac::Mac;
+use mailstream_runtime::signing::{self, HmacSha256};
 
 use crate::config::Secret;
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// Which payload a valid signature covered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +39,16 @@ impl SignedEnvelope<'_> {
     fn present(&self) -> bool {
         self.rcpt_to.is_some() || self.mail_from.is_some()
     }
+
+    /// The v2 MAC of this envelope, fed up to the body.
+    fn v2_mac(&self, secret: &Secret, timestamp: &str) -> Option<HmacSha256> {
+        signing::v2_mac(
+            secret,
+            timestamp,
+            self.rcpt_to.unwrap_or_default(),
+            self.mail_from.unwrap_or_default(),
+        )
+    }
 }
 
 /// Checks a signature while the body streams through [`Verifier::update`].
@@ -47,21 +56,6 @@ pub struct Verifier {
     v1: Option<HmacSha256>,
     v2: HmacSha256,
     expected: Vec<u8>,
-}
-
-/// HMAC takes keys of any length, so this is `None` only in theory.
-fn mac(secret: &Secret) -> Option<HmacSha256> {
-    HmacSha256::new_from_slice(secret.expose().as_bytes()).ok()
-}
-
-fn v2_prefix(mac: &mut HmacSha256, timestamp: &str, envelope: SignedEnvelope<'_>) {
-    mac.update(b"v2\n");
-    mac.update(timestamp.as_bytes());
-    mac.update(b"\n");
-    mac.update(envelope.rcpt_to.unwrap_or_default());
-    mac.update(b"\n");
-    mac.update(envelope.mail_from.unwrap_or_default());
-    mac.update(b"\n");
 }
 
 impl Verifier {
@@ -74,12 +68,12 @@ impl Verifier {
         signature: &str,
     ) -> Option<Self> {
         let expected = hex::decode(signature.strip_prefix("sha256=").unwrap_or(signature)).ok()?;
-        let mut v2 = mac(secret)?;
-        v2_prefix(&mut v2, timestamp, envelope);
+        let v2 = envelope.v2_mac(secret, timestamp)?;
         let v1 = if envelope.present() {
             None
         } else {
-            let mut v1 = mac(secret)?;
+            // HMAC takes keys of any length, so this fails only in theory.
+            let mut v1 = HmacSha256::new_from_slice(secret.expose().as_bytes()).ok()?;
             v1.update(timestamp.as_bytes());
             v1.update(b".");
             Some(v1)
@@ -121,21 +115,31 @@ mod tests {
         v.verify()
     }
 
-    /// The v2 signature (hex) of a request: what a client computes.
+    /// The v2 signature (hex) of a request: what a client computes, the whole payload at once.
     fn sign_v2(
         secret: &Secret,
         timestamp: &str,
         envelope: SignedEnvelope<'_>,
         body: &[u8],
     ) -> String {
-        let mut m = mac(secret).expect("key");
-        v2_prefix(&mut m, timestamp, envelope);
-        m.update(body);
+        let payload = [
+            b"v2\n",
+            timestamp.as_bytes(),
+            b"\n",
+            envelope.rcpt_to.unwrap_or_default(),
+            b"\n",
+            envelope.mail_from.unwrap_or_default(),
+            b"\n",
+            body,
+        ]
+        .concat();
+        let mut m = HmacSha256::new_from_slice(secret.expose().as_bytes()).expect("key");
+        m.update(&payload);
         hex::encode(m.finalize().into_bytes())
     }
 
     fn sign_v1(body: &[u8]) -> String {
-        let mut m = mac(&secret()).expect("key");
+        let mut m = HmacSha256::new_from_slice(secret().expose().as_bytes()).expect("key");
         m.update(b"1700000000.");
         m.update(body);
         hex::encode(m.finalize().into_bytes())
@@ -189,5 +193,21 @@ mod tests {
             Some(Scheme::V2)
         );
         assert!(check(SignedEnvelope::default(), "not hex", b"body").is_none());
+    }
+
+    #[test]
+    fn accepts_what_the_notifier_signs() {
+        let body = br#"{"event":"hot_lead"}"#;
+        let sig = signing::sign_body(&secret(), "1700000000", body);
+        assert!(sig.starts_with("sha256="));
+        assert_eq!(
+            check(SignedEnvelope::default(), &sig, body),
+            Some(Scheme::V2)
+        );
+        let env = SignedEnvelope {
+            rcpt_to: Some(b"x@in.example.com"),
+            mail_from: None,
+        };
+        assert_eq!(check(env, &sig, body), None);
     }
 }
