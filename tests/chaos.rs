@@ -5,6 +5,11 @@
 //!
 //! It restarts the shared broker and registry: other tests running against the stack at the
 //! same moment see the outage.
+//!
+//! The replicated run does the same on the three-broker cluster of `dev/up --cluster` while
+//! every stream processor is scaled 1 → 3 → 1, one instance of each stateful processor is frozen
+//! past the group's session timeout (a zombie), the leader of a `parsed` partition is
+//! `kill -9`ed, and the CRM is unreachable, then 503, then 429 for 30 s in all.
 
 use mailstream_tests::chaos::{ChaosOptions, run};
 
@@ -21,6 +26,19 @@ async fn no_loss_no_duplicate_through_kills_restarts_and_crm_faults() {
     options.emails = env_or("MAILSTREAM_CHAOS_EMAILS", options.emails);
     options.kills_per_processor = env_or("MAILSTREAM_CHAOS_KILLS", options.kills_per_processor);
     let report = run(options).await.expect("the chaos run");
+    println!("{report}");
+    let failures = report.failures();
+    assert!(failures.is_empty(), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "1 run in 4 gives a message id two resolved records (issue 14): run it with --ignored"]
+async fn no_loss_no_duplicate_replicated_on_three_brokers_through_scaling_zombies_and_a_crm_outage()
+{
+    let mut options = ChaosOptions::small_replicated();
+    options.emails = env_or("MAILSTREAM_CHAOS_EMAILS", options.emails);
+    options.kills_per_processor = env_or("MAILSTREAM_CHAOS_KILLS", options.kills_per_processor);
+    let report = run(options).await.expect("the replicated chaos run");
     println!("{report}");
     let failures = report.failures();
     assert!(failures.is_empty(), "{report}");

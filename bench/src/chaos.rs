@@ -46,6 +46,20 @@ struct Args {
     /// Seconds the pipeline may take to settle after the push, and after the replay.
     #[arg(long, default_value_t = 1_800)]
     settle_timeout: u64,
+    /// Scale every stream processor out to this many instances and back to one during the push.
+    #[arg(long, default_value_t = 1)]
+    instances: usize,
+    /// Run on the three-broker cluster (`dev/up --cluster`): the broker restart becomes a
+    /// `kill -9` of the leader of `parsed` partition 0.
+    #[arg(long)]
+    cluster: bool,
+    /// Freeze (SIGSTOP) one instance of each stateful processor this many seconds (0: none).
+    #[arg(long, default_value_t = 0)]
+    zombie_secs: u64,
+    /// A CRM outage this many seconds long: connections refused, then 503, then 429, a third
+    /// each (0: none).
+    #[arg(long, default_value_t = 0)]
+    crm_outage_secs: u64,
 }
 
 #[tokio::main]
@@ -64,6 +78,10 @@ async fn main() -> anyhow::Result<()> {
         max_attachment: a.max_attachment,
         seed: a.seed,
         settle_timeout: Duration::from_secs(a.settle_timeout),
+        instances: a.instances.max(1),
+        cluster: a.cluster,
+        zombie: Duration::from_secs(a.zombie_secs),
+        crm_outage: Duration::from_secs(a.crm_outage_secs),
     };
     eprintln!("chaos: {options:?}");
     let report = run(options).await?;

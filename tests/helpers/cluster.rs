@@ -94,11 +94,14 @@ impl Cluster {
             .then_some(pid)
     }
 
-    /// `kill -9` of node `id`, waiting (bounded) until the process is gone.
+    /// `kill -9` of node `id`, waiting (bounded) until the process is gone and its ports are
+    /// closed (a JVM's threads may still be tearing down, its sockets open, when its main
+    /// thread already shows as a zombie).
     pub fn kill_node(&self, id: i32) {
         let pid = self
             .node_pid(id)
             .unwrap_or_else(|| panic!("cluster node {id} is not running"));
+        let ports = self.node_ports(id);
         let status = Command::new("kill")
             .args(["-KILL", &pid.to_string()])
             .status()
@@ -112,6 +115,32 @@ impl Cluster {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        let open = |port: &u16| {
+            std::net::TcpStream::connect_timeout(
+                &std::net::SocketAddr::from(([127, 0, 0, 1], *port)),
+                Duration::from_millis(200),
+            )
+            .is_ok()
+        };
+        while ports.iter().any(open) {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "cluster node {id} (pid {pid}) still listens on one of {ports:?} after kill -9"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The ports node `id` listens on, from its `listeners` setting.
+    fn node_ports(&self, id: i32) -> Vec<u16> {
+        let config = self.dir.join(format!("node-{id}/server.properties"));
+        let text = std::fs::read_to_string(&config)
+            .unwrap_or_else(|e| panic!("{}: {e}", config.display()));
+        text.lines()
+            .filter_map(|l| l.strip_prefix("listeners="))
+            .flat_map(|l| l.split(','))
+            .filter_map(|listener| listener.rsplit_once(':')?.1.parse().ok())
+            .collect()
     }
 
     /// `dev/up --cluster`: starts every node that is not running and waits until it serves.

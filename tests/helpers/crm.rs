@@ -420,6 +420,16 @@ impl FakeCrm {
         lock(&self.state).rows.clone()
     }
 
+    /// Whether a burst is under way or armed (waiting for its first call): the calls it
+    /// fails will come again.
+    pub fn bursting(&self) -> bool {
+        let crm = lock(&self.state);
+        let active = crm
+            .burst
+            .is_some_and(|(_, length, began)| began.is_none_or(|b| b.elapsed() < length));
+        active || !crm.armed.is_empty()
+    }
+
     /// Faults answered so far, by kind (`429`, `503`, `400`, `401`; a script's by its names).
     pub fn faults(&self) -> BTreeMap<&'static str, u64> {
         lock(&self.state).faults.clone()

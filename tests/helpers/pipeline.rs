@@ -2,7 +2,9 @@
 //! crm-sink) on ports chosen once, so any of them can be `kill -9`ed and started again as the
 //! same instance (same transactional id, same SMTP port) the way a supervisor would, and a
 //! process that exits on its own is noticed, restarted with a backoff and reported (separately
-//! when it exited while the broker or registry was being restarted).
+//! when it exited while the broker or registry was being restarted). A stream processor can be
+//! scaled out and in the way an autoscaler does ([`Pipeline::scale`]: instances `a`, `b`, ...
+//! join, and leave on SIGTERM), and one of its instances frozen (SIGSTOP) and thawed, a zombie.
 //! Also: reading a processor's Prometheus `/metrics`.
 
 use std::path::PathBuf;
@@ -50,9 +52,11 @@ pub struct PipelineOptions {
     pub common: Vec<(String, String)>,
 }
 
-/// One processor and what happened to it.
+/// One instance of a processor and what happened to it.
 pub struct Proc {
     pub name: &'static str,
+    /// `a`, `b`, ...: its instance id (transactional id) and log file.
+    pub instance: String,
     child: Option<Child>,
     pub metrics_port: u16,
     vars: Vec<(String, String)>,
@@ -70,7 +74,14 @@ pub struct Proc {
     consecutive: u32,
     pub max_consecutive: u32,
     restart_at: Option<Instant>,
+    /// Scaled in (stopped on purpose): not supervised until it is scaled out again.
+    retired: bool,
+    /// Stopped with SIGSTOP and not yet continued.
+    pub frozen: bool,
 }
+
+/// How long an instance scaled in may take to finish its batch after SIGTERM.
+pub const LEAVE_GRACE: Duration = Duration::from_secs(60);
 
 /// How long after a broker or registry restart ends an exit still counts as the outage's.
 pub const OUTAGE_GRACE: Duration = Duration::from_secs(15);
@@ -90,6 +101,8 @@ pub struct Pipeline {
     pub procs: Vec<Proc>,
     pub smtp_addr: String,
     pub blobs: PathBuf,
+    /// Instances scaled in, finishing their batch after SIGTERM, and since when.
+    leaving: Vec<(Child, Instant)>,
     /// A dependency is down (or came back less than [`OUTAGE_GRACE`] ago).
     outage: bool,
     outage_ended: Option<Instant>,
@@ -157,26 +170,14 @@ impl Pipeline {
             if let (Sink::Rest { settings, .. }, "crm-sink") = (&options.sink, name) {
                 vars.extend(settings.iter().cloned());
             }
-            procs.push(Proc {
-                name,
-                child: None,
-                metrics_port: port,
-                vars,
-                starts: 0,
-                kills: 0,
-                unexpected_exits: Vec::new(),
-                exits_in_outage: 0,
-                failures: 0,
-                consecutive: 0,
-                max_consecutive: 0,
-                restart_at: None,
-            });
+            procs.push(Proc::new(name, "a", port, vars));
         }
         let mut pipeline = Self {
             env: env.clone(),
             procs,
             smtp_addr,
             blobs,
+            leaving: Vec::new(),
             outage: false,
             outage_ended: None,
         };
@@ -186,11 +187,19 @@ impl Pipeline {
         pipeline
     }
 
+    /// The first instance of `name` (`a`).
     fn index(&self, name: &str) -> usize {
         self.procs
             .iter()
             .position(|p| p.name == name)
             .unwrap_or_else(|| panic!("no processor {name}"))
+    }
+
+    /// The instances of `name` in service (not scaled in), first to last.
+    pub fn instances(&self, name: &str) -> Vec<usize> {
+        (0..self.procs.len())
+            .filter(|&i| self.procs[i].name == name && !self.procs[i].retired)
+            .collect()
     }
 
     pub fn proc(&self, name: &str) -> &Proc {
@@ -204,9 +213,78 @@ impl Pipeline {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        p.child = Some(self.env.spawn(p.name, "a", &vars));
+        p.child = Some(self.env.spawn(p.name, &p.instance, &vars));
         p.starts += 1;
         p.restart_at = None;
+        p.retired = false;
+        p.frozen = false;
+    }
+
+    /// Scales stream processor `name` to `n` instances, as an autoscaler does: new instances
+    /// (`b`, `c`, ... on ports of their own) join the group; the last ones leave on SIGTERM
+    /// (finishing their open batch, reaped by [`Pipeline::supervise`], `kill -9`ed after
+    /// [`LEAVE_GRACE`] as a pod's termination grace period would). Instances scaled in before
+    /// are reused.
+    pub fn scale(&mut self, name: &'static str, n: usize) {
+        assert!(
+            STREAM_PROCESSORS.contains(&name),
+            "only a stream processor scales ({name})"
+        );
+        let mut live = self.instances(name);
+        while live.len() > n.max(1) {
+            let i = live.pop().expect("more than one");
+            self.procs[i].retired = true;
+            self.procs[i].restart_at = None;
+            if let Some(child) = self.procs[i].child.take() {
+                if self.procs[i].frozen {
+                    signal(&child, "CONT");
+                }
+                signal(&child, "TERM");
+                self.leaving.push((child, Instant::now()));
+            }
+        }
+        for k in live.len()..n {
+            let instance = ((b'a' + k as u8) as char).to_string();
+            let i = match self
+                .procs
+                .iter()
+                .position(|p| p.name == name && p.instance == instance)
+            {
+                Some(i) => i,
+                None => {
+                    let first = &self.procs[self.index(name)];
+                    let port = free_port();
+                    let mut vars = first.vars.clone();
+                    for (key, value) in &mut vars {
+                        if key == "MAILSTREAM_HTTP_ADDR" {
+                            *value = format!("127.0.0.1:{port}");
+                        }
+                    }
+                    self.procs.push(Proc::new(name, &instance, port, vars));
+                    self.procs.len() - 1
+                }
+            };
+            self.spawn(i);
+        }
+    }
+
+    /// Freezes instance `i` with SIGSTOP: it holds its partitions and its open transaction,
+    /// answers nothing, until [`Pipeline::thaw`].
+    pub fn freeze(&mut self, i: usize) {
+        if let Some(child) = &self.procs[i].child {
+            signal(child, "STOP");
+            self.procs[i].frozen = true;
+        }
+    }
+
+    /// Continues a frozen instance (SIGCONT).
+    pub fn thaw(&mut self, i: usize) {
+        if let Some(child) = &self.procs[i].child
+            && self.procs[i].frozen
+        {
+            signal(child, "CONT");
+        }
+        self.procs[i].frozen = false;
     }
 
     /// Waits until every running processor answers `/readyz` with 200.
@@ -215,10 +293,10 @@ impl Pipeline {
         loop {
             self.supervise().await;
             let mut waiting = Vec::new();
-            for p in &self.procs {
+            for p in self.procs.iter().filter(|p| !p.retired) {
                 let url = format!("http://127.0.0.1:{}/readyz", p.metrics_port);
                 if http_get(&url).await.0 != 200 {
-                    waiting.push(p.name);
+                    waiting.push(format!("{}-{}", p.name, p.instance));
                 }
             }
             if waiting.is_empty() {
@@ -231,9 +309,14 @@ impl Pipeline {
         }
     }
 
-    /// `kill -9`, reaped, and started again at once as the same instance.
+    /// `kill -9` of the first instance of `name`, reaped, and started again at once as the
+    /// same instance.
     pub fn kill9(&mut self, name: &str) {
-        let i = self.index(name);
+        self.kill9_instance(self.index(name));
+    }
+
+    /// `kill -9` of instance `i`, reaped, and started again at once as the same instance.
+    pub fn kill9_instance(&mut self, i: usize) {
         if let Some(mut child) = self.procs[i].child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -261,9 +344,21 @@ impl Pipeline {
     /// backoff (1, 2, 4, 8 s, capped) as a supervisor would. Resets a processor's count of
     /// consecutive exits once it is ready again.
     pub async fn supervise(&mut self) {
+        self.leaving.retain_mut(|(child, since)| {
+            if since.elapsed() > LEAVE_GRACE {
+                let _ = child.kill();
+            }
+            !matches!(child.try_wait(), Ok(Some(_)))
+        });
         let outage = self.in_outage();
         for i in 0..self.procs.len() {
-            let log = log_dir().join(format!("{}{}-a.log", self.env.prefix, self.procs[i].name));
+            if self.procs[i].retired {
+                continue;
+            }
+            let log = log_dir().join(format!(
+                "{}{}-{}.log",
+                self.env.prefix, self.procs[i].name, self.procs[i].instance
+            ));
             let p = &mut self.procs[i];
             if let Some(child) = p.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
@@ -294,16 +389,33 @@ impl Pipeline {
         }
     }
 
-    /// Stops one processor with SIGTERM (not counted as a kill).
+    /// Stops every instance of one processor with SIGTERM (not counted as a kill), after the
+    /// instances still leaving from a scale-in are gone.
     pub fn stop_one(&mut self, name: &str) {
-        let i = self.index(name);
-        self.procs[i].restart_at = None;
-        if let Some(mut child) = self.procs[i].child.take() {
-            terminate(&mut child, Duration::from_secs(60));
+        for (mut child, _) in self.leaving.drain(..) {
+            terminate(&mut child, LEAVE_GRACE);
+        }
+        for i in 0..self.procs.len() {
+            if self.procs[i].name != name {
+                continue;
+            }
+            self.procs[i].restart_at = None;
+            if let Some(mut child) = self.procs[i].child.take() {
+                if self.procs[i].frozen {
+                    signal(&child, "CONT");
+                }
+                terminate(&mut child, Duration::from_secs(60));
+            }
         }
     }
 
+    /// Starts the first instance of one processor (the others stay scaled in).
     pub fn start_one(&mut self, name: &str) {
+        for i in 0..self.procs.len() {
+            if self.procs[i].name == name && self.procs[i].child.is_none() {
+                self.procs[i].retired = true;
+            }
+        }
         let i = self.index(name);
         self.spawn(i);
     }
@@ -315,14 +427,63 @@ impl Pipeline {
         }
     }
 
-    /// `/metrics` of `name` (empty while it is down).
+    /// `/metrics` of the first instance of `name` (empty while it is down).
     pub async fn scrape(&self, name: &str) -> String {
         http_get(&self.proc(name).metrics_url()).await.1
     }
+
+    /// `/metrics` of every instance of `name` in service (an empty text for one that is down).
+    pub async fn scrape_all(&self, name: &str) -> Vec<String> {
+        let mut texts = Vec::new();
+        for i in self.instances(name) {
+            texts.push(http_get(&self.procs[i].metrics_url()).await.1);
+        }
+        texts
+    }
+}
+
+impl Proc {
+    fn new(
+        name: &'static str,
+        instance: &str,
+        metrics_port: u16,
+        vars: Vec<(String, String)>,
+    ) -> Self {
+        Self {
+            name,
+            instance: instance.to_string(),
+            child: None,
+            metrics_port,
+            vars,
+            starts: 0,
+            kills: 0,
+            unexpected_exits: Vec::new(),
+            exits_in_outage: 0,
+            failures: 0,
+            consecutive: 0,
+            max_consecutive: 0,
+            restart_at: None,
+            retired: false,
+            frozen: false,
+        }
+    }
+}
+
+/// Sends `SIG<name>` to `child` (`kill -s NAME`).
+fn signal(child: &Child, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args(["-s", name, &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -s {name} {}", child.id());
 }
 
 impl Drop for Pipeline {
     fn drop(&mut self) {
+        for (child, _) in &mut self.leaving {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         for p in &mut self.procs {
             if let Some(mut child) = p.child.take() {
                 let _ = child.kill();

@@ -4,11 +4,17 @@
 //! (and started again at once, as a supervisor would), the broker is restarted once, the schema
 //! registry once, and the CRM answers bursts of 429 (`Retry-After`) and of 503.
 //!
+//! Replicated and clustered (`instances`, `cluster`, `zombie`, `crm_outage`): every stream
+//! processor is scaled out to several instances and back while the faults go on, a zombie of
+//! each stateful processor is frozen and continued, the brokers are the three-node cluster (its
+//! partition leader killed instead of the broker restart), and the CRM goes away for a long
+//! outage ([`faults`]).
+//!
 //! Then it checks what a user trusts: one CRM activity per unique message sent (none lost, none
-//! twice), dead letters == poison sent, each with its reason, no processor crash-looped (three
-//! exits in a row without becoming ready, while the broker and registry were up; exits during
-//! their restarts are reported apart), and a replay of every processor from the earliest offset
-//! changes no CRM row. [`run`] returns a
+//! twice), one `resolved` record per message id, dead letters == poison sent, each with its
+//! reason, no processor crash-looped (three exits in a row without becoming ready, while the
+//! broker and registry were up; exits during their restarts are reported apart), and a replay of
+//! every processor from the earliest offset changes no CRM row. [`run`] returns a
 //! [`ChaosReport`]; `tests/chaos.rs` (CI, small) and `bench-chaos` (full) assert its
 //! [`ChaosReport::failures`].
 //!
@@ -17,6 +23,7 @@
 //! the resolver; a not-an-email poison sent again that way is dead-lettered twice, so those
 //! ambiguous re-sends are counted and allowed for (each poison is still found exactly once).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,15 +33,19 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::Mutex;
 
+use crate::cluster::Cluster;
 use crate::corpus::{CorpusOptions, Templates, load_tables};
-use crate::crm::{Burst, FakeCrm, Rows};
+use crate::crm::{Burst, Cut, FakeCrm, Rows};
 use crate::pipeline::{
-    PROCESSORS, Pipeline, PipelineOptions, STREAM_PROCESSORS, Sink, input_of, metric_if_served,
+    Pipeline, PipelineOptions, STREAM_PROCESSORS, Sink, input_of, metric_if_served,
 };
-use crate::{TestEnv, collect};
+use crate::{Stack, TestEnv, collect};
 
+mod faults;
 mod push;
 mod report;
+
+use faults::{Event, schedule};
 
 pub use push::Sent;
 pub use report::ChaosReport;
@@ -59,6 +70,17 @@ pub struct ChaosOptions {
     pub seed: u64,
     /// How long the pipeline may take to settle after the push (and after the replay).
     pub settle_timeout: Duration,
+    /// Each stream processor is scaled out to this many instances and back to one during the
+    /// push (1: one instance throughout).
+    pub instances: usize,
+    /// On the three-broker cluster of `dev/up --cluster` (the broker restart becomes a
+    /// `kill -9` of the leader of `parsed` partition 0 and its restart).
+    pub cluster: bool,
+    /// One instance of each stateful processor frozen this long (zero: none).
+    pub zombie: Duration,
+    /// The CRM refuses connections, then answers 503, then 429, a third of this each (zero:
+    /// none).
+    pub crm_outage: Duration,
 }
 
 impl ChaosOptions {
@@ -77,46 +99,27 @@ impl ChaosOptions {
             max_attachment: 200_000,
             seed: 7,
             settle_timeout: Duration::from_secs(300),
+            instances: 1,
+            cluster: false,
+            zombie: Duration::ZERO,
+            crm_outage: Duration::ZERO,
         }
     }
-}
 
-#[derive(Debug, Clone)]
-enum Event {
-    Kill(&'static str),
-    RestartBroker,
-    RestartRegistry,
-    Burst(Burst, Duration),
-}
-
-fn schedule(o: &ChaosOptions, rng: &mut StdRng) -> Vec<(Duration, Event)> {
-    let planned = o.emails as f64 / o.rate.max(1.0);
-    let at = |rng: &mut StdRng, lo: f64, hi: f64| {
-        Duration::from_secs_f64(planned * rng.random_range(lo..hi))
-    };
-    let mut events = Vec::new();
-    for name in PROCESSORS {
-        for _ in 0..o.kills_per_processor {
-            events.push((at(rng, 0.02, 1.0), Event::Kill(name)));
+    /// The CI size of the replicated run: three instances of every stream processor at the
+    /// peak, three brokers, a zombie per stateful processor (past the 10 s session timeout),
+    /// a CRM outage of 30 s; no registry restart (the cluster shares the registry with every
+    /// other test).
+    pub fn small_replicated() -> Self {
+        Self {
+            instances: 3,
+            cluster: true,
+            zombie: Duration::from_secs(15),
+            crm_outage: Duration::from_secs(30),
+            restart_registry: false,
+            ..Self::small()
         }
     }
-    if o.restart_broker {
-        events.push((at(rng, 0.2, 0.45), Event::RestartBroker));
-    }
-    if o.restart_registry {
-        events.push((at(rng, 0.5, 0.8), Event::RestartRegistry));
-    }
-    for _ in 0..o.bursts {
-        let length = Duration::from_millis(rng.random_range(1_000..3_000));
-        let burst = Burst::TooMany {
-            retry_after_secs: 1,
-        };
-        events.push((at(rng, 0.0, 1.0), Event::Burst(burst, length)));
-        let length = Duration::from_millis(rng.random_range(500..1_500));
-        events.push((at(rng, 0.0, 1.0), Event::Burst(Burst::Unavailable, length)));
-    }
-    events.sort_by_key(|(t, _)| *t);
-    events
 }
 
 /// Stops `component` of the local stack and starts it again (`dev/down NAME`, `dev/up`).
@@ -138,8 +141,9 @@ fn restart_component(component: &str) -> Result<f64, String> {
     Ok(started.elapsed().as_secs_f64())
 }
 
-/// Waits until every stream processor's input counter has not moved for `quiet` and the
-/// CRM's rows stopped changing; returns false on timeout.
+/// Waits until every stream processor's input counter has not moved for `quiet`, the CRM's
+/// rows stopped changing and no CRM burst is under way or armed (a sink retrying through one
+/// moves nothing, yet is not done); returns false on timeout.
 async fn settle(
     pipeline: &Arc<Mutex<Pipeline>>,
     crm: &FakeCrm,
@@ -155,13 +159,14 @@ async fn settle(
         p.supervise().await;
         let mut counts = Vec::new();
         for name in STREAM_PROCESSORS {
-            // A processor that is down (restarting) serves nothing: not settled yet.
-            let text = p.scrape(name).await;
-            counts.push(metric_if_served(&text, "mailstream_records_in_total", &[]));
+            // An instance that is down (restarting) serves nothing: not settled yet.
+            for text in p.scrape_all(name).await {
+                counts.push(metric_if_served(&text, "mailstream_records_in_total", &[]));
+            }
         }
         drop(p);
         let now = (counts, crm.rows());
-        if now != last {
+        if now != last || crm.bursting() {
             last = now;
             since = Instant::now();
         } else if since.elapsed() >= quiet {
@@ -177,7 +182,11 @@ pub async fn run(o: ChaosOptions) -> anyhow::Result<ChaosReport> {
         options: Some(o.clone()),
         ..ChaosReport::default()
     };
-    let env = TestEnv::new("chaos");
+    let cluster = o.cluster.then(Cluster::get);
+    let stack = cluster
+        .as_ref()
+        .map_or_else(Stack::get, |c| c.stack.clone());
+    let env = TestEnv::new_on(stack, "chaos");
     let run_tag = env.prefix[8..16].to_string();
     load_tables(&env).map_err(anyhow::Error::msg)?;
     let templates = Templates::generate(CorpusOptions {
@@ -187,6 +196,8 @@ pub async fn run(o: ChaosOptions) -> anyhow::Result<ChaosReport> {
         duplicate_rate: 0.03,
     });
     let crm = FakeCrm::start(TOKEN).await?;
+    // The sink reaches the CRM through a link the outage cuts.
+    let crm_link = Cut::start(crm.base_url.trim_start_matches("http://").to_string()).await?;
     // Retries outlast the longest burst (full jitter over 12 attempts: ~4.5 s on average, a
     // 3 s burst of 429 costs 3 of them), and the worst case fits the transaction.
     let sink_settings = [
@@ -201,7 +212,7 @@ pub async fn run(o: ChaosOptions) -> anyhow::Result<ChaosReport> {
     ];
     let options = PipelineOptions {
         sink: Sink::Rest {
-            base_url: crm.base_url.clone(),
+            base_url: format!("http://{}", crm_link.addr),
             token: TOKEN.into(),
             settings: sink_settings
                 .iter()
@@ -238,6 +249,8 @@ pub async fn run(o: ChaosOptions) -> anyhow::Result<ChaosReport> {
     let infra_busy = Arc::new(AtomicBool::new(false));
     let mut infra: Vec<tokio::task::JoinHandle<(String, Result<f64, String>)>> = Vec::new();
     let mut pending = events;
+    // The frozen instance of each processor.
+    let mut zombies: std::collections::BTreeMap<&str, usize> = Default::default();
     while !pending.is_empty() {
         {
             let mut p = pipeline.lock().await;
@@ -258,7 +271,66 @@ pub async fn run(o: ChaosOptions) -> anyhow::Result<ChaosReport> {
         let (_, event) = pending.remove(i);
         let when = t0.elapsed().as_secs_f64();
         match event {
-            Event::Kill(name) => pipeline.lock().await.kill9(name),
+            Event::Kill(name) => {
+                let mut p = pipeline.lock().await;
+                // A live instance; a frozen one when none is (a liveness probe kills it too).
+                let all = p.instances(name);
+                let live: Vec<usize> = all
+                    .iter()
+                    .copied()
+                    .filter(|&i| !p.procs[i].frozen)
+                    .collect();
+                let pool = if live.is_empty() { all } else { live };
+                if !pool.is_empty() {
+                    p.kill9_instance(pool[rng.random_range(0..pool.len())]);
+                }
+            }
+            Event::Scale(name, n) => {
+                pipeline.lock().await.scale(name, n);
+                report
+                    .scale_steps
+                    .push(format!("{name} to {n} at {when:.0} s"));
+            }
+            Event::Freeze(name) => {
+                let mut p = pipeline.lock().await;
+                // The first instance: never scaled in, so it is still a member when it wakes.
+                if let Some(&i) = p.instances(name).first() {
+                    p.freeze(i);
+                    zombies.insert(name, i);
+                    let instance = p.procs[i].instance.clone();
+                    report.zombies.push(format!(
+                        "{name}-{instance} frozen at {when:.0} s for {:?}",
+                        o.zombie
+                    ));
+                }
+            }
+            Event::Thaw(name) => {
+                if let Some(i) = zombies.remove(name) {
+                    pipeline.lock().await.thaw(i);
+                }
+            }
+            Event::CrmCut => {
+                crm_link.cut();
+                report
+                    .bursts
+                    .push(format!("connections refused at {when:.1} s"));
+            }
+            Event::CrmRestore {
+                unavailable,
+                too_many,
+            } => {
+                crm_link.restore();
+                crm.burst(Burst::Unavailable, unavailable);
+                crm.burst(
+                    Burst::TooMany {
+                        retry_after_secs: 5,
+                    },
+                    too_many,
+                );
+                report.bursts.push(format!(
+                    "connections accepted at {when:.1} s, then 503 for {unavailable:?}, then 429 for {too_many:?}"
+                ));
+            }
             Event::Burst(burst, length) => {
                 crm.burst(burst, length);
                 report
@@ -274,8 +346,13 @@ pub async fn run(o: ChaosOptions) -> anyhow::Result<ChaosReport> {
                 eprintln!("chaos: restarting {component} at {when:.1} s");
                 infra_busy.store(true, Ordering::SeqCst);
                 let busy = infra_busy.clone();
+                let on_cluster = cluster.clone().filter(|_| component == "kafka");
+                let parsed = env.topic("parsed");
                 infra.push(tokio::task::spawn_blocking(move || {
-                    let result = restart_component(component);
+                    let result = match on_cluster {
+                        Some(cluster) => kill_leader(&cluster, &parsed),
+                        None => restart_component(component),
+                    };
                     busy.store(false, Ordering::SeqCst);
                     (component.to_string(), result)
                 }));
@@ -309,9 +386,15 @@ pub async fn run(o: ChaosOptions) -> anyhow::Result<ChaosReport> {
         report.sent.deliveries, report.push_secs
     );
 
-    // Settle, then count.
+    // Settle, then count. After a long CRM outage the sink's batch retries back off up to
+    // the runtime's 30 s: quiet for less than that is not done.
+    let quiet = if o.crm_outage.is_zero() {
+        Duration::from_secs(15)
+    } else {
+        Duration::from_secs(40)
+    };
     let settle_started = Instant::now();
-    let settled = settle(&pipeline, &crm, Duration::from_secs(15), o.settle_timeout).await;
+    let settled = settle(&pipeline, &crm, quiet, o.settle_timeout).await;
     report.settle_secs = settle_started.elapsed().as_secs_f64();
     anyhow::ensure!(
         settled,
@@ -321,16 +404,23 @@ pub async fn run(o: ChaosOptions) -> anyhow::Result<ChaosReport> {
     {
         let p = pipeline.lock().await;
         for proc in &p.procs {
-            report.kills.insert(proc.name.into(), proc.kills);
+            let name = proc.name.to_string();
+            *report.kills.entry(name.clone()).or_default() += proc.kills;
+            let said = proc
+                .unexpected_exits
+                .iter()
+                .map(|e| format!("{}: {e}", proc.instance));
             report
                 .unexpected_exits
-                .insert(proc.name.into(), proc.unexpected_exits.clone());
-            report
+                .entry(name.clone())
+                .or_default()
+                .extend(said);
+            let most = report
                 .max_consecutive_exits
-                .insert(proc.name.into(), proc.max_consecutive);
-            report
-                .exits_in_outage
-                .insert(proc.name.into(), proc.exits_in_outage);
+                .entry(name.clone())
+                .or_default();
+            *most = (*most).max(proc.max_consecutive);
+            *report.exits_in_outage.entry(name).or_default() += proc.exits_in_outage;
         }
     }
     let rows = crm.rows();
@@ -360,6 +450,37 @@ pub async fn run(o: ChaosOptions) -> anyhow::Result<ChaosReport> {
         .iter()
         .filter(|(_, n)| **n > 1)
         .map(|(k, _)| k.clone())
+        .collect();
+    // One resolved record per message id, whoever owned its partition when.
+    let resolvable: BTreeSet<&String> = report
+        .sent
+        .unique
+        .iter()
+        .chain(&report.sent.rejected)
+        .collect();
+    let resolved = collect(
+        &env.consumer(&["resolved"]),
+        resolvable.len(),
+        Duration::from_secs(60),
+        Duration::from_secs(3),
+    )
+    .await;
+    let mut per_id: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for record in &resolved {
+        per_id
+            .entry(record.key.clone().unwrap_or_default())
+            .or_default()
+            .push(format!("{}/{}", record.partition, record.offset));
+    }
+    report.resolved_twice = per_id
+        .iter()
+        .filter(|(_, at)| at.len() > 1)
+        .map(|(k, at)| format!("{k} at {}", at.join(" and ")))
+        .collect();
+    report.resolved_missing = resolvable
+        .iter()
+        .filter(|m| !per_id.contains_key(m.as_str()))
+        .map(|m| m.to_string())
         .collect();
     for name in STREAM_PROCESSORS {
         let topic = format!("{}.dlq", input_of(name));
@@ -434,7 +555,7 @@ pub async fn run(o: ChaosOptions) -> anyhow::Result<ChaosReport> {
             .await
             .map_err(anyhow::Error::msg)?;
     }
-    let settled = settle(&pipeline, &crm, Duration::from_secs(15), o.settle_timeout).await;
+    let settled = settle(&pipeline, &crm, quiet, o.settle_timeout).await;
     anyhow::ensure!(
         settled,
         "the replay did not settle within {:?}",
@@ -458,5 +579,29 @@ pub async fn run(o: ChaosOptions) -> anyhow::Result<ChaosReport> {
         report.replay_changed.push("deals or attachments".into());
     }
     pipeline.lock().await.stop();
+    if let Some(cluster) = &cluster
+        && report.failures().is_empty()
+    {
+        // A node's restart time grows with the partitions it holds; a failed run's topics
+        // stay for inspection (`dev/test` drops them at its next start).
+        cluster.delete_topics(&env.prefix).await;
+    }
     Ok(report)
+}
+
+/// `kill -9` of the cluster node leading `topic` partition 0, and its restart (`dev/up
+/// --cluster`); how long until it served again.
+fn kill_leader(cluster: &Cluster, topic: &str) -> Result<f64, String> {
+    let started = Instant::now();
+    let leader = cluster
+        .partitions(&[topic.to_string()])
+        .into_iter()
+        .find(|p| p.partition == 0)
+        .map(|p| p.leader)
+        .filter(|&l| l > 0)
+        .ok_or_else(|| format!("{topic} partition 0 has no leader"))?;
+    eprintln!("chaos: kill -9 of cluster node {leader}, the leader of {topic}/0");
+    cluster.kill_node(leader);
+    cluster.up();
+    Ok(started.elapsed().as_secs_f64())
 }

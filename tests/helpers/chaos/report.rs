@@ -3,7 +3,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use super::faults::STATEFUL;
 use super::{ChaosOptions, Sent};
+use crate::pipeline::STREAM_PROCESSORS;
 
 #[derive(Debug, Default)]
 pub struct ChaosReport {
@@ -32,6 +34,13 @@ pub struct ChaosReport {
     pub replay_requests: u64,
     pub replay_changed: Vec<String>,
     pub replay_secs: f64,
+    /// Scale steps taken, with when.
+    pub scale_steps: Vec<String>,
+    /// Instances frozen (SIGSTOP) and continued.
+    pub zombies: Vec<String>,
+    /// Message ids with more than one `resolved` record, and without one.
+    pub resolved_twice: Vec<String>,
+    pub resolved_missing: Vec<String>,
 }
 
 impl ChaosReport {
@@ -131,6 +140,29 @@ impl ChaosReport {
                 self.replay_changed
             ));
         }
+        if !self.resolved_twice.is_empty() || !self.resolved_missing.is_empty() {
+            f.push(format!(
+                "resolved records: {} message ids twice (e.g. {:?}), {} without one (e.g. {:?})",
+                self.resolved_twice.len(),
+                self.resolved_twice.first(),
+                self.resolved_missing.len(),
+                self.resolved_missing.first()
+            ));
+        }
+        let steps_planned = 2 * (o.instances.max(1) - 1) * STREAM_PROCESSORS.len();
+        if self.scale_steps.len() != steps_planned {
+            f.push(format!(
+                "{} scale steps taken of {steps_planned} planned",
+                self.scale_steps.len()
+            ));
+        }
+        if !o.zombie.is_zero() && self.zombies.len() != STATEFUL.len() {
+            f.push(format!(
+                "{} zombies of {} planned",
+                self.zombies.len(),
+                STATEFUL.len()
+            ));
+        }
         f
     }
 }
@@ -172,6 +204,12 @@ impl fmt::Display for ChaosReport {
             self.registry_restart_secs
                 .map_or("no".into(), |t| format!("once, back after {t:.1} s"))
         )?;
+        if !self.scale_steps.is_empty() {
+            writeln!(f, "  scale steps     {}", self.scale_steps.join("; "))?;
+        }
+        if !self.zombies.is_empty() {
+            writeln!(f, "  zombies         {}", self.zombies.join("; "))?;
+        }
         writeln!(
             f,
             "  CRM faults      {:?}; bursts: {}",
@@ -200,6 +238,12 @@ impl fmt::Display for ChaosReport {
             s.rejected.len() + s.not_an_email.len(),
             self.dlq_classes,
             self.dlq_without_reason == 0
+        )?;
+        writeln!(
+            f,
+            "  resolved        {} message ids twice, {} without a record",
+            self.resolved_twice.len(),
+            self.resolved_missing.len()
         )?;
         let exits: usize = self.unexpected_exits.values().map(Vec::len).sum();
         let in_outage: u32 = self.exits_in_outage.values().sum();
