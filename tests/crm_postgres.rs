@@ -726,12 +726,11 @@ async fn a_database_outage_stalls_the_sink_and_loses_nothing() {
 /// Throughput of the PostgreSQL backend (not part of the suite: `cargo test -p mailstream-tests
 /// --test crm_postgres -- --ignored throughput --nocapture`). 2,000 leads from distinct senders,
 /// each with an attachment: a new contact, an activity, an attachment and a lead per record.
+/// The baseline, in the same run: the same records through the sink in a dry run (everything
+/// but the database), so the ratio says what the writes cost on this machine, whatever its load.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement, not a check"]
 async fn postgres_throughput() {
-    let env = TestEnv::new("crmbench");
-    let schema = schema_of(&env);
-    let url = database_url();
     let n = 2_000;
     let t = now_ms() - 60_000;
     let records: Vec<ScoredLead> = (0..n)
@@ -747,19 +746,53 @@ async fn postgres_throughput() {
             )
         })
         .collect();
-    for chunk in records.chunks(500) {
-        produce_leads(&env, chunk).await;
-    }
-    let port = free_port();
-    let mut run = spawn_sink(
+    let url = database_url();
+    let dry_env = TestEnv::new("crmbenchdry");
+    let dry_schema = schema_of(&dry_env);
+    let dry = sink_throughput(
+        &dry_env,
+        &records,
+        &[
+            ("MAILSTREAM_CRM_SINK_DATABASE_URL", url.as_str()),
+            ("MAILSTREAM_CRM_SINK_SCHEMA", dry_schema.as_str()),
+            ("MAILSTREAM_CRM_SINK_DRY_RUN", "true"),
+        ],
+    )
+    .await;
+    let env = TestEnv::new("crmbench");
+    let schema = schema_of(&env);
+    let written = sink_throughput(
         &env,
-        "a",
-        port,
+        &records,
         &[
             ("MAILSTREAM_CRM_SINK_DATABASE_URL", url.as_str()),
             ("MAILSTREAM_CRM_SINK_SCHEMA", schema.as_str()),
         ],
+    )
+    .await;
+    println!(
+        "crm-sink postgres: {n} records, {:.0} records/s ({:.2} ms in process per record) = {:.2} of a dry run's {:.0} records/s ({:.2} ms)",
+        written.0,
+        written.1,
+        written.0 / dry.0,
+        dry.0,
+        dry.1
     );
+}
+
+/// Records per second through a sink with `settings` after its first result, and the mean time
+/// in `process` per record (ms).
+async fn sink_throughput(
+    env: &TestEnv,
+    records: &[ScoredLead],
+    settings: &[(&str, &str)],
+) -> (f64, f64) {
+    let n = records.len();
+    for chunk in records.chunks(500) {
+        produce_leads(env, chunk).await;
+    }
+    let port = free_port();
+    let mut run = spawn_sink(env, "a", port, settings);
     let first = collect(
         &env.consumer(&["crm-results"]),
         1,
@@ -780,16 +813,14 @@ async fn postgres_throughput() {
     let (_, metrics) = http_get(&format!("http://127.0.0.1:{port}/metrics")).await;
     terminate(&mut run, Duration::from_secs(30));
     assert_eq!(all.len(), n);
-    let processing: Vec<&str> = metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with("mailstream_processing_seconds_sum")
-                || l.starts_with("mailstream_processing_seconds_count")
-        })
-        .collect();
-    println!(
-        "crm-sink postgres: {n} records in {:.1} s after the first result = {:.0} records/s; {processing:?}",
-        elapsed.as_secs_f64(),
-        (n - 1) as f64 / elapsed.as_secs_f64()
-    );
+    let sample = |name: &str| {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let per_record = sample("mailstream_processing_seconds_sum")
+        / sample("mailstream_processing_seconds_count").max(1.0);
+    ((n - 1) as f64 / elapsed.as_secs_f64(), per_record * 1000.0)
 }
