@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""helm/check_rendered.py TOPOLOGY RENDERED.yaml [--all-processors]
+"""helm/check_rendered.py TOPOLOGY RENDERED.yaml [--all-processors] [--also=PROCESSOR,...]
 
 Checks of `helm template` output that a Kubernetes schema cannot make, run by helm/check:
 
   * every processor of topology.yaml that is not `optional: true` has its Deployment (with
-    --all-processors; otherwise the Deployments present must be processors of the topology),
-    running `mailstream run <processor>`;
+    --all-processors; otherwise the Deployments present must be processors of the topology, an
+    optional one only if the chart deploys it on request: the notifier), and so does each
+    processor named by --also, running `mailstream run <processor>`;
   * replicas never exceed partitions: each Deployment's replicas, HPA maxReplicas and KEDA
     maxReplicaCount are at most the partition count of the processor's input topic, taken from
     topology.yaml here (not from the chart's annotations);
@@ -26,12 +27,15 @@ import sys
 
 import yaml
 
+# Optional processors of the topology the chart deploys when asked (processors.<name>.enabled).
+DEPLOYABLE_OPTIONAL = {"notifier"}
 SECRETISH = re.compile(r"(PASSWORD|SECRET|TOKEN|DATABASE_URL|CREDENTIAL|PRIVATE_KEY)")
 
 
 def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     all_processors = "--all-processors" in sys.argv
+    also = {n for a in sys.argv[1:] if a.startswith("--also=") for n in a[len("--also="):].split(",") if n}
     topology_path, rendered_path = args
     with open(topology_path) as f:
         topo = yaml.safe_load(f)
@@ -45,6 +49,9 @@ def main():
         return topo["topics"][topic].get("partitions") or defaults
 
     wanted = {name: spec for name, spec in topo["processors"].items() if not spec.get("optional")}
+    deployable = {
+        name: spec for name, spec in topo["processors"].items() if name in wanted or name in DEPLOYABLE_OPTIONAL
+    }
     by_kind = {}
     for d in docs:
         by_kind.setdefault(d["kind"], []).append(d)
@@ -54,29 +61,28 @@ def main():
     for d in by_kind.get("Deployment", []):
         component = d["metadata"]["labels"].get("app.kubernetes.io/component")
         deployments[component] = d
-        if component not in wanted:
+        if component not in deployable:
             problems.append(f"Deployment {d['metadata']['name']}: component {component!r} is not a processor of topology.yaml")
             continue
         container = d["spec"]["template"]["spec"]["containers"][0]
         if container.get("args") != ["run", component]:
             problems.append(f"Deployment {d['metadata']['name']}: args {container.get('args')} instead of ['run', '{component}']")
-    if all_processors:
-        for name in wanted:
-            if name not in deployments:
-                problems.append(f"processor {name} of topology.yaml has no Deployment")
+    for name in (set(wanted) if all_processors else set()) | also:
+        if name not in deployments:
+            problems.append(f"processor {name} of topology.yaml has no Deployment")
 
     # --- replicas <= partitions -------------------------------------------------------------------
     names_to_processor = {d["metadata"]["name"]: c for c, d in deployments.items()}
 
     def cap(processor):
-        spec = wanted.get(processor) or {}
+        spec = deployable.get(processor) or {}
         return partitions(spec["input"]) if spec.get("input") else None
 
     for component, d in deployments.items():
         limit = cap(component)
         replicas = d["spec"].get("replicas")
         if limit is not None and replicas is not None and replicas > limit:
-            problems.append(f"Deployment {d['metadata']['name']}: replicas {replicas} > {limit} partitions of {wanted[component]['input']}")
+            problems.append(f"Deployment {d['metadata']['name']}: replicas {replicas} > {limit} partitions of {deployable[component]['input']}")
     for hpa in by_kind.get("HorizontalPodAutoscaler", []):
         component = names_to_processor.get(hpa["spec"]["scaleTargetRef"]["name"])
         limit = cap(component)
@@ -93,7 +99,7 @@ def main():
         if so["spec"]["maxReplicaCount"] > limit:
             problems.append(f"ScaledObject {so['metadata']['name']}: maxReplicaCount {so['spec']['maxReplicaCount']} > {limit} partitions")
         trigger = so["spec"]["triggers"][0]["metadata"]
-        if not trigger["topic"].endswith(wanted[component]["input"]) or not trigger["consumerGroup"].endswith(f"mailstream-{component}"):
+        if not trigger["topic"].endswith(deployable[component]["input"]) or not trigger["consumerGroup"].endswith(f"mailstream-{component}"):
             problems.append(f"ScaledObject {so['metadata']['name']}: topic/group {trigger['topic']}/{trigger['consumerGroup']} do not match {component}")
         if trigger.get("allowIdleConsumers") != "false":
             problems.append(f"ScaledObject {so['metadata']['name']}: allowIdleConsumers must be \"false\"")

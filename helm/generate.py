@@ -212,6 +212,13 @@ SETTINGS = {
             "database_ca_file": "databaseCaSecret (a Secret)",
         },
     ),
+    "notifier": (
+        "NotifierSettings",
+        {
+            "slack_webhook_url": "slackWebhookUrlSecret (a Secret)",
+            "webhook_secret": "webhookSecret (a Secret)",
+        },
+    ),
 }
 
 
@@ -428,6 +435,14 @@ def values_schema():
                             "tokenSecret": SECRET_REF,
                             "databaseUrlSecret": SECRET_REF,
                             "databaseCaSecret": SECRET_NAME,
+                        }
+                    ),
+                    # optional in topology.yaml: deployed only when its own `enabled` is true.
+                    "notifier": processor(
+                        {
+                            "config": config_schema("notifier"),
+                            "slackWebhookUrlSecret": SECRET_REF,
+                            "webhookSecret": SECRET_REF,
                         }
                     ),
                 },

@@ -91,14 +91,17 @@ app.kubernetes.io/component: {{ index . 1 }}
 
 {{/*
 The processors the chart deploys, in name order: every processor of the topology that is not
-`optional: true` (the pass-through benchmark baseline is). Printed one per line; use with
-`include ... | splitList "\n"` or fill a list with mailstream.processorNames.
+`optional: true` (the pass-through benchmark baseline is), plus the optional ones the chart
+knows how to deploy on request (mailstream.optionalProcessors: the notifier). Printed one per
+line; use with `include ... | splitList "\n"` or fill a list with mailstream.processorNames.
 */}}
+{{- define "mailstream.optionalProcessors" -}}notifier{{- end }}
 {{- define "mailstream.processorNames" -}}
 {{- $topo := include "mailstream.topologyYaml" . | fromYaml -}}
+{{- $optional := include "mailstream.optionalProcessors" . | splitList "\n" -}}
 {{- $names := list -}}
 {{- range $name, $p := $topo.processors -}}
-{{- if not (and (kindIs "map" $p) $p.optional) -}}
+{{- if or (not (and (kindIs "map" $p) $p.optional)) (has $name $optional) -}}
 {{- $names = append $names $name -}}
 {{- end -}}
 {{- end -}}
@@ -129,7 +132,9 @@ into floats, so the result comes back through $out.)
 
   $out.name        the processor name (as in topology.yaml)
   $out.s           its settings: processorDefaults deep-merged with processors.<name>
-  $out.enabled     whether it is deployed
+  $out.enabled     whether it is deployed (an optional processor of the topology, the notifier,
+                   only when processors.<name>.enabled is true: processorDefaults.enabled does
+                   not turn it on)
   $out.fullname    the name of its Deployment, Service, ...
   $out.input       its input topic ("" for ingest, which only produces)
   $out.partitions  the input topic's partition count (0 without input): the most consumers
@@ -149,7 +154,12 @@ into floats, so the result comes back through $out.)
 {{- include "mailstream.deepMerge" (list $s (index $root.Values.processors $name | default dict)) -}}
 {{- $_ := set $out "name" $name -}}
 {{- $_ := set $out "s" $s -}}
+{{- $own := index $root.Values.processors $name | default dict -}}
+{{- if $spec.optional -}}
+{{- $_ := set $out "enabled" (eq (toString $own.enabled) "true") -}}
+{{- else -}}
 {{- $_ := set $out "enabled" (ne (toString $s.enabled) "false") -}}
+{{- end -}}
 {{- $_ := set $out "fullname" (printf "%s-%s" (include "mailstream.fullname" $root) $name) -}}
 {{- $_ := set $out "envPrefix" (printf "MAILSTREAM_%s_" ($name | upper | replace "-" "_")) -}}
 {{- $_ := set $out "outputs" ($spec.outputs | default list) -}}
@@ -166,7 +176,6 @@ into floats, so the result comes back through $out.)
 {{- $_ := set $out "partitions" $partitions -}}
 {{- $path := printf "processors.%s" $name -}}
 {{- /* Name the value where it was set: the processor's own, or processorDefaults. */ -}}
-{{- $own := index $root.Values.processors $name | default dict -}}
 {{- $ownAs := $own.autoscaling | default dict -}}
 {{- $replicasPath := ternary (printf "%s.replicas" $path) (printf "processorDefaults.replicas (for %s)" $name) (hasKey $own "replicas") -}}
 {{- $maxPath := ternary (printf "%s.autoscaling.maxReplicas" $path) (printf "processorDefaults.autoscaling.maxReplicas (for %s)" $name) (hasKey $ownAs "maxReplicas") -}}

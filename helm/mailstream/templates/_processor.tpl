@@ -86,6 +86,17 @@ the instance id. Secrets never pass through Helm: only their names and keys are 
       name: {{ $s.databaseUrlSecret.name | quote }}
       key: {{ $s.databaseUrlSecret.key | quote }}
 {{- end }}
+{{- if eq $p.name "notifier" }}
+{{- range $var, $ref := dict "SLACK_WEBHOOK_URL" $s.slackWebhookUrlSecret "WEBHOOK_SECRET" $s.webhookSecret }}
+{{- if and $ref $ref.name }}
+- name: {{ printf "%s%s" $p.envPrefix $var }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $ref.name | quote }}
+      key: {{ $ref.key | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- with $s.extraEnv }}
 {{ toYaml . }}
 {{- end }}

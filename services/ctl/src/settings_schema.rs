@@ -6,6 +6,7 @@
 
 use mailstream_crm_sink::CrmSinkSettings;
 use mailstream_ingest::IngestSettings;
+use mailstream_notifier::NotifierSettings;
 use mailstream_parser::ParserSettings;
 use mailstream_resolver::ResolverSettings;
 use mailstream_scorer::ScorerSettings;
@@ -20,6 +21,7 @@ fn document() -> Value {
         ("resolver", schema_for!(ResolverSettings)),
         ("scorer", schema_for!(ScorerSettings)),
         ("crm-sink", schema_for!(CrmSinkSettings)),
+        ("notifier", schema_for!(NotifierSettings)),
     ];
     let mut out = Map::new();
     for (section, schema) in schemas {
