@@ -17,9 +17,10 @@
 //! (text, HTML, tracking pixels), [`reply`] (quotes and signatures), [`attachments`],
 //! [`signals`] (auth, auto-reply, bounce, list), [`bounce`] (delivery reports, classified),
 //! [`autoreply`] (automatic replies, classified), [`forward`] (a forwarded message's original
-//! sender, date, subject and body), [`form`] (a website form notification's person and fields), [`redact`] (card numbers, IBANs and configured
-//! patterns masked before the record is written), [`scan`] (attachments scanned by ClamAV's
-//! clamd before they are stored), [`settings`].
+//! sender, date, subject and body), [`form`] (a website form notification's person and
+//! fields), [`redact`] (card numbers, IBANs and configured patterns masked before the record is
+//! written), [`scan`] (attachments scanned by ClamAV's clamd before they are stored),
+//! [`settings`].
 
 pub mod attachments;
 pub mod autoreply;

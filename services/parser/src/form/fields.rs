@@ -126,7 +126,8 @@ fn is_label(line: &str) -> bool {
 /// The role of a label: compared lower-cased, `-`, `_`, `*` as spaces, without a trailing
 /// `:`/`?`, a `(required)` and the like.
 pub fn role_of(label: &str) -> Option<Role> {
-    if label.len() > 80 {
+    // No known label is longer: prose lines are turned away before any allocation.
+    if label.len() > 48 {
         return None;
     }
     let lower = label.to_lowercase();

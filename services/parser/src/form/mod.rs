@@ -21,15 +21,22 @@
 mod fields;
 mod words;
 
+use std::sync::LazyLock;
+
 use mailstream_runtime::records::{Address, FormLead, Header, ParsedEmail};
+use regex::Regex;
 
 use self::words::{NOTIFICATION_PHRASES, PROVIDERS, ROBOTS, Role, SITE_MAILERS};
+use crate::bodies::re;
 use crate::forward::is_reply_subject;
 use crate::normalize;
 use crate::redact::Redactor;
 
 /// The most label/value pairs kept.
 pub const MAX_FIELDS: usize = 40;
+/// The largest HTML body whose tables are read (a notification's is a few KiB; a newsletter's
+/// larger).
+const MAX_HTML_BYTES: usize = 64 * 1024;
 
 /// Fills `record.form` when `record` is a website form's notification.
 pub fn detect(record: &mut ParsedEmail, redactor: &Redactor) {
@@ -39,8 +46,18 @@ pub fn detect(record: &mut ParsedEmail, redactor: &Redactor) {
     {
         return;
     }
-    let provider = provider(record);
-    if provider.is_none() && !robot_sender(record) {
+    // The cheap tests first: most mail is neither from a robot nor a form service.
+    let robot = record
+        .from
+        .iter()
+        .chain(&record.sender)
+        .any(|a| is_robot(&a.email));
+    let phrases = phrases(record);
+    let provider = provider(record, &phrases);
+    let site = phrases
+        .iter()
+        .any(|p| SITE_MAILERS.contains(&p.as_str()) || NOTIFICATION_PHRASES.contains(&p.as_str()));
+    if provider.is_none() && !robot && !site {
         return;
     }
     let mut pairs = record
@@ -48,7 +65,12 @@ pub fn detect(record: &mut ParsedEmail, redactor: &Redactor) {
         .as_deref()
         .map(fields::from_text)
         .unwrap_or_default();
-    if let Some(html) = record.html.as_deref() {
+    // A table's cells are pairs the text made of the HTML may have run together.
+    let tables = record
+        .html
+        .as_deref()
+        .filter(|h| h.len() <= MAX_HTML_BYTES && (h.contains("<td") || h.contains("<TD")));
+    if let Some(html) = tables {
         let from_html = fields::from_html(html);
         if known(&from_html) > known(&pairs) {
             pairs = from_html;
@@ -117,8 +139,9 @@ fn known(pairs: &[fields::Pair]) -> usize {
     pairs.iter().filter(|(role, _, _)| role.is_some()).count()
 }
 
-/// The form service or plugin that sent `record`, by the sender's domain or a phrase.
-fn provider(record: &ParsedEmail) -> Option<&'static str> {
+/// The form service or plugin that sent `record`, by the sender's domain or one of the
+/// `phrases` found.
+fn provider(record: &ParsedEmail, phrases: &[String]) -> Option<&'static str> {
     let domain = record
         .from
         .as_ref()
@@ -130,21 +153,37 @@ fn provider(record: &ParsedEmail) -> Option<&'static str> {
             .iter()
             .any(|d| domain == *d || domain.ends_with(&format!(".{d}")))
     });
-    if let Some(p) = by_domain {
-        return Some(p.name);
-    }
-    let haystack = haystack(record);
-    PROVIDERS
-        .iter()
-        .find(|p| p.phrases.iter().any(|phrase| haystack.contains(phrase)))
+    by_domain
+        .or_else(|| {
+            PROVIDERS.iter().find(|p| {
+                p.phrases
+                    .iter()
+                    .any(|phrase| phrases.iter().any(|f| f == phrase))
+            })
+        })
         .map(|p| p.name)
 }
 
-/// The subject, the mailer and the end of the text (where plugins put their footer), lower
-/// case, bounded.
-fn haystack(record: &ParsedEmail) -> String {
+/// Every phrase of a provider, a site mailer or a notification: one case-insensitive scan of
+/// literals.
+static PHRASES: LazyLock<Regex> = LazyLock::new(|| {
+    let mut all: Vec<&str> = PROVIDERS
+        .iter()
+        .flat_map(|p| p.phrases.iter().copied())
+        .chain(SITE_MAILERS.iter().copied())
+        .chain(NOTIFICATION_PHRASES.iter().copied())
+        .collect();
+    all.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
+    all.dedup();
+    let alternation: Vec<String> = all.iter().map(|p| regex::escape(p)).collect();
+    re(&format!("(?i){}", alternation.join("|")))
+});
+
+/// The phrases ([`PHRASES`]) in the subject, the mailer and the start and end of the text
+/// (where plugins put their footer), lower case.
+fn phrases(record: &ParsedEmail) -> Vec<String> {
     let text = record.text.as_deref().unwrap_or_default();
-    let mut tail_start = text.len().saturating_sub(2048);
+    let mut tail_start = text.len().saturating_sub(2048).max(2048).min(text.len());
     while !text.is_char_boundary(tail_start) {
         tail_start -= 1;
     }
@@ -160,30 +199,12 @@ fn haystack(record: &ParsedEmail) -> String {
     [
         record.subject.as_deref().unwrap_or_default(),
         &text[..head_end],
-        &text[tail_start..],
+        &text[tail_start.max(head_end)..],
     ]
     .into_iter()
     .chain(mailer)
-    .collect::<Vec<_>>()
-    .join("\n")
-    .to_lowercase()
-}
-
-/// Whether the sender is a website: a robot or role address, a site mailer, or a
-/// notification's phrase.
-fn robot_sender(record: &ParsedEmail) -> bool {
-    let robot = record
-        .from
-        .iter()
-        .chain(&record.sender)
-        .any(|a| is_robot(&a.email));
-    robot || {
-        let haystack = haystack(record);
-        SITE_MAILERS
-            .iter()
-            .chain(NOTIFICATION_PHRASES)
-            .any(|p| haystack.contains(p))
-    }
+    .flat_map(|s| PHRASES.find_iter(s).map(|m| m.as_str().to_lowercase()))
+    .collect()
 }
 
 fn is_robot(email: &str) -> bool {

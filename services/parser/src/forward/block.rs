@@ -150,7 +150,15 @@ pub struct Marker {
 }
 
 /// The first banner or header block in `lines[start..end]` quoted at least `min_depth` deep.
-pub fn find(lines: &[&str], start: usize, end: usize, min_depth: usize) -> Option<Marker> {
+/// Without `blocks`, only banners count (a header block under a subject without a forward
+/// prefix is quoted history), which spares the label patterns every line.
+pub fn find(
+    lines: &[&str],
+    start: usize,
+    end: usize,
+    min_depth: usize,
+    blocks: bool,
+) -> Option<Marker> {
     let end = end.min(lines.len());
     (start..end).find_map(|i| {
         let (depth, t) = quote_depth(lines[i]);
@@ -168,7 +176,7 @@ pub fn find(lines: &[&str], start: usize, end: usize, min_depth: usize) -> Optio
                 banner: Some(is_forward_banner(t)),
             });
         }
-        let block = matches!(label(t), Some((Label::From, _))) && {
+        let block = blocks && LABELS[0].1.is_match(t) && {
             let others = lines[i + 1..end]
                 .iter()
                 .take(8)

@@ -15,7 +15,8 @@
 //! A chain of forwards is followed to its innermost message, the original (`depth` counts the
 //! steps), iteratively and at most [`MAX_DEPTH`] deep, each step reading on from the last, so
 //! hostile nesting costs one pass over the text. Delivery reports and automatic replies (which
-//! quote or attach the message they answer), and replies (`Re:`, `AW:`, ...), are not
+//! quote or attach the message they answer), mail from robots (`mailer-daemon@`, `no-reply@`:
+//! a report the bounce reader did not recognise), and replies (`Re:`, `AW:`, ...), are not
 //! forwards. The original's body is its new content (its own quotes and signature removed by
 //! [`crate::reply`]), masked by the record's redactor and cut to [`MAX_BODY_BYTES`].
 
@@ -46,7 +47,11 @@ pub fn detect(message: &Message<'_>, record: &mut ParsedEmail, redactor: &Redact
         return;
     }
     let subject = record.subject.as_deref().unwrap_or_default();
-    if is_reply_subject(subject) {
+    let robot = record
+        .from
+        .as_ref()
+        .is_some_and(|a| words::is_robot(&a.email));
+    if is_reply_subject(subject) || robot {
         return;
     }
     let mut found = attached(message).or_else(|| {
@@ -153,10 +158,11 @@ fn inline(text: &str, subject: &str, already: usize) -> Option<Forwarded> {
     let mut found: Option<(block::Block, usize, usize)> = None;
     let mut steps = 0;
     while steps + already < MAX_DEPTH {
-        let Some(marker) = block::find(&lines, start, end, depth) else {
+        let forward_subject = is_forward_subject(&subject);
+        let Some(marker) = block::find(&lines, start, end, depth, forward_subject) else {
             break;
         };
-        let forward = marker.banner == Some(true) || is_forward_subject(&subject);
+        let forward = marker.banner == Some(true) || forward_subject;
         if !forward {
             break;
         }

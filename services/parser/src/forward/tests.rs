@@ -214,6 +214,16 @@ fn attached_forward() {
 }
 
 #[test]
+fn a_robot_attaching_a_message_does_not_forward_it() {
+    let raw = "From: no-reply@mta.example\r\nTo: a@acme.example\r\nSubject: Mail error\r\n\
+               Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n\
+               The mailbox is full.\r\n--b\r\nContent-Type: message/rfc822\r\n\r\nFrom: a@acme.example\r\n\
+               Subject: x\r\n\r\nhello\r\n--b--\r\n";
+    let r = parse_message(raw.as_bytes(), &ParseContext::default()).expect("parses");
+    assert_eq!(r.forwarded, None);
+}
+
+#[test]
 fn not_forwards() {
     for (subject, body) in [
         ("Hello", "Just a note.\nFrom: the desk of Bob\n"),

@@ -82,3 +82,25 @@ pub const FORWARD_STEMS: &[&str] = &[
     "轉寄",
     "전달",
 ];
+
+/// Local parts (without a `+tag`) of robots, which report on mail rather than forward it.
+pub const ROBOTS: &[&str] = &[
+    "mailer-daemon",
+    "postmaster",
+    "noreply",
+    "no-reply",
+    "no_reply",
+    "donotreply",
+    "do-not-reply",
+    "bounce",
+    "bounces",
+    "mailer",
+    "mail-daemon",
+];
+
+/// Whether `email` is a robot's address ([`ROBOTS`]).
+pub fn is_robot(email: &str) -> bool {
+    let local = email.rsplit_once('@').map_or(email, |(l, _)| l);
+    let base = local.split_once('+').map_or(local, |(b, _)| b);
+    ROBOTS.contains(&base.to_ascii_lowercase().as_str())
+}
