@@ -16,8 +16,9 @@
 //! | `headers` | [`MAX_HEADERS`] entries, [`MAX_HEADER_BYTES_TOTAL`] together | later headers dropped |
 //! | `attachments` | [`MAX_LIST_ENTRIES`]; names and types [`MAX_NAME_BYTES`] each, [`MAX_ATTACHMENT_BYTES_TOTAL`] together | later parts dropped (their bytes are not stored) |
 //! | `warnings`, evidence | [`MAX_WARNINGS`], [`MAX_NAME_BYTES`] each | later warnings dropped |
+//! | `forwarded`, `form` | the original's body 64 KiB, its other strings 1 KiB ([`crate::forward`]); 40 pairs, labels 128 bytes, values 4 KiB, the person 1 KiB ([`crate::form`]) | cut when read (`forwarded.body` named in `truncated`), later pairs dropped |
 //!
-//! [`max_record_bytes`] bounds the encoded record for a `max_body_bytes`: about 6.4 MB with
+//! [`max_record_bytes`] bounds the encoded record for a `max_body_bytes`: about 6.6 MB with
 //! the default 1 MiB, under the 8 MiB `parsed` cap with room for what the resolver and scorer
 //! add. The parser's settings refuse a `max_body_bytes` whose bound would not leave that room.
 
@@ -92,6 +93,8 @@ pub fn max_record_bytes(max_body_bytes: usize) -> usize {
         + recipients
         + notes
         + bounce_details
+        + crate::forward::MAX_ENCODED_BYTES
+        + crate::form::MAX_ENCODED_BYTES
 }
 
 /// Bounds `record` in place; returns the bodies that were cut, with their whole text.
@@ -400,9 +403,10 @@ mod tests {
     #[test]
     fn the_default_bound_leaves_room_under_the_parsed_cap() {
         let bound = max_record_bytes(DEFAULT_MAX_BODY_BYTES);
-        // 6.4 MB since bounces carry per-recipient details; the settings keep 512 KiB for the
-        // resolver and scorer under the 8 MiB cap.
-        assert!(bound < 6_500_000, "{bound}");
+        // 6.4 MB since bounces carry per-recipient details, 6.6 MB with a forward's original
+        // and a form's fields; the settings keep 512 KiB for the resolver and scorer under the
+        // 8 MiB cap.
+        assert!(bound < 6_700_000, "{bound}");
     }
 
     #[test]

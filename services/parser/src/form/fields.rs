@@ -21,9 +21,9 @@ pub type Pair = (Option<Role>, String, String);
 /// The most lines read.
 const MAX_LINES: usize = 600;
 /// The longest label kept.
-const MAX_LABEL_BYTES: usize = 128;
+pub const MAX_LABEL_BYTES: usize = 128;
 /// The longest value kept (a message's included).
-const MAX_VALUE_BYTES: usize = 8 * 1024;
+pub const MAX_VALUE_BYTES: usize = 4 * 1024;
 /// Marks the end of a table cell in the HTML made text (a private-use character).
 const CELL: char = '\u{E000}';
 
@@ -160,7 +160,7 @@ fn is_footer(line: &str) -> bool {
         || lower.contains("wurde von einem kontaktformular")
 }
 
-fn bounded(value: &str, max: usize) -> String {
+pub fn bounded(value: &str, max: usize) -> String {
     let mut end = value.len().min(max);
     while !value.is_char_boundary(end) {
         end -= 1;

@@ -34,6 +34,15 @@ use crate::redact::Redactor;
 
 /// The most label/value pairs kept.
 pub const MAX_FIELDS: usize = 40;
+/// The longest name or address of the person kept.
+const MAX_PERSON_BYTES: usize = 1024;
+/// An upper bound of the encoded `form` record: the pairs, phone, company and message (values),
+/// the person, and a generous 1 KiB for the rest (part of [`crate::limits::max_record_bytes`]).
+pub const MAX_ENCODED_BYTES: usize = MAX_FIELDS
+    * (fields::MAX_LABEL_BYTES + fields::MAX_VALUE_BYTES + 20)
+    + 3 * (fields::MAX_VALUE_BYTES + 10)
+    + 2 * (MAX_PERSON_BYTES + 10)
+    + 1024;
 /// The largest HTML body whose tables are read (a notification's is a few KiB; a newsletter's
 /// larger).
 const MAX_HTML_BYTES: usize = 64 * 1024;
@@ -113,7 +122,10 @@ pub fn detect(record: &mut ParsedEmail, redactor: &Redactor) {
         .and_then(|n| normalize::display_name(&n, &email));
     let mut form = FormLead {
         provider: provider.unwrap_or("generic").into(),
-        person: Some(Address { email, name }),
+        person: Some(Address {
+            email: fields::bounded(&email, MAX_PERSON_BYTES),
+            name: name.map(|n| fields::bounded(&n, MAX_PERSON_BYTES)),
+        }),
         phone: value(Role::Phone),
         company: value(Role::Company),
         message: value(Role::Message),

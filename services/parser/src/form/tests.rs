@@ -186,5 +186,7 @@ fn hostile_forms_are_bounded() {
         &long,
     );
     let f = r.form.as_ref().expect("a form");
-    assert!(f.fields.iter().all(|h| h.value.len() <= 8 * 1024));
+    assert!(f.fields.iter().all(|h| h.value.len() <= 4 * 1024));
+    let person = f.person.as_ref().expect("a person");
+    assert!(person.name.as_ref().is_some_and(|n| n.len() <= 1024));
 }

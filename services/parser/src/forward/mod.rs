@@ -40,6 +40,9 @@ pub const MAX_DEPTH: usize = 16;
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// The longest subject, date text, name or address kept.
 const MAX_FIELD_BYTES: usize = 1024;
+/// An upper bound of the encoded `forwarded` record: the body, six bounded strings, and a
+/// generous 1 KiB for the rest (part of [`crate::limits::max_record_bytes`]).
+pub const MAX_ENCODED_BYTES: usize = MAX_BODY_BYTES + 6 * (MAX_FIELD_BYTES + 10) + 1024;
 
 /// The message `record` (parsed from `message`) forwards, if it forwards one.
 pub fn detect(message: &Message<'_>, record: &mut ParsedEmail, redactor: &Redactor) {
@@ -61,7 +64,7 @@ pub fn detect(message: &Message<'_>, record: &mut ParsedEmail, redactor: &Redact
             .and_then(|text| inline(text, subject, 0))
     });
     if let Some(original) = &mut found {
-        original.forwarder = record.from.clone();
+        original.forwarder = record.from.clone().map(bounded_address);
         if original.depth as usize >= MAX_DEPTH {
             record.warnings.push(format!(
                 "a chain of more than {MAX_DEPTH} forwards: the {MAX_DEPTH}th message is taken as the original"
