@@ -539,6 +539,7 @@ async fn postgres_dead_letters_a_rejected_message_and_keeps_the_rest_of_its_batc
             ("MAILSTREAM_CRM_SINK_DATABASE_URL", url.as_str()),
             ("MAILSTREAM_CRM_SINK_SCHEMA", schema.as_str()),
             ("MAILSTREAM_BATCH_MAX_MS", "2000"),
+            ("MAILSTREAM_BATCH_IDLE_MS", "0"),
             // Fewer attempts, so a call still fits the transaction with the longer batch.
             ("MAILSTREAM_CRM_SINK_MAX_ATTEMPTS", "3"),
         ],

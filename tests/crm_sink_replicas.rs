@@ -47,6 +47,7 @@ async fn two_sinks_share_contacts_and_accounts_without_deadlocks() {
         ("MAILSTREAM_CRM_SINK_SCHEMA", schema.as_str()),
         // Large batches: long database transactions, the condition that deadlocked.
         ("MAILSTREAM_BATCH_MAX_MS", "400"),
+        ("MAILSTREAM_BATCH_IDLE_MS", "0"),
         ("MAILSTREAM_BATCH_MAX_RECORDS", "100"),
     ];
     let ports = [free_port(), free_port()];

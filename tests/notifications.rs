@@ -391,6 +391,7 @@ fn settings(port: u16) -> Vec<(String, String)> {
         ("MAILSTREAM_NOTIFIER_BACKOFF_MAX_MS", "200".into()),
         // Every record in one batch, so the accepted sends stay uncommitted while it fails.
         ("MAILSTREAM_BATCH_MAX_MS", "2000".into()),
+        ("MAILSTREAM_BATCH_IDLE_MS", "0".into()),
         ("MAILSTREAM_RETRY_BACKOFF_MAX_MS", "500".into()),
     ]
     .into_iter()

@@ -208,11 +208,13 @@ async fn a_transaction_the_coordinator_timed_out_fences_its_producer_and_the_ins
     // frozen (SIGSTOP) for 25 s mid-batch finds its transaction aborted and its producer
     // fenced when it thaws (and its 10 s consumer session expired: it rejoins the group), as
     // a partition leader's death or a long stall does to an instance in production. Batches
-    // stay open 3 s under a slow feed, so a freeze almost always lands in one.
+    // stay open 3 s under a slow feed (not closed when the feed pauses), so a freeze almost
+    // always lands in one.
     let settings = [
         ("MAILSTREAM_HTTP_ADDR", http.as_str()),
         ("MAILSTREAM_TRANSACTION_TIMEOUT_MS", "8000"),
         ("MAILSTREAM_BATCH_MAX_MS", "3000"),
+        ("MAILSTREAM_BATCH_IDLE_MS", "0"),
     ];
     let feeder = Feeder::start(&env, 300, 5, Duration::from_millis(100));
     let consumer = env.consumer(&[OUT]);
