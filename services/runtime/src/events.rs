@@ -93,6 +93,17 @@ pub fn producer_replaced(m: &Metrics, processor: &str, error: &RuntimeError) {
     );
 }
 
+/// The transaction of a batch of `records` whose producer had to be replaced turned out to have
+/// committed (the coordinator carried out a commit whose answer was lost): the batch counts
+/// as done and is not read again.
+pub fn transaction_committed_after_all(processor: &str, records: usize) {
+    tracing::warn!(
+        processor,
+        records,
+        "the replaced producer's last transaction had committed; the batch is done"
+    );
+}
+
 /// A blocking transactional call (`call`: "send offsets", "commit", "abort") took `elapsed`,
 /// longer than a healthy cluster ever needs: a coordinator or partition leader is being moved or
 /// is unreachable, and every partition of the batch waits behind the call.

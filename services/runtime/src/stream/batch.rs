@@ -79,6 +79,20 @@ impl Batch {
     pub fn partitions(&self) -> impl Iterator<Item = i32> + '_ {
         self.ranges.keys().copied()
     }
+
+    /// Whether `committed`, the group's committed offsets of `topic` read once the batch's
+    /// transaction has surely ended, shows that it committed: every partition of the batch
+    /// listed is at or past the batch's end (a transaction commits all of them or none).
+    /// `None` when it lists none of the batch's partitions (they all moved to other members).
+    pub fn committed_in(&self, topic: &str, committed: &TopicPartitionList) -> Option<bool> {
+        let mut listed = committed
+            .elements_for_topic(topic)
+            .into_iter()
+            .filter_map(|e| Some((e.offset(), self.ranges.get(&e.partition())?.1 + 1)))
+            .peekable();
+        listed.peek()?;
+        Some(listed.all(|(offset, end)| matches!(offset, Offset::Offset(o) if o >= end)))
+    }
 }
 
 /// Exponential backoff with full jitter, for transient failures.
@@ -128,6 +142,33 @@ mod tests {
         );
         assert_eq!(batch.partitions().collect::<Vec<_>>(), vec![0, 1]);
         assert_eq!((batch.len(), batch.bytes()), (3, 300));
+    }
+
+    #[test]
+    fn a_batch_committed_when_its_partitions_are_committed_past_it() {
+        let mut batch = Batch::default();
+        batch.track(0, 10, 1);
+        batch.track(0, 11, 1);
+        batch.track(3, 7, 1);
+        let offsets = |list: &[(i32, Offset)]| {
+            let mut tpl = TopicPartitionList::new();
+            for (p, o) in list {
+                tpl.add_partition_offset("t", *p, *o).expect("valid");
+            }
+            tpl
+        };
+        let done = offsets(&[(0, Offset::Offset(12)), (3, Offset::Offset(8))]);
+        assert_eq!(batch.committed_in("t", &done), Some(true));
+        let before = offsets(&[(0, Offset::Offset(10)), (3, Offset::Offset(7))]);
+        assert_eq!(batch.committed_in("t", &before), Some(false));
+        let never = offsets(&[(0, Offset::Invalid)]);
+        assert_eq!(batch.committed_in("t", &never), Some(false));
+        let moved = offsets(&[(5, Offset::Offset(99))]);
+        assert_eq!(
+            batch.committed_in("t", &moved),
+            None,
+            "none of its partitions"
+        );
     }
 
     #[test]

@@ -940,9 +940,55 @@ impl<P: Processor> Stream<P> {
         init_transactions(&producer, P::NAME).await?;
         let old = std::mem::replace(&mut self.producer, producer);
         self.replacements.retire(old);
-        self.processor.on_abort();
         let mut backoff = Backoff::new(Duration::from_millis(self.config.retry_backoff_max_ms));
+        // The failed call may have been a commit the coordinator carried out (its answer
+        // lost with a broker): the new producer's init_transactions has ended the transaction
+        // either way, so the offsets committed for the batch say which. Undoing a committed
+        // batch in memory would leave the processor's state behind its changelog (a resolver
+        // would let a later copy of the batch's emails through).
+        let owned = self.owned_partitions(batch)?;
+        let committed = loop {
+            if owned.count() == 0 {
+                break false;
+            }
+            match self.committed(&owned) {
+                Ok(offsets) => break batch.committed_in(&self.input_topic, &offsets) == Some(true),
+                Err(error) => self.wait_to_retry(error, &mut backoff, shutdown).await?,
+            }
+            if shutdown.is_triggered() {
+                return Ok(());
+            }
+        };
+        if committed {
+            events::transaction_committed_after_all(P::NAME, batch.len());
+            self.consumer.context().committed(batch.next_offsets());
+            self.processor.on_commit();
+            self.producer.context().forget_all();
+            return Ok(());
+        }
+        self.processor.on_abort();
         self.rewind_batch(batch, &mut backoff, shutdown).await
+    }
+
+    /// The partitions of `batch` this member still owns.
+    fn owned_partitions(&self, batch: &Batch) -> Result<TopicPartitionList, RuntimeError> {
+        let mut owned = TopicPartitionList::new();
+        if batch.is_empty() {
+            return Ok(owned);
+        }
+        let assignment = self
+            .consumer
+            .assignment()
+            .map_err(|e| RuntimeError::kafka("reading the assignment to rewind", e))?;
+        for partition in batch.partitions() {
+            if assignment
+                .find_partition(&self.input_topic, partition)
+                .is_some()
+            {
+                owned.add_partition(&self.input_topic, partition);
+            }
+        }
+        Ok(owned)
     }
 
     /// Rewinds every partition of `batch` this member still owns to its committed offset.
@@ -952,22 +998,7 @@ impl<P: Processor> Stream<P> {
         backoff: &mut Backoff,
         shutdown: &mut Shutdown,
     ) -> Result<(), RuntimeError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let assignment = self
-            .consumer
-            .assignment()
-            .map_err(|e| RuntimeError::kafka("reading the assignment to rewind", e))?;
-        let mut owned = TopicPartitionList::new();
-        for partition in batch.partitions() {
-            if assignment
-                .find_partition(&self.input_topic, partition)
-                .is_some()
-            {
-                owned.add_partition(&self.input_topic, partition);
-            }
-        }
+        let owned = self.owned_partitions(batch)?;
         if owned.count() == 0 {
             return Ok(());
         }
@@ -980,13 +1011,20 @@ impl<P: Processor> Stream<P> {
         Ok(())
     }
 
+    /// The group's committed offsets of `owned` (read_committed: a transaction's offsets count
+    /// once it has committed).
+    fn committed(&self, owned: &TopicPartitionList) -> Result<TopicPartitionList, RuntimeError> {
+        let consumer = &self.consumer;
+        tokio::task::block_in_place(|| {
+            consumer.committed_offsets(owned.clone(), Duration::from_secs(10))
+        })
+        .map_err(|e| RuntimeError::kafka("reading committed offsets to rewind", e))
+    }
+
     /// Seeks each partition of `owned` to its committed offset.
     fn rewind(&self, owned: &TopicPartitionList) -> Result<(), RuntimeError> {
         let consumer = &self.consumer;
-        let committed = tokio::task::block_in_place(|| {
-            consumer.committed_offsets(owned.clone(), Duration::from_secs(10))
-        })
-        .map_err(|e| RuntimeError::kafka("reading committed offsets to rewind", e))?;
+        let committed = self.committed(owned)?;
         let mut rewind = TopicPartitionList::new();
         for element in committed.elements() {
             let offset = match element.offset() {
