@@ -158,12 +158,16 @@ async fn sample(p: &Pipeline, t0: Instant) -> Sample {
             commit_secs: metric(&text, "mailstream_transaction_commit_seconds_sum", &[]),
             commits: metric(&text, "mailstream_transaction_commit_seconds_count", &[]),
         });
+        // What the next stage reads (the sink, the last, feeds none).
         let output = match name {
-            "parser" => "parsed",
-            "resolver" => "resolved",
-            _ => "scored",
+            "parser" => Some("parsed"),
+            "resolver" => Some("resolved"),
+            "scorer" => Some("scored"),
+            _ => None,
         };
-        upstream = metric(&text, "mailstream_records_out_total", &[("topic", output)]);
+        if let Some(output) = output {
+            upstream = metric(&text, "mailstream_records_out_total", &[("topic", output)]);
+        }
     }
     Sample {
         at: t0.elapsed().as_secs_f64(),
