@@ -16,6 +16,7 @@ use regex::Regex;
 use super::words::{FORWARD_PREFIXES, FORWARD_STEMS, REPLY_PREFIXES};
 use crate::bodies::re;
 use crate::reply::locales::{LOCALES, Locale};
+use crate::reply::patterns::alternation;
 
 /// The header fields a forward's block names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +67,7 @@ static BANNER: LazyLock<Regex> = LazyLock::new(|| {
 static FORWARD_SUBJECT: LazyLock<Regex> = LazyLock::new(|| {
     re(&format!(
         r"(?i)^\s*(?:\[[^\]]{{0,60}}\]\s*)?(?:{})\s*(?:\[\d+\]|\(\d+\))?\s*[:：]",
-        list(FORWARD_PREFIXES)
+        alternation(FORWARD_PREFIXES)
     ))
 });
 
@@ -74,7 +75,7 @@ static FORWARD_SUBJECT: LazyLock<Regex> = LazyLock::new(|| {
 static REPLY_SUBJECT: LazyLock<Regex> = LazyLock::new(|| {
     re(&format!(
         r"(?i)^\s*(?:\[[^\]]{{0,60}}\]\s*)?(?:{})\s*(?:\[\d+\]|\(\d+\))?\s*[:：]",
-        list(REPLY_PREFIXES)
+        alternation(REPLY_PREFIXES)
     ))
 });
 
@@ -265,20 +266,10 @@ pub fn body_end(lines: &[&str], start: usize, end: usize, depth: usize) -> usize
 /// The alternation of one kind of word over all locales: escaped, de-duplicated, longest
 /// first, spaces matching any run of whitespace.
 fn words(kind: impl Fn(&Locale) -> &[&str]) -> String {
-    list(
+    alternation(
         &LOCALES
             .iter()
             .flat_map(|l| kind(l).iter().copied())
             .collect::<Vec<_>>(),
     )
-}
-
-fn list(words: &[&str]) -> String {
-    let mut all = words.to_vec();
-    all.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
-    all.dedup();
-    all.iter()
-        .map(|w| regex::escape(w).replace(' ', r"\s+"))
-        .collect::<Vec<_>>()
-        .join("|")
 }

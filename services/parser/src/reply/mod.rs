@@ -17,7 +17,7 @@
 
 mod html;
 pub mod locales;
-mod patterns;
+pub(crate) mod patterns;
 mod quotes;
 mod signature;
 

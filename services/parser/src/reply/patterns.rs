@@ -120,13 +120,19 @@ pub fn may_end_attribution(line: &str) -> bool {
         }
 }
 
-/// The alternation of one kind of word over all locales: escaped, de-duplicated, longest
-/// first, spaces matching any run of whitespace.
+/// The alternation of one kind of word over all locales (see [`alternation`]).
 fn words(kind: impl Fn(&Locale) -> &[&str]) -> String {
-    let mut all: Vec<&str> = LOCALES
+    let all: Vec<&str> = LOCALES
         .iter()
         .flat_map(|l| kind(l).iter().copied())
         .collect();
+    alternation(&all)
+}
+
+/// A regex alternation of `words`: escaped, de-duplicated, longest first, spaces matching
+/// any run of whitespace.
+pub(crate) fn alternation(words: &[&str]) -> String {
+    let mut all = words.to_vec();
     all.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
     all.dedup();
     all.iter()
