@@ -18,25 +18,16 @@
 
 use std::collections::HashMap;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use mailstream_bench::prefill::{self, Entry, admin, delete_topics, runtime_config, write};
 use mailstream_runtime::avro::{AvroCodec, registry_settings};
-use mailstream_runtime::config::{self, ConfigSource};
 use mailstream_runtime::records::{DedupeEntry, ThreadLink};
-use mailstream_runtime::{
-    GlobalTable, KeyedStore, NoSettings, Outputs, RestoreContext, RuntimeConfig, Shutdown,
-    StoreLimits, Topology,
-};
+use mailstream_runtime::{GlobalTable, KeyedStore, Outputs, RestoreContext, Shutdown, StoreLimits};
 use mailstream_tests::{Stack, TestEnv};
-use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 
 #[derive(Parser)]
 struct Args {
@@ -101,32 +92,11 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
-/// A dedupe entry shaped like a real one (a Gmail-style message id, a UUID ingest id).
+/// Entry `i` is first seen (or linked) at this time plus `i` ms.
+const T0: i64 = 1_790_000_000_000;
+
 fn dedupe_entry(i: usize) -> DedupeEntry {
-    DedupeEntry {
-        message_id: message_id(i),
-        first_seen_at: 1_790_000_000_000 + i as i64,
-        ingest_id: format!("{:08x}-7d1e-4c0b-9a55-{:012x}", i, i * 7919),
-        copies: 1,
-    }
-}
-
-/// A thread link shaped like a real one.
-fn thread_link(i: usize) -> ThreadLink {
-    ThreadLink {
-        message_id: message_id(i),
-        thread_id: message_id(i - i % 4),
-        deal_id: i.is_multiple_of(5).then(|| format!("{}", 10_000 + i % 997)),
-        contact_id: Some(format!("c-{:08x}-4f6a-9b7e-{:012x}", i % 50_000, i)),
-        linked_at: 1_790_000_000_000 + i as i64,
-    }
-}
-
-fn message_id(i: usize) -> String {
-    format!(
-        "<CAF{i:012}x{:016x}@mail.gmail.com>",
-        i.wrapping_mul(0x9E37_79B9)
-    )
+    prefill::dedupe_entry(i, T0 + i as i64)
 }
 
 fn limits(max_entries: usize) -> StoreLimits {
@@ -181,7 +151,7 @@ fn store(entries: usize) -> anyhow::Result<()> {
 fn keys_only(entries: usize) {
     let (before, _) = memory();
     let records: Vec<(String, Option<()>, i64)> = (0..entries)
-        .map(|i| (message_id(i), Some(()), i as i64))
+        .map(|i| (prefill::message_id(i), Some(()), i as i64))
         .collect();
     let mut store: KeyedStore<()> = KeyedStore::new("threads", limits(entries));
     store.restore(0, records);
@@ -212,7 +182,9 @@ fn puts(store: &mut KeyedStore<DedupeEntry>, from: usize, count: usize) -> f64 {
 /// What one put on a full store cost before the age index: collect every entry past the age
 /// (none), then every other entry, sorted by (time, key), to take the oldest.
 fn old_scan(entries: usize) -> f64 {
-    let map: HashMap<String, i64> = (0..entries).map(|i| (message_id(i), i as i64)).collect();
+    let map: HashMap<String, i64> = (0..entries)
+        .map(|i| (prefill::message_id(i), i as i64))
+        .collect();
     let started = Instant::now();
     let aged: Vec<(String, i64)> = map
         .iter()
@@ -249,108 +221,18 @@ async fn env_with(name: &str, topic: &str, partitions: i32) -> anyhow::Result<Te
     Ok(env)
 }
 
-fn admin(env: &TestEnv) -> anyhow::Result<AdminClient<DefaultClientContext>> {
-    Ok(ClientConfig::new()
-        .set("bootstrap.servers", &env.stack.bootstrap)
-        .create()?)
-}
-
-/// Deletes the benchmark's topic: it holds a million records.
-async fn delete(env: &TestEnv, topic: &str) -> anyhow::Result<()> {
-    let physical = env.topic(topic);
-    for r in admin(env)?
-        .delete_topics(&[physical.as_str()], &AdminOptions::new())
-        .await?
-    {
-        r.map_err(|(t, e)| anyhow::anyhow!("deleting {t}: {e}"))?;
-    }
-    Ok(())
-}
-
-/// The runtime configuration of a processor in `env`.
-fn runtime_config(env: &TestEnv) -> anyhow::Result<RuntimeConfig> {
-    let source = ConfigSource::from_process(None)
-        .with_env("MAILSTREAM_BOOTSTRAP_SERVERS", env.stack.bootstrap.clone())
-        .with_env("MAILSTREAM_SCHEMA_REGISTRY_URL", env.stack.registry.clone())
-        .with_env("MAILSTREAM_TOPIC_PREFIX", env.prefix.clone());
-    let (config, _): (_, NoSettings) = config::load("resolver", &source)?;
-    Ok(config)
-}
-
-/// Writes `count` records made by `record` to `topic` (partition 0 when `one_partition`),
-/// encoded as the runtime does; returns the seconds it took.
-async fn write<T: mailstream_runtime::AvroRecord + Sync>(
-    env: &TestEnv,
-    config: &RuntimeConfig,
-    topic: &str,
-    count: usize,
-    one_partition: bool,
-    record: impl Fn(usize) -> (String, T),
-) -> anyhow::Result<f64> {
-    let naming = mailstream_runtime::Naming::new(env.prefix.clone());
-    let codec = AvroCodec::new(
-        registry_settings(config)?,
-        &Topology::embedded()?,
-        &naming,
-        &[topic.to_string()],
-    )?;
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", &env.stack.bootstrap)
-        .set("linger.ms", "20")
-        .set("compression.type", "lz4")
-        .create()?;
-    let physical = env.topic(topic);
-    let started = Instant::now();
-    for i in 0..count {
-        let (key, value) = record(i);
-        let payload = codec.encode(topic, &value).await?;
-        let mut next = BaseRecord::to(&physical).key(&key).payload(&payload);
-        if one_partition {
-            next = next.partition(0);
-        }
-        loop {
-            match producer.send(next) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    next = back;
-                    producer.poll(Duration::from_millis(5));
-                }
-                Err((e, _)) => bail!("producing to {physical}: {e}"),
-            }
-        }
-    }
-    producer.flush(Duration::from_secs(120))?;
-    let written = end_offsets(env, &physical)?;
-    if written < count as i64 {
-        bail!("{physical} holds {written} records, {count} were sent");
-    }
-    Ok(started.elapsed().as_secs_f64())
-}
-
-/// The sum of the end offsets of `topic`'s partitions.
-fn end_offsets(env: &TestEnv, topic: &str) -> anyhow::Result<i64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &env.stack.bootstrap)
-        .create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let mut total = 0;
-    for t in metadata.topics() {
-        for p in t.partitions() {
-            total += consumer
-                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))?
-                .1;
-        }
-    }
-    Ok(total)
-}
-
 /// Part 2: a changelog partition of N entries restored as on assignment.
 async fn restore(entries: usize) -> anyhow::Result<()> {
     let env = env_with("restore", "resolver.dedupe", 1).await?;
     let config = runtime_config(&env)?;
-    let wrote = write(&env, &config, "resolver.dedupe", entries, true, |i| {
+    let wrote = write(&env, &config, "resolver.dedupe", entries, |i| {
         let e = dedupe_entry(i);
-        (e.message_id.clone(), e)
+        Entry {
+            key: e.message_id.clone(),
+            value: e,
+            partition: Some(0),
+            timestamp_ms: None,
+        }
     })
     .await?;
     let naming = mailstream_runtime::Naming::new(env.prefix.clone());
@@ -374,16 +256,21 @@ async fn restore(entries: usize) -> anyhow::Result<()> {
         mib(peak),
     );
     std::hint::black_box(store.len(0));
-    delete(&env, "resolver.dedupe").await
+    delete_topics(&env).await.map(drop)
 }
 
 /// Part 3: a `threads` table of N links loaded as a resolver does at start.
 async fn table(entries: usize) -> anyhow::Result<()> {
     let env = env_with("table", "threads", 6).await?;
     let config = runtime_config(&env)?;
-    let wrote = write(&env, &config, "threads", entries, false, |i| {
-        let link = thread_link(i);
-        (link.message_id.clone(), link)
+    let wrote = write(&env, &config, "threads", entries, |i| {
+        let link = prefill::thread_link(i, T0 + i as i64);
+        Entry {
+            key: link.message_id.clone(),
+            value: link,
+            partition: None,
+            timestamp_ms: None,
+        }
     })
     .await?;
     let naming = mailstream_runtime::Naming::new(env.prefix.clone());
@@ -402,5 +289,5 @@ async fn table(entries: usize) -> anyhow::Result<()> {
         mib(peak),
     );
     trigger.trigger();
-    delete(&env, "threads").await
+    delete_topics(&env).await.map(drop)
 }
