@@ -104,6 +104,12 @@ pub fn transaction_committed_after_all(processor: &str, records: usize) {
     );
 }
 
+/// Outputs a processor emitted with no input (`Processor::on_idle`) were dropped: it returned
+/// `error` (poison or transient) or panicked. It is asked again at the next idle moment.
+pub fn idle_outputs_dropped(processor: &str, error: &crate::error::ProcessError) {
+    tracing::warn!(processor, %error, "idle outputs dropped; asked again when next idle");
+}
+
 /// A blocking transactional call (`call`: "send offsets", "commit", "abort") took `elapsed`,
 /// longer than a healthy cluster ever needs: a coordinator or partition leader is being moved or
 /// is unreachable, and every partition of the batch waits behind the call.

@@ -34,8 +34,8 @@ pub use config::{ConfigSource, RuntimeConfig};
 pub use error::{ProcessError, RuntimeError};
 pub use processor::{AvroRecord, GenericRecord, Incoming, Outputs, Processor, RecordMeta};
 pub use shutdown::Shutdown;
-pub use state::{KeyedStore, RestoreContext, StoreLimits};
-pub use table::GlobalTable;
+pub use state::{KeyedStore, RecordReader, RestoreContext, StoreLimits};
+pub use table::{Arrivals, GlobalTable};
 pub use topology::{Naming, Topology};
 
 /// Settings for a processor that has none of its own.

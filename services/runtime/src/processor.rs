@@ -226,6 +226,21 @@ pub trait Processor: Send + 'static {
         async { Ok(()) }
     }
 
+    /// No input has arrived for a while (half a second) and no transaction is open: emit what
+    /// no input record triggers, such as a link whose other half arrived through a table. The
+    /// outputs go in a transaction of their own, without input offsets, ended like a batch:
+    /// [`Processor::on_commit`] or [`Processor::on_abort`] (then `on_idle` comes again). Poison
+    /// or a transient error drops them ([`Processor::undo_record`], logged) until the next
+    /// call; fatal stops the processor. State changed here must be on partitions the processor
+    /// owns, in stores whose changelog takes the change in the same transaction.
+    fn on_idle(
+        &mut self,
+        out: &mut Outputs,
+    ) -> impl Future<Output = Result<(), ProcessError>> + Send {
+        let _ = out;
+        async { Ok(()) }
+    }
+
     /// The transaction holding every record processed since the last call has committed.
     fn on_commit(&mut self) {}
 

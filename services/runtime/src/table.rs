@@ -8,7 +8,7 @@
 //! a background task follows new records until shutdown.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -29,11 +29,26 @@ const TOPIC_WAIT: Duration = Duration::from_secs(20);
 /// How long catching up at start may take.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// How many arrivals a table keeps between two [`GlobalTable::take_arrivals`].
+const ARRIVALS_MAX: usize = 100_000;
+
 /// An in-memory view of a compacted topic: key → latest value.
 #[derive(Debug)]
 pub struct GlobalTable<V> {
     topic: String,
     rows: RwLock<HashMap<String, V>>,
+    /// Keys upserted since the last take, once [`GlobalTable::record_arrivals`] asked for them.
+    arrivals: Mutex<Option<Arrivals>>,
+}
+
+/// The keys a table applied an upsert for since they were last taken, in the order applied
+/// (each row is in the table before its key is here).
+#[derive(Debug, Default)]
+pub struct Arrivals {
+    pub keys: Vec<String>,
+    /// More than [`ARRIVALS_MAX`] arrived: `keys` holds the first of them only, so a caller
+    /// that must not miss one looks at the whole table instead.
+    pub overflowed: bool,
 }
 
 impl<V: AvroRecord + Clone + Sync> GlobalTable<V> {
@@ -71,6 +86,7 @@ impl<V: AvroRecord + Clone + Sync> GlobalTable<V> {
         let table = Arc::new(Self {
             topic: topic.clone(),
             rows: RwLock::new(HashMap::new()),
+            arrivals: Mutex::new(None),
         });
         let codec = AvroCodec::decoder(registry_settings(config)?);
         let started = Instant::now();
@@ -135,16 +151,43 @@ impl<V: AvroRecord + Clone + Sync> GlobalTable<V> {
                 }
             },
         };
+        let upsert = value.is_some();
         if let Ok(mut rows) = self.rows.write() {
             match value {
                 Some(v) => {
-                    rows.insert(key, v);
+                    rows.insert(key.clone(), v);
                 }
                 None => {
                     rows.remove(&key);
                 }
             }
         }
+        if upsert
+            && let Ok(mut arrivals) = self.arrivals.lock()
+            && let Some(arrivals) = arrivals.as_mut()
+        {
+            if arrivals.keys.len() < ARRIVALS_MAX {
+                arrivals.keys.push(key);
+            } else {
+                arrivals.overflowed = true;
+            }
+        }
+    }
+
+    /// From now on, remember the key of every upsert applied, for [`GlobalTable::take_arrivals`].
+    pub fn record_arrivals(&self) {
+        if let Ok(mut arrivals) = self.arrivals.lock() {
+            arrivals.get_or_insert_with(Arrivals::default);
+        }
+    }
+
+    /// The keys upserted since the last call (none unless [`GlobalTable::record_arrivals`]).
+    pub fn take_arrivals(&self) -> Arrivals {
+        self.arrivals
+            .lock()
+            .ok()
+            .and_then(|mut arrivals| arrivals.as_mut().map(std::mem::take))
+            .unwrap_or_default()
     }
 
     /// The latest value of `key`.

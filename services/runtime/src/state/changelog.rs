@@ -5,6 +5,9 @@
 //! records (transaction markers) take offsets too: the read ends on the position, not on a count
 //! of records. A read that does not reach the watermark in time is a transient failure (the
 //! runtime retries the assignment), never a partial restore.
+//!
+//! [`RecordReader`] reads one committed record back by its offset, for a processor that must
+//! see again an input it handled earlier (the resolver relinking a reply): it keeps no copy.
 
 use std::time::Duration;
 
@@ -14,7 +17,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::avro::AvroCodec;
 use crate::config::RuntimeConfig;
-use crate::error::ProcessError;
+use crate::error::{ProcessError, RuntimeError};
 use crate::kafka;
 use crate::processor::AvroRecord;
 use crate::topology::Naming;
@@ -121,4 +124,93 @@ fn read_partition(
         }
     }
     Ok(records)
+}
+
+/// How long reading one record back may take before it counts as a transient failure.
+const READ_BACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reads single committed records of one topic back by partition and offset.
+pub struct RecordReader {
+    topic: String,
+    consumer: BaseConsumer,
+    codec: AvroCodec,
+}
+
+impl RecordReader {
+    /// A reader of the logical topic `logical`, decoding through `codec`.
+    pub fn new(
+        config: &RuntimeConfig,
+        naming: &Naming,
+        logical: &str,
+        codec: AvroCodec,
+    ) -> Result<Self, RuntimeError> {
+        let topic = naming.topic(logical);
+        let consumer = kafka::reader_config(config, &format!("{topic}-read-back"))
+            .create()
+            .map_err(|e| RuntimeError::kafka(format!("creating a reader of {topic}"), e))?;
+        Ok(Self {
+            topic,
+            consumer,
+            codec,
+        })
+    }
+
+    /// The committed record at `partition`/`offset`, or `None` when it is no longer there
+    /// (deleted by retention) or was never a record (a transaction marker, an aborted write).
+    pub async fn read<V: AvroRecord>(
+        &self,
+        partition: i32,
+        offset: i64,
+    ) -> Result<Option<V>, ProcessError> {
+        let payload = tokio::task::block_in_place(|| self.read_payload(partition, offset))?;
+        let Some(payload) = payload else {
+            return Ok(None);
+        };
+        let value = self.codec.decode(Some(&payload)).await?;
+        V::from_avro(value).map(Some).map_err(ProcessError::fatal)
+    }
+
+    fn read_payload(&self, partition: i32, offset: i64) -> Result<Option<Vec<u8>>, ProcessError> {
+        let topic = &self.topic;
+        let transient = |what: &str, e: rdkafka::error::KafkaError| {
+            ProcessError::transient(format!("{what} {topic}[{partition}]@{offset}: {e}"))
+        };
+        let (low, high) = self
+            .consumer
+            .fetch_watermarks(topic, partition, READ_BACK_TIMEOUT)
+            .map_err(|e| transient("reading the watermarks to read back", e))?;
+        if offset < low || offset >= high {
+            return Ok(None);
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+            .map_err(|e| transient("assigning", e))?;
+        self.consumer
+            .assign(&tpl)
+            .map_err(|e| transient("assigning", e))?;
+        let deadline = std::time::Instant::now() + READ_BACK_TIMEOUT;
+        while std::time::Instant::now() < deadline {
+            match self.consumer.poll(Duration::from_millis(500)) {
+                Some(Ok(m)) if m.offset() == offset => return Ok(m.payload().map(<[u8]>::to_vec)),
+                // The offset held no record a read_committed reader sees.
+                Some(Ok(m)) if m.offset() > offset => return Ok(None),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(transient("reading back", e)),
+                None => {
+                    let position = self
+                        .consumer
+                        .position()
+                        .ok()
+                        .and_then(|p| p.find_partition(topic, partition).map(|e| e.offset()))
+                        .and_then(|o| o.to_raw());
+                    if position.is_some_and(|p| p > offset) {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+        Err(ProcessError::transient(format!(
+            "reading back {topic}[{partition}]@{offset} took over {READ_BACK_TIMEOUT:?}"
+        )))
+    }
 }

@@ -64,6 +64,11 @@ impl<V> Partition<V> {
         Some(removed)
     }
 
+    /// Every (key, entry), in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Entry<V>)> {
+        self.entries.iter()
+    }
+
     /// The oldest entry's (touched_ms, key): the next to evict.
     pub fn oldest(&self) -> Option<&(i64, String)> {
         self.by_age.first()

@@ -29,7 +29,7 @@ use std::collections::HashMap;
 
 use crate::processor::{AvroRecord, Outputs};
 
-pub use changelog::RestoreContext;
+pub use changelog::{RecordReader, RestoreContext};
 use index::{Entry, Partition};
 
 #[derive(Debug)]
@@ -132,6 +132,36 @@ impl<V: AvroRecord + Clone> KeyedStore<V> {
                 previous,
             });
         }
+    }
+
+    /// Removes `key` (a tombstone in the changelog), if it is there.
+    pub fn remove(&mut self, partition: i32, key: &str, out: &mut Outputs) {
+        let Some(previous) = self
+            .partitions
+            .get_mut(&partition)
+            .and_then(|p| p.remove(key))
+        else {
+            return;
+        };
+        out.tombstone_to_partition(&self.changelog, partition, key);
+        self.undo.push(Undo {
+            partition,
+            key: key.to_string(),
+            previous: Some(previous),
+        });
+    }
+
+    /// Every (key, value) of `partition`, in no particular order.
+    pub fn entries(&self, partition: i32) -> impl Iterator<Item = (&String, &V)> {
+        self.partitions
+            .get(&partition)
+            .into_iter()
+            .flat_map(|p| p.iter().map(|(k, e)| (k, &e.value)))
+    }
+
+    /// The partitions held.
+    pub fn partitions(&self) -> impl Iterator<Item = i32> + '_ {
+        self.partitions.keys().copied()
     }
 
     /// The changes since the last commit are durable.

@@ -13,6 +13,8 @@ pub struct Batch {
     /// partition → (first offset, last offset) consumed in this batch.
     ranges: BTreeMap<i32, (i64, i64)>,
     records: usize,
+    /// Outputs a processor emitted with no input ([`crate::Processor::on_idle`]).
+    idle_outputs: usize,
     /// Input payload bytes.
     bytes: u64,
     /// The consumer's rebalance count when the first record arrived.
@@ -47,8 +49,14 @@ impl Batch {
         }
     }
 
+    /// Adds `outputs` emitted with no input record to the batch.
+    pub fn track_idle_outputs(&mut self, outputs: usize) {
+        self.idle_outputs += outputs;
+    }
+
+    /// Whether the batch holds nothing: no transaction is open for it.
     pub fn is_empty(&self) -> bool {
-        self.records == 0
+        self.records == 0 && self.idle_outputs == 0
     }
 
     pub fn len(&self) -> usize {

@@ -13,6 +13,8 @@
 //!    (checked before anything is sent), or refused by the broker for good (remembered by the
 //!    delivery callback; the batch is re-read, that input retried in a transaction of its
 //!    own, and dead-lettered if refused again).
+//! 5. Work no record triggers (`Processor::on_idle`, asked after half a second without input)
+//!    is written in a transaction of its own, without input offsets, and ended like a batch.
 
 mod batch;
 mod producer;
@@ -336,6 +338,9 @@ impl<P: Processor> Stream<P> {
                 // Nothing to read: caught up, which is progress too.
                 Err(_) if batch.is_empty() => {
                     self.progressed();
+                    if self.idle(batch).await? {
+                        return Ok(());
+                    }
                     continue;
                 }
                 Err(_) if idle_close => return Ok(()),
@@ -535,28 +540,8 @@ impl<P: Processor> Stream<P> {
             Ok(encoded) => {
                 let traceparent =
                     telemetry::traceparent_of(&span).unwrap_or_else(|| trace.child_header());
-                for (topic, partition, key, payload) in encoded {
-                    let physical = self.naming.topic(&topic);
-                    let headers = OwnedHeaders::new_with_capacity(2)
-                        .insert(rdkafka::message::Header {
-                            key: headers::CORRELATION_ID,
-                            value: Some(correlation_id.as_bytes()),
-                        })
-                        .insert(rdkafka::message::Header {
-                            key: headers::TRACEPARENT,
-                            value: Some(traceparent.as_bytes()),
-                        });
-                    self.send(
-                        &physical,
-                        partition,
-                        key.as_deref().map(str::as_bytes),
-                        payload.as_deref(),
-                        headers,
-                        source,
-                    )
+                self.send_outputs(encoded, &correlation_id, &traceparent, source)
                     .await?;
-                    events::record_produced(&self.metrics, P::NAME, &topic);
-                }
             }
             Err(ProcessError::Poison { class, reason }) => {
                 self.dead_letter(&record, &class, &reason, true).await?;
@@ -708,6 +693,87 @@ impl<P: Processor> Stream<P> {
         Ok(encoded)
     }
 
+    /// Sends a record's encoded outputs inside the open transaction, with the correlation id
+    /// and trace context headers.
+    async fn send_outputs(
+        &self,
+        encoded: Vec<EncodedOutput>,
+        correlation_id: &str,
+        traceparent: &str,
+        source: Source,
+    ) -> Result<(), BatchFailure> {
+        for (topic, partition, key, payload) in encoded {
+            let physical = self.naming.topic(&topic);
+            let headers = OwnedHeaders::new_with_capacity(2)
+                .insert(rdkafka::message::Header {
+                    key: headers::CORRELATION_ID,
+                    value: Some(correlation_id.as_bytes()),
+                })
+                .insert(rdkafka::message::Header {
+                    key: headers::TRACEPARENT,
+                    value: Some(traceparent.as_bytes()),
+                });
+            self.send(
+                &physical,
+                partition,
+                key.as_deref().map(str::as_bytes),
+                payload.as_deref(),
+                headers,
+                source,
+            )
+            .await?;
+            events::record_produced(&self.metrics, P::NAME, &topic);
+        }
+        Ok(())
+    }
+
+    /// No input for a while and no batch open: asks the processor for outputs no record
+    /// triggers ([`Processor::on_idle`]). When it has some, opens a transaction for them alone
+    /// and returns true: `batch` then holds them (no input offsets) and is committed as usual.
+    async fn idle(&mut self, batch: &mut Batch) -> Result<bool, BatchFailure> {
+        let rebalances = self.consumer.context().rebalances();
+        if rebalances != self.known_rebalances {
+            self.sync_assignment(rebalances).await?;
+        }
+        let mut out = Outputs::default();
+        let result = match AssertUnwindSafe(self.processor.on_idle(&mut out))
+            .catch_unwind()
+            .await
+        {
+            Err(panic) => Err(ProcessError::poison("panic", panic_message(&panic))),
+            Ok(Err(error)) => Err(error),
+            Ok(Ok(())) if out.is_empty() => return Ok(false),
+            Ok(Ok(())) => self.encode(out).await,
+        };
+        let encoded = match result {
+            Ok(encoded) => encoded,
+            Err(ProcessError::Fatal(reason)) => {
+                return Err(BatchFailure::Fatal(RuntimeError::Processor(reason)));
+            }
+            Err(error) => {
+                self.processor.undo_record();
+                events::idle_outputs_dropped(P::NAME, &error);
+                return Ok(false);
+            }
+        };
+        let producer = &self.producer;
+        tokio::task::block_in_place(|| producer.begin_transaction())
+            .map_err(|e| txn_failure(RuntimeError::kafka("beginning a transaction", e)))?;
+        self.work_deadline = Instant::now() + self.config.transaction_work_time();
+        batch.start(rebalances);
+        batch.track_idle_outputs(encoded.len());
+        let trace = TraceContext::new_root();
+        let correlation_id = format!("{}-idle", P::NAME);
+        let source = Source {
+            partition: -1,
+            offset: -1,
+            dead_letter: false,
+        };
+        self.send_outputs(encoded, &correlation_id, &trace.child_header(), source)
+            .await?;
+        Ok(true)
+    }
+
     /// Sends one record inside the open transaction, waiting while the local queue is full.
     /// A record librdkafka refuses for good marks `source` as rejected and re-reads the batch,
     /// whose next pass dead-letters it.
@@ -787,22 +853,25 @@ impl<P: Processor> Stream<P> {
             }
         }
         let offsets = batch.commit_offsets(&self.input_topic)?;
-        let metadata = self
-            .consumer
-            .group_metadata()
-            .ok_or_else(|| BatchFailure::Retry {
-                reason: "the consumer has no group metadata yet".into(),
-                backoff: true,
-            })?;
-        self.txn_call(
-            "send offsets",
-            "sending offsets to the transaction",
-            move |producer, timeout| {
-                producer.send_offsets_to_transaction(&offsets, &metadata, timeout)
-            },
-        )
-        .await
-        .map_err(txn_failure)?;
+        // A batch of idle outputs alone has no input offsets to send.
+        if offsets.count() > 0 {
+            let metadata = self
+                .consumer
+                .group_metadata()
+                .ok_or_else(|| BatchFailure::Retry {
+                    reason: "the consumer has no group metadata yet".into(),
+                    backoff: true,
+                })?;
+            self.txn_call(
+                "send offsets",
+                "sending offsets to the transaction",
+                move |producer, timeout| {
+                    producer.send_offsets_to_transaction(&offsets, &metadata, timeout)
+                },
+            )
+            .await
+            .map_err(txn_failure)?;
+        }
         let offsets_sent = started.elapsed();
         self.await_deliveries(self.txn_call_timeout()).await?;
         self.txn_call(
