@@ -6,9 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use mailstream_runtime::AvroRecord;
-use mailstream_runtime::records::{Address, Duplicate, ParsedEmail, ResolvedEmail};
+use mailstream_runtime::records::{Address, Duplicate, ParsedEmail, ResolvedEmail, ThreadLink};
 use mailstream_tests::mail::{DOMAINS, curl, now_secs, sign, smtplib, start, swaks, temp_dir};
-use mailstream_tests::{Seen, TestEnv, collect, decode, decode_as, now_ms, output, terminate};
+use mailstream_tests::pipeline::metric;
+use mailstream_tests::{
+    Seen, TestEnv, collect, decode, decode_as, free_port, http_get, now_ms, output, terminate,
+};
 
 /// The resolver's settings for these tests: our domains are the test ingest's.
 const RESOLVER_ENV: &[(&str, &str)] = &[("MAILSTREAM_RESOLVER_OUR_DOMAINS", DOMAINS)];
@@ -476,4 +479,239 @@ async fn thread_links_past_their_age_are_tombstoned_on_their_partition() {
         tombstones, expected,
         "every old link on a partition that saw a newer email, and nothing else"
     );
+}
+
+/// The latest record per key of a compacted topic's records (`None`: a tombstone).
+fn latest(records: &[Seen]) -> BTreeMap<String, Option<Vec<u8>>> {
+    records
+        .iter()
+        .filter_map(|r| Some((r.key.clone()?, r.payload.clone())))
+        .collect()
+}
+
+/// A reply resolved before any message it replies to is linked once one arrives, whichever way
+/// it arrives: resolved by the same resolver (at once, in that record's transaction), linked
+/// by another resolver (seen in the `threads` table while the input is idle), or while the
+/// resolver was down (its waiting replies restored from `resolver.pending-replies`). Each
+/// linked reply gets a second `resolved` record (`thread_relinked`) with the parent, thread and
+/// deal it would have had in the other order, and stops waiting (a tombstone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_resolved_before_its_parent_is_linked_when_the_parent_arrives() {
+    let env = TestEnv::new("res-relink");
+    let to = ["sales@in.example.com"];
+    let reply_to = |id: &str, parent: &str, root: &str| {
+        let mut reply = parsed(id, "ali@relink.test", &to);
+        reply.in_reply_to = Some(parent.into());
+        reply.references = vec![root.into(), parent.into()];
+        reply
+    };
+    let link_of = |id: &str, deal: &str| ThreadLink {
+        message_id: id.into(),
+        thread_id: format!("root-of-{id}"),
+        deal_id: Some(deal.into()),
+        contact_id: None,
+        linked_at: now_ms(),
+        waiting: false,
+    };
+    let resolved = env.consumer(&["resolved"]);
+    let mut resolver = env.spawn("resolver", "a", RESOLVER_ENV);
+
+    // 1. The parent comes through the same resolver after the reply, and after a reply to the
+    //    reply (linked to it at once, but waiting with it: its deal comes from the parent).
+    produce_parsed(
+        &env,
+        vec![reply_to(
+            "r1@relink.test",
+            "p1@relink.test",
+            "p1@relink.test",
+        )],
+    )
+    .await;
+    let mut seen = collect(&resolved, 1, Duration::from_secs(90), Duration::ZERO).await;
+    produce_parsed(
+        &env,
+        vec![reply_to(
+            "r1b@relink.test",
+            "r1@relink.test",
+            "p1@relink.test",
+        )],
+    )
+    .await;
+    seen.extend(collect(&resolved, 1, Duration::from_secs(60), Duration::ZERO).await);
+    produce_parsed(
+        &env,
+        vec![parsed(
+            "p1@relink.test",
+            "ali@relink.test",
+            &["deal-7@in.example.com"],
+        )],
+    )
+    .await;
+    seen.extend(collect(&resolved, 3, Duration::from_secs(60), Duration::ZERO).await);
+
+    // 2. Another resolver links the parent: its link appears in `threads` while this one idles.
+    produce_parsed(
+        &env,
+        vec![reply_to(
+            "r2@relink.test",
+            "p2@relink.test",
+            "p2@relink.test",
+        )],
+    )
+    .await;
+    seen.extend(collect(&resolved, 1, Duration::from_secs(60), Duration::ZERO).await);
+    let link = link_of("p2@relink.test", "8").into_avro().expect("to avro");
+    env.produce(
+        "threads",
+        vec![("p2@relink.test".into(), env.encode("threads", link).await)],
+    )
+    .await;
+    seen.extend(collect(&resolved, 1, Duration::from_secs(60), Duration::ZERO).await);
+
+    // 3. The parent is linked while the resolver is down.
+    produce_parsed(
+        &env,
+        vec![reply_to(
+            "r3@relink.test",
+            "p3@relink.test",
+            "p3@relink.test",
+        )],
+    )
+    .await;
+    seen.extend(collect(&resolved, 1, Duration::from_secs(60), Duration::ZERO).await);
+    terminate(&mut resolver, Duration::from_secs(30));
+    let link = link_of("p3@relink.test", "9").into_avro().expect("to avro");
+    env.produce(
+        "threads",
+        vec![("p3@relink.test".into(), env.encode("threads", link).await)],
+    )
+    .await;
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut settings = RESOLVER_ENV.to_vec();
+    settings.push(("MAILSTREAM_HTTP_ADDR", http.as_str()));
+    let mut resolver = env.spawn("resolver", "a", &settings);
+    seen.extend(
+        collect(
+            &resolved,
+            1,
+            Duration::from_secs(90),
+            Duration::from_secs(3),
+        )
+        .await,
+    );
+    let metrics = http_get(&format!("http://{http}/metrics")).await.1;
+    terminate(&mut resolver, Duration::from_secs(30));
+
+    let records = resolved_of(&env, &seen).await;
+    let mut by_id: BTreeMap<String, Vec<ResolvedEmail>> = BTreeMap::new();
+    for record in records {
+        by_id
+            .entry(record.message_id.clone())
+            .or_default()
+            .push(record);
+    }
+    let summary = |r: &ResolvedEmail| {
+        (
+            r.thread_relinked,
+            r.thread_parent.clone(),
+            r.thread_id.clone(),
+            r.deal_id.clone(),
+            r.deal_source.clone(),
+        )
+    };
+    let some = |s: &str| Some(s.to_string());
+    let expected = [
+        (
+            "p1@relink.test",
+            vec![(false, None, "p1@relink.test", some("7"), some("recipient"))],
+        ),
+        (
+            "r1@relink.test",
+            vec![
+                (false, None, "p1@relink.test", None, None),
+                (
+                    true,
+                    some("p1@relink.test"),
+                    "p1@relink.test",
+                    some("7"),
+                    some("thread"),
+                ),
+            ],
+        ),
+        (
+            "r1b@relink.test",
+            vec![
+                (false, some("r1@relink.test"), "p1@relink.test", None, None),
+                (
+                    true,
+                    some("r1@relink.test"),
+                    "p1@relink.test",
+                    some("7"),
+                    some("thread"),
+                ),
+            ],
+        ),
+        (
+            "r2@relink.test",
+            vec![
+                (false, None, "p2@relink.test", None, None),
+                (
+                    true,
+                    some("p2@relink.test"),
+                    "root-of-p2@relink.test",
+                    some("8"),
+                    some("thread"),
+                ),
+            ],
+        ),
+        (
+            "r3@relink.test",
+            vec![
+                (false, None, "p3@relink.test", None, None),
+                (
+                    true,
+                    some("p3@relink.test"),
+                    "root-of-p3@relink.test",
+                    some("9"),
+                    some("thread"),
+                ),
+            ],
+        ),
+    ];
+    assert_eq!(by_id.len(), expected.len(), "{:?}", by_id.keys());
+    for (id, want) in expected {
+        let got: Vec<_> = by_id[id].iter().map(summary).collect();
+        let want: Vec<_> = want
+            .into_iter()
+            .map(|(relinked, parent, thread, deal, source)| {
+                (relinked, parent, thread.to_string(), deal, source)
+            })
+            .collect();
+        assert_eq!(got, want, "{id}");
+    }
+    assert_eq!(
+        metric(&metrics, "mailstream_resolver_replies_relinked_total", &[]),
+        1.0,
+        "the restarted resolver linked r3"
+    );
+
+    // Every wait ended in a tombstone.
+    let pending = collect(
+        &env.consumer(&["resolver.pending-replies"]),
+        8,
+        Duration::from_secs(20),
+        Duration::from_secs(2),
+    )
+    .await;
+    let waits = latest(&pending);
+    assert_eq!(
+        waits.keys().cloned().collect::<Vec<_>>(),
+        [
+            "r1@relink.test",
+            "r1b@relink.test",
+            "r2@relink.test",
+            "r3@relink.test"
+        ]
+    );
+    assert!(waits.values().all(Option::is_none), "no reply still waits");
 }

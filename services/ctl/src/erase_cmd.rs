@@ -8,7 +8,8 @@
 //!    each address (never the address; `erasure_key`), so the resolver and the CRM sink drop
 //!    the person's earlier emails from then on, a replay included.
 //! 3. **Tombstones** their keys in every compacted topic: `contacts` (their addresses), `leads`
-//!    (their addresses and contact ids), `threads` and `resolver.dedupe` (their message ids),
+//!    (their addresses and contact ids), `threads`, `resolver.dedupe` and
+//!    `resolver.pending-replies` (their message ids),
 //!    each on the partition the key was found in.
 //! 4. **Deletes their blobs**: stored attachments, whole bodies and claim-checked raw
 //!    messages, except a blob another person's email points to as well (blobs are stored by
@@ -299,7 +300,7 @@ async fn keys_to_tombstone(
     };
     let leads = topics.all("leads").await?;
     tombstone("leads", leads, &|k| lead_keys.contains(k));
-    for topic in ["threads", "resolver.dedupe"] {
+    for topic in ["threads", "resolver.dedupe", "resolver.pending-replies"] {
         let records = topics.all(topic).await?;
         tombstone(topic, records, &|k| found.message_ids.contains(k));
     }

@@ -20,6 +20,8 @@ pub const SENDER_MATCHES: [&str; 4] = ["contact", "account", "new", "unknown"];
 pub struct ResolverMetrics {
     duplicates: IntCounter,
     erased: IntCounter,
+    waits: IntCounter,
+    relinked: IntCounter,
     resolved: IntCounterVec,
     refused: IntCounterVec,
 }
@@ -39,6 +41,20 @@ impl ResolverMetrics {
             IntCounter::new(
                 "resolver_erased_total",
                 "Emails dropped because a participant was erased (mailstream erase) after they were received: a replay of an erased person's mail.",
+            ),
+        )?;
+        let waits = register(
+            registry,
+            IntCounter::new(
+                "resolver_reply_waits_total",
+                "Replies resolved before any message they reply to was known, remembered until one arrives (reply_wait_max_hours).",
+            ),
+        )?;
+        let relinked = register(
+            registry,
+            IntCounter::new(
+                "resolver_replies_relinked_total",
+                "Waiting replies linked once a parent arrived: a second resolved record (thread_relinked).",
             ),
         )?;
         let resolved = register(
@@ -72,6 +88,8 @@ impl ResolverMetrics {
         Ok(Self {
             duplicates,
             erased,
+            waits,
+            relinked,
             resolved,
             refused,
         })
@@ -113,5 +131,36 @@ pub fn seen_set_restored(partition: i32, entries: usize) {
         partition,
         entries,
         "dedupe seen-set restored from its changelog"
+    );
+}
+
+/// A reply none of whose parents is known was resolved and waits for one.
+pub fn reply_waits(m: &ResolverMetrics, message_id: &str) {
+    m.waits.inc();
+    tracing::debug!(message_id, "reply waits for a parent");
+}
+
+/// A waiting reply was linked to a parent that arrived after it.
+pub fn reply_relinked(m: &ResolverMetrics, message_id: &str, parent: &str) {
+    m.relinked.inc();
+    tracing::debug!(message_id, parent, "waiting reply linked to its parent");
+}
+
+/// A waiting reply could not be read back from `parsed` (gone by retention): it stops waiting.
+pub fn waiting_reply_unreadable(message_id: &str, partition: i32, offset: i64) {
+    tracing::warn!(
+        message_id,
+        partition,
+        offset,
+        "a reply waiting for its parent is no longer in parsed; it stays unlinked"
+    );
+}
+
+/// Waiting replies of newly assigned partitions were rebuilt from their changelog.
+pub fn waiting_replies_restored(partition: i32, replies: usize) {
+    tracing::info!(
+        partition,
+        replies,
+        "replies waiting for a parent restored from their changelog"
     );
 }

@@ -162,6 +162,7 @@ impl Resolution {
             deal_source,
             thread_id,
             thread_parent,
+            thread_relinked: false,
             email,
         };
         (resolved, refusal)
@@ -193,6 +194,7 @@ pub fn thread_link(resolved: &ResolvedEmail) -> ThreadLink {
         deal_id: resolved.deal_id.clone(),
         contact_id: resolved.contact.as_ref().map(|c| c.contact_id.clone()),
         linked_at: resolved.received_at,
+        waiting: false,
     }
 }
 
@@ -220,6 +222,18 @@ fn find_contact(sender: &str, directory: &impl Directory) -> Option<Contact> {
     })
 }
 
+/// The messages `email` replies to, in the order their links are looked up: In-Reply-To, then
+/// References newest first (its own id left out; a repeated id comes once).
+pub fn parents_of(email: &ParsedEmail) -> Vec<&String> {
+    let mut seen = HashSet::new();
+    email
+        .in_reply_to
+        .iter()
+        .chain(email.references.iter().rev())
+        .filter(|id| **id != email.message_id && seen.insert(id.as_str()))
+        .collect()
+}
+
 /// (thread id, the parent it was linked to, that parent's link). Links older than
 /// `max_age_ms` at the email's `received_at` do not count.
 fn thread_of(
@@ -228,12 +242,7 @@ fn thread_of(
     max_age_ms: i64,
 ) -> (String, Option<String>, Option<ThreadLink>) {
     let oldest = email.received_at.saturating_sub(max_age_ms);
-    let parents = email
-        .in_reply_to
-        .iter()
-        .chain(email.references.iter().rev())
-        .filter(|id| **id != email.message_id);
-    for parent in parents {
+    for parent in parents_of(email) {
         let link = directory.thread(parent).filter(|l| l.linked_at >= oldest);
         if let Some(link) = link {
             return (link.thread_id.clone(), Some(parent.clone()), Some(link));

@@ -12,6 +12,8 @@
 //! | `dedupe_max_age_hours` | 168 | how long a message id is remembered (record time) |
 //! | `threads_max_age_days` | 180 | how long a thread link is kept (record time): a reply whose parent was received longer ago than this starts a new thread, and older links are tombstoned in the `threads` table |
 //! | `threads_max_entries` | 100000 | thread links kept per input partition; beyond it the oldest are tombstoned (a safety bound: the age should bound the table first) |
+//! | `reply_wait_max_hours` | 24 | how long a reply none of whose parents is known waits for one (record time): a parent arriving within it links the reply (a second `resolved` record); `parsed` must keep records longer (its retention), the reply is read back from it |
+//! | `reply_wait_max_entries` | 50000 | replies waiting per input partition; beyond it the oldest stop waiting |
 //! | `audit_duplicates` | `true` | write each collapsed copy to the `duplicates` topic |
 
 use schemars::JsonSchema;
@@ -88,6 +90,14 @@ pub struct ResolverSettings {
     /// the age should bound the table first).
     #[serde(default = "default_threads_max_entries")]
     pub threads_max_entries: usize,
+    /// How long a reply none of whose parents is known waits for one (record time): a parent
+    /// arriving within it links the reply (a second `resolved` record). `parsed` must keep
+    /// records longer (its retention): the reply is read back from it.
+    #[serde(default = "default_reply_wait_max_hours")]
+    pub reply_wait_max_hours: u64,
+    /// Replies waiting per input partition; beyond it the oldest stop waiting.
+    #[serde(default = "default_reply_wait_max_entries")]
+    pub reply_wait_max_entries: usize,
     /// Write each collapsed copy to the `duplicates` topic.
     #[serde(default = "default_true")]
     pub audit_duplicates: bool,
@@ -106,6 +116,8 @@ impl Default for ResolverSettings {
             dedupe_max_age_hours: default_max_age_hours(),
             threads_max_age_days: default_threads_max_age_days(),
             threads_max_entries: default_threads_max_entries(),
+            reply_wait_max_hours: default_reply_wait_max_hours(),
+            reply_wait_max_entries: default_reply_wait_max_entries(),
             audit_duplicates: true,
         }
     }
@@ -115,6 +127,11 @@ impl ResolverSettings {
     /// How long a thread link is kept, in milliseconds of record time.
     pub fn threads_max_age_ms(&self) -> i64 {
         days_to_ms(self.threads_max_age_days)
+    }
+
+    /// How long a reply waits for a parent, in milliseconds of record time.
+    pub fn reply_wait_max_ms(&self) -> i64 {
+        i64::try_from(self.reply_wait_max_hours.saturating_mul(3_600_000)).unwrap_or(i64::MAX)
     }
 }
 
@@ -129,6 +146,8 @@ impl Settings for ResolverSettings {
             ("dedupe_max_entries", self.dedupe_max_entries as u64),
             ("dedupe_max_age_hours", self.dedupe_max_age_hours),
             ("threads_max_entries", self.threads_max_entries as u64),
+            ("reply_wait_max_hours", self.reply_wait_max_hours),
+            ("reply_wait_max_entries", self.reply_wait_max_entries as u64),
         ] {
             if value == 0 {
                 problems.push(format!("{}: must be at least 1", key(name)));
@@ -160,7 +179,14 @@ impl Settings for ResolverSettings {
             }
         }
         match Topology::embedded() {
-            Ok(topology) => problems.extend(threads::copartition_problem(&topology)),
+            Ok(topology) => {
+                problems.extend(threads::copartition_problems(&topology));
+                if let Some(problem) =
+                    threads::reply_wait_problem(&topology, self.reply_wait_max_ms())
+                {
+                    problems.push(format!("{}: {problem}", key("reply_wait_max_hours")));
+                }
+            }
             Err(e) => problems.push(e.to_string()),
         }
         problems
@@ -189,6 +215,14 @@ fn default_threads_max_age_days() -> u64 {
 
 fn default_threads_max_entries() -> usize {
     100_000
+}
+
+fn default_reply_wait_max_hours() -> u64 {
+    24
+}
+
+fn default_reply_wait_max_entries() -> usize {
+    50_000
 }
 
 fn default_true() -> bool {

@@ -27,6 +27,7 @@ use mailstream_runtime::{
     KeyedStore, Outputs, ProcessError, RestoreContext, StoreLimits, Topology,
 };
 
+use crate::pending::PENDING_REPLIES;
 use crate::settings::ResolverSettings;
 
 /// The table topic of thread links, and the topic it is co-partitioned with.
@@ -109,16 +110,38 @@ impl ThreadLinks {
     }
 }
 
-/// Refuses a topology where `threads` is not co-partitioned with `parsed`: a link would be
-/// written to a partition no owner restores (or that does not exist).
-pub fn copartition_problem(topology: &Topology) -> Option<String> {
+/// Refuses a topology where `threads` or `resolver.pending-replies` is not co-partitioned with
+/// `parsed`: an entry would be written to a partition no owner restores (or that does not
+/// exist).
+pub fn copartition_problems(topology: &Topology) -> Vec<String> {
     let partitions = |name: &str| topology.topic(name).map(|t| t.partitions);
-    match (partitions(INPUT), partitions(THREADS)) {
-        (Some(input), Some(threads)) if input == threads => None,
-        (input, threads) => Some(format!(
-            "topic `{THREADS}` must have as many partitions as `{INPUT}` (its links are written to their email's partition): {THREADS} {threads:?}, {INPUT} {input:?}"
-        )),
-    }
+    [THREADS, PENDING_REPLIES]
+        .into_iter()
+        .filter_map(|table| match (partitions(INPUT), partitions(table)) {
+            (Some(input), Some(own)) if input == own => None,
+            (input, own) => Some(format!(
+                "topic `{table}` must have as many partitions as `{INPUT}` (its entries are written to their email's partition): {table} {own:?}, {INPUT} {input:?}"
+            )),
+        })
+        .collect()
+}
+
+/// Refuses a reply wait at least as long as `parsed` keeps records: a waiting reply is read
+/// back from it when its parent arrives.
+pub fn reply_wait_problem(topology: &Topology, reply_wait_max_ms: i64) -> Option<String> {
+    let retention: i64 = topology
+        .topic(INPUT)?
+        .config
+        .get("retention.ms")?
+        .parse()
+        .ok()
+        .filter(|ms: &i64| *ms >= 0)?;
+    (reply_wait_max_ms >= retention).then(|| {
+        format!(
+            "must be shorter than the retention of `{INPUT}` ({} hours): a waiting reply is read back from it",
+            retention / 3_600_000
+        )
+    })
 }
 
 /// A partition's thread links were rebuilt from the table.
@@ -192,8 +215,14 @@ mod tests {
     }
 
     #[test]
-    fn the_embedded_topology_co_partitions_threads_with_parsed() {
+    fn the_embedded_topology_co_partitions_the_resolver_tables_with_parsed() {
         let topology = Topology::embedded().expect("embedded topology");
-        assert_eq!(copartition_problem(&topology), None);
+        assert!(copartition_problems(&topology).is_empty());
+        let day = 86_400_000;
+        assert_eq!(reply_wait_problem(&topology, day), None);
+        assert!(
+            reply_wait_problem(&topology, 7 * day).is_some(),
+            "parsed keeps 7 days"
+        );
     }
 }

@@ -39,7 +39,8 @@ use crate::crm::{Burst, Cut, FakeCrm, Rows};
 use crate::pipeline::{
     Pipeline, PipelineOptions, STREAM_PROCESSORS, Sink, input_of, metric_if_served,
 };
-use crate::{Stack, TestEnv, collect};
+use crate::{Stack, TestEnv, collect, decode_as};
+use mailstream_runtime::records::ResolvedEmail;
 
 mod faults;
 mod push;
@@ -465,21 +466,31 @@ pub async fn run(o: ChaosOptions) -> anyhow::Result<ChaosReport> {
         Duration::from_secs(3),
     )
     .await;
-    let mut per_id: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for record in &resolved {
+    // A reply resolved before its parent has a second record once the parent arrives
+    // (`thread_relinked`): at most one of those.
+    let values: Vec<ResolvedEmail> = decode_as(env.registry(), &resolved, |r: &ResolvedEmail| {
+        r.message_id.as_str()
+    })
+    .await;
+    let mut per_id: BTreeMap<(bool, String), Vec<String>> = BTreeMap::new();
+    for (record, value) in resolved.iter().zip(&values) {
         per_id
-            .entry(record.key.clone().unwrap_or_default())
+            .entry((value.thread_relinked, value.message_id.clone()))
             .or_default()
             .push(format!("{}/{}", record.partition, record.offset));
     }
+    report.relinked = per_id.keys().filter(|(relinked, _)| *relinked).count();
     report.resolved_twice = per_id
         .iter()
         .filter(|(_, at)| at.len() > 1)
-        .map(|(k, at)| format!("{k} at {}", at.join(" and ")))
+        .map(|((relinked, k), at)| {
+            let which = if *relinked { " (relinked)" } else { "" };
+            format!("{k}{which} at {}", at.join(" and "))
+        })
         .collect();
     report.resolved_missing = resolvable
         .iter()
-        .filter(|m| !per_id.contains_key(m.as_str()))
+        .filter(|m| !per_id.contains_key(&(false, m.to_string())))
         .map(|m| m.to_string())
         .collect();
     for name in STREAM_PROCESSORS {

@@ -38,8 +38,11 @@ pub struct ChaosReport {
     pub scale_steps: Vec<String>,
     /// Instances frozen (SIGSTOP) and continued.
     pub zombies: Vec<String>,
-    /// Message ids with more than one `resolved` record, and without one.
+    /// Message ids with more than one first `resolved` record or more than one relinked one,
+    /// and without a first one.
     pub resolved_twice: Vec<String>,
+    /// Replies linked once their parent arrived (a second, `thread_relinked` record).
+    pub relinked: usize,
     pub resolved_missing: Vec<String>,
 }
 
@@ -241,9 +244,10 @@ impl fmt::Display for ChaosReport {
         )?;
         writeln!(
             f,
-            "  resolved        {} message ids twice, {} without a record",
+            "  resolved        {} message ids twice, {} without a record; {} replies relinked after their parent",
             self.resolved_twice.len(),
-            self.resolved_missing.len()
+            self.resolved_missing.len(),
+            self.relinked
         )?;
         let exits: usize = self.unexpected_exits.values().map(Vec::len).sum();
         let in_outage: u32 = self.exits_in_outage.values().sum();

@@ -49,6 +49,7 @@ fn directory() -> MemoryDirectory {
             deal_id: Some("42".into()),
             contact_id: Some("c-ali".into()),
             linked_at: 0,
+            waiting: false,
         },
     );
     d

@@ -16,7 +16,7 @@ pub use parsed::{
 pub use raw_email::{Envelope, IngestSource, RawEmail};
 pub use resolved::{AccountMatch, ContactMatch, NewContactProposal, ResolvedEmail};
 pub use scored::{Lead, Routing, RuleHit, ScoredLead};
-pub use tables::{Account, Contact, DedupeEntry, Duplicate, Erasure, ThreadLink};
+pub use tables::{Account, Contact, DedupeEntry, Duplicate, Erasure, PendingReply, ThreadLink};
 
 #[cfg(test)]
 pub(crate) mod roundtrip {

@@ -54,6 +54,11 @@ pub struct ResolvedEmail {
     pub deal_source: Option<String>,
     pub thread_id: String,
     pub thread_parent: Option<String>,
+    /// A second record of the email: a parent the first resolution could not find (the first
+    /// record has no `thread_parent`) was linked once it arrived, with the thread and deal
+    /// that follow. Each message id has one record without this, and at most one with it.
+    #[serde(default)]
+    pub thread_relinked: bool,
 }
 
 #[cfg(test)]
@@ -104,6 +109,7 @@ pub(crate) mod tests {
             deal_source: Some("recipient".into()),
             thread_id: "m0@example.com".into(),
             thread_parent: Some("m0@example.com".into()),
+            thread_relinked: true,
         }
     }
 

@@ -1,6 +1,7 @@
 //! The compacted tables and state the resolver and the CRM sink share: `Contact` (schema
 //! `contacts.avsc`), `Account` (`accounts.avsc`), `ThreadLink` (`threads.avsc`), the resolver's
-//! seen-set entry `DedupeEntry` (`dedupe-entry.avsc`), its audit record `Duplicate`
+//! seen-set entry `DedupeEntry` (`dedupe-entry.avsc`), its replies waiting for a parent
+//! `PendingReply` (`pending-reply.avsc`), its audit record `Duplicate`
 //! (`duplicate.avsc`), and `Erasure` (`erasure.avsc`), a person `mailstream erase` removed.
 
 use serde::{Deserialize, Serialize};
@@ -33,6 +34,21 @@ pub struct ThreadLink {
     pub deal_id: Option<String>,
     pub contact_id: Option<String>,
     pub linked_at: i64,
+    /// The email waits for a parent (none known yet, or the one it found waits itself): its
+    /// thread and deal may still change, so replies linked to it wait with it.
+    #[serde(default)]
+    pub waiting: bool,
+}
+
+/// A reply the resolver could not link yet: none of the messages it replies to was known.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PendingReply {
+    pub message_id: String,
+    /// In-Reply-To, then References newest first: the order parents are looked up in.
+    pub parents: Vec<String>,
+    /// Where the reply is in `parsed` (the partition of this entry), to read it back.
+    pub parsed_offset: i64,
+    pub received_at: i64,
 }
 
 /// The resolver's memory of a message id it has let through.
@@ -97,8 +113,19 @@ mod tests {
             deal_id: Some("42".into()),
             contact_id: None,
             linked_at: 3,
+            waiting: true,
         };
         assert_eq!(through_schema("threads.avsc", link.clone()), link);
+        let pending = PendingReply {
+            message_id: "m3".into(),
+            parents: vec!["m2".into(), "m1".into()],
+            parsed_offset: 17,
+            received_at: 5,
+        };
+        assert_eq!(
+            through_schema("pending-reply.avsc", pending.clone()),
+            pending
+        );
         let entry = DedupeEntry {
             message_id: "m1".into(),
             first_seen_at: 4,
