@@ -264,3 +264,90 @@ async fn samples_reach_postgres_over_smtp_and_a_replay_of_every_processor_change
         }
     }
 }
+
+/// A reply that reaches the CRM before the email it answers (sent first, over SMTP) is linked
+/// there once the parent arrives: its activity gets the parent, and the deal the parent was
+/// sent to, as if they had come in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_that_reaches_the_crm_before_its_parent_is_linked_there_when_it_arrives() {
+    let env = TestEnv::new("e2e-relink");
+    let schema = format!("e2e_relink_{}", &env.prefix[13..21]);
+    let blobs = temp_dir("e2e-relink-blobs");
+    let dir = temp_dir("e2e-relink");
+    let blob_url = format!("file://{}", blobs.display());
+    let mut ingest = start(
+        &env,
+        &blobs,
+        &[("MAILSTREAM_INGEST_ACCEPTED_DOMAINS", SAMPLE_DOMAIN)],
+    )
+    .await;
+    let mut pipeline = spawn_stream_processors(&env, &blob_url, &schema);
+    let parent_id = format!("quote-{}@buyer-relink.example", &env.prefix[13..21]);
+    let reply_id = format!("reply-{}@buyer-relink.example", &env.prefix[13..21]);
+    let email = |id: &str, headers: &str, subject: &str| {
+        format!(
+            "From: Ana Buyer <ana@buyer-relink.example>\r\nTo: sales@{SAMPLE_DOMAIN}\r\n\
+             Subject: {subject}\r\nMessage-ID: <{id}>\r\n{headers}\
+             Date: Mon, 07 Dec 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\n\
+             Content-Type: text/plain; charset=utf-8\r\n\r\nAbout the fleet quote.\r\n"
+        )
+    };
+    let send = |name: &str, text: String, rcpt: &str| {
+        let file = dir.join(name);
+        std::fs::write(&file, text).expect("write the email");
+        let sent = smtplib(
+            ingest.smtp,
+            &file,
+            "ana@buyer-relink.example",
+            "buyer-relink.example",
+            &[rcpt],
+        );
+        assert!(sent.contains("SENT"), "{sent}");
+    };
+    let results = env.consumer(&["crm-results"]);
+    let reply_headers = format!("In-Reply-To: <{parent_id}>\r\nReferences: <{parent_id}>\r\n");
+    send(
+        "reply.eml",
+        email(&reply_id, &reply_headers, "Re: Fleet quote"),
+        &format!("sales@{SAMPLE_DOMAIN}"),
+    );
+    let first = collect(&results, 1, Duration::from_secs(120), Duration::ZERO).await;
+    assert_eq!(first.len(), 1, "the reply reached the CRM");
+    let row = |id: &str| {
+        psql(&format!(
+            "SELECT coalesce(thread_parent, '-') || ' ' || thread_id || ' ' || coalesce(deal_id, '-') \
+             FROM {schema}.email_activities WHERE message_id = '{id}'"
+        ))
+    };
+    assert_eq!(row(&reply_id), format!("- {parent_id} -"), "no parent yet");
+
+    send(
+        "quote.eml",
+        email(&parent_id, "", "Fleet quote"),
+        &format!("deal-42@{SAMPLE_DOMAIN}"),
+    );
+    // The parent's result, then the reply's second one (its relinked record).
+    let more = collect(
+        &results,
+        2,
+        Duration::from_secs(120),
+        Duration::from_secs(2),
+    )
+    .await;
+    stop_all(&mut pipeline);
+    terminate(&mut ingest.child, Duration::from_secs(30));
+    assert_eq!(more.len(), 2, "the parent and the linked reply");
+    assert_eq!(row(&parent_id), format!("- {parent_id} 42"));
+    assert_eq!(
+        row(&reply_id),
+        format!("{parent_id} {parent_id} 42"),
+        "the reply is linked to its parent and joins its deal"
+    );
+    assert_eq!(
+        psql(&format!(
+            "SELECT count(*) FROM {schema}.email_activities WHERE message_id IN ('{reply_id}', '{parent_id}')"
+        )),
+        "2",
+        "one activity each"
+    );
+}
