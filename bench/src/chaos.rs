@@ -1,7 +1,8 @@
 //! The full chaos suite as one command (`bench/chaos`): 50,000 emails through the whole
 //! topology while every processor is `kill -9`ed 20 times, the broker and the registry are
-//! restarted once each and the CRM answers bursts of 429 and 503, then the checks and a replay
-//! of every processor. The scenario and its checks are `mailstream_tests::chaos` (the CI test
+//! restarted once each and the CRM answers bursts of 429 and 503 (and, when asked, the CRM, the
+//! registry and every broker go away for long outages), then the checks and a replay of every
+//! processor. The scenario and its checks are `mailstream_tests::chaos` (the CI test
 //! `tests/chaos.rs` runs a small one). Exits 1 when a check fails.
 
 use std::time::Duration;
@@ -60,6 +61,15 @@ struct Args {
     /// each (0: none).
     #[arg(long, default_value_t = 0)]
     crm_outage_secs: u64,
+    /// A schema registry outage this many seconds long: stopped (`dev/down registry`), then
+    /// started again (`dev/up`) (0: none).
+    #[arg(long, default_value_t = 0)]
+    registry_outage_secs: u64,
+    /// Every broker unavailable this many seconds: the single broker stopped (`dev/down
+    /// kafka`), or with --cluster all three nodes `kill -9`ed at once; then started again
+    /// (0: none).
+    #[arg(long, default_value_t = 0)]
+    kafka_outage_secs: u64,
 }
 
 #[tokio::main]
@@ -82,6 +92,8 @@ async fn main() -> anyhow::Result<()> {
         cluster: a.cluster,
         zombie: Duration::from_secs(a.zombie_secs),
         crm_outage: Duration::from_secs(a.crm_outage_secs),
+        registry_outage: Duration::from_secs(a.registry_outage_secs),
+        kafka_outage: Duration::from_secs(a.kafka_outage_secs),
     };
     eprintln!("chaos: {options:?}");
     let report = run(options).await?;

@@ -1,7 +1,7 @@
 //! The three-broker cluster of `dev/up --cluster` (three combined broker+controller KRaft
 //! nodes, node ids 1-3, on 127.0.0.1): its addresses from the env file `dev/up` writes, the pid
-//! of each node, a `kill -9` of one and its restart through `dev/up --cluster`, and partition
-//! leadership and ISRs read through rdkafka's metadata.
+//! of each node, a `kill -9` of one (or of all three) and the restart through
+//! `dev/up --cluster`, and partition leadership and ISRs read through rdkafka's metadata.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,6 +14,9 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use crate::Stack;
+
+/// The node ids of the cluster.
+pub const NODES: [i32; 3] = [1, 2, 3];
 
 /// One partition as the cluster's metadata describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,27 +110,31 @@ impl Cluster {
             .status()
             .expect("run kill");
         assert!(status.success(), "kill -9 {pid} (cluster node {id})");
-        let started = Instant::now();
-        while Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid) {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "cluster node {id} (pid {pid}) survived kill -9"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let open = |port: &u16| {
-            std::net::TcpStream::connect_timeout(
-                &std::net::SocketAddr::from(([127, 0, 0, 1], *port)),
-                Duration::from_millis(200),
-            )
-            .is_ok()
-        };
-        while ports.iter().any(open) {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "cluster node {id} (pid {pid}) still listens on one of {ports:?} after kill -9"
-            );
-            std::thread::sleep(Duration::from_millis(100));
+        wait_dead(id, pid, &ports);
+    }
+
+    /// `kill -9` of every node at once (the whole cluster unavailable, none shut down in a
+    /// controlled way), waiting as [`Cluster::kill_node`] does until each is gone; started
+    /// again by [`Cluster::up`]. Panics when a node is not running.
+    pub fn kill_all(&self) {
+        let nodes: Vec<(i32, u32, Vec<u16>)> = NODES
+            .iter()
+            .map(|&id| {
+                let pid = self
+                    .node_pid(id)
+                    .unwrap_or_else(|| panic!("cluster node {id} is not running"));
+                (id, pid, self.node_ports(id))
+            })
+            .collect();
+        let pids: Vec<String> = nodes.iter().map(|(_, pid, _)| pid.to_string()).collect();
+        let status = Command::new("kill")
+            .arg("-KILL")
+            .args(&pids)
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -9 {pids:?} (every cluster node)");
+        for (id, pid, ports) in &nodes {
+            wait_dead(*id, *pid, ports);
         }
     }
 
@@ -238,6 +245,33 @@ impl Cluster {
             .set("bootstrap.servers", &self.stack.bootstrap)
             .create()
             .expect("metadata client")
+    }
+}
+
+/// Waits (bounded) until node `id`'s process `pid`, sent SIGKILL, is gone and none of its
+/// `ports` is open any more.
+fn wait_dead(id: i32, pid: u32, ports: &[u16]) {
+    let started = Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "cluster node {id} (pid {pid}) survived kill -9"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let open = |port: &u16| {
+        std::net::TcpStream::connect_timeout(
+            &std::net::SocketAddr::from(([127, 0, 0, 1], *port)),
+            Duration::from_millis(200),
+        )
+        .is_ok()
+    };
+    while ports.iter().any(open) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "cluster node {id} (pid {pid}) still listens on one of {ports:?} after kill -9"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

@@ -9,7 +9,11 @@
 //! autoscaler follows lag; with `zombie`, one instance of each stateful processor frozen
 //! (SIGSTOP) that long and continued — longer than the group's session timeout, so its
 //! partitions move on and its open transaction is fenced; with `crm_outage`, the CRM unreachable
-//! (connections refused) for a third of it, then answering 503, then 429 with `Retry-After`.
+//! (connections refused) for a third of it, then answering 503, then 429 with `Retry-After`;
+//! with `registry_outage`, the schema registry stopped (`dev/down registry`) that long and started
+//! again (`dev/up`); with `kafka_outage`, every broker unavailable that long: the single broker
+//! stopped cleanly (`dev/down kafka`) and started again, or on the cluster all three nodes
+//! `kill -9`ed at once and started again (`dev/up --cluster`).
 
 use std::time::Duration;
 
@@ -29,6 +33,10 @@ pub(super) enum Event {
     Kill(&'static str),
     RestartBroker,
     RestartRegistry,
+    /// The registry stopped this long, then started again.
+    RegistryOutage(Duration),
+    /// Every broker stopped this long, then started again.
+    KafkaOutage(Duration),
     Burst(Burst, Duration),
     /// Scale a stream processor to this many instances.
     Scale(&'static str, usize),
@@ -60,6 +68,15 @@ pub(super) fn schedule(o: &ChaosOptions, rng: &mut StdRng) -> Vec<(Duration, Eve
     }
     if o.restart_registry {
         events.push((at(rng, 0.5, 0.8), Event::RestartRegistry));
+    }
+    // Early, so traffic is still coming when they end (the dependency's restarts wait for
+    // each other): the brokers first (the push stalls at ingest meanwhile, and flows again
+    // after), then the registry.
+    if !o.kafka_outage.is_zero() {
+        events.push((at(rng, 0.1, 0.2), Event::KafkaOutage(o.kafka_outage)));
+    }
+    if !o.registry_outage.is_zero() {
+        events.push((at(rng, 0.2, 0.3), Event::RegistryOutage(o.registry_outage)));
     }
     for _ in 0..o.bursts {
         let length = Duration::from_millis(rng.random_range(1_000..3_000));
@@ -124,6 +141,8 @@ mod tests {
             instances: 3,
             zombie: Duration::from_secs(20),
             crm_outage: Duration::from_secs(60),
+            registry_outage: Duration::from_secs(20),
+            kafka_outage: Duration::from_secs(15),
             ..ChaosOptions::small()
         };
         let events = schedule(&o, &mut StdRng::seed_from_u64(1));
@@ -147,5 +166,20 @@ mod tests {
             .iter()
             .position(|(_, e)| matches!(e, Event::CrmRestore { .. }));
         assert!(cut < back && cut.is_some(), "cut, then restored");
+        let outages: Vec<_> = events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Event::KafkaOutage(d) => Some(("kafka", *d)),
+                Event::RegistryOutage(d) => Some(("registry", *d)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            outages,
+            vec![
+                ("kafka", Duration::from_secs(15)),
+                ("registry", Duration::from_secs(20))
+            ]
+        );
     }
 }

@@ -10,6 +10,14 @@
 //! partition leader killed instead of the broker restart), and the CRM goes away for a long
 //! outage ([`faults`]).
 //!
+//! Long outages of the dependencies (`registry_outage`, `kafka_outage`): the schema registry
+//! stopped for as long as asked and started again; every broker stopped that long (the single
+//! broker cleanly, the cluster's three nodes by `kill -9`) and started again. Each is reported
+//! with how long every stream processor took to commit again afterwards, and with the exits
+//! during it (until [`OUTAGE_GRACE`] after it), each with what the processor said: those are
+//! kept apart from the crash-loop count of the rest of the run (as during the short restarts),
+//! yet three exits of one instance during one outage are a crash loop and fail the run.
+//!
 //! Then it checks what a user trusts: one CRM activity per unique message sent (none lost, none
 //! twice), one `resolved` record per message id, dead letters == poison sent, each with its
 //! reason, no processor crash-looped (three exits in a row without becoming ready, while the
@@ -31,13 +39,14 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, oneshot};
 
 use crate::cluster::Cluster;
 use crate::corpus::{CorpusOptions, Templates, load_tables};
 use crate::crm::{Burst, Cut, FakeCrm, Rows};
+use crate::http_get;
 use crate::pipeline::{
-    Pipeline, PipelineOptions, STREAM_PROCESSORS, Sink, input_of, metric_if_served,
+    OUTAGE_GRACE, Pipeline, PipelineOptions, STREAM_PROCESSORS, Sink, input_of, metric_if_served,
 };
 use crate::{Stack, TestEnv, collect, decode_as};
 use mailstream_runtime::records::ResolvedEmail;
@@ -49,7 +58,7 @@ mod report;
 use faults::{Event, schedule};
 
 pub use push::Sent;
-pub use report::ChaosReport;
+pub use report::{ChaosReport, Outage};
 
 const TOKEN: &str = "chaos-token-0123456789";
 
@@ -82,6 +91,11 @@ pub struct ChaosOptions {
     /// The CRM refuses connections, then answers 503, then 429, a third of this each (zero:
     /// none).
     pub crm_outage: Duration,
+    /// The schema registry stopped this long, then started again (zero: none).
+    pub registry_outage: Duration,
+    /// Every broker unavailable this long, then started again (zero: none): the single broker
+    /// stopped cleanly, or the cluster's three nodes `kill -9`ed at once.
+    pub kafka_outage: Duration,
 }
 
 impl ChaosOptions {
@@ -104,13 +118,16 @@ impl ChaosOptions {
             cluster: false,
             zombie: Duration::ZERO,
             crm_outage: Duration::ZERO,
+            registry_outage: Duration::ZERO,
+            kafka_outage: Duration::ZERO,
         }
     }
 
     /// The CI size of the replicated run: three instances of every stream processor at the
     /// peak, three brokers, a zombie per stateful processor (past the 10 s session timeout),
-    /// a CRM outage of 30 s; no registry restart (the cluster shares the registry with every
-    /// other test).
+    /// a CRM outage of 30 s, the whole cluster down for 15 s and the registry for 20 s (it is
+    /// the registry every other test uses too: they see the outage); no short registry
+    /// restart besides.
     pub fn small_replicated() -> Self {
         Self {
             instances: 3,
@@ -118,6 +135,8 @@ impl ChaosOptions {
             zombie: Duration::from_secs(15),
             crm_outage: Duration::from_secs(30),
             restart_registry: false,
+            registry_outage: Duration::from_secs(20),
+            kafka_outage: Duration::from_secs(15),
             ..Self::small()
         }
     }
@@ -125,21 +144,183 @@ impl ChaosOptions {
 
 /// Stops `component` of the local stack and starts it again (`dev/down NAME`, `dev/up`).
 fn restart_component(component: &str) -> Result<f64, String> {
-    let dev = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dev");
     let started = Instant::now();
-    for (script, args) in [("down", vec![component]), ("up", vec![])] {
-        let out = std::process::Command::new(dev.join(script))
-            .args(&args)
-            .output()
-            .map_err(|e| format!("dev/{script}: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "dev/{script} {component}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
+    dev("down", &[component])?;
+    dev("up", &[])?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// Runs `dev/SCRIPT ARGS` (no output unless it fails).
+fn dev(script: &str, args: &[&str]) -> Result<(), String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../dev")
+        .join(script);
+    let out = std::process::Command::new(path)
+        .args(args)
+        .output()
+        .map_err(|e| format!("dev/{script}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "dev/{script} {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(())
+}
+
+/// How a long outage went: how long the stop took, and the start until the dependency served
+/// again, when it did.
+#[derive(Debug, Clone, Copy)]
+struct OutageTimes {
+    stop_secs: f64,
+    start_secs: f64,
+    back: Instant,
+}
+
+/// A long outage: `component` (`registry`, or `kafka` on the single-broker stack) stopped
+/// (`dev/down NAME`), or every node of `cluster` `kill -9`ed; `length` later started again
+/// (`dev/up`, `dev/up --cluster`), waiting until it serves.
+fn long_outage(
+    component: &str,
+    cluster: Option<&Cluster>,
+    length: Duration,
+) -> Result<OutageTimes, String> {
+    let began = Instant::now();
+    match cluster {
+        Some(cluster) => {
+            let running = crate::cluster::NODES
+                .iter()
+                .all(|&id| cluster.node_pid(id).is_some());
+            if !running {
+                return Err("a cluster node was not running before the outage".into());
+            }
+            eprintln!("chaos: kill -9 of every cluster node");
+            cluster.kill_all();
+        }
+        None => dev("down", &[component])?,
+    }
+    let stop_secs = began.elapsed().as_secs_f64();
+    std::thread::sleep(length);
+    let starting = Instant::now();
+    match cluster {
+        Some(cluster) => {
+            cluster.up();
+        }
+        None => dev("up", &[])?,
+    }
+    Ok(OutageTimes {
+        stop_secs,
+        start_secs: starting.elapsed().as_secs_f64(),
+        back: Instant::now(),
+    })
+}
+
+/// Committed transactions of every stream processor instance in service that answers now
+/// (a frozen one is skipped, never waited for): `(name, index, starts) -> count`.
+async fn committed(pipeline: &Arc<Mutex<Pipeline>>) -> BTreeMap<(&'static str, usize, u32), f64> {
+    let targets: Vec<_> = {
+        let p = pipeline.lock().await;
+        STREAM_PROCESSORS
+            .iter()
+            .flat_map(|name| p.instances(name))
+            .filter(|&i| !p.procs[i].frozen && p.procs[i].pid().is_some())
+            .map(|i| {
+                let proc = &p.procs[i];
+                ((proc.name, i, proc.starts), proc.metrics_url())
+            })
+            .collect()
+    };
+    let mut out = BTreeMap::new();
+    for (key, url) in targets {
+        let Ok((200, text)) = tokio::time::timeout(Duration::from_secs(2), http_get(&url)).await
+        else {
+            continue;
+        };
+        let labels = [("outcome", "committed")];
+        if let Some(n) = metric_if_served(&text, "mailstream_transactions_total", &labels) {
+            out.insert(key, n);
         }
     }
-    Ok(started.elapsed().as_secs_f64())
+    out
+}
+
+/// A long outage under way or over, and the task following it ([`watch_outage`]).
+struct Watch {
+    outage: Arc<std::sync::Mutex<Outage>>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Follows one long outage from its start: the exits of every instance until
+/// [`OUTAGE_GRACE`] after it ended, and how long after the dependency served again each
+/// stream processor committed a transaction; until `stop`.
+async fn watch_outage(
+    pipeline: Arc<Mutex<Pipeline>>,
+    outage: Arc<std::sync::Mutex<Outage>>,
+    back: oneshot::Receiver<OutageTimes>,
+    stop: Arc<AtomicBool>,
+) {
+    let exits_before: Vec<usize> = {
+        let p = pipeline.lock().await;
+        p.procs.iter().map(|x| x.unexpected_exits.len()).collect()
+    };
+    // No word: the outage failed, and the run with it.
+    let Ok(times) = back.await else { return };
+    {
+        let mut x = outage.lock().expect("outage");
+        x.stop_secs = Some(times.stop_secs);
+        x.start_secs = Some(times.start_secs);
+        for name in STREAM_PROCESSORS {
+            x.progress_after.insert(name.to_string(), None);
+        }
+    }
+    let baseline = committed(&pipeline).await;
+    let mut pending: BTreeSet<&str> = STREAM_PROCESSORS.into_iter().collect();
+    let mut exits_counted = false;
+    loop {
+        let done = stop.load(Ordering::SeqCst);
+        if !exits_counted && (done || times.back.elapsed() >= OUTAGE_GRACE) {
+            let p = pipeline.lock().await;
+            let mut x = outage.lock().expect("outage");
+            for (i, proc) in p.procs.iter().enumerate() {
+                let since = exits_before.get(i).copied().unwrap_or(0);
+                let new = &proc.unexpected_exits[since.min(proc.unexpected_exits.len())..];
+                let n = new.len() as u32;
+                *x.exits.entry(proc.name.to_string()).or_default() += n;
+                let most = x
+                    .most_exits_of_one
+                    .entry(proc.name.to_string())
+                    .or_default();
+                *most = (*most).max(n);
+                let words = new
+                    .iter()
+                    .map(|w| format!("{}-{}: {w}", proc.name, proc.instance));
+                x.exit_words.extend(words);
+            }
+            exits_counted = true;
+        }
+        if done || (exits_counted && pending.is_empty()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if pending.is_empty() {
+            continue;
+        }
+        let now = committed(&pipeline).await;
+        let after = times.back.elapsed().as_secs_f64();
+        for ((name, i, starts), n) in now {
+            // An instance started since is measured from nothing.
+            if pending.contains(name)
+                && n > baseline.get(&(name, i, starts)).copied().unwrap_or(0.0)
+            {
+                pending.remove(name);
+                let mut x = outage.lock().expect("outage");
+                x.progress_after.insert(name.to_string(), Some(after));
+            }
+        }
+    }
 }
 
 /// Waits until every stream processor's input counter has not moved for `quiet`, the CRM's
@@ -252,6 +433,8 @@ pub async fn run(o: ChaosOptions) -> anyhow::Result<ChaosReport> {
     let mut pending = events;
     // The frozen instance of each processor.
     let mut zombies: std::collections::BTreeMap<&str, usize> = Default::default();
+    // The long outages, followed until the pipeline settled.
+    let mut watches: Vec<Watch> = Vec::new();
     while !pending.is_empty() {
         {
             let mut p = pipeline.lock().await;
@@ -263,7 +446,14 @@ pub async fn run(o: ChaosOptions) -> anyhow::Result<ChaosReport> {
         let busy = infra_busy.load(Ordering::SeqCst);
         let due = pending.iter().position(|(at, e)| {
             t0.elapsed() >= *at
-                && !(busy && matches!(e, Event::RestartBroker | Event::RestartRegistry))
+                && !(busy
+                    && matches!(
+                        e,
+                        Event::RestartBroker
+                            | Event::RestartRegistry
+                            | Event::RegistryOutage(_)
+                            | Event::KafkaOutage(_)
+                    ))
         });
         let Some(i) = due else {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -358,6 +548,64 @@ pub async fn run(o: ChaosOptions) -> anyhow::Result<ChaosReport> {
                     (component.to_string(), result)
                 }));
             }
+            Event::RegistryOutage(length) | Event::KafkaOutage(length) => {
+                let component = if matches!(event, Event::KafkaOutage(_)) {
+                    "kafka"
+                } else {
+                    "registry"
+                };
+                let on_cluster = cluster.clone().filter(|_| component == "kafka");
+                let how = match (component, &on_cluster) {
+                    ("kafka", Some(_)) => "kill -9 of the three cluster nodes, dev/up --cluster",
+                    ("kafka", None) => "dev/down kafka, dev/up",
+                    _ => "dev/down registry, dev/up",
+                };
+                eprintln!("chaos: {component} down for {length:?} at {when:.1} s ({how})");
+                let outage = Arc::new(std::sync::Mutex::new(Outage {
+                    component: component.to_string(),
+                    how: how.to_string(),
+                    at_secs: when,
+                    asked_secs: length.as_secs_f64(),
+                    ..Outage::default()
+                }));
+                let (tell, back) = oneshot::channel();
+                let stop = Arc::new(AtomicBool::new(false));
+                let watch = tokio::spawn(watch_outage(
+                    pipeline.clone(),
+                    outage.clone(),
+                    back,
+                    stop.clone(),
+                ));
+                watches.push(Watch {
+                    outage,
+                    stop,
+                    task: watch,
+                });
+                infra_busy.store(true, Ordering::SeqCst);
+                pipeline.lock().await.set_outage(true);
+                let busy = infra_busy.clone();
+                infra.push(tokio::task::spawn_blocking(move || {
+                    // A panic (a node that would not die) is an error, and the next restart
+                    // still goes ahead.
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        long_outage(component, on_cluster.as_ref(), length)
+                    }))
+                    .unwrap_or_else(|panic| {
+                        let said = panic
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_default();
+                        Err(format!("the {component} outage panicked: {said}"))
+                    });
+                    busy.store(false, Ordering::SeqCst);
+                    let result = result.map(|times| {
+                        let _ = tell.send(times);
+                        times.stop_secs + length.as_secs_f64() + times.start_secs
+                    });
+                    (format!("{component} outage"), result)
+                }));
+            }
         }
     }
     // Keep supervising until the push and the restarts are over.
@@ -372,10 +620,11 @@ pub async fn run(o: ChaosOptions) -> anyhow::Result<ChaosReport> {
         let (component, result) = handle.await?;
         let secs = result.map_err(anyhow::Error::msg)?;
         eprintln!("chaos: {component} was back after {secs:.1} s");
-        if component == "kafka" {
-            report.broker_restart_secs = Some(secs);
-        } else {
-            report.registry_restart_secs = Some(secs);
+        match component.as_str() {
+            "kafka" => report.broker_restart_secs = Some(secs),
+            "registry" => report.registry_restart_secs = Some(secs),
+            // The long outages: reported by their watch.
+            _ => {}
         }
     }
     for handle in senders {
@@ -387,16 +636,26 @@ pub async fn run(o: ChaosOptions) -> anyhow::Result<ChaosReport> {
         report.sent.deliveries, report.push_secs
     );
 
-    // Settle, then count. After a long CRM outage the sink's batch retries back off up to
-    // the runtime's 30 s: quiet for less than that is not done.
-    let quiet = if o.crm_outage.is_zero() {
-        Duration::from_secs(15)
-    } else {
+    // Settle, then count. After a long outage (the CRM's, the registry's, the brokers') batch
+    // retries back off up to the runtime's 30 s: quiet for less than that is not done.
+    let after_long_outage = [o.crm_outage, o.registry_outage, o.kafka_outage]
+        .iter()
+        .any(|d| !d.is_zero());
+    let quiet = if after_long_outage {
         Duration::from_secs(40)
+    } else {
+        Duration::from_secs(15)
     };
     let settle_started = Instant::now();
     let settled = settle(&pipeline, &crm, quiet, o.settle_timeout).await;
     report.settle_secs = settle_started.elapsed().as_secs_f64();
+    for w in watches {
+        w.stop.store(true, Ordering::SeqCst);
+        w.task.await?;
+        report
+            .outages
+            .push(w.outage.lock().expect("outage").clone());
+    }
     anyhow::ensure!(
         settled,
         "the pipeline did not settle within {:?}",

@@ -44,6 +44,91 @@ pub struct ChaosReport {
     /// Replies linked once their parent arrived (a second, `thread_relinked` record).
     pub relinked: usize,
     pub resolved_missing: Vec<String>,
+    /// The long outages of the registry and the brokers (`registry_outage`, `kafka_outage`).
+    pub outages: Vec<Outage>,
+}
+
+/// Exits of one instance during one long outage that make a crash loop.
+pub const CRASH_LOOP_EXITS: u32 = 3;
+
+/// A long outage of a dependency, and how the processors lived through it.
+#[derive(Debug, Clone, Default)]
+pub struct Outage {
+    /// `registry` or `kafka`.
+    pub component: String,
+    /// How it was taken down and brought back.
+    pub how: String,
+    /// When it began, from the start of the push.
+    pub at_secs: f64,
+    /// How long it was asked to last (between the stop and the start).
+    pub asked_secs: f64,
+    /// The stop, and the start until it served again.
+    pub stop_secs: Option<f64>,
+    pub start_secs: Option<f64>,
+    /// Per stream processor: how long after the dependency served again one of its instances
+    /// committed a transaction (`None`: not seen before the pipeline settled).
+    pub progress_after: BTreeMap<String, Option<f64>>,
+    /// Per processor: exits nobody asked for from the outage's start until
+    /// [`crate::pipeline::OUTAGE_GRACE`] after it ended, and the most of one instance.
+    pub exits: BTreeMap<String, u32>,
+    pub most_exits_of_one: BTreeMap<String, u32>,
+    /// What the first few of those exits said (`processor-instance: ...`).
+    pub exit_words: Vec<String>,
+}
+
+impl Outage {
+    /// From the stop to serving again.
+    pub fn down_secs(&self) -> Option<f64> {
+        Some(self.stop_secs? + self.asked_secs + self.start_secs?)
+    }
+
+    /// The longest any stream processor took to commit again, if every one did.
+    pub fn recovered_secs(&self) -> Option<f64> {
+        self.progress_after
+            .values()
+            .try_fold(0.0f64, |most, t| t.map(|t| most.max(t)))
+    }
+}
+
+impl fmt::Display for Outage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({}) at {:.1} s for {:.0} s",
+            self.component, self.how, self.at_secs, self.asked_secs
+        )?;
+        match self.down_secs() {
+            Some(down) => write!(
+                f,
+                ": down {down:.1} s (stop {:.1} s, start {:.1} s)",
+                self.stop_secs.unwrap_or_default(),
+                self.start_secs.unwrap_or_default()
+            )?,
+            None => write!(f, ": did not come back")?,
+        }
+        let progress: Vec<String> = self
+            .progress_after
+            .iter()
+            .map(|(name, t)| match t {
+                Some(t) => format!("{name} {t:.0} s"),
+                None => format!("{name} not seen"),
+            })
+            .collect();
+        match self.recovered_secs() {
+            Some(t) => write!(
+                f,
+                "; every stream processor committed again within {t:.0} s"
+            )?,
+            None => write!(f, "; committed again after")?,
+        }
+        write!(f, " ({})", progress.join(", "))?;
+        let exits: u32 = self.exits.values().sum();
+        write!(
+            f,
+            "; {exits} exits during it {:?}, most of one instance {:?}",
+            self.exits, self.most_exits_of_one
+        )
+    }
 }
 
 impl ChaosReport {
@@ -130,6 +215,30 @@ impl ChaosReport {
         if o.restart_registry && self.registry_restart_secs.is_none() {
             f.push("the registry was not restarted".into());
         }
+        for (component, asked) in [("registry", o.registry_outage), ("kafka", o.kafka_outage)] {
+            let done = self
+                .outages
+                .iter()
+                .any(|x| x.component == component && x.down_secs().is_some());
+            if !asked.is_zero() && !done {
+                f.push(format!("the {component} outage did not take place"));
+            }
+        }
+        for x in &self.outages {
+            for (name, n) in &x.most_exits_of_one {
+                if *n >= CRASH_LOOP_EXITS {
+                    let words: Vec<&String> = x
+                        .exit_words
+                        .iter()
+                        .filter(|w| w.starts_with(&format!("{name}-")))
+                        .collect();
+                    f.push(format!(
+                        "{name} crash-looped during the {} outage ({n} exits of one instance): {words:?}",
+                        x.component
+                    ));
+                }
+            }
+        }
         for kind in ["429", "503"] {
             if o.bursts > 0 && self.faults.get(kind).copied().unwrap_or(0) == 0 {
                 f.push(format!(
@@ -207,6 +316,12 @@ impl fmt::Display for ChaosReport {
             self.registry_restart_secs
                 .map_or("no".into(), |t| format!("once, back after {t:.1} s"))
         )?;
+        for x in &self.outages {
+            writeln!(f, "  outage          {x}")?;
+            for w in x.exit_words.iter().take(6) {
+                writeln!(f, "    {w}")?;
+            }
+        }
         if !self.scale_steps.is_empty() {
             writeln!(f, "  scale steps     {}", self.scale_steps.join("; "))?;
         }
@@ -253,7 +368,7 @@ impl fmt::Display for ChaosReport {
         let in_outage: u32 = self.exits_in_outage.values().sum();
         writeln!(
             f,
-            "  unexpected exits {exits} ({in_outage} while the broker or registry was restarting: {:?}); most in a row otherwise {:?}",
+            "  unexpected exits {exits} ({in_outage} while the broker or registry was restarting or down: {:?}); most in a row otherwise {:?}",
             self.exits_in_outage, self.max_consecutive_exits
         )?;
         for (name, list) in &self.unexpected_exits {
