@@ -75,6 +75,25 @@ impl ThreadOverlay {
         }
     }
 
+    /// The threads table applied a write of each of `ids` (ours, or a later one of another
+    /// instance): from now on the table answers for them, unless the open transaction wrote
+    /// one again. Without this a link this instance wrote would shadow a newer one (a relink
+    /// by the partition's next owner). `None`: more arrived than the table kept; forget every
+    /// committed link.
+    pub fn forget(&mut self, ids: Option<&[String]>) {
+        let pending: HashSet<&String> = self.pending.iter().collect();
+        match ids {
+            Some(ids) => {
+                for id in ids.iter().filter(|id| !pending.contains(id)) {
+                    self.links.remove(id);
+                }
+            }
+            None => self.links.retain(|id, _| pending.contains(id)),
+        }
+        // `order` keeps the forgotten ids until they reach its front: they only count
+        // against the capacity a little longer.
+    }
+
     /// The open transaction committed: its links stay.
     pub fn commit(&mut self) {
         self.pending.clear();
@@ -166,5 +185,20 @@ mod tests {
         overlay.commit();
         assert!(overlay.get("a").is_none(), "oldest evicted beyond capacity");
         assert!(overlay.get("c").is_some() && overlay.get("d").is_some());
+    }
+
+    #[test]
+    fn overlay_leaves_to_the_table_what_it_applied_but_keeps_open_writes() {
+        let mut overlay = ThreadOverlay::new(10);
+        overlay.insert(link("a"));
+        overlay.insert(link("b"));
+        overlay.commit();
+        overlay.insert(link("c"));
+        overlay.forget(Some(&["a".to_string(), "c".to_string()]));
+        assert!(overlay.get("a").is_none(), "the table answers for a");
+        assert!(overlay.get("b").is_some());
+        assert!(overlay.get("c").is_some(), "c is in the open transaction");
+        overlay.forget(None);
+        assert!(overlay.get("b").is_none() && overlay.get("c").is_some());
     }
 }

@@ -144,6 +144,7 @@ impl Resolver {
         out: &mut Outputs,
     ) -> Result<(), ProcessError> {
         let (mut arrived, mut missed) = (arrivals.keys, arrivals.overflowed);
+        self.overlay.forget((!missed).then_some(arrived.as_slice()));
         while !arrived.is_empty() || missed || self.pending.needs_recheck() {
             let directory = TableDirectory {
                 contacts: &self.contacts,

@@ -21,8 +21,8 @@
 //!   (`thread_relinked`), its thread link is updated and its wait tombstoned, in one
 //!   transaction, and the replies waiting on it are woken in turn.
 //! - The index may name replies no longer waiting (linked, evicted, rolled back): each is
-//!   checked against the store before it is woken, and the index is rebuilt from the store
-//!   when it grows past twice the store.
+//!   checked against the store before it is woken (and dropped from the index then), and the
+//!   index is rebuilt from the store when it grows past twice the store.
 
 use std::collections::HashMap;
 
@@ -91,9 +91,10 @@ impl PendingReplies {
     }
 
     /// The waiting replies one of the `arrived` message ids may link, as (partition, reply),
-    /// each once; the index forgets them (a reply that still finds no parent waits on, woken
-    /// by a recheck or by its other parents). With `missed` (arrivals were lost), or after a
-    /// rollback or restore, every waiting reply with a parent `linked` is returned instead.
+    /// each once. A reply that still finds no parent (or one that waits itself) stays waiting
+    /// and indexed: the next write of that parent's link wakes it again. With `missed`
+    /// (arrivals were lost), or after a rollback or restore, every waiting reply with a parent
+    /// `linked` is returned instead.
     pub fn woken(
         &mut self,
         arrived: &[String],
@@ -113,20 +114,26 @@ impl PendingReplies {
         }
         let mut woken: Vec<(i32, PendingReply)> = Vec::new();
         for parent in arrived {
-            let Some(waiting) = self.index.remove(parent) else {
+            let Some(waiting) = self.index.get_mut(parent) else {
                 continue;
             };
-            self.indexed -= waiting.len();
-            for (partition, id) in waiting {
-                let Some(reply) = self.store.get(partition, &id) else {
+            let store = &self.store;
+            let before = waiting.len();
+            waiting.retain(|(partition, id)| store.get(*partition, id).is_some());
+            self.indexed -= before - waiting.len();
+            for (partition, id) in waiting.iter() {
+                let Some(reply) = store.get(*partition, id) else {
                     continue;
                 };
                 if !woken
                     .iter()
-                    .any(|(p, r)| *p == partition && r.message_id == id)
+                    .any(|(p, r)| p == partition && r.message_id == *id)
                 {
-                    woken.push((partition, reply.clone()));
+                    woken.push((*partition, reply.clone()));
                 }
+            }
+            if waiting.is_empty() {
+                self.index.remove(parent);
             }
         }
         woken
@@ -248,7 +255,7 @@ mod tests {
     }
 
     #[test]
-    fn an_arriving_parent_wakes_the_replies_waiting_on_it_once() {
+    fn an_arriving_parent_wakes_the_replies_waiting_on_it_until_they_stop_waiting() {
         let mut waiting = pending(100);
         let mut out = Outputs::default();
         waiting.wait(2, 10, &reply("r1", "p", &["root", "p"], 1), &mut out);
@@ -262,13 +269,24 @@ mod tests {
             "In-Reply-To, then References newest first"
         );
         assert_eq!(stored.parsed_offset, 10);
-        let woken = waiting.woken(&["root".into()], false, |_| false);
-        assert_eq!(ids(&woken), ["r1", "r2"], "both reference the root");
-        assert!(waiting.woken(&["root".into()], false, |_| true).is_empty());
+        let woken = waiting.woken(&["root".into(), "p".into()], false, |_| false);
+        assert_eq!(
+            ids(&woken),
+            ["r1", "r2"],
+            "both reference the root; r1 once"
+        );
         let woken = waiting.woken(&["p".into(), "unrelated".into()], false, |_| false);
-        assert_eq!(ids(&woken), ["r1"], "still waiting: p wakes it again");
+        assert_eq!(
+            ids(&woken),
+            ["r1"],
+            "still waiting: the next write of p wakes it again"
+        );
         waiting.remove(2, "r1", &mut out);
         assert!(waiting.woken(&["p".into()], false, |_| true).is_empty());
+        assert_eq!(
+            ids(&waiting.woken(&["root".into()], false, |_| true)),
+            ["r2"]
+        );
         assert_eq!((waiting.len(2), waiting.len(3)), (0, 1));
     }
 
@@ -282,6 +300,7 @@ mod tests {
         // Linked in a batch that then aborts: the arrival was taken, the wait comes back.
         let woken = waiting.woken(&["p1".into()], false, |_| true);
         waiting.remove(0, &woken[0].1.message_id, &mut out);
+        assert!(waiting.woken(&["p1".into()], false, |_| true).is_empty());
         waiting.rollback();
         assert!(waiting.needs_recheck());
         let woken = waiting.woken(&[], false, |parent| parent == "p1");
