@@ -104,6 +104,15 @@ pub fn transaction_committed_after_all(processor: &str, records: usize) {
     );
 }
 
+/// A table could not be loaded at start because no broker answered: start-up waits for them.
+pub fn table_waiting_for_brokers(topic: &str, problem: &str) {
+    tracing::warn!(
+        table = topic,
+        problem,
+        "waiting for the brokers to load the table"
+    );
+}
+
 /// Outputs a processor emitted with no input (`Processor::on_idle`) were dropped: it returned
 /// `error` (poison or transient) or panicked. It is asked again at the next idle moment.
 pub fn idle_outputs_dropped(processor: &str, error: &crate::error::ProcessError) {

@@ -18,6 +18,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::avro::{AvroCodec, registry_settings};
 use crate::config::RuntimeConfig;
 use crate::error::RuntimeError;
+use crate::events;
 use crate::kafka;
 use crate::processor::AvroRecord;
 use crate::shutdown::Shutdown;
@@ -26,8 +27,19 @@ use crate::topology::Naming;
 /// How long start-up waits for the table's topic to appear in the metadata.
 const TOPIC_WAIT: Duration = Duration::from_secs(20);
 
-/// How long catching up at start may take.
+/// How long catching up at start may go without reading a record.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How often start-up says it is still waiting for unreachable brokers.
+const UNREACHABLE_REPORT: Duration = Duration::from_secs(10);
+
+/// Why a table's partitions could not be listed.
+enum Discovery {
+    /// The brokers did not answer: nothing is known about the topic.
+    Unreachable(String),
+    /// The brokers answered without the topic (or without partitions for it).
+    Missing(String),
+}
 
 /// How many arrivals a table keeps between two [`GlobalTable::take_arrivals`].
 const ARRIVALS_MAX: usize = 100_000;
@@ -66,18 +78,33 @@ impl<V: AvroRecord + Clone + Sync> GlobalTable<V> {
                 .create()
                 .map_err(|e| kafka_error("creating the table reader of", e))?;
         // A topic created moments ago (by `topology apply`) may not be in the metadata yet, or
-        // have no leader yet: retry for a while before calling it missing.
-        let looking = Instant::now();
+        // have no leader yet: retry for a while before calling it missing. Brokers that cannot
+        // be reached say nothing about the topic: wait for them as long as it takes.
+        let mut looking = Instant::now();
+        let mut reported = Instant::now();
         let (ends, tpl) = loop {
             match discover(&consumer, &topic) {
                 Ok(found) => break found,
-                Err(problem) if looking.elapsed() > TOPIC_WAIT => {
+                Err(Discovery::Unreachable(problem)) => {
+                    looking = Instant::now();
+                    if reported.elapsed() > UNREACHABLE_REPORT {
+                        events::table_waiting_for_brokers(&topic, &problem);
+                        reported = Instant::now();
+                    }
+                    if shutdown.is_triggered() {
+                        return Err(RuntimeError::Topology(format!(
+                            "table topic {topic}: shut down while waiting for the brokers ({problem})"
+                        )));
+                    }
+                }
+                Err(Discovery::Missing(problem)) if looking.elapsed() > TOPIC_WAIT => {
                     return Err(RuntimeError::Topology(format!(
                         "table topic {topic}: {problem} (does it exist? run `mailstream topology apply`)"
                     )));
                 }
-                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+                Err(Discovery::Missing(_)) => {}
             }
+            tokio::time::sleep(Duration::from_millis(250)).await;
         };
         consumer
             .assign(&tpl)
@@ -90,15 +117,19 @@ impl<V: AvroRecord + Clone + Sync> GlobalTable<V> {
         });
         let codec = AvroCodec::decoder(registry_settings(config)?);
         let started = Instant::now();
+        let mut progressed = Instant::now();
         while !caught_up(&consumer, &topic, &ends) {
-            if started.elapsed() > CATCH_UP_TIMEOUT {
+            if progressed.elapsed() > CATCH_UP_TIMEOUT {
                 return Err(RuntimeError::Registry(format!(
-                    "table {topic} did not catch up within {CATCH_UP_TIMEOUT:?}"
+                    "table {topic} made no progress catching up for {CATCH_UP_TIMEOUT:?}"
                 )));
             }
             if let Ok(received) =
                 tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await
             {
+                if received.is_ok() {
+                    progressed = Instant::now();
+                }
                 table.apply(&codec, received).await;
             }
         }
@@ -212,10 +243,10 @@ impl<V: AvroRecord + Clone + Sync> GlobalTable<V> {
 fn discover(
     consumer: &StreamConsumer,
     topic: &str,
-) -> Result<(HashMap<i32, i64>, TopicPartitionList), String> {
+) -> Result<(HashMap<i32, i64>, TopicPartitionList), Discovery> {
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(|e| format!("reading its metadata: {e}"))?;
+        .map_err(|e| Discovery::Unreachable(format!("reading its metadata: {e}")))?;
     let partitions: Vec<i32> = metadata
         .topics()
         .iter()
@@ -223,17 +254,19 @@ fn discover(
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
         .collect();
     if partitions.is_empty() {
-        return Err("no partitions in the metadata".into());
+        return Err(Discovery::Missing("no partitions in the metadata".into()));
     }
     let mut ends = HashMap::new();
     let mut tpl = TopicPartitionList::new();
     for p in partitions {
         let (_, high) = consumer
             .fetch_watermarks(topic, p, Duration::from_secs(10))
-            .map_err(|e| format!("reading the watermarks of partition {p}: {e}"))?;
+            .map_err(|e| {
+                Discovery::Unreachable(format!("reading the watermarks of partition {p}: {e}"))
+            })?;
         ends.insert(p, high);
         tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .map_err(|e| format!("assigning partition {p}: {e}"))?;
+            .map_err(|e| Discovery::Missing(format!("assigning partition {p}: {e}")))?;
     }
     Ok((ends, tpl))
 }

@@ -119,7 +119,8 @@ pub async fn run<P: Processor>(
     let bound = health::serve(&config.http_addr, health.clone(), metrics.clone()).await?;
     tracing::info!(processor = P::NAME, http = %bound, "serving /metrics, /healthz, /readyz");
     let mut stream = Stream::new(config, &topology, processor, metrics, health)?;
-    stream.start().await?;
+    let mut shutdown = shutdown;
+    stream.start(&mut shutdown).await?;
     let result = stream.run_loop(shutdown).await;
     stream.close();
     result
@@ -214,9 +215,22 @@ impl<P: Processor> Stream<P> {
     }
 
     /// Registers schemas, fences predecessors, subscribes. Ready afterwards.
-    async fn start(&mut self) -> Result<(), RuntimeError> {
-        self.codec.register_outputs().await?;
-        init_transactions(&self.producer, P::NAME).await?;
+    /// Registers the output schemas and initialises transactions, waiting out a registry or
+    /// brokers that cannot be reached (retriable errors) until they can, or shutdown.
+    async fn start(&mut self, shutdown: &mut Shutdown) -> Result<(), RuntimeError> {
+        let mut backoff = Backoff::new(Duration::from_millis(self.config.retry_backoff_max_ms));
+        while let Err(error) = self.codec.register_outputs().await {
+            self.wait_to_retry(error, &mut backoff, shutdown).await?;
+            if shutdown.is_triggered() {
+                return Ok(());
+            }
+        }
+        while let Err(error) = init_transactions(&self.producer, P::NAME).await {
+            self.wait_to_retry(error, &mut backoff, shutdown).await?;
+            if shutdown.is_triggered() {
+                return Ok(());
+            }
+        }
         self.consumer
             .subscribe(&[&self.input_topic])
             .map_err(|e| RuntimeError::kafka(format!("subscribing to {}", self.input_topic), e))?;
@@ -1006,10 +1020,16 @@ impl<P: Processor> Stream<P> {
         }
         events::producer_replaced(&self.metrics, P::NAME, &error);
         let producer = new_producer(&self.config, &self.naming, P::NAME, self.max_record_bytes)?;
-        init_transactions(&producer, P::NAME).await?;
+        let mut backoff = Backoff::new(Duration::from_millis(self.config.retry_backoff_max_ms));
+        while let Err(error) = init_transactions(&producer, P::NAME).await {
+            self.wait_to_retry(error, &mut backoff, shutdown).await?;
+            if shutdown.is_triggered() {
+                return Ok(());
+            }
+        }
         let old = std::mem::replace(&mut self.producer, producer);
         self.replacements.retire(old);
-        let mut backoff = Backoff::new(Duration::from_millis(self.config.retry_backoff_max_ms));
+        backoff.reset();
         // The failed call may have been a commit the coordinator carried out (its answer
         // lost with a broker): the new producer's init_transactions has ended the transaction
         // either way, so the offsets committed for the batch say which. Undoing a committed
