@@ -194,6 +194,25 @@ async fn forwards_and_form_notifications_make_the_right_person_the_contact() {
             ],
         ]
     );
+    // The activity keeps the whole forward: the colleague's note and the original's words.
+    let text = |id: &str| {
+        psql_rows(&format!(
+            "SELECT coalesce(body_text, '') FROM {schema}.email_activities WHERE message_id = '{id}'"
+        ))
+        .concat()
+        .concat()
+    };
+    let inline = text(&format!("fwd-inline@{SAMPLE_DOMAIN}"));
+    assert!(
+        inline.contains("FYI, a hot one.")
+            && inline.contains("a demo of your product for 40 seats"),
+        "{inline}"
+    );
+    let form = text("form-cf7@acme-site.example");
+    assert!(
+        form.contains("Phone: +44 20 7946 0958") && form.contains("30 seats"),
+        "{form}"
+    );
     let leads = psql_rows(&format!(
         "SELECT sender_email, coalesce(sender_name, '') FROM {schema}.leads ORDER BY sender_email"
     ));

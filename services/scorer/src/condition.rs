@@ -141,15 +141,13 @@ impl<'a> Candidate<'a> {
         self.intent = Some(intent.to_string());
     }
 
-    /// The text a `body` condition looks at: the reply without quotes and signature, else the
-    /// whole text (which the parser derives from the HTML when there is no text part).
+    /// The text a `body` condition looks at: what the lead wrote ([`ParsedEmail::lead_text`]:
+    /// a form's message, a forwarded original's body, the reply without quotes and signature,
+    /// else the whole text, which the parser derives from the HTML when there is no text part).
+    ///
+    /// [`ParsedEmail::lead_text`]: mailstream_runtime::records::ParsedEmail::lead_text
     fn body(&self) -> Option<&'a str> {
-        let email = &self.email.email;
-        email
-            .stripped_text
-            .as_deref()
-            .filter(|t| !t.trim().is_empty())
-            .or(email.text.as_deref())
+        self.email.email.lead_text()
     }
 
     fn links(&self) -> &[Link] {

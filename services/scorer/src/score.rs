@@ -244,7 +244,7 @@ pub fn lead_of(scored: &ScoredLead) -> Option<Lead> {
 mod tests {
     use mailstream_runtime::records::{
         AccountMatch, Attachment, AuthResults, AutoReply, Bounce, ContactMatch, Disposition,
-        Header, ListInfo, NewContactProposal, ParsedEmail,
+        FormLead, Forwarded, Header, ListInfo, NewContactProposal, ParsedEmail,
     };
 
     use super::*;
@@ -387,6 +387,34 @@ mod tests {
         };
         e.email.attachments = vec![renamed_exe, pdf("big.pdf", 5 * 1024 * 1024)];
         assert!(score(&e, &rules()).breakdown.is_empty());
+    }
+
+    #[test]
+    fn body_rules_read_what_the_lead_wrote_in_a_forward_or_a_form() {
+        let mut e = plain();
+        e.email.stripped_text = Some("FYI, see below.".into());
+        e.email.forwarded = Some(Forwarded {
+            body: Some("ACT NOW: this offer is risk-free".into()),
+            ..Forwarded::default()
+        });
+        assert_eq!(
+            hits(&score(&e, &rules())),
+            [(
+                "spam-signals",
+                -30,
+                r#"body mentions "act now", "risk-free""#
+            )],
+            "the original's body, not the colleague's note"
+        );
+        e.email.form = Some(FormLead {
+            message: Some("   ".into()),
+            ..FormLead::default()
+        });
+        assert_eq!(
+            hits(&score(&e, &rules())).len(),
+            1,
+            "a blank form message passes to the forward's body"
+        );
     }
 
     #[test]

@@ -293,7 +293,7 @@ impl WritePlan {
                 sender_email: sender_email.clone(),
                 sender_name: sender_name.clone(),
                 recipients: resolved.recipients.clone(),
-                text: email.stripped_text.clone().or_else(|| email.text.clone()),
+                text: email.activity_text().map(str::to_string),
                 thread_id: lead.thread_id.clone(),
                 thread_parent: resolved.thread_parent.clone(),
                 auth: json!({"spf": email.auth.spf, "dkim": email.auth.dkim, "dmarc": email.auth.dmarc}),

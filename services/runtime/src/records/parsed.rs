@@ -338,6 +338,30 @@ impl ParsedEmail {
             .or(self.sender.as_ref())
     }
 
+    /// What the lead wrote, for rules that read the body: the message of a form notification,
+    /// else the forwarded original's body, else the email's own new text (without quotes and
+    /// signature), else its whole text. Blank texts are passed over.
+    pub fn lead_text(&self) -> Option<&str> {
+        fn written(text: Option<&String>) -> Option<&str> {
+            text.map(String::as_str).filter(|t| !t.trim().is_empty())
+        }
+        written(self.form.as_ref().and_then(|f| f.message.as_ref()))
+            .or_else(|| written(self.forwarded.as_ref().and_then(|f| f.body.as_ref())))
+            .or_else(|| written(self.stripped_text.as_ref()))
+            .or(self.text.as_deref())
+    }
+
+    /// The text a CRM activity keeps: the whole text of a forward or a form notification (the
+    /// forwarder's note with the original, every field of the form), else the new text
+    /// without quotes and signature, else the whole text.
+    pub fn activity_text(&self) -> Option<&str> {
+        let whole = self.forwarded.is_some() || self.form.is_some();
+        self.stripped_text
+            .as_deref()
+            .filter(|t| !whole && !t.trim().is_empty())
+            .or(self.text.as_deref())
+    }
+
     /// The blobs this email's record points to: stored attachments and whole bodies.
     pub fn blob_uris(&self) -> impl Iterator<Item = &str> {
         self.attachments
