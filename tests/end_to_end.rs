@@ -11,7 +11,7 @@ use std::time::Duration;
 use mailstream_runtime::AvroRecord;
 use mailstream_runtime::records::{CrmResult, ScoredLead};
 use mailstream_tests::crm_db::{
-    SAMPLE_DOMAIN, psql, sample_emails, samples, snapshot, spawn_stream_processors,
+    SAMPLE_DOMAIN, SmtpToCrm, psql, sample_emails, samples, snapshot, spawn_stream_processors,
 };
 use mailstream_tests::mail::{smtplib, start, temp_dir};
 use mailstream_tests::{Seen, TestEnv, collect, decode, decode_as, output, terminate};
@@ -271,17 +271,8 @@ async fn samples_reach_postgres_over_smtp_and_a_replay_of_every_processor_change
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_that_reaches_the_crm_before_its_parent_is_linked_there_when_it_arrives() {
     let env = TestEnv::new("e2e-relink");
-    let schema = format!("e2e_relink_{}", &env.prefix[13..21]);
-    let blobs = temp_dir("e2e-relink-blobs");
-    let dir = temp_dir("e2e-relink");
-    let blob_url = format!("file://{}", blobs.display());
-    let mut ingest = start(
-        &env,
-        &blobs,
-        &[("MAILSTREAM_INGEST_ACCEPTED_DOMAINS", SAMPLE_DOMAIN)],
-    )
-    .await;
-    let mut pipeline = spawn_stream_processors(&env, &blob_url, &schema);
+    let mut crm = SmtpToCrm::start(&env, &[], &[]).await;
+    let schema = crm.schema.clone();
     let parent_id = format!("quote-{}@buyer-relink.example", &env.prefix[13..21]);
     let reply_id = format!("reply-{}@buyer-relink.example", &env.prefix[13..21]);
     let email = |id: &str, headers: &str, subject: &str| {
@@ -292,24 +283,14 @@ async fn a_reply_that_reaches_the_crm_before_its_parent_is_linked_there_when_it_
              Content-Type: text/plain; charset=utf-8\r\n\r\nAbout the fleet quote.\r\n"
         )
     };
-    let send = |name: &str, text: String, rcpt: &str| {
-        let file = dir.join(name);
-        std::fs::write(&file, text).expect("write the email");
-        let sent = smtplib(
-            ingest.smtp,
-            &file,
-            "ana@buyer-relink.example",
-            "buyer-relink.example",
-            &[rcpt],
-        );
-        assert!(sent.contains("SENT"), "{sent}");
-    };
+    let ana = "ana@buyer-relink.example";
     let results = env.consumer(&["crm-results"]);
     let reply_headers = format!("In-Reply-To: <{parent_id}>\r\nReferences: <{parent_id}>\r\n");
-    send(
-        "reply.eml",
-        email(&reply_id, &reply_headers, "Re: Fleet quote"),
-        &format!("sales@{SAMPLE_DOMAIN}"),
+    let sales = format!("sales@{SAMPLE_DOMAIN}");
+    crm.send(
+        &email(&reply_id, &reply_headers, "Re: Fleet quote"),
+        ana,
+        &[&sales],
     );
     let first = collect(&results, 1, Duration::from_secs(120), Duration::ZERO).await;
     assert_eq!(first.len(), 1, "the reply reached the CRM");
@@ -321,11 +302,8 @@ async fn a_reply_that_reaches_the_crm_before_its_parent_is_linked_there_when_it_
     };
     assert_eq!(row(&reply_id), format!("- {parent_id} -"), "no parent yet");
 
-    send(
-        "quote.eml",
-        email(&parent_id, "", "Fleet quote"),
-        &format!("deal-42@{SAMPLE_DOMAIN}"),
-    );
+    let deal = format!("deal-42@{SAMPLE_DOMAIN}");
+    crm.send(&email(&parent_id, "", "Fleet quote"), ana, &[&deal]);
     // The parent's result, then the reply's second one (its relinked record).
     let more = collect(
         &results,
@@ -334,8 +312,7 @@ async fn a_reply_that_reaches_the_crm_before_its_parent_is_linked_there_when_it_
         Duration::from_secs(2),
     )
     .await;
-    stop_all(&mut pipeline);
-    terminate(&mut ingest.child, Duration::from_secs(30));
+    crm.stop();
     assert_eq!(more.len(), 2, "the parent and the linked reply");
     assert_eq!(row(&parent_id), format!("- {parent_id} 42"));
     assert_eq!(

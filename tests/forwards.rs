@@ -9,9 +9,8 @@
 use std::time::Duration;
 
 use mailstream_runtime::records::{Forwarded, ParsedEmail};
-use mailstream_tests::crm_db::{SAMPLE_DOMAIN, psql_rows, spawn_stream_processors};
-use mailstream_tests::mail::{smtplib, start, temp_dir};
-use mailstream_tests::{TestEnv, collect, decode_as, terminate};
+use mailstream_tests::crm_db::{SAMPLE_DOMAIN, SmtpToCrm, psql_rows};
+use mailstream_tests::{TestEnv, collect, decode_as};
 
 /// Bob, a colleague, forwards Dana's demo request inline (Gmail).
 fn gmail_forward() -> String {
@@ -55,17 +54,8 @@ fn form_notification() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwards_and_form_notifications_make_the_right_person_the_contact() {
     let env = TestEnv::new("forwards");
-    let schema = format!("forwards_{}", &env.prefix[11..19]);
-    let dir = temp_dir("forwards");
-    let blobs = temp_dir("forwards-blobs");
-    let blob_url = format!("file://{}", blobs.display());
-    let mut ingest = start(
-        &env,
-        &blobs,
-        &[("MAILSTREAM_INGEST_ACCEPTED_DOMAINS", SAMPLE_DOMAIN)],
-    )
-    .await;
-    let mut pipeline = spawn_stream_processors(&env, &blob_url, &schema);
+    let mut crm = SmtpToCrm::start(&env, &[], &[]).await;
+    let schema = crm.schema.clone();
     let emails = [
         (format!("bob@{SAMPLE_DOMAIN}"), gmail_forward()),
         (format!("carla@{SAMPLE_DOMAIN}"), attached_forward()),
@@ -74,12 +64,9 @@ async fn forwards_and_form_notifications_make_the_right_person_the_contact() {
             form_notification(),
         ),
     ];
-    for (i, (sender, text)) in emails.iter().enumerate() {
-        let file = dir.join(format!("{i}.eml"));
-        std::fs::write(&file, text).expect("write email");
-        let rcpt = format!("crm@{SAMPLE_DOMAIN}");
-        let sent = smtplib(ingest.smtp, &file, sender, "client.test", &[rcpt.as_str()]);
-        assert!(sent.contains("SENT"), "{sender}: {sent}");
+    let rcpt = format!("crm@{SAMPLE_DOMAIN}");
+    for (sender, text) in &emails {
+        crm.send(text, sender, &[&rcpt]);
     }
     let results = collect(
         &env.consumer(&["crm-results"]),
@@ -101,10 +88,7 @@ async fn forwards_and_form_notifications_make_the_right_person_the_contact() {
     })
     .await;
     parsed.sort_by(|a, b| a.message_id.cmp(&b.message_id));
-    for child in &mut pipeline {
-        terminate(child, Duration::from_secs(30));
-    }
-    terminate(&mut ingest.child, Duration::from_secs(30));
+    crm.stop();
 
     let form = parsed[0]
         .form

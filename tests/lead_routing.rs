@@ -7,9 +7,9 @@
 use std::time::Duration;
 
 use mailstream_runtime::records::ScoredLead;
-use mailstream_tests::crm_db::{SAMPLE_DOMAIN, psql_rows, spawn_stream_processors_with};
-use mailstream_tests::mail::{smtplib, start, temp_dir};
-use mailstream_tests::{TestEnv, collect, decode_as, terminate};
+use mailstream_tests::crm_db::{SAMPLE_DOMAIN, SmtpToCrm, psql_rows};
+use mailstream_tests::mail::temp_dir;
+use mailstream_tests::{TestEnv, collect, decode_as};
 
 const RULES: &str = r#"
 rules:
@@ -45,26 +45,17 @@ fn message(from: &str, id: &str, subject: &str, body: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_german_quote_request_reaches_the_dach_owner_and_support_the_default_team() {
     let env = TestEnv::new("routing");
-    let schema = format!("routing_{}", &env.prefix[10..18]);
     let dir = temp_dir("routing");
     let rules = dir.join("rules.yaml");
     std::fs::write(&rules, RULES).expect("write rules");
-    let blobs = temp_dir("routing-blobs");
-    let blob_url = format!("file://{}", blobs.display());
-    let mut ingest = start(
-        &env,
-        &blobs,
-        &[("MAILSTREAM_INGEST_ACCEPTED_DOMAINS", SAMPLE_DOMAIN)],
-    )
-    .await;
     let rules_path = rules.to_str().expect("utf-8 path").to_string();
-    let mut pipeline = spawn_stream_processors_with(
+    let mut crm = SmtpToCrm::start(
         &env,
-        &blob_url,
-        &schema,
         &[],
         &[("MAILSTREAM_SCORER_RULES_FILE", rules_path.as_str())],
-    );
+    )
+    .await;
+    let schema = crm.schema.clone();
     let emails = [
         (
             "kai@kunde-gmbh.com",
@@ -87,12 +78,9 @@ async fn a_german_quote_request_reaches_the_dach_owner_and_support_the_default_t
             ),
         ),
     ];
+    let rcpt = format!("sales@{SAMPLE_DOMAIN}");
     for (sender, text) in &emails {
-        let file = dir.join(format!("{sender}.eml"));
-        std::fs::write(&file, text).expect("write email");
-        let rcpt = format!("sales@{SAMPLE_DOMAIN}");
-        let sent = smtplib(ingest.smtp, &file, sender, "client.test", &[rcpt.as_str()]);
-        assert!(sent.contains("SENT"), "{sender}: {sent}");
+        crm.send(text, sender, &[&rcpt]);
     }
     let results = collect(
         &env.consumer(&["crm-results"]),
@@ -113,10 +101,7 @@ async fn a_german_quote_request_reaches_the_dach_owner_and_support_the_default_t
         s.message_id.as_str()
     })
     .await;
-    for child in &mut pipeline {
-        terminate(child, Duration::from_secs(30));
-    }
-    terminate(&mut ingest.child, Duration::from_secs(30));
+    crm.stop();
 
     let german = scored
         .iter()

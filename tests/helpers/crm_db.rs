@@ -177,3 +177,65 @@ pub fn sessions_ssl(application_name: &str) -> Vec<bool> {
     ));
     out.lines().map(|l| l.trim() == "t").collect()
 }
+
+/// Mail over SMTP into PostgreSQL: ingest (accepting [`SAMPLE_DOMAIN`]) and the four stream
+/// processors writing into the test's own schema ([`schema_of`]), for tests that send `.eml`
+/// text and read the CRM tables.
+pub struct SmtpToCrm {
+    pub schema: String,
+    pub ingest: crate::mail::Ingest,
+    pub processors: Vec<Child>,
+    /// The blob store's directory (`file://` URL given to ingest and the parser).
+    pub blobs: PathBuf,
+    mail_dir: PathBuf,
+}
+
+impl SmtpToCrm {
+    /// Starts ingest and the stream processors; `parser_vars` and `common` as for
+    /// [`spawn_stream_processors_with`] (the parser scans with the local clamd unless
+    /// `parser_vars` says otherwise).
+    pub async fn start(
+        env: &TestEnv,
+        parser_vars: &[(&str, &str)],
+        common: &[(&str, &str)],
+    ) -> Self {
+        let name = env.prefix.trim_end_matches('-');
+        let blobs = crate::mail::temp_dir(&format!("{name}-blobs"));
+        let blob_url = format!("file://{}", blobs.display());
+        let schema = schema_of(env);
+        let ingest = crate::mail::start(
+            env,
+            &blobs,
+            &[("MAILSTREAM_INGEST_ACCEPTED_DOMAINS", SAMPLE_DOMAIN)],
+        )
+        .await;
+        let clamd = clamd_address();
+        let mut parser = vec![("MAILSTREAM_PARSER_CLAMD_ADDRESS", clamd.as_str())];
+        parser.extend_from_slice(parser_vars);
+        let processors = spawn_stream_processors_with(env, &blob_url, &schema, &parser, common);
+        Self {
+            schema,
+            ingest,
+            processors,
+            blobs,
+            mail_dir: crate::mail::temp_dir(&format!("{name}-mail")),
+        }
+    }
+
+    /// Sends `text` (a whole message) over SMTP from `sender` to `rcpts`; asserts it was taken.
+    pub fn send(&self, text: &str, sender: &str, rcpts: &[&str]) {
+        let file = self.mail_dir.join(format!("{}.eml", uuid::Uuid::new_v4()));
+        std::fs::write(&file, text).expect("write the email");
+        let helo = sender.rsplit_once('@').map_or("client.test", |(_, d)| d);
+        let sent = crate::mail::smtplib(self.ingest.smtp, &file, sender, helo, rcpts);
+        assert!(sent.contains("SENT"), "{sender}: {sent}");
+    }
+
+    /// Stops the processors and ingest (SIGTERM, then kill after 30 s).
+    pub fn stop(&mut self) {
+        for child in &mut self.processors {
+            crate::terminate(child, std::time::Duration::from_secs(30));
+        }
+        crate::terminate(&mut self.ingest.child, std::time::Duration::from_secs(30));
+    }
+}
