@@ -803,7 +803,15 @@ pub async fn run(o: ChaosOptions) -> anyhow::Result<ChaosReport> {
                 })
                 .count();
         }
-        report.dlq.insert(topic, letters.len());
+        // A rejected reply relinked after its parent is dead-lettered again (a second
+        // record of one message id): count messages, not records, there.
+        let dead = if topic == "scored.dlq" {
+            let ids: BTreeSet<&Option<String>> = letters.iter().map(|l| &l.key).collect();
+            ids.len()
+        } else {
+            letters.len()
+        };
+        report.dlq.insert(topic, dead);
     }
 
     // Replay: every processor rewound to the earliest offset changes no CRM row.
