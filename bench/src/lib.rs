@@ -1,8 +1,8 @@
 //! Shared pieces of the benchmarks: process CPU and memory from `/proc` ([`procstat`]), the
 //! pass-through chain baseline ([`chain`]), the end-to-end figures and their tables
 //! ([`figures`]), changelogs and tables filled with realistic entries ([`prefill`]; the
-//! resolver's state: [`resolver_state`]), a steady SMTP load ([`load`]), and whether a figure
-//! stays flat over a long run ([`trend`]).
+//! resolver's state: [`resolver_state`]), a steady SMTP load ([`load`]), a running pipeline's
+//! stages ([`stages`]), and whether a figure stays flat over a long run ([`trend`]).
 //! Corpus generation, the SMTP client and the running pipeline are in `mailstream-tests`
 //! (`corpus`, `smtp`, `pipeline`), shared with the chaos suite.
 
@@ -271,12 +271,15 @@ pub mod trend {
     pub struct Fit {
         pub mean: f64,
         pub per_hour: f64,
+        /// The standard error of `per_hour` (0 under three points).
+        pub stderr_per_hour: f64,
         /// `flat`, `grows` or `falls`.
         pub verdict: &'static str,
     }
 
     /// Fits `points` (hours, value); flat when the fitted change over `hours` is under 10 % of
-    /// the mean or under `floor`. `None` under two points.
+    /// the mean or under `floor`, or when the slope is within two standard errors of none
+    /// (noise). `None` under two points.
     pub fn fit(points: &[(f64, f64)], hours: f64, floor: f64) -> Option<Fit> {
         if points.len() < 2 {
             return None;
@@ -288,8 +291,18 @@ pub mod trend {
         let sxx: f64 = points.iter().map(|(x, _)| (x - mx).powi(2)).sum();
         let sxy: f64 = points.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
         let per_hour = if sxx > 0.0 { sxy / sxx } else { 0.0 };
+        let residuals: f64 = points
+            .iter()
+            .map(|(x, y)| (y - my - per_hour * (x - mx)).powi(2))
+            .sum();
+        let stderr_per_hour = if points.len() > 2 && sxx > 0.0 {
+            (residuals / (n - 2.0) / sxx).sqrt()
+        } else {
+            0.0
+        };
         let change = per_hour * hours;
-        let verdict = if change.abs() < (0.1 * my.abs()).max(floor) {
+        let small = change.abs() < (0.1 * my.abs()).max(floor);
+        let verdict = if small || per_hour.abs() <= 2.0 * stderr_per_hour {
             "flat"
         } else if change > 0.0 {
             "grows"
@@ -299,6 +312,7 @@ pub mod trend {
         Some(Fit {
             mean: my,
             per_hour,
+            stderr_per_hour,
             verdict,
         })
     }
@@ -320,6 +334,10 @@ pub mod trend {
             assert_eq!(fit(&steep, 5.0, 0.0).expect("fit").verdict, "falls");
             assert_eq!(fit(&steep, 5.0, 100.0).expect("fit").verdict, "flat");
             assert!(fit(&flat[..1], 1.0, 0.0).is_none());
+            let noise: Vec<(f64, f64)> = (0..6)
+                .map(|i| (i as f64, [100.0, 160.0, 90.0, 150.0, 100.0, 140.0][i]))
+                .collect();
+            assert_eq!(fit(&noise, 5.0, 0.0).expect("fit").verdict, "flat");
         }
     }
 }
@@ -388,6 +406,108 @@ pub mod load {
                 client = None;
             }
             i += o.sessions;
+        }
+    }
+}
+
+/// A running pipeline's stages seen from outside: their counters on `/metrics`, their memory,
+/// and a stage that died.
+pub mod stages {
+    use anyhow::Context;
+    use mailstream_tests::pipeline::{Pipeline, STREAM_PROCESSORS, input_of, metric_if_served};
+    use mailstream_tests::proc_memory;
+
+    /// Per stream processor at a moment: records read, records written to its input and not yet read,
+    /// processing seconds (the sum of its histogram).
+    #[derive(Debug, Clone, Default)]
+    pub struct Counts {
+        pub read: Vec<f64>,
+        pub lag: Vec<f64>,
+        pub processing_secs: Vec<f64>,
+    }
+
+    fn served(text: &str, who: &str, name: &str, labels: &[(&str, &str)]) -> anyhow::Result<f64> {
+        metric_if_served(text, name, labels).with_context(|| format!("{who}: no {name} served"))
+    }
+
+    pub async fn counts(p: &Pipeline) -> anyhow::Result<Counts> {
+        let mut text = p.scrape("ingest").await;
+        let mut upstream = served(&text, "ingest", "mailstream_ingest_accepted_total", &[])?;
+        let mut c = Counts::default();
+        for (k, name) in STREAM_PROCESSORS.iter().enumerate() {
+            if k > 0 {
+                let (before, out) = (STREAM_PROCESSORS[k - 1], [("topic", input_of(name))]);
+                upstream = served(&text, before, "mailstream_records_out_total", &out)?;
+            }
+            text = p.scrape(name).await;
+            let read = served(&text, name, "mailstream_records_in_total", &[])?;
+            c.read.push(read);
+            c.lag.push((upstream - read).max(0.0));
+            let sum = "mailstream_processing_seconds_sum";
+            c.processing_secs.push(served(&text, name, sum, &[])?);
+        }
+        Ok(c)
+    }
+
+    /// A processor that exited on its own, with what it said last (the supervisor notices the
+    /// exit; a benchmark does not wait for a dead stage).
+    pub async fn died(p: &mut Pipeline) -> Option<String> {
+        p.supervise().await;
+        p.procs.iter().find_map(|x| {
+            x.unexpected_exits
+                .first()
+                .map(|why| format!("{} exited: {why}", x.name))
+        })
+    }
+
+    /// Resident memory (VmRSS) of the first instance of `name`, 0 while it is down.
+    pub fn rss_mib(p: &Pipeline, name: &str) -> f64 {
+        p.proc(name)
+            .pid()
+            .and_then(|pid| proc_memory(pid, "VmRSS"))
+            .map_or(0.0, |b| b as f64 / (1024.0 * 1024.0))
+    }
+
+    /// The runtime's line (at debug) once an assignment's state is restored, with the partitions
+    /// and the time it took.
+    pub const RESTORED_LINE: &str = "state restored";
+
+    /// `line` without its terminal colours (ESC [ ... letter).
+    fn plain(line: &str) -> String {
+        let mut out = String::with_capacity(line.len());
+        let mut chars = line.chars();
+        while let Some(c) = chars.next() {
+            if c == '\x1b' {
+                chars.by_ref().find(char::is_ascii_alphabetic);
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// Partitions restored so far and the milliseconds their restores took, from a processor's
+    /// log.
+    pub fn restores(log: &str) -> (usize, u64) {
+        let lines = log.lines().map(plain).filter(|l| l.contains(RESTORED_LINE));
+        lines.fold((0, 0), |(n, ms), l| {
+            let field = |name: &str| l.split_once(name).map(|(_, rest)| rest);
+            let list = field("partitions=[").and_then(|r| r.split_once(']'));
+            let took = field("elapsed_ms=")
+                .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok());
+            (
+                n + list.map_or(1, |(l, _)| l.split(',').count()),
+                ms + took.unwrap_or(0),
+            )
+        })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn reads_the_restores_from_a_coloured_log() {
+            let log = "\x1b[2mT\x1b[0m \x1b[34mDEBUG\x1b[0m state restored \x1b[3mprocessor\x1b[0m\x1b[2m=\x1b[0m\"resolver\" \x1b[3mpartitions\x1b[0m\x1b[2m=\x1b[0m[0, 1, 2] \x1b[3melapsed_ms\x1b[0m\x1b[2m=\x1b[0m1999\nT INFO other\nT DEBUG state restored partitions=[5] elapsed_ms=1\n";
+            assert_eq!(super::restores(log), (4, 2000));
         }
     }
 }

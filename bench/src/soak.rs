@@ -5,7 +5,7 @@
 //! every new email evicts the oldest, as in a saturated deployment) and `--links` thread links
 //! per partition of `threads`, all within the age bounds. Then it starts the whole topology
 //! (SMTP ingest to PostgreSQL), times the resolver from start to ready (tables loaded:
-//! `/healthz`; every partition restored: its log; then `/readyz`), and offers the mixed corpus
+//! `/healthz`; every partition restored: the runtime's log line; then `/readyz`), and offers the mixed corpus
 //! at `--rate` emails/s for `--minutes`. Every `--sample-secs`, per stage: records read,
 //! processing time per record (the runtime's histogram), VmRSS, CPU, consumer lag, and the
 //! interval's received → CRM-write latency. At the end: the samples, and per stage the
@@ -24,13 +24,14 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use mailstream_bench::load::{self, Counters, Offer};
 use mailstream_bench::procstat::{Pids, Watch, stack_and_self};
+use mailstream_bench::stages::{counts, died, restores, rss_mib};
 use mailstream_bench::trend::{Fit, fit};
 use mailstream_bench::{prefill, resolver_state};
 use mailstream_tests::corpus::{CorpusOptions, Templates, load_tables};
 use mailstream_tests::pipeline::{
-    Pipeline, PipelineOptions, STREAM_PROCESSORS, Sink, input_of, metric_if_served,
+    Pipeline, PipelineOptions, STREAM_PROCESSORS, Sink, metric_if_served,
 };
-use mailstream_tests::{TestEnv, http_get, log_dir, now_ms, proc_memory};
+use mailstream_tests::{Stack, TestEnv, http_get, log_dir, now_ms};
 use serde::Serialize;
 
 #[derive(Parser)]
@@ -60,41 +61,9 @@ struct Args {
     /// Write the samples and slopes as JSON here too.
     #[arg(long)]
     json: Option<PathBuf>,
-}
-
-/// Within the resolver's log: one line per partition once its seen-set and links are restored.
-const RESTORED_LINE: &str = "thread links restored from the threads table";
-
-/// Per stage at a moment: records read, records written to its input and not yet read,
-/// processing seconds (the sum of its histogram).
-#[derive(Debug, Clone, Default)]
-struct Counts {
-    read: Vec<f64>,
-    lag: Vec<f64>,
-    processing_secs: Vec<f64>,
-}
-
-fn served(text: &str, who: &str, name: &str, labels: &[(&str, &str)]) -> anyhow::Result<f64> {
-    metric_if_served(text, name, labels).with_context(|| format!("{who}: no {name} served"))
-}
-
-async fn counts(p: &Pipeline) -> anyhow::Result<Counts> {
-    let mut text = p.scrape("ingest").await;
-    let mut upstream = served(&text, "ingest", "mailstream_ingest_accepted_total", &[])?;
-    let mut c = Counts::default();
-    for (k, name) in STREAM_PROCESSORS.iter().enumerate() {
-        if k > 0 {
-            let (before, out) = (STREAM_PROCESSORS[k - 1], [("topic", input_of(name))]);
-            upstream = served(&text, before, "mailstream_records_out_total", &out)?;
-        }
-        text = p.scrape(name).await;
-        let read = served(&text, name, "mailstream_records_in_total", &[])?;
-        c.read.push(read);
-        c.lag.push((upstream - read).max(0.0));
-        let sum = "mailstream_processing_seconds_sum";
-        c.processing_secs.push(served(&text, name, sum, &[])?);
-    }
-    Ok(c)
+    /// Only delete the topics under this prefix (a failed run keeps them), then exit.
+    #[arg(long)]
+    clean: Option<String>,
 }
 
 /// One interval between samples, as printed.
@@ -127,25 +96,10 @@ struct Startup {
     written_secs: f64,
     healthz_secs: Option<f64>,
     restored_secs: f64,
+    /// The restore itself (the runtime's `state restored` time, summed over assignments).
+    restore_secs: f64,
     ready_secs: f64,
     rss_mib: f64,
-}
-
-/// A processor that exited on its own, with what it said last.
-async fn died(p: &mut Pipeline) -> Option<String> {
-    p.supervise().await;
-    p.procs.iter().find_map(|x| {
-        x.unexpected_exits
-            .first()
-            .map(|why| format!("{} exited: {why}", x.name))
-    })
-}
-
-fn rss_mib(p: &Pipeline, name: &str) -> f64 {
-    p.proc(name)
-        .pid()
-        .and_then(|pid| proc_memory(pid, "VmRSS"))
-        .map_or(0.0, |b| b as f64 / (1024.0 * 1024.0))
 }
 
 /// Waits for the resolver: `/healthz` (tables loaded), every partition restored (its log),
@@ -155,7 +109,7 @@ async fn startup(
     started: Instant,
     partitions: usize,
     timeout: Duration,
-) -> anyhow::Result<(Option<f64>, f64, f64)> {
+) -> anyhow::Result<(Option<f64>, (f64, f64), f64)> {
     let port = p.proc("resolver").metrics_port;
     let log = log_dir().join(format!("{}resolver-a.log", p.env.prefix));
     let (mut healthz, mut restored) = (None, None);
@@ -169,9 +123,9 @@ async fn startup(
             healthz = Some(t);
         }
         if restored.is_none() {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if text.matches(RESTORED_LINE).count() >= partitions {
-                restored = Some(t);
+            let (done, ms) = restores(&std::fs::read_to_string(&log).unwrap_or_default());
+            if done >= partitions {
+                restored = Some((t, ms as f64 / 1e3));
             }
         }
         if let Some(r) = restored
@@ -218,6 +172,14 @@ async fn latency(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(prefix) = &args.clean {
+        if !prefix.starts_with("t-soak-") {
+            bail!("--clean takes a soak run's prefix (t-soak-...), not {prefix}");
+        }
+        let env = TestEnv::with_prefix(Stack::get(), prefix);
+        eprintln!("deleted {} topics", prefill::delete_topics(&env).await?);
+        return Ok(());
+    }
     if args.rate <= 0.0 || args.sample_secs == 0 {
         bail!("--rate and --sample-secs must be positive");
     }
@@ -249,20 +211,22 @@ async fn main() -> anyhow::Result<()> {
             url: url.clone(),
             schema: schema.clone(),
         },
-        // The resolver logs each partition's restore (at info) in its threads module.
-        log_level: "warn,mailstream_resolver::threads=info".into(),
+        // `state restored` (at debug; the stream module logs nothing else there but rare aborts).
+        log_level: "warn,mailstream_runtime::stream=debug".into(),
         common: tuning,
     };
     let started = Instant::now();
     let mut p = Pipeline::start(&env, &options);
     let timeout = Duration::from_secs(args.ready_timeout_secs);
-    let (healthz_secs, restored_secs, ready_secs) = startup(&mut p, started, n, timeout).await?;
+    let (healthz_secs, (restored_secs, restore_secs), ready_secs) =
+        startup(&mut p, started, n, timeout).await?;
     let startup = Startup {
         dedupe_entries: args.prefill * n,
         links: args.links * n,
         written_secs: seen_secs + links_secs,
         healthz_secs,
         restored_secs,
+        restore_secs,
         ready_secs,
         rss_mib: rss_mib(&p, "resolver"),
     };
@@ -358,21 +322,33 @@ async fn main() -> anyhow::Result<()> {
     }
     let offer_secs = t0.elapsed().as_secs_f64();
 
-    // Drain: until the sink has read every unique email.
+    // Drain: until the sink has committed a result for every unique email.
     let unique = counters.unique.load(Ordering::Relaxed);
     let drain = Instant::now();
-    loop {
+    let results = |text: &str, outcome: &str| {
+        let labels: &[(&str, &str)] = if outcome.is_empty() {
+            &[]
+        } else {
+            &[("outcome", outcome)]
+        };
+        metric_if_served(text, "mailstream_crm_writes_total", labels).unwrap_or(0.0) as i64
+    };
+    let sink = loop {
         if let Some(death) = died(&mut p).await {
             bail!("{death} while the pipeline drained");
         }
-        if counts(&p).await?.read[3] >= unique as f64 {
-            break;
+        let text = p.scrape("crm-sink").await;
+        if results(&text, "") >= unique as i64 {
+            break text;
         }
         if drain.elapsed() > Duration::from_secs(600) {
-            bail!("the sink had not read the {unique} unique emails 10 minutes after the offer");
+            bail!(
+                "the sink had no result for all {unique} unique emails 10 minutes after the offer"
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    };
+    let (skipped, dead) = (results(&sink, "skipped"), results(&sink, "dead-lettered"));
     let activities: i64 = db
         .query_one(
             &format!("SELECT count(*) FROM {schema}.email_activities"),
@@ -386,7 +362,7 @@ async fn main() -> anyhow::Result<()> {
     let fits = report(&args, &startup, &intervals, offer_secs);
     let accepted = counters.accepted.load(Ordering::Relaxed);
     println!(
-        "\n{accepted} emails accepted in {:.0} s ({unique} unique, {} SMTP errors), drained in {:.0} s; CRM activities {activities}",
+        "\n{accepted} emails accepted in {:.0} s ({unique} unique, {} SMTP errors), drained in {:.0} s; CRM activities {activities}, skipped by the sink {skipped}, dead-lettered {dead}",
         offer_secs,
         counters.errors.load(Ordering::Relaxed),
         drain.elapsed().as_secs_f64()
@@ -396,10 +372,10 @@ async fn main() -> anyhow::Result<()> {
         std::fs::write(path, serde_json::to_string_pretty(&json)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    if activities < unique as i64 {
+    let lost = unique as i64 - activities - skipped;
+    if lost > 0 {
         bail!(
-            "{} emails lost: {activities} CRM activities for {unique} unique emails accepted (topics kept under {})",
-            unique as i64 - activities,
+            "{lost} emails lost: {activities} CRM activities and {skipped} skipped for {unique} unique emails accepted (topics kept under {}; `--clean` deletes them)",
             env.prefix
         );
     }
@@ -422,18 +398,24 @@ fn report(
     intervals: &[Interval],
     offer_secs: f64,
 ) -> Vec<serde_json::Value> {
+    // Per million only where the entries dwarf the process's own baseline (~50 MiB).
     let million = s.dedupe_entries as f64 / 1e6;
+    let per_million = (million >= 1.0).then(|| {
+        let mib = s.rss_mib / million;
+        format!(" ({mib:.0} MiB per million dedupe entries, links and baseline included)")
+    });
     println!(
-        "\nresolver start on {} dedupe entries and {} thread links (written in {:.0} s): tables loaded (/healthz) after {}, every partition restored after {:.1} s, ready after {:.1} s; RSS at ready {:.0} MiB ({:.0} MiB per million dedupe entries, links and baseline included)",
+        "\nresolver start on {} dedupe entries and {} thread links (written in {:.0} s): tables loaded (/healthz) after {}, every partition restored after {:.1} s (the restore itself {:.1} s), ready after {:.1} s; RSS at ready {:.0} MiB{}",
         s.dedupe_entries,
         s.links,
         s.written_secs,
         s.healthz_secs
             .map_or("(not seen)".into(), |h| format!("{h:.1} s")),
         s.restored_secs,
+        s.restore_secs,
         s.ready_secs,
         s.rss_mib,
-        s.rss_mib / million.max(1e-6),
+        per_million.unwrap_or_default(),
     );
     println!(
         "\nevery {} s at {}/s; per stage: records in/s · processing µs per record · RSS MiB · CPU % · lag at the sample",
@@ -479,7 +461,7 @@ fn report(
     let hours = offer_secs / 3600.0;
     let lag_floor = 2.0 * args.rate;
     println!(
-        "\nslopes (least squares over {} of {} intervals; flat: the fitted change over the {:.0} min run is under 10 % of the mean, or under 20 µs, 8 MiB, {lag_floor:.0} records):",
+        "\nslopes (least squares over {} of {} intervals; flat: the fitted change over the {:.0} min run is under 10 % of the mean or under 20 µs, 8 MiB, {lag_floor:.0} records, or the slope is within two standard errors of none):",
         fitted.len(),
         intervals.len(),
         offer_secs / 60.0
@@ -490,7 +472,8 @@ fn report(
     println!("|---|---|---|---|");
     let show = |f: &Option<Fit>| {
         f.as_ref().map_or("(too few samples)".into(), |f| {
-            format!("{:.0}, {:+.1}/h: **{}**", f.mean, f.per_hour, f.verdict)
+            let (m, d, e) = (f.mean, f.per_hour, f.stderr_per_hour);
+            format!("{m:.0}, {d:+.1} ± {e:.1}/h: **{}**", f.verdict)
         })
     };
     let at = |i: &Interval| i.end_min / 60.0;
