@@ -3,7 +3,7 @@
 //! downstream), `dlq list|show|replay` (decoded dead letters, re-injected exactly once),
 //! `tail --from-datetime`, `lag`, `schemas check` and `topology docs --check`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -70,14 +70,27 @@ async fn replay_is_a_dry_run_refused_while_running_and_a_replayed_parser_and_sin
     let mut pipeline = spawn_stream_processors(&env, &blob_url, &schema);
     let expected = files.len() - 1; // all but the not-an-email sample
     let crm_results = env.consumer(&["crm-results"]);
-    let first = collect(
+    let mut first = collect(
         &crm_results,
         expected,
         Duration::from_secs(180),
         Duration::from_secs(3),
     )
     .await;
-    assert_eq!(first.len(), expected, "one crm-result per distinct email");
+    // A reply the resolver met before its parent (backfill feeds them all at once) is linked
+    // in the parent's transaction: its second record reaches the CRM moments later.
+    first.extend(collect(&crm_results, 2, Duration::from_secs(5), Duration::ZERO).await);
+    let distinct: BTreeSet<&Option<String>> = first.iter().map(|r| &r.key).collect();
+    assert_eq!(
+        distinct.len(),
+        expected,
+        "a crm-result for every distinct email"
+    );
+    assert!(
+        first.len() - expected <= 2,
+        "at most one more for each of the two replies (10-, 11-): {}",
+        first.len()
+    );
     let before = snapshot(&schema);
     let activities: usize = psql(&format!("SELECT count(*) FROM {schema}.email_activities"))
         .parse()
@@ -160,7 +173,7 @@ async fn replay_is_a_dry_run_refused_while_running_and_a_replayed_parser_and_sin
     }
     assert_eq!(
         replayed.len(),
-        expected,
+        first.len(),
         "the sink re-read every scored record once"
     );
     assert_eq!(
