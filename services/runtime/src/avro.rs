@@ -121,7 +121,11 @@ impl AvroCodec {
         }
     }
 
-    /// Registers (or finds) every output schema; fails when the registry refuses one.
+    /// Registers (or finds) every output schema; fails when the registry refuses one. A
+    /// registry that cannot be reached or answers 429/5xx is [`RuntimeError::Registry`]
+    /// (retriable: start-up waits for it); 401/403 is a configuration fault (the credentials)
+    /// and any other refusal (an incompatible or invalid schema) a topology one: start-up
+    /// stops and says why.
     pub async fn register_outputs(&self) -> Result<(), RuntimeError> {
         for (logical, output) in &self.outputs {
             let subject = output
@@ -133,9 +137,16 @@ impl AvroCodec {
                 .get_schema_and_id(&subject, output.strategy.clone())
                 .await
                 .map_err(|e| {
-                    RuntimeError::Registry(format!(
-                        "registering the schema of `{logical}` under `{subject}`: {e}"
-                    ))
+                    let message =
+                        format!("registering the schema of `{logical}` under `{subject}`: {e}");
+                    match registry_status(&e) {
+                        _ if e.retriable => RuntimeError::Registry(message),
+                        Some(429 | 500..) => RuntimeError::Registry(message),
+                        Some(401 | 403) => RuntimeError::Config(vec![format!(
+                            "{message} (check schema_registry_username and schema_registry_password)"
+                        )]),
+                        _ => RuntimeError::Topology(message),
+                    }
                 })?;
             let _ = output.id.set(registered.id);
         }
