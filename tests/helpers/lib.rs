@@ -489,12 +489,19 @@ pub fn log_dir() -> PathBuf {
     dir
 }
 
-/// A TCP port that was free a moment ago on 127.0.0.1.
+/// A TCP port that was free a moment ago on 127.0.0.1, below the kernel's ephemeral range
+/// (32768 and up here): a port from that range can be taken as the source port of an outgoing
+/// connection (a Kafka client's, say) before the test's process binds it, and a processor
+/// restarted on it then fails with "address in use" until that connection closes.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port")
+    use rand::Rng;
+    let mut rng = rand::rng();
+    loop {
+        let port = rng.random_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// GETs `url`, returning the status code and body.
