@@ -367,21 +367,25 @@ pub mod load {
         /// Distinguishes the run's Message-IDs.
         pub tag: String,
         pub sessions: usize,
-        pub rate: f64,
+        /// Deliveries per second; `None`: flat out.
+        pub rate: Option<f64>,
         pub limit: usize,
         pub t0: Instant,
         pub stop: Arc<AtomicBool>,
         pub counters: Arc<Counters>,
     }
 
-    /// Session `w` offers deliveries `w`, `w + sessions`, ... each at `t0 + i / rate`.
+    /// Session `w` offers deliveries `w`, `w + sessions`, ... each at `t0 + i / rate` (or flat
+    /// out).
     pub async fn session(o: Offer, w: usize) {
         let mut generator = Generator::new(o.templates.clone(), &o.tag, w);
         let mut client: Option<SmtpClient> = None;
         let mut i = w;
         while i < o.limit && !o.stop.load(Ordering::Relaxed) {
-            let due = o.t0 + Duration::from_secs_f64(i as f64 / o.rate);
-            tokio::time::sleep_until(due.into()).await;
+            if let Some(rate) = o.rate {
+                let due = o.t0 + Duration::from_secs_f64(i as f64 / rate);
+                tokio::time::sleep_until(due.into()).await;
+            }
             let email = generator.next_email();
             while !o.stop.load(Ordering::Relaxed) {
                 if client.is_none() {

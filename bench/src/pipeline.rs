@@ -17,17 +17,17 @@
 //! hops on the same broker, and the topology's flat-out throughput is reported as a ratio.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use mailstream_bench::chain;
 use mailstream_bench::figures::{Run, Stage, print_report};
+use mailstream_bench::load::{self, Counters, Offer};
 use mailstream_bench::procstat::{Pids, Watch, stack_and_self};
 use mailstream_tests::TestEnv;
-use mailstream_tests::corpus::{Class, CorpusOptions, Generator, Templates, load_tables};
+use mailstream_tests::corpus::{CorpusOptions, Templates, load_tables};
 use mailstream_tests::pipeline::{Pipeline, PipelineOptions, STREAM_PROCESSORS, Sink, metric};
-use mailstream_tests::smtp::SmtpClient;
 
 #[derive(Parser, Clone)]
 struct Args {
@@ -60,64 +60,6 @@ struct Args {
     /// Write every figure as JSON here too.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
-}
-
-#[derive(Default)]
-struct Counters {
-    accepted: AtomicUsize,
-    unique: AtomicUsize,
-    errors: AtomicUsize,
-}
-
-/// What every SMTP session of a run shares.
-#[derive(Clone)]
-struct Offer {
-    templates: Arc<Templates>,
-    smtp: String,
-    tag: String,
-    sessions: usize,
-    rate: Option<f64>,
-    limit: usize,
-    t0: Instant,
-    stop: Arc<AtomicBool>,
-    counters: Arc<Counters>,
-}
-
-/// Session `w` offers deliveries `w`, `w + sessions`, ... on schedule (or flat out).
-async fn offer(o: Offer, w: usize) {
-    let mut generator = Generator::new(o.templates.clone(), &o.tag, w);
-    let mut client: Option<SmtpClient> = None;
-    let mut i = w;
-    while i < o.limit && !o.stop.load(Ordering::Relaxed) {
-        if let Some(rate) = o.rate {
-            let due = o.t0 + Duration::from_secs_f64(i as f64 / rate);
-            tokio::time::sleep_until(due.into()).await;
-        }
-        let email = generator.next_email();
-        while !o.stop.load(Ordering::Relaxed) {
-            if client.is_none() {
-                client = SmtpClient::connect(&o.smtp, "bench.client.test").await.ok();
-            }
-            let Some(c) = client.as_mut() else {
-                o.counters.errors.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            };
-            if c.send(&email.from, &[&email.rcpt], &email.data)
-                .await
-                .is_ok()
-            {
-                o.counters.accepted.fetch_add(1, Ordering::Relaxed);
-                if email.class == Class::Unique {
-                    o.counters.unique.fetch_add(1, Ordering::Relaxed);
-                }
-                break;
-            }
-            o.counters.errors.fetch_add(1, Ordering::Relaxed);
-            client = None;
-        }
-        i += o.sessions;
-    }
 }
 
 /// A moment's view of every processor's metrics.
@@ -287,7 +229,7 @@ async fn run_rate(
         counters: counters.clone(),
     };
     let workers: Vec<_> = (0..o.sessions)
-        .map(|w| tokio::spawn(offer(o.clone(), w)))
+        .map(|w| tokio::spawn(load::session(o.clone(), w)))
         .collect();
     let mut samples: Vec<Sample> = Vec::new();
     let mut gave_up = None;

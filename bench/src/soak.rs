@@ -255,7 +255,7 @@ async fn main() -> anyhow::Result<()> {
         smtp: p.smtp_addr.clone(),
         tag: env.prefix[7..15].to_string(),
         sessions: args.sessions.max(1),
-        rate: args.rate,
+        rate: Some(args.rate),
         limit,
         t0,
         stop: stop.clone(),
