@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use mailstream_parser::{ParseContext, parse_with_attachments};
+use mailstream_parser::{ParseContext, parse_with_attachments, trusted_authserv_ids};
 use mailstream_runtime::blob::BlobStore;
 use mailstream_runtime::mbox::{self, MboxError};
 
@@ -35,10 +35,15 @@ pub struct ParseArgs {
     /// `mailstream run parser` does.
     #[arg(long)]
     pub blob_url: Option<String>,
+    /// Authserv-ids of our receiving MTAs (comma-separated): SPF, DKIM and DMARC are read from
+    /// the topmost `Authentication-Results` header one of them added, as `parser.trusted_authserv_ids`.
+    #[arg(long, value_delimiter = ',')]
+    pub trusted_authserv_ids: Vec<String>,
 }
 
 /// Parses every input and prints one JSON record per message.
 pub async fn execute(args: ParseArgs) -> anyhow::Result<ExitCode> {
+    let trusted = trusted_authserv_ids(&args.trusted_authserv_ids);
     let blobs = match &args.blob_url {
         Some(url) => Some(BlobStore::open(url, &[]).map_err(anyhow::Error::msg)?),
         None => None,
@@ -75,6 +80,7 @@ pub async fn execute(args: ParseArgs) -> anyhow::Result<ExitCode> {
             let ctx = ParseContext {
                 ingest_id: id.clone(),
                 received_at,
+                trusted_authserv_ids: trusted.clone(),
                 ..ParseContext::default()
             };
             match parse_with_attachments(&raw, &ctx) {

@@ -28,6 +28,7 @@ pub mod bodies;
 pub mod bounce;
 pub mod form;
 pub mod forward;
+pub mod invite;
 pub mod limits;
 pub mod normalize;
 pub mod parse;
@@ -47,7 +48,9 @@ use mailstream_runtime::{Incoming, Outputs, ProcessError, Processor, RuntimeErro
 use prometheus::{IntCounterVec, Opts, Registry};
 use scan::{Scanner, Verdict};
 
-pub use parse::{ParseContext, ParseFailure, Parsed, parse_message, parse_with_attachments};
+pub use parse::{
+    ParseContext, ParseFailure, Parsed, parse_message, parse_with_attachments, trusted_authserv_ids,
+};
 pub use redact::Redactor;
 pub use settings::{AttachmentPolicy, ParserSettings};
 
@@ -67,6 +70,7 @@ pub struct Parser {
     store_attachments: bool,
     policy: AttachmentPolicy,
     max_body_bytes: usize,
+    trusted_authserv_ids: Arc<[String]>,
 }
 
 impl Parser {
@@ -126,6 +130,7 @@ impl Parser {
             store_attachments: settings.store_attachments,
             policy: AttachmentPolicy::from_list(&settings.allowed_extensions),
             max_body_bytes: settings.max_body_bytes,
+            trusted_authserv_ids: settings.trusted_authserv_ids(),
         })
     }
 
@@ -204,6 +209,7 @@ impl Processor for Parser {
             policy: self.policy.clone(),
             max_body_bytes: self.max_body_bytes,
             redactor: self.redactor.clone(),
+            trusted_authserv_ids: self.trusted_authserv_ids.clone(),
         };
         let poison = |f: ParseFailure| ProcessError::poison(f.class, f.reason);
         let record = if self.store_attachments || self.scanner.is_some() {

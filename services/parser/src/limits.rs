@@ -95,6 +95,7 @@ pub fn max_record_bytes(max_body_bytes: usize) -> usize {
         + bounce_details
         + crate::forward::MAX_ENCODED_BYTES
         + crate::form::MAX_ENCODED_BYTES
+        + crate::invite::MAX_ENCODED_BYTES
 }
 
 /// Bounds `record` in place; returns the bodies that were cut, with their whole text.
@@ -375,7 +376,7 @@ impl Cuts {
 }
 
 /// Cuts `value` to at most `max` bytes, at a character boundary.
-fn cut(value: &mut String, max: usize) {
+pub(crate) fn cut(value: &mut String, max: usize) {
     if value.len() <= max {
         return;
     }
@@ -404,8 +405,8 @@ mod tests {
     fn the_default_bound_leaves_room_under_the_parsed_cap() {
         let bound = max_record_bytes(DEFAULT_MAX_BODY_BYTES);
         // 6.4 MB since bounces carry per-recipient details, 6.6 MB with a forward's original
-        // and a form's fields; the settings keep 512 KiB for the resolver and scorer under the
-        // 8 MiB cap.
+        // and a form's fields, 6.67 MB with a meeting; the settings keep 512 KiB for the
+        // resolver and scorer under the 8 MiB cap.
         assert!(bound < 6_700_000, "{bound}");
     }
 

@@ -24,6 +24,7 @@ use crate::autoreply;
 use crate::bodies;
 use crate::form;
 use crate::forward;
+use crate::invite;
 use crate::limits::{self, CutBody};
 use crate::normalize;
 use crate::redact::Redactor;
@@ -44,6 +45,16 @@ pub struct ParseContext {
     /// What is masked before the record is written ([`crate::redact`]); by default cards and
     /// IBANs, uncounted.
     pub redactor: Arc<Redactor>,
+    /// Authserv-ids of our receiving MTAs, lower-case: whose `Authentication-Results` count.
+    pub trusted_authserv_ids: Arc<[String]>,
+}
+
+/// `ids` (authserv-ids from a setting or an option) as [`ParseContext::trusted_authserv_ids`]
+/// takes them: trimmed, lower-case.
+pub fn trusted_authserv_ids(ids: &[String]) -> Arc<[String]> {
+    ids.iter()
+        .map(|id| id.trim().to_ascii_lowercase())
+        .collect()
 }
 
 impl Default for ParseContext {
@@ -55,6 +66,7 @@ impl Default for ParseContext {
             policy: AttachmentPolicy::default(),
             max_body_bytes: limits::DEFAULT_MAX_BODY_BYTES,
             redactor: Arc::default(),
+            trusted_authserv_ids: Arc::new([]),
         }
     }
 }
@@ -192,8 +204,16 @@ fn build(raw: &[u8], ctx: &ParseContext, keep_bytes: bool) -> Result<Parsed, Par
     let split = text
         .as_deref()
         .map(|t| reply::split_with_html(t, html.as_deref()));
-    let extracted: Vec<Extracted> =
+    let mut extracted: Vec<Extracted> =
         attachments::extract(&message, &ctx.policy, keep_bytes, &mut warnings);
+    let smime = signals::smime(&message);
+    if let Some((kind, warning)) = smime {
+        warnings.extend(warning.map(str::to_string));
+        // A detached signature is reported as `smime`, not kept as a file of the email.
+        if kind == signals::SMIME_SIGNED {
+            extracted.retain(|e| !signals::is_smime_signature(&e.record.content_type));
+        }
+    }
 
     let from_email = from.as_ref().map(|a| a.email.as_str());
     let mut record = ParsedEmail {
@@ -216,7 +236,7 @@ fn build(raw: &[u8], ctx: &ParseContext, keep_bytes: bool) -> Result<Parsed, Par
         to,
         cc,
         bcc,
-        auth: signals::auth(&message),
+        auth: signals::auth(&message, &ctx.trusted_authserv_ids),
         auto_reply: signals::auto_reply(
             &message,
             &autoreply::Context {
@@ -250,6 +270,8 @@ fn build(raw: &[u8], ctx: &ParseContext, keep_bytes: bool) -> Result<Parsed, Par
         truncated: Vec::new(),
         forwarded: None,
         form: None,
+        smime: smime.map(|(kind, _)| kind.to_string()),
+        meeting: invite::detect(&message),
     };
     // Before the bodies are cut: the whole bodies kept in the blob store are masked too.
     ctx.redactor.record(&mut record);

@@ -8,6 +8,7 @@
 //! | `max_body_bytes` | `1048576` (1 MiB) | the longest text or HTML body kept in the record; a longer one is cut, flagged in `truncated` and stored whole in the blob store ([`crate::limits`]) |
 //! | `clamd_address` | (none: no scanning) | ClamAV's clamd, `tcp://HOST:PORT` or `unix:///PATH`: every attachment is scanned before it is stored; an infected one is not stored and the record names the signature ([`crate::scan`]) |
 //! | `clamd_timeout_ms` | `30000` | the longest one attachment's scan may take before it counts as clamd being unavailable (the batch is retried) |
+//! | `trusted_authserv_ids` | (none: no header trusted) | the authserv-ids (RFC 8601) of our own receiving MTAs, comma-separated: SPF, DKIM and DMARC are read from the topmost `Authentication-Results` header one of them added, never from one a sender wrote ([`crate::signals`]) |
 //! | `redact_patterns` | (none) | regular expressions (national ids, account numbers) whose matches are masked in the record, beside payment card numbers and IBANs, which always are ([`crate::redact`]); a list, or one string with a pattern per line |
 
 use mailstream_runtime::RuntimeConfig;
@@ -50,6 +51,12 @@ pub struct ParserSettings {
     #[serde(default, deserialize_with = "lenient::lines")]
     #[schemars(schema_with = "lenient::list_schema")]
     pub redact_patterns: Vec<String>,
+    /// The authserv-ids (RFC 8601) of our own receiving MTAs: SPF, DKIM and DMARC are read from
+    /// the topmost `Authentication-Results` header one of them added. Unset: no header is
+    /// trusted (a sender can write one), so the results stay empty.
+    #[serde(default, deserialize_with = "lenient::list")]
+    #[schemars(schema_with = "lenient::list_schema")]
+    pub trusted_authserv_ids: Vec<String>,
     /// ClamAV's clamd (`tcp://HOST:PORT` or `unix:///PATH`): every attachment is scanned before
     /// it is stored. Unset: no scanning.
     #[serde(default)]
@@ -69,6 +76,7 @@ impl Default for ParserSettings {
             allowed_extensions: default_allowed_extensions(),
             max_body_bytes: default_max_body_bytes(),
             redact_patterns: Vec::new(),
+            trusted_authserv_ids: Vec::new(),
             clamd_address: None,
             clamd_timeout_ms: default_clamd_timeout_ms(),
         }
@@ -100,6 +108,11 @@ fn default_allowed_extensions() -> String {
 pub const DOWNSTREAM_ROOM_BYTES: usize = 512 * 1024;
 
 impl ParserSettings {
+    /// `trusted_authserv_ids`, lower-case, as [`crate::ParseContext`] takes them.
+    pub fn trusted_authserv_ids(&self) -> std::sync::Arc<[String]> {
+        crate::parse::trusted_authserv_ids(&self.trusted_authserv_ids)
+    }
+
     /// The redactor of `redact_patterns`, or each bad pattern's problem, naming the key.
     pub fn redactor(&self) -> Result<Redactor, Vec<String>> {
         Redactor::new(&self.redact_patterns).map_err(|errors| {

@@ -1,17 +1,26 @@
 //! Signals about how an email was sent: authentication results, automatic replies, bounces and
 //! mailing lists.
 //!
-//! - **auth**: the first (topmost, so added by the nearest receiving server) `Authentication-Results`
-//!   header gives `spf=`, `dkim=` and `dmarc=`; `Received-SPF` fills SPF when that header has none.
+//! - **auth**: the topmost `Authentication-Results` header whose authserv-id (RFC 8601: the
+//!   token before its first `;`) is one of `trusted_authserv_ids`, our own receiving MTAs, gives
+//!   `spf=`, `dkim=` and `dmarc=`; a header another server or the sender wrote is ignored (RFC
+//!   8601 §5: a consumer trusts only its own), so a sender cannot forge a `pass`. With no trusted
+//!   id, or no header of one, the results stay empty; `Received-SPF`, which names no server,
+//!   is not read.
 //! - **auto_reply** (RFC 3834 headers, then phrases in many languages), in classes:
 //!   [`crate::autoreply`].
 //! - **bounce**: delivery reports (DSNs and the prose formats of MTAs, delays, challenges,
 //!   complaints), per recipient and classified: [`crate::bounce`].
 //! - **list**: `List-Id` (angle-bracketed id) and `Precedence`.
+//! - **smime** (RFC 8551): `signed` when the message is S/MIME signed (a detached signature,
+//!   `multipart/signed` with a PKCS #7 protocol, whose content is the email as usual; or opaque
+//!   `signed-data`, whose content inside the signature is not read), `encrypted` for
+//!   `enveloped-data` (nothing of it can be read without the recipient's key). The signature is
+//!   reported, not verified: that needs the sender's certificate chain.
 
 use std::sync::LazyLock;
 
-use mail_parser::Message;
+use mail_parser::{Message, MimeHeaders};
 use mailstream_runtime::records::{AuthResults, AutoReply, Bounce, ListInfo};
 use regex::Regex;
 
@@ -20,10 +29,24 @@ use crate::normalize;
 
 static AUTH_RESULT: LazyLock<Regex> =
     LazyLock::new(|| re(r"(?i)(?:^|[;\s])(spf|dkim|dmarc)\s*=\s*([a-z]+)"));
-/// SPF, DKIM and DMARC results.
-pub fn auth(message: &Message<'_>) -> AuthResults {
+/// The authserv-id of an `Authentication-Results` value: its first token, lower-case, without
+/// a version number or comment (`mx.example.com 1; spf=pass` is `mx.example.com`).
+fn authserv_id(value: &str) -> String {
+    let head = value.split(';').next().unwrap_or_default();
+    let head = head.split('(').next().unwrap_or_default();
+    head.split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+}
+
+/// SPF, DKIM and DMARC results from the topmost `Authentication-Results` header of one of
+/// `trusted` (authserv-ids, lower-case).
+pub fn auth(message: &Message<'_>, trusted: &[String]) -> AuthResults {
     let mut auth = AuthResults::default();
-    if let Some(value) = header_text(message, "Authentication-Results") {
+    let ours =
+        header_texts(message, "Authentication-Results").find(|v| trusted.contains(&authserv_id(v)));
+    if let Some(value) = ours {
         for caps in AUTH_RESULT.captures_iter(&value) {
             let (Some(method), Some(result)) = (caps.get(1), caps.get(2)) else {
                 continue;
@@ -36,14 +59,6 @@ pub fn auth(message: &Message<'_>) -> AuthResults {
                 _ => {}
             }
         }
-    }
-    if auth.spf.is_none()
-        && let Some(value) = header_text(message, "Received-SPF")
-    {
-        auth.spf = value
-            .split_whitespace()
-            .next()
-            .map(|w| w.trim_end_matches([';', ':']).to_ascii_lowercase());
     }
     auth
 }
@@ -64,6 +79,47 @@ pub fn bounce(
     crate::bounce::detect(message, from, subject, envelope_null_sender)
 }
 
+/// The message is S/MIME signed.
+pub const SMIME_SIGNED: &str = "signed";
+/// The message is S/MIME encrypted.
+pub const SMIME_ENCRYPTED: &str = "encrypted";
+
+/// Whether `content_type` is an S/MIME signature part (`application/pkcs7-signature`).
+pub fn is_smime_signature(content_type: &str) -> bool {
+    matches!(
+        content_type,
+        "application/pkcs7-signature" | "application/x-pkcs7-signature"
+    )
+}
+
+/// What S/MIME made of the message, if anything, and a warning when its content cannot be read
+/// (opaque signed or encrypted).
+pub fn smime(message: &Message<'_>) -> Option<(&'static str, Option<&'static str>)> {
+    let ct = message.root_part().content_type()?;
+    let lower = |v: &str| v.to_ascii_lowercase();
+    let subtype = ct.subtype().map(lower).unwrap_or_default();
+    let param = |name: &str| ct.attribute(name).map(lower);
+    match (lower(ct.ctype()).as_str(), subtype.as_str()) {
+        ("multipart", "signed")
+            if param("protocol").is_some_and(|p| is_smime_signature(p.trim_matches('"'))) =>
+        {
+            Some((SMIME_SIGNED, None))
+        }
+        ("application", "pkcs7-mime" | "x-pkcs7-mime") => match param("smime-type").as_deref() {
+            Some("signed-data") => Some((
+                SMIME_SIGNED,
+                Some("S/MIME opaque signature: the signed content is inside it and was not read"),
+            )),
+            Some("compressed-data") | Some("certs-only") => None,
+            _ => Some((
+                SMIME_ENCRYPTED,
+                Some("S/MIME encrypted: the content cannot be read without the recipient's key"),
+            )),
+        },
+        _ => None,
+    }
+}
+
 /// Mailing-list markers, when there are any.
 pub fn list(message: &Message<'_>) -> Option<ListInfo> {
     let list_id = header_text(message, "List-Id").and_then(|v| {
@@ -82,13 +138,19 @@ pub fn list(message: &Message<'_>) -> Option<ListInfo> {
 
 /// The first (topmost) top-level header called `name`, decoded and unfolded.
 pub(crate) fn header_text(message: &Message<'_>, name: &str) -> Option<String> {
+    header_texts(message, name).next()
+}
+
+/// Every top-level header called `name`, top to bottom, decoded and unfolded (empty ones left
+/// out).
+fn header_texts<'a>(message: &'a Message<'_>, name: &'a str) -> impl Iterator<Item = String> + 'a {
     let raw = message.raw_message();
     message
         .root_part()
         .headers
         .iter()
-        .find(|h| h.name.as_str().eq_ignore_ascii_case(name))
-        .map(|h| {
+        .filter(move |h| h.name.as_str().eq_ignore_ascii_case(name))
+        .map(move |h| {
             let start = (h.offset_start as usize).min(raw.len());
             let end = (h.offset_end as usize).clamp(start, raw.len());
             normalize::decode_unstructured(&raw[start..end])

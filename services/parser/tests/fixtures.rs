@@ -22,10 +22,13 @@ fn fixtures() -> Vec<PathBuf> {
     files
 }
 
+/// The fixtures' receiving MTA is `mx.example.com`: its Authentication-Results count, a relay's
+/// below it (in `list.eml`) do not.
 fn ctx() -> ParseContext {
     ParseContext {
         ingest_id: "fixture".into(),
         received_at: 1_705_000_000_000,
+        trusted_authserv_ids: mailstream_parser::trusted_authserv_ids(&["mx.example.com".into()]),
         ..ParseContext::default()
     }
 }

@@ -1,4 +1,5 @@
-//! Delivery reports and automatic replies, per format family, class and language.
+//! Delivery reports and automatic replies, per format family, class and language; whose
+//! `Authentication-Results` count.
 //!
 //! The bounce fixtures (`fixtures/bounces/*.eml`) are short hand-written messages in the shape
 //! of each MTA's report; the auto-replies are built here from a subject and the first lines.
@@ -462,4 +463,121 @@ fn ordinary_mail_is_no_auto_reply_and_list_mail_no_unsubscribe_request() {
     let generic = auto(AUTO, "Re: Our offer", "Thank you for your message.");
     assert_eq!(generic.class, "auto-reply");
     assert_eq!(generic.kind, "auto-replied");
+}
+
+/// Authentication results come from our own MTA's header only: a header the sender wrote (or
+/// another server added) is ignored, whatever it claims, so a `pass` cannot be forged.
+#[test]
+fn authentication_results_are_read_from_our_own_mta_only() {
+    let raw = |headers: &str| {
+        format!(
+            "{headers}From: Kim <kim@acme.example>\r\nTo: sales@in.example.com\r\n\
+             Subject: Pricing\r\nMessage-ID: <auth-1@acme.example>\r\n\r\nHello\r\n"
+        )
+    };
+    let auth = |headers: &str, trusted: &[&str]| {
+        let ids: Vec<String> = trusted.iter().map(|t| t.to_string()).collect();
+        let ctx = ParseContext {
+            trusted_authserv_ids: mailstream_parser::trusted_authserv_ids(&ids),
+            ..ctx()
+        };
+        let parsed = parse_message(raw(headers).as_bytes(), &ctx).expect("parses");
+        let a = parsed.auth;
+        (a.spf, a.dkim, a.dmarc)
+    };
+    let pass = || Some("pass".to_string());
+    let ours = "Authentication-Results: MX.in.example.com 1 (our MTA);\r\n \
+                spf=fail smtp.mailfrom=acme.example; dkim=none; dmarc=fail header.from=acme.example\r\n";
+    let forged =
+        "Authentication-Results: mx.in.example.com.evil.test; spf=pass; dkim=pass; dmarc=pass\r\n";
+    let forged_no_id = "Authentication-Results: spf=pass; dkim=pass; dmarc=pass\r\n";
+    let trusted = ["mx.in.example.com"];
+    // Ours is the topmost: the sender's own claim below it, or above it, changes nothing.
+    let ours_only = (
+        Some("fail".into()),
+        Some("none".into()),
+        Some("fail".into()),
+    );
+    assert_eq!(auth(&format!("{ours}{forged}"), &trusted), ours_only);
+    assert_eq!(
+        auth(&format!("{forged}{forged_no_id}{ours}"), &trusted),
+        ours_only
+    );
+    // No header of ours: nothing, however many claim a pass.
+    assert_eq!(
+        auth(&format!("{forged}{forged_no_id}"), &trusted),
+        (None, None, None)
+    );
+    // Nothing trusted (the default): nothing read.
+    assert_eq!(auth(ours, &[]), (None, None, None));
+    let good = "Authentication-Results: mx.in.example.com;\r\n spf=pass smtp.mailfrom=acme.example;\r\n \
+                dkim=pass header.d=acme.example; dmarc=pass header.from=acme.example\r\n";
+    assert_eq!(auth(good, &trusted), (pass(), pass(), pass()));
+}
+
+/// S/MIME is reported: a signed email reads as usual, its detached signature not kept as an
+/// attachment; an encrypted one says its content cannot be read, and keeps the envelope.
+#[test]
+fn smime_signed_and_encrypted_mail_is_reported() {
+    let parse = |raw: String| parse_message(raw.as_bytes(), &ctx()).expect("parses");
+    let head = "From: Kim <kim@acme.example>\r\nTo: sales@in.example.com\r\nSubject: Order\r\n\
+                MIME-Version: 1.0\r\n";
+    let signed = parse(format!(
+        "{head}Message-ID: <smime-1@acme.example>\r\nContent-Type: multipart/signed; \
+         protocol=\"application/pkcs7-signature\"; micalg=sha-256; boundary=\"s1\"\r\n\r\n\
+         --s1\r\nContent-Type: multipart/mixed; boundary=\"m1\"\r\n\r\n\
+         --m1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nPlease ship 40 units.\r\n\
+         --m1\r\nContent-Type: application/pdf; name=\"po.pdf\"\r\n\
+         Content-Disposition: attachment; filename=\"po.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n\
+         JVBERi0xLjQKJeLjz9M=\r\n--m1--\r\n\
+         --s1\r\nContent-Type: application/pkcs7-signature; name=\"smime.p7s\"\r\n\
+         Content-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=\"smime.p7s\"\r\n\r\n\
+         MIAGCSqGSIb3DQEHAqCAMIACAQExDzANBglghkgBZQMEAgEFADCABgkqhkiG9w0BBwEAAA==\r\n--s1--\r\n"
+    ));
+    assert_eq!(signed.smime.as_deref(), Some("signed"));
+    assert_eq!(
+        signed.text.as_deref().map(str::trim),
+        Some("Please ship 40 units.")
+    );
+    let files: Vec<Option<&str>> = signed
+        .attachments
+        .iter()
+        .map(|a| a.filename.as_deref())
+        .collect();
+    assert_eq!(
+        files,
+        [Some("po.pdf")],
+        "the signature is reported, not kept as a file"
+    );
+    assert!(
+        signed.warnings.iter().all(|w| !w.contains("S/MIME")),
+        "{:?}",
+        signed.warnings
+    );
+
+    let encrypted = parse(format!(
+        "{head}Message-ID: <smime-2@acme.example>\r\nContent-Type: application/pkcs7-mime; \
+         smime-type=enveloped-data; name=\"smime.p7m\"\r\nContent-Transfer-Encoding: base64\r\n\
+         Content-Disposition: attachment; filename=\"smime.p7m\"\r\n\r\n\
+         MIAGCSqGSIb3DQEHA6CAMIACAQAxggFAMIIBPAIBADAkMBQxEjAQBgNVBAMMCWtpbUBhY21lAgw=\r\n"
+    ));
+    assert_eq!(encrypted.smime.as_deref(), Some("encrypted"));
+    assert!(
+        encrypted
+            .warnings
+            .iter()
+            .any(|w| w.contains("S/MIME encrypted")),
+        "{:?}",
+        encrypted.warnings
+    );
+    assert_eq!(
+        encrypted.attachments.len(),
+        1,
+        "the encrypted envelope is kept"
+    );
+
+    let plain = parse(format!(
+        "{head}Message-ID: <smime-3@acme.example>\r\nContent-Type: text/plain\r\n\r\nHi\r\n"
+    ));
+    assert_eq!(plain.smime, None);
 }

@@ -28,6 +28,7 @@ use mail_parser::{Message, MimeHeaders, PartType};
 use mailstream_runtime::records::{Address, Forwarded, ParsedEmail, Truncation};
 
 use crate::bodies;
+use crate::limits::cut;
 use crate::normalize;
 use crate::redact::Redactor;
 use crate::reply;
@@ -237,16 +238,6 @@ fn bounded_address(a: Address) -> Address {
     Address {
         email: bounded(a.email),
         name: a.name.map(bounded),
-    }
-}
-
-fn cut(value: &mut String, max: usize) {
-    if value.len() > max {
-        let mut end = max;
-        while !value.is_char_boundary(end) {
-            end -= 1;
-        }
-        value.truncate(end);
     }
 }
 

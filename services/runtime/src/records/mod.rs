@@ -10,13 +10,16 @@ mod tables;
 
 pub use crm::CrmResult;
 pub use parsed::{
-    Address, Attachment, AuthResults, AutoReply, Bounce, BounceRecipient, Disposition, FormLead,
-    Forwarded, Header, ListInfo, ParsedEmail, ReplyStripping, Truncation, is_failure_class,
+    Address, Attachment, Attendee, AuthResults, AutoReply, Bounce, BounceRecipient, Disposition,
+    FormLead, Forwarded, Header, ListInfo, Meeting, ParsedEmail, ReplyStripping, Truncation,
+    is_failure_class,
 };
 pub use raw_email::{Envelope, IngestSource, RawEmail};
 pub use resolved::{AccountMatch, ContactMatch, NewContactProposal, ResolvedEmail};
 pub use scored::{Lead, Routing, RuleHit, ScoredLead};
-pub use tables::{Account, Contact, DedupeEntry, Duplicate, Erasure, PendingReply, ThreadLink};
+pub use tables::{
+    Account, Contact, DedupeEntry, Duplicate, Erasure, OptOut, PendingReply, ThreadLink,
+};
 
 #[cfg(test)]
 pub(crate) mod roundtrip {

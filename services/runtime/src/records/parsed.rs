@@ -308,6 +308,42 @@ pub struct ParsedEmail {
     /// The website form notification this email is, when it is one.
     #[serde(default)]
     pub form: Option<FormLead>,
+    /// `signed` or `encrypted` when the email is S/MIME (RFC 8551); not verified.
+    #[serde(default)]
+    pub smime: Option<String>,
+    /// The calendar invitation (or answer to one) the email carries.
+    #[serde(default)]
+    pub meeting: Option<Meeting>,
+}
+
+/// A calendar invitation or an answer to one (iTIP, RFC 5546): the first event of the email's
+/// `text/calendar` part.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Meeting {
+    /// `REQUEST` (an invitation), `REPLY` (an answer), `CANCEL`, `COUNTER`, ... (`PUBLISH` when
+    /// the calendar names none).
+    pub method: String,
+    pub uid: Option<String>,
+    pub summary: Option<String>,
+    pub location: Option<String>,
+    pub organizer: Option<Address>,
+    pub attendees: Vec<Attendee>,
+    /// `DTSTART` and `DTEND` as written (`20261210T150000Z`, `20261210T160000`, `20261210`).
+    pub start: Option<String>,
+    pub end: Option<String>,
+    /// The time zone of a local `start`, when the calendar names one.
+    pub tzid: Option<String>,
+    /// `start` in milliseconds since the epoch, when it is given in UTC.
+    pub starts_at: Option<i64>,
+}
+
+/// One attendee of a [`Meeting`], with their answer.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Attendee {
+    pub email: String,
+    pub name: Option<String>,
+    /// `PARTSTAT`, lower-case: `needs-action`, `accepted`, `declined`, `tentative`, ...
+    pub status: Option<String>,
 }
 
 impl ParsedEmail {
@@ -480,6 +516,21 @@ mod tests {
                     name: "Your Name".into(),
                     value: "Li".into(),
                 }],
+            }),
+            smime: Some("signed".into()),
+            meeting: Some(Meeting {
+                method: "REQUEST".into(),
+                uid: Some("u1".into()),
+                summary: Some("Demo".into()),
+                organizer: Some(address("kim@acme.example", Some("Kim"))),
+                attendees: vec![Attendee {
+                    email: "ana@example.com".into(),
+                    name: None,
+                    status: Some("accepted".into()),
+                }],
+                start: Some("20261210T150000Z".into()),
+                starts_at: Some(1_796_828_400_000),
+                ..Meeting::default()
             }),
         };
         assert_eq!(through_schema("parsed.avsc", email.clone()), email);

@@ -2,7 +2,8 @@
 //! `contacts.avsc`), `Account` (`accounts.avsc`), `ThreadLink` (`threads.avsc`), the resolver's
 //! seen-set entry `DedupeEntry` (`dedupe-entry.avsc`), its replies waiting for a parent
 //! `PendingReply` (`pending-reply.avsc`), its audit record `Duplicate`
-//! (`duplicate.avsc`), and `Erasure` (`erasure.avsc`), a person `mailstream erase` removed.
+//! (`duplicate.avsc`), `Erasure` (`erasure.avsc`), a person `mailstream erase` removed, and
+//! `OptOut` (`opt-out.avsc`), an address that asked to be removed.
 
 use serde::{Deserialize, Serialize};
 
@@ -84,6 +85,17 @@ pub struct Erasure {
     pub tombstones: i32,
 }
 
+/// An address that asked to be removed or complained, keyed by `email` (lower-cased).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct OptOut {
+    pub email: String,
+    /// `received_at` of the email that said so.
+    pub opted_out_at: i64,
+    /// `unsubscribe` or `complaint`.
+    pub reason: String,
+    pub message_id: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,5 +166,12 @@ mod tests {
             tombstones: 4,
         };
         assert_eq!(through_schema("erasure.avsc", erasure.clone()), erasure);
+        let opt_out = OptOut {
+            email: "kim@acme.example".into(),
+            opted_out_at: 6,
+            reason: "unsubscribe".into(),
+            message_id: "m9".into(),
+        };
+        assert_eq!(through_schema("opt-out.avsc", opt_out.clone()), opt_out);
     }
 }
