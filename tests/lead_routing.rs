@@ -2,7 +2,8 @@
 //! routing, emails over SMTP through ingest, parser, resolver, scorer and crm-sink into
 //! PostgreSQL. A German email about a quote reaches the DACH team's active owner (by its
 //! language: the sender's domain is a .com), an English support request the default team; the
-//! `scored` records explain both (intent rule and evidence, language, route).
+//! `scored` records explain both (intent rule and evidence, language, route). A visibility rule
+//! keeps a law firm's email to metadata in the CRM: no subject, no text.
 
 use std::time::Duration;
 
@@ -32,6 +33,10 @@ routing:
       team: dach
       when: {any: [{language: {in: [de]}}, {country: {in: [de, at, ch]}}]}
   default_team: world
+visibility:
+  - id: counsel
+    level: metadata
+    when: {sender_domain: {in: [lawfirm.example]}}
 "#;
 
 fn message(from: &str, id: &str, subject: &str, body: &str) -> String {
@@ -75,6 +80,16 @@ async fn a_german_quote_request_reaches_the_dach_owner_and_support_the_default_t
                 "Export not working",
                 "Hello, since yesterday the export is not working and shows an error for every \
                  order we try to download. Could you please have a look at it for us?",
+            ),
+        ),
+        (
+            "rae@lawfirm.example",
+            message(
+                "Rae Counsel <rae@lawfirm.example>",
+                "counsel-1@lawfirm.example",
+                "Quote for the settlement terms",
+                "Privileged and confidential: this letter sets out our client's position on the \
+                 proposed settlement terms and the schedule for the remaining payments to you.",
             ),
         ),
     ];
@@ -122,6 +137,13 @@ async fn a_german_quote_request_reaches_the_dach_owner_and_support_the_default_t
         leads,
         [
             [
+                "counsel-1@lawfirm.example",
+                "sales",
+                "en",
+                "world",
+                "carla@in.mailstream.test",
+            ],
+            [
                 "route-de@kunde-gmbh.com",
                 "sales",
                 "de",
@@ -138,4 +160,18 @@ async fn a_german_quote_request_reaches_the_dach_owner_and_support_the_default_t
         ],
         "ben is inactive: anna works every DACH account"
     );
+    // The counsel's email reaches the CRM as metadata only: who, when, the score; no subject
+    // and no text, in the activity or the lead (the `scored` topic keeps them).
+    let counsel = psql_rows(&format!(
+        "SELECT a.subject IS NULL, a.body_text IS NULL, l.subject IS NULL, l.score::text \
+         FROM {schema}.email_activities a JOIN {schema}.leads l USING (message_id) \
+         WHERE a.message_id = 'counsel-1@lawfirm.example'"
+    ));
+    assert_eq!(counsel, [["t", "t", "t", "30"]]);
+    let kept = scored
+        .iter()
+        .find(|s| s.message_id == "counsel-1@lawfirm.example")
+        .expect("scored");
+    assert_eq!(kept.visibility, "metadata");
+    assert!(kept.subject.is_some(), "the scored topic keeps the subject");
 }

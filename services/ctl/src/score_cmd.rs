@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use mailstream_parser::{ParseContext, parse_message};
+use mailstream_parser::{ParseContext, parse_message, trusted_authserv_ids};
 use mailstream_resolver::{MemoryDirectory, Resolution, ResolverSettings};
 use mailstream_runtime::records::ScoredLead;
 use mailstream_scorer::{RuleSet, scored_record};
@@ -32,6 +32,10 @@ pub struct ScoreArgs {
     /// Our domains (comma-separated): their To/Cc addresses count as recipients (deal routing).
     #[arg(long, value_delimiter = ',')]
     pub our_domains: Vec<String>,
+    /// Authserv-ids of our receiving MTAs (comma-separated): SPF, DKIM and DMARC are read from
+    /// the topmost `Authentication-Results` header one of them added, as `parser.trusted_authserv_ids`.
+    #[arg(long, value_delimiter = ',')]
+    pub trusted_authserv_ids: Vec<String>,
     /// `--json`: each scored record as one JSON line (the `scored` topic's fields).
     #[command(flatten)]
     pub output: crate::Output,
@@ -71,6 +75,7 @@ pub async fn execute(args: ScoreArgs) -> anyhow::Result<ExitCode> {
         };
         let ctx = ParseContext {
             ingest_id: label.clone(),
+            trusted_authserv_ids: trusted_authserv_ids(&args.trusted_authserv_ids),
             ..ParseContext::default()
         };
         let parsed = match parse_message(&bytes, &ctx) {

@@ -8,7 +8,9 @@
 //! from scoring: tagged (`auto-reply`, `list`, `bounce` for a failed delivery, `delayed`,
 //! `challenge`, `complaint`), given status `excluded`, and still written to `scored`, so nothing
 //! is lost. Context tags do not exclude: `free-mail`, `malware` (clamd found malware in an
-//! attachment, which was not stored), `new-contact`, `target-account`.
+//! attachment, which was not stored), `new-contact`, `target-account`. Every record also
+//! carries its `visibility` (the rules file's [`visibility`] rules: how much of the email the
+//! CRM and a notification get).
 //!
 //! An email any participant of which `mailstream erase` removed after it was received (a replay
 //! of their mail) is dropped: no `scored` record, no `leads` row
@@ -94,6 +96,7 @@ pub mod rules;
 pub mod score;
 pub mod settings;
 pub mod validate;
+pub mod visibility;
 
 use std::time::Duration;
 

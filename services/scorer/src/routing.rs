@@ -236,16 +236,22 @@ struct RoutingRest {
     default_team: Option<String>,
 }
 
-/// One item of `intents` or `routing.routes`: `target` is its intent or team.
-struct Item {
-    id: String,
-    target: String,
-    description: String,
-    when: ConditionSpec,
+/// One item of `intents`, `routing.routes` or `visibility`: `target` is its intent, team or level.
+pub(crate) struct Item {
+    pub(crate) id: String,
+    pub(crate) target: String,
+    pub(crate) description: String,
+    pub(crate) when: ConditionSpec,
 }
 
-/// A list of `{id, <target>, description, when}` items (`intents`, `routing.routes`).
-fn parse_list(value: Json, list: &str, target: &str, problems: &mut Vec<String>) -> Vec<Item> {
+/// A list of `{id, <target>, description, when}` items (`intents`, `routing.routes`,
+/// `visibility`).
+pub(crate) fn parse_list(
+    value: Json,
+    list: &str,
+    target: &str,
+    problems: &mut Vec<String>,
+) -> Vec<Item> {
     let Json::Array(items) = value else {
         problems.push(format!("key `{list}`: must be a list"));
         return Vec::new();
@@ -303,7 +309,7 @@ fn parse_list(value: Json, list: &str, target: &str, problems: &mut Vec<String>)
     parsed
 }
 
-fn item_label(list: &str, id: Option<&str>, index: usize) -> String {
+pub(crate) fn item_label(list: &str, id: Option<&str>, index: usize) -> String {
     match id.filter(|id| !id.trim().is_empty()) {
         Some(id) => format!("{list} `{id}`"),
         None => format!("{list}[{index}]"),
@@ -451,4 +457,4 @@ fn uses(spec: &ConditionSpec, leaf: &dyn Fn(&ConditionSpec) -> bool) -> bool {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

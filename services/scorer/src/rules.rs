@@ -25,6 +25,7 @@ use crate::routing::{
     parse_routing,
 };
 use crate::validate::{Checker, DUPLICATE_ID, check_id, compile_condition, rule_label};
+use crate::visibility::{VisibilityRule, VisibilitySpec, compile_visibility, parse_visibility};
 
 /// The rules used when no rules file is configured (also the documented example).
 pub const DEFAULT_RULES: &str = include_str!("../rules/default.yaml");
@@ -68,6 +69,10 @@ pub struct RulesFile {
     /// Teams, owners and the routes to them ([`crate::routing`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routing: Option<RoutingSpec>,
+    /// Visibility rules, in order: the first that matches sets how much of the email the CRM
+    /// gets ([`crate::visibility`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub visibility: Vec<VisibilitySpec>,
 }
 
 /// One rule: `points` when the condition `when` holds.
@@ -250,6 +255,7 @@ pub struct RuleSet {
     pub intents: Vec<IntentRule>,
     /// `None`: the file has no `routing`, leads get no team.
     pub router: Option<Router>,
+    pub visibility: Vec<VisibilityRule>,
     /// Some condition tests the language, so it is detected for every scored email.
     pub detect_language: bool,
     /// First 12 hex digits of the SHA-256 of the canonical rules.
@@ -342,6 +348,7 @@ impl RulesFile {
             }
         }
         let intents = compile_intents(&self.intents, &mut problems);
+        let visibility = compile_visibility(&self.visibility, &mut problems);
         let router = self
             .routing
             .as_ref()
@@ -355,6 +362,7 @@ impl RulesFile {
             rules,
             intents,
             router,
+            visibility,
             detect_language: crate::routing::uses_language(self),
             version: version_of(&self.canonical()),
         })
@@ -377,6 +385,7 @@ const TOP_KEYS: &[&str] = &[
     "rules",
     "intents",
     "routing",
+    "visibility",
 ];
 
 /// Parses `text` into a file, reporting every problem: syntax, unknown or badly typed keys at
@@ -458,12 +467,17 @@ fn parse(text: &str, format: Format) -> (Option<RulesFile>, Vec<String>) {
     let routing = top
         .remove("routing")
         .and_then(|v| parse_routing(v, &mut problems));
+    let visibility = top
+        .remove("visibility")
+        .map(|v| parse_visibility(v, &mut problems))
+        .unwrap_or_default();
     let file = RulesFile {
         qualified_at,
         nurture_below,
         rules,
         intents,
         routing,
+        visibility,
     };
     (Some(file), problems)
 }

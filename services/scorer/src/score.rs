@@ -16,6 +16,7 @@ use mailstream_runtime::records::{Lead, ResolvedEmail, Routing, RuleHit, ScoredL
 use crate::condition::Candidate;
 use crate::routing::intent_of;
 use crate::rules::RuleSet;
+use crate::visibility::visibility_of;
 
 /// Where a score puts a lead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +47,8 @@ pub struct Scoring {
     pub breakdown: Vec<RuleHit>,
     /// Intent, language and team; `None` for an excluded email.
     pub routing: Option<Routing>,
+    /// How much of the email the CRM gets ([`crate::visibility`]).
+    pub visibility: String,
 }
 
 impl RuleSet {
@@ -112,6 +115,7 @@ pub fn score(email: &ResolvedEmail, rules: &RuleSet) -> Scoring {
     let mut tags = exclusion_tags(email);
     let excluded = !tags.is_empty();
     tags.extend(context_tags(email));
+    let mut candidate = Candidate::new(email);
     if excluded {
         return Scoring {
             score: 0,
@@ -119,9 +123,9 @@ pub fn score(email: &ResolvedEmail, rules: &RuleSet) -> Scoring {
             tags,
             breakdown: Vec::new(),
             routing: None,
+            visibility: visibility_of(&rules.visibility, &candidate),
         };
     }
-    let mut candidate = Candidate::new(email);
     // The intent first: the scoring rules and the routes may test it.
     let intent = intent_of(&rules.intents, &candidate);
     candidate.set_intent(&intent.intent);
@@ -163,6 +167,7 @@ pub fn score(email: &ResolvedEmail, rules: &RuleSet) -> Scoring {
         tags,
         breakdown,
         routing: Some(routing),
+        visibility: visibility_of(&rules.visibility, &candidate),
     }
 }
 
@@ -199,6 +204,7 @@ pub fn scored_record(resolved: ResolvedEmail, rules: &RuleSet) -> ScoredLead {
         tags,
         breakdown,
         routing,
+        visibility,
     } = score(&resolved, rules);
     ScoredLead {
         message_id: resolved.message_id.clone(),
@@ -217,6 +223,7 @@ pub fn scored_record(resolved: ResolvedEmail, rules: &RuleSet) -> ScoredLead {
         breakdown,
         rules_version: rules.version.clone(),
         routing,
+        visibility,
         resolved,
     }
 }

@@ -35,7 +35,34 @@ pub struct ScoredLead {
     pub rules_version: String,
     /// Intent, language, team and owner; `None` for an excluded email.
     pub routing: Option<Routing>,
+    /// How much of the email the CRM gets: `full`, `subject` or `metadata` (the rules file's
+    /// `visibility`); empty (an older record) is `full`.
+    #[serde(default = "full")]
+    pub visibility: String,
     pub resolved: ResolvedEmail,
+}
+
+fn full() -> String {
+    ScoredLead::FULL.to_string()
+}
+
+impl ScoredLead {
+    /// The visibility of an email shown whole.
+    pub const FULL: &'static str = "full";
+    /// The visibility that keeps the text and attachments out of the CRM, the subject in.
+    pub const SUBJECT: &'static str = "subject";
+    /// The visibility that keeps the subject, text and attachments out of the CRM.
+    pub const METADATA: &'static str = "metadata";
+
+    /// Whether the CRM and notifications may show the subject.
+    pub fn shows_subject(&self) -> bool {
+        self.visibility != Self::METADATA
+    }
+
+    /// Whether the CRM may hold the text and the attachments.
+    pub fn shows_body(&self) -> bool {
+        self.visibility != Self::METADATA && self.visibility != Self::SUBJECT
+    }
 }
 
 /// What a lead is about and who works it (the rules file's `intents` and `routing`).

@@ -34,7 +34,8 @@ routing:
   default_team: world
 "#;
 
-fn email(id: &str, sender: &str, subject: &str, body: &str) -> ResolvedEmail {
+/// A resolved email from `sender` (also the scorer's other tests').
+pub(crate) fn email(id: &str, sender: &str, subject: &str, body: &str) -> ResolvedEmail {
     let domain = sender.rsplit_once('@').map(|(_, d)| d.to_string());
     ResolvedEmail {
         message_id: id.into(),
