@@ -3,15 +3,20 @@
 //! Ingest claim-checks a message over its inline limit into the bucket and the parser stores its
 //! attachment there; both objects read back byte for byte under the SHA-256 the records carry.
 //! With a wrong secret key, the parser stalls on the store (S3 refuses it) and dead-letters
-//! nothing: a store that may work later is retried, never a reason to drop an email.
+//! nothing: a store that may work later is retried, never a reason to drop an email. The CRM
+//! sink links an S3 attachment for the REST CRM by a presigned URL that fetches it without
+//! credentials.
 
 use std::time::Duration;
 
 use mailstream_runtime::blob::{BlobStore, sha256_hex};
 use mailstream_runtime::records::{ParsedEmail, RawEmail};
+use mailstream_tests::crm::{
+    FakeCrm, crm_results, produce_leads, reply_lead, spawn_sink, with_attachment,
+};
 use mailstream_tests::crm_db::SAMPLE_DOMAIN;
 use mailstream_tests::mail::{smtplib, start, temp_dir};
-use mailstream_tests::{TestEnv, collect, decode_as, free_port, http_get, terminate};
+use mailstream_tests::{TestEnv, collect, decode_as, free_port, http_get, now_ms, terminate};
 
 /// The `blob_store` options that reach `dev/up`'s MinIO, with the secret key in `secret_file`.
 fn s3_options(secret_file: &str) -> Vec<(String, String)> {
@@ -40,6 +45,9 @@ fn s3_options(secret_file: &str) -> Vec<(String, String)> {
         ),
     ]
 }
+
+/// The REST stand-in's bearer token.
+const TOKEN: &str = "blob-link-token";
 
 fn secret_file() -> String {
     std::env::var("MAILSTREAM_S3_SECRET_ACCESS_KEY_FILE")
@@ -206,4 +214,62 @@ async fn ingest_and_parser_keep_blobs_in_s3_and_a_refused_key_stalls_without_dea
         dlq.len()
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The REST CRM gets an S3 attachment as a presigned HTTPS link (`attachment_url_expiry_secs`)
+/// that fetches the bytes without credentials; the object itself stays private.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rest_crm_links_an_s3_attachment_by_a_presigned_url_it_can_fetch() {
+    let env = TestEnv::new("blob-link");
+    let bucket = std::env::var("MAILSTREAM_S3_BUCKET").unwrap_or_else(|_| "mailstream".into());
+    let blob_url = format!("s3://{bucket}/{}", env.prefix.trim_end_matches('-'));
+    let vars = s3_options(&secret_file());
+    let store = BlobStore::open(&blob_url, &store_options(&vars)).expect("open the bucket");
+    let pdf: Vec<u8> = (0..2048u32).map(|i| (i * 13 % 251) as u8).collect();
+    let (uri, sha) = store.put(pdf.clone()).await.expect("stored");
+    let mut lead = with_attachment(
+        reply_lead("link-1@client.test", "sam@client.test", now_ms()),
+        Some("rfp.pdf"),
+        &sha,
+    );
+    lead.resolved.email.attachments[0].blob_uri = Some(uri.clone());
+
+    let crm = FakeCrm::start(TOKEN).await.expect("stand-in");
+    let mut sink_vars: Vec<(&str, &str)> =
+        vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    sink_vars.extend([
+        ("MAILSTREAM_CRM_SINK_BACKEND", "rest"),
+        ("MAILSTREAM_CRM_SINK_BASE_URL", crm.base_url.as_str()),
+        ("MAILSTREAM_CRM_SINK_TOKEN", TOKEN),
+        ("MAILSTREAM_CRM_SINK_ATTACHMENT_URL_EXPIRY_SECS", "600"),
+    ]);
+    let mut sink = spawn_sink(&env, "a", free_port(), &sink_vars);
+    produce_leads(&env, &[lead]).await;
+    let results = crm_results(&env, 1, Duration::from_secs(60)).await;
+    terminate(&mut sink, Duration::from_secs(30));
+    assert_eq!(results[0].attachments_written, 1, "{results:?}");
+
+    let urls: Vec<String> = crm.rows().attachment_urls.into_values().collect();
+    let [url] = &urls[..] else {
+        panic!("one attachment link: {urls:?}")
+    };
+    let endpoint = std::env::var("MAILSTREAM_S3_ENDPOINT").expect("dev/up's MinIO");
+    assert!(
+        url.starts_with(&endpoint)
+            && url.contains("X-Amz-Signature=")
+            && url.contains("X-Amz-Expires=600"),
+        "a presigned URL of the object, not its URI: {url}"
+    );
+    let fetched = reqwest::get(url.as_str()).await.expect("GET the link");
+    assert_eq!(fetched.status().as_u16(), 200);
+    let bytes = fetched.bytes().await.expect("body");
+    assert_eq!(
+        bytes.as_ref(),
+        pdf.as_slice(),
+        "the attachment, byte for byte"
+    );
+    let unsigned = url.split('?').next().unwrap_or_default();
+    let (status, _) = http_get(unsigned).await;
+    assert_eq!(status, 403, "the object itself is not public");
+    assert!(store.delete(&uri).await.expect("cleaned up"));
 }

@@ -6,11 +6,13 @@
 //! options, timestamps, the 65,536-character limit) and associations against HubSpot's type ids
 //! and objects. A request HubSpot would refuse is answered 400 and recorded as a violation.
 //!
-//! - Contacts upserted by email, email engagements (`hs_timestamp`, the reply-stripped text)
-//!   associated to the contact (198) and to a deal of the portal (210); a second email from
+//! - Contacts upserted by email, companies by domain, email engagements (`hs_timestamp`, the
+//!   reply-stripped text) associated to the contact (198), the company (186) and a deal of the
+//!   portal (210); a second email from
 //!   the same sender updates the contact; a replay meets the unique message-id property and
 //!   changes nothing; a body over HubSpot's value limit and a deal id HubSpot cannot hold are
-//!   still written.
+//!   still written; a reply's relinked record (its parent came later) associates the reply's
+//!   one email with the parent's deal (a v4 default association).
 //! - 429 with the `TEN_SECONDLY_ROLLING` policy body (no `Retry-After`) is retried, never
 //!   dead-lettered; 409 to a batch upsert (HubSpot's answer to duplicate inputs in one batch)
 //!   is the record's fault: dead-lettered as `crm-rejected`, not retried.
@@ -33,8 +35,8 @@ use std::time::{Duration, Instant};
 use mailstream_runtime::blob::BlobStore;
 use mailstream_runtime::records::{Address, ContactMatch, CrmResult, ScoredLead};
 use mailstream_tests::crm::{
-    crm_results, erase, produce_leads, produce_parsed, reply_lead, retention, scored_lead,
-    spawn_sink, with_attachment,
+    crm_results, erase, produce_leads, produce_parsed, relinked, reply_lead, retention,
+    scored_lead, spawn_sink, with_attachment,
 };
 use mailstream_tests::{TestEnv, collect, free_port, http_get, log_dir, now_ms, terminate};
 use serde_json::{Value, json};
@@ -214,7 +216,17 @@ async fn hubspot_backend_requests_meet_hubspots_published_contract() {
         Some("Q3_acme"),
         t + 4,
     );
-    let leads = vec![first.clone(), again, kim, long, odd_deal, first];
+    // hsc-2 again, once the resolver met its parent hsc-1: now on hsc-1's deal.
+    let again_linked = relinked(again.clone(), "hsc-1@client.test", Some("901"));
+    let leads = vec![
+        first.clone(),
+        again,
+        kim,
+        long,
+        odd_deal,
+        again_linked,
+        first,
+    ];
     let port = free_port();
     let mut run = spawn_sink(
         &env,
@@ -267,8 +279,10 @@ async fn hubspot_backend_requests_meet_hubspots_published_contract() {
         endpoints,
         [
             "GET /crm/v3/objects/emails/{id}",
+            "POST /crm/v3/objects/companies/batch/upsert",
             "POST /crm/v3/objects/contacts/batch/upsert",
-            "POST /crm/v3/objects/emails"
+            "POST /crm/v3/objects/emails",
+            "PUT /crm/v4/objects/emails/{id}/associations/default/deals/{id}"
         ],
         "the endpoints the backend calls"
     );
@@ -318,7 +332,7 @@ async fn hubspot_backend_requests_meet_hubspots_published_contract() {
     // aborted after the upsert meets sam as existing when it is retried).
     let created = sams.iter().filter(|(_, created)| *created).count();
     assert!(created <= 1, "sam was created once: {sams:?}");
-    assert_eq!(sams.len(), 3, "sam's three results name his HubSpot id");
+    assert_eq!(sams.len(), 4, "sam's four results name his HubSpot id");
 
     let engagements = objects(&state, "emails", PROPERTY);
     let mut messages: Vec<&str> = engagements.iter().map(|(m, _)| *m).collect();
@@ -351,6 +365,35 @@ async fn hubspot_backend_requests_meet_hubspots_published_contract() {
     assert_eq!(first[0].activity_id.as_deref(), Some(email_id));
     assert!(associated(&state, email_id, "contacts", sam_id, 198));
     assert!(associated(&state, email_id, "deals", "901", 210));
+    // The accounts' companies, by domain, each once; the email on its sender's.
+    let companies = objects(&state, "companies", "domain");
+    let mut domains: Vec<&str> = companies.iter().map(|(d, _)| *d).collect();
+    domains.sort();
+    assert_eq!(domains, ["client.test", "partner.test"]);
+    let client = companies
+        .iter()
+        .find(|(d, _)| *d == "client.test")
+        .expect("client.test")
+        .1;
+    assert_eq!(client["properties"]["name"], "Company acct-1");
+    let client_id = client["id"].as_str().expect("id");
+    assert!(associated(&state, email_id, "companies", client_id, 186));
+    assert_eq!(first[0].account_id.as_deref(), Some(client_id));
+    let linked = engagements
+        .iter()
+        .find(|(m, _)| *m == "hsc-2@client.test")
+        .expect("hsc-2 engagement")
+        .1["id"]
+        .as_str()
+        .expect("id");
+    assert!(
+        associated(&state, linked, "deals", "901", 210),
+        "the relinked record associated the reply's one email with its parent's deal"
+    );
+    let again = by_id(&seen, "hsc-2@client.test");
+    assert_eq!(again.len(), 2);
+    assert_eq!(again[1].activity_id.as_deref(), Some(linked));
+    assert_eq!(again[1].deal_id.as_deref(), Some("901"));
     let long = engagements
         .iter()
         .find(|(m, _)| *m == "hsc-4@client.test")

@@ -5,7 +5,10 @@
 //!   which fails into a follow-up); resetting the group to the earliest offset and running
 //!   again changes no row, not even its `xmin`.
 //! - A message the database rejects is dead-lettered and the rest of its batch committed.
-//! - A database outage stalls the sink and loses nothing.
+//! - A database outage (the connections cut for `MAILSTREAM_PG_OUTAGE_SECS`, 8 s by default;
+//!   600 for the issue's ten minutes) blocks the sink: `/readyz` not ready and
+//!   `crm_sink_blocked{cause="unavailable"}` while it lasts, nothing written or dead-lettered,
+//!   the process alive throughout; afterwards it recovers on its own and loses nothing.
 //! - Dry run: results say `dry-run`, and the database is not touched.
 //! - Bounces, opt-outs and departures change the contacts they name; leads keep the scorer's
 //!   routing; a replay changes neither.
@@ -17,15 +20,20 @@ use std::time::{Duration, Instant};
 use mailstream_runtime::AvroRecord;
 use mailstream_runtime::blob::sha256_hex;
 use mailstream_runtime::records::{
-    Address, AutoReply, Bounce, BounceRecipient, Contact, CrmResult, Routing, RuleHit, ScoredLead,
+    Address, AutoReply, Bounce, BounceRecipient, Contact, CrmResult, Meeting, Routing, RuleHit,
+    ScoredLead,
 };
 use mailstream_tests::crm::{
     Cut, crm_results, known_sender, produce_leads, produce_leads_in_order, reply_lead, sink_log,
-    sink_metric, sink_metric_until, spawn_sink, with_attachment,
+    sink_metric, sink_metric_until, sink_metric_within, sink_readyz_until, spawn_sink,
+    with_attachment,
 };
 use mailstream_tests::crm_db::{TABLES, database_url, psql, psql_rows, schema_of, snapshot};
-use mailstream_tests::{TestEnv, collect, decode, free_port, http_get, now_ms, terminate};
+use mailstream_tests::{TestEnv, collect, decode, env_or, free_port, http_get, now_ms, terminate};
 use serde_json::{Value, json};
+
+/// The sink's gauge of what blocks it, by cause.
+const BLOCKED: &str = "mailstream_crm_sink_blocked";
 
 /// The crm-results, with their message ids.
 async fn results(env: &TestEnv, want: usize) -> Vec<(String, CrmResult)> {
@@ -66,6 +74,14 @@ async fn postgres_writes_each_message_once_and_a_replay_changes_no_row() {
     );
     let mut m3 = reply_lead("pg-3@client.test", "sam@client.test", t + 2);
     (m3.score, m3.status) = (5, "nurture".into());
+    // An invitation: its meeting lands on the activity.
+    m3.resolved.email.meeting = Some(Meeting {
+        method: "REQUEST".into(),
+        summary: Some("Demo".into()),
+        start: Some("20261210T150000Z".into()),
+        starts_at: Some(1_796_914_800_000),
+        ..Meeting::default()
+    });
     let m4 = with_attachment(
         with_attachment(
             reply_lead("pg-4@other.test", "lee@other.test", t + 3),
@@ -230,6 +246,14 @@ async fn postgres_writes_each_message_once_and_a_replay_changes_no_row() {
         "SELECT count(*) FROM {schema}.attachments WHERE message_id = 'pg-1@client.test'"
     ));
     assert_eq!(attachments, "2");
+    let meetings = psql_rows(&format!(
+        "SELECT message_id, meeting->>'method', meeting->>'summary', meeting->>'start' \
+         FROM {schema}.email_activities WHERE meeting IS NOT NULL"
+    ));
+    assert_eq!(
+        meetings,
+        [["pg-3@client.test", "REQUEST", "Demo", "20261210T150000Z"]]
+    );
     let follow_ups = psql_rows(&format!("SELECT message_id, kind FROM {schema}.follow_ups"));
     assert_eq!(follow_ups, [["pg-4@other.test", "attachment"]]);
     let deal = psql_rows(&format!(
@@ -656,8 +680,10 @@ async fn a_database_outage_stalls_the_sink_and_loses_nothing() {
             ("MAILSTREAM_CRM_SINK_DATABASE_URL", via_proxy.as_str()),
             ("MAILSTREAM_CRM_SINK_SCHEMA", schema.as_str()),
             ("MAILSTREAM_RETRY_BACKOFF_MAX_MS", "1000"),
+            ("MAILSTREAM_STALL_TIMEOUT_MS", "2000"),
         ],
     );
+    let outage = Duration::from_secs(env_or("MAILSTREAM_PG_OUTAGE_SECS", 8));
     let t = now_ms();
     let batch = |from: usize| -> Vec<ScoredLead> {
         (from..from + 3)
@@ -678,11 +704,28 @@ async fn a_database_outage_stalls_the_sink_and_loses_nothing() {
     );
 
     proxy.cut();
+    let cut_at = Instant::now();
     produce_leads(&env, &batch(3)).await;
+    let (status, why) = sink_readyz_until(metrics_port, 503, Duration::from_secs(30)).await;
+    assert_eq!(status, 503, "not ready while the database is down: {why}");
+    let blocked = [("cause", "unavailable")];
+    let timeout = Duration::from_secs(10);
+    assert_eq!(
+        sink_metric_within(metrics_port, BLOCKED, &blocked, 1.0, timeout).await,
+        1.0
+    );
+    while cut_at.elapsed() < outage {
+        let exited = run.try_wait().expect("the sink's status");
+        assert!(
+            exited.is_none(),
+            "the sink exited during the outage: {exited:?}"
+        );
+        tokio::time::sleep((outage - cut_at.elapsed()).min(Duration::from_secs(5))).await;
+    }
     let during = collect(
         &env.consumer(&["crm-results"]),
         4,
-        Duration::from_secs(5),
+        Duration::from_secs(1),
         Duration::ZERO,
     )
     .await;
@@ -692,8 +735,21 @@ async fn a_database_outage_stalls_the_sink_and_loses_nothing() {
         "nothing is written, or dead-lettered, while the database is down"
     );
     proxy.restore();
+    let restored = Instant::now();
 
     let all = results(&env, 6).await;
+    let written_after = restored.elapsed();
+    let (status, why) = sink_readyz_until(metrics_port, 200, Duration::from_secs(30)).await;
+    assert_eq!(status, 200, "ready again: {why}");
+    assert_eq!(
+        sink_metric_within(metrics_port, BLOCKED, &blocked, 0.0, timeout).await,
+        0.0
+    );
+    println!(
+        "database cut off for {:.0} s: the sink stayed up, its backlog written {:.1} s after",
+        outage.as_secs_f64(),
+        written_after.as_secs_f64()
+    );
     let dlq = collect(
         &env.consumer(&["scored.dlq"]),
         1,

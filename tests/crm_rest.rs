@@ -3,7 +3,10 @@
 //! with `Retry-After` in both forms, 503s, a timeout after the write, slow answers, a burst of
 //! 429s across keys, and 400 for poison activities and for an attachment. Every non-poison
 //! message is accepted exactly once per operation, the DLQ holds exactly the poison records,
-//! crm-results one result per message, and neither the token nor an address is logged.
+//! crm-results one result per message, and neither the token nor an address is logged. A
+//! reply's relinked record (its parent came later) moves its one activity to the parent's
+//! thread and deal with a `PATCH`. A support request below `qualified` opens one helpdesk
+//! ticket (the stand-in serves `POST /tickets` too), a qualified one none.
 //!
 //! Erasure: `mailstream erase` deletes one person's contact and the activities of their emails
 //! (with their attachments) by the ids the CRM gave them; its dry run makes lookups only and
@@ -19,15 +22,25 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use mailstream_runtime::blob::sha256_hex;
-use mailstream_runtime::records::CrmResult;
+use mailstream_runtime::records::{CrmResult, Routing, ScoredLead};
 use mailstream_tests::crm::{
     Burst, Call, FakeCrm, Fault, crm_results, erase, known_sender, produce_leads, produce_parsed,
-    reply_lead, retention, sink_log, spawn_sink, with_attachment,
+    relinked, reply_lead, retention, sink_log, spawn_sink, with_attachment,
 };
 use mailstream_tests::{TestEnv, collect, free_port, now_ms, terminate};
 use serde_json::json;
 
 const TOKEN: &str = "test-token-s3cret";
+
+/// `l` as the scorer gives a support request its `status`.
+fn support(mut l: ScoredLead, status: &str) -> ScoredLead {
+    l.status = status.into();
+    l.routing = Some(Routing {
+        intent: "support".into(),
+        ..Routing::default()
+    });
+    l
+}
 
 /// The fault script, by markers in the message id (the key's prefix), the operation and the
 /// attempt of the key; poison activities are the stand-in's own (`poison` in the message id).
@@ -95,6 +108,22 @@ async fn rest_backend_rides_out_faults_without_losing_or_duplicating() {
         reply_lead("rest-poison-2@client.test", "hal@client.test", t),
         reply_lead("rest-plain-3@client.test", "ivy@client.test", t),
         reply_lead("rest-plain-4@client.test", "jo@client.test", t),
+        // Support requests: below `qualified` one opens a helpdesk ticket, a qualified one not.
+        support(
+            reply_lead("rest-support@client.test", "lou@client.test", t),
+            "review",
+        ),
+        support(
+            reply_lead("rest-support-hot@client.test", "max@client.test", t),
+            "qualified",
+        ),
+        // A reply written before its parent was known, then its relinked record.
+        reply_lead("rest-reply@client.test", "kai@client.test", t),
+        relinked(
+            reply_lead("rest-reply@client.test", "kai@client.test", t),
+            "rest-plain-1@client.test",
+            Some("d-7"),
+        ),
     ];
     let poison = ["rest-poison-1@client.test", "rest-poison-2@client.test"];
     let mut run = spawn_sink(
@@ -111,6 +140,8 @@ async fn rest_backend_rides_out_faults_without_losing_or_duplicating() {
             ("MAILSTREAM_CRM_SINK_REQUEST_TIMEOUT_MS", "500"),
             ("MAILSTREAM_CRM_SINK_RATE_LIMIT_PER_SEC", "50"),
             ("MAILSTREAM_CRM_SINK_MAX_CONCURRENCY", "2"),
+            ("MAILSTREAM_CRM_SINK_HELPDESK_URL", crm.base_url.as_str()),
+            ("MAILSTREAM_CRM_SINK_HELPDESK_TOKEN", TOKEN),
         ],
     );
     produce_leads(&env, &records).await;
@@ -202,6 +233,25 @@ async fn rest_backend_rides_out_faults_without_losing_or_duplicating() {
     }
     let twice: Vec<_> = rows.applied.iter().filter(|(_, n)| **n != 1).collect();
     assert!(twice.is_empty(), "a write applied twice: {twice:?}");
+    let parent = "rest-plain-1@client.test".to_string();
+    assert_eq!(
+        rows.links["rest-reply@client.test"],
+        (parent.clone(), Some(parent), Some("d-7".to_string())),
+        "the relinked record moved the reply's one activity to its parent's thread and deal"
+    );
+    assert!(
+        rows.applied
+            .contains_key("rest-reply@client.test:activity-link")
+    );
+    let tickets: Vec<(&str, u32)> = rows.tickets.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+    assert_eq!(
+        tickets,
+        [("rest-support@client.test", 1)],
+        "one ticket, for the low one"
+    );
+    let ticket = by_id["rest-support@client.test"].ticket_id.as_deref();
+    assert!(ticket.is_some_and(|id| id.starts_with("tk-")), "{ticket:?}");
+    assert_eq!(by_id["rest-support-hot@client.test"].ticket_id, None);
     let faults = crm.faults();
     // `429` is the burst's; the others the script's, and the stand-in's 400 for poison.
     for kind in [

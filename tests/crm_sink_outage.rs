@@ -9,16 +9,18 @@
 //!   `/readyz` and an ERROR log name the setting, and once the CRM takes the token again
 //!   everything is delivered.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mailstream_runtime::records::ScoredLead;
 use mailstream_tests::crm::{
-    Burst, Cut, FakeCrm, crm_results, produce_leads, scored_lead, sink_log, spawn_sink,
+    Burst, Cut, FakeCrm, crm_results, produce_leads, scored_lead, sink_log, sink_metric,
+    sink_metric_within, sink_readyz, sink_readyz_until, spawn_sink,
 };
-use mailstream_tests::pipeline::metric;
-use mailstream_tests::{TestEnv, collect, free_port, http_get, now_ms, terminate};
+use mailstream_tests::{TestEnv, collect, free_port, now_ms, terminate};
 
 const TOKEN: &str = "outage-token-s3cret";
+/// The sink's gauge of what blocks it, by cause.
+const BLOCKED: &str = "mailstream_crm_sink_blocked";
 
 /// `n` leads of wave `wave` from distinct senders.
 fn wave(wave: usize, n: usize) -> Vec<ScoredLead> {
@@ -61,39 +63,14 @@ fn spawn(env: &TestEnv, port: u16, settings: &[(&'static str, String)]) -> std::
     spawn_sink(env, "a", port, &pairs)
 }
 
-/// `/readyz` of the sink: status and body.
-async fn readyz(port: u16) -> (u16, String) {
-    http_get(&format!("http://127.0.0.1:{port}/readyz")).await
-}
-
-/// Polls `/readyz` until it answers `status` (or `timeout`); returns the last answer.
-async fn readyz_until(port: u16, status: u16, timeout: Duration) -> (u16, String) {
-    let started = Instant::now();
-    loop {
-        let answer = readyz(port).await;
-        if answer.0 == status || started.elapsed() > timeout {
-            return answer;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// `crm_sink_blocked{cause}` on the sink's `/metrics`.
 async fn blocked(port: u16, cause: &str) -> f64 {
-    let (_, body) = http_get(&format!("http://127.0.0.1:{port}/metrics")).await;
-    metric(&body, "mailstream_crm_sink_blocked", &[("cause", cause)])
+    sink_metric(port, BLOCKED, &[("cause", cause)]).await
 }
 
 /// Polls `crm_sink_blocked{cause}` until it is `want` (or `timeout`); returns the last value.
 async fn blocked_until(port: u16, cause: &str, want: f64, timeout: Duration) -> f64 {
-    let started = Instant::now();
-    loop {
-        let value = blocked(port, cause).await;
-        if value == want || started.elapsed() > timeout {
-            return value;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    sink_metric_within(port, BLOCKED, &[("cause", cause)], want, timeout).await
 }
 
 /// Every message of `leads` has exactly one activity in the stand-in, and no write was applied
@@ -137,7 +114,9 @@ async fn a_crm_outage_stalls_the_sink_and_dead_letters_only_poison() {
         10
     );
     assert_eq!(
-        readyz_until(port, 200, Duration::from_secs(10)).await.0,
+        sink_readyz_until(port, 200, Duration::from_secs(10))
+            .await
+            .0,
         200
     );
 
@@ -145,7 +124,7 @@ async fn a_crm_outage_stalls_the_sink_and_dead_letters_only_poison() {
     cut.cut();
     let refused = wave(1, 10);
     produce_leads(&env, &refused).await;
-    let (status, why) = readyz_until(port, 503, Duration::from_secs(20)).await;
+    let (status, why) = sink_readyz_until(port, 503, Duration::from_secs(20)).await;
     assert_eq!(status, 503, "not ready while the CRM is unreachable: {why}");
     assert!(why.contains("no progress"), "{why}");
     assert_eq!(
@@ -166,10 +145,14 @@ async fn a_crm_outage_stalls_the_sink_and_dead_letters_only_poison() {
     let throttled = wave(2, 10);
     produce_leads(&env, &throttled).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(readyz(port).await.0, 503, "still failing in the 503 burst");
+    assert_eq!(
+        sink_readyz(port).await.0,
+        503,
+        "still failing in the 503 burst"
+    );
 
     let all = crm_results(&env, 30, Duration::from_secs(120)).await;
-    let (status, why) = readyz_until(port, 200, Duration::from_secs(20)).await;
+    let (status, why) = sink_readyz_until(port, 200, Duration::from_secs(20)).await;
     assert_eq!(status, 200, "ready once the CRM answers: {why}");
     assert_eq!(
         blocked_until(port, "unavailable", 0.0, Duration::from_secs(5)).await,
@@ -244,7 +227,7 @@ async fn a_revoked_token_blocks_the_sink_loudly_and_dead_letters_nothing() {
         "crm_sink_blocked{{cause=\"auth\"}}"
     );
     assert_eq!(blocked(port, "unavailable").await, 0.0);
-    let (status, why) = readyz_until(port, 503, Duration::from_secs(20)).await;
+    let (status, why) = sink_readyz_until(port, 503, Duration::from_secs(20)).await;
     assert_eq!(status, 503, "{why}");
     assert!(
         why.contains("crm-sink.token") && why.contains("MAILSTREAM_CRM_SINK_TOKEN"),
@@ -269,7 +252,9 @@ async fn a_revoked_token_blocks_the_sink_loudly_and_dead_letters_nothing() {
         0.0
     );
     assert_eq!(
-        readyz_until(port, 200, Duration::from_secs(20)).await.0,
+        sink_readyz_until(port, 200, Duration::from_secs(20))
+            .await
+            .0,
         200
     );
     let dlq = collect(

@@ -8,9 +8,11 @@
 //! opportunity without a party), and a record Tryton refuses (a date beyond year 9999: 400),
 //! dead-lettered with Tryton's reason. Then updates: a second email of the first sender on its
 //! deal (the same party and opportunity, a second note) and a sender on the deal that had none
-//! (the opportunity gets the party). Then the sink's offsets go back to the earliest and it runs
+//! (the opportunity gets the party), and a reply written before its parent was known (a note
+//! on its sender's party) followed by its relinked record (the parent's deal): the one note
+//! moves to the deal's opportunity. Then the sink's offsets go back to the earliest and it runs
 //! again: every result is `unchanged` and no Tryton record is created or modified (their
-//! `write_date`s stay as they were).
+//! `write_date`s stay as they were; the reply's note is neither copied nor moved back).
 //!
 //! An outage: the sink reaches Tryton through a proxy the test cuts (connections dropped and
 //! refused). The sink blocks (`crm_sink_blocked{cause="unavailable"}`), dead-letters nothing,
@@ -40,7 +42,7 @@ use mailstream_runtime::blob::BlobStore;
 use mailstream_runtime::records::{Address, CrmResult, ScoredLead};
 use mailstream_tests::crm::{
     Cut, crm_results, erase, erase_output, produce_leads, produce_leads_in_order, produce_parsed,
-    retention, scored_lead, spawn_sink, with_attachment,
+    relinked, retention, scored_lead, spawn_sink, with_attachment,
 };
 use mailstream_tests::pipeline::metric;
 use mailstream_tests::{Seen, TestEnv, collect, free_port, http_get, now_ms, terminate};
@@ -195,6 +197,13 @@ fn sink_settings<'a>(tryton: &'a Tryton, url: &'a str) -> [(&'static str, &'a st
 }
 
 /// A lead on `deal` without a sender: no party, the opportunity made without one.
+/// A reply from `sender` (at `acct-2`) to a message the resolver did not know yet.
+fn reply_to_unknown(message_id: &str, sender: &str, t: i64) -> ScoredLead {
+    let mut l = scored_lead(message_id, sender, "acct-2", None, t);
+    l.resolved.email.in_reply_to = Some(format!("unknown-{message_id}"));
+    l
+}
+
 fn anonymous(message_id: &str, deal: &str, t: i64) -> ScoredLead {
     let mut l = scored_lead(message_id, "nobody@client.test", "acct-4", Some(deal), t);
     l.sender_email = None;
@@ -231,6 +240,14 @@ async fn tryton_gets_each_party_opportunity_and_email_once_and_refusals_are_dead
         // Later: the same sender on the same deal, and a sender on the deal that had none.
         second,
         scored_lead(&id(5), &sender("lee"), "acct-4", Some(&deal2), t + 1),
+        // kim's reply to m1 written before m1 was known (a note on kim's party), then its
+        // relinked record, on m1's deal: the note moves to the opportunity.
+        reply_to_unknown(&id(6), &sender("kim"), t + 2),
+        relinked(
+            reply_to_unknown(&id(6), &sender("kim"), t + 2),
+            &id(1),
+            Some(&deal),
+        ),
     ];
     let settings = sink_settings(&tryton, &tryton.url);
     let mut run = spawn_sink(&env, "a", free_port(), &settings);
@@ -238,10 +255,10 @@ async fn tryton_gets_each_party_opportunity_and_email_once_and_refusals_are_dead
     let first = crm_results(&env, 3, Duration::from_secs(90)).await;
     let dlq = dead_letters(&env, 1).await;
     produce_leads(&env, &records[4..]).await;
-    let results = crm_results(&env, 5, Duration::from_secs(90)).await;
+    let results = crm_results(&env, 7, Duration::from_secs(90)).await;
     terminate(&mut run, Duration::from_secs(30));
 
-    assert_eq!((first.len(), results.len()), (3, 5), "{results:?}");
+    assert_eq!((first.len(), results.len()), (3, 7), "{results:?}");
     assert!(
         results
             .iter()
@@ -260,6 +277,10 @@ async fn tryton_gets_each_party_opportunity_and_email_once_and_refusals_are_dead
         "{m0:?}"
     );
     assert!(m5.contact_created && m5.deal_id == m0.deal_id, "{m5:?}");
+    let m6 = by_id(&results, &id(6));
+    assert_eq!(m6.len(), 2);
+    assert_eq!(m6[0].activity_id, m6[1].activity_id, "one note, moved");
+    assert_eq!((&m6[0].deal_id, &m6[1].deal_id), (&None, &m1.deal_id));
 
     let dead: Vec<&str> = dlq.iter().filter_map(|r| r.key.as_deref()).collect();
     assert_eq!(dead, [id(4).as_str()]);
@@ -321,6 +342,7 @@ async fn tryton_gets_each_party_opportunity_and_email_once_and_refusals_are_dead
     let mut want = vec![
         on("sale.opportunity", &m1.deal_id),
         on("sale.opportunity", &m1.deal_id),
+        on("sale.opportunity", &m1.deal_id),
         on("party.party", &m3.contact_id),
         on("sale.opportunity", &m0.deal_id),
         on("sale.opportunity", &m0.deal_id),
@@ -341,11 +363,11 @@ async fn tryton_gets_each_party_opportunity_and_email_once_and_refusals_are_dead
     // A replay of every record changes nothing in Tryton.
     env.reset_to_earliest("crm-sink");
     let mut run = spawn_sink(&env, "b", free_port(), &settings);
-    let results = crm_results(&env, 10, Duration::from_secs(90)).await;
+    let results = crm_results(&env, 14, Duration::from_secs(90)).await;
     let dlq = dead_letters(&env, 2).await;
     terminate(&mut run, Duration::from_secs(30));
     // Both runs' results (crm-results is read from the start), in no particular order.
-    assert_eq!(results.len(), 10, "{results:?}");
+    assert_eq!(results.len(), 14, "{results:?}");
     for n in [0, 1, 2, 3, 5] {
         let mut outcomes: Vec<&str> = by_id(&results, &id(n))
             .iter()
@@ -354,6 +376,12 @@ async fn tryton_gets_each_party_opportunity_and_email_once_and_refusals_are_dead
         outcomes.sort();
         assert_eq!(outcomes, ["unchanged", "written"], "{results:?}");
     }
+    let mut outcomes: Vec<&str> = by_id(&results, &id(6))
+        .iter()
+        .map(|r| r.outcome.as_str())
+        .collect();
+    outcomes.sort();
+    assert_eq!(outcomes, ["unchanged", "unchanged", "written", "written"]);
     assert!(
         results
             .iter()

@@ -11,7 +11,9 @@
 //! applied once. What it holds (contacts, deals, activities, attachments, and how often each
 //! key was applied) is its "rows" ([`FakeCrm::rows`]), for a test to compare before and after
 //! a replay. Paths: `POST /contacts` (upsert by email: `{"id", "created"}`), `/deals`,
-//! `/activities`, `/activities/{id}/attachments`, with a bearer token. An erase's calls:
+//! `/activities`, `/activities/{id}/attachments`, `PATCH /activities/{id}` (a relink: the
+//! activity's thread, parent and deal; [`Rows::links`]), and a helpdesk's `POST /tickets`
+//! ([`Rows::tickets`]), with a bearer token. An erase's calls:
 //! `GET` and `DELETE` of `/contacts/{id}` and `/activities/{id}` (the latter with its
 //! attachments), 404 when there is no such resource ([`FakeCrm::erase_calls`] counts them).
 //!
@@ -75,7 +77,7 @@ pub enum Fault {
 pub struct Call<'a> {
     /// The idempotency key: `<message_id>:<operation>` (`:<part>` for an attachment).
     pub key: &'a str,
-    /// `contact`, `deal`, `activity` or `attachment`.
+    /// `contact`, `deal`, `activity`, `activity-link`, `attachment` or `ticket`.
     pub op: &'a str,
     /// Calls made with this key so far, this one included (from 1).
     pub attempt: usize,
@@ -96,6 +98,26 @@ pub struct Rows {
     pub contacts: BTreeMap<String, String>,
     pub deals: BTreeMap<String, u32>,
     pub attachments: u64,
+    /// The `url` each attachment was written with, by idempotency key.
+    pub attachment_urls: BTreeMap<String, String>,
+    /// Helpdesk tickets opened per message id (`POST /tickets`, `external_id`).
+    pub tickets: BTreeMap<String, u32>,
+    /// Each activity's link by message id: thread id, parent, deal (as created, then as a
+    /// relink's `PATCH` moved it).
+    pub links: BTreeMap<String, Link>,
+}
+
+/// Where an activity hangs: `(thread_id, thread_parent, deal_id)`.
+pub type Link = (String, Option<String>, Option<String>);
+
+/// The link fields of an activity create's or a relink's body.
+fn link_of(body: &Value) -> Link {
+    let text = |field: &str| body[field].as_str().map(str::to_string);
+    (
+        text("thread_id").unwrap_or_default(),
+        text("thread_parent"),
+        text("deal_id"),
+    )
 }
 
 #[derive(Default)]
@@ -148,9 +170,13 @@ fn answer(status: u16, body: Value, headers: &[(&'static str, String)]) -> Respo
 }
 
 /// Applies a write once per key; later calls with the key get the stored answer (replayed).
-fn apply(crm: &mut Crm, op: &str, key: &str, body: &Value) -> (u16, Value, bool) {
+/// `activity` is the activity a call's path names (an attachment's, a relink's).
+fn apply(crm: &mut Crm, op: &str, key: &str, body: &Value, activity: &str) -> (u16, Value, bool) {
     if let Some((status, stored)) = crm.stored.get(key) {
         return (*status, stored.clone(), true);
+    }
+    if op == "activity-link" && !crm.activity_index.contains_key(activity) {
+        return (404, json!({"error": "no such activity"}), false);
     }
     *crm.rows.applied.entry(key.to_string()).or_default() += 1;
     crm.next_id += 1;
@@ -177,10 +203,23 @@ fn apply(crm: &mut Crm, op: &str, key: &str, body: &Value) -> (u16, Value, bool)
             let id = format!("act-{n}");
             let entry = (text("message_id"), 0);
             crm.activity_index.insert(id.clone(), entry);
+            crm.rows.links.insert(text("message_id"), link_of(body));
             (201, json!({"id": id}))
+        }
+        "ticket" => {
+            *crm.rows.tickets.entry(text("external_id")).or_default() += 1;
+            (201, json!({"id": format!("tk-{n}")}))
+        }
+        "activity-link" => {
+            if let Some((message_id, _)) = crm.activity_index.get(activity) {
+                crm.rows.links.insert(message_id.clone(), link_of(body));
+            }
+            (200, json!({"id": activity}))
         }
         _ => {
             crm.rows.attachments += 1;
+            let url = text("url");
+            crm.rows.attachment_urls.insert(key.to_string(), url);
             (201, json!({"id": format!("att-{n}")}))
         }
     };
@@ -318,6 +357,7 @@ fn erase_call(
                     *n -= 1;
                     if *n == 0 {
                         crm.rows.activities.remove(&message_id);
+                        crm.rows.links.remove(&message_id);
                     }
                 }
             }
@@ -359,11 +399,19 @@ async fn handle(
             _ => answer(404, json!({"error": "no such endpoint"}), &[]),
         };
     }
-    let op = match path {
-        "/contacts" => "contact",
-        "/deals" => "deal",
-        "/activities" => "activity",
-        p if p.starts_with("/activities/") && p.ends_with("/attachments") => "attachment",
+    let activity = path.trim_start_matches("/activities/");
+    let activity = activity.trim_end_matches("/attachments");
+    let op = match (&method, path) {
+        (&Method::POST, "/contacts") => "contact",
+        (&Method::POST, "/deals") => "deal",
+        (&Method::POST, "/activities") => "activity",
+        (&Method::POST, "/tickets") => "ticket",
+        (&Method::POST, p) if p.starts_with("/activities/") && p.ends_with("/attachments") => {
+            "attachment"
+        }
+        (&Method::PATCH, p) if p.starts_with("/activities/") && !activity.contains('/') => {
+            "activity-link"
+        }
         _ => return answer(404, json!({"error": "no such endpoint"}), &[]),
     };
     let key = header("idempotency-key");
@@ -376,13 +424,12 @@ async fn handle(
     if !pace.before.is_zero() {
         tokio::time::sleep(pace.before).await;
     }
-    let (status, body, replayed) = apply(&mut lock(&state), op, &key, &body);
-    if op == "attachment" && !replayed {
-        let activity = path.trim_start_matches("/activities/");
-        let activity = activity.trim_end_matches("/attachments");
-        if let Some((_, n)) = lock(&state).activity_index.get_mut(activity) {
-            *n += 1;
-        }
+    let (status, body, replayed) = apply(&mut lock(&state), op, &key, &body, activity);
+    if op == "attachment"
+        && !replayed
+        && let Some((_, n)) = lock(&state).activity_index.get_mut(activity)
+    {
+        *n += 1;
     }
     if !pace.after.is_zero() {
         tokio::time::sleep(pace.after).await;
@@ -596,6 +643,20 @@ pub fn reply_lead(message_id: &str, sender: &str, received_at: i64) -> ScoredLea
     l
 }
 
+/// The resolver's second record of `l` (`thread_relinked`): its parent, the thread's first
+/// message, arrived after it, and gave it its thread and `deal`.
+pub fn relinked(mut l: ScoredLead, parent: &str, deal: Option<&str>) -> ScoredLead {
+    l.thread_id = parent.into();
+    l.deal_id = deal.map(Into::into);
+    let r = &mut l.resolved;
+    r.thread_id = parent.into();
+    r.thread_parent = Some(parent.into());
+    r.deal_id = deal.map(Into::into);
+    r.deal_source = deal.map(|_| "thread".into());
+    r.thread_relinked = true;
+    l
+}
+
 /// `l` from a known contact, `contact_id` (of `l`'s account), instead of a proposed one.
 pub fn known_sender(mut l: ScoredLead, contact_id: &str) -> ScoredLead {
     l.contact_id = Some(contact_id.into());
@@ -705,11 +766,40 @@ pub async fn sink_metric(port: u16, name: &str, labels: &[(&str, &str)]) -> f64 
 /// Polls [`sink_metric`] until it is `want` (results commit a moment before the sink counts
 /// them) or 10 s passed; returns the last value.
 pub async fn sink_metric_until(port: u16, name: &str, labels: &[(&str, &str)], want: f64) -> f64 {
+    sink_metric_within(port, name, labels, want, Duration::from_secs(10)).await
+}
+
+/// Polls [`sink_metric`] until it is `want` or `timeout` passed; returns the last value.
+pub async fn sink_metric_within(
+    port: u16,
+    name: &str,
+    labels: &[(&str, &str)],
+    want: f64,
+    timeout: Duration,
+) -> f64 {
     let started = Instant::now();
     loop {
         let value = sink_metric(port, name, labels).await;
-        if value == want || started.elapsed() > Duration::from_secs(10) {
+        if value == want || started.elapsed() > timeout {
             return value;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `/readyz` of the sink serving on `port`: status and body.
+pub async fn sink_readyz(port: u16) -> (u16, String) {
+    http_get(&format!("http://127.0.0.1:{port}/readyz")).await
+}
+
+/// Polls [`sink_readyz`] until it answers `status` or `timeout` passed; returns the last
+/// answer.
+pub async fn sink_readyz_until(port: u16, status: u16, timeout: Duration) -> (u16, String) {
+    let started = Instant::now();
+    loop {
+        let answer = sink_readyz(port).await;
+        if answer.0 == status || started.elapsed() > timeout {
+            return answer;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

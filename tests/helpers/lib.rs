@@ -144,7 +144,13 @@ impl TestEnv {
             .env("MAILSTREAM_SCHEMA_REGISTRY_URL", &self.stack.registry)
             .env("MAILSTREAM_TOPIC_PREFIX", &self.prefix)
             .env("MAILSTREAM_HTTP_ADDR", "127.0.0.1:0")
-            .env("MAILSTREAM_LOG_LEVEL", "info");
+            .env("MAILSTREAM_LOG_LEVEL", "info")
+            // The receiving MTA of the test mail (`corpus`, `dev/samples`): its
+            // Authentication-Results count.
+            .env(
+                "MAILSTREAM_PARSER_TRUSTED_AUTHSERV_IDS",
+                TRUSTED_AUTHSERV_IDS,
+            );
         cmd
     }
 
@@ -487,6 +493,19 @@ pub fn log_dir() -> PathBuf {
         .join("test-logs");
     std::fs::create_dir_all(&dir).expect("create log dir");
     dir
+}
+
+/// The authserv-ids of the MTA the test mail passed (`mx.<OUR_DOMAIN>` in the generated corpus,
+/// `mx.mailstream.test` in `dev/samples`), trusted by every parser the tests start.
+pub const TRUSTED_AUTHSERV_IDS: &str = "mx.in.example.com,mx.mailstream.test";
+
+/// `name` from the environment parsed as a `T`, else `default`: how a test's size is
+/// changed from the command line (a full-length outage, a bigger chaos run).
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// A TCP port that was free a moment ago on 127.0.0.1, below the kernel's ephemeral range

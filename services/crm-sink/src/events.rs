@@ -11,6 +11,7 @@
 //! | `crm_contact_coverage_total{known}` | emails whose sender was already a known contact |
 //! | `crm_attachments_total{outcome}` | attachment success (ok, failed) |
 //! | `crm_activities_total`, `crm_unique_messages_total` | duplication = activities / unique messages (stays 1.0) |
+//! | `crm_tickets_total{outcome}` | helpdesk tickets of low-qualified support leads: `opened`, `existing` (a replay met the ticket), `refused` (a follow-up) |
 //! | `crm_contact_signals_total{signal}` | contacts changed by what an email said: `bouncing` (a hard bounce), `opted-out` (unsubscribe, complaint), `left` (left the company) |
 //! | `crm_sink_blocked{cause}` | 1 while the sink makes no progress because of the CRM: `unavailable` (down, failing, asking us to wait), `auth` (credentials refused: fix the setting the ERROR log names) or `tls` (PostgreSQL's TLS handshake refused: fix `database_ca_file` or the `sslmode` of `database_url`, as the ERROR log says) |
 //!
@@ -54,6 +55,7 @@ pub struct SinkMetrics {
     activities: IntCounter,
     unique_messages: IntCounter,
     signals: IntCounterVec,
+    tickets: IntCounterVec,
     blocked: IntGaugeVec,
 }
 
@@ -117,6 +119,14 @@ impl SinkMetrics {
             "Contacts changed by what an email said about them, by signal: bouncing, opted-out, left.",
             "signal",
         )?;
+        let tickets = counter(
+            "crm_tickets_total",
+            "Helpdesk tickets of leads whose intent opens one, by outcome: opened, existing, refused.",
+            "outcome",
+        )?;
+        for outcome in TICKET_OUTCOMES {
+            tickets.with_label_values(&[outcome]);
+        }
         for signal in crate::backend::signals::SIGNALS {
             signals.with_label_values(&[signal]);
         }
@@ -154,6 +164,7 @@ impl SinkMetrics {
             activities,
             unique_messages,
             signals,
+            tickets,
             blocked,
         })
     }
@@ -302,6 +313,26 @@ pub fn follow_up_recorded(backend: &str, message_id: &str, what: &str) {
         message_id,
         what,
         "part of a message failed after its activity was written; recorded for a follow-up"
+    );
+}
+
+/// What became of a ticket (`crm_tickets_total{outcome}`).
+pub const TICKET_OUTCOMES: [&str; 3] = ["opened", "existing", "refused"];
+
+/// A lead's helpdesk ticket was opened (`new`), or found opened by an earlier attempt.
+pub fn ticket(m: &SinkMetrics, message_id: &str, ticket_id: &str, new: bool) {
+    let outcome = if new { "opened" } else { "existing" };
+    m.tickets.with_label_values(&[outcome]).inc();
+    tracing::info!(message_id, ticket_id, outcome, "helpdesk ticket");
+}
+
+/// The helpdesk refused a lead's ticket: a follow-up, the CRM write stands.
+pub fn ticket_refused(m: &SinkMetrics, message_id: &str, reason: &str) {
+    m.tickets.with_label_values(&["refused"]).inc();
+    tracing::warn!(
+        message_id,
+        reason,
+        "the helpdesk refused the ticket; recorded for a follow-up"
     );
 }
 

@@ -1,6 +1,8 @@
 //! The CRM sink: each `scored` record is written into the CRM, effectively once, and what was
 //! written goes to `crm-results` (keyed by message id, for audit); contacts it creates go back to
-//! the `contacts` table topic, so the resolver knows them from then on.
+//! the `contacts` table topic, so the resolver knows them from then on; an address that asks to
+//! be removed (an unsubscribe answer, a complaint) goes to the `opt-outs` table topic, which the
+//! notifier reads.
 //!
 //! Effectively once: the runtime processes a record inside an open Kafka transaction and commits
 //! the input offsets with the outputs only after the backend's writes are durable (when `write`
@@ -37,6 +39,7 @@
 pub mod backend;
 pub mod error;
 pub mod events;
+pub mod helpdesk;
 pub mod never_log;
 pub mod retry;
 pub mod settings;
@@ -46,20 +49,22 @@ use std::time::{Duration, Instant};
 
 use mailstream_runtime::config::Secret;
 use mailstream_runtime::erasure::Erasures;
-use mailstream_runtime::records::{Contact, CrmResult, ScoredLead};
+use mailstream_runtime::records::{Contact, CrmResult, OptOut, ScoredLead};
 use mailstream_runtime::{BuildContext, Incoming, Outputs, ProcessError, Processor, RuntimeError};
 
 pub use backend::erase::{CrmErased, Expired, Person};
 use backend::hubspot::HubspotBackend;
+use backend::links::AttachmentLinks;
 use backend::postgres::PostgresBackend;
 pub use backend::postgres_purge::DeletedRows;
 use backend::postgres_tls::{Connector, Target};
 use backend::rest::{Endpoints, HttpClient, RestBackend};
-use backend::signals::Signals;
+use backend::signals::{ContactSignal, Signals};
 use backend::tryton::{TrytonBackend, TrytonServer};
 use backend::{AnyBackend, CrmBackend, WritePlan};
 use error::Failure;
 use events::{MessageOutcome, SinkMetrics};
+use helpdesk::Helpdesk;
 use never_log::NeverLog;
 use retry::{Limiter, Retrier};
 pub use settings::{Backend, CrmSinkSettings};
@@ -68,6 +73,8 @@ pub use settings::{Backend, CrmSinkSettings};
 pub const RESULTS: &str = "crm-results";
 /// The contacts table topic (compacted, keyed by lower-cased email).
 pub const CONTACTS: &str = "contacts";
+/// The opt-outs table topic (compacted, keyed by lower-cased email).
+pub const OPT_OUTS: &str = "opt-outs";
 /// The crm-results reason of a lead whose email an erased person took part in.
 pub const ERASED: &str = "erased";
 
@@ -75,6 +82,8 @@ pub const ERASED: &str = "erased";
 pub struct CrmSink {
     /// `None` in a dry run: nothing is connected, nothing written.
     backend: Option<AnyBackend>,
+    /// Where support leads open tickets; `None` without `helpdesk_url` (and in a dry run).
+    helpdesk: Option<Helpdesk>,
     backend_name: &'static str,
     write_excluded: bool,
     never_log: NeverLog,
@@ -119,6 +128,20 @@ pub async fn build(ctx: BuildContext, settings: CrmSinkSettings) -> Result<CrmSi
             "deprecated and ignored: the backoff between attempts starts at 100 ms"
         );
     }
+    let helpdesk = match settings.helpdesk_url.as_deref().map(str::trim) {
+        Some(url) if !url.is_empty() && !settings.dry_run => {
+            let http =
+                HttpClient::new(url.into(), settings.helpdesk_token.clone(), retrier.clone())
+                    .map_err(RuntimeError::Processor)?
+                    .classifying(helpdesk::helpdesk_failure);
+            Some(Helpdesk {
+                http,
+                tickets_path: settings.helpdesk_tickets_path.clone(),
+                intents: settings.ticket_intents.clone(),
+            })
+        }
+        _ => None,
+    };
     let backend = if settings.dry_run {
         tracing::info!(
             backend = backend_name,
@@ -126,10 +149,11 @@ pub async fn build(ctx: BuildContext, settings: CrmSinkSettings) -> Result<CrmSi
         );
         None
     } else {
-        Some(connect(&settings, retrier).await?)
+        Some(connect(&settings, retrier, ctx.config.blob_options()).await?)
     };
     Ok(CrmSink {
         backend,
+        helpdesk,
         backend_name,
         write_excluded: settings.write_excluded,
         never_log,
@@ -140,7 +164,13 @@ pub async fn build(ctx: BuildContext, settings: CrmSinkSettings) -> Result<CrmSi
     })
 }
 
-async fn connect(settings: &CrmSinkSettings, retrier: Retrier) -> Result<AnyBackend, RuntimeError> {
+/// The configured backend; `blob_options` (the runtime's `blob_store`) sign the REST backend's
+/// attachment links.
+async fn connect(
+    settings: &CrmSinkSettings,
+    retrier: Retrier,
+    blob_options: Vec<(String, String)>,
+) -> Result<AnyBackend, RuntimeError> {
     let http = |retrier| {
         HttpClient::new(
             settings.http_base_url().unwrap_or_default(),
@@ -158,6 +188,7 @@ async fn connect(settings: &CrmSinkSettings, retrier: Retrier) -> Result<AnyBack
                 activities: settings.activities_path.clone(),
                 attachments: settings.attachments_path.clone(),
             },
+            links: AttachmentLinks::new(settings.attachment_url_expiry_secs, blob_options),
         }),
         Backend::Hubspot => AnyBackend::Hubspot(HubspotBackend {
             http: http(retrier)?,
@@ -311,7 +342,8 @@ async fn operator_backend(
         metrics,
         shutdown,
     };
-    let backend = connect(settings, retrier).await;
+    // Operator commands write no attachments: no links to sign.
+    let backend = connect(settings, retrier, Vec::new()).await;
     Ok((trigger, backend.map_err(|e| e.to_string())?))
 }
 
@@ -428,6 +460,18 @@ impl Processor for CrmSink {
                 Ok(changed) => events::contact_signals(&self.metrics, &lead.message_id, &changed),
                 Err(failure) => return Err(self.failed(failure)),
             }
+            // And in the opt-outs table, whatever the backend: the notifier reads it.
+            for signal in &signals.list {
+                if let ContactSignal::OptedOut { email, reason } = signal {
+                    let opt_out = OptOut {
+                        email: email.clone(),
+                        opted_out_at: lead.received_at,
+                        reason: reason.to_string(),
+                        message_id: lead.message_id.clone(),
+                    };
+                    out.send(OPT_OUTS, email.clone(), opt_out);
+                }
+            }
         }
         if lead.status == "excluded" && !self.write_excluded {
             return self.skip(&lead, "excluded", out);
@@ -436,7 +480,7 @@ impl Processor for CrmSink {
         let Some(backend) = self.backend.as_mut() else {
             return self.dry_run(&lead, &plan, out);
         };
-        let report = match backend.write(&plan, deadline).await {
+        let mut report = match backend.write(&plan, deadline).await {
             Ok(report) => report,
             Err(failure) => {
                 if matches!(failure, Failure::Poison { .. }) {
@@ -459,6 +503,22 @@ impl Processor for CrmSink {
         }
         for follow_up in &report.follow_ups {
             events::follow_up_recorded(self.backend_name, &plan.message_id, follow_up);
+        }
+        let mut ticket_id = None;
+        if let Some(helpdesk) = self.helpdesk.as_ref().filter(|h| h.wants(&lead)) {
+            match helpdesk.open(&lead, deadline).await {
+                Ok(ticket) => {
+                    events::ticket(&self.metrics, &lead.message_id, &ticket.id, ticket.new);
+                    report.attempts += ticket.attempts;
+                    report.changed |= ticket.new;
+                    ticket_id = Some(ticket.id);
+                }
+                Err(Failure::Poison { reason, .. }) => {
+                    events::ticket_refused(&self.metrics, &lead.message_id, &reason);
+                    report.follow_ups.push(format!("ticket: {reason}"));
+                }
+                Err(failure) => return Err(self.failed(failure)),
+            }
         }
         let outcome = if report.changed {
             "written"
@@ -495,6 +555,7 @@ impl Processor for CrmSink {
             attachments_failed: report.attachments_failed as i32,
             follow_ups: report.follow_ups,
             attempts: report.attempts as i32,
+            ticket_id,
             ..self.result(&lead, outcome)
         };
         out.send(RESULTS, lead.message_id.clone(), result);

@@ -12,8 +12,13 @@
 //! | `tryton_database` | (required for tryton) | Tryton: the database name, the first segment of its REST paths (`/<database>/rest/model/...`) |
 //! | `contacts_path` | `/contacts` | REST: contact upsert (by email) |
 //! | `deals_path` | `/deals` | REST: deal upsert (by id) |
-//! | `activities_path` | `/activities` | REST: email activity create |
+//! | `activities_path` | `/activities` | REST: email activity create; `<activities_path>/<id>` is `PATCH`ed by a relinked record (thread, parent, deal) and deleted by an erase |
 //! | `attachments_path` | `/activities/{activity_id}/attachments` | REST: attachment create |
+//! | `helpdesk_url` | (none: no tickets) | a helpdesk's REST API: a lead whose intent is one of `ticket_intents` and whose status is below `qualified` opens one ticket there, idempotent on the message id, its id in the crm-result (`helpdesk.rs`) |
+//! | `helpdesk_token` | none | bearer token of the helpdesk; never logged |
+//! | `helpdesk_tickets_path` | `/tickets` | the helpdesk's ticket create |
+//! | `ticket_intents` | `support` | the intents whose leads open a ticket, comma separated |
+//! | `attachment_url_expiry_secs` | 0 | REST: an attachment stored in S3 is linked by a presigned HTTPS URL valid this long (at most 604800), which the CRM fetches without credentials; 0 links the blob URI (`backend/links.rs`) |
 //! | `hubspot_message_id_property` | `mailstream_message_id` | HubSpot: unique-value email property holding the message id |
 //! | `max_attempts` | 6 | attempts per CRM call in place, the first included; then the batch is retried by the runtime |
 //! | `backoff_max_ms` | 2000 | ceiling of the backoff between attempts in place (the runtime's `Backoff`: full jitter, doubling from 100 ms) |
@@ -173,6 +178,30 @@ pub struct CrmSinkSettings {
     #[serde(default, deserialize_with = "lenient::list")]
     #[schemars(schema_with = "lenient::list_schema")]
     pub never_log: Vec<String>,
+    /// REST: an attachment stored in S3 is linked by a presigned HTTPS URL valid this many
+    /// seconds (at most 604800, S3's seven days), which the CRM can fetch without credentials;
+    /// 0 links the blob URI itself.
+    #[serde(default)]
+    #[schemars(range(max = 604800))]
+    pub attachment_url_expiry_secs: u64,
+    /// A helpdesk's REST API (`https://help.example.com/api`): a lead whose intent is one of
+    /// `ticket_intents` and whose status is below `qualified` opens a ticket there
+    /// (`helpdesk.rs`). Unset: no tickets.
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub helpdesk_url: Option<String>,
+    /// Bearer token of the helpdesk API; never logged.
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub helpdesk_token: Option<String>,
+    /// Path of the helpdesk's ticket create, under `helpdesk_url`.
+    #[serde(default = "defaults::helpdesk_tickets_path")]
+    pub helpdesk_tickets_path: String,
+    /// The intents (the rules file's) whose leads below `qualified` open a ticket.
+    #[serde(
+        default = "defaults::ticket_intents",
+        deserialize_with = "lenient::list"
+    )]
+    #[schemars(schema_with = "lenient::list_schema")]
+    pub ticket_intents: Vec<String>,
 }
 
 mod defaults {
@@ -190,6 +219,12 @@ mod defaults {
     }
     pub fn attachments_path() -> String {
         "/activities/{activity_id}/attachments".into()
+    }
+    pub fn helpdesk_tickets_path() -> String {
+        "/tickets".into()
+    }
+    pub fn ticket_intents() -> Vec<String> {
+        vec!["support".into()]
     }
     pub fn hubspot_property() -> String {
         "mailstream_message_id".into()
@@ -231,6 +266,16 @@ impl std::fmt::Debug for CrmSinkSettings {
             .field("dry_run", &self.dry_run)
             .field("write_excluded", &self.write_excluded)
             .field("never_log_entries", &self.never_log.len())
+            .field(
+                "attachment_url_expiry_secs",
+                &self.attachment_url_expiry_secs,
+            )
+            .field("helpdesk_url", &self.helpdesk_url)
+            .field(
+                "helpdesk_token",
+                &self.helpdesk_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("ticket_intents", &self.ticket_intents)
             .finish_non_exhaustive()
     }
 }
@@ -377,6 +422,33 @@ impl Settings for CrmSinkSettings {
         }
         if self.max_attempts == 0 {
             bad("max_attempts", "must be at least 1".into());
+        }
+        if let Some(url) = self.helpdesk_url.as_deref().map(str::trim)
+            && !url.is_empty()
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            bad(
+                "helpdesk_url",
+                format!("expected an http:// or https:// URL, got `{url}`"),
+            );
+        }
+        if !self.helpdesk_tickets_path.starts_with('/') {
+            bad(
+                "helpdesk_tickets_path",
+                format!(
+                    "expected a path starting with `/`, got `{}`",
+                    self.helpdesk_tickets_path
+                ),
+            );
+        }
+        if self.attachment_url_expiry_secs > 604_800 {
+            bad(
+                "attachment_url_expiry_secs",
+                format!(
+                    "at most 604800 (seven days, S3's longest presigned URL), got {}",
+                    self.attachment_url_expiry_secs
+                ),
+            );
         }
         if self.backoff_base_ms == 0 {
             bad("backoff_base_ms", "must be at least 1".into());

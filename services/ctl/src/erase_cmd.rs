@@ -7,8 +7,8 @@
 //! 2. **Records the erasure** first, in the compacted `erasures` table keyed by a keyed hash of
 //!    each address (never the address; `erasure_key`), so the resolver and the CRM sink drop
 //!    the person's earlier emails from then on, a replay included.
-//! 3. **Tombstones** their keys in every compacted topic: `contacts` (their addresses), `leads`
-//!    (their addresses and contact ids), `threads`, `resolver.dedupe` and
+//! 3. **Tombstones** their keys in every compacted topic: `contacts` and `opt-outs` (their
+//!    addresses), `leads` (their addresses and contact ids), `threads`, `resolver.dedupe` and
 //!    `resolver.pending-replies` (their message ids),
 //!    each on the partition the key was found in.
 //! 4. **Deletes their blobs**: stored attachments, whole bodies and claim-checked raw
@@ -300,6 +300,8 @@ async fn keys_to_tombstone(
     };
     let leads = topics.all("leads").await?;
     tombstone("leads", leads, &|k| lead_keys.contains(k));
+    let opt_outs = topics.all("opt-outs").await?;
+    tombstone("opt-outs", opt_outs, &|k| addresses.iter().any(|a| a == k));
     for topic in ["threads", "resolver.dedupe", "resolver.pending-replies"] {
         let records = topics.all(topic).await?;
         tombstone(topic, records, &|k| found.message_ids.contains(k));

@@ -7,9 +7,12 @@
 //! settings passed in `options`) are supported through `object_store`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::signer::{Method, Signer};
+use object_store::{ObjectStore, ObjectStoreExt, ObjectStoreScheme, PutPayload};
 use sha2::{Digest, Sha256};
 use url::Url;
 
@@ -19,6 +22,8 @@ use crate::error::ProcessError;
 #[derive(Clone)]
 pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
+    /// Signs GET URLs of an S3 store's blobs (none for a local directory).
+    signer: Option<Arc<dyn Signer>>,
     base: Url,
     root: Path,
 }
@@ -70,13 +75,51 @@ impl BlobStore {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| format!("creating blob directory {}: {e}", dir.display()))?;
         }
-        let (store, root) = object_store::parse_url_opts(&base, options.iter().cloned())
-            .map_err(|e| format!("blob store `{url}`: {e}"))?;
+        let problem = |e: &dyn std::fmt::Display| format!("blob store `{url}`: {e}");
+        let (scheme, root) = ObjectStoreScheme::parse(&base).map_err(|e| problem(&e))?;
+        let (store, signer): (Arc<dyn ObjectStore>, Option<Arc<dyn Signer>>) =
+            if scheme == ObjectStoreScheme::AmazonS3 {
+                // Built here rather than by `parse_url_opts` (which does the same) to keep it
+                // as the signer too.
+                let builder = options.iter().fold(
+                    AmazonS3Builder::new().with_url(base.as_str()),
+                    |b, (key, value)| match key.to_ascii_lowercase().parse() {
+                        Ok(key) => b.with_config(key, value),
+                        Err(_) => b,
+                    },
+                );
+                let s3 = Arc::new(builder.build().map_err(|e| problem(&e))?);
+                (s3.clone(), Some(s3))
+            } else {
+                let (store, _) = object_store::parse_url_opts(&base, options.iter().cloned())
+                    .map_err(|e| problem(&e))?;
+                (Arc::from(store), None)
+            };
         Ok(Self {
-            store: Arc::from(store),
+            store,
+            signer,
             base,
             root,
         })
+    }
+
+    /// A URL that lets its holder GET the blob at `uri` (one this store wrote) without
+    /// credentials until `expires_in` passes (S3's presigned URL, SigV4); `None` for a store
+    /// that cannot sign (a local directory).
+    pub async fn presigned_get(
+        &self,
+        uri: &str,
+        expires_in: Duration,
+    ) -> Result<Option<Url>, ProcessError> {
+        let Some(signer) = &self.signer else {
+            return Ok(None);
+        };
+        let path = self.path_of(uri)?;
+        signer
+            .signed_url(Method::GET, &path, expires_in)
+            .await
+            .map(Some)
+            .map_err(|e| ProcessError::transient(format!("signing a URL of blob {uri}: {e}")))
     }
 
     /// Stores `bytes` and returns their URI and hex SHA-256.

@@ -4,12 +4,20 @@
 //! Per message:
 //! 1. the contact is upserted by email: `POST /crm/v3/objects/contacts/batch/upsert` with
 //!    `idProperty: email` (HubSpot answers with the contact's id and whether it is `new`);
-//! 2. the email engagement is created: `POST /crm/v3/objects/emails` with `hs_timestamp`,
+//! 2. the account's company, when the account has a domain, is upserted by it:
+//!    `POST /crm/v3/objects/companies/batch/upsert` with `idProperty: domain` and its name (the
+//!    result's `account_id` is HubSpot's company id);
+//! 3. the email engagement is created: `POST /crm/v3/objects/emails` with `hs_timestamp`,
 //!    `hs_email_direction: INCOMING_EMAIL`, subject and text, the message id in a unique-value
 //!    email property (`hubspot_message_id_property`, default `mailstream_message_id`, created
-//!    once in the portal), and associations to the contact (type 198) and the deal (type 210).
+//!    once in the portal), and associations to the contact (type 198), the company (186) and
+//!    the deal (210).
 //!    A replay meets the unique property: HubSpot answers 409, and the existing email is read
 //!    back by that property (`GET /crm/v3/objects/emails/<message_id>?idProperty=...`).
+//! 4. a relinked record (the resolver's second record of a reply whose parent came later) finds
+//!    its email that way and associates it with the deal the parent gave it:
+//!    `PUT /crm/v4/objects/emails/<id>/associations/default/deals/<deal_id>`. HubSpot's emails
+//!    hold no thread link of ours, so the deal is what moves.
 //!
 //! Deals are HubSpot's own (the id a deal address such as `deal-42@` names), so they are
 //! associated, not created; HubSpot's object ids are numeric, so a deal id that is not (a
@@ -33,6 +41,7 @@ use crate::events;
 
 /// HubSpot-defined association type ids (CRM v4 association types).
 pub const EMAIL_TO_CONTACT: u32 = 198;
+pub const EMAIL_TO_COMPANY: u32 = 186;
 pub const EMAIL_TO_DEAL: u32 = 210;
 
 /// The longest property value HubSpot takes, in UTF-16 code units (its string limit is 65,536
@@ -40,6 +49,7 @@ pub const EMAIL_TO_DEAL: u32 = 210;
 pub const VALUE_LIMIT: usize = 65_536;
 
 pub const CONTACTS_UPSERT: &str = "/crm/v3/objects/contacts/batch/upsert";
+pub const COMPANIES_UPSERT: &str = "/crm/v3/objects/companies/batch/upsert";
 pub const EMAILS: &str = "/crm/v3/objects/emails";
 
 /// HubSpot CRM v3.
@@ -91,14 +101,27 @@ pub fn contact_body(email: &str, name: Option<&str>) -> Value {
     json!({"inputs": [{"idProperty": "email", "id": email, "properties": properties}]})
 }
 
-/// The create body of the email engagement, with its associations (to the contact, and to the
-/// deal when `deal_id` is given).
-pub fn email_body(
-    plan: &WritePlan,
-    property: &str,
-    contact_id: Option<&str>,
-    deal_id: Option<&str>,
-) -> Value {
+/// The batch-upsert body for the account's company, by its domain (the company's unique
+/// property), with its name when known.
+pub fn company_body(domain: &str, name: Option<&str>) -> Value {
+    let mut properties = json!({"domain": domain});
+    if let Some(name) = name.map(str::trim).filter(|n| !n.is_empty()) {
+        properties["name"] = json!(fit_value(name));
+    }
+    json!({"inputs": [{"idProperty": "domain", "id": domain, "properties": properties}]})
+}
+
+/// The HubSpot ids an email engagement is associated with.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Associations<'a> {
+    pub contact: Option<&'a str>,
+    pub company: Option<&'a str>,
+    pub deal: Option<&'a str>,
+}
+
+/// The create body of the email engagement, with its associations (to the contact, the
+/// company and the deal, each when given).
+pub fn email_body(plan: &WritePlan, property: &str, to: Associations<'_>) -> Value {
     let a = &plan.activity;
     let mut properties = json!({
         "hs_timestamp": plan.received_at.timestamp_millis().to_string(),
@@ -112,17 +135,45 @@ pub fn email_body(
             {"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": type_id}
         ]})
     };
-    let mut associations = Vec::new();
-    if let Some(id) = contact_id {
-        associations.push(association(id, EMAIL_TO_CONTACT));
-    }
-    if let Some(id) = deal_id {
-        associations.push(association(id, EMAIL_TO_DEAL));
-    }
+    let associations: Vec<Value> = [
+        (to.contact, EMAIL_TO_CONTACT),
+        (to.company, EMAIL_TO_COMPANY),
+        (to.deal, EMAIL_TO_DEAL),
+    ]
+    .into_iter()
+    .filter_map(|(id, type_id)| Some(association(id?, type_id)))
+    .collect();
     json!({"properties": properties, "associations": associations})
 }
 
 impl HubspotBackend {
+    /// A batch upsert of one object (`op`: operation, path, idempotency-key suffix): its id and
+    /// whether HubSpot created it (`new`), counted into `report`.
+    async fn upsert(
+        &self,
+        plan: &WritePlan,
+        (op, path, key): (&str, &str, &str),
+        body: &Value,
+        report: &mut WriteReport,
+        deadline: Instant,
+    ) -> Result<(String, bool), Failure> {
+        let call = Call {
+            op,
+            method: Method::POST,
+            path: path.into(),
+            idempotency_key: Some(idempotency_key(&plan.message_id, key)),
+            body: Some(body),
+            accept_conflict: false,
+            accept_missing: false,
+        };
+        let (answer, n) = self.http.call(&call, deadline).await?;
+        report.attempts += n;
+        let result = answer.body.get("results").and_then(|r| r.get(0));
+        let new = result.and_then(|r| r.get("new")) == Some(&Value::Bool(true));
+        report.changed |= new;
+        Ok((require_id(&answer, op)?, new))
+    }
+
     /// Reads back the email that holds `message_id` in the unique property.
     async fn existing_email(
         &self,
@@ -167,29 +218,31 @@ impl CrmBackend for HubspotBackend {
         };
         if let Some(k) = &plan.contact {
             let body = contact_body(&k.email, k.name.as_deref());
-            let call = Call {
-                op: "contact-upsert",
-                method: Method::POST,
-                path: CONTACTS_UPSERT.into(),
-                idempotency_key: Some(idempotency_key(&plan.message_id, "contact")),
-                body: Some(&body),
-                accept_conflict: false,
-                accept_missing: false,
-            };
-            let (answer, n) = self.http.call(&call, deadline).await?;
-            report.attempts += n;
-            let result = answer.body.get("results").and_then(|r| r.get(0));
-            let new = result.and_then(|r| r.get("new")) == Some(&Value::Bool(true));
-            report.changed |= new;
+            let op = ("contact-upsert", CONTACTS_UPSERT, "contact");
+            let (id, new) = self.upsert(plan, op, &body, &mut report, deadline).await?;
             report.contact_created = k.create && new;
-            report.contact_id = Some(require_id(&answer, "contact-upsert")?);
+            report.contact_id = Some(id);
         }
-        let body = email_body(
-            plan,
-            &self.message_id_property,
-            report.contact_id.as_deref(),
-            deal_id,
-        );
+        let domain = plan
+            .account
+            .as_ref()
+            .and_then(|a| Some((a, a.domain.as_deref()?)));
+        let company_id = match domain {
+            Some((account, domain)) => {
+                let body = company_body(domain, account.name.as_deref());
+                let op = ("company-upsert", COMPANIES_UPSERT, "company");
+                let (id, _) = self.upsert(plan, op, &body, &mut report, deadline).await?;
+                report.account_id = Some(id.clone());
+                Some(id)
+            }
+            None => None,
+        };
+        let to = Associations {
+            contact: report.contact_id.as_deref(),
+            company: company_id.as_deref(),
+            deal: deal_id,
+        };
+        let body = email_body(plan, &self.message_id_property, to);
         let call = Call {
             op: "email-create",
             method: Method::POST,
@@ -211,7 +264,27 @@ impl CrmBackend for HubspotBackend {
         }
         report.changed |= !answer.replayed;
         report.activity_created = !answer.replayed;
-        report.activity_id = Some(require_id(&answer, "email-create")?);
+        let email_id = require_id(&answer, "email-create")?;
+        if let (true, true, Some(deal)) = (plan.relinked, answer.replayed, deal_id) {
+            // The email exists from the first record: associate it with the deal its parent's
+            // arrival gave it (PUT is idempotent: a replay associates nothing new).
+            let call = Call {
+                op: "email-deal-associate",
+                method: Method::PUT,
+                path: format!(
+                    "/crm/v4/objects/emails/{}/associations/default/deals/{}",
+                    encode_segment(&email_id),
+                    encode_segment(deal)
+                ),
+                idempotency_key: None,
+                body: None,
+                accept_conflict: false,
+                accept_missing: false,
+            };
+            let (_, n) = self.http.call(&call, deadline).await?;
+            report.attempts += n;
+        }
+        report.activity_id = Some(email_id);
         Ok(report)
     }
 }

@@ -28,6 +28,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0004_contact_signals_and_routing",
         include_str!("../../migrations/0004_contact_signals_and_routing.sql"),
     ),
+    (
+        5,
+        "0005_meetings",
+        include_str!("../../migrations/0005_meetings.sql"),
+    ),
 ];
 
 /// The double-quoted identifier of `schema` (validated by the settings as `[a-z_][a-z0-9_]*`).

@@ -2,7 +2,8 @@
 //!
 //! A [`WritePlan`] is derived from one `ScoredLead` by a pure function: the account, the contact
 //! (a known one, or a new one with a deterministic id), the deal, the email activity, its
-//! attachments and the lead. A [`CrmBackend`] writes a plan idempotently on `message_id` and
+//! attachments and the lead. The record's `visibility` (the rules file's) leaves out the text
+//! and the attachments (`subject`), and the subject too (`metadata`). A [`CrmBackend`] writes a plan idempotently on `message_id` and
 //! returns only once the write is durable, so the runtime commits the input offset after it.
 //!
 //! | backend | module | idempotency |
@@ -19,6 +20,7 @@ pub mod erase;
 pub mod hubspot;
 mod hubspot_erase;
 pub mod keys;
+pub mod links;
 pub mod migrate;
 #[cfg(test)]
 mod plan_tests;
@@ -108,6 +110,9 @@ pub struct ActivityPlan {
     /// `{"spf": .., "dkim": .., "dmarc": ..}`.
     pub auth: Value,
     pub tags: Vec<String>,
+    /// The calendar invitation or answer the email carries (`parsed.meeting` as JSON), shown
+    /// like the subject.
+    pub meeting: Option<Value>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -192,6 +197,14 @@ pub struct WritePlan {
     pub activity: ActivityPlan,
     pub attachments: Vec<AttachmentPlan>,
     pub lead: Option<LeadPlan>,
+    /// The resolver's second record of this email (`thread_relinked`): its parent arrived
+    /// after the first, so the thread, parent and deal it carries replace what the first one
+    /// wrote. The HTTP backends, which answer a repeated write with the first write's result,
+    /// update the activity's link instead (PostgreSQL's upsert takes it as any newer record).
+    pub relinked: bool,
+    /// A reply whose parent was not known when it was resolved: a relinked record may follow
+    /// it (and, on a replay, may already have moved its activity).
+    pub parent_unknown: bool,
 }
 
 impl WritePlan {
@@ -249,9 +262,16 @@ impl WritePlan {
             _ => None,
         };
         let mut attachments: Vec<AttachmentPlan> = Vec::new();
+        // The rules' visibility keeps the subject, the text and the attachments out of the CRM.
+        let subject = lead.subject.clone().filter(|_| lead.shows_subject());
+        let shown = if lead.shows_body() {
+            email.attachments.as_slice()
+        } else {
+            &[]
+        };
         // An attachment clamd found malware in was not stored and is not linked; the lead's
         // `malware` tag and the scored record name it.
-        for a in email.attachments.iter().filter(|a| a.malware.is_none()) {
+        for a in shown.iter().filter(|a| a.malware.is_none()) {
             let filename = a.filename.clone().unwrap_or_default();
             if attachments
                 .iter()
@@ -289,22 +309,30 @@ impl WritePlan {
                 source: resolved.deal_source.clone(),
             }),
             activity: ActivityPlan {
-                subject: lead.subject.clone(),
+                subject: subject.clone(),
                 sender_email: sender_email.clone(),
                 sender_name: sender_name.clone(),
                 recipients: resolved.recipients.clone(),
-                text: email.activity_text().map(str::to_string),
+                text: email
+                    .activity_text()
+                    .filter(|_| lead.shows_body())
+                    .map(str::to_string),
                 thread_id: lead.thread_id.clone(),
                 thread_parent: resolved.thread_parent.clone(),
                 auth: json!({"spf": email.auth.spf, "dkim": email.auth.dkim, "dmarc": email.auth.dmarc}),
                 tags: lead.tags.clone(),
+                meeting: email
+                    .meeting
+                    .as_ref()
+                    .filter(|_| lead.shows_subject())
+                    .and_then(|m| serde_json::to_value(m).ok()),
             },
             attachments,
             lead: sender_email.map(|sender| LeadPlan {
                 lead_key: lead.lead_key.clone(),
                 sender_email: sender,
                 sender_name,
-                subject: lead.subject.clone(),
+                subject,
                 score: lead.score,
                 status: lead.status.clone(),
                 breakdown,
@@ -315,6 +343,9 @@ impl WritePlan {
                 owner: lead.routing.as_ref().and_then(|r| r.owner.clone()),
             }),
             contact,
+            relinked: resolved.thread_relinked,
+            parent_unknown: resolved.thread_parent.is_none()
+                && (email.in_reply_to.is_some() || !email.references.is_empty()),
         }
     }
 

@@ -270,3 +270,24 @@ fn attachments_the_tables_cannot_hold_are_named_before_any_statement() {
     assert!(with(&|a| a.filename = "a\0b.pdf".into()).contains("NUL"));
     assert!(with(&|a| a.blob_uri = Some("file:///\0".into())).contains("NUL"));
 }
+
+#[test]
+fn the_rules_visibility_keeps_the_text_attachments_and_subject_out_of_the_crm() {
+    let shown = |visibility: &str| {
+        let l = ScoredLead {
+            visibility: visibility.into(),
+            ..lead()
+        };
+        let plan = WritePlan::from_scored(&l, 0);
+        let lead_subject = plan.lead.as_ref().and_then(|p| p.subject.clone());
+        (
+            plan.activity.subject.is_some() && lead_subject.is_some(),
+            plan.activity.text.is_some(),
+            plan.attachments.len(),
+        )
+    };
+    assert_eq!(shown("full"), (true, true, 2));
+    assert_eq!(shown(""), (true, true, 2), "an older record is shown whole");
+    assert_eq!(shown("subject"), (true, false, 0));
+    assert_eq!(shown("metadata"), (false, false, 0));
+}

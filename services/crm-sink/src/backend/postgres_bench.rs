@@ -57,6 +57,7 @@ fn plan(i: usize, at: DateTime<Utc>) -> WritePlan {
             thread_parent: None,
             auth: json!({"spf": "pass", "dkim": "pass", "dmarc": null}),
             tags: vec![],
+            meeting: None,
         },
         attachments: vec![AttachmentPlan {
             filename: "a.pdf".into(),
@@ -81,6 +82,8 @@ fn plan(i: usize, at: DateTime<Utc>) -> WritePlan {
             team: None,
             owner: None,
         }),
+        relinked: false,
+        parent_unknown: false,
     }
 }
 

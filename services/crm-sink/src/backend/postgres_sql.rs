@@ -104,19 +104,20 @@ pub const DEAL: &str = "INSERT INTO deals AS t (deal_id, account_id, source, fir
  RETURNING deal_id";
 
 pub const ACTIVITY: &str = "INSERT INTO email_activities AS t (message_id, received_at, subject, sender_email,
-   recipients, body_text, thread_id, thread_parent, contact_id, account_id, deal_id, auth, tags, source_offset)
- VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+   recipients, body_text, thread_id, thread_parent, contact_id, account_id, deal_id, auth, tags, source_offset,
+   meeting)
+ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
  ON CONFLICT (crm_key(message_id)) DO UPDATE SET received_at = EXCLUDED.received_at, subject = EXCLUDED.subject,
    sender_email = EXCLUDED.sender_email, recipients = EXCLUDED.recipients, body_text = EXCLUDED.body_text,
    thread_id = EXCLUDED.thread_id, thread_parent = EXCLUDED.thread_parent, contact_id = EXCLUDED.contact_id,
    account_id = EXCLUDED.account_id, deal_id = EXCLUDED.deal_id, auth = EXCLUDED.auth, tags = EXCLUDED.tags,
-   source_offset = EXCLUDED.source_offset
+   source_offset = EXCLUDED.source_offset, meeting = EXCLUDED.meeting
  WHERE EXCLUDED.source_offset > t.source_offset
    AND (EXCLUDED.received_at, EXCLUDED.subject, EXCLUDED.sender_email, EXCLUDED.recipients, EXCLUDED.body_text,
         EXCLUDED.thread_id, EXCLUDED.thread_parent, EXCLUDED.contact_id, EXCLUDED.account_id,
-        EXCLUDED.deal_id, EXCLUDED.auth, EXCLUDED.tags)
+        EXCLUDED.deal_id, EXCLUDED.auth, EXCLUDED.tags, EXCLUDED.meeting)
        IS DISTINCT FROM (t.received_at, t.subject, t.sender_email, t.recipients, t.body_text, t.thread_id,
-        t.thread_parent, t.contact_id, t.account_id, t.deal_id, t.auth, t.tags)
+        t.thread_parent, t.contact_id, t.account_id, t.deal_id, t.auth, t.tags, t.meeting)
  RETURNING activity_id, (xmax = 0) AS inserted";
 
 /// The activity upserted ([`ACTIVITY`]): its id, whether it was inserted and whether the

@@ -238,7 +238,7 @@ pub(super) async fn write_own(
         report.account_id.clone(),
         report.deal_id.clone(),
     );
-    let activity: [Param<'_>; 14] = [
+    let activity: [Param<'_>; 15] = [
         &plan.message_id,
         &at,
         &a.subject,
@@ -253,6 +253,7 @@ pub(super) async fn write_own(
         &a.auth,
         &a.tags,
         &plan.source_offset,
+        &a.meeting,
     ];
     // An attachment the tables cannot hold is checked here rather than caught: a failed
     // statement would abort the batch's whole transaction.

@@ -18,9 +18,14 @@
 //!
 //! [`RestBackend`] writes a plan as: contact upsert (by email), deal upsert, the email activity
 //! (with the lead's score, status and breakdown), then the attachments in parallel (up to
-//! `max_concurrency`). An attachment the CRM rejects is a follow-up in the result, not a failure
+//! `max_concurrency`). A relinked record (the resolver's second record of a reply whose parent
+//! came later) meets its first activity by the idempotency key, and then moves it:
+//! `PATCH <activities_path>/<activity_id>` with the new `thread_id`, `thread_parent` and
+//! `deal_id` (key `<message_id>:activity-link`). An attachment the CRM rejects is a follow-up in the result, not a failure
 //! of the message; one the CRM cannot take now (an outage) fails the message like any other call,
 //! and the batch is retried (the calls already answered replay by their idempotency keys).
+//! An attachment's `url` is its blob URI, or a presigned URL the CRM can fetch
+//! (`attachment_url_expiry_secs`, [`AttachmentLinks`]).
 
 use std::time::{Duration, Instant};
 
@@ -33,6 +38,7 @@ use reqwest::Method;
 use reqwest::header::{HeaderValue, RETRY_AFTER};
 use serde_json::{Value, json};
 
+use super::links::AttachmentLinks;
 use super::{CrmBackend, WritePlan, WriteReport, idempotency_key};
 use crate::error::{Failure, FailureClass};
 use crate::events::redact;
@@ -255,6 +261,8 @@ pub struct Endpoints {
 pub struct RestBackend {
     pub http: HttpClient,
     pub endpoints: Endpoints,
+    /// What the attachments' `url` is: the blob URI, or a presigned URL ([`AttachmentLinks`]).
+    pub links: AttachmentLinks,
 }
 
 /// A POST of `body` with the idempotency key of `message_id` and `key`.
@@ -335,7 +343,7 @@ impl CrmBackend for RestBackend {
             "sender_name": a.sender_name, "recipients": a.recipients, "thread_id": a.thread_id,
             "thread_parent": a.thread_parent, "contact_id": report.contact_id,
             "account_id": report.account_id, "deal_id": report.deal_id, "auth": a.auth,
-            "tags": a.tags, "status": plan.status, "lead": lead,
+            "tags": a.tags, "status": plan.status, "lead": lead, "meeting": a.meeting,
         });
         let (answer, n) = self
             .http
@@ -354,22 +362,52 @@ impl CrmBackend for RestBackend {
         report.changed |= !answer.replayed;
         report.activity_created = !answer.replayed;
         let activity_id = require_id(&answer, "activity-create")?;
+        if plan.relinked && answer.replayed {
+            // The create answered with the first record's activity: move it to the thread,
+            // parent and deal its parent's arrival gave it.
+            let body = json!({"thread_id": a.thread_id, "thread_parent": a.thread_parent,
+                "deal_id": report.deal_id});
+            let call = Call {
+                op: "activity-link",
+                method: Method::PATCH,
+                path: format!(
+                    "{}/{}",
+                    self.endpoints.activities.trim_end_matches('/'),
+                    encode_segment(&activity_id)
+                ),
+                idempotency_key: Some(idempotency_key(id, "activity-link")),
+                body: Some(&body),
+                accept_conflict: false,
+                accept_missing: false,
+            };
+            let (answer, n) = self.http.call(&call, deadline).await?;
+            report.attempts += n;
+            report.changed |= !answer.replayed;
+        }
         let path = self
             .endpoints
             .attachments
             .replace("{activity_id}", &encode_segment(&activity_id));
         report.activity_id = Some(activity_id);
-        let bodies: Vec<(String, Value)> = plan
-            .attachments
-            .iter()
-            .map(|p| {
-                (
-                    p.part.clone(),
-                    json!({"filename": p.filename, "content_type": p.content_type,
-                    "size": p.size, "sha256": p.sha256, "url": p.blob_uri, "inline": p.inline}),
-                )
-            })
-            .collect();
+        let mut bodies: Vec<(String, Value)> = Vec::new();
+        for p in &plan.attachments {
+            let url = match &p.blob_uri {
+                Some(uri) => match self.links.link(uri).await {
+                    Ok(url) => Some(url),
+                    Err(Failure::Poison { reason, .. }) => {
+                        report.attachments_failed += 1;
+                        let follow_up = format!("attachment {}: {reason}", p.part);
+                        report.follow_ups.push(follow_up);
+                        continue;
+                    }
+                    Err(other) => return Err(other),
+                },
+                None => None,
+            };
+            let body = json!({"filename": p.filename, "content_type": p.content_type,
+                "size": p.size, "sha256": p.sha256, "url": url, "inline": p.inline});
+            bodies.push((p.part.clone(), body));
+        }
         let http = &self.http;
         let calls = bodies.iter().map(|(part, body)| {
             let call = post(

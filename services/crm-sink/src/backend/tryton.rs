@@ -19,7 +19,9 @@
 //!    clients) on the opportunity, else on the party. Its first line, [`NOTE_MARKER`] and the
 //!    message id, is what a replay searches; then From, Subject, Received, the lead's score and
 //!    status, a blank line and the text (at most [`NOTE_MAX_TEXT_BYTES`]). A message with
-//!    neither a sender nor a deal has nothing to hang a note on and writes nothing.
+//!    neither a sender nor a deal has nothing to hang a note on and writes nothing. A relinked
+//!    record (the resolver's second record of a reply whose parent came later, now with the
+//!    parent's deal) looks for its note on any record and moves it to the deal's opportunity.
 //!
 //! The records carry no phone number, so parties get an email contact mechanism only.
 //! Attachments are not uploaded (counted neither written nor failed); accounts travel as ids
@@ -105,6 +107,15 @@ pub fn note_message(plan: &WritePlan) -> String {
     ));
     if let Some(lead) = &plan.lead {
         lines.push(format!("Lead: score {} ({})", lead.score, lead.status));
+    }
+    if let Some(meeting) = &a.meeting {
+        let field = |name: &str| meeting[name].as_str().unwrap_or_default().to_string();
+        lines.push(format!(
+            "Meeting: {} {} at {}",
+            field("method"),
+            field("summary"),
+            field("start")
+        ));
     }
     lines.push(String::new());
     let text = a.text.as_deref().unwrap_or_default();
@@ -280,21 +291,42 @@ impl CrmBackend for TrytonBackend {
             (None, None) => return Ok(report),
         };
         let first_line = format!("{NOTE_MARKER}{}\n", plan.message_id);
-        let domain = json!([
-            ["resource", "=", resource],
-            ["message", "like", format!("{}%", like_literal(&first_line))]
-        ]);
+        let by_message = json!(["message", "like", format!("{}%", like_literal(&first_line))]);
         let op = ("note-search", "ir.note");
-        let found = self
-            .api
-            .search(&mut report, op, &domain, &["id"], deadline)
-            .await?;
+        let mut found = Vec::new();
+        if !plan.relinked {
+            let domain = json!([["resource", "=", resource], by_message]);
+            found = self
+                .api
+                .search(&mut report, op, &domain, &["resource"], deadline)
+                .await?;
+        }
+        // A reply's note may hang elsewhere: on the party, when its relinked record is written;
+        // on the opportunity the relink moved it to, when its first record is replayed.
+        if found.is_empty() && (plan.relinked || plan.parent_unknown) {
+            let domain = json!([by_message]);
+            found = self
+                .api
+                .search(&mut report, op, &domain, &["resource"], deadline)
+                .await?;
+        }
         let existing = found
             .iter()
-            .filter_map(|note| record_id(note, "note-search").ok())
-            .min();
+            .filter_map(|note| Some((record_id(note, "note-search").ok()?, note)))
+            .min_by_key(|(id, _)| *id);
         let id = match existing {
-            Some(id) => id,
+            Some((id, note)) => {
+                let elsewhere =
+                    note.get("resource").and_then(Value::as_str) != Some(resource.as_str());
+                if plan.relinked && elsewhere {
+                    let path = format!("ir.note/{id}");
+                    let op = ("note-relink", Method::PUT, path.as_str());
+                    self.api
+                        .save(&mut report, op, &json!({"resource": resource}), deadline)
+                        .await?;
+                }
+                id
+            }
             None => {
                 let body = json!({"resource": resource, "message": note_message(plan)});
                 let op = ("note-create", Method::POST, "ir.note");

@@ -72,9 +72,12 @@ fn a_note_starts_with_its_message_id_and_keeps_a_bounded_text() {
             thread_parent: None,
             auth: Value::Null,
             tags: vec![],
+            meeting: None,
         },
         attachments: vec![],
         lead: None,
+        relinked: false,
+        parent_unknown: false,
     };
     let message = note_message(&plan);
     let mut lines = message.lines();

@@ -22,6 +22,8 @@ pub struct CrmResult {
     pub written_at: i64,
     /// Why a `skipped` email was not written: `excluded` or `never-log`.
     pub reason: Option<String>,
+    /// The helpdesk ticket a low-qualified support lead opened.
+    pub ticket_id: Option<String>,
 }
 
 #[cfg(test)]
