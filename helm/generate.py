@@ -687,11 +687,35 @@ def dashboard():
               (rate("mailstream_crm_attachments_total", "outcome"), "attachments {{outcome}}"),
               (rate("mailstream_crm_unique_messages_total"), "unique messages")], "ops", 12)
     b.next_line(8)
+    b.series("CRM sink blocked, by cause", [(f"max by (cause) (mailstream_crm_sink_blocked{sel()})", "{{cause}}")], "short", 0,
+             "1 while the sink makes no progress because of the CRM: unavailable (down, failing, throttling), auth (credentials "
+             "refused: fix the setting its ERROR log names), tls (mailstream_crm_sink_blocked).", w=24)
+    b.next_line(8)
+
+    b.row("Notifications")
+    b.series("Notifications per second, by channel and outcome",
+             [(rate("mailstream_notifications_total", "channel, outcome"), "{{channel}} {{outcome}}")], "ops", 0,
+             "Hot-lead notifications: sent, already-sent (a replay or a retried batch found the record), dry-run, dead-lettered "
+             "(mailstream_notifications_total).")
+    b.series("Leads not notified per second, by reason",
+             [(rate("mailstream_notifications_skipped_total", "reason"), "{{reason}}")], "ops", 12,
+             "Leads of a notifying status not notified: stale, erased, opted-out (mailstream_notifications_skipped_total).")
+    b.next_line(8)
+    b.stat("Email → notification p95 (range)",
+           f"histogram_quantile(0.95, sum by (le) (increase(mailstream_notification_latency_seconds_bucket{sel()}[$__range])))",
+           "s", 0, "From received_at to the channel's acceptance (mailstream_notification_latency_seconds).")
+    b.stat("Failed notification requests (range)", increase("mailstream_notification_failures_total"), "short", 6,
+           "mailstream_notification_failures_total (retried; a refused message is dead-lettered).",
+           GREEN + [{"color": "orange", "value": 1}])
+    b.stat("Notifier blocked", f"max(mailstream_notifier_blocked{sel()})", "short", 12,
+           "1 while a channel refuses our credentials or is gone: fix the key the ERROR log names (mailstream_notifier_blocked).",
+           GREEN + [{"color": "red", "value": 1}])
+    b.next_line(5)
 
     return {
         "uid": "mailstream-pipeline",
         "title": "mailstream pipeline",
-        "description": "Throughput, consumer lag, dead letters and latency of the mailstream processors, and the CRM sink's KPIs.",
+        "description": "Throughput, consumer lag, dead letters and latency of the mailstream processors, the CRM sink's KPIs and the notifier's notifications.",
         "tags": ["mailstream", "kafka"],
         "timezone": "browser",
         "schemaVersion": 39,

@@ -1,8 +1,8 @@
 //! `/metrics` of every processor before any traffic: each serves its series at zero from the
 //! moment it is ready (so a dashboard reads 0, not "no data", and an absent-series alert means
 //! a processor is gone), Prometheus's own `promtool check metrics` accepts each exposition, and
-//! together they serve every metric the Grafana dashboard (`helm/generate.py` →
-//! `helm/mailstream/files/dashboard.json`) queries.
+//! together with the optional notifier they serve every metric the Grafana dashboard
+//! (`helm/generate.py` → `helm/mailstream/files/dashboard.json`) queries.
 //!
 //! Needs `promtool` on PATH (Debian package `prometheus`; `dev/install` installs it).
 
@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 
 use mailstream_runtime::Topology;
 use mailstream_runtime::metrics::{RUNTIME_DEAD_LETTER_CLASSES, TRANSACTION_OUTCOMES};
-use mailstream_tests::TestEnv;
 use mailstream_tests::crm_db::{database_url, schema_of};
 use mailstream_tests::pipeline::{
     PROCESSORS, Pipeline, PipelineOptions, STREAM_PROCESSORS, Sample, Sink, metric, samples,
 };
+use mailstream_tests::{TestEnv, free_port, http_get, terminate};
 
 /// The one gauge that is not zero before traffic: the scorer's rules are in force.
 const NOT_ZERO_AT_START: [(&str, f64); 1] = [("mailstream_scorer_rules_valid", 1.0)];
@@ -72,6 +72,12 @@ async fn every_processor_serves_its_series_at_zero_and_promtool_accepts_them() {
         served.extend(samples(&text).iter().map(|s| base_name(&s.name)));
     }
     pipeline.stop();
+    // The optional notifier (a dry run: no channel is called) serves the dashboard's
+    // notification panels.
+    let text = notifier_metrics(&env).await;
+    assert_all_zero(&text, "notifier");
+    promtool_check(&promtool, "notifier", &text);
+    served.extend(samples(&text).iter().map(|s| base_name(&s.name)));
 
     let dashboard =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../helm/mailstream/files/dashboard.json");
@@ -85,6 +91,38 @@ async fn every_processor_serves_its_series_at_zero_and_promtool_accepts_them() {
         missing.is_empty(),
         "the dashboard queries metrics no processor serves: {missing:?}"
     );
+}
+
+/// `/metrics` of a notifier in a dry run once it is ready (then it is stopped).
+async fn notifier_metrics(env: &TestEnv) -> String {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut notifier = env.spawn(
+        "notifier",
+        "a",
+        &[
+            ("MAILSTREAM_HTTP_ADDR", addr.as_str()),
+            (
+                "MAILSTREAM_NOTIFIER_WEBHOOK_URL",
+                "http://127.0.0.1:9/hooks/lead",
+            ),
+            (
+                "MAILSTREAM_NOTIFIER_WEBHOOK_SECRET",
+                "metrics-test-secret-0123456789",
+            ),
+            ("MAILSTREAM_NOTIFIER_DRY_RUN", "true"),
+        ],
+    );
+    let started = Instant::now();
+    while http_get(&format!("http://{addr}/readyz")).await.0 != 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the notifier was not ready within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let text = http_get(&format!("http://{addr}/metrics")).await.1;
+    terminate(&mut notifier, Duration::from_secs(20));
+    text
 }
 
 /// `promtool`, from PATH; fails the test saying how to install it.

@@ -14,8 +14,9 @@
 //!   sent again;
 //! - rebalances: a second instance joins while leads flow, then the first leaves.
 //!
-//! Leads below the qualified status never notify; `mailstream notify test` reaches a channel
-//! and fails, naming the key, on one that refuses it.
+//! Leads below the qualified status never notify; a sender's unsubscribe answer, written by the
+//! CRM sink to the `opt-outs` table, stops the notifications of their later leads;
+//! `mailstream notify test` reaches a channel and fails, naming the key, on one that refuses it.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
@@ -28,10 +29,13 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use hmac::{Hmac, Mac};
-use mailstream_runtime::records::ScoredLead;
-use mailstream_tests::crm::{known_sender, produce_leads_in_order, scored_lead};
+use mailstream_runtime::records::{AutoReply, ScoredLead};
+use mailstream_tests::crm::{known_sender, produce_leads_in_order, scored_lead, spawn_sink};
+use mailstream_tests::crm_db::{database_url, schema_of};
 use mailstream_tests::pipeline::metric;
-use mailstream_tests::{TestEnv, ctl, free_port, http_get, now_ms, replay_when_stopped, terminate};
+use mailstream_tests::{
+    TestEnv, collect, ctl, free_port, http_get, now_ms, replay_when_stopped, terminate,
+};
 use serde_json::Value;
 use sha2::Sha256;
 
@@ -613,6 +617,73 @@ async fn one_notification_per_lead_through_rebalances() {
         assert!(twice.is_empty(), "sent more than once: {twice:?}");
     }
     terminate(&mut second, Duration::from_secs(30));
+}
+
+/// An unsubscribe answer goes through the CRM sink into the `opt-outs` table; the notifier then
+/// sends nothing for that sender's lead received after it, and still notifies their lead
+/// received before it and another sender's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opted_out_senders_later_leads_are_not_notified() {
+    let env = TestEnv::new("notifyoptout");
+    let (receiver, port) = start_receiver().await;
+    let at = now_ms();
+    let before = qualified(1, at - 60_000);
+    let sender = before.sender_email.clone().expect("a sender");
+    let mut unsubscribe = scored_lead("unsub-1@mail.example", &sender, "acct-1", None, at);
+    unsubscribe.status = "excluded".into();
+    unsubscribe.resolved.email.auto_reply = Some(AutoReply {
+        class: AutoReply::UNSUBSCRIBE.into(),
+        ..AutoReply::default()
+    });
+    let (schema, database) = (schema_of(&env), database_url());
+    let mut sink = spawn_sink(
+        &env,
+        "a",
+        free_port(),
+        &[
+            ("MAILSTREAM_CRM_SINK_DATABASE_URL", database.as_str()),
+            ("MAILSTREAM_CRM_SINK_SCHEMA", schema.as_str()),
+        ],
+    );
+    produce_leads_in_order(&env, &[unsubscribe]).await;
+    let opt_outs = collect(
+        &env.consumer(&["opt-outs"]),
+        1,
+        Duration::from_secs(60),
+        Duration::ZERO,
+    )
+    .await;
+    terminate(&mut sink, Duration::from_secs(30));
+    let keys: Vec<Option<&str>> = opt_outs.iter().map(|r| r.key.as_deref()).collect();
+    assert_eq!(keys, [Some(sender.as_str())], "the sink wrote the opt-out");
+
+    let mut after = qualified(1, at + 1_000);
+    let id = "hot-1-after@mail.example".to_string();
+    after.message_id = id.clone();
+    after.resolved.message_id = id.clone();
+    after.resolved.email.message_id = id;
+    produce_leads_in_order(&env, &[before, after, qualified(2, at + 1_000)]).await;
+    let http = free_port();
+    let mut notifier = spawn_notifier(&env, port, http);
+    until(
+        &receiver,
+        Duration::from_secs(60),
+        "the two leads not opted out",
+        |s| s.slack.len() == 2 && s.webhook.len() == 2,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, body) = http_get(&format!("http://127.0.0.1:{http}/metrics")).await;
+    terminate(&mut notifier, Duration::from_secs(20));
+    let seen = receiver.seen();
+    let notified: Vec<&str> = seen.slack.keys().map(String::as_str).collect();
+    assert_eq!(notified, ["hot-1@mail.example", "hot-2@mail.example"]);
+    assert_eq!(seen.webhook.len(), 2, "{:?}", seen.webhook);
+    let skipped = [("reason", "opted-out")];
+    assert_eq!(
+        metric(&body, "mailstream_notifications_skipped_total", &skipped),
+        1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

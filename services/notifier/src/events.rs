@@ -6,7 +6,7 @@
 //! | metric | meaning |
 //! |---|---|
 //! | `notifications_total{channel,outcome}` | `sent`, `already-sent` (a replay, a retried batch or a new owner found the record), `dry-run`, `dead-lettered` |
-//! | `notifications_skipped_total{reason}` | qualified leads not notified: `stale` (older than `max_age_secs`), `erased` |
+//! | `notifications_skipped_total{reason}` | qualified leads not notified: `stale` (older than `max_age_secs`), `erased`, `opted-out` (the sender asked to be removed) |
 //! | `notification_failures_total{channel,class}` | failed requests: `unavailable`, `refused`, `rejected` |
 //! | `notification_latency_seconds` | from `received_at` to the channel's acceptance |
 //! | `notifier_blocked{channel}` | 1 while a channel refuses our credentials or no longer exists (fix the key the ERROR log names) |

@@ -16,6 +16,7 @@
 //! |---|---|
 //! | status not in `statuses` | nothing |
 //! | a participant erased (`mailstream erase`) at or after it was received | skipped, `erased` |
+//! | the sender opted out (an unsubscribe answer or a complaint, in the `opt-outs` table) by an email received before it or at the same time | skipped, `opted-out` |
 //! | received more than `max_age_secs` ago (a backfill, a replay of old events) | skipped, `stale` |
 //! | the channel's record exists | `already-sent` |
 //! | `dry_run` | `dry-run`: logged (ids only), nothing sent or recorded |
@@ -24,10 +25,13 @@
 //! | the channel refuses our credentials or is gone (401, 403, 404, 410) | the same, `notifier_blocked{channel}` 1 and an ERROR naming the key |
 //! | the channel refuses this message (other 4xx) | dead-lettered to `scored.dlq`, class `notify-rejected` |
 //!
-//! Opt-outs: the CRM sink records an opted-out contact in the CRM only
-//! (`services/crm-sink/src/backend/signals.rs`), and no topic carries it, so the notifier
-//! cannot tell; an unsubscribe or complaint email itself is `excluded` by the scorer and never
-//! notifies.
+//! Opt-outs: the CRM sink writes each address an email asks to remove (an unsubscribe answer,
+//! a complaint naming a recipient: `services/crm-sink/src/backend/signals.rs`) to the `opt-outs`
+//! table with the email's `received_at`; a lead from that sender received from then on is not
+//! notified. The table is followed as it grows, so a lead processed before the opt-out reached
+//! it is notified (the two emails raced through different partitions); a lead received before
+//! the opt-out is never suppressed by it, whatever the order they are processed in. The
+//! unsubscribe or complaint email itself is `excluded` by the scorer and never notifies.
 
 pub mod deliver;
 pub mod events;
@@ -35,10 +39,12 @@ pub mod ledger;
 pub mod message;
 pub mod settings;
 
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use mailstream_runtime::erasure::Erasures;
-use mailstream_runtime::records::ScoredLead;
+use mailstream_runtime::records::{OptOut, ScoredLead};
+use mailstream_runtime::table::GlobalTable;
 use mailstream_runtime::{
     BuildContext, Incoming, Outputs, ProcessError, Processor, RestoreContext, RuntimeError,
     Topology,
@@ -50,6 +56,9 @@ use ledger::{Ledger, Notification};
 use message::Facts;
 pub use settings::NotifierSettings;
 
+/// The opt-outs table topic (written by the CRM sink).
+pub const OPT_OUTS: &str = "opt-outs";
+
 /// The notifier processor.
 pub struct Notifier {
     settings: NotifierSettings,
@@ -57,6 +66,8 @@ pub struct Notifier {
     sender: Sender,
     ledger: Ledger,
     erasures: Option<Erasures>,
+    /// Addresses that asked to be removed (the CRM sink's `opt-outs` table).
+    opt_outs: Arc<GlobalTable<OptOut>>,
     metrics: NotifierMetrics,
 }
 
@@ -68,7 +79,7 @@ fn now_ms() -> i64 {
 }
 
 /// Builds the notifier: registers its metrics, connects the record producer, follows the
-/// erasures table.
+/// erasures and opt-outs tables.
 pub async fn build(
     ctx: BuildContext,
     settings: NotifierSettings,
@@ -77,6 +88,8 @@ pub async fn build(
     let topology = Topology::embedded()?;
     let ledger = Ledger::start(&ctx.config, &ctx.naming(), &topology).await?;
     let erasures = Erasures::start(&ctx.config, &ctx.naming(), ctx.shutdown.clone()).await?;
+    let opt_outs =
+        GlobalTable::start(&ctx.config, &ctx.naming(), OPT_OUTS, ctx.shutdown.clone()).await?;
     let sender = Sender::new(&settings, ctx.shutdown.clone()).map_err(RuntimeError::Processor)?;
     let channels = deliver::channels(&settings);
     let names: Vec<&str> = channels.iter().map(|c| c.kind.name()).collect();
@@ -87,6 +100,7 @@ pub async fn build(
         sender,
         ledger,
         erasures,
+        opt_outs,
         metrics,
     })
 }
@@ -172,6 +186,13 @@ impl Notifier {
             .is_some_and(|e| e.erased(&lead.resolved.email))
         {
             return Some("erased");
+        }
+        let sender = lead.sender_email.as_deref().map(str::to_ascii_lowercase);
+        if sender
+            .and_then(|s| self.opt_outs.get(&s))
+            .is_some_and(|o| o.opted_out_at <= lead.received_at)
+        {
+            return Some("opted-out");
         }
         let max_age = self.settings.max_age()?;
         let age = now_ms().saturating_sub(lead.received_at);

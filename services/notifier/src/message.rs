@@ -73,7 +73,9 @@ impl Facts {
             sender_email: lead.sender_email.clone(),
             sender_name,
             company,
-            subject: lead.subject.clone(),
+            // The rules' visibility `metadata` keeps the subject out of the CRM, and out of
+            // the channel too.
+            subject: lead.subject.clone().filter(|_| lead.shows_subject()),
             score: lead.score,
             status: lead.status.clone(),
             reasons,
