@@ -429,15 +429,32 @@ print_status() {
   return "$down"
 }
 
+# live_prefixes — the topic prefixes (MAILSTREAM_TOPIC_PREFIX) of the mailstream processes
+# running now: a benchmark or a test still using its topics.
+live_prefixes() {
+  local environ
+  for environ in /proc/[0-9]*/environ; do
+    { tr '\0' '\n' <"$environ"; } 2>/dev/null | sed -n 's/^MAILSTREAM_TOPIC_PREFIX=\(..*\)$/\1/p' || true
+  done | sort -u
+}
+
 # delete_topics REGEX [BOOTSTRAP] — delete every topic whose name matches REGEX (quietly; none is
-# fine) on the single broker, or on BOOTSTRAP (e.g. "$CLUSTER_BOOTSTRAP").
+# fine) on the single broker, or on BOOTSTRAP (e.g. "$CLUSTER_BOOTSTRAP"), but those of a
+# prefix a running process still uses (a benchmark beside the tests keeps its topics).
 delete_topics() {
-  local found bootstrap=${2:-$HOST:$MAILSTREAM_KAFKA_PORT}
-  found=$("$DEV_DIR/kafka-tool" org.apache.kafka.tools.TopicCommand \
-    --bootstrap-server "$bootstrap" --list 2>/dev/null | grep -cE "^($1)$" || true)
-  ((found > 0)) || return 0
-  log "deleting $found leftover topics matching $1 on $bootstrap"
+  local names live pattern bootstrap=${2:-$HOST:$MAILSTREAM_KAFKA_PORT}
+  names=$("$DEV_DIR/kafka-tool" org.apache.kafka.tools.TopicCommand \
+    --bootstrap-server "$bootstrap" --list 2>/dev/null | grep -E "^($1)$" || true)
+  live=$(live_prefixes)
+  if [[ -n $names && -n $live ]]; then
+    names=$(grep -vF -f <(printf '%s\n' "$live") <<<"$names" || true)
+  fi
+  [[ -n $names ]] || return 0
+  log "deleting $(wc -l <<<"$names") leftover topics matching $1 on $bootstrap"
+  # Their exact names, dots escaped, as one regular expression.
+  pattern=${names//./\\.}
+  pattern=${pattern//$'\n'/|}
   "$DEV_DIR/kafka-tool" org.apache.kafka.tools.TopicCommand \
-    --bootstrap-server "$bootstrap" --delete --topic "$1" >/dev/null 2>&1 ||
+    --bootstrap-server "$bootstrap" --delete --topic "($pattern)" >/dev/null 2>&1 ||
     log "could not delete topics matching $1 on $bootstrap (continuing)"
 }

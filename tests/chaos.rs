@@ -15,18 +15,12 @@
 //! The two runs take turns.
 
 use mailstream_tests::chaos::{ChaosOptions, run};
+use mailstream_tests::env_or;
 use tokio::sync::Mutex;
 
 /// The two runs one after the other: both restart or stop the shared registry, and each
 /// takes the machine's two cores.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_loss_no_duplicate_through_kills_restarts_and_crm_faults() {

@@ -43,7 +43,7 @@ use tokio::sync::{Mutex, oneshot};
 
 use crate::cluster::Cluster;
 use crate::corpus::{CorpusOptions, Templates, load_tables};
-use crate::crm::{Burst, Cut, FakeCrm, Rows};
+use crate::crm::{Burst, Cut, FakeCrm, Link, Rows};
 use crate::http_get;
 use crate::pipeline::{
     OUTAGE_GRACE, Pipeline, PipelineOptions, STREAM_PROCESSORS, Sink, input_of, metric_if_served,
@@ -739,6 +739,25 @@ pub async fn run(o: ChaosOptions) -> anyhow::Result<ChaosReport> {
             .push(format!("{}/{}", record.partition, record.offset));
     }
     report.relinked = per_id.keys().filter(|(relinked, _)| *relinked).count();
+    // Each activity hangs where the resolver's last word on its email put it (a relinked
+    // record's thread, parent and deal over the first one's).
+    let mut last: BTreeMap<&str, Link> = BTreeMap::new();
+    for value in &values {
+        if value.thread_relinked || !last.contains_key(value.message_id.as_str()) {
+            let link = (
+                value.thread_id.clone(),
+                value.thread_parent.clone(),
+                value.deal_id.clone(),
+            );
+            last.insert(value.message_id.as_str(), link);
+        }
+    }
+    report.links_wrong = rows
+        .links
+        .iter()
+        .filter(|(id, link)| last.get(id.as_str()).is_some_and(|want| want != *link))
+        .map(|(id, link)| format!("{id}: {link:?}, resolved as {:?}", last[id.as_str()]))
+        .collect();
     report.resolved_twice = per_id
         .iter()
         .filter(|(_, at)| at.len() > 1)

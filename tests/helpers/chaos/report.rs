@@ -44,6 +44,9 @@ pub struct ChaosReport {
     /// Replies linked once their parent arrived (a second, `thread_relinked` record).
     pub relinked: usize,
     pub resolved_missing: Vec<String>,
+    /// CRM activities whose thread, parent or deal is not what the resolver's last record of
+    /// their email says.
+    pub links_wrong: Vec<String>,
     /// The long outages of the registry and the brokers (`registry_outage`, `kafka_outage`).
     pub outages: Vec<Outage>,
 }
@@ -261,6 +264,13 @@ impl ChaosReport {
                 self.resolved_missing.first()
             ));
         }
+        if !self.links_wrong.is_empty() {
+            f.push(format!(
+                "{} CRM activities not linked as resolved (e.g. {:?})",
+                self.links_wrong.len(),
+                self.links_wrong.first()
+            ));
+        }
         let steps_planned = 2 * (o.instances.max(1) - 1) * STREAM_PROCESSORS.len();
         if self.scale_steps.len() != steps_planned {
             f.push(format!(
@@ -359,10 +369,11 @@ impl fmt::Display for ChaosReport {
         )?;
         writeln!(
             f,
-            "  resolved        {} message ids twice, {} without a record; {} replies relinked after their parent",
+            "  resolved        {} message ids twice, {} without a record; {} replies relinked after their parent; {} CRM activities linked otherwise",
             self.resolved_twice.len(),
             self.resolved_missing.len(),
-            self.relinked
+            self.relinked,
+            self.links_wrong.len()
         )?;
         let exits: usize = self.unexpected_exits.values().map(Vec::len).sum();
         let in_outage: u32 = self.exits_in_outage.values().sum();
