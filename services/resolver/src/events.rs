@@ -72,7 +72,7 @@ impl ResolverMetrics {
             IntCounterVec::new(
                 Opts::new(
                     "resolver_contacts_refused_total",
-                    "Unknown senders not proposed as contacts, by reason (policy, bounce, bulk, automatic, role, free-mail).",
+                    "Unknown senders not proposed as contacts, by reason (policy, bounce, bulk, automatic, role, free-mail, ours).",
                 ),
                 &["reason"],
             ),

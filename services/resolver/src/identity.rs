@@ -119,7 +119,15 @@ impl Resolution {
                 matched_by: "domain".into(),
             }),
         };
+        // Mail we sent: from our domains, and not a forward or a form (whose lead is someone
+        // else, named in them).
+        let outbound = email.forwarded.is_none()
+            && email.form.is_none()
+            && sender_domain
+                .as_deref()
+                .is_some_and(|d| self.our_domains.contains(d));
         let refusal = match (&contact, &sender_email) {
+            (None, Some(_)) if outbound => Some(Refusal::Ours),
             (None, Some(address)) => self.contacts.refusal(&email, address, free_mail),
             _ => None,
         };
@@ -163,6 +171,7 @@ impl Resolution {
             thread_id,
             thread_parent,
             thread_relinked: false,
+            outbound,
             email,
         };
         (resolved, refusal)

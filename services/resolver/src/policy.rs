@@ -71,17 +71,22 @@ pub enum Refusal {
     Automatic,
     Role,
     FreeMail,
+    /// The sender is on our domains: mail we sent ([`ResolvedEmail::outbound`]).
+    ///
+    /// [`ResolvedEmail::outbound`]: mailstream_runtime::records::ResolvedEmail::outbound
+    Ours,
 }
 
 impl Refusal {
     /// Every reason, for metrics that exist from the start.
-    pub const ALL: [Refusal; 6] = [
+    pub const ALL: [Refusal; 7] = [
         Refusal::Policy,
         Refusal::Bounce,
         Refusal::Bulk,
         Refusal::Automatic,
         Refusal::Role,
         Refusal::FreeMail,
+        Refusal::Ours,
     ];
 
     /// The reason's name in metrics and logs.
@@ -93,6 +98,7 @@ impl Refusal {
             Refusal::Automatic => "automatic",
             Refusal::Role => "role",
             Refusal::FreeMail => "free-mail",
+            Refusal::Ours => "ours",
         }
     }
 }

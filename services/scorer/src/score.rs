@@ -6,10 +6,10 @@
 //! so the same input and the same rules always give the same record (the lead's `updated_at` is
 //! the email's `received_at`, not the time of scoring).
 //!
-//! Auto-replies, delivery reports and list mail are not scored: they get status `excluded`, score
-//! 0, an empty breakdown and the tags that say why (`auto-reply`, `list`; `bounce` for a failed
-//! delivery only, `delayed`, `challenge` or `complaint` for the other reports), and are still
-//! written to `scored` (never dropped), but not to `leads`.
+//! Auto-replies, delivery reports, list mail and mail we sent are not scored: they get status
+//! `excluded`, score 0, an empty breakdown and the tags that say why (`auto-reply`, `list`,
+//! `outbound`; `bounce` for a failed delivery only, `delayed`, `challenge` or `complaint` for
+//! the other reports), and are still written to `scored` (never dropped), but not to `leads`.
 
 use mailstream_runtime::records::{Lead, ResolvedEmail, Routing, RuleHit, ScoredLead};
 
@@ -82,6 +82,7 @@ fn exclusion_tags(email: &ResolvedEmail) -> Vec<String> {
             "delivery-report",
         ),
         (parsed.list.is_some(), "list"),
+        (email.outbound, "outbound"),
     ]
     .into_iter()
     .filter(|(set, _)| *set)
@@ -506,6 +507,15 @@ mod tests {
         let delayed = score(&d, &rules());
         assert_eq!(delayed.status, Status::Excluded);
         assert_eq!(delayed.tags, ["delayed", "new-contact"]);
+        // Mail we sent is not a lead.
+        let mut ours = plain();
+        ours.outbound = true;
+        ours.new_contact = None;
+        let ours = score(&ours, &rules());
+        assert_eq!(
+            (ours.status, ours.tags),
+            (Status::Excluded, vec!["outbound".to_string()])
+        );
         let scored = scored_record(e, &rules());
         assert_eq!(scored.status, "excluded");
         assert_eq!(lead_of(&scored), None, "excluded mail sets no lead state");

@@ -166,6 +166,22 @@ fn a_reply_joins_the_thread_and_deal_of_its_parent() {
 }
 
 #[test]
+fn our_reply_is_outbound_in_its_thread_and_proposes_no_contact() {
+    let mut e = email("Dana@In.Example.com");
+    e.in_reply_to = Some("first@acme.io".into());
+    e.envelope_rcpt_to = vec!["journal@in.example.com".into()];
+    let (r, refusal) = resolution().resolve_explained(e, &directory());
+    assert!(r.outbound, "from one of our domains");
+    assert_eq!(r.thread_id, "first@acme.io");
+    assert_eq!(r.deal_id.as_deref(), Some("42"));
+    assert!(r.new_contact.is_none(), "we are not our own contacts");
+    assert_eq!(refusal, Some(Refusal::Ours));
+    // A customer's email is not.
+    let r = resolution().resolve(email("new.person@acme.io"), &directory());
+    assert!(!r.outbound);
+}
+
+#[test]
 fn an_email_with_unknown_parents_starts_the_thread_of_its_oldest_reference() {
     let mut e = email("x@y.test");
     e.references = vec!["root@a.test".into(), "mid@a.test".into()];
@@ -241,6 +257,7 @@ fn a_forwarded_email_resolves_to_its_original_sender_and_a_form_to_its_person() 
         ..Forwarded::default()
     });
     let r = resolution().resolve(forwarded, &directory());
+    assert!(!r.outbound, "forwarded by us, written by the lead");
     assert_eq!(r.sender_email.as_deref(), Some("ali@acme.io"));
     assert_eq!(r.contact.map(|c| c.contact_id).as_deref(), Some("c-ali"));
     let kept = r.email.forwarded.and_then(|f| f.forwarder);

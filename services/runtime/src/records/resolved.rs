@@ -59,6 +59,10 @@ pub struct ResolvedEmail {
     /// that follow. Each message id has one record without this, and at most one with it.
     #[serde(default)]
     pub thread_relinked: bool,
+    /// Mail we sent (the sender is on our domains; not a forward or a form): not a lead, the
+    /// first response to its thread's inbound emails.
+    #[serde(default)]
+    pub outbound: bool,
 }
 
 #[cfg(test)]
@@ -110,6 +114,7 @@ pub(crate) mod tests {
             thread_id: "m0@example.com".into(),
             thread_parent: Some("m0@example.com".into()),
             thread_relinked: true,
+            outbound: true,
         }
     }
 
