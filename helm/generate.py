@@ -648,6 +648,23 @@ def dashboard():
              "Lead status given by the scorer: qualified, review, nurture, excluded (mailstream_scorer_records_total).", w=18)
     b.next_line(8)
 
+    b.row("Sales KPIs")
+    scored = "mailstream_scorer_records_total"
+    b.stat("Qualification conversion (range)",
+           increase(scored, 'status="qualified"') + " / " + increase(scored, 'status!="excluded"'), "percentunit", 0,
+           "Leads scored qualified over every email scored as a lead (auto-replies, reports, lists and our own mail excluded; "
+           "mailstream_scorer_records_total{status}).")
+    first = "mailstream_crm_first_response_seconds_bucket"
+    b.stat("Time to first response p50 (range)",
+           f"histogram_quantile(0.5, sum by (le) (increase({first}{sel()}[$__range])))", "s", 6,
+           "From an inbound email's received_at to the first email of ours in its thread, seen through a journal or BCC "
+           "address (resolver our_domains; PostgreSQL CRM: mailstream_crm_first_response_seconds).")
+    b.stat("Time to first response p95 (range)",
+           f"histogram_quantile(0.95, sum by (le) (increase({first}{sel()}[$__range])))", "s", 12)
+    b.stat("Inbound emails answered (range)", increase("mailstream_crm_first_response_seconds_count"), "short", 18,
+           "Inbound emails that got their first response from us (mailstream_crm_first_response_seconds_count).")
+    b.next_line(5)
+
     b.row("CRM sink KPIs")
     latency = "mailstream_crm_write_latency_seconds_bucket"
     b.stat("Email → CRM p50 (range)", f"histogram_quantile(0.5, sum by (le) (increase({latency}{sel()}[$__range])))", "s", 0,

@@ -12,6 +12,8 @@
 //! - Dry run: results say `dry-run`, and the database is not touched.
 //! - Bounces, opt-outs and departures change the contacts they name; leads keep the scorer's
 //!   routing; a replay changes neither.
+//! - Time to first response: an email of ours answers the earlier inbound emails of its thread
+//!   once, in whichever order the sink meets them; a replay times nothing again.
 //! - Throughput (ignored: a measurement, not a check).
 
 use std::collections::HashMap;
@@ -528,6 +530,97 @@ async fn contacts_learn_from_bounces_opt_outs_and_departures_and_leads_keep_thei
     }
     let log = sink_log(&env, "a");
     assert!(!log.contains("kim@client.test") && !log.contains("lee@client.test"));
+}
+
+/// Time to first response (issue 19). Thread A: two inbound emails, then two of our replies
+/// (journal copies: `outbound`, excluded): the first reply answers both, the second nothing.
+/// Thread B: our reply reaches the sink before the inbound email it answers (they came through
+/// different partitions); the inbound activity is written already answered. A replay of
+/// everything times nothing again and rewrites no row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_responses_are_timed_once_whatever_the_order() {
+    let env = TestEnv::new("crmttfr");
+    let schema = schema_of(&env);
+    let url = database_url();
+    let settings = [
+        ("MAILSTREAM_CRM_SINK_DATABASE_URL", url.as_str()),
+        ("MAILSTREAM_CRM_SINK_SCHEMA", schema.as_str()),
+    ];
+    let t = now_ms() - 3_600_000;
+    let minute = 60_000;
+    let inbound = |id: &str, thread: &str, at: i64| {
+        let mut l = reply_lead(id, "kim@client.test", at);
+        l.thread_id = thread.into();
+        l.resolved.thread_id = thread.into();
+        l
+    };
+    let ours = |id: &str, thread: &str, at: i64| {
+        let mut l = inbound(id, thread, at);
+        (l.score, l.status, l.routing, l.breakdown) = (0, "excluded".into(), None, Vec::new());
+        l.tags = vec!["outbound".into()];
+        l.sender_email = Some("dana@in.example.com".into());
+        let r = &mut l.resolved;
+        r.outbound = true;
+        r.sender_email = Some("dana@in.example.com".into());
+        r.new_contact = None;
+        l
+    };
+    let stages = [
+        vec![
+            inbound("a1@client.test", "a1@client.test", t),
+            inbound("a2@client.test", "a1@client.test", t + minute),
+        ],
+        vec![ours("r1@in.example.com", "a1@client.test", t + 2 * minute)],
+        vec![ours("r2@in.example.com", "a1@client.test", t + 3 * minute)],
+        vec![ours("rb@in.example.com", "b1@client.test", t + 5 * minute)],
+        vec![inbound("b1@client.test", "b1@client.test", t + 4 * minute)],
+    ];
+    const COUNT: &str = "mailstream_crm_first_response_seconds_count";
+    const SUM: &str = "mailstream_crm_first_response_seconds_sum";
+    let port = free_port();
+    let mut run = spawn_sink(&env, "a", port, &settings);
+    let mut sent = 0;
+    for stage in &stages {
+        produce_leads(&env, stage).await;
+        sent += stage.len();
+        assert_eq!(results(&env, sent).await.len(), sent);
+    }
+    let counted = sink_metric_until(port, COUNT, &[], 3.0).await;
+    let waited = sink_metric(port, SUM, &[]).await;
+    terminate(&mut run, Duration::from_secs(30));
+    assert_eq!(counted, 3.0, "a1, a2 and b1 answered, each once");
+    assert_eq!(
+        waited,
+        120.0 + 60.0 + 60.0,
+        "r1 − a1, r1 − a2, rb − b1 in seconds"
+    );
+    let answered = psql_rows(&format!(
+        "SELECT message_id, coalesce(extract(epoch FROM first_response_at - received_at)::text, '-') \
+         FROM {schema}.email_activities ORDER BY message_id"
+    ));
+    let seconds = |id: &str, s: &str| [id.to_string(), s.to_string()];
+    assert_eq!(
+        answered,
+        [
+            seconds("a1@client.test", "120.000000"),
+            seconds("a2@client.test", "60.000000"),
+            seconds("b1@client.test", "60.000000"),
+        ],
+        "our replies are not written as activities (excluded), and answer the inbound ones"
+    );
+
+    let before = snapshot(&schema);
+    env.reset_to_earliest("crm-sink");
+    let port = free_port();
+    let mut replay = spawn_sink(&env, "a", port, &settings);
+    assert_eq!(results(&env, 2 * sent).await.len(), 2 * sent);
+    let again = sink_metric(port, COUNT, &[]).await;
+    terminate(&mut replay, Duration::from_secs(30));
+    assert_eq!(again, 0.0, "a replay answers nothing again");
+    let after = snapshot(&schema);
+    for table in TABLES {
+        assert_eq!(before[*table], after[*table], "{table}: no row rewritten");
+    }
 }
 
 /// PostgreSQL writes a whole batch in one database transaction, and any failed statement aborts

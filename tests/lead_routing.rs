@@ -3,7 +3,8 @@
 //! PostgreSQL. A German email about a quote reaches the DACH team's active owner (by its
 //! language: the sender's domain is a .com), an English support request the default team; the
 //! `scored` records explain both (intent rule and evidence, language, route). A visibility rule
-//! keeps a law firm's email to metadata in the CRM: no subject, no text.
+//! keeps a law firm's email to metadata in the CRM: no subject, no text. Our answer to the
+//! German email, copied to a journal address, is not a lead and times the first response.
 
 use std::time::Duration;
 
@@ -105,9 +106,28 @@ async fn a_german_quote_request_reaches_the_dach_owner_and_support_the_default_t
     )
     .await;
     assert_eq!(results.len(), emails.len(), "both emails reached the CRM");
+    // Anna answers the German email; the journal address gets a copy.
+    let answer = format!(
+        "From: Anna <anna@{SAMPLE_DOMAIN}>\r\nTo: kai@kunde-gmbh.com\r\nSubject: Re: Angebot\r\n\
+         Message-ID: <answer-1@{SAMPLE_DOMAIN}>\r\nIn-Reply-To: <route-de@kunde-gmbh.com>\r\n\
+         References: <route-de@kunde-gmbh.com>\r\nDate: Mon, 07 Dec 2026 09:30:00 +0100\r\n\
+         MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+         Guten Tag, anbei unser Angebot.\r\n"
+    );
+    let journal = format!("journal@{SAMPLE_DOMAIN}");
+    crm.send(&answer, &format!("anna@{SAMPLE_DOMAIN}"), &[&journal]);
+    let all = emails.len() + 1;
+    let results = collect(
+        &env.consumer(&["crm-results"]),
+        all,
+        Duration::from_secs(60),
+        Duration::ZERO,
+    )
+    .await;
+    assert_eq!(results.len(), all, "the answer has its crm-result");
     let scored = collect(
         &env.consumer(&["scored"]),
-        emails.len(),
+        all,
         Duration::from_secs(10),
         Duration::ZERO,
     )
@@ -174,4 +194,34 @@ async fn a_german_quote_request_reaches_the_dach_owner_and_support_the_default_t
         .expect("scored");
     assert_eq!(kept.visibility, "metadata");
     assert!(kept.subject.is_some(), "the scored topic keeps the subject");
+
+    // Our answer: not a lead, in the German email's thread; no contact for Anna; the German
+    // email is answered, the others are not.
+    let answer = scored
+        .iter()
+        .find(|s| s.message_id == format!("answer-1@{SAMPLE_DOMAIN}"))
+        .expect("the answer was scored");
+    assert!(answer.resolved.outbound, "from our domain");
+    assert_eq!(
+        (answer.status.as_str(), answer.tags.as_slice()),
+        ("excluded", &["outbound".to_string()][..])
+    );
+    assert_eq!(answer.thread_id, "route-de@kunde-gmbh.com");
+    let answered = psql_rows(&format!(
+        "SELECT message_id, (first_response_at IS NOT NULL)::text FROM {schema}.email_activities \
+         ORDER BY message_id"
+    ));
+    assert_eq!(
+        answered,
+        [
+            ["counsel-1@lawfirm.example", "false"],
+            ["route-de@kunde-gmbh.com", "true"],
+            ["route-en@shop.example", "false"],
+        ],
+        "the answer is no activity of its own (excluded) and answers its thread only"
+    );
+    let anna = psql_rows(&format!(
+        "SELECT count(*)::text FROM {schema}.contacts WHERE email LIKE 'anna@%'"
+    ));
+    assert_eq!(anna, [["0"]], "we are not our own contacts");
 }

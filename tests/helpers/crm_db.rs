@@ -21,6 +21,7 @@ pub const TABLES: &[&str] = &[
     "attachments",
     "leads",
     "follow_ups",
+    "responses",
 ];
 
 /// `dev/samples/`: the sample emails and the contacts/accounts CSV exports.

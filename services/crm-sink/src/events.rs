@@ -11,6 +11,7 @@
 //! | `crm_contact_coverage_total{known}` | emails whose sender was already a known contact |
 //! | `crm_attachments_total{outcome}` | attachment success (ok, failed) |
 //! | `crm_activities_total`, `crm_unique_messages_total` | duplication = activities / unique messages (stays 1.0) |
+//! | `crm_first_response_seconds` | time to first response: from an inbound email's `received_at` to the first email of ours in its thread (a journal or BCC copy, `resolved.outbound`), once per inbound email (PostgreSQL backend) |
 //! | `crm_tickets_total{outcome}` | helpdesk tickets of low-qualified support leads: `opened`, `existing` (a replay met the ticket), `refused` (a follow-up) |
 //! | `crm_contact_signals_total{signal}` | contacts changed by what an email said: `bouncing` (a hard bounce), `opted-out` (unsubscribe, complaint), `left` (left the company) |
 //! | `crm_sink_blocked{cause}` | 1 while the sink makes no progress because of the CRM: `unavailable` (down, failing, asking us to wait), `auth` (credentials refused: fix the setting the ERROR log names) or `tls` (PostgreSQL's TLS handshake refused: fix `database_ca_file` or the `sslmode` of `database_url`, as the ERROR log says) |
@@ -48,6 +49,7 @@ pub const OUTCOMES: [&str; 5] = [
 #[derive(Clone)]
 pub struct SinkMetrics {
     latency: Histogram,
+    first_response: Histogram,
     writes: IntCounterVec,
     failures: IntCounterVec,
     coverage: IntCounterVec,
@@ -71,6 +73,19 @@ impl SinkMetrics {
                 .buckets(vec![
                     0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 45.0, 60.0, 90.0, 120.0,
                     180.0, 300.0, 600.0, 1800.0, 3600.0,
+                ]),
+            ),
+        )?;
+        let first_response = register(
+            registry,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "crm_first_response_seconds",
+                    "Time from an inbound email's received_at to the first email of ours in its thread.",
+                )
+                .buckets(vec![
+                    60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0,
+                    172800.0, 604800.0,
                 ]),
             ),
         )?;
@@ -157,6 +172,7 @@ impl SinkMetrics {
         }
         Ok(Self {
             latency,
+            first_response,
             writes,
             failures,
             coverage,
@@ -390,6 +406,13 @@ pub fn message_committed(m: &SinkMetrics, outcome: &MessageOutcome) {
         m.attachments
             .with_label_values(&["failed"])
             .inc_by(u64::from(outcome.attachments_failed));
+    }
+}
+
+/// Inbound emails answered first by what a batch committed: the milliseconds each waited.
+pub fn first_responses(m: &SinkMetrics, waits: &[i64]) {
+    for wait in waits {
+        m.first_response.observe((*wait).max(0) as f64 / 1000.0);
     }
 }
 

@@ -2,7 +2,10 @@
 //! written goes to `crm-results` (keyed by message id, for audit); contacts it creates go back to
 //! the `contacts` table topic, so the resolver knows them from then on; an address that asks to
 //! be removed (an unsubscribe answer, a complaint) goes to the `opt-outs` table topic, which the
-//! notifier reads.
+//! notifier reads. An email of ours (`resolved.outbound`, a journal or BCC copy; excluded, so
+//! not written unless `write_excluded`) is recorded as the first response to the inbound emails
+//! of its thread ([`CrmBackend::record_response`]; PostgreSQL's `first_response_at`,
+//! `crm_first_response_seconds`).
 //!
 //! Effectively once: the runtime processes a record inside an open Kafka transaction and commits
 //! the input offsets with the outputs only after the backend's writes are durable (when `write`
@@ -61,7 +64,7 @@ use backend::postgres_tls::{Connector, Target};
 use backend::rest::{Endpoints, HttpClient, RestBackend};
 use backend::signals::{ContactSignal, Signals};
 use backend::tryton::{TrytonBackend, TrytonServer};
-use backend::{AnyBackend, CrmBackend, WritePlan};
+use backend::{AnyBackend, CrmBackend, Response, WritePlan};
 use error::Failure;
 use events::{MessageOutcome, SinkMetrics};
 use helpdesk::Helpdesk;
@@ -92,6 +95,8 @@ pub struct CrmSink {
     metrics: SinkMetrics,
     /// Per-message outcomes of the open transaction, counted when it commits.
     pending: Vec<MessageOutcome>,
+    /// The waits (ms) of inbound emails the open batch answered first, observed at commit.
+    answered: Vec<i64>,
     /// Messages whose activity a write created and whose result has not committed yet (kept
     /// across aborts, so the attempt that commits knows it is the first write).
     created: HashSet<String>,
@@ -160,6 +165,7 @@ pub async fn build(ctx: BuildContext, settings: CrmSinkSettings) -> Result<CrmSi
         erasures,
         metrics,
         pending: Vec::new(),
+        answered: Vec::new(),
         created: HashSet::new(),
     })
 }
@@ -473,6 +479,15 @@ impl Processor for CrmSink {
                 }
             }
         }
+        // An email of ours answers its thread's inbound emails, whether or not it is written.
+        if let Some(response) = Response::of(&lead)
+            && let Some(backend) = self.backend.as_mut()
+        {
+            match backend.record_response(&response, deadline).await {
+                Ok(waits) => self.answered.extend(waits),
+                Err(failure) => return Err(self.failed(failure)),
+            }
+        }
         if lead.status == "excluded" && !self.write_excluded {
             return self.skip(&lead, "excluded", out);
         }
@@ -493,6 +508,7 @@ impl Processor for CrmSink {
             }
         };
         events::unblocked(&self.metrics);
+        self.answered.extend(report.first_response_ms);
         if report.activity_created {
             events::activity_created(&self.metrics, self.backend_name, &plan.message_id);
             if self.created.len() >= MAX_UNCOMMITTED_CREATED {
@@ -571,6 +587,7 @@ impl Processor for CrmSink {
     }
 
     fn on_commit(&mut self) {
+        events::first_responses(&self.metrics, &std::mem::take(&mut self.answered));
         for mut outcome in std::mem::take(&mut self.pending) {
             outcome.first_write = self.created.remove(&outcome.message_id);
             events::message_committed(&self.metrics, &outcome);
@@ -579,6 +596,7 @@ impl Processor for CrmSink {
 
     fn on_abort(&mut self) {
         self.pending.clear();
+        self.answered.clear();
         if let Some(backend) = self.backend.as_mut() {
             backend.rollback();
         }

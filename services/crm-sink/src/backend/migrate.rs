@@ -33,6 +33,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0005_meetings",
         include_str!("../../migrations/0005_meetings.sql"),
     ),
+    (
+        6,
+        "0006_first_responses",
+        include_str!("../../migrations/0006_first_responses.sql"),
+    ),
 ];
 
 /// The double-quoted identifier of `schema` (validated by the settings as `[a-z_][a-z0-9_]*`).

@@ -414,6 +414,29 @@ pub struct WriteReport {
     pub follow_ups: Vec<String>,
     /// Calls made, retries included.
     pub attempts: u32,
+    /// The activity was created already answered (an email of ours in its thread was recorded
+    /// first): the milliseconds from it to that answer.
+    pub first_response_ms: Option<i64>,
+}
+
+/// An email of ours (`resolved.outbound`): the answer to the inbound emails of its thread
+/// received before it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub message_id: String,
+    pub thread_id: String,
+    pub received_at: DateTime<Utc>,
+}
+
+impl Response {
+    /// The response `lead` is, if it is an email of ours.
+    pub fn of(lead: &ScoredLead) -> Option<Self> {
+        lead.resolved.outbound.then(|| Self {
+            message_id: lead.message_id.clone(),
+            thread_id: lead.resolved.thread_id.clone(),
+            received_at: DateTime::from_timestamp_millis(lead.received_at).unwrap_or_default(),
+        })
+    }
 }
 
 /// A CRM the sink writes to. `write` returns once the write is durable, and writing the same
@@ -450,6 +473,20 @@ pub trait CrmBackend: Send + 'static {
         deadline: Instant,
     ) -> impl Future<Output = Result<Vec<&'static str>, Failure>> + Send {
         let _ = (signals, deadline);
+        async { Ok(Vec::new()) }
+    }
+
+    /// Records an email of ours as the first response to the inbound emails of its thread
+    /// that had none, and returns the milliseconds each waited for it. Idempotent: the same
+    /// response again answers nothing. Like [`CrmBackend::write`], it may be held back until
+    /// [`CrmBackend::commit`]. A backend that does not keep the time answers none (the HTTP
+    /// CRMs: their own reports time responses).
+    fn record_response(
+        &mut self,
+        response: &Response,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<Vec<i64>, Failure>> + Send {
+        let _ = (response, deadline);
         async { Ok(Vec::new()) }
     }
 }
@@ -509,6 +546,19 @@ impl CrmBackend for AnyBackend {
             Self::Rest(b) => b.record_signals(signals, deadline).await,
             Self::Hubspot(b) => b.record_signals(signals, deadline).await,
             Self::Tryton(b) => b.record_signals(signals, deadline).await,
+        }
+    }
+
+    async fn record_response(
+        &mut self,
+        response: &Response,
+        deadline: Instant,
+    ) -> Result<Vec<i64>, Failure> {
+        match self {
+            Self::Postgres(b) => b.record_response(response, deadline).await,
+            Self::Rest(b) => b.record_response(response, deadline).await,
+            Self::Hubspot(b) => b.record_response(response, deadline).await,
+            Self::Tryton(b) => b.record_response(response, deadline).await,
         }
     }
 }

@@ -62,6 +62,7 @@
 //! Start-up logs whether the session is encrypted.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -71,10 +72,11 @@ use tokio_postgres::{Client, NoTls};
 use super::postgres_sql::{classify, safe_error};
 use super::postgres_tls::{Connector, Target};
 use super::postgres_write::{
-    Own, Shared, prepare_own, prepare_shared, write_own, write_shared, write_signals,
+    Own, Shared, prepare_own, prepare_shared, write_own, write_response, write_shared,
+    write_signals,
 };
 use super::signals::Signals;
-use super::{CrmBackend, WritePlan, WriteReport, migrate};
+use super::{CrmBackend, Response, WritePlan, WriteReport, migrate};
 use crate::error::{Failure, FailureClass, tls_remedy};
 use crate::events;
 use crate::retry::Retrier;
@@ -422,6 +424,37 @@ impl CrmBackend for PostgresBackend {
         self.batch.written = 0;
     }
 
+    async fn record_response(
+        &mut self,
+        response: &Response,
+        deadline: Instant,
+    ) -> Result<Vec<i64>, Failure> {
+        let retrier = self.retrier.clone();
+        let tx = TxState::from(&self.batch);
+        let others = self.batch.written;
+        let connection = self.connected().await?;
+        let result = retrier
+            .run("postgres-response", deadline, || {
+                let statements = write_response(&connection.client, &connection.own, response);
+                in_batch(connection, &tx, others > 0, statements)
+            })
+            .await;
+        tx.store(&mut self.batch);
+        match result {
+            Ok((waits, _attempts)) => {
+                self.batch.written += 1;
+                Ok(waits)
+            }
+            Err(failure) => {
+                if matches!(failure, Failure::Outage { .. }) {
+                    // Reconnect before the batch is tried again.
+                    self.drop_connection();
+                }
+                Err(failure)
+            }
+        }
+    }
+
     async fn record_signals(
         &mut self,
         signals: &Signals,
@@ -512,8 +545,7 @@ async fn abandon(c: &Connection, tx: &TxState) {
     }
 }
 
-/// One attempt at writing `plan` inside the batch's transaction. When `others` were written in
-/// it, a failure lost them too: a retriable one then becomes a batch retry, not a retry here.
+/// One attempt at writing `plan` inside the batch's transaction.
 async fn write_in_batch(
     c: &Connection,
     plan: &WritePlan,
@@ -521,9 +553,27 @@ async fn write_in_batch(
     tx: &TxState,
     others: bool,
 ) -> Result<WriteReport, Failure> {
+    in_batch(
+        c,
+        tx,
+        others,
+        write_own(&c.client, &c.own, plan, shared.clone()),
+    )
+    .await
+}
+
+/// One attempt at `statements` inside the batch's transaction (opened first). When `others`
+/// were written in it, a failure lost them too: a retriable one then becomes a batch retry,
+/// not a retry here.
+async fn in_batch<T>(
+    c: &Connection,
+    tx: &TxState,
+    others: bool,
+    statements: impl Future<Output = Result<T, Failure>>,
+) -> Result<T, Failure> {
     ensure_open(c, tx).await?;
-    match write_own(&c.client, &c.own, plan, shared.clone()).await {
-        Ok(report) => Ok(report),
+    match statements.await {
+        Ok(done) => Ok(done),
         Err(failure) => {
             abandon(c, tx).await;
             Err(match failure {

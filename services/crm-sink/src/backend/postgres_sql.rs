@@ -103,35 +103,69 @@ pub const DEAL: &str = "INSERT INTO deals AS t (deal_id, account_id, source, fir
  WHERE t.account_id IS NULL AND EXCLUDED.account_id IS NOT NULL
  RETURNING deal_id";
 
-pub const ACTIVITY: &str = "INSERT INTO email_activities AS t (message_id, received_at, subject, sender_email,
+/// An activity's first response when it is written: the earliest of our emails (`responses`)
+/// in its thread (`$7`) at or after it (`$2`); none for an email of ours.
+const FIRST_RESPONSE: &str = "CASE WHEN EXISTS (SELECT 1 FROM responses x WHERE x.message_id = $1) THEN NULL
+   ELSE (SELECT min(r.received_at) FROM responses r WHERE r.thread_id = $7 AND r.received_at >= $2) END";
+
+pub static ACTIVITY: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO email_activities AS t (message_id, received_at, subject, sender_email,
    recipients, body_text, thread_id, thread_parent, contact_id, account_id, deal_id, auth, tags, source_offset,
-   meeting)
- VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+   meeting, first_response_at)
+ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, {FIRST_RESPONSE})
  ON CONFLICT (crm_key(message_id)) DO UPDATE SET received_at = EXCLUDED.received_at, subject = EXCLUDED.subject,
    sender_email = EXCLUDED.sender_email, recipients = EXCLUDED.recipients, body_text = EXCLUDED.body_text,
    thread_id = EXCLUDED.thread_id, thread_parent = EXCLUDED.thread_parent, contact_id = EXCLUDED.contact_id,
    account_id = EXCLUDED.account_id, deal_id = EXCLUDED.deal_id, auth = EXCLUDED.auth, tags = EXCLUDED.tags,
-   source_offset = EXCLUDED.source_offset, meeting = EXCLUDED.meeting
+   source_offset = EXCLUDED.source_offset, meeting = EXCLUDED.meeting,
+   first_response_at = COALESCE(t.first_response_at, EXCLUDED.first_response_at)
  WHERE EXCLUDED.source_offset > t.source_offset
    AND (EXCLUDED.received_at, EXCLUDED.subject, EXCLUDED.sender_email, EXCLUDED.recipients, EXCLUDED.body_text,
         EXCLUDED.thread_id, EXCLUDED.thread_parent, EXCLUDED.contact_id, EXCLUDED.account_id,
         EXCLUDED.deal_id, EXCLUDED.auth, EXCLUDED.tags, EXCLUDED.meeting)
        IS DISTINCT FROM (t.received_at, t.subject, t.sender_email, t.recipients, t.body_text, t.thread_id,
         t.thread_parent, t.contact_id, t.account_id, t.deal_id, t.auth, t.tags, t.meeting)
- RETURNING activity_id, (xmax = 0) AS inserted";
-
-/// The activity upserted ([`ACTIVITY`]): its id, whether it was inserted and whether the
-/// statement changed it; when it changed nothing, the row as it was (read in the same
-/// statement).
-pub static OWN_ACTIVITY: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "WITH up AS ({ACTIVITY})
- SELECT activity_id, inserted, true FROM up
- UNION ALL
- SELECT activity_id, false, false FROM email_activities
-  WHERE NOT EXISTS (SELECT 1 FROM up) AND message_id = $1"
+ RETURNING activity_id, (xmax = 0) AS inserted,
+   (extract(epoch FROM first_response_at - received_at) * 1000)::bigint AS response_ms"
     )
 });
+
+/// The activity upserted ([`ACTIVITY`]): its id, whether it was inserted, whether the
+/// statement changed it and, inserted with a first response, the milliseconds until it; when
+/// it changed nothing, the row as it was (read in the same statement).
+pub static OWN_ACTIVITY: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH up AS ({activity})
+ SELECT activity_id, inserted, true, response_ms FROM up
+ UNION ALL
+ SELECT activity_id, false, false, NULL::bigint FROM email_activities
+  WHERE NOT EXISTS (SELECT 1 FROM up) AND message_id = $1",
+        activity = *ACTIVITY
+    )
+});
+
+/// An email of ours (`$1`, in thread `$2`, received `$3`) recorded in `responses`, and the first
+/// response of the inbound activities of its thread received before it, each locked in id order
+/// (two sinks answering one thread take their locks in the same order). One row per activity
+/// it answered first: the milliseconds since it was received. A replay of the same email
+/// changes no row and returns none; a later answer recorded before an earlier one (they came
+/// through different partitions) is replaced by the earlier, without a second row.
+pub const RESPONSE: &str = "WITH r AS (
+   INSERT INTO responses AS t (message_id, thread_id, received_at) VALUES ($1, $2, $3)
+   ON CONFLICT (crm_key(message_id)) DO UPDATE SET thread_id = EXCLUDED.thread_id,
+     received_at = EXCLUDED.received_at
+   WHERE (t.thread_id, t.received_at) IS DISTINCT FROM (EXCLUDED.thread_id, EXCLUDED.received_at)
+   RETURNING 1),
+ answered AS (
+   SELECT e.activity_id, e.first_response_at IS NULL AS first FROM email_activities e
+   WHERE EXISTS (SELECT 1 FROM r) AND e.thread_id = $2 AND e.received_at <= $3
+     AND (e.first_response_at IS NULL OR e.first_response_at > $3) AND e.message_id <> $1
+     AND NOT EXISTS (SELECT 1 FROM responses x WHERE x.message_id = e.message_id)
+   ORDER BY e.activity_id FOR UPDATE OF e)
+ UPDATE email_activities a SET first_response_at = $3 FROM answered
+ WHERE a.activity_id = answered.activity_id
+ RETURNING answered.first, (extract(epoch FROM $3 - a.received_at) * 1000)::bigint";
 
 /// Every stored attachment of message `$1` (at offset `$2`) upserted in one statement: the
 /// columns come as arrays (`$3`..`$8`: filename, content type, size, sha256,

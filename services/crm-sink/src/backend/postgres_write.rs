@@ -5,7 +5,8 @@
 //! | connection | statements sent together | each |
 //! |---|---|---|
 //! | shared (autocommit) | account, contact (with its lookup), deal | its own implicit transaction: one row locked for one statement, as before |
-//! | batch (the batch's transaction) | activity (with its lookup), every attachment in one statement, every follow-up in one statement, lead | in the batch's transaction |
+//! | batch (the batch's transaction) | activity (with its lookup and its first response), every attachment in one statement, every follow-up in one statement, lead | in the batch's transaction |
+//! | batch (the batch's transaction), an email of ours | its response, and the first response of its thread's earlier inbound activities | in the batch's transaction |
 //! | shared (autocommit) | every contact signal of the email | its own implicit transaction |
 //!
 //! The batch's statements depend on the shared ones (the activity and lead carry the contact id
@@ -30,10 +31,10 @@ use tokio_postgres::{Client, Row, Statement};
 use super::postgres_sql::{
     ACCOUNT, ACCOUNT_ID_ONLY, ATTACHMENTS, CONTACT_BOUNCING, CONTACT_BY_EMAIL, CONTACT_BY_ID,
     CONTACT_LEFT, CONTACT_LOOKUP, CONTACT_OPTED_OUT, DEAL, FOLLOW_UPS, LEAD, OWN_ACTIVITY,
-    classify,
+    RESPONSE, classify,
 };
 use super::signals::{ContactSignal, Signals};
-use super::{WritePlan, WriteReport};
+use super::{Response, WritePlan, WriteReport};
 use crate::error::{Failure, FailureClass};
 
 /// The statements of the shared rows, prepared on the autocommit connection.
@@ -55,6 +56,7 @@ pub(super) struct Own {
     attachments: Statement,
     follow_ups: Statement,
     lead: Statement,
+    response: Statement,
 }
 
 pub(super) async fn prepare_shared(client: &Client) -> Result<Shared, tokio_postgres::Error> {
@@ -77,6 +79,7 @@ pub(super) async fn prepare_own(client: &Client) -> Result<Own, tokio_postgres::
         attachments: client.prepare(ATTACHMENTS).await?,
         follow_ups: client.prepare(FOLLOW_UPS).await?,
         lead: client.prepare(LEAD).await?,
+        response: client.prepare(RESPONSE).await?,
     })
 }
 
@@ -324,6 +327,9 @@ pub(super) async fn write_own(
     let activity_id: i64 = column(row, 0, "email_activities")?;
     report.activity_created = column(row, 1, "email_activities")?;
     report.changed |= column::<bool>(row, 2, "email_activities")?;
+    if report.activity_created {
+        report.first_response_ms = column(row, 3, "email_activities")?;
+    }
     report.activity_id = Some(activity_id.to_string());
     if !stored.sha256.is_empty() {
         report.changed |= !answers.next().unwrap_or_default().is_empty();
@@ -337,6 +343,28 @@ pub(super) async fn write_own(
         report.changed |= !answers.next().unwrap_or_default().is_empty();
     }
     Ok(report)
+}
+
+/// `response` in the batch's transaction ([`RESPONSE`]): the milliseconds each inbound activity
+/// it answered first had waited.
+pub(super) async fn write_response(
+    client: &Client,
+    p: &Own,
+    response: &Response,
+) -> Result<Vec<i64>, Failure> {
+    let params: [Param<'_>; 3] = [
+        &response.message_id,
+        &response.thread_id,
+        &response.received_at,
+    ];
+    let rows = pipelined(vec![send(client, &p.response, &params)]).await?;
+    let mut waits = Vec::new();
+    for row in rows.iter().flatten() {
+        if column::<bool>(row, 0, "responses")? {
+            waits.push(column(row, 1, "responses")?);
+        }
+    }
+    Ok(waits)
 }
 
 /// The contact rows `signals` change, one guarded autocommitted statement each (like the other
