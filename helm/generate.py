@@ -664,6 +664,14 @@ def dashboard():
     b.stat("Inbound emails answered (range)", increase("mailstream_crm_first_response_seconds_count"), "short", 18,
            "Inbound emails that got their first response from us (mailstream_crm_first_response_seconds_count).")
     b.next_line(5)
+    by_source = "mailstream_scorer_leads_by_source_total"
+    b.series("Leads per second, by source alias", [(rate(by_source, "source"), "{{source}}")], "ops", 0,
+             "Scored (not excluded) emails by the address of ours they came in through: demo@, partners@, a campaign's "
+             "demo+spring@ (none: none; other: past a scorer's first 100 addresses; mailstream_scorer_leads_by_source_total).")
+    b.series("Qualification conversion, by source alias",
+             [(rate(by_source, "source", 'status="qualified"') + " / " + rate(by_source, "source"), "{{source}}")],
+             "percentunit", 12, "Qualified leads over all leads of each source alias (mailstream_scorer_leads_by_source_total).")
+    b.next_line(8)
 
     b.row("CRM sink KPIs")
     latency = "mailstream_crm_write_latency_seconds_bucket"

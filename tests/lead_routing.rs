@@ -151,7 +151,8 @@ async fn a_german_quote_request_reaches_the_dach_owner_and_support_the_default_t
     assert_eq!(german.intent_rule.as_deref(), Some("buying-signal"));
     assert_eq!(german.route.as_deref(), Some("german"));
     let leads = psql_rows(&format!(
-        "SELECT message_id, intent, language, team, owner FROM {schema}.leads ORDER BY message_id"
+        "SELECT message_id, intent, language, team, owner, source_alias FROM {schema}.leads \
+         ORDER BY message_id"
     ));
     assert_eq!(
         leads,
@@ -162,6 +163,7 @@ async fn a_german_quote_request_reaches_the_dach_owner_and_support_the_default_t
                 "en",
                 "world",
                 "carla@in.mailstream.test",
+                "sales@in.mailstream.test",
             ],
             [
                 "route-de@kunde-gmbh.com",
@@ -169,6 +171,7 @@ async fn a_german_quote_request_reaches_the_dach_owner_and_support_the_default_t
                 "de",
                 "dach",
                 "anna@in.mailstream.test",
+                "sales@in.mailstream.test",
             ],
             [
                 "route-en@shop.example",
@@ -176,9 +179,10 @@ async fn a_german_quote_request_reaches_the_dach_owner_and_support_the_default_t
                 "en",
                 "world",
                 "carla@in.mailstream.test",
+                "sales@in.mailstream.test",
             ],
         ],
-        "ben is inactive: anna works every DACH account"
+        "ben is inactive: anna works every DACH account; each came in through sales@"
     );
     // The counsel's email reaches the CRM as metadata only: who, when, the score; no subject
     // and no text, in the activity or the lead (the `scored` topic keeps them).

@@ -10,11 +10,14 @@
 //! | `mailstream_scorer_rules_valid` | 1 while the rules file on disk is in force, 0 after it was refused (the previous rules are in force) |
 //! | `mailstream_scorer_records_total{status}` | emails scored, by status (`qualified`, `review`, `nurture`, `excluded`) |
 //! | `mailstream_scorer_routed_total{intent,team}` | scored emails by intent and team (`none`: no routing, or no route and no default team); labels are the rules file's own names |
+//! | `mailstream_scorer_leads_by_source_total{source,status}` | scored (not excluded) emails by the address of ours they came in through (`ResolvedEmail::source_alias`: `demo@...`, a campaign's `demo+spring@...`; `none` without one) and status: capture and qualification conversion per source alias. The first 100 addresses a process meets get their own series, later ones count as `other`, so mail to made-up addresses cannot grow the series without bound |
 //!
 //! No event carries email content: never an address, a subject or a body (logs are PII-free).
 //! Problems in a rules file are about the file, which operators write.
 
+use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use mailstream_runtime::RuntimeError;
 use mailstream_runtime::metrics::register;
@@ -32,7 +35,13 @@ pub struct ScorerMetrics {
     records: IntCounterVec,
     routed: IntCounterVec,
     erased: IntCounter,
+    sources: IntCounterVec,
+    /// The source aliases with a series of their own (at most [`MAX_SOURCES`]).
+    named_sources: Arc<Mutex<BTreeSet<String>>>,
 }
+
+/// Source aliases with a series of their own, per process.
+pub const MAX_SOURCES: usize = 100;
 
 impl ScorerMetrics {
     /// Creates the metrics and registers them on `registry`.
@@ -78,6 +87,16 @@ impl ScorerMetrics {
                 "Emails not scored because a participant was erased (mailstream erase) after they were received: a replay of an erased person's mail.",
             ),
         )?;
+        let sources = register(
+            registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "scorer_leads_by_source_total",
+                    "Scored (not excluded) emails by the address of ours they came in through (none: none; other: past the first 100 addresses) and status.",
+                ),
+                &["source", "status"],
+            ),
+        )?;
         // Every series exists from the start, so dashboards and alerts see zeros, not gaps.
         for outcome in ["ok", "invalid"] {
             reloads.with_label_values(&[outcome]);
@@ -90,13 +109,33 @@ impl ScorerMetrics {
         ] {
             records.with_label_values(&[status.as_str()]);
         }
+        for status in [Status::Qualified, Status::Review, Status::Nurture] {
+            sources.with_label_values(&["none", status.as_str()]);
+        }
         Ok(Self {
             reloads,
             valid,
             records,
             routed,
             erased,
+            sources,
+            named_sources: Arc::default(),
         })
+    }
+
+    /// The `source` label of `alias`: itself while fewer than [`MAX_SOURCES`] have a series.
+    fn source_label<'a>(&self, alias: Option<&'a str>) -> &'a str {
+        let Some(alias) = alias else {
+            return "none";
+        };
+        let Ok(mut named) = self.named_sources.lock() else {
+            return "other";
+        };
+        if named.contains(alias) || (named.len() < MAX_SOURCES && named.insert(alias.to_string())) {
+            alias
+        } else {
+            "other"
+        }
     }
 
     pub fn reloads(&self, outcome: &str) -> u64 {
@@ -164,11 +203,48 @@ pub fn record_scored(
     score: i32,
     rules_version: &str,
     routing: Option<&Routing>,
+    source: Option<&str>,
 ) {
     m.records.with_label_values(&[status]).inc();
+    if status != Status::Excluded.as_str() {
+        let source = m.source_label(source);
+        m.sources.with_label_values(&[source, status]).inc();
+    }
     if let Some(routing) = routing {
         let team = routing.team.as_deref().unwrap_or("none");
         m.routed.with_label_values(&[&routing.intent, team]).inc();
     }
     tracing::debug!(status, score, rules_version, "email scored");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leads_count_by_source_alias_up_to_a_bound_then_as_other() {
+        let m = ScorerMetrics::register(&Registry::new()).expect("registered");
+        let count =
+            |source: &str, status: &str| m.sources.with_label_values(&[source, status]).get();
+        record_scored(&m, "qualified", 50, "v", None, Some("demo@in.example.com"));
+        record_scored(&m, "review", 20, "v", None, Some("demo@in.example.com"));
+        record_scored(&m, "excluded", 0, "v", None, Some("demo@in.example.com"));
+        record_scored(&m, "nurture", 5, "v", None, None);
+        assert_eq!(count("demo@in.example.com", "qualified"), 1);
+        assert_eq!(count("demo@in.example.com", "review"), 1);
+        assert_eq!(count("demo@in.example.com", "excluded"), 0, "not a lead");
+        assert_eq!(count("none", "nurture"), 1);
+        for n in 1..=MAX_SOURCES {
+            let alias = format!("made-up-{n}@in.example.com");
+            record_scored(&m, "review", 20, "v", None, Some(&alias));
+        }
+        assert_eq!(count("other", "review"), 1, "the 101st address and later");
+        assert_eq!(
+            count(
+                &format!("made-up-{}@in.example.com", MAX_SOURCES - 1),
+                "review"
+            ),
+            1
+        );
+    }
 }

@@ -179,6 +179,7 @@ impl Processor for Scorer {
             scored.score,
             &rules.version,
             scored.routing.as_ref(),
+            scored.resolved.source_alias(),
         );
         let lead = lead_of(&scored);
         out.send(SCORED, scored.message_id.clone(), scored);

@@ -38,6 +38,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0006_first_responses",
         include_str!("../../migrations/0006_first_responses.sql"),
     ),
+    (
+        7,
+        "0007_source_alias",
+        include_str!("../../migrations/0007_source_alias.sql"),
+    ),
 ];
 
 /// The double-quoted identifier of `schema` (validated by the settings as `[a-z_][a-z0-9_]*`).

@@ -174,6 +174,8 @@ pub struct LeadPlan {
     pub language: Option<String>,
     pub team: Option<String>,
     pub owner: Option<String>,
+    /// The address of ours the email came in through (`ResolvedEmail::source_alias`).
+    pub source_alias: Option<String>,
 }
 
 /// Named ids of one operation, as a dry run logs them.
@@ -341,6 +343,7 @@ impl WritePlan {
                 language: lead.routing.as_ref().and_then(|r| r.language.clone()),
                 team: lead.routing.as_ref().and_then(|r| r.team.clone()),
                 owner: lead.routing.as_ref().and_then(|r| r.owner.clone()),
+                source_alias: resolved.source_alias().map(str::to_string),
             }),
             contact,
             relinked: resolved.thread_relinked,

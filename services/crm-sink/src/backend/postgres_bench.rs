@@ -81,6 +81,7 @@ fn plan(i: usize, at: DateTime<Utc>) -> WritePlan {
             language: Some("en".into()),
             team: None,
             owner: None,
+            source_alias: Some("sales@in.example.com".into()),
         }),
         relinked: false,
         parent_unknown: false,

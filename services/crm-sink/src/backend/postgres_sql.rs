@@ -196,20 +196,23 @@ pub const FOLLOW_UPS: &str = "INSERT INTO follow_ups (message_id, kind, part, re
 
 pub const LEAD: &str = "INSERT INTO leads AS t (message_id, sender_email, sender_name, subject, received_at, lead_key,
    contact_id, account_id, deal_id, score, status, breakdown, rules_version, source_offset,
-   intent, language, team, owner)
- VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+   intent, language, team, owner, source_alias)
+ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
  ON CONFLICT (crm_key(message_id), crm_key(sender_email)) DO UPDATE SET sender_name = EXCLUDED.sender_name,
    subject = EXCLUDED.subject, received_at = EXCLUDED.received_at, lead_key = EXCLUDED.lead_key,
    contact_id = EXCLUDED.contact_id, account_id = EXCLUDED.account_id, deal_id = EXCLUDED.deal_id,
    score = EXCLUDED.score, status = EXCLUDED.status, breakdown = EXCLUDED.breakdown,
    rules_version = EXCLUDED.rules_version, source_offset = EXCLUDED.source_offset,
-   intent = EXCLUDED.intent, language = EXCLUDED.language, team = EXCLUDED.team, owner = EXCLUDED.owner
+   intent = EXCLUDED.intent, language = EXCLUDED.language, team = EXCLUDED.team, owner = EXCLUDED.owner,
+   source_alias = EXCLUDED.source_alias
  WHERE EXCLUDED.source_offset > t.source_offset
    AND (EXCLUDED.sender_name, EXCLUDED.subject, EXCLUDED.received_at, EXCLUDED.lead_key, EXCLUDED.contact_id,
         EXCLUDED.account_id, EXCLUDED.deal_id, EXCLUDED.score, EXCLUDED.status, EXCLUDED.breakdown,
-        EXCLUDED.rules_version, EXCLUDED.intent, EXCLUDED.language, EXCLUDED.team, EXCLUDED.owner)
+        EXCLUDED.rules_version, EXCLUDED.intent, EXCLUDED.language, EXCLUDED.team, EXCLUDED.owner,
+        EXCLUDED.source_alias)
        IS DISTINCT FROM (t.sender_name, t.subject, t.received_at, t.lead_key, t.contact_id, t.account_id,
-        t.deal_id, t.score, t.status, t.breakdown, t.rules_version, t.intent, t.language, t.team, t.owner)
+        t.deal_id, t.score, t.status, t.breakdown, t.rules_version, t.intent, t.language, t.team, t.owner,
+        t.source_alias)
  RETURNING id";
 
 /// A hard bounce of contact `$1`: bouncing, with the reason of the latest one (`$3` its time).

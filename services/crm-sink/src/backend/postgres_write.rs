@@ -289,7 +289,7 @@ pub(super) async fn write_own(
         &stored.inline,
     ];
     let follow_ups: [Param<'_>; 3] = [&plan.message_id, &parts, &reasons];
-    let lead: Option<[Param<'_>; 18]> = plan.lead.as_ref().map(|l| {
+    let lead: Option<[Param<'_>; 19]> = plan.lead.as_ref().map(|l| {
         [
             &plan.message_id as Param<'_>,
             &l.sender_email,
@@ -309,6 +309,7 @@ pub(super) async fn write_own(
             &l.language,
             &l.team,
             &l.owner,
+            &l.source_alias,
         ]
     });
     let mut pending = vec![send(client, &p.activity, &activity)];

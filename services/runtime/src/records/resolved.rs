@@ -65,6 +65,23 @@ pub struct ResolvedEmail {
     pub outbound: bool,
 }
 
+impl ResolvedEmail {
+    /// The address of ours the email came in through, for attribution (`demo@`, `partners@`,
+    /// a campaign's `demo+spring@`): the first of [`ResolvedEmail::recipients`] in To, else in
+    /// Cc, else the first of them (an envelope or Bcc recipient); lower-cased.
+    pub fn source_alias(&self) -> Option<&str> {
+        let named = |header: &[super::Address]| {
+            self.recipients
+                .iter()
+                .find(|ours| header.iter().any(|a| a.email.eq_ignore_ascii_case(ours)))
+        };
+        named(&self.email.to)
+            .or_else(|| named(&self.email.cc))
+            .or(self.recipients.first())
+            .map(String::as_str)
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -116,6 +133,35 @@ pub(crate) mod tests {
             thread_relinked: true,
             outbound: true,
         }
+    }
+
+    #[test]
+    fn the_source_alias_is_the_first_of_ours_in_to_then_cc_then_any() {
+        let mut r = ResolvedEmail {
+            recipients: vec![
+                "deal-7@in.example.com".into(),
+                "demo+spring@in.example.com".into(),
+                "sales@in.example.com".into(),
+            ],
+            ..ResolvedEmail::default()
+        };
+        let address = |email: &str| Address {
+            email: email.into(),
+            name: None,
+        };
+        assert_eq!(
+            r.source_alias(),
+            Some("deal-7@in.example.com"),
+            "none named"
+        );
+        r.email.cc = vec![address("Sales@In.Example.com")];
+        assert_eq!(r.source_alias(), Some("sales@in.example.com"));
+        r.email.to = vec![
+            address("kim@client.test"),
+            address("demo+spring@in.example.com"),
+        ];
+        assert_eq!(r.source_alias(), Some("demo+spring@in.example.com"));
+        assert_eq!(ResolvedEmail::default().source_alias(), None);
     }
 
     #[test]
