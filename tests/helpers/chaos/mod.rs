@@ -864,7 +864,7 @@ pub async fn run(o: ChaosOptions) -> anyhow::Result<ChaosReport> {
     if after.applied != before.applied {
         report
             .replay_changed
-            .push("writes applied during the replay".into());
+            .push(replay_writes(&before, &after, &values));
     }
     if after.activities != before.activities {
         report.replay_changed.push("activities".into());
@@ -872,8 +872,22 @@ pub async fn run(o: ChaosOptions) -> anyhow::Result<ChaosReport> {
     if after.contacts != before.contacts {
         report.replay_changed.push("contacts".into());
     }
-    if after.deals != before.deals || after.attachments != before.attachments {
-        report.replay_changed.push("deals or attachments".into());
+    if after.deals != before.deals {
+        let changed: Vec<_> = after
+            .deals
+            .iter()
+            .filter(|(id, n)| before.deals.get(*id) != Some(n))
+            .take(3)
+            .collect();
+        report
+            .replay_changed
+            .push(format!("deals (e.g. id and writes after: {changed:?})"));
+    }
+    if after.attachments != before.attachments {
+        report.replay_changed.push(format!(
+            "attachments ({} before, {} after)",
+            before.attachments, after.attachments
+        ));
     }
     pipeline.lock().await.stop();
     if let Some(cluster) = &cluster
@@ -901,4 +915,48 @@ fn kill_leader(cluster: &Cluster, topic: &str) -> Result<f64, String> {
     cluster.kill_node(leader);
     cluster.up();
     Ok(started.elapsed().as_secs_f64())
+}
+
+/// The writes the replay applied (none should be): how many of each operation, and for the
+/// first one how the run resolved its email (relinked, parent, deal of each `resolved`
+/// record), which tells a reply the replay linked otherwise from one whose write failed.
+fn replay_writes(before: &Rows, after: &Rows, resolved: &[ResolvedEmail]) -> String {
+    let new: Vec<&String> = after
+        .applied
+        .iter()
+        .filter(|(key, n)| before.applied.get(*key) != Some(n))
+        .map(|(key, _)| key)
+        .collect();
+    let mut by_op: BTreeMap<&str, usize> = BTreeMap::new();
+    for key in &new {
+        let op = if key.contains(":attachment:") {
+            "attachment"
+        } else {
+            key.rsplit(':').next().unwrap_or_default()
+        };
+        *by_op.entry(op).or_default() += 1;
+    }
+    let example = new.first().map(|key| {
+        // The key starts with the message id, percent-encoded where a header needs it: the
+        // part before its `@` is enough to find it.
+        let records: Vec<_> = resolved
+            .iter()
+            .filter(|r| {
+                let local = r.message_id.split('@').next().unwrap_or_default();
+                !local.is_empty() && key.starts_with(local)
+            })
+            .map(|r| {
+                (
+                    r.thread_relinked,
+                    r.thread_parent.clone(),
+                    r.deal_id.clone(),
+                )
+            })
+            .collect();
+        format!("{key}: resolved as {records:?}")
+    });
+    format!(
+        "{} writes applied during the replay, by operation {by_op:?} (e.g. {example:?})",
+        new.len()
+    )
 }
