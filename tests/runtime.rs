@@ -228,8 +228,17 @@ async fn a_transaction_the_coordinator_timed_out_fences_its_producer_and_the_ins
             &[("outcome", "fenced")],
         )
     };
+    let committed = |metrics: &str| {
+        metric(
+            metrics,
+            "mailstream_transactions_total",
+            &[("outcome", "committed")],
+        )
+    };
     let pid = child.id().to_string();
-    // A freeze between two batches leaves no transaction to abort: try again (at most 3).
+    // A freeze between two batches, or during a commit, leaves no transaction to abort: each
+    // freeze lands one second after a commit, in the next batch (the feed is steady, so it
+    // opens at once and stays open 3 s); should one miss anyway, try again (at most 3).
     for attempt in 1..=3 {
         let signal = |sig: &str| {
             let status = std::process::Command::new("kill")
@@ -238,6 +247,16 @@ async fn a_transaction_the_coordinator_timed_out_fences_its_producer_and_the_ins
                 .expect("kill");
             assert!(status.success(), "kill {sig} {pid}");
         };
+        let commits = committed(&http_get(&format!("http://{http}/metrics")).await.1);
+        let waiting = std::time::Instant::now();
+        while committed(&http_get(&format!("http://{http}/metrics")).await.1) <= commits {
+            assert!(
+                waiting.elapsed() < Duration::from_secs(30),
+                "no commit within 30 s (attempt {attempt})"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
         signal("-STOP");
         tokio::time::sleep(Duration::from_secs(25)).await;
         signal("-CONT");
@@ -262,12 +281,18 @@ async fn a_transaction_the_coordinator_timed_out_fences_its_producer_and_the_ins
                 .await,
             );
         }
-        if fenced(&http_get(&format!("http://{http}/metrics")).await.1) >= 1.0 {
+        let metrics = http_get(&format!("http://{http}/metrics")).await.1;
+        if fenced(&metrics) >= 1.0 {
             break;
         }
+        let outcomes: Vec<String> = metrics
+            .lines()
+            .filter(|line| line.starts_with("mailstream_transactions_total"))
+            .map(str::to_owned)
+            .collect();
         assert!(
             attempt < 3,
-            "three freezes and the producer was never fenced"
+            "three freezes and the producer was never fenced: {outcomes:#?}"
         );
     }
     let n = feeder
