@@ -293,6 +293,15 @@ impl PostgresBackend {
         self.batch.dirty = false;
         self.batch.written = 0;
     }
+
+    /// Passes `failure` on; an outage first drops the connection, so the batch is tried again
+    /// on a new one.
+    fn failed(&mut self, failure: Failure) -> Failure {
+        if matches!(failure, Failure::Outage { .. }) {
+            self.drop_connection();
+        }
+        failure
+    }
 }
 
 /// Runs a new session's connection on its own task; its client.
@@ -344,13 +353,7 @@ impl CrmBackend for PostgresBackend {
             .await;
         let (shared, shared_attempts) = match shared {
             Ok(written) => written,
-            Err(failure) => {
-                if matches!(failure, Failure::Outage { .. }) {
-                    // Reconnect before the batch is tried again.
-                    self.drop_connection();
-                }
-                return Err(failure);
-            }
+            Err(failure) => return Err(self.failed(failure)),
         };
         let tx = TxState::from(&self.batch);
         let others = self.batch.written;
@@ -380,13 +383,7 @@ impl CrmBackend for PostgresBackend {
                     ),
                 ))
             }
-            Err(failure) => {
-                if matches!(failure, Failure::Outage { .. }) {
-                    // Reconnect before the batch is tried again.
-                    self.drop_connection();
-                }
-                Err(failure)
-            }
+            Err(failure) => Err(self.failed(failure)),
         }
     }
 
@@ -445,13 +442,7 @@ impl CrmBackend for PostgresBackend {
                 self.batch.written += 1;
                 Ok(waits)
             }
-            Err(failure) => {
-                if matches!(failure, Failure::Outage { .. }) {
-                    // Reconnect before the batch is tried again.
-                    self.drop_connection();
-                }
-                Err(failure)
-            }
+            Err(failure) => Err(self.failed(failure)),
         }
     }
 
@@ -467,15 +458,9 @@ impl CrmBackend for PostgresBackend {
                 write_signals(&connection.shared_client, &connection.shared, signals)
             })
             .await;
-        match written {
-            Ok((changed, _attempts)) => Ok(changed),
-            Err(failure) => {
-                if matches!(failure, Failure::Outage { .. }) {
-                    self.drop_connection();
-                }
-                Err(failure)
-            }
-        }
+        written
+            .map(|(changed, _attempts)| changed)
+            .map_err(|failure| self.failed(failure))
     }
 }
 
