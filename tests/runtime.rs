@@ -557,4 +557,44 @@ async fn a_global_table_loads_its_topic_then_follows_it() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stop.trigger();
+
+    // A table started while the registry cannot answer waits for it: loading it without the
+    // rows it could not decode would resolve every email against a partial table for good.
+    let upstream = env
+        .stack
+        .registry
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let registry = mailstream_tests::crm::Cut::start(upstream)
+        .await
+        .expect("registry proxy");
+    registry.cut();
+    let source = ConfigSource::default()
+        .with_env("MAILSTREAM_BOOTSTRAP_SERVERS", env.stack.bootstrap.as_str())
+        .with_env(
+            "MAILSTREAM_SCHEMA_REGISTRY_URL",
+            format!("http://{}", registry.addr).as_str(),
+        );
+    let (config, _) =
+        mailstream_runtime::config::load::<NoSettings>("test", &source).expect("config");
+    let (stop, shutdown) = Shutdown::new();
+    let naming = Naming::new(env.prefix.clone());
+    let loading = tokio::spawn(async move {
+        GlobalTable::<GenericRecord>::start(&config, &naming, "contacts", shutdown).await
+    });
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        !loading.is_finished(),
+        "the table was ready while the registry could not answer"
+    );
+    registry.restore();
+    let table = tokio::time::timeout(Duration::from_secs(60), loading)
+        .await
+        .expect("the table loads once the registry answers")
+        .expect("table task")
+        .expect("table loads");
+    assert_eq!(table.len(), 3, "every row, none skipped for the outage");
+    assert!(table.get("dee@acme.io").is_some() && table.get("cy@acme.io").is_some());
+    stop.trigger();
 }

@@ -113,6 +113,26 @@ pub fn table_waiting_for_brokers(topic: &str, problem: &str) {
     );
 }
 
+/// A table row could not be decoded because the schema registry did not answer (`problem`):
+/// the table waits for it at `offset` rather than miss the row (said again every 10 s).
+pub fn table_waiting_for_registry(topic: &str, offset: i64, problem: &str) {
+    tracing::warn!(
+        table = topic,
+        offset,
+        problem,
+        "waiting for the schema registry to decode a table row"
+    );
+}
+
+/// The registry answered again: the table's row at `offset` decoded and the table goes on.
+pub fn table_registry_back(topic: &str, offset: i64) {
+    tracing::info!(
+        table = topic,
+        offset,
+        "schema registry back; the table goes on"
+    );
+}
+
 /// Outputs a processor emitted with no input (`Processor::on_idle`) were dropped: it returned
 /// `error` (poison or transient) or panicked. It is asked again at the next idle moment.
 pub fn idle_outputs_dropped(processor: &str, error: &crate::error::ProcessError) {

@@ -2,7 +2,9 @@
 //! instance and kept current in memory, for lookups while processing.
 //!
 //! The reader assigns itself every partition from the beginning (no consumer group: every
-//! instance needs every key), reads `read_committed`, and applies upserts and tombstones.
+//! instance needs every key), reads `read_committed`, and applies upserts and tombstones. A row
+//! is never skipped because the schema registry did not answer: the table waits for it (at
+//! start, start-up waits), since a row missed then would be missing until it is written again.
 //! [`GlobalTable::start`] returns once the table has caught up with the end offsets it saw at
 //! start, so the first record a processor sees is resolved against a complete table; after that
 //! a background task follows new records until shutdown.
@@ -17,11 +19,12 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::avro::{AvroCodec, registry_settings};
 use crate::config::RuntimeConfig;
-use crate::error::RuntimeError;
+use crate::error::{ProcessError, RuntimeError};
 use crate::events;
 use crate::kafka;
 use crate::processor::AvroRecord;
 use crate::shutdown::Shutdown;
+use crate::stream::Backoff;
 use crate::topology::Naming;
 
 /// How long start-up waits for the table's topic to appear in the metadata.
@@ -30,7 +33,8 @@ const TOPIC_WAIT: Duration = Duration::from_secs(20);
 /// How long catching up at start may go without reading a record.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// How often start-up says it is still waiting for unreachable brokers.
+/// How often start-up says it is still waiting for unreachable brokers, and a table for the
+/// registry.
 const UNREACHABLE_REPORT: Duration = Duration::from_secs(10);
 
 /// Why a table's partitions could not be listed.
@@ -118,6 +122,8 @@ impl<V: AvroRecord + Clone + Sync> GlobalTable<V> {
         let codec = AvroCodec::decoder(registry_settings(config)?);
         let started = Instant::now();
         let mut progressed = Instant::now();
+        let mut shutdown = shutdown;
+        let retry_max = Duration::from_millis(config.retry_backoff_max_ms);
         while !caught_up(&consumer, &topic, &ends) {
             if progressed.elapsed() > CATCH_UP_TIMEOUT {
                 return Err(RuntimeError::Registry(format!(
@@ -127,21 +133,31 @@ impl<V: AvroRecord + Clone + Sync> GlobalTable<V> {
             if let Ok(received) =
                 tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await
             {
-                if received.is_ok() {
+                let read = received.is_ok();
+                table
+                    .apply(&codec, received, retry_max, &mut shutdown)
+                    .await;
+                // After the apply: waiting out the registry for a row is not stalling.
+                if read {
                     progressed = Instant::now();
                 }
-                table.apply(&codec, received).await;
+            }
+            if shutdown.is_triggered() {
+                return Err(RuntimeError::Registry(format!(
+                    "table {topic}: shut down while loading"
+                )));
             }
         }
         tracing::info!(table = %topic, rows = table.len(), elapsed_ms = started.elapsed().as_millis() as u64, "table loaded");
 
         let follower = table.clone();
         tokio::spawn(async move {
-            let mut shutdown = shutdown;
             loop {
                 tokio::select! {
                     _ = shutdown.wait() => break,
-                    received = consumer.recv() => follower.apply(&codec, received).await,
+                    received = consumer.recv() => {
+                        follower.apply(&codec, received, retry_max, &mut shutdown).await;
+                    }
                 }
             }
         });
@@ -152,6 +168,8 @@ impl<V: AvroRecord + Clone + Sync> GlobalTable<V> {
         &self,
         codec: &AvroCodec,
         received: Result<rdkafka::message::BorrowedMessage<'_>, rdkafka::error::KafkaError>,
+        retry_max: Duration,
+        shutdown: &mut Shutdown,
     ) {
         let message = match received {
             Ok(m) => m,
@@ -168,19 +186,21 @@ impl<V: AvroRecord + Clone + Sync> GlobalTable<V> {
         };
         let value = match message.payload() {
             None => None,
-            Some(bytes) => match codec.decode(Some(bytes)).await {
-                Ok(value) => match V::from_avro(value) {
+            Some(bytes) => {
+                let Some(value) = self
+                    .decode(codec, bytes, message.offset(), retry_max, shutdown)
+                    .await
+                else {
+                    return;
+                };
+                match V::from_avro(value) {
                     Ok(v) => Some(v),
                     Err(reason) => {
                         tracing::warn!(table = %self.topic, offset = message.offset(), %reason, "table row skipped: does not map to its type");
                         return;
                     }
-                },
-                Err(error) => {
-                    tracing::warn!(table = %self.topic, offset = message.offset(), %error, "table row skipped: undecodable");
-                    return;
                 }
-            },
+            }
         };
         let upsert = value.is_some();
         if let Ok(mut rows) = self.rows.write() {
@@ -201,6 +221,46 @@ impl<V: AvroRecord + Clone + Sync> GlobalTable<V> {
                 arrivals.keys.push(key);
             } else {
                 arrivals.overflowed = true;
+            }
+        }
+    }
+
+    /// Decodes the row at `offset`. A registry that cannot answer is waited out, however long
+    /// (a row skipped for it would be missing from the table for good: a resolver started
+    /// during a registry outage once loaded its threads and accounts tables empty); `None` for
+    /// a row that can never decode (skipped, with a warning) or at shutdown.
+    async fn decode(
+        &self,
+        codec: &AvroCodec,
+        bytes: &[u8],
+        offset: i64,
+        retry_max: Duration,
+        shutdown: &mut Shutdown,
+    ) -> Option<apache_avro::types::Value> {
+        let mut backoff = Backoff::new(retry_max);
+        let mut reported: Option<Instant> = None;
+        loop {
+            match codec.decode(Some(bytes)).await {
+                Ok(value) => {
+                    if reported.is_some() {
+                        events::table_registry_back(&self.topic, offset);
+                    }
+                    return Some(value);
+                }
+                Err(ProcessError::Transient(problem)) => {
+                    if reported.is_none_or(|at| at.elapsed() > UNREACHABLE_REPORT) {
+                        events::table_waiting_for_registry(&self.topic, offset, &problem);
+                        reported = Some(Instant::now());
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                        _ = shutdown.wait() => return None,
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(table = %self.topic, offset, %error, "table row skipped: undecodable");
+                    return None;
+                }
             }
         }
     }
