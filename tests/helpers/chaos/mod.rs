@@ -758,6 +758,23 @@ pub async fn run(o: ChaosOptions) -> anyhow::Result<ChaosReport> {
         .filter(|(id, link)| last.get(id.as_str()).is_some_and(|want| want != *link))
         .map(|(id, link)| format!("{id}: {link:?}, resolved as {:?}", last[id.as_str()]))
         .collect();
+    // Every reply whose parent was sent as an email ends linked to it, whatever order they
+    // were resolved in: the check above trusts the resolver's last record, this one the
+    // corpus (a reply left waiting for good has an unlinked last record, and only a replay
+    // would link it).
+    report.replies_unlinked = values
+        .iter()
+        .filter(|v| !v.thread_relinked)
+        .filter_map(|v| {
+            let parent = v.email.in_reply_to.as_ref()?;
+            if !resolvable.contains(parent) {
+                return None;
+            }
+            let (_, linked, _) = last.get(v.message_id.as_str())?;
+            (linked.as_ref() != Some(parent))
+                .then(|| format!("{}: parent {parent}, linked to {linked:?}", v.message_id))
+        })
+        .collect();
     report.resolved_twice = per_id
         .iter()
         .filter(|(_, at)| at.len() > 1)

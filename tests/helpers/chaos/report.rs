@@ -47,6 +47,9 @@ pub struct ChaosReport {
     /// CRM activities whose thread, parent or deal is not what the resolver's last record of
     /// their email says.
     pub links_wrong: Vec<String>,
+    /// Replies whose parent was sent as an email but whose last `resolved` record does not
+    /// link them to it.
+    pub replies_unlinked: Vec<String>,
     /// The long outages of the registry and the brokers (`registry_outage`, `kafka_outage`).
     pub outages: Vec<Outage>,
 }
@@ -271,6 +274,13 @@ impl ChaosReport {
                 self.links_wrong.first()
             ));
         }
+        if !self.replies_unlinked.is_empty() {
+            f.push(format!(
+                "{} replies not linked to their parent (e.g. {:?})",
+                self.replies_unlinked.len(),
+                self.replies_unlinked.first()
+            ));
+        }
         let steps_planned = 2 * (o.instances.max(1) - 1) * STREAM_PROCESSORS.len();
         if self.scale_steps.len() != steps_planned {
             f.push(format!(
@@ -369,10 +379,11 @@ impl fmt::Display for ChaosReport {
         )?;
         writeln!(
             f,
-            "  resolved        {} message ids twice, {} without a record; {} replies relinked after their parent; {} CRM activities linked otherwise",
+            "  resolved        {} message ids twice, {} without a record; {} replies relinked after their parent, {} never linked to it; {} CRM activities linked otherwise",
             self.resolved_twice.len(),
             self.resolved_missing.len(),
             self.relinked,
+            self.replies_unlinked.len(),
             self.links_wrong.len()
         )?;
         let exits: usize = self.unexpected_exits.values().map(Vec::len).sum();
