@@ -18,7 +18,8 @@
 //! [`signals`] (auth, auto-reply, bounce, list), [`bounce`] (delivery reports, classified),
 //! [`autoreply`] (automatic replies, classified), [`forward`] (a forwarded message's original
 //! sender, date, subject and body), [`form`] (a website form notification's person and
-//! fields), [`redact`] (card numbers, IBANs and configured patterns masked before the record is
+//! fields), [`details`] (the lead's name, title, company, phones and website from their
+//! signature or form), [`redact`] (card numbers, IBANs and configured patterns masked before the record is
 //! written), [`scan`] (attachments scanned by ClamAV's clamd before they are stored),
 //! [`settings`].
 
@@ -26,6 +27,7 @@ pub mod attachments;
 pub mod autoreply;
 pub mod bodies;
 pub mod bounce;
+pub mod details;
 pub mod form;
 pub mod forward;
 pub mod invite;

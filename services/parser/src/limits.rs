@@ -96,6 +96,7 @@ pub fn max_record_bytes(max_body_bytes: usize) -> usize {
         + crate::forward::MAX_ENCODED_BYTES
         + crate::form::MAX_ENCODED_BYTES
         + crate::invite::MAX_ENCODED_BYTES
+        + crate::details::MAX_ENCODED_BYTES
 }
 
 /// Bounds `record` in place; returns the bodies that were cut, with their whole text.

@@ -22,6 +22,7 @@ use mailstream_runtime::records::{Envelope, ParsedEmail};
 use crate::attachments::{self, Extracted};
 use crate::autoreply;
 use crate::bodies;
+use crate::details;
 use crate::form;
 use crate::forward;
 use crate::invite;
@@ -272,12 +273,15 @@ fn build(raw: &[u8], ctx: &ParseContext, keep_bytes: bool) -> Result<Parsed, Par
         form: None,
         smime: smime.map(|(kind, _)| kind.to_string()),
         meeting: invite::detect(&message),
+        contact_details: None,
     };
     // Before the bodies are cut: the whole bodies kept in the blob store are masked too.
     ctx.redactor.record(&mut record);
     // Who the lead is, when it is not From: a forward's original sender, a form's person.
     forward::detect(&message, &mut record, &ctx.redactor);
     form::detect(&mut record, &ctx.redactor);
+    // What the lead says about themselves: the form's fields, else their signature.
+    details::detect(&mut record);
     let cut_bodies = limits::bound(&mut record, ctx.max_body_bytes);
     let mut attachment_bytes: Vec<Vec<u8>> = extracted.into_iter().map(|e| e.bytes).collect();
     attachment_bytes.truncate(record.attachments.len());

@@ -10,9 +10,9 @@ mod tables;
 
 pub use crm::CrmResult;
 pub use parsed::{
-    Address, Attachment, Attendee, AuthResults, AutoReply, Bounce, BounceRecipient, Disposition,
-    FormLead, Forwarded, Header, ListInfo, Meeting, ParsedEmail, ReplyStripping, Truncation,
-    is_failure_class,
+    Address, Attachment, Attendee, AuthResults, AutoReply, Bounce, BounceRecipient, ContactDetails,
+    Disposition, FormLead, Forwarded, Header, ListInfo, Meeting, ParsedEmail, ReplyStripping,
+    Truncation, is_failure_class,
 };
 pub use raw_email::{Envelope, IngestSource, RawEmail};
 pub use resolved::{AccountMatch, ContactMatch, NewContactProposal, ResolvedEmail};

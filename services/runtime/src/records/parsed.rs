@@ -314,6 +314,31 @@ pub struct ParsedEmail {
     /// The calendar invitation (or answer to one) the email carries.
     #[serde(default)]
     pub meeting: Option<Meeting>,
+    /// What the lead says about themselves: their signature's name, title, company, phone
+    /// numbers and website, or a form's fields (null when it says nothing).
+    #[serde(default)]
+    pub contact_details: Option<ContactDetails>,
+}
+
+/// A lead's contact details, as their signature or a website form gives them; the CRM sink
+/// fills a contact's empty fields with them, never overwriting one.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ContactDetails {
+    /// `signature` or `form`.
+    pub source: String,
+    pub name: Option<String>,
+    /// Job title (`Head of Procurement`).
+    pub title: Option<String>,
+    pub company: Option<String>,
+    /// Phone numbers in E.164 (`+493012345678`), fax numbers left out; at most three.
+    pub phones: Vec<String>,
+    /// The company's website (`https://acme.de`), social profiles left out.
+    pub website: Option<String>,
+}
+
+impl ContactDetails {
+    pub const SIGNATURE: &'static str = "signature";
+    pub const FORM: &'static str = "form";
 }
 
 /// A calendar invitation or an answer to one (iTIP, RFC 5546): the first event of the email's
@@ -531,6 +556,14 @@ mod tests {
                 start: Some("20261210T150000Z".into()),
                 starts_at: Some(1_796_828_400_000),
                 ..Meeting::default()
+            }),
+            contact_details: Some(ContactDetails {
+                source: ContactDetails::SIGNATURE.into(),
+                name: Some("Li Wong".into()),
+                title: Some("Head of IT".into()),
+                company: Some("Shop Ltd".into()),
+                phones: vec!["+442079460958".into()],
+                website: Some("https://shop.example".into()),
             }),
         };
         assert_eq!(through_schema("parsed.avsc", email.clone()), email);
