@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE;
 use mailstream_runtime::blob::BlobStore;
-use mailstream_runtime::records::{Address, CrmResult, ScoredLead};
+use mailstream_runtime::records::{Address, ContactDetails, CrmResult, ScoredLead};
 use mailstream_tests::crm::{
     Cut, crm_results, erase, erase_output, produce_leads, produce_leads_in_order, produce_parsed,
     relinked, retention, scored_lead, spawn_sink, with_attachment,
@@ -225,9 +225,17 @@ async fn tryton_gets_each_party_opportunity_and_email_once_and_refusals_are_dead
     let t = now_ms();
     let mut second = scored_lead(&id(2), &sender("sam"), "acct-1", Some(&deal), t + 1);
     second.resolved.email.text = Some("Following up: can we sign this week?".into());
+    // kim's signature gave a phone and a website: her new party gets both.
+    let mut kim = scored_lead(&id(3), &sender("kim"), "acct-2", None, t);
+    kim.resolved.email.contact_details = Some(ContactDetails {
+        source: ContactDetails::SIGNATURE.into(),
+        phones: vec!["+442079460958".into()],
+        website: Some(format!("https://kim-{tag}.example")),
+        ..ContactDetails::default()
+    });
     let records = [
         scored_lead(&id(1), &sender("sam"), "acct-1", Some(&deal), t),
-        scored_lead(&id(3), &sender("kim"), "acct-2", None, t),
+        kim,
         anonymous(&id(0), &deal2, t),
         // Year 33658: Tryton cannot decode the opportunity's start date and answers 400.
         scored_lead(
@@ -303,8 +311,32 @@ async fn tryton_gets_each_party_opportunity_and_email_once_and_refusals_are_dead
     values.sort();
     assert_eq!(
         values,
-        [sender("bad"), sender("kim"), sender("lee"), sender("sam")]
+        [
+            sender("bad"),
+            format!("https://kim-{tag}.example"),
+            sender("kim"),
+            sender("lee"),
+            sender("sam")
+        ]
     );
+    let kim_party: i64 = m3
+        .contact_id
+        .as_deref()
+        .and_then(|p| p.parse().ok())
+        .expect("kim's party");
+    let phones = tryton
+        .search(
+            "party.contact_mechanism",
+            json!([["party", "=", kim_party], ["type", "=", "phone"]]),
+            &["value"],
+        )
+        .await;
+    let digits: Vec<String> = phones
+        .iter()
+        .filter_map(|m| m["value"].as_str())
+        .map(|v| v.chars().filter(char::is_ascii_digit).collect())
+        .collect();
+    assert_eq!(digits, ["442079460958"], "{phones:?}");
     assert_eq!(parties.len(), 4, "one party per sender: {parties:?}");
     assert!(
         parties.iter().all(|p| p["name"] == "Sam Sender"),

@@ -4,7 +4,8 @@
 //! (message/rfc822) make the original sender the CRM contact and the lead, not the colleague;
 //! the `parsed` records name the forwarder. A WordPress Contact Form 7 notification from
 //! `wordpress@` makes the person in its fields the contact and the lead, with the form's
-//! phone, company and message in `parsed.form`.
+//! phone, company and message in `parsed.form`. A prospect's own email fills their contact's
+//! title, company, phone and website from its signature, and a later one overwrites none.
 
 use std::time::Duration;
 
@@ -51,6 +52,18 @@ fn form_notification() -> String {
     )
 }
 
+/// Jürgen writes himself; his signature gives his title, company, phone and website.
+fn signed_email(id: &str, title: &str, phone: &str) -> String {
+    format!(
+        "From: Jürgen Weiß <juergen@mueller-sig.de>\r\nTo: sales@{SAMPLE_DOMAIN}\r\nSubject: Anfrage Wartung\r\n\
+         Message-ID: <{id}@mueller-sig.de>\r\nDate: Tue, 08 Dec 2026 10:15:00 +0100\r\nMIME-Version: 1.0\r\n\
+         Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\
+         Guten Tag,\r\n\r\nwir bitten um ein Angebot für 40 Lizenzen.\r\n\r\nMit freundlichen Grüßen\r\n\r\n\
+         Jürgen Weiß\r\n{title}\r\nMüller Maschinenbau GmbH\r\nTel.: {phone} | Fax: 0711 1234569\r\n\
+         www.mueller-sig.de\r\n"
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwards_and_form_notifications_make_the_right_person_the_contact() {
     let env = TestEnv::new("forwards");
@@ -62,6 +75,10 @@ async fn forwards_and_form_notifications_make_the_right_person_the_contact() {
         (
             "wordpress@acme-site.example".to_string(),
             form_notification(),
+        ),
+        (
+            "juergen@mueller-sig.de".to_string(),
+            signed_email("sig-1", "Leiter Einkauf", "0711 1234560"),
         ),
     ];
     let rcpt = format!("crm@{SAMPLE_DOMAIN}");
@@ -88,7 +105,6 @@ async fn forwards_and_form_notifications_make_the_right_person_the_contact() {
     })
     .await;
     parsed.sort_by(|a, b| a.message_id.cmp(&b.message_id));
-    crm.stop();
 
     let form = parsed[0]
         .form
@@ -115,7 +131,7 @@ async fn forwards_and_form_notifications_make_the_right_person_the_contact() {
     );
     let forwards: Vec<(String, String, String, i32)> = parsed
         .iter()
-        .filter(|p| p.form.is_none())
+        .filter(|p| p.form.is_none() && p.forwarded.is_some())
         .map(|p| {
             let f = p.forwarded.clone().expect("a forward");
             let email = |a: Option<mailstream_runtime::records::Address>| {
@@ -142,17 +158,63 @@ async fn forwards_and_form_notifications_make_the_right_person_the_contact() {
         ],
         "sorted by message id: form-cf7, fwd-attached, fwd-inline"
     );
-    let contacts = psql_rows(&format!(
-        "SELECT email, coalesce(name, '') FROM {schema}.contacts ORDER BY email"
-    ));
+    // The contact details: the form's fields and Jürgen's signature (his national number read
+    // in Germany, the fax left out); none from the colleagues' forwards.
+    let signed = parsed
+        .iter()
+        .find(|p| p.message_id == "sig-1@mueller-sig.de")
+        .and_then(|p| p.contact_details.clone())
+        .expect("the signature's details");
     assert_eq!(
-        contacts,
+        (
+            signed.title.as_deref(),
+            signed.company.as_deref(),
+            signed.phones.as_slice(),
+            signed.website.as_deref()
+        ),
+        (
+            Some("Leiter Einkauf"),
+            Some("Müller Maschinenbau GmbH"),
+            ["+497111234560".to_string()].as_slice(),
+            Some("https://www.mueller-sig.de")
+        )
+    );
+    let contacts_query = format!(
+        "SELECT email, coalesce(name, ''), coalesce(title, ''), coalesce(company, ''), \
+         coalesce(phone, ''), coalesce(website, '') FROM {schema}.contacts ORDER BY email"
+    );
+    let contacts = psql_rows(&contacts_query);
+    let expected = [
         [
-            ["dana@prospect-forward.example", "Dana Prospect"],
-            ["kai@kunde-forward.example", "Kai Berger"],
-            ["li@shop-form.example", "Li Wong"],
+            "dana@prospect-forward.example",
+            "Dana Prospect",
+            "",
+            "",
+            "",
+            "",
         ],
-        "the original senders and the form's person are the contacts; the colleagues and the site are not"
+        [
+            "juergen@mueller-sig.de",
+            "Jürgen Weiß",
+            "Leiter Einkauf",
+            "Müller Maschinenbau GmbH",
+            "+497111234560",
+            "https://www.mueller-sig.de",
+        ],
+        ["kai@kunde-forward.example", "Kai Berger", "", "", "", ""],
+        [
+            "li@shop-form.example",
+            "Li Wong",
+            "",
+            "Shop Ltd",
+            "+442079460958",
+            "",
+        ],
+    ];
+    assert_eq!(
+        contacts, expected,
+        "the original senders, the form's person and Jürgen are the contacts, with what they \
+         said of themselves; the colleagues and the site are not"
     );
     let activities = psql_rows(&format!(
         "SELECT a.message_id, a.sender_email, c.email FROM {schema}.email_activities a \
@@ -175,6 +237,11 @@ async fn forwards_and_form_notifications_make_the_right_person_the_contact() {
                 format!("fwd-inline@{SAMPLE_DOMAIN}"),
                 "dana@prospect-forward.example".to_string(),
                 "dana@prospect-forward.example".to_string(),
+            ],
+            [
+                "sig-1@mueller-sig.de".to_string(),
+                "juergen@mueller-sig.de".to_string(),
+                "juergen@mueller-sig.de".to_string(),
             ],
         ]
     );
@@ -204,8 +271,33 @@ async fn forwards_and_form_notifications_make_the_right_person_the_contact() {
         leads,
         [
             ["dana@prospect-forward.example", "Dana Prospect"],
+            ["juergen@mueller-sig.de", "Jürgen Weiß"],
             ["kai@kunde-forward.example", "Kai Berger"],
             ["li@shop-form.example", "Li Wong"],
         ]
     );
+    // A later email of his with another title and number fills nothing the row has.
+    crm.send(
+        &signed_email("sig-2", "Geschäftsführer", "0711 7654321"),
+        "juergen@mueller-sig.de",
+        &[&rcpt],
+    );
+    let later = collect(
+        &env.consumer(&["crm-results"]),
+        emails.len() + 1,
+        Duration::from_secs(120),
+        Duration::ZERO,
+    )
+    .await;
+    assert_eq!(
+        later.len(),
+        emails.len() + 1,
+        "the later email reached the CRM"
+    );
+    assert_eq!(
+        psql_rows(&contacts_query),
+        expected,
+        "CRM values are filled once, never overwritten"
+    );
+    crm.stop();
 }

@@ -43,6 +43,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0007_source_alias",
         include_str!("../../migrations/0007_source_alias.sql"),
     ),
+    (
+        8,
+        "0008_contact_details",
+        include_str!("../../migrations/0008_contact_details.sql"),
+    ),
 ];
 
 /// The double-quoted identifier of `schema` (validated by the settings as `[a-z_][a-z0-9_]*`).

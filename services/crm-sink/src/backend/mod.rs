@@ -40,7 +40,7 @@ use std::future::Future;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use mailstream_runtime::records::{Disposition, ScoredLead};
+use mailstream_runtime::records::{ContactDetails, Disposition, ScoredLead};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -86,6 +86,29 @@ pub struct ContactPlan {
     pub account_id: Option<String>,
     /// The resolver proposed it (an unknown sender): the sink creates it.
     pub create: bool,
+    /// What the lead's signature or form says of them, for the contact's empty fields.
+    pub details: ContactFields,
+}
+
+/// A contact's fields the sink only fills, never overwrites (`parsed.contact_details`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ContactFields {
+    pub title: Option<String>,
+    pub company: Option<String>,
+    /// The first phone number, E.164.
+    pub phone: Option<String>,
+    pub website: Option<String>,
+}
+
+impl From<&ContactDetails> for ContactFields {
+    fn from(d: &ContactDetails) -> Self {
+        Self {
+            title: d.title.clone(),
+            company: d.company.clone(),
+            phone: d.phones.first().cloned(),
+            website: d.website.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -235,6 +258,10 @@ impl WritePlan {
                 },
             }
         });
+        // What the lead wrote about themselves is the body's: hidden with it.
+        let details = email.contact_details.as_ref().filter(|_| lead.shows_body());
+        let details_name = details.and_then(|d| d.name.clone());
+        let fields = details.map(ContactFields::from).unwrap_or_default();
         let contact = match (&lead.contact_id, &resolved.new_contact, &sender_email) {
             (Some(id), _, Some(sender)) => Some(ContactPlan {
                 contact_id: fit_id(id),
@@ -243,22 +270,25 @@ impl WritePlan {
                     .contact
                     .as_ref()
                     .and_then(|c| c.name.clone())
-                    .or_else(|| sender_name.clone()),
+                    .or_else(|| sender_name.clone())
+                    .or(details_name),
                 account_id: account_id.clone(),
                 create: false,
+                details: fields,
             }),
             (None, Some(proposal), _) => {
                 let email = proposal.email.trim().to_lowercase();
                 Some(ContactPlan {
                     contact_id: new_contact_id(&email),
                     email,
-                    name: proposal.name.clone(),
+                    name: proposal.name.clone().or(details_name),
                     account_id: proposal
                         .account_id
                         .as_deref()
                         .map(fit_id)
                         .or(account_id.clone()),
                     create: true,
+                    details: fields,
                 })
             }
             _ => None,

@@ -14,8 +14,8 @@ use serde_json::json;
 use super::postgres::PostgresBackend;
 use super::postgres_tls::{Connector, Target};
 use super::{
-    AccountPlan, ActivityPlan, AttachmentPlan, ContactPlan, CrmBackend, LeadPlan, WritePlan,
-    new_contact_id,
+    AccountPlan, ActivityPlan, AttachmentPlan, ContactFields, ContactPlan, CrmBackend, LeadPlan,
+    WritePlan, new_contact_id,
 };
 use crate::events::SinkMetrics;
 use crate::retry::{Limiter, Retrier, RetryPolicy};
@@ -45,6 +45,7 @@ fn plan(i: usize, at: DateTime<Utc>) -> WritePlan {
             name: Some("Sam".into()),
             account_id: Some("acct-1".into()),
             create: true,
+            details: ContactFields::default(),
         }),
         deal: None,
         activity: ActivityPlan {

@@ -8,7 +8,7 @@
 //! |---|---|
 //! | activities, attachments, leads (keyed by message) | it comes from a later input offset and its values are `IS DISTINCT FROM` the row's (one message id is one partition, read in offset order) |
 //! | accounts | it is newer by `(received_at, message_id)` (last writer wins); an id-only mention only inserts |
-//! | contacts | it fills a name or account the row lacks (CRM-owned values are never overwritten) |
+//! | contacts | it fills a name, account, title, company, phone or website the row lacks (CRM-owned values are never overwritten) |
 //! | deals | it fills the account the row lacks |
 //! | follow-ups | it is the first for its (message, part) |
 //!
@@ -62,13 +62,20 @@ pub const ACCOUNT_ID_ONLY: &str =
  RETURNING account_id";
 
 pub const CONTACT_SET: &str = "DO UPDATE SET name = COALESCE(t.name, EXCLUDED.name),
-   account_id = COALESCE(t.account_id, EXCLUDED.account_id), updated_at = EXCLUDED.updated_at
+   account_id = COALESCE(t.account_id, EXCLUDED.account_id),
+   title = COALESCE(t.title, EXCLUDED.title), company = COALESCE(t.company, EXCLUDED.company),
+   phone = COALESCE(t.phone, EXCLUDED.phone), website = COALESCE(t.website, EXCLUDED.website),
+   updated_at = EXCLUDED.updated_at
  WHERE (t.name IS NULL AND EXCLUDED.name IS NOT NULL)
     OR (t.account_id IS NULL AND EXCLUDED.account_id IS NOT NULL)
+    OR (t.title IS NULL AND EXCLUDED.title IS NOT NULL)
+    OR (t.company IS NULL AND EXCLUDED.company IS NOT NULL)
+    OR (t.phone IS NULL AND EXCLUDED.phone IS NOT NULL)
+    OR (t.website IS NULL AND EXCLUDED.website IS NOT NULL)
  RETURNING contact_id, created_by_message_id";
 
-pub const CONTACT_INSERT: &str = "INSERT INTO contacts AS t (contact_id, email, name, account_id, created_by_message_id, created_at, updated_at)
- VALUES ($1, $2, $3, $4, $5, $6, $6)";
+pub const CONTACT_INSERT: &str = "INSERT INTO contacts AS t (contact_id, email, name, account_id, created_by_message_id, created_at, updated_at, title, company, phone, website)
+ VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10)";
 
 /// A contact upserted by its id (a contact the resolver knows): its id, `created_by_message_id`
 /// and whether the statement changed it; when it changed nothing, the row read in the same

@@ -152,19 +152,23 @@ pub(super) async fn write_shared(
         .contact
         .as_ref()
         .and_then(|k| k.create.then_some(plan.message_id.as_str()));
-    let contact: Option<(&Statement, [Param<'_>; 6])> = plan.contact.as_ref().map(|k| {
+    let contact: Option<(&Statement, [Param<'_>; 10])> = plan.contact.as_ref().map(|k| {
         let statement = if k.create {
             &p.contact_by_email
         } else {
             &p.contact_by_id
         };
-        let params: [Param<'_>; 6] = [
+        let params: [Param<'_>; 10] = [
             &k.contact_id,
             &k.email,
             &k.name,
             &k.account_id,
             &created_by,
             &at,
+            &k.details.title,
+            &k.details.company,
+            &k.details.phone,
+            &k.details.website,
         ];
         (statement, params)
     });

@@ -8,8 +8,8 @@
 //! what the first write made. Per message:
 //! 1. the sender's party: its email contact mechanism is searched (`party.contact_mechanism`,
 //!    `value` ilike the address with Tryton's wildcards escaped: case-insensitive equality);
-//!    else a party is created with the sender's name (else the address) and an email contact
-//!    mechanism. A party found without a name gets the sender's; nothing else of it is changed.
+//!    else a party is created with the sender's name (else the address), an email contact
+//!    mechanism and the lead's phone and website when known. A party found without a name gets the sender's; nothing else of it is changed.
 //! 2. the deal's opportunity (`sale.opportunity`), searched by `reference` = the deal id; else
 //!    created as a lead for the party, with the subject as description, the email's date as
 //!    start date, in the server's first company and its currency. One found without a party gets
@@ -23,7 +23,9 @@
 //!    record (the resolver's second record of a reply whose parent came later, now with the
 //!    parent's deal) looks for its note on any record and moves it to the deal's opportunity.
 //!
-//! The records carry no phone number, so parties get an email contact mechanism only.
+//! A party created gets an email contact mechanism, and a phone and a website one when the
+//! lead's signature or form gave them (`parsed.contact_details`); a party found is not changed
+//! beyond a missing name. Title and company have no field on a Tryton party.
 //! Attachments are not uploaded (counted neither written nor failed); accounts travel as ids
 //! in the crm-result only.
 //!
@@ -207,9 +209,18 @@ impl TrytonBackend {
                 id
             }
             None => {
+                // A new party gets the phone and website the lead gave too; a party found is
+                // left as the CRM's users keep it.
+                let mut mechanisms = vec![json!({"type": "email", "value": k.email})];
+                if let Some(phone) = &k.details.phone {
+                    mechanisms.push(json!({"type": "phone", "value": phone}));
+                }
+                if let Some(website) = &k.details.website {
+                    mechanisms.push(json!({"type": "website", "value": website}));
+                }
                 let body = json!({
                     "name": k.name.as_deref().unwrap_or(&k.email),
-                    "contact_mechanisms": [["create", [{"type": "email", "value": k.email}]]],
+                    "contact_mechanisms": [["create", mechanisms]],
                 });
                 let op = ("party-create", Method::POST, "party.party");
                 let id = self.api.save(report, op, &body, deadline).await?;
