@@ -113,6 +113,12 @@ pub fn table_waiting_for_brokers(topic: &str, problem: &str) {
     );
 }
 
+/// A table's reader failed `count` times since this was last said (every 10 s at most), the
+/// last with `error` (brokers down: the table stands still until they are back).
+pub fn table_reader_errors(topic: &str, error: &rdkafka::error::KafkaError, count: u64) {
+    tracing::warn!(table = topic, %error, count, "table reader errors");
+}
+
 /// A table row could not be decoded because the schema registry did not answer (`problem`):
 /// the table waits for it at `offset` rather than miss the row (said again every 10 s).
 pub fn table_waiting_for_registry(topic: &str, offset: i64, problem: &str) {

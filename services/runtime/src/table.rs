@@ -55,6 +55,8 @@ pub struct GlobalTable<V> {
     rows: RwLock<HashMap<String, V>>,
     /// Keys upserted since the last take, once [`GlobalTable::record_arrivals`] asked for them.
     arrivals: Mutex<Option<Arrivals>>,
+    /// When a reader error was last said, and how many came since.
+    reader_errors: Mutex<(Option<Instant>, u64)>,
 }
 
 /// The keys a table applied an upsert for since they were last taken, in the order applied
@@ -118,6 +120,7 @@ impl<V: AvroRecord + Clone + Sync> GlobalTable<V> {
             topic: topic.clone(),
             rows: RwLock::new(HashMap::new()),
             arrivals: Mutex::new(None),
+            reader_errors: Mutex::new((None, 0)),
         });
         let codec = AvroCodec::decoder(registry_settings(config)?);
         let started = Instant::now();
@@ -174,7 +177,7 @@ impl<V: AvroRecord + Clone + Sync> GlobalTable<V> {
         let message = match received {
             Ok(m) => m,
             Err(error) => {
-                tracing::warn!(table = %self.topic, %error, "table reader error");
+                self.reader_error(&error);
                 return;
             }
         };
@@ -222,6 +225,20 @@ impl<V: AvroRecord + Clone + Sync> GlobalTable<V> {
             } else {
                 arrivals.overflowed = true;
             }
+        }
+    }
+
+    /// A reader error, said at most every [`UNREACHABLE_REPORT`] with how many came since: a
+    /// broker outage surfaces as one per partition at once, hundreds in a second.
+    fn reader_error(&self, error: &rdkafka::error::KafkaError) {
+        let Ok(mut errors) = self.reader_errors.lock() else {
+            return;
+        };
+        let (reported, since) = &mut *errors;
+        *since += 1;
+        if reported.is_none_or(|at| at.elapsed() > UNREACHABLE_REPORT) {
+            events::table_reader_errors(&self.topic, error, *since);
+            *errors = (Some(Instant::now()), 0);
         }
     }
 
