@@ -9,7 +9,8 @@
 //! 1. the sender's party: its email contact mechanism is searched (`party.contact_mechanism`,
 //!    `value` ilike the address with Tryton's wildcards escaped: case-insensitive equality);
 //!    else a party is created with the sender's name (else the address), an email contact
-//!    mechanism and the lead's phone and website when known. A party found without a name gets the sender's; nothing else of it is changed.
+//!    mechanism and the lead's phone and website when known. A party found without a name gets
+//!    the sender's; nothing else of it is changed.
 //! 2. the deal's opportunity (`sale.opportunity`), searched by `reference` = the deal id; else
 //!    created as a lead for the party, with the subject as description, the email's date as
 //!    start date, in the server's first company and its currency. One found without a party gets

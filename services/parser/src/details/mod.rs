@@ -32,7 +32,7 @@ use self::words::{COMPANY_WORDS, DEPARTMENT_WORDS, NOT_A_WEBSITE, TITLE_WORDS};
 use crate::bodies::re;
 use crate::reply::patterns::SIGN_OFF;
 
-pub use phone::{normalize as normalize_phone, region_of};
+use phone::region_of;
 
 /// The longest name, title, company or website kept.
 pub const MAX_VALUE_BYTES: usize = 200;
@@ -257,13 +257,9 @@ fn whole_words(words: &[&str]) -> Regex {
     sorted.sort_by_key(|w| std::cmp::Reverse(w.len()));
     let alternation: Vec<String> = sorted.iter().map(|w| regex::escape(w)).collect();
     re(&format!(
-        r"(?i)(?:^|[^\w]){}(?:$|[^\w])",
-        group(&alternation)
+        r"(?i)(?:^|[^\w])(?:{})(?:$|[^\w])",
+        alternation.join("|")
     ))
-}
-
-fn group(alternation: &[String]) -> String {
-    format!("(?:{})", alternation.join("|"))
 }
 
 /// `value` cut to [`MAX_VALUE_BYTES`].

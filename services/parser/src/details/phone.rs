@@ -67,7 +67,7 @@ pub fn numbers<'a>(
 }
 
 /// `text` in E.164 when it is a valid number (read in `region` unless international).
-pub fn normalize(text: &str, region: Option<country::Id>) -> Option<String> {
+fn normalize(text: &str, region: Option<country::Id>) -> Option<String> {
     let digits = text.chars().filter(char::is_ascii_digit).count();
     if !(7..=15).contains(&digits) {
         return None;
