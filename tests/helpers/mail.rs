@@ -51,20 +51,7 @@ pub fn temp_dir(name: &str) -> PathBuf {
 pub async fn start(env: &TestEnv, blobs: &Path, extra: &[(&str, &str)]) -> Ingest {
     let (smtp, http) = (free_port(), free_port());
     let metrics = format!("127.0.0.1:{}", free_port());
-    let smtp_addr = format!("127.0.0.1:{smtp}");
-    let http_addr = format!("127.0.0.1:{http}");
-    let blob_url = format!("file://{}", blobs.display());
-    let mut vars = vec![
-        ("MAILSTREAM_HTTP_ADDR", metrics.as_str()),
-        ("MAILSTREAM_INGEST_SMTP_ADDR", smtp_addr.as_str()),
-        ("MAILSTREAM_INGEST_HTTP_ADDR", http_addr.as_str()),
-        ("MAILSTREAM_INGEST_ACCEPTED_DOMAINS", DOMAINS),
-        ("MAILSTREAM_INGEST_HMAC_SECRET", SECRET),
-        ("MAILSTREAM_INGEST_BLOB_URL", blob_url.as_str()),
-        ("MAILSTREAM_INGEST_HOSTNAME", "mx.test"),
-    ];
-    vars.extend_from_slice(extra);
-    let mut child = env.spawn("ingest", "a", &vars);
+    let mut child = spawn(env, blobs, smtp, http, &metrics, extra);
     let started = Instant::now();
     loop {
         if http_get(&format!("http://{metrics}/readyz")).await.0 == 200 {
@@ -85,6 +72,36 @@ pub async fn start(env: &TestEnv, blobs: &Path, extra: &[(&str, &str)]) -> Inges
         http,
         metrics,
     }
+}
+
+/// Starts another `mailstream run ingest` on the ports of `ingest` (one that died), without
+/// waiting for it: its clients reconnect as they would to a restarted MX.
+pub fn respawn(env: &TestEnv, blobs: &Path, ingest: &Ingest, extra: &[(&str, &str)]) -> Child {
+    spawn(env, blobs, ingest.smtp, ingest.http, &ingest.metrics, extra)
+}
+
+fn spawn(
+    env: &TestEnv,
+    blobs: &Path,
+    smtp: u16,
+    http: u16,
+    metrics: &str,
+    extra: &[(&str, &str)],
+) -> Child {
+    let smtp_addr = format!("127.0.0.1:{smtp}");
+    let http_addr = format!("127.0.0.1:{http}");
+    let blob_url = format!("file://{}", blobs.display());
+    let mut vars = vec![
+        ("MAILSTREAM_HTTP_ADDR", metrics),
+        ("MAILSTREAM_INGEST_SMTP_ADDR", smtp_addr.as_str()),
+        ("MAILSTREAM_INGEST_HTTP_ADDR", http_addr.as_str()),
+        ("MAILSTREAM_INGEST_ACCEPTED_DOMAINS", DOMAINS),
+        ("MAILSTREAM_INGEST_HMAC_SECRET", SECRET),
+        ("MAILSTREAM_INGEST_BLOB_URL", blob_url.as_str()),
+        ("MAILSTREAM_INGEST_HOSTNAME", "mx.test"),
+    ];
+    vars.extend_from_slice(extra);
+    env.spawn("ingest", "a", &vars)
 }
 
 pub fn run(cmd: &mut Command) -> (i32, String) {

@@ -127,12 +127,11 @@ async fn replay(ctx: &dlq_view::Context, args: ReplayArgs) -> anyhow::Result<Exi
     let naming = Naming::new(ctx.config.topic_prefix.clone());
     // Fence earlier runs before reading their markers (see the module doc).
     let producer = if args.apply.execute {
-        let producer: FutureProducer = kafka::base_config(&ctx.config)
+        let producer: FutureProducer = kafka::durable_producer_config(&ctx.config)
             .set(
                 "transactional.id",
                 naming.transactional_id("dlq-replay", "ctl"),
             )
-            .set("enable.idempotence", "true")
             .set("message.max.bytes", "8388608")
             .set("compression.type", "zstd")
             .create()

@@ -378,8 +378,7 @@ impl<'a> Writer<'a> {
         topology: &Topology,
         naming: &'a Naming,
     ) -> anyhow::Result<Self> {
-        let producer = kafka::base_config(config)
-            .set("enable.idempotence", "true")
+        let producer = kafka::durable_producer_config(config)
             .create()
             .context("creating the producer")?;
         let codec = AvroCodec::new(

@@ -59,8 +59,7 @@ pub async fn execute(command: TablesCommand, source: ConfigSource) -> anyhow::Re
         std::slice::from_ref(&table),
     )?;
     codec.register_outputs().await?;
-    let producer: FutureProducer = kafka::base_config(&config)
-        .set("enable.idempotence", "true")
+    let producer: FutureProducer = kafka::durable_producer_config(&config)
         .set("linger.ms", "20")
         .create()
         .context("creating the producer")?;

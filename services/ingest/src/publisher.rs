@@ -1,6 +1,7 @@
 //! The durable write every channel ends in: builds the `RawEmail` record (inline bytes, or a
 //! claim check in the blob store over `inline_limit_bytes`), encodes it with the registered
-//! Avro schema and produces it to `raw-email` with an idempotent producer (`acks=all`),
+//! Avro schema and produces it to `raw-email` with a durable producer
+//! ([`mailstream_runtime::kafka::durable`]: idempotent, `acks=all`, one request in flight),
 //! returning only after the broker acknowledged it. SMTP answers 250 and HTTP 202 only after
 //! [`Publisher::publish`] returned `Ok`.
 //!
@@ -13,7 +14,7 @@ use mailstream_runtime::avro::{AvroCodec, registry_settings};
 use mailstream_runtime::blob::{BlobStore, sha256_hex};
 use mailstream_runtime::error::ProcessError;
 use mailstream_runtime::headers::{CORRELATION_ID, TRACEPARENT, TraceContext};
-use mailstream_runtime::kafka::base_config;
+use mailstream_runtime::kafka::durable_producer_config;
 use mailstream_runtime::records::{Envelope, IngestSource, RawEmail};
 use mailstream_runtime::{Naming, RuntimeConfig, Topology};
 use rdkafka::error::KafkaError;
@@ -86,10 +87,8 @@ impl Publisher {
                 mailstream_runtime::config::key_label(crate::NAME, "blob_url")
             )])
         })?;
-        let mut client = base_config(config);
+        let mut client = durable_producer_config(config);
         client
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
             .set("linger.ms", "2")
             .set("compression.type", "zstd")
             .set("message.max.bytes", "8388608")

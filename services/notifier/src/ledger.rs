@@ -122,10 +122,8 @@ impl Ledger {
             &[TOPIC.to_string()],
         )?;
         codec.register_outputs().await?;
-        let mut client = kafka::base_config(config);
+        let mut client = kafka::durable_producer_config(config);
         client
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
             .set("linger.ms", "0")
             .set("message.timeout.ms", "10000");
         let producer = client

@@ -89,6 +89,31 @@ pub fn reader_config(config: &RuntimeConfig, group: &str) -> ClientConfig {
     client
 }
 
+/// A producer whose delivery report means written: idempotent, `acks=all`, and one request in
+/// flight per broker connection, set after the user's properties (the three are managed keys).
+///
+/// One request in flight closes a loss librdkafka's pipelining allows (found by the chaos
+/// suite, reproduced in `tests/cluster.rs`): a producer's first batch on a partition refused
+/// with a retriable error (NOT_ENOUGH_REPLICAS while a cluster recovers) and queued for retry,
+/// the next batch already in flight and accepted (a broker takes any sequence number from a
+/// producer it holds no state for: a new one, or one idle past `producer.id.expiration.ms`),
+/// and librdkafka then reports the refused batch delivered ("implicitly acked by subsequent
+/// batch success"). With one request in flight, a batch is sent only after every earlier one
+/// on that connection was answered, so a later success cannot vouch for an unwritten batch.
+pub fn durable(client: &mut ClientConfig) -> &mut ClientConfig {
+    client
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("max.in.flight.requests.per.connection", "1")
+}
+
+/// [`base_config`] made [`durable`]: the producer of every write that must not be lost.
+pub fn durable_producer_config(config: &RuntimeConfig) -> ClientConfig {
+    let mut client = base_config(config);
+    durable(&mut client);
+    client
+}
+
 /// The transactional producer of a processor's outputs.
 ///
 /// `max_record_bytes` is the largest cap of a topic it writes (dead letters included), so
@@ -120,7 +145,7 @@ pub fn producer_config(
         "transactional.id",
         naming.transactional_id(processor, &config.instance_id()),
     );
-    client.set("enable.idempotence", "true");
+    durable(&mut client);
     client
 }
 

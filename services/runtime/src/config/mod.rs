@@ -41,6 +41,8 @@ const MANAGED_KAFKA_KEYS: &[&str] = &[
     "enable.auto.offset.store",
     "isolation.level",
     "enable.idempotence",
+    "acks",
+    "max.in.flight.requests.per.connection",
     "group.instance.id",
 ];
 
