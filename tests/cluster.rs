@@ -52,6 +52,10 @@ const CHUNK_EVERY: Duration = Duration::from_millis(100);
 /// where an instance sat in a transactional call for its whole 30 s timeout.
 const RECOVERY_BOUND: Duration = Duration::from_secs(60);
 
+/// Held by each test for its whole run: both restart the cluster's nodes, and the test harness
+/// runs the tests of a binary at the same time.
+static CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// One pass-through instance.
 struct Instance {
     name: &'static str,
@@ -329,6 +333,7 @@ async fn min_insync(env: &TestEnv, logical: &str) -> Option<String> {
 /// replaced, `stream/producer.rs`); the report counts both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_leader_killed_mid_stream_loses_and_duplicates_nothing() {
+    let _cluster = CLUSTER.lock().await;
     let test_started = Instant::now();
     let cluster = Cluster::get();
     // a node an earlier run left down comes back first
@@ -661,6 +666,7 @@ async fn a_partition_leader_killed_mid_stream_loses_and_duplicates_nothing() {
 /// with one request in flight no later batch can be answered before an earlier one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_email_ingest_accepted_survives_every_node_killed_and_a_new_ingest() {
+    let _cluster = CLUSTER.lock().await;
     let cluster = Cluster::get();
     tokio::task::block_in_place(|| cluster.up());
     let env = TestEnv::new_on(cluster.stack.clone(), "ingest-kill");
