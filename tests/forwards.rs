@@ -5,7 +5,8 @@
 //! the `parsed` records name the forwarder. A WordPress Contact Form 7 notification from
 //! `wordpress@` makes the person in its fields the contact and the lead, with the form's
 //! phone, company and message in `parsed.form`. A prospect's own email fills their contact's
-//! title, company, phone and website from its signature, and a later one overwrites none.
+//! title, company, phone and website from its signature, and a later one overwrites none; a
+//! forwarded prospect's come from the original's signature, never the colleague's.
 
 use std::time::Duration;
 
@@ -13,16 +14,19 @@ use mailstream_runtime::records::{Forwarded, ParsedEmail};
 use mailstream_tests::crm_db::{SAMPLE_DOMAIN, SmtpToCrm, psql_rows};
 use mailstream_tests::{TestEnv, collect, decode_as};
 
-/// Bob, a colleague, forwards Dana's demo request inline (Gmail).
+/// Bob, a colleague, forwards Dana's demo request inline (Gmail), each with a signature: Dana's
+/// is hers (the lead's details), Bob's above the banner is not.
 fn gmail_forward() -> String {
     format!(
         "From: Bob Seller <bob@{SAMPLE_DOMAIN}>\r\nTo: crm@{SAMPLE_DOMAIN}\r\nSubject: Fwd: Demo request\r\n\
          Message-ID: <fwd-inline@{SAMPLE_DOMAIN}>\r\nDate: Tue, 08 Dec 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\n\
          Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\
-         FYI, a hot one.\r\n\r\n---------- Forwarded message ---------\r\n\
+         FYI, a hot one.\r\n\r\nBest,\r\nBob Seller\r\nAccount Executive\r\n+49 30 1234567\r\n\r\n\
+         ---------- Forwarded message ---------\r\n\
          From: Dana Prospect <dana@prospect-forward.example>\r\nDate: Mon, Dec 7, 2026 at 9:00 AM\r\n\
          Subject: Demo request\r\nTo: Bob Seller <bob@{SAMPLE_DOMAIN}>\r\n\r\n\
-         Hello, we would like a demo of your product for 40 seats.\r\n\r\nThanks,\r\nDana\r\n"
+         Hello, we would like a demo of your product for 40 seats.\r\n\r\nThanks,\r\nDana Prospect\r\n\
+         CTO | Prospect Labs Inc.\r\n+1 415 555 0132\r\n"
     )
 }
 
@@ -188,9 +192,9 @@ async fn forwards_and_form_notifications_make_the_right_person_the_contact() {
         [
             "dana@prospect-forward.example",
             "Dana Prospect",
-            "",
-            "",
-            "",
+            "CTO",
+            "Prospect Labs Inc.",
+            "+14155550132",
             "",
         ],
         [

@@ -278,10 +278,10 @@ fn build(raw: &[u8], ctx: &ParseContext, keep_bytes: bool) -> Result<Parsed, Par
     // Before the bodies are cut: the whole bodies kept in the blob store are masked too.
     ctx.redactor.record(&mut record);
     // Who the lead is, when it is not From: a forward's original sender, a form's person.
-    forward::detect(&message, &mut record, &ctx.redactor);
+    let forwarded_signature = forward::detect(&message, &mut record, &ctx.redactor);
     form::detect(&mut record, &ctx.redactor);
     // What the lead says about themselves: the form's fields, else their signature.
-    details::detect(&mut record);
+    details::detect(&mut record, forwarded_signature.as_deref());
     let cut_bodies = limits::bound(&mut record, ctx.max_body_bytes);
     let mut attachment_bytes: Vec<Vec<u8>> = extracted.into_iter().map(|e| e.bytes).collect();
     attachment_bytes.truncate(record.attachments.len());

@@ -2,10 +2,12 @@
 //!
 //! - **A form notification** ([`crate::form`]) gives them as fields: the person's name, the
 //!   company, the phone.
-//! - **Otherwise the signature** the reply stripping split off ([`crate::reply`]) of an email the
-//!   lead wrote themselves: not a forward (its signature is the forwarder's), a delivery report,
-//!   or a mailing list's post (its footer is the list's). Its lines give, each only when the
-//!   line is unambiguous:
+//! - **Otherwise the lead's signature**, as the reply stripping split it off ([`crate::reply`]):
+//!   the email's own, or for a forward the original's ([`crate::forward`]: the original's author
+//!   is the lead; the forwarder's signature is never read), with the lead's domain for phone
+//!   numbers and the website. None for a delivery report or a mailing list's post (its footer is
+//!   the list's), nor for a forward that names no original sender. Its lines give, each only
+//!   when the line is unambiguous:
 //!   - the **name**: the first line of two to four capitalized words (the sign-off passed over);
 //!   - the **title**: a line naming a job in one of nine languages ([`words::TITLE_WORDS`]),
 //!     whose part after `|`, `,`, ` - ` or ` at ` is the company when it is one;
@@ -61,14 +63,20 @@ static LINK: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)\b(?:https?://|www\.)[^
 static TITLE_SPLIT: LazyLock<Regex> =
     LazyLock::new(|| re(r"(?i)\s+[|\-–—@]\s+|,\s+|\s+(?:at|bei|chez|en|presso|bij)\s+"));
 
-/// Fills `record.contact_details` from its form, else from its signature.
-pub fn detect(record: &mut ParsedEmail) {
-    let details = match &record.form {
-        Some(_) => from_form(record),
-        None if record.forwarded.is_some() || record.bounce.is_some() || record.list.is_some() => {
-            None
-        }
-        None => from_signature(record),
+/// Fills `record.contact_details` from its form, else from the lead's signature: the email's,
+/// or `forwarded_signature` (the original's, [`crate::forward::detect`]) when it is a forward.
+pub fn detect(record: &mut ParsedEmail, forwarded_signature: Option<&str>) {
+    let details = match (&record.form, &record.forwarded) {
+        (Some(_), _) => from_form(record),
+        _ if record.bounce.is_some() || record.list.is_some() => None,
+        (None, Some(original)) => original
+            .from
+            .as_ref()
+            .and_then(|lead| from_signature(forwarded_signature?, Some(lead))),
+        (None, None) => record
+            .signature
+            .as_deref()
+            .and_then(|signature| from_signature(signature, record.from.as_ref())),
     };
     record.contact_details = details;
 }
@@ -95,9 +103,9 @@ fn from_form(record: &ParsedEmail) -> Option<ContactDetails> {
     Some(details).filter(|d| !is_empty(d))
 }
 
-fn from_signature(record: &ParsedEmail) -> Option<ContactDetails> {
-    let signature = record.signature.as_deref()?;
-    let sender_domain = domain(record.from.as_ref());
+/// The details in `signature`, written by `lead`.
+fn from_signature(signature: &str, lead: Option<&Address>) -> Option<ContactDetails> {
+    let sender_domain = domain(lead);
     let lines: Vec<&str> = signature
         .lines()
         .map(str::trim)

@@ -70,16 +70,49 @@ fn national_numbers_of_a_generic_domain_and_invalid_numbers_are_left_out() {
 }
 
 #[test]
-fn a_forward_a_bounce_or_a_mail_without_signature_says_nothing() {
+fn a_forward_gives_the_original_authors_signature_never_the_forwarders() {
     let forward = parse(
         "Colleague Name <colleague@in.acme.example>",
         "Fwd: Pricing",
-        "FYI\n\n---------- Forwarded message ---------\nFrom: Jane Doe <jane@acme-robotics.com>\n\
-         Date: Mon, 7 Dec 2026 at 09:00\nSubject: Pricing\nTo: <info@in.acme.example>\n\n\
-         Could you send pricing?\n\nBest,\nColleague Name\nAccount Executive\n+49 30 1234567\n",
+        "FYI, a lead for you.\n\nBest,\nColleague Name\nAccount Executive\nAcme Software GmbH\n\
+         +49 30 1234567\n\n---------- Forwarded message ---------\n\
+         From: Jane Doe <jane@acme-robotics.co.uk>\nDate: Mon, 7 Dec 2026 at 09:00\n\
+         Subject: Pricing\nTo: <info@in.acme.example>\n\nCould you send pricing for 200 seats?\n\n\
+         Kind regards,\nJane Doe\nHead of Procurement | Acme Robotics Ltd\nT: 020 7123 4567\n\
+         www.acme-robotics.co.uk\n",
     );
-    assert!(forward.forwarded.is_some());
-    assert_eq!(forward.contact_details, None, "the forwarder's signature");
+    let original = forward.forwarded.as_ref().expect("a forward");
+    assert_eq!(
+        original.body.as_deref().map(str::trim),
+        Some("Could you send pricing for 200 seats?"),
+        "the signature is not in the original's body"
+    );
+    let d = details(&forward);
+    assert_eq!(d.source, "signature");
+    assert_eq!(d.name.as_deref(), Some("Jane Doe"));
+    assert_eq!(d.title.as_deref(), Some("Head of Procurement"));
+    assert_eq!(d.company.as_deref(), Some("Acme Robotics Ltd"));
+    // A UK national number: the original sender's .uk, not the forwarder's domain.
+    assert_eq!(d.phones, ["+442071234567"]);
+    assert_eq!(
+        d.website.as_deref(),
+        Some("https://www.acme-robotics.co.uk")
+    );
+    // The original signed with nothing: the forwarder's signature is still not the lead's.
+    let unsigned = parse(
+        "Colleague Name <colleague@in.acme.example>",
+        "Fwd: Pricing",
+        "FYI\n\nBest,\nColleague Name\nAccount Executive\n+49 30 1234567\n\n\
+         ---------- Forwarded message ---------\nFrom: Jane Doe <jane@acme-robotics.com>\n\
+         Date: Mon, 7 Dec 2026 at 09:00\nSubject: Pricing\nTo: <info@in.acme.example>\n\n\
+         Could you send pricing?\n",
+    );
+    assert!(unsigned.forwarded.is_some());
+    assert_eq!(unsigned.contact_details, None, "the forwarder's signature");
+}
+
+#[test]
+fn a_bounce_or_a_mail_without_signature_says_nothing() {
     let plain = parse("ann@shop.example", "Hi", "Could you call me back?\n");
     assert_eq!(plain.contact_details, None);
     let footer = parse(

@@ -18,7 +18,8 @@
 //! quote or attach the message they answer), mail from robots (`mailer-daemon@`, `no-reply@`:
 //! a report the bounce reader did not recognise), and replies (`Re:`, `AW:`, ...), are not
 //! forwards. The original's body is its new content (its own quotes and signature removed by
-//! [`crate::reply`]), masked by the record's redactor and cut to [`MAX_BODY_BYTES`].
+//! [`crate::reply`]), masked by the record's redactor and cut to [`MAX_BODY_BYTES`]; its
+//! signature goes to [`crate::details`] (the lead's contact details), not into the record.
 
 mod block;
 mod date;
@@ -45,10 +46,23 @@ const MAX_FIELD_BYTES: usize = 1024;
 /// generous 1 KiB for the rest (part of [`crate::limits::max_record_bytes`]).
 pub const MAX_ENCODED_BYTES: usize = MAX_BODY_BYTES + 6 * (MAX_FIELD_BYTES + 10) + 1024;
 
-/// The message `record` (parsed from `message`) forwards, if it forwards one.
-pub fn detect(message: &Message<'_>, record: &mut ParsedEmail, redactor: &Redactor) {
+/// A forwarded original as found: its record, and the signature its author signed with (split
+/// off its body, so not in [`Forwarded::body`]).
+struct Found {
+    forwarded: Forwarded,
+    signature: Option<String>,
+}
+
+/// The message `record` (parsed from `message`) forwards, if it forwards one, into
+/// `record.forwarded`. Returns the original's signature (masked), which
+/// [`crate::details`] reads the lead's contact details from.
+pub fn detect(
+    message: &Message<'_>,
+    record: &mut ParsedEmail,
+    redactor: &Redactor,
+) -> Option<String> {
     if record.bounce.is_some() || record.auto_reply.is_some() {
-        return;
+        return None;
     }
     let subject = record.subject.as_deref().unwrap_or_default();
     let robot = record
@@ -56,14 +70,19 @@ pub fn detect(message: &Message<'_>, record: &mut ParsedEmail, redactor: &Redact
         .as_ref()
         .is_some_and(|a| words::is_robot(&a.email));
     if is_reply_subject(subject) || robot {
-        return;
+        return None;
     }
-    let mut found = attached(message).or_else(|| {
+    let found = attached(message).or_else(|| {
         record
             .text
             .as_deref()
             .and_then(|text| inline(text, subject, 0))
     });
+    let (mut found, mut signature) =
+        found.map_or((None, None), |f| (Some(f.forwarded), f.signature));
+    if let Some(signature) = &mut signature {
+        redactor.in_place(signature);
+    }
     if let Some(original) = &mut found {
         original.forwarder = record.from.clone().map(bounded_address);
         if original.depth as usize >= MAX_DEPTH {
@@ -92,11 +111,12 @@ pub fn detect(message: &Message<'_>, record: &mut ParsedEmail, redactor: &Redact
         }
     }
     record.forwarded = found;
+    signature.filter(|_| record.forwarded.is_some())
 }
 
 /// The innermost message of a chain of `message/rfc822` attachments, then of inline forwards
 /// in its text.
-fn attached(message: &Message<'_>) -> Option<Forwarded> {
+fn attached(message: &Message<'_>) -> Option<Found> {
     let mut current = message;
     let mut depth = 0;
     while depth < MAX_DEPTH {
@@ -131,12 +151,13 @@ fn attached(message: &Message<'_>) -> Option<Forwarded> {
             .as_deref()
             .and_then(|t| inline(t, subject.as_deref().unwrap_or_default(), remaining))
     {
-        deeper.depth += depth as i32;
-        deeper.format = Forwarded::ATTACHED.into();
+        deeper.forwarded.depth += depth as i32;
+        deeper.forwarded.format = Forwarded::ATTACHED.into();
         return Some(deeper);
     }
     let mut ignored = Vec::new();
-    Some(Forwarded {
+    let split = text.as_deref().map(reply::split);
+    let forwarded = Forwarded {
         from: normalize::addresses(current.from().into_iter(), "From", &mut ignored)
             .into_iter()
             .next()
@@ -146,16 +167,20 @@ fn attached(message: &Message<'_>) -> Option<Forwarded> {
             .header_raw("Date")
             .map(|d| bounded(d.trim().to_string())),
         subject: subject.map(bounded),
-        body: text.map(|t| reply::split(&t).stripped),
+        body: split.as_ref().map(|s| s.stripped.clone()),
         forwarder: None,
         format: Forwarded::ATTACHED.into(),
         depth: depth as i32,
+    };
+    Some(Found {
+        forwarded,
+        signature: split.and_then(|s| s.signature),
     })
 }
 
 /// The innermost inline forward in `text` whose subject is `subject`, following at most
 /// `MAX_DEPTH - already` forwards. The caller adds its own depth.
-fn inline(text: &str, subject: &str, already: usize) -> Option<Forwarded> {
+fn inline(text: &str, subject: &str, already: usize) -> Option<Found> {
     let lines: Vec<&str> = text.lines().collect();
     let (mut start, mut end, mut depth) = (0, lines.len(), 0);
     let mut subject = subject.to_string();
@@ -182,16 +207,20 @@ fn inline(text: &str, subject: &str, already: usize) -> Option<Forwarded> {
         .iter()
         .filter_map(|l| block::unquote(l, quote))
         .collect();
-    let body = reply::split(&body.join("\n")).stripped;
-    Some(Forwarded {
+    let split = reply::split(&body.join("\n"));
+    let forwarded = Forwarded {
         from: head.from.as_deref().and_then(address).map(bounded_address),
         date: head.date.as_deref().and_then(date::parse),
         date_text: head.date.map(bounded),
         subject: head.subject.map(bounded),
-        body: Some(body).filter(|b| !b.trim().is_empty()),
+        body: Some(split.stripped).filter(|b| !b.trim().is_empty()),
         forwarder: None,
         format: Forwarded::INLINE.into(),
         depth: steps as i32,
+    };
+    Some(Found {
+        forwarded,
+        signature: split.signature,
     })
 }
 
