@@ -3,8 +3,9 @@
 //! ones with attachments in a real blob store, one attachment shared between an old
 //! unqualified and the qualified lead. `mailstream retention run --older-than-days 30` first
 //! reports exactly what `--execute` then deletes: the two old unqualified messages' rows and
-//! the one blob only they pointed to; the shared blob, the qualified and the recent lead stay,
-//! and a second run finds nothing.
+//! the one blob only they pointed to, and our answers (`responses`) past the horizon; the
+//! shared blob, the qualified and the recent lead, and a recent answer stay, and a second run
+//! finds nothing.
 
 use std::time::Duration;
 
@@ -87,6 +88,17 @@ async fn retention_deletes_old_unqualified_leads_and_their_unshared_blobs_once()
     };
     let everything = "ret-1@client.test,ret-2@client.test,ret-3@client.test,ret-4@client.test";
     assert_eq!(activities(), everything);
+    // Our answers as the sink keeps them (`resolved.outbound`): one past the horizon, one not.
+    psql(&format!(
+        "INSERT INTO {schema}.responses (message_id, thread_id, received_at) VALUES \
+         ('out-old@in.example.com', 'thread-old', now() - interval '100 days'), \
+         ('out-new@in.example.com', 'thread-new', now() - interval '1 day')"
+    ));
+    let responses = || {
+        psql(&format!(
+            "SELECT string_agg(message_id, ',' ORDER BY message_id) FROM {schema}.responses"
+        ))
+    };
 
     let retention = |execute: bool| -> Value {
         let mut args = vec!["retention", "run", "--older-than-days", "30", "--json"];
@@ -110,6 +122,7 @@ async fn retention_deletes_old_unqualified_leads_and_their_unshared_blobs_once()
     assert_eq!(dry["expired"]["rows"]["activities"], 2, "{dry}");
     assert_eq!(dry["expired"]["rows"]["attachments"], 2, "{dry}");
     assert_eq!(dry["expired"]["rows"]["contacts"], 0, "contacts stay");
+    assert_eq!(dry["expired"]["rows"]["responses"], 1, "{dry}");
     assert_eq!(
         dry["blobs_deleted"], 1,
         "only the blob no kept lead points to: {dry}"
@@ -124,6 +137,11 @@ async fn retention_deletes_old_unqualified_leads_and_their_unshared_blobs_once()
     );
     assert_eq!(done["blobs_deleted"], 1);
     assert_eq!(activities(), "ret-3@client.test,ret-4@client.test");
+    assert_eq!(
+        responses(),
+        "out-new@in.example.com",
+        "the old answer is gone"
+    );
     assert_eq!(
         psql(&format!(
             "SELECT count(*) FROM {schema}.leads WHERE message_id IN ('ret-1@client.test', 'ret-2@client.test')"

@@ -8,7 +8,7 @@
 //!
 //! | backend | found by | deleted | blobs |
 //! |---|---|---|---|
-//! | `postgres` | its `leads` rows (status, `received_at`) | activities with attachments, leads, follow-ups | those no remaining attachment row points to |
+//! | `postgres` | its `leads` rows (status, `received_at`) | activities with attachments, leads, follow-ups; `responses` (our answers) older than N days | those no remaining attachment row points to |
 //! | `tryton` | its notes (the sink's marker line, `Lead:` status, `Received:` time) | the notes; an opportunity only they are on while it is a lead | those no other `scored` record points to (Tryton stores no attachments) |
 //! | `hubspot` | `crm-results` (its results, `written_at` = received) joined with `scored` (status) | the email engagements (archived), by the message-id property | as Tryton (HubSpot stores no attachment bytes) |
 //! | `rest` | the same join; the activity ids of `crm-results` | the activities (`DELETE`; the CRM deletes their attachments) | none: the CRM's attachments point to blobs by URL and the older ones cannot be listed |

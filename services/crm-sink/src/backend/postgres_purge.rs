@@ -7,7 +7,9 @@
 //! (by message id, and any they sent) with those activities' attachments, the leads of those
 //! emails (and any with them as sender), and the follow-ups of those emails. An expired lead's
 //! rows: its activity with the attachments, its leads and follow-ups; the contact stays (it may
-//! have other leads). Accounts and deals are the companies' and stay.
+//! have other leads). Retention also deletes `responses` (our outbound emails' thread and time)
+//! older than its horizon: a response only serves an inbound email of its thread written after
+//! it, which comes minutes later, not months. Accounts and deals are the companies' and stay.
 
 use std::time::Duration;
 
@@ -86,6 +88,9 @@ pub async fn expire(
             .map(|row| row.get(0))
             .collect();
         let (rows, stored) = delete(&client, &[], &message_ids).await?;
+        let responses = client
+            .execute("DELETE FROM responses WHERE received_at < $1", &[&before])
+            .await?;
         let kept: Vec<String> = client
             .query(
                 "SELECT DISTINCT storage_url FROM attachments WHERE storage_url = ANY($1)",
@@ -101,9 +106,11 @@ pub async fn expire(
             .collect();
         unreferenced.sort();
         unreferenced.dedup();
+        let mut rows = CrmErased::from(rows);
+        rows.deleted.insert("responses", responses);
         Ok(Expired {
             messages: message_ids.len(),
-            rows: CrmErased::from(rows),
+            rows,
             unreferenced_blobs: unreferenced,
             message_ids,
         })
