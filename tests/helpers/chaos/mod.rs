@@ -693,6 +693,30 @@ pub async fn run(o: ChaosOptions) -> anyhow::Result<ChaosReport> {
         .filter(|m| !rows.activities.contains_key(*m))
         .cloned()
         .collect();
+    // Where a missing email was lost: after ingest wrote it (it is in `raw-email`, the raw
+    // bytes name its Message-ID), or before (ingest answered 250 for a write that never was).
+    if !report.missing.is_empty() {
+        let raw = collect(
+            &env.consumer(&["raw-email"]),
+            report.sent.deliveries,
+            Duration::from_secs(60),
+            Duration::from_secs(3),
+        )
+        .await;
+        report.missing_in_raw_email = report
+            .missing
+            .iter()
+            .filter(|id| {
+                let needle = format!("<{id}>");
+                raw.iter().any(|r| {
+                    r.payload
+                        .as_deref()
+                        .is_some_and(|p| p.windows(needle.len()).any(|w| w == needle.as_bytes()))
+                })
+            })
+            .cloned()
+            .collect();
+    }
     report.unexpected_activities = rows
         .activities
         .keys()

@@ -23,6 +23,10 @@ pub struct ChaosReport {
     pub bursts: Vec<String>,
     pub activities: usize,
     pub missing: Vec<String>,
+    /// Of `missing`, those `raw-email` holds (lost after ingest wrote them; the others were
+    /// acknowledged to the sender and never written, or were over ingest's inline limit: a
+    /// claim check holds only the blob's URI).
+    pub missing_in_raw_email: Vec<String>,
     pub unexpected_activities: Vec<String>,
     pub duplicated: Vec<String>,
     pub applied_twice: Vec<String>,
@@ -155,9 +159,15 @@ impl ChaosReport {
             || !self.unexpected_activities.is_empty()
         {
             f.push(format!(
-                "CRM activities {} != unique messages sent {} (missing {}: {:?}; unexpected {}: {:?})",
-                self.activities, s.unique.len(), self.missing.len(), self.missing.first(),
-                self.unexpected_activities.len(), self.unexpected_activities.first()
+                "CRM activities {} != unique messages sent {} (missing {}: {:?}, of them in \
+                 raw-email {}; unexpected {}: {:?})",
+                self.activities,
+                s.unique.len(),
+                self.missing.len(),
+                self.missing.first(),
+                self.missing_in_raw_email.len(),
+                self.unexpected_activities.len(),
+                self.unexpected_activities.first()
             ));
         }
         if !self.duplicated.is_empty() || !self.applied_twice.is_empty() {
