@@ -111,7 +111,7 @@ pub fn detect(
         }
     }
     record.forwarded = found;
-    signature.filter(|_| record.forwarded.is_some())
+    signature
 }
 
 /// The innermost message of a chain of `message/rfc822` attachments, then of inline forwards
@@ -156,7 +156,10 @@ fn attached(message: &Message<'_>) -> Option<Found> {
         return Some(deeper);
     }
     let mut ignored = Vec::new();
-    let split = text.as_deref().map(reply::split);
+    let (body, signature) = text
+        .as_deref()
+        .map(reply::split)
+        .map_or((None, None), |s| (Some(s.stripped), s.signature));
     let forwarded = Forwarded {
         from: normalize::addresses(current.from().into_iter(), "From", &mut ignored)
             .into_iter()
@@ -167,14 +170,14 @@ fn attached(message: &Message<'_>) -> Option<Found> {
             .header_raw("Date")
             .map(|d| bounded(d.trim().to_string())),
         subject: subject.map(bounded),
-        body: split.as_ref().map(|s| s.stripped.clone()),
+        body,
         forwarder: None,
         format: Forwarded::ATTACHED.into(),
         depth: depth as i32,
     };
     Some(Found {
         forwarded,
-        signature: split.and_then(|s| s.signature),
+        signature,
     })
 }
 
