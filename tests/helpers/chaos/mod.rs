@@ -217,6 +217,35 @@ fn long_outage(
     })
 }
 
+/// Which of `ids` a `raw-email` record names (`<id>` in its raw bytes), read as it streams by
+/// (the topic holds every delivery: keeping the payloads would hold gigabytes at full size),
+/// until `records` were read or none came for 10 s.
+async fn in_raw_email(env: &TestEnv, ids: &[String], records: usize) -> Vec<String> {
+    use rdkafka::Message;
+    let consumer = env.consumer(&["raw-email"]);
+    let needles: Vec<(String, String)> = ids
+        .iter()
+        .map(|id| (format!("<{id}>"), id.clone()))
+        .collect();
+    let mut found = BTreeSet::new();
+    for _ in 0..records {
+        let Ok(Ok(record)) = tokio::time::timeout(Duration::from_secs(10), consumer.recv()).await
+        else {
+            break;
+        };
+        let payload = record.payload().unwrap_or_default();
+        for (needle, id) in &needles {
+            if payload
+                .windows(needle.len())
+                .any(|w| w == needle.as_bytes())
+            {
+                found.insert(id.clone());
+            }
+        }
+    }
+    found.into_iter().collect()
+}
+
 /// Committed transactions of every stream processor instance in service that answers now
 /// (a frozen one is skipped, never waited for): `(name, index, starts) -> count`.
 async fn committed(pipeline: &Arc<Mutex<Pipeline>>) -> BTreeMap<(&'static str, usize, u32), f64> {
@@ -696,26 +725,8 @@ pub async fn run(o: ChaosOptions) -> anyhow::Result<ChaosReport> {
     // Where a missing email was lost: after ingest wrote it (it is in `raw-email`, the raw
     // bytes name its Message-ID), or before (ingest answered 250 for a write that never was).
     if !report.missing.is_empty() {
-        let raw = collect(
-            &env.consumer(&["raw-email"]),
-            report.sent.deliveries,
-            Duration::from_secs(60),
-            Duration::from_secs(3),
-        )
-        .await;
-        report.missing_in_raw_email = report
-            .missing
-            .iter()
-            .filter(|id| {
-                let needle = format!("<{id}>");
-                raw.iter().any(|r| {
-                    r.payload
-                        .as_deref()
-                        .is_some_and(|p| p.windows(needle.len()).any(|w| w == needle.as_bytes()))
-                })
-            })
-            .cloned()
-            .collect();
+        report.missing_in_raw_email =
+            in_raw_email(&env, &report.missing, report.sent.deliveries).await;
     }
     report.unexpected_activities = rows
         .activities
