@@ -185,6 +185,7 @@ fn assert_stream_series(text: &str, name: &str, input: &str, outputs: &[String],
         zero("mailstream_transactions_total", &[p, ("outcome", outcome)]);
     }
     zero("mailstream_transient_retries_total", &[p]);
+    zero("mailstream_consumers_renewed_total", &[p]);
     zero("mailstream_processing_seconds_count", &[p]);
     zero("mailstream_transaction_commit_seconds_count", &[p]);
     for partition in 0..partitions {

@@ -1,6 +1,7 @@
 //! The runtime against the real stack, through the pass-through processor:
 //! exactly-once under normal running and under repeated `kill -9`, the dead-letter path, and
-//! configuration errors that stop start-up.
+//! configuration errors that stop start-up; and, against librdkafka's own mock cluster, a
+//! broker answer the real one gives only by chance.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -8,9 +9,13 @@ use std::time::Duration;
 use apache_avro::types::Value;
 use mailstream_tests::pipeline::metric;
 use mailstream_tests::{
-    TestEnv, bench_id, bench_record, collect, decode, free_port, http_get, output, terminate,
+    Stack, TestEnv, bench_id, bench_record, collect, decode, free_port, http_get, output, terminate,
 };
 use rand::Rng;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 const IN: &str = "bench.in";
 const OUT: &str = "bench.out";
@@ -304,6 +309,84 @@ async fn a_transaction_the_coordinator_timed_out_fences_its_producer_and_the_ins
     let status = terminate(&mut child, Duration::from_secs(30));
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
     assert_exactly_once(&seen, n, "after a fenced transaction");
+}
+
+/// librdkafka#5586: when the group's first read of its committed offsets is answered
+/// NOT_COORDINATOR (the coordinator moved: a broker restarted, a leader changed), librdkafka
+/// never reads them again and never fetches the assigned partitions; the processor looks
+/// healthy and idle while its lag grows. The full-size replicated chaos run met it on a real
+/// cluster, where it takes a coordinator moving in the instant of the read; librdkafka's mock
+/// cluster gives that answer on demand. The runtime notices the partitions unfetched while the
+/// group is steady and replaces its consumer; every record then moves, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_a_lost_offset_read_left_unfetched_move_after_the_consumer_is_renewed() {
+    let mock = MockCluster::new(1).expect("librdkafka's mock cluster");
+    let stack = Stack {
+        bootstrap: mock.bootstrap_servers(),
+        registry: Stack::get().registry,
+    };
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let env = TestEnv::with_prefix(stack, &format!("t-unfetched-{}-", &id[..8]));
+    let partitions = 3;
+    for topic in [IN, OUT, "bench.in.dlq"] {
+        mock.create_topic(&env.topic(topic), partitions, 1)
+            .expect("create a topic on the mock cluster");
+    }
+    let registered = output(env.mailstream(&["schemas", "register"]));
+    assert!(
+        registered.status.success(),
+        "schemas register: {}",
+        String::from_utf8_lossy(&registered.stderr)
+    );
+    let n = 300;
+    produce_bench(&env, 0..n, 200).await;
+    // The next committed-offset read, the processor's group's first: nothing else here reads
+    // one (the checker below assigns itself explicit offsets).
+    mock.request_errors(
+        RDKafkaApiKey::OffsetFetch,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_COORDINATOR],
+    );
+    let http = format!("127.0.0.1:{}", free_port());
+    // A 2 s transaction timeout: the consumer is renewed after 22 s unfetched.
+    let mut child = env.spawn(
+        "passthrough",
+        "a",
+        &[
+            ("MAILSTREAM_HTTP_ADDR", http.as_str()),
+            ("MAILSTREAM_TRANSACTION_TIMEOUT_MS", "2000"),
+        ],
+    );
+
+    let checker: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &env.stack.bootstrap)
+        .set("group.id", format!("{}checker", env.prefix))
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("checker");
+    let mut from_start = TopicPartitionList::new();
+    for partition in 0..partitions {
+        from_start
+            .add_partition_offset(&env.topic(OUT), partition, Offset::Beginning)
+            .expect("partition");
+    }
+    checker.assign(&from_start).expect("assign");
+    let seen = collect(
+        &checker,
+        n,
+        Duration::from_secs(120),
+        Duration::from_secs(3),
+    )
+    .await;
+    let metrics = http_get(&format!("http://{http}/metrics")).await.1;
+    assert_eq!(
+        metric(&metrics, "mailstream_consumers_renewed_total", &[]),
+        1.0,
+        "one consumer renewal"
+    );
+    assert_eq!(http_get(&format!("http://{http}/readyz")).await.0, 200);
+    let status = terminate(&mut child, Duration::from_secs(30));
+    assert!(status.success(), "graceful shutdown exits 0, got {status}");
+    assert_exactly_once(&seen, n, "through a renewed consumer");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

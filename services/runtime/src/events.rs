@@ -29,6 +29,7 @@ pub fn series_initialised<'a>(
         m.transactions.with_label_values(&[processor, outcome]);
     }
     m.transient_retries.with_label_values(&[processor]);
+    m.consumers_renewed.with_label_values(&[processor]);
     m.processing_seconds.with_label_values(&[processor]);
     m.commit_seconds.with_label_values(&[processor]);
     tracing::debug!(processor, input, outputs = ?written, "metric series initialised");
@@ -285,6 +286,26 @@ pub fn partitions_stalled(
             .with_label_values(&[processor, topic, &partition.to_string()])
             .set(stalled.as_secs_f64());
     }
+}
+
+/// Assigned `partitions` of `topic` have not been fetched for `idle` while the group was
+/// steady ([`crate::kafka::StreamContext::unfetched`]): the consumer is replaced by a new one,
+/// which reads the committed offsets afresh.
+pub fn consumer_renewed(
+    m: &Metrics,
+    processor: &str,
+    topic: &str,
+    partitions: &[i32],
+    idle: Duration,
+) {
+    m.consumers_renewed.with_label_values(&[processor]).inc();
+    tracing::warn!(
+        processor,
+        topic,
+        ?partitions,
+        idle_secs = idle.as_secs(),
+        "assigned partitions never started fetching (librdkafka#5586); replacing the consumer"
+    );
 }
 
 /// librdkafka reported a client-level error (all brokers down, authentication, ...).

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
@@ -150,8 +151,9 @@ pub fn producer_config(
 }
 
 /// Consumer callbacks: counts rebalances (an open batch must not commit across one), turns
-/// librdkafka statistics into the consumer-lag gauge, and tells readiness whether the brokers
-/// are reachable.
+/// librdkafka statistics into the consumer-lag gauge, tells readiness whether the brokers
+/// are reachable, and notices assigned partitions librdkafka never starts fetching
+/// ([`StreamContext::unfetched`]).
 pub struct StreamContext {
     processor: &'static str,
     naming: Naming,
@@ -162,6 +164,9 @@ pub struct StreamContext {
     revoked: Mutex<BTreeSet<i32>>,
     /// How long records have waited, per input partition ([`StreamContext::read_uncommitted`]).
     waiting: Mutex<Waiting>,
+    /// Assigned partitions whose fetcher has not started while the group was steady, and
+    /// since when (ms), by the statistics ([`StreamContext::unfetched`]).
+    unfetched: Mutex<BTreeMap<i32, i64>>,
 }
 
 /// What the consumer-lag gauges are computed from, per input partition.
@@ -224,6 +229,61 @@ impl StreamContext {
             rebalances: AtomicU64::new(0),
             revoked: Mutex::new(BTreeSet::new()),
             waiting: Mutex::new(Waiting::default()),
+            unfetched: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Assigned partitions librdkafka has not been fetching for `longer_than` although the
+    /// group was steady all along (its coordinator known, no rebalance under way).
+    ///
+    /// librdkafka starts fetching an assigned partition once it has read the partition's
+    /// committed offset. When that read is answered NOT_COORDINATOR (the group's coordinator
+    /// moved: a broker restarted, a leader changed), it refreshes the coordinator but never
+    /// reads again (librdkafka#5586, open in 2.12): the partition stays assigned and idle for
+    /// good, its lag grows, and nothing else looks wrong. The legitimate waits are shorter:
+    /// an open transaction of the previous owner delays the read by at most its timeout, and
+    /// while there is no coordinator the group is not steady. Found by the replicated chaos
+    /// run; the stream loop renews its consumer when this is not empty.
+    pub fn unfetched(&self, longer_than: Duration) -> Vec<i32> {
+        let since = now_ms() as i64 - longer_than.as_millis() as i64;
+        self.unfetched
+            .lock()
+            .map(|unfetched| {
+                unfetched
+                    .iter()
+                    .filter(|(_, at)| **at <= since)
+                    .map(|(partition, _)| *partition)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Notes, from one statistics report, which assigned partitions are not being fetched.
+    fn note_unfetched(&self, statistics: &Statistics, now: i64) {
+        let steady = statistics
+            .cgrp
+            .as_ref()
+            .is_some_and(|group| group.state == "up" && group.join_state == "steady");
+        let Ok(mut unfetched) = self.unfetched.lock() else {
+            return;
+        };
+        let idle: BTreeSet<i32> = statistics
+            .topics
+            .values()
+            .flat_map(|topic| topic.partitions.iter())
+            // librdkafka's fetch states before a fetcher starts (or after it stopped).
+            .filter(|(id, p)| {
+                **id >= 0 && p.desired && matches!(p.fetch_state.as_str(), "none" | "stopped")
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        if !steady {
+            unfetched.clear();
+            return;
+        }
+        unfetched.retain(|partition, _| idle.contains(partition));
+        for partition in idle {
+            unfetched.entry(partition).or_insert(now);
         }
     }
 
@@ -309,6 +369,7 @@ impl ClientContext for StreamContext {
         {
             self.health.brokers_up();
         }
+        self.note_unfetched(&statistics, now_ms() as i64);
         for (topic, stats) in &statistics.topics {
             let logical = self.naming.logical(topic).unwrap_or(topic);
             let now = now_ms() as i64;

@@ -5,7 +5,8 @@
 //! idle processor reads 0 rather than "no data" and an alert on an absent series means the
 //! processor is gone, not that it has had no traffic since its restart
 //! ([`crate::events::series_initialised`]):
-//! - per processor: `transactions_total` for each outcome, `transient_retries_total`, and the
+//! - per processor: `transactions_total` for each outcome, `transient_retries_total`,
+//!   `consumers_renewed_total`, and the
 //!   `processing_seconds` and `transaction_commit_seconds` histograms;
 //! - per topic: `records_in_total` of its input, `records_out_total` of each output of the
 //!   topology, and `records_dead_lettered_total` of its input for each runtime error class
@@ -53,6 +54,7 @@ pub struct Metrics {
     pub commit_seconds: HistogramVec,
     pub transactions: IntCounterVec,
     pub transient_retries: IntCounterVec,
+    pub consumers_renewed: IntCounterVec,
     pub consumer_lag: IntGaugeVec,
     pub consumer_lag_seconds: GaugeVec,
     pub partition_stalled_seconds: GaugeVec,
@@ -181,6 +183,12 @@ impl Metrics {
                 &registry,
                 "transient_retries_total",
                 "Batches retried after a transient failure.",
+                &["processor"],
+            ),
+            consumers_renewed: counter(
+                &registry,
+                "consumers_renewed_total",
+                "Consumers replaced because librdkafka left assigned partitions unfetched (a lost committed-offset read, librdkafka#5586).",
                 &["processor"],
             ),
             consumer_lag,

@@ -17,6 +17,7 @@
 //!    is written in a transaction of its own, without input offsets, and ended like a batch.
 
 mod batch;
+mod consumer;
 mod producer;
 mod record;
 
@@ -37,6 +38,7 @@ use tracing::Instrument;
 pub use batch::{Backoff, Batch};
 pub use record::ConsumedRecord;
 
+use self::consumer::new_consumer;
 use self::producer::{Replacements, TxnProducer, init_transactions, new_producer};
 use crate::avro::{self, AvroCodec, registry_settings};
 use crate::config::RuntimeConfig;
@@ -180,11 +182,7 @@ impl<P: Processor> Stream<P> {
             .map(|t| topology.max_message_bytes(t))
             .max()
             .unwrap_or_default();
-        let context = StreamContext::new(P::NAME, naming.clone(), metrics.clone(), health.clone());
-        let consumer: StreamConsumer<StreamContext> =
-            kafka::consumer_config(&config, &naming, P::NAME)
-                .create_with_context(context)
-                .map_err(|e| RuntimeError::kafka("creating the consumer", e))?;
+        let consumer = new_consumer(&config, &naming, P::NAME, &metrics, &health)?;
         let producer = new_producer(&config, &naming, P::NAME, max_record_bytes)?;
         let codec = AvroCodec::new(
             registry_settings(&config)?,
@@ -231,9 +229,7 @@ impl<P: Processor> Stream<P> {
                 return Ok(());
             }
         }
-        self.consumer
-            .subscribe(&[&self.input_topic])
-            .map_err(|e| RuntimeError::kafka(format!("subscribing to {}", self.input_topic), e))?;
+        self.subscribe()?;
         events::series_initialised(&self.metrics, P::NAME, &self.input, self.budgets.keys());
         self.health.set_ready(true);
         tracing::info!(
@@ -248,6 +244,10 @@ impl<P: Processor> Stream<P> {
     async fn run_loop(&mut self, mut shutdown: Shutdown) -> Result<(), RuntimeError> {
         let mut backoff = Backoff::new(Duration::from_millis(self.config.retry_backoff_max_ms));
         while !shutdown.is_triggered() {
+            let unfetched = self.unfetched();
+            if !unfetched.is_empty() {
+                self.renew_consumer(&unfetched)?;
+            }
             let mut batch = Batch::default();
             let outcome = match self.fill_batch(&mut batch, &mut shutdown).await {
                 Ok(()) if batch.is_empty() => continue,
@@ -351,6 +351,9 @@ impl<P: Processor> Stream<P> {
             let message = match received {
                 // Nothing to read: caught up, which is progress too.
                 Err(_) if batch.is_empty() => {
+                    if !self.unfetched().is_empty() {
+                        return Ok(());
+                    }
                     self.progressed();
                     if self.idle(batch).await? {
                         return Ok(());
