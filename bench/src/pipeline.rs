@@ -12,9 +12,12 @@
 //! - CPU and memory (Pss) of every process, the broker, registry and PostgreSQL included.
 //!
 //! A rate is abandoned once the backlog exceeds `--max-backlog-secs` of it (not sustainable);
-//! the stage with the largest lag then is the bottleneck. Then the pass-through chain
+//! the stage with the largest lag then is the bottleneck. The pass-through chain
 //! (`bench_support::chain`) runs the same number of emails as the flat-out run through four
-//! hops on the same broker, and the topology's flat-out throughput is reported as a ratio.
+//! hops on the same broker before the first flat-out run and after each (`--repeat N` of them),
+//! and each flat-out throughput is reported as a ratio of the chain runs either side of it,
+//! with the median and range over the runs. CPU per record read is reported for every stage
+//! and every hop.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,6 +60,10 @@ struct Args {
     max_backlog_secs: f64,
     #[arg(long)]
     skip_chain: bool,
+    /// Flat-out runs (`max`): each between two runs of the chain, its ratio taken against
+    /// their mean; the report gives the median and range (the box is shared and noisy).
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
     /// Write every figure as JSON here too.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -305,6 +312,7 @@ async fn run_rate(
             commit_ms: 1e3 * commit / (b.commits - a.commits).max(1.0),
             lag_max: samples.iter().map(|s| s.stages[k].lag).fold(0.0, f64::max),
             lag_at_end_of_offer: b.lag,
+            records: b.read - a.read,
         });
     }
     let accepted = counters.accepted.load(Ordering::Relaxed);
@@ -360,31 +368,49 @@ async fn main() -> anyhow::Result<()> {
         ..CorpusOptions::default()
     });
     let mut runs = Vec::new();
+    let mut flat_out = 0;
     for r in &args.rates {
-        let rate = if r == "max" {
-            None
-        } else {
-            Some(r.parse::<f64>()?)
-        };
-        runs.push(run_rate(&args, &templates, rate).await?);
+        if r == "max" {
+            flat_out = args.repeat.max(1);
+            continue;
+        }
+        runs.push(run_rate(&args, &templates, Some(r.parse::<f64>()?)).await?);
         if let Some(run) = runs.last() {
             eprintln!("{run:?}");
         }
     }
-    let chain = if args.skip_chain {
-        None
-    } else {
-        eprintln!("== pass-through chain: {} records", args.flat_out);
-        Some(chain::run(templates.clone(), args.flat_out).await?)
-    };
-    print_report(&templates, &runs, chain.as_ref());
+    // The chain before the first flat-out run and after each: a warm broker, and a baseline
+    // measured next to every topology run it is compared with.
+    let mut chains = Vec::new();
+    for i in 0..flat_out {
+        if i == 0 && !args.skip_chain {
+            chains.push(run_chain(&templates, args.flat_out, chains.len() + 1).await?);
+        }
+        runs.push(run_rate(&args, &templates, None).await?);
+        if let Some(run) = runs.last() {
+            eprintln!("{run:?}");
+        }
+        if !args.skip_chain {
+            chains.push(run_chain(&templates, args.flat_out, chains.len() + 1).await?);
+        }
+    }
+    print_report(&templates, &runs, &chains);
     if let Some(path) = &args.json {
         std::fs::write(
             path,
-            serde_json::to_string_pretty(&serde_json::json!({"runs": runs, "chain": chain}))?,
+            serde_json::to_string_pretty(&serde_json::json!({"runs": runs, "chains": chains}))?,
         )?;
     }
     Ok(())
+}
+
+async fn run_chain(
+    templates: &Arc<Templates>,
+    records: usize,
+    n: usize,
+) -> anyhow::Result<chain::ChainFigures> {
+    eprintln!("== pass-through chain {n}: {records} records");
+    chain::run(templates.clone(), records).await
 }
 
 /// A processor that exited on its own during a measured run, with what it said last (the

@@ -146,6 +146,8 @@ pub struct Usage {
     pub name: String,
     /// Percent of one core, averaged over the window.
     pub cpu_percent: f64,
+    /// CPU seconds over the window.
+    pub cpu_secs: f64,
     pub peak_mib: f64,
 }
 
@@ -193,11 +195,13 @@ impl Watch {
         for (name, _) in &self.names {
             let dt = to.ticks.get(name).copied().unwrap_or(0) as f64
                 - from.ticks.get(name).copied().unwrap_or(0) as f64;
-            let cpu = (dt.max(0.0) / TICKS_PER_SEC) / secs * 100.0;
+            let cpu_secs = dt.max(0.0) / TICKS_PER_SEC;
+            let cpu = cpu_secs / secs * 100.0;
             ours += cpu;
             out.push(Usage {
                 name: name.clone(),
                 cpu_percent: cpu,
+                cpu_secs,
                 peak_mib: self.peak_kib.get(name).copied().unwrap_or(0) as f64 / 1024.0,
             });
         }
@@ -208,11 +212,13 @@ impl Watch {
         out.push(Usage {
             name: "machine".into(),
             cpu_percent: machine,
+            cpu_secs: machine / 100.0 * secs,
             peak_mib: 0.0,
         });
         out.push(Usage {
             name: "other".into(),
             cpu_percent: (machine - ours).max(0.0),
+            cpu_secs: (machine - ours).max(0.0) / 100.0 * secs,
             peak_mib: 0.0,
         });
         out
