@@ -267,6 +267,10 @@ impl StreamContext {
         let Ok(mut unfetched) = self.unfetched.lock() else {
             return;
         };
+        if !steady {
+            unfetched.clear();
+            return;
+        }
         let idle: BTreeSet<i32> = statistics
             .topics
             .values()
@@ -277,10 +281,6 @@ impl StreamContext {
             })
             .map(|(id, _)| *id)
             .collect();
-        if !steady {
-            unfetched.clear();
-            return;
-        }
         unfetched.retain(|partition, _| idle.contains(partition));
         for partition in idle {
             unfetched.entry(partition).or_insert(now);
@@ -369,10 +369,10 @@ impl ClientContext for StreamContext {
         {
             self.health.brokers_up();
         }
-        self.note_unfetched(&statistics, now_ms() as i64);
+        let now = now_ms() as i64;
+        self.note_unfetched(&statistics, now);
         for (topic, stats) in &statistics.topics {
             let logical = self.naming.logical(topic).unwrap_or(topic);
-            let now = now_ms() as i64;
             let waiting = self.waiting.lock().ok();
             for (id, partition) in &stats.partitions {
                 // librdkafka goes on reporting a partition it no longer fetches (`desired`

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::producer::Producer;
 
 use super::Stream;
 use crate::config::RuntimeConfig;
@@ -68,13 +67,7 @@ impl<P: Processor> Stream<P> {
         );
         self.health.set_ready(false);
         let held: Vec<i32> = std::mem::take(&mut self.assigned).into_iter().collect();
-        if !held.is_empty() {
-            self.processor.on_revoked(&held);
-            for partition in &held {
-                self.producer.context().forget_partition(*partition);
-                self.stalled.remove(partition);
-            }
-        }
+        self.release(&held);
         let fresh = new_consumer(
             &self.config,
             &self.naming,

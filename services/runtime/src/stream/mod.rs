@@ -442,14 +442,7 @@ impl<P: Processor> Stream<P> {
             .copied()
             .collect();
         let gained: Vec<i32> = current.difference(&kept).copied().collect();
-        if !lost.is_empty() {
-            self.processor.on_revoked(&lost);
-            for &partition in &lost {
-                self.producer.context().forget_partition(partition);
-                // Its stall series went with the revocation; clearing it would bring it back.
-                self.stalled.remove(&partition);
-            }
-        }
+        self.release(&lost);
         if !gained.is_empty() {
             let ctx = RestoreContext {
                 config: &self.config,
@@ -483,6 +476,19 @@ impl<P: Processor> Stream<P> {
         self.assigned = current;
         self.known_rebalances = rebalances;
         Ok(())
+    }
+
+    /// Tells the processor it no longer owns `lost`, and forgets what the loop kept of them.
+    fn release(&mut self, lost: &[i32]) {
+        if lost.is_empty() {
+            return;
+        }
+        self.processor.on_revoked(lost);
+        for partition in lost {
+            self.producer.context().forget_partition(*partition);
+            // Its stall series went with the revocation; clearing it would bring it back.
+            self.stalled.remove(partition);
+        }
     }
 
     /// Puts a consumed record back: the next poll returns it again.
